@@ -1,0 +1,226 @@
+"""Settings: parsed once from the environment (``ORX_`` prefix), validated, frozen, passed explicitly.
+
+Every error names the variable, e.g. ``ORX_SELECTOR_LISTEN: expected host:port, got 'x'``.
+Secrets are wrapped in :class:`Secret` so they never print.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from orchestratex.errors import ConfigError
+
+T = TypeVar("T")
+
+SERVICES = ("selector", "providers", "orchestrator", "analytics")
+DEFAULT_PORTS = {"selector": 50051, "providers": 50052, "orchestrator": 50053, "analytics": 50054, "gateway": 8080}
+
+
+class Secret:
+    """A string that never shows itself in ``repr``, ``str`` or f-strings."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        """The secret value. Call only where it is sent to the vendor."""
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('**********')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class Address:
+    """A ``host:port`` pair."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def dialable(self) -> str:
+        """The address a local client dials: wildcard binds become loopback."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "[::]": "[::1]"}.get(self.host, self.host)
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a process needs to know, read once at start-up."""
+
+    listen: Mapping[str, Address]
+    peers: Mapping[str, str]
+    data_dir: Path
+    log_level: str = "INFO"
+    log_format: str = "json"
+    shutdown_grace: float = 10.0
+    rpc_timeout: float = 10.0
+    max_message_bytes: int = 8 * 1024 * 1024
+    max_prompt_chars: int = 200_000
+    mongodb_uri: Secret = field(default_factory=lambda: Secret(""))
+    mongodb_database: str = "orchestratex"
+    provider_mode: str = "auto"
+    openrouter_api_key: Secret = field(default_factory=lambda: Secret(""))
+    openrouter_base_url: str = "https://openrouter.ai/api/v1"
+    catalogue_path: Path | None = None
+    sim_profile: Path | None = None
+    sim_speed: float = 1.0
+    shadow_sample_rate: float | None = None
+    outbox_interval: float = 1.0
+    history_refresh: float = 5.0
+
+    @property
+    def simulated(self) -> bool:
+        """True when models are served by the simulator."""
+        if self.provider_mode == "simulated":
+            return True
+        if self.provider_mode == "live":
+            return False
+        return not self.openrouter_api_key
+
+    @property
+    def storage_backend(self) -> str:
+        """``mongodb`` when a URI is configured, else the embedded ``sqlite``."""
+        return "mongodb" if self.mongodb_uri else "sqlite"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Parse and validate the environment. Raises :class:`ConfigError` naming the variable."""
+        env = os.environ if env is None else env
+        r = _Reader(env)
+        listen: dict[str, Address] = {}
+        peers: dict[str, str] = {}
+        for name, port in DEFAULT_PORTS.items():
+            var = f"ORX_{name.upper()}_LISTEN"
+            listen[name] = r.get(var, f"127.0.0.1:{port}", _parse_address)
+            peers[name] = r.get(f"ORX_{name.upper()}_ADDR", listen[name].dialable(), _parse_target)
+        key = env.get("OPENROUTER_API_KEY", "").strip()
+        key_file = env.get("ORX_OPENROUTER_API_KEY_FILE", "").strip()
+        if key_file and not key:
+            try:
+                key = Path(key_file).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"ORX_OPENROUTER_API_KEY_FILE: cannot read {key_file!r} ({exc.strerror})") from None
+        return cls(
+            listen=listen,
+            peers=peers,
+            data_dir=Path(r.get("ORX_DATA_DIR", "./var", str)),
+            log_level=r.get("ORX_LOG_LEVEL", "INFO", _choice("DEBUG", "INFO", "WARNING", "ERROR")),
+            log_format=r.get("ORX_LOG_FORMAT", "json", _choice("json", "text")),
+            shutdown_grace=r.get("ORX_SHUTDOWN_GRACE", "10", _number(0, 600)),
+            rpc_timeout=r.get("ORX_RPC_TIMEOUT", "10", _number(0.01, 3600)),
+            max_message_bytes=int(r.get("ORX_MAX_MESSAGE_BYTES", str(8 * 1024 * 1024), _number(1024, 1 << 30))),
+            max_prompt_chars=int(r.get("ORX_MAX_PROMPT_CHARS", "200000", _number(1, 10_000_000))),
+            mongodb_uri=Secret(env.get("ORX_MONGODB_URI", "").strip()),
+            mongodb_database=r.get("ORX_MONGODB_DATABASE", "orchestratex", _nonempty),
+            provider_mode=r.get("ORX_PROVIDER_MODE", "auto", _choice("auto", "simulated", "live")),
+            openrouter_api_key=Secret(key),
+            openrouter_base_url=r.get("ORX_OPENROUTER_BASE_URL", "https://openrouter.ai/api/v1", _url),
+            catalogue_path=r.get("ORX_CATALOGUE", "", _optional_file),
+            sim_profile=r.get("ORX_SIM_PROFILE", "", _optional_file),
+            sim_speed=r.get("ORX_SIM_SPEED", "1", _number(0.001, 1000)),
+            shadow_sample_rate=r.get("ORX_SHADOW_SAMPLE_RATE", "", _optional_number(0, 1)),
+            outbox_interval=r.get("ORX_OUTBOX_INTERVAL", "1", _number(0.01, 3600)),
+            history_refresh=r.get("ORX_HISTORY_REFRESH", "5", _number(0.01, 3600)),
+        )
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def get(self, var: str, default: str, parse: Callable[[str], T]) -> T:
+        raw = self.env.get(var)
+        value = default if raw is None or raw.strip() == "" else raw.strip()
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise ConfigError(f"{var}: {exc}") from None
+
+
+def _parse_address(value: str) -> Address:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"expected host:port, got {value!r}")
+    try:
+        number = int(port)
+    except ValueError:
+        raise ValueError(f"port must be a number, got {port!r}") from None
+    if not 0 <= number <= 65535:
+        raise ValueError(f"port must be 0-65535, got {number}")
+    return Address(host, number)
+
+
+def _parse_target(value: str) -> str:
+    if "://" in value or value.startswith(("unix:", "dns:", "ipv4:", "ipv6:")):
+        return value
+    _parse_address(value)
+    return value
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        for option in allowed:
+            if value.lower() == option.lower():
+                return option
+        raise ValueError(f"expected one of {', '.join(allowed)}, got {value!r}")
+
+    return parse
+
+
+def _number(low: float, high: float) -> Callable[[str], float]:
+    def parse(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f"expected a number, got {value!r}") from None
+        if not low <= number <= high:
+            raise ValueError(f"must be between {low:g} and {high:g}, got {number:g}")
+        return number
+
+    return parse
+
+
+def _optional_number(low: float, high: float) -> Callable[[str], float | None]:
+    inner = _number(low, high)
+    return lambda value: None if value == "" else inner(value)
+
+
+def _nonempty(value: str) -> str:
+    if not value:
+        raise ValueError("must not be empty")
+    return value
+
+
+def _url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(f"expected an http(s) URL, got {value!r}")
+    return value.rstrip("/")
+
+
+def _optional_file(value: str) -> Path | None:
+    if value == "":
+        return None
+    path = Path(value)
+    if not path.is_file():
+        raise ValueError(f"no such file: {value!r}")
+    return path

@@ -1,0 +1,64 @@
+"""Outbound gRPC: channels to peer services with request-id/tenant propagation and default deadlines.
+
+Every call made through these channels carries the caller's request id and tenant, and gets a
+deadline when the caller did not set one — no outbound call can hang forever.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grpc
+
+from orchestratex import context
+
+
+def _decorate(details: grpc.aio.ClientCallDetails, default_timeout: float) -> grpc.aio.ClientCallDetails:
+    metadata = grpc.aio.Metadata(*(details.metadata or ()))
+    if context.REQUEST_ID_HEADER not in metadata:
+        rid = context.request_id.get() or context.new_request_id()
+        metadata.add(context.REQUEST_ID_HEADER, rid)
+    tenant = context.tenant.get()
+    if tenant and context.TENANT_HEADER not in metadata:
+        metadata.add(context.TENANT_HEADER, tenant)
+    timeout = details.timeout if details.timeout is not None else default_timeout
+    return grpc.aio.ClientCallDetails(details.method, timeout, metadata, details.credentials, details.wait_for_ready)
+
+
+class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+
+    async def intercept_unary_unary(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
+        return await continuation(_decorate(details, self.timeout), request)
+
+
+class _UnaryStream(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+
+    async def intercept_unary_stream(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
+        return await continuation(_decorate(details, self.timeout), request)
+
+
+def open_channel(
+    target: str,
+    unary_timeout: float = 10.0,
+    stream_timeout: float = 3600.0,
+    max_message_bytes: int = 8 * 1024 * 1024,
+    options: Sequence[tuple[str, Any]] = (),
+) -> grpc.aio.Channel:
+    """An insecure channel to a peer inside the deployment (TLS is terminated by the platform)."""
+    return grpc.aio.insecure_channel(
+        target,
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+            ("grpc.enable_retries", 1),
+            *options,
+        ],
+        interceptors=[_UnaryUnary(unary_timeout), _UnaryStream(stream_timeout)],
+    )

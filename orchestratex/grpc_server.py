@@ -1,0 +1,250 @@
+"""gRPC server bootstrap shared by every service.
+
+``create_server`` builds a ``grpc.aio`` server with the standard health service, server reflection,
+and one interceptor that (1) takes the request id and tenant from metadata, (2) writes an access log
+line per RPC, (3) maps exceptions to canonical status codes in one place, and (4) turns undecodable
+requests into INVALID_ARGUMENT. ``serve`` runs it until SIGTERM/SIGINT and shuts down gracefully.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from google.protobuf.message import DecodeError
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from orchestratex import context
+from orchestratex.errors import OrxError
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("orchestratex.access")
+
+OWN_PREFIX = "/orchestratex.v1."
+
+
+@dataclass(frozen=True)
+class ServiceBinding:
+    """One servicer and how to register it: ``add(servicer, server)`` and its full service name."""
+
+    add: Callable[[Any, grpc.aio.Server], None]
+    servicer: object
+    name: str
+
+
+@dataclass
+class GrpcServer:
+    """A built (not yet started) server."""
+
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+    service_names: list[str]
+    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    async def start(self) -> None:
+        """Start serving and mark every service SERVING."""
+        await self.server.start()
+        for name in [*self.service_names, ""]:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace: float) -> None:
+        """Flip health to NOT_SERVING, let in-flight RPCs drain for ``grace`` seconds, run cleanups."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        for cleanup in reversed(self.on_stop):
+            try:
+                await cleanup()
+            except Exception:
+                log.exception("cleanup failed during shutdown")
+
+
+class _Undecodable:
+    __slots__ = ()
+
+
+_UNDECODABLE = _Undecodable()
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError:
+            return _UNDECODABLE
+
+    return parse
+
+
+class _Scope:
+    """Context of one RPC: sets context vars, times it, logs it, maps its errors."""
+
+    __slots__ = ("method", "start", "status")
+
+    def __init__(self, method: str, ctx: grpc.aio.ServicerContext) -> None:
+        self.method = method
+        self.start = time.perf_counter()
+        self.status = "OK"
+        metadata = {k: v for k, v in (ctx.invocation_metadata() or ()) if isinstance(v, str)}
+        rid = metadata.get(context.REQUEST_ID_HEADER, "")
+        context.request_id.set(rid if context.valid_request_id(rid) else context.new_request_id())
+        context.tenant.set(metadata.get(context.TENANT_HEADER, "")[:128])
+
+    async def fail(self, exc: BaseException, ctx: grpc.aio.ServicerContext) -> None:
+        if isinstance(exc, OrxError):
+            self.status = exc.code.name
+            await ctx.abort(exc.code, exc.message)
+        self.status = "INTERNAL"
+        log.error("unhandled error in %s", self.method, exc_info=exc)
+        await ctx.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {context.request_id.get()})")
+
+    def done(self) -> None:
+        access_log.info(
+            "rpc %s %s",
+            self.method,
+            self.status,
+            extra={
+                "rpc": self.method,
+                "code": self.status,
+                "ms": round((time.perf_counter() - self.start) * 1000, 3),
+                "tenant": context.tenant.get(),
+            },
+        )
+
+
+async def _reject_undecodable(scope: _Scope, ctx: grpc.aio.ServicerContext) -> None:
+    scope.status = "INVALID_ARGUMENT"
+    await ctx.abort(grpc.StatusCode.INVALID_ARGUMENT, "request: not a valid protobuf message")
+
+
+class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Request ids, tenant, access logs and error mapping for the project's own services."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        method: str = details.method
+        if handler is None or not method.startswith(OWN_PREFIX):
+            return handler
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(method, handler.unary_unary),
+                request_deserializer=_tolerant(handler.request_deserializer),
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream(method, handler.unary_stream),
+                request_deserializer=_tolerant(handler.request_deserializer),
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+
+def _wrap_unary(method: str, inner: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    async def call(request: Any, ctx: grpc.aio.ServicerContext) -> Any:
+        scope = _Scope(method, ctx)
+        try:
+            if request is _UNDECODABLE:
+                await _reject_undecodable(scope, ctx)
+            return await inner(request, ctx)
+        except grpc.aio.AbortError:
+            if scope.status == "OK":
+                scope.status = (ctx.code() or grpc.StatusCode.UNKNOWN).name
+            raise
+        except asyncio.CancelledError:
+            scope.status = "CANCELLED"
+            raise
+        except Exception as exc:
+            await scope.fail(exc, ctx)
+        finally:
+            scope.done()
+
+    return call
+
+
+def _wrap_stream(method: str, inner: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    async def call(request: Any, ctx: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        scope = _Scope(method, ctx)
+        try:
+            if request is _UNDECODABLE:
+                await _reject_undecodable(scope, ctx)
+            async for item in inner(request, ctx):
+                yield item
+        except grpc.aio.AbortError:
+            if scope.status == "OK":
+                scope.status = (ctx.code() or grpc.StatusCode.UNKNOWN).name
+            raise
+        except asyncio.CancelledError:
+            scope.status = "CANCELLED"
+            raise
+        except Exception as exc:
+            await scope.fail(exc, ctx)
+        finally:
+            scope.done()
+
+    return call
+
+
+def server_options(max_message_bytes: int) -> list[tuple[str, Any]]:
+    """Channel options shared by servers: message size limits and keepalive policy."""
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+def create_server(
+    bindings: Sequence[ServiceBinding],
+    listen: str,
+    max_message_bytes: int = 8 * 1024 * 1024,
+) -> GrpcServer:
+    """Build a server for ``bindings`` on ``listen`` (``host:port``; port 0 picks a free one)."""
+    server = grpc.aio.server(interceptors=[ServerInterceptor()], options=server_options(max_message_bytes))
+    for binding in bindings:
+        binding.add(binding.servicer, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [b.name for b in bindings]
+    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    port = server.add_insecure_port(listen)
+    if port == 0:
+        raise OSError(f"cannot listen on {listen}")
+    return GrpcServer(server=server, port=port, health=health_servicer, service_names=names)
+
+
+async def serve(srv: GrpcServer, grace: float, ready: Callable[[int], None] | None = None) -> None:
+    """Run ``srv`` until SIGTERM or SIGINT, then shut down gracefully."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await srv.start()
+    log.info("serving %s on port %d", ", ".join(srv.service_names), srv.port)
+    if ready is not None:
+        ready(srv.port)
+    await stop.wait()
+    log.info("shutting down (grace %.1fs)", grace)
+    await srv.stop(grace)
+    log.info("stopped")
+
+
+def names_of(bindings: Iterable[ServiceBinding]) -> list[str]:
+    """Full service names of ``bindings``."""
+    return [b.name for b in bindings]
