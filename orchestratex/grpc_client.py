@@ -7,11 +7,18 @@ deadline when the caller did not set one — no outbound call can hang forever.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from orchestratex import context
+
+if TYPE_CHECKING:
+    _UnaryUnaryBase = grpc.aio.UnaryUnaryClientInterceptor[Any, Any]
+    _UnaryStreamBase = grpc.aio.UnaryStreamClientInterceptor[Any, Any]
+else:
+    _UnaryUnaryBase = grpc.aio.UnaryUnaryClientInterceptor
+    _UnaryStreamBase = grpc.aio.UnaryStreamClientInterceptor
 
 
 def _decorate(details: grpc.aio.ClientCallDetails, default_timeout: float) -> grpc.aio.ClientCallDetails:
@@ -26,7 +33,7 @@ def _decorate(details: grpc.aio.ClientCallDetails, default_timeout: float) -> gr
     return grpc.aio.ClientCallDetails(details.method, timeout, metadata, details.credentials, details.wait_for_ready)
 
 
-class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+class _UnaryUnary(_UnaryUnaryBase):
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
 
@@ -34,7 +41,7 @@ class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
         return await continuation(_decorate(details, self.timeout), request)
 
 
-class _UnaryStream(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+class _UnaryStream(_UnaryStreamBase):
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
 
@@ -60,5 +67,5 @@ def open_channel(
             ("grpc.enable_retries", 1),
             *options,
         ],
-        interceptors=[_UnaryUnary(unary_timeout), _UnaryStream(stream_timeout)],
+        interceptors=[_UnaryUnary(unary_timeout), _UnaryStream(stream_timeout)],  # type: ignore[list-item]
     )

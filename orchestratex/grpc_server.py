@@ -14,11 +14,12 @@ import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer as AioHealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from orchestratex import context
@@ -28,6 +29,13 @@ log = logging.getLogger(__name__)
 access_log = logging.getLogger("orchestratex.access")
 
 OWN_PREFIX = "/orchestratex.v1."
+
+if TYPE_CHECKING:
+    Ctx = grpc.aio.ServicerContext[Any, Any]
+    Handler = grpc.RpcMethodHandler[Any, Any]
+    _InterceptorBase = grpc.aio.ServerInterceptor[Any, Any]
+else:
+    _InterceptorBase = grpc.aio.ServerInterceptor
 
 
 @dataclass(frozen=True)
@@ -45,7 +53,7 @@ class GrpcServer:
 
     server: grpc.aio.Server
     port: int
-    health: health.aio.HealthServicer
+    health: AioHealthServicer
     service_names: list[str]
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -91,7 +99,7 @@ class _Scope:
 
     __slots__ = ("method", "start", "status")
 
-    def __init__(self, method: str, ctx: grpc.aio.ServicerContext) -> None:
+    def __init__(self, method: str, ctx: Ctx) -> None:
         self.method = method
         self.start = time.perf_counter()
         self.status = "OK"
@@ -100,7 +108,7 @@ class _Scope:
         context.request_id.set(rid if context.valid_request_id(rid) else context.new_request_id())
         context.tenant.set(metadata.get(context.TENANT_HEADER, "")[:128])
 
-    async def fail(self, exc: BaseException, ctx: grpc.aio.ServicerContext) -> None:
+    async def fail(self, exc: BaseException, ctx: Ctx) -> None:
         if isinstance(exc, OrxError):
             self.status = exc.code.name
             await ctx.abort(exc.code, exc.message)
@@ -122,19 +130,19 @@ class _Scope:
         )
 
 
-async def _reject_undecodable(scope: _Scope, ctx: grpc.aio.ServicerContext) -> None:
+async def _reject_undecodable(scope: _Scope, ctx: Ctx) -> None:
     scope.status = "INVALID_ARGUMENT"
     await ctx.abort(grpc.StatusCode.INVALID_ARGUMENT, "request: not a valid protobuf message")
 
 
-class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class ServerInterceptor(_InterceptorBase):
     """Request ids, tenant, access logs and error mapping for the project's own services."""
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler:
         handler = await continuation(details)
         method: str = details.method
         if handler is None or not method.startswith(OWN_PREFIX):
@@ -147,7 +155,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(method, handler.unary_stream),
+                _wrap_stream(method, handler.unary_stream),  # type: ignore[arg-type]
                 request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
@@ -155,7 +163,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
 
 def _wrap_unary(method: str, inner: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-    async def call(request: Any, ctx: grpc.aio.ServicerContext) -> Any:
+    async def call(request: Any, ctx: Ctx) -> Any:
         scope = _Scope(method, ctx)
         try:
             if request is _UNDECODABLE:
@@ -177,7 +185,7 @@ def _wrap_unary(method: str, inner: Callable[..., Awaitable[Any]]) -> Callable[.
 
 
 def _wrap_stream(method: str, inner: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
-    async def call(request: Any, ctx: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    async def call(request: Any, ctx: Ctx) -> AsyncIterator[Any]:
         scope = _Scope(method, ctx)
         try:
             if request is _UNDECODABLE:
@@ -219,7 +227,7 @@ def create_server(
     server = grpc.aio.server(interceptors=[ServerInterceptor()], options=server_options(max_message_bytes))
     for binding in bindings:
         binding.add(binding.servicer, server)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = AioHealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [b.name for b in bindings]
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)

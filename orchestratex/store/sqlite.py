@@ -6,8 +6,10 @@ Each service owns its own database file under the data directory (``orchestrator
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiosqlite
@@ -26,6 +28,23 @@ class SqliteDatabase:
         self.path = path
         self.writer = writer
         self.reader = reader
+        self._write_lock = asyncio.Lock()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """Serialise writers and wrap the block in one ``BEGIN IMMEDIATE`` ... ``COMMIT`` (rollback on error).
+
+        Every write goes through here: statements of concurrent coroutines never interleave inside
+        another's transaction.
+        """
+        async with self._write_lock:
+            await self.writer.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.writer
+            except BaseException:
+                await self.writer.execute("ROLLBACK")
+                raise
+            await self.writer.execute("COMMIT")
 
     @classmethod
     async def open(cls, path: Path, migrations: Sequence[str]) -> SqliteDatabase:

@@ -1,0 +1,278 @@
+"""Session records and event logs: the orchestrator's storage.
+
+The interface (:class:`SessionStore`) is backend-neutral; :class:`SqliteSessionStore` is the embedded
+implementation. Events are stored as serialised ``OrchestrationEvent`` protobufs keyed by
+``(session_id, sequence)``; every event also gets a store-wide increasing position, which the outbox
+uses as its delivery cursor to analytics.
+"""
+
+from __future__ import annotations
+
+import abc
+import base64
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestratex.store.sqlite import SqliteDatabase
+from orchestratex.v1 import orchestrator_pb2
+
+_MIGRATIONS = [
+    """
+    CREATE TABLE sessions (
+        session_id TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        thread_id TEXT NOT NULL,
+        create_us INTEGER NOT NULL,
+        record BLOB NOT NULL
+    );
+    CREATE INDEX sessions_by_tenant_time ON sessions (tenant, create_us DESC, session_id DESC);
+    CREATE INDEX sessions_by_status ON sessions (status);
+    CREATE INDEX sessions_by_thread ON sessions (tenant, thread_id, create_us);
+    CREATE TABLE events (
+        position INTEGER PRIMARY KEY AUTOINCREMENT,
+        session_id TEXT NOT NULL,
+        sequence INTEGER NOT NULL,
+        payload BLOB NOT NULL,
+        UNIQUE (session_id, sequence)
+    );
+    CREATE TABLE cursors (
+        name TEXT PRIMARY KEY,
+        position INTEGER NOT NULL
+    )
+    """,
+]
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """An event as stored: its store-wide position, its tenant and its bytes."""
+
+    position: int
+    tenant: str
+    session_id: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class SessionQuery:
+    """Filters and paging for :meth:`SessionStore.list_sessions`."""
+
+    tenant: str = ""
+    page_size: int = 20
+    page_token: str = ""
+    status: int = 0
+    thread_id: str = ""
+    start_us: int | None = None
+    end_us: int | None = None
+
+
+@dataclass(frozen=True)
+class SessionPage:
+    """One page of sessions."""
+
+    sessions: list[orchestrator_pb2.Session]
+    next_token: str
+
+
+def encode_page_token(create_us: int, session_id: str) -> str:
+    """Opaque keyset-pagination token."""
+    return base64.urlsafe_b64encode(f"{create_us}|{session_id}".encode()).decode()
+
+
+def decode_page_token(token: str) -> tuple[int, str]:
+    """Inverse of :func:`encode_page_token`; raises ``ValueError`` when malformed."""
+    try:
+        raw = base64.urlsafe_b64decode(token.encode()).decode()
+        created, _, session_id = raw.partition("|")
+        return int(created), session_id
+    except (ValueError, UnicodeError) as exc:
+        raise ValueError("malformed page token") from exc
+
+
+class SessionStore(abc.ABC):
+    """What the orchestrator needs from storage."""
+
+    @abc.abstractmethod
+    async def create_session(self, tenant: str, session: orchestrator_pb2.Session) -> None:
+        """Insert a new session record."""
+
+    @abc.abstractmethod
+    async def save_session(self, session: orchestrator_pb2.Session) -> None:
+        """Replace an existing session record (status, result...)."""
+
+    @abc.abstractmethod
+    async def get_session(self, session_id: str, tenant: str) -> orchestrator_pb2.Session | None:
+        """A session, or None when unknown or owned by another tenant (``tenant`` "" sees all)."""
+
+    @abc.abstractmethod
+    async def list_sessions(self, query: SessionQuery) -> SessionPage:
+        """Newest first, keyset-paged."""
+
+    @abc.abstractmethod
+    async def append_events(self, events: Sequence[tuple[str, int, bytes]]) -> None:
+        """Append ``(session_id, sequence, payload)`` rows in one transaction; duplicates are ignored."""
+
+    @abc.abstractmethod
+    async def read_events(self, session_id: str, after_sequence: int, limit: int = 1000) -> list[bytes]:
+        """Stored events of a session with sequence > ``after_sequence``, in order."""
+
+    @abc.abstractmethod
+    async def running_sessions(self) -> list[orchestrator_pb2.Session]:
+        """Sessions still marked running (used at start-up to recover from a crash)."""
+
+    @abc.abstractmethod
+    async def thread_sessions(self, tenant: str, thread_id: str, limit: int) -> list[orchestrator_pb2.Session]:
+        """Completed sessions of a thread, oldest first (at most ``limit``, the most recent ones)."""
+
+    @abc.abstractmethod
+    async def events_after(self, position: int, limit: int) -> list[StoredEvent]:
+        """Events at store positions greater than ``position``, in order (for the outbox)."""
+
+    @abc.abstractmethod
+    async def get_cursor(self, name: str) -> int:
+        """A named delivery cursor (0 when never set)."""
+
+    @abc.abstractmethod
+    async def set_cursor(self, name: str, position: int) -> None:
+        """Advance a named delivery cursor."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections."""
+
+
+class SqliteSessionStore(SessionStore):
+    """Embedded implementation on one SQLite file (WAL, one writer)."""
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self.db = db
+
+    @classmethod
+    async def open(cls, path: Path) -> SqliteSessionStore:
+        """Open and migrate ``path``."""
+        return cls(await SqliteDatabase.open(path, _MIGRATIONS))
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    async def create_session(self, tenant: str, session: orchestrator_pb2.Session) -> None:
+        create_us = session.create_time.seconds * 1_000_000 + session.create_time.nanos // 1000
+        async with self.db.transaction() as writer:
+            await writer.execute(
+                "INSERT INTO sessions (session_id, tenant, status, thread_id, create_us, record) VALUES (?,?,?,?,?,?)",
+                (
+                    session.session_id,
+                    tenant,
+                    session.status,
+                    session.thread_id,
+                    create_us,
+                    session.SerializeToString(),
+                ),
+            )
+
+    async def save_session(self, session: orchestrator_pb2.Session) -> None:
+        async with self.db.transaction() as writer:
+            await writer.execute(
+                "UPDATE sessions SET status = ?, record = ? WHERE session_id = ?",
+                (session.status, session.SerializeToString(), session.session_id),
+            )
+
+    async def get_session(self, session_id: str, tenant: str) -> orchestrator_pb2.Session | None:
+        sql = "SELECT record FROM sessions WHERE session_id = ?"
+        args: tuple[str, ...] = (session_id,)
+        if tenant:
+            sql += " AND tenant = ?"
+            args = (session_id, tenant)
+        async with self.db.reader.execute(sql, args) as cur:
+            row = await cur.fetchone()
+        return None if row is None else orchestrator_pb2.Session.FromString(row[0])
+
+    async def list_sessions(self, query: SessionQuery) -> SessionPage:
+        tenant, status, thread_id = query.tenant, query.status, query.thread_id
+        start_us, end_us, page_token, page_size = query.start_us, query.end_us, query.page_token, query.page_size
+        where: list[str] = []
+        args: list[object] = []
+        if tenant:
+            where.append("tenant = ?")
+            args.append(tenant)
+        if status:
+            where.append("status = ?")
+            args.append(status)
+        if thread_id:
+            where.append("thread_id = ?")
+            args.append(thread_id)
+        if start_us is not None:
+            where.append("create_us >= ?")
+            args.append(start_us)
+        if end_us is not None:
+            where.append("create_us < ?")
+            args.append(end_us)
+        if page_token:
+            created, sid = decode_page_token(page_token)
+            where.append("(create_us < ? OR (create_us = ? AND session_id < ?))")
+            args.extend([created, created, sid])
+        sql = "SELECT create_us, session_id, record FROM sessions"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY create_us DESC, session_id DESC LIMIT ?"
+        args.append(page_size + 1)
+        async with self.db.reader.execute(sql, args) as cur:
+            rows = list(await cur.fetchall())
+        next_token = ""
+        if len(rows) > page_size:
+            rows = rows[:page_size]
+            next_token = encode_page_token(int(rows[-1][0]), str(rows[-1][1]))
+        return SessionPage([orchestrator_pb2.Session.FromString(r[2]) for r in rows], next_token)
+
+    async def append_events(self, events: Sequence[tuple[str, int, bytes]]) -> None:
+        if not events:
+            return
+        async with self.db.transaction() as writer:
+            await writer.executemany(
+                "INSERT OR IGNORE INTO events (session_id, sequence, payload) VALUES (?,?,?)", events
+            )
+
+    async def read_events(self, session_id: str, after_sequence: int, limit: int = 1000) -> list[bytes]:
+        async with self.db.reader.execute(
+            "SELECT payload FROM events WHERE session_id = ? AND sequence > ? ORDER BY sequence LIMIT ?",
+            (session_id, after_sequence, limit),
+        ) as cur:
+            return [bytes(r[0]) for r in await cur.fetchall()]
+
+    async def running_sessions(self) -> list[orchestrator_pb2.Session]:
+        async with self.db.reader.execute(
+            "SELECT record FROM sessions WHERE status = ?", (orchestrator_pb2.SESSION_STATUS_RUNNING,)
+        ) as cur:
+            return [orchestrator_pb2.Session.FromString(r[0]) for r in await cur.fetchall()]
+
+    async def thread_sessions(self, tenant: str, thread_id: str, limit: int) -> list[orchestrator_pb2.Session]:
+        async with self.db.reader.execute(
+            "SELECT record FROM sessions WHERE tenant = ? AND thread_id = ? AND status = ? "
+            "ORDER BY create_us DESC LIMIT ?",
+            (tenant, thread_id, orchestrator_pb2.SESSION_STATUS_COMPLETED, limit),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [orchestrator_pb2.Session.FromString(r[0]) for r in reversed(list(rows))]
+
+    async def events_after(self, position: int, limit: int) -> list[StoredEvent]:
+        async with self.db.reader.execute(
+            "SELECT e.position, s.tenant, e.session_id, e.payload FROM events e "
+            "JOIN sessions s ON s.session_id = e.session_id WHERE e.position > ? ORDER BY e.position LIMIT ?",
+            (position, limit),
+        ) as cur:
+            return [StoredEvent(int(r[0]), str(r[1]), str(r[2]), bytes(r[3])) for r in await cur.fetchall()]
+
+    async def get_cursor(self, name: str) -> int:
+        async with self.db.reader.execute("SELECT position FROM cursors WHERE name = ?", (name,)) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def set_cursor(self, name: str, position: int) -> None:
+        async with self.db.transaction() as writer:
+            await writer.execute(
+                "INSERT INTO cursors (name, position) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET position = MAX(position, excluded.position)",
+                (name, position),
+            )
