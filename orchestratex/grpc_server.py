@@ -55,6 +55,7 @@ class GrpcServer:
     port: int
     health: AioHealthServicer
     service_names: list[str]
+    on_drain: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     async def start(self) -> None:
@@ -64,8 +65,14 @@ class GrpcServer:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     async def stop(self, grace: float) -> None:
-        """Flip health to NOT_SERVING, let in-flight RPCs drain for ``grace`` seconds, run cleanups."""
+        """Flip health to NOT_SERVING, let in-flight RPCs drain for ``grace`` seconds, run cleanups.
+
+        ``on_drain`` hooks run once health is NOT_SERVING and before the drain starts (e.g. to record
+        that work cut short is being shut down rather than cancelled by its client).
+        """
         await self.health.enter_graceful_shutdown()
+        for hook in self.on_drain:
+            await hook()
         await self.server.stop(grace)
         for cleanup in reversed(self.on_stop):
             try:

@@ -119,6 +119,10 @@ class SessionStore(abc.ABC):
         """Stored events of a session with sequence > ``after_sequence``, in order."""
 
     @abc.abstractmethod
+    async def last_sequence(self, session_id: str) -> int:
+        """Highest stored sequence of a session (0 when none)."""
+
+    @abc.abstractmethod
     async def running_sessions(self) -> list[orchestrator_pb2.Session]:
         """Sessions still marked running (used at start-up to recover from a crash)."""
 
@@ -240,6 +244,13 @@ class SqliteSessionStore(SessionStore):
             (session_id, after_sequence, limit),
         ) as cur:
             return [bytes(r[0]) for r in await cur.fetchall()]
+
+    async def last_sequence(self, session_id: str) -> int:
+        async with self.db.reader.execute(
+            "SELECT COALESCE(MAX(sequence), 0) FROM events WHERE session_id = ?", (session_id,)
+        ) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
 
     async def running_sessions(self) -> list[orchestrator_pb2.Session]:
         async with self.db.reader.execute(

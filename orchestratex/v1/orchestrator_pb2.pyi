@@ -48,6 +48,7 @@ class WarningCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     WARNING_CODE_CONTEXT_TRIMMED: _ClassVar[WarningCode]
     WARNING_CODE_REFINEMENT_FAILED: _ClassVar[WarningCode]
     WARNING_CODE_SHADOW_FAILED: _ClassVar[WarningCode]
+    WARNING_CODE_CALL_CANCELLED: _ClassVar[WarningCode]
 SESSION_STATUS_UNSPECIFIED: SessionStatus
 SESSION_STATUS_RUNNING: SessionStatus
 SESSION_STATUS_COMPLETED: SessionStatus
@@ -72,6 +73,7 @@ WARNING_CODE_ANALYTICS_UNAVAILABLE: WarningCode
 WARNING_CODE_CONTEXT_TRIMMED: WarningCode
 WARNING_CODE_REFINEMENT_FAILED: WarningCode
 WARNING_CODE_SHADOW_FAILED: WarningCode
+WARNING_CODE_CALL_CANCELLED: WarningCode
 
 class OrchestrateRequest(_message.Message):
     __slots__ = ("prompt", "max_rounds", "quality_threshold", "critic_count", "preferences", "budget_usd", "time_limit", "thread_id", "detached", "plateau_epsilon", "patience", "shadow_evaluation")
@@ -146,10 +148,10 @@ class OrchestrationEvent(_message.Message):
     critique_completed: CritiqueCompleted
     round_completed: RoundCompleted
     provider_fallback: ProviderFallback
-    warning: Warning
+    warning: SessionWarning
     session_completed: SessionCompleted
     session_failed: SessionFailed
-    def __init__(self, session_id: _Optional[str] = ..., sequence: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., session_started: _Optional[_Union[SessionStarted, _Mapping]] = ..., model_selected: _Optional[_Union[ModelSelected, _Mapping]] = ..., response_delta: _Optional[_Union[ResponseDelta, _Mapping]] = ..., response_completed: _Optional[_Union[ResponseCompleted, _Mapping]] = ..., critique_completed: _Optional[_Union[CritiqueCompleted, _Mapping]] = ..., round_completed: _Optional[_Union[RoundCompleted, _Mapping]] = ..., provider_fallback: _Optional[_Union[ProviderFallback, _Mapping]] = ..., warning: _Optional[_Union[Warning, _Mapping]] = ..., session_completed: _Optional[_Union[SessionCompleted, _Mapping]] = ..., session_failed: _Optional[_Union[SessionFailed, _Mapping]] = ...) -> None: ...
+    def __init__(self, session_id: _Optional[str] = ..., sequence: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., session_started: _Optional[_Union[SessionStarted, _Mapping]] = ..., model_selected: _Optional[_Union[ModelSelected, _Mapping]] = ..., response_delta: _Optional[_Union[ResponseDelta, _Mapping]] = ..., response_completed: _Optional[_Union[ResponseCompleted, _Mapping]] = ..., critique_completed: _Optional[_Union[CritiqueCompleted, _Mapping]] = ..., round_completed: _Optional[_Union[RoundCompleted, _Mapping]] = ..., provider_fallback: _Optional[_Union[ProviderFallback, _Mapping]] = ..., warning: _Optional[_Union[SessionWarning, _Mapping]] = ..., session_completed: _Optional[_Union[SessionCompleted, _Mapping]] = ..., session_failed: _Optional[_Union[SessionFailed, _Mapping]] = ...) -> None: ...
 
 class SessionStarted(_message.Message):
     __slots__ = ("request", "simulated", "thread_turns")
@@ -277,7 +279,7 @@ class ProviderFallback(_message.Message):
     time_to_first_token: _duration_pb2.Duration
     def __init__(self, round: _Optional[int] = ..., failed_model: _Optional[str] = ..., replacement_model: _Optional[str] = ..., failure_kind: _Optional[_Union[_common_pb2.FailureKind, str]] = ..., reason: _Optional[str] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., time_to_first_token: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
-class Warning(_message.Message):
+class SessionWarning(_message.Message):
     __slots__ = ("code", "message", "round", "model", "failure_kind", "usage", "latency", "purpose")
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]

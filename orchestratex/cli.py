@@ -1,0 +1,224 @@
+"""The ``orchestratex`` command: ``up``, ``serve``, ``ask``.
+
+``up`` runs the whole suite on one machine — each service in its own process, exactly as compose or
+Kubernetes would run them — waits until every one reports SERVING on the standard health service,
+prints where everything listens, and on Ctrl-C (or SIGTERM) stops them in reverse order, gracefully.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from orchestratex.config import SERVICES, Settings
+from orchestratex.errors import ConfigError
+from orchestratex.logging import register_secret, setup_logging
+
+START_ORDER = ("providers", "analytics", "selector", "orchestrator", "gateway")
+SERVICE_NAMES = {
+    "selector": "orchestratex.v1.SelectorService",
+    "providers": "orchestratex.v1.ProviderService",
+    "orchestrator": "orchestratex.v1.OrchestratorService",
+    "analytics": "orchestratex.v1.AnalyticsService",
+}
+READY_TIMEOUT = 60.0
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"orchestratex: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    register_secret(settings.openrouter_api_key.get())
+    register_secret(settings.mongodb_uri.get())
+    if args.command == "serve":
+        setup_logging(args.service, settings.log_level, settings.log_format)
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_serve(args.service, settings))
+    elif args.command == "up":
+        raise SystemExit(_up(settings))
+    elif args.command == "ask":
+        setup_logging("ask", "WARNING", "text")
+        raise SystemExit(asyncio.run(_ask(settings, args)))
+    else:
+        parser.print_help()
+        raise SystemExit(2)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="orchestratex", description="Several LLMs, one excellent answer.")
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("up", help="run the whole suite (four gRPC services and the gateway) on this machine")
+    serve = sub.add_parser("serve", help="run one service")
+    serve.add_argument("service", choices=[*SERVICES, "gateway"])
+    ask = sub.add_parser("ask", help="run an orchestration from the terminal and watch it live")
+    ask.add_argument("prompt")
+    ask.add_argument("--rounds", type=int, default=None, help="max rounds, 1-10 (default 3)")
+    ask.add_argument("--threshold", type=float, default=None, help="quality threshold, 0-10 (default 8)")
+    ask.add_argument("--critics", type=int, default=None, help="number of critics, 0-5 (default 2)")
+    ask.add_argument("--budget", type=float, default=None, help="budget in USD")
+    ask.add_argument("--model", default="", help="pin the primary model")
+    ask.add_argument("--thread", default="", help="thread id for follow-up prompts")
+    ask.add_argument("--target", default="", help="orchestrator address (default ORX_ORCHESTRATOR_ADDR)")
+    return parser
+
+
+# ------------------------------------------------------------------ serve
+
+
+async def _serve(name: str, settings: Settings) -> None:
+    from orchestratex.grpc_server import serve
+
+    if name == "gateway":
+        gateway_app = importlib.import_module("gateway.app")
+        addr = settings.listen["gateway"]
+        runner, _ = await gateway_app.start_gateway(settings, addr.host, addr.port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await runner.cleanup()
+        return
+
+    module = importlib.import_module(f"services.{name}.server")
+    srv = await module.build(settings)
+    await serve(srv, settings.shutdown_grace)
+
+
+# --------------------------------------------------------------------- up
+
+
+def _up(settings: Settings) -> int:
+    env = dict(os.environ)
+    env["ORX_DATA_DIR"] = str(settings.data_dir.resolve())
+    env.setdefault("ORX_LOG_FORMAT", "text" if sys.stderr.isatty() else "json")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    children: list[tuple[str, subprocess.Popen[bytes]]] = []
+    stopping = False
+
+    def request_stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        for name in START_ORDER:
+            proc = subprocess.Popen([sys.executable, "-m", "orchestratex.cli", "serve", name], env=env)
+            children.append((name, proc))
+            if not asyncio.run(_wait_ready(name, settings, proc, lambda: stopping)):
+                if not stopping:
+                    print(f"orchestratex: {name} did not become ready; stopping", file=sys.stderr)
+                return 0 if stopping else 1
+        _print_banner(settings, sys.stdout)
+        while not stopping:
+            for name, proc in children:
+                if proc.poll() is not None:
+                    print(f"orchestratex: {name} exited with code {proc.returncode}; stopping", file=sys.stderr)
+                    return 1
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                children[0][1].wait(timeout=0.5)
+        return 0
+    finally:
+        _stop_all(children, settings.shutdown_grace)
+
+
+async def _wait_ready(name: str, settings: Settings, proc: subprocess.Popen[bytes], stopping: object) -> bool:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + READY_TIMEOUT
+    while loop.time() < deadline:
+        if proc.poll() is not None or (callable(stopping) and stopping()):
+            return False
+        if await _probe(name, settings):
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+async def _probe(name: str, settings: Settings) -> bool:
+    if name == "gateway":
+        import aiohttp
+
+        url = f"http://{settings.listen['gateway'].dialable()}/healthz"
+        try:
+            async with aiohttp.ClientSession() as http, http.get(url, timeout=aiohttp.ClientTimeout(total=1)) as r:
+                return r.status == 200
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+    async with grpc.aio.insecure_channel(settings.peers[name]) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            resp = await stub.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAMES[name]), timeout=1)
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def _stop_all(children: list[tuple[str, subprocess.Popen[bytes]]], grace: float) -> None:
+    for name, proc in reversed(children):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=grace + 5)
+            except subprocess.TimeoutExpired:
+                print(f"orchestratex: {name} did not stop in time; killing it", file=sys.stderr)
+                proc.kill()
+                proc.wait()
+
+
+def _print_banner(settings: Settings, out: TextIO) -> None:
+    mode = (
+        "SIMULATED models (set OPENROUTER_API_KEY for real ones)"
+        if settings.simulated
+        else "live models through OpenRouter"
+    )
+    store = "MongoDB" if settings.storage_backend == "mongodb" else f"SQLite in {settings.data_dir.resolve()}"
+    gateway = settings.listen["gateway"].dialable()
+    orch = settings.listen["orchestrator"].dialable()
+    lines = [
+        "",
+        f"OrchestrateX is up — {mode}; store: {store}",
+        f"  browser       http://{gateway}/",
+        *(f"  {name:<13} {settings.listen[name]}  ({SERVICE_NAMES[name]})" for name in SERVICES),
+        f"  gateway       {settings.listen['gateway']}  (WebSocket /v1/ws, REST /v1)",
+        "",
+        "Try:",
+        f"  grpcurl -plaintext {orch} list",
+        f'  grpcurl -plaintext -d \'{{"prompt": "Write a haiku about gRPC"}}\' {orch} '
+        "orchestratex.v1.OrchestratorService/Orchestrate",
+        '  orchestratex ask "Explain the CAP theorem in three sentences"',
+        "",
+        "Ctrl-C stops everything.",
+        "",
+    ]
+    out.write("\n".join(lines))
+    out.flush()
+
+
+# -------------------------------------------------------------------- ask
+
+
+async def _ask(settings: Settings, args: argparse.Namespace) -> int:
+    from orchestratex.ask import run_ask
+
+    return await run_ask(settings, args)
+
+
+if __name__ == "__main__":
+    main()

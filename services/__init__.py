@@ -1,0 +1,1 @@
+"""The four gRPC services of OrchestrateX: selector, providers, orchestrator, analytics."""

@@ -1,0 +1,1 @@
+"""The orchestrator: select -> answer -> critique -> refine, streamed, persisted and resumable."""

@@ -1,0 +1,6 @@
+"""``python -m services.orchestrator``: run the orchestrator alone (same as ``orchestratex serve orchestrator``)."""
+
+from orchestratex.cli import main
+
+if __name__ == "__main__":
+    main(["serve", "orchestrator"])

@@ -1,0 +1,664 @@
+"""The critique-and-refine loop of one session.
+
+select (done by the caller) -> the author answers (streamed, coalesced deltas) -> critics of other
+families score it in parallel -> aggregate -> stop or refine the best version so far -> ...
+Every provider call ends up in exactly one event that carries its usage (``response_completed``,
+``critique_completed``, ``provider_fallback`` or a ``warning``), so the event log is also the ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import grpc
+from google.protobuf.duration_pb2 import Duration
+
+from orchestratex.v1 import common_pb2, providers_pb2, providers_pb2_grpc, selector_pb2
+from orchestratex.v1 import orchestrator_pb2 as pb
+from services.orchestrator import policy
+from services.orchestrator.critique import Critique, UnusableCritique, feedback_text, parse_critique
+from services.orchestrator.hub import Hub, LiveSession
+from services.orchestrator.prompts import PromptSet
+
+log = logging.getLogger(__name__)
+
+COALESCE_SECONDS = 0.05
+ANSWER_MAX_TOKENS = 4096
+CRITIQUE_MAX_TOKENS = 1024
+
+_STATUS_KIND = {
+    grpc.StatusCode.RESOURCE_EXHAUSTED: common_pb2.FAILURE_KIND_RATE_LIMITED,
+    grpc.StatusCode.UNAVAILABLE: common_pb2.FAILURE_KIND_UPSTREAM_ERROR,
+    grpc.StatusCode.INTERNAL: common_pb2.FAILURE_KIND_UPSTREAM_ERROR,
+    grpc.StatusCode.UNKNOWN: common_pb2.FAILURE_KIND_UPSTREAM_ERROR,
+    grpc.StatusCode.DEADLINE_EXCEEDED: common_pb2.FAILURE_KIND_TIMEOUT,
+    grpc.StatusCode.INVALID_ARGUMENT: common_pb2.FAILURE_KIND_INVALID_REQUEST,
+    grpc.StatusCode.NOT_FOUND: common_pb2.FAILURE_KIND_INVALID_REQUEST,
+    grpc.StatusCode.PERMISSION_DENIED: common_pb2.FAILURE_KIND_REFUSED,
+    grpc.StatusCode.UNAUTHENTICATED: common_pb2.FAILURE_KIND_REFUSED,
+    grpc.StatusCode.FAILED_PRECONDITION: common_pb2.FAILURE_KIND_REFUSED,
+    grpc.StatusCode.CANCELLED: common_pb2.FAILURE_KIND_CANCELLED,
+}
+
+
+def duration(seconds: float) -> Duration:
+    """Seconds as a protobuf Duration."""
+    d = Duration()
+    d.FromNanoseconds(int(seconds * 1e9))
+    return d
+
+
+def estimate_tokens(text: str) -> int:
+    """Rough token count (4 characters a token), used only where the vendor gave none."""
+    return math.ceil(len(text) / 4)
+
+
+class SessionError(Exception):
+    """The session cannot go on; ``reason`` is shown to the user."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class CallFailed(Exception):
+    """A provider call failed; carries what it cost."""
+
+    def __init__(
+        self,
+        kind: common_pb2.FailureKind,
+        message: str,
+        usage: common_pb2.Usage,
+        latency: float,
+        ttft: float | None = None,
+        partial: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.usage = usage
+        self.latency = latency
+        self.ttft = ttft
+        self.partial = partial
+
+
+@dataclass
+class CallResult:
+    """A finished provider call."""
+
+    model: str
+    text: str
+    usage: common_pb2.Usage
+    latency: float
+    ttft: float
+    served_model: str
+    simulated: bool
+
+
+@dataclass
+class Draft:
+    """One version of the answer and what the critics said of it."""
+
+    round: int
+    model: str
+    text: str
+    score: float | None = None
+    critiques: list[Critique] = field(default_factory=list)
+
+
+@dataclass
+class Selection:
+    """The outcome of model selection."""
+
+    primary: str
+    critics: list[str]
+    candidates: list[selector_pb2.Candidate]
+    analysis: selector_pb2.PromptAnalysis
+    from_defaults: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunConfig:
+    """A validated request with defaults applied."""
+
+    request: pb.OrchestrateRequest
+    rules: policy.StopRules
+    critic_count: int
+    history: list[common_pb2.ChatMessage]
+    trimmed_turns: int = 0
+
+
+class Pricing:
+    """Catalogue prices and limits, for estimates when a call was cut short."""
+
+    def __init__(self, models: dict[str, common_pb2.ModelInfo]) -> None:
+        self.models = models
+
+    def cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
+        info = self.models.get(model)
+        if info is None:
+            return 0.0
+        return round(
+            (prompt_tokens * info.input_price_per_mtok + completion_tokens * info.output_price_per_mtok) / 1e6, 9
+        )
+
+    def max_tokens(self, model: str, wanted: int) -> int:
+        info = self.models.get(model)
+        if info is None or info.max_output_tokens <= 0:
+            return wanted
+        return int(min(wanted, info.max_output_tokens))
+
+    def json_mode(self, model: str) -> bool:
+        info = self.models.get(model)
+        return bool(info and info.supports_json_mode)
+
+    def family(self, model: str) -> str:
+        info = self.models.get(model)
+        return info.family if info else ""
+
+
+class SessionRunner:
+    """Runs one session to its end, emitting events through the hub."""
+
+    def __init__(
+        self,
+        *,
+        live: LiveSession,
+        record: pb.Session,
+        config: RunConfig,
+        selection: Selection,
+        providers: providers_pb2_grpc.ProviderServiceStub,
+        prompts: PromptSet,
+        pricing: Pricing,
+        hub: Hub,
+        save: Callable[[pb.Session], object],
+        simulated: bool,
+    ) -> None:
+        self.live = live
+        self.record = record
+        self.config = config
+        self.request = config.request
+        self.selection = selection
+        self.providers = providers
+        self.prompts = prompts
+        self.pricing = pricing
+        self.hub = hub
+        self.save = save
+        self.simulated = simulated
+        self.domain = selection.analysis.primary_domain
+        self.author = selection.primary
+        self.failed_authors: set[str] = set()
+        self.drafts: list[Draft] = []
+        self.history: list[float] = []
+        self.per_model: dict[str, pb.ModelUsage] = {}
+        self.total = common_pb2.Usage()
+        self.terminal: dict[str, object] = {}
+        self.started = time.monotonic()
+        self.deadline = self.started + config.rules.time_limit_s
+
+    # ----------------------------------------------------------------- events
+
+    def emit(self, **kind: object) -> pb.OrchestrationEvent:
+        return self.hub.emit(self.live, **kind)
+
+    def account(self, model: str, usage: common_pb2.Usage) -> None:
+        """Add one call's usage to the per-model and session totals."""
+        entry = self.per_model.setdefault(model, pb.ModelUsage(model=model))
+        entry.calls += 1
+        for target in (entry.usage, self.total):
+            target.prompt_tokens += usage.prompt_tokens
+            target.completion_tokens += usage.completion_tokens
+            target.reasoning_tokens += usage.reasoning_tokens
+            target.cached_tokens += usage.cached_tokens
+            target.total_tokens += usage.total_tokens
+            target.cost_usd = round(target.cost_usd + usage.cost_usd, 9)
+
+    # ------------------------------------------------------------------ run
+
+    async def run(self) -> None:
+        """Run the loop to its end and set ``terminal`` (the last event, emitted by the caller).
+
+        Never raises, except for a second cancellation during cleanup.
+        """
+        started = pb.SessionStarted(
+            request=self.request, simulated=self.simulated, thread_turns=len(self.config.history) // 2
+        )
+        self.emit(session_started=started)
+        if self.config.trimmed_turns:
+            self.emit(
+                warning=pb.SessionWarning(
+                    code=pb.WARNING_CODE_CONTEXT_TRIMMED,
+                    message=f"{self.config.trimmed_turns} earlier turn(s) of the thread left out to fit the context",
+                )
+            )
+        self._emit_selection()
+        try:
+            async with asyncio.timeout_at(self._loop_deadline()):
+                await self._loop()
+        except TimeoutError:
+            if self.drafts:
+                self._complete(pb.STOP_REASON_DEADLINE, "the session's time limit was reached")
+            else:
+                self._fail("the session's time limit was reached before any answer", pb.SESSION_STATUS_FAILED)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            self._fail(self.live.cancel_reason, self.live.cancel_status)
+        except SessionError as exc:
+            self._fail(exc.reason, pb.SESSION_STATUS_FAILED)
+        except Exception:
+            log.exception("session %s crashed", self.live.session_id)
+            self._fail("internal error in the orchestrator", pb.SESSION_STATUS_FAILED)
+
+    def _loop_deadline(self) -> float:
+        loop = asyncio.get_running_loop()
+        return loop.time() + max(0.0, self.deadline - time.monotonic())
+
+    def _emit_selection(self) -> None:
+        sel = self.selection
+        for text in sel.warnings:
+            self.emit(warning=pb.SessionWarning(code=pb.WARNING_CODE_SELECTOR_UNAVAILABLE, message=text))
+        self.emit(
+            model_selected=pb.ModelSelected(
+                primary_model=sel.primary,
+                critic_models=sel.critics,
+                candidates=sel.candidates,
+                analysis=sel.analysis,
+                from_defaults=sel.from_defaults,
+            )
+        )
+        self.record.primary_model = sel.primary
+        self.record.primary_domain = sel.analysis.primary_domain
+
+    async def _loop(self) -> None:
+        rules = self.config.rules
+        round_no = 1
+        draft = await self._author(round_no, self._answer_messages(), common_pb2.CALL_PURPOSE_ANSWER)
+        while True:
+            round_started = time.monotonic()
+            round_cost_before = self.total.cost_usd
+            critiques = await self._critique_round(draft)
+            if not critiques:
+                reason = (
+                    "no critics were requested"
+                    if self.config.critic_count == 0
+                    else "every critic failed; returning the best answer so far"
+                )
+                if self.config.critic_count > 0:
+                    self.emit(
+                        warning=pb.SessionWarning(
+                            code=pb.WARNING_CODE_ALL_CRITICS_FAILED, message=reason, round=round_no
+                        )
+                    )
+                self._complete(pb.STOP_REASON_NO_CRITIQUE, reason)
+                return
+            draft.critiques = critiques
+            draft.score = policy.aggregate([c.score for c in critiques])
+            previous = self.history[-1] if self.history else None
+            self.history.append(draft.score)
+            best = self._best()
+            critique_time = time.monotonic() - round_started
+            next_cost = self._last_author_cost + (self.total.cost_usd - round_cost_before)
+            decision = policy.decide(
+                rules,
+                self.history,
+                spent_usd=self.total.cost_usd,
+                next_cost_usd=next_cost,
+                elapsed_s=time.monotonic() - self.started,
+                next_time_s=self._last_author_time + critique_time,
+            )
+            self.emit(
+                round_completed=pb.RoundCompleted(
+                    round=round_no,
+                    aggregate_score=draft.score,
+                    score_change=0.0 if previous is None else draft.score - previous,
+                    decision=pb.ROUND_DECISION_STOP if decision.stop else pb.ROUND_DECISION_CONTINUE,
+                    stop_reason=decision.reason,
+                    reason=decision.text,
+                    critics_scored=len(critiques),
+                    best_round=best.round,
+                    round_cost_usd=round(self.total.cost_usd - self._round_cost_start, 9),
+                )
+            )
+            if decision.stop:
+                self._complete(decision.reason, decision.text)
+                return
+            round_no += 1
+            try:
+                draft = await self._author(round_no, self._refine_messages(best), common_pb2.CALL_PURPOSE_REFINE)
+            except SessionError as exc:
+                self.emit(
+                    warning=pb.SessionWarning(
+                        code=pb.WARNING_CODE_REFINEMENT_FAILED, message=exc.reason, round=round_no
+                    )
+                )
+                self._complete(pb.STOP_REASON_UNSPECIFIED, f"refinement failed ({exc.reason}); kept the best version")
+                return
+
+    def _best(self) -> Draft:
+        scored = [d for d in self.drafts if d.score is not None]
+        if not scored:
+            return self.drafts[-1]
+        return max(scored, key=lambda d: (d.score, -d.round))
+
+    # -------------------------------------------------------------- messages
+
+    def _answer_messages(self) -> list[common_pb2.ChatMessage]:
+        return [
+            common_pb2.ChatMessage(role=common_pb2.ROLE_SYSTEM, content=self.prompts.answer_system),
+            *self.config.history,
+            common_pb2.ChatMessage(role=common_pb2.ROLE_USER, content=self.request.prompt),
+        ]
+
+    def _refine_messages(self, best: Draft) -> list[common_pb2.ChatMessage]:
+        system, user = self.prompts.refine(self.request.prompt, best.text, feedback_text(best.critiques))
+        return [
+            common_pb2.ChatMessage(role=common_pb2.ROLE_SYSTEM, content=system),
+            *self.config.history,
+            common_pb2.ChatMessage(role=common_pb2.ROLE_USER, content=user),
+        ]
+
+    # ---------------------------------------------------------------- author
+
+    _last_author_cost = 0.0
+    _last_author_time = 0.0
+    _round_cost_start = 0.0
+
+    async def _author(
+        self, round_no: int, messages: list[common_pb2.ChatMessage], purpose: common_pb2.CallPurpose
+    ) -> Draft:
+        """The author writes (or refines); on failure the next-ranked model takes over."""
+        self._round_cost_start = self.total.cost_usd
+        while True:
+            model = self.author
+            started = time.monotonic()
+            try:
+                result = await self._stream(model, messages, purpose, round_no, deltas=True)
+            except CallFailed as failure:
+                self.account(model, failure.usage)
+                self.failed_authors.add(model)
+                replacement = self._next_author()
+                self.emit(
+                    provider_fallback=pb.ProviderFallback(
+                        round=round_no,
+                        failed_model=model,
+                        replacement_model=replacement or "",
+                        failure_kind=failure.kind,
+                        reason=failure.message,
+                        usage=failure.usage,
+                        latency=duration(failure.latency),
+                        time_to_first_token=duration(failure.ttft or 0.0),
+                    )
+                )
+                if replacement is None:
+                    raise SessionError(
+                        f"every candidate model failed; last error from {model}: {failure.message}"
+                    ) from None
+                self.author = replacement
+                continue
+            self.account(model, result.usage)
+            self._last_author_cost = result.usage.cost_usd
+            self._last_author_time = time.monotonic() - started
+            self.emit(
+                response_completed=pb.ResponseCompleted(
+                    round=round_no,
+                    model=model,
+                    served_model=result.served_model,
+                    text=result.text,
+                    usage=result.usage,
+                    latency=duration(result.latency),
+                    time_to_first_token=duration(result.ttft),
+                    simulated=result.simulated,
+                )
+            )
+            draft = Draft(round=round_no, model=model, text=result.text)
+            self.drafts.append(draft)
+            return draft
+
+    def _next_author(self) -> str | None:
+        for cand in self.selection.candidates:
+            if cand.model not in self.failed_authors:
+                return cand.model
+        return None
+
+    # --------------------------------------------------------------- critics
+
+    def _critics(self) -> list[str]:
+        chosen = [m for m in self.selection.critics if m != self.author][: self.config.critic_count]
+        if len(chosen) < self.config.critic_count:
+            author_family = self.pricing.family(self.author)
+            spares = [c.model for c in self.selection.candidates if c.model != self.author and c.model not in chosen]
+            spares.sort(key=lambda m: self.pricing.family(m) == author_family)
+            chosen.extend(spares[: self.config.critic_count - len(chosen)])
+        return chosen
+
+    async def _critique_round(self, draft: Draft) -> list[Critique]:
+        critics = self._critics()
+        if not critics:
+            return []
+        results = await asyncio.gather(*(self._critique(critic, draft) for critic in critics))
+        return [c for c in results if c is not None]
+
+    async def _critique(self, critic: str, draft: Draft) -> Critique | None:
+        system, user = self.prompts.critique(self.request.prompt, draft.text)
+        messages = [
+            common_pb2.ChatMessage(role=common_pb2.ROLE_SYSTEM, content=system),
+            common_pb2.ChatMessage(role=common_pb2.ROLE_USER, content=user),
+        ]
+        try:
+            result = await self._stream(critic, messages, common_pb2.CALL_PURPOSE_CRITIQUE, draft.round, deltas=False)
+        except CallFailed as failure:
+            self._critic_failed(critic, draft.round, failure.kind, failure.message, failure.usage, failure.latency)
+            return None
+        try:
+            critique = parse_critique(result.text)
+        except UnusableCritique as exc:
+            self._critic_failed(
+                critic, draft.round, common_pb2.FAILURE_KIND_INVALID_OUTPUT, str(exc), result.usage, result.latency
+            )
+            return None
+        self.account(critic, result.usage)
+        self.emit(
+            critique_completed=pb.CritiqueCompleted(
+                round=draft.round,
+                critic_model=critic,
+                author_model=draft.model,
+                score=critique.score,
+                rationale=critique.rationale,
+                strengths=critique.strengths,
+                weaknesses=critique.weaknesses,
+                suggestions=critique.suggestions,
+                usage=result.usage,
+                latency=duration(result.latency),
+                time_to_first_token=duration(result.ttft),
+            )
+        )
+        return critique
+
+    def _critic_failed(
+        self,
+        critic: str,
+        round_no: int,
+        kind: common_pb2.FailureKind,
+        message: str,
+        usage: common_pb2.Usage,
+        latency: float,
+    ) -> None:
+        self.account(critic, usage)
+        self.emit(
+            warning=pb.SessionWarning(
+                code=pb.WARNING_CODE_CRITIC_FAILED,
+                message=f"critic {critic} failed: {message}",
+                round=round_no,
+                model=critic,
+                failure_kind=kind,
+                usage=usage,
+                latency=duration(latency),
+                purpose=common_pb2.CALL_PURPOSE_CRITIQUE,
+            )
+        )
+
+    # ------------------------------------------------------------ the call
+
+    async def _stream(
+        self,
+        model: str,
+        messages: list[common_pb2.ChatMessage],
+        purpose: common_pb2.CallPurpose,
+        round_no: int,
+        *,
+        deltas: bool,
+    ) -> CallResult:
+        """One StreamGenerate call. Raises CallFailed (with usage) or CancelledError (after recording)."""
+        critique = purpose == common_pb2.CALL_PURPOSE_CRITIQUE
+        request = providers_pb2.GenerateRequest(
+            model=model,
+            messages=messages,
+            max_tokens=self.pricing.max_tokens(model, CRITIQUE_MAX_TOKENS if critique else ANSWER_MAX_TOKENS),
+            context=providers_pb2.CallContext(purpose=purpose, session_id=self.live.session_id, domain=self.domain),
+        )
+        if critique and self.pricing.json_mode(model):
+            request.response_format.type = providers_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT
+        started = time.monotonic()
+        ttft: float | None = None
+        parts: list[str] = []
+        pending: list[str] = []
+        last_flush = started
+        failure: providers_pb2.StreamFailure | None = None
+        completed: providers_pb2.GenerateResponse | None = None
+        timeout = max(0.001, self.deadline - time.monotonic())
+        call = self.providers.StreamGenerate(providers_pb2.StreamGenerateRequest(request=request), timeout=timeout)
+        try:
+            async for item in call:
+                which = item.WhichOneof("event")
+                if which == "delta":
+                    if ttft is None:
+                        ttft = time.monotonic() - started
+                    parts.append(item.delta.text)
+                    if deltas:
+                        pending.append(item.delta.text)
+                        now = time.monotonic()
+                        if now - last_flush >= COALESCE_SECONDS:
+                            self.emit(
+                                response_delta=pb.ResponseDelta(round=round_no, model=model, text="".join(pending))
+                            )
+                            pending.clear()
+                            last_flush = now
+                elif which == "completed":
+                    completed = item.completed
+                elif which == "failed":
+                    failure = item.failed
+        except grpc.aio.AioRpcError as err:
+            latency = time.monotonic() - started
+            if failure is not None:
+                raise CallFailed(
+                    failure.kind or common_pb2.FAILURE_KIND_MID_STREAM_ERROR,
+                    failure.message or (err.details() or ""),
+                    failure.usage,
+                    latency,
+                    ttft,
+                    "".join(parts),
+                ) from None
+            kind = _STATUS_KIND.get(err.code(), common_pb2.FAILURE_KIND_UPSTREAM_ERROR)
+            raise CallFailed(kind, f"{err.code().name}: {err.details()}", common_pb2.Usage(), latency, ttft) from None
+        except asyncio.CancelledError:
+            call.cancel()
+            self._record_cancelled(model, messages, "".join(parts), purpose, round_no, time.monotonic() - started)
+            raise
+        if pending and deltas:
+            self.emit(response_delta=pb.ResponseDelta(round=round_no, model=model, text="".join(pending)))
+        latency = time.monotonic() - started
+        if completed is None:
+            raise CallFailed(
+                common_pb2.FAILURE_KIND_INVALID_OUTPUT, "stream ended without a result", common_pb2.Usage(), latency
+            )
+        text = completed.text or "".join(parts)
+        if not text.strip():
+            raise CallFailed(common_pb2.FAILURE_KIND_INVALID_OUTPUT, "empty reply", completed.usage, latency, ttft)
+        return CallResult(
+            model=model,
+            text=text,
+            usage=completed.usage,
+            latency=latency,
+            ttft=ttft if ttft is not None else latency,
+            served_model=completed.served_model or model,
+            simulated=completed.simulated,
+        )
+
+    def _record_cancelled(
+        self,
+        model: str,
+        messages: list[common_pb2.ChatMessage],
+        partial: str,
+        purpose: common_pb2.CallPurpose,
+        round_no: int,
+        latency: float,
+    ) -> None:
+        """A call cut short by cancellation still cost something: record an estimate."""
+        prompt_tokens = sum(estimate_tokens(m.content) + 4 for m in messages)
+        completion_tokens = estimate_tokens(partial)
+        usage = common_pb2.Usage(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            total_tokens=prompt_tokens + completion_tokens,
+            cost_usd=self.pricing.cost(model, prompt_tokens, completion_tokens),
+        )
+        self.account(model, usage)
+        self.emit(
+            warning=pb.SessionWarning(
+                code=pb.WARNING_CODE_CALL_CANCELLED,
+                message=f"call to {model} cancelled; usage estimated from {completion_tokens} tokens received",
+                round=round_no,
+                model=model,
+                failure_kind=common_pb2.FAILURE_KIND_CANCELLED,
+                usage=usage,
+                latency=duration(latency),
+                purpose=purpose,
+            )
+        )
+
+    # ------------------------------------------------------------- endings
+
+    def _wall(self) -> Duration:
+        return duration(time.monotonic() - self.started)
+
+    def _complete(self, reason: pb.StopReason, detail: str) -> None:
+        best = self._best()
+        result = pb.SessionCompleted(
+            final_text=best.text,
+            best_round=best.round,
+            best_model=best.model,
+            final_score=best.score or 0.0,
+            rounds_used=len(self.drafts),
+            stop_reason=reason,
+            stop_detail=detail,
+            total_cost_usd=self.total.cost_usd,
+            usage=self.total,
+            per_model=list(self.per_model.values()),
+            wall_time=self._wall(),
+        )
+        self.terminal = {"session_completed": result}
+        self.record.status = pb.SESSION_STATUS_COMPLETED
+        self.record.result.CopyFrom(result)
+
+    def _fail(self, reason: str, status: pb.SessionStatus) -> None:
+        best = self._best().text if self.drafts else ""
+        failure = pb.SessionFailed(
+            reason=reason,
+            status=status,
+            total_cost_usd=self.total.cost_usd,
+            usage=self.total,
+            per_model=list(self.per_model.values()),
+            best_text=best,
+            wall_time=self._wall(),
+        )
+        self.terminal = {"session_failed": failure}
+        self.record.status = status
+        self.record.failure.CopyFrom(failure)
