@@ -1,0 +1,149 @@
+"""AnalyticsService servicer and ``build``: thin handlers that validate, call the store and the reports.
+
+Tenancy: every read is scoped to the caller's tenant (``orchestratex.context.tenant``) when it is set;
+an empty tenant is an internal caller and sees every tenant. Feedback on another tenant's session is
+NOT_FOUND, exactly as for a session that does not exist.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from orchestratex import context
+from orchestratex.config import Settings
+from orchestratex.errors import FailedPrecondition, NotFound
+from orchestratex.grpc_server import GrpcServer, ServiceBinding, create_server
+from orchestratex.store.analytics import STATUS_RUNNING, AnalyticsStore, Scope, SqliteAnalyticsStore
+from orchestratex.v1 import analytics_pb2, analytics_pb2_grpc
+from services.analytics import reports
+from services.analytics.ingest import facts_from_request
+from services.analytics.requests import (
+    domain_filter,
+    feedback_input,
+    model_filter,
+    session_limit,
+    tenant_for_ingest,
+    time_window,
+)
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = analytics_pb2.DESCRIPTOR.services_by_name["AnalyticsService"].full_name
+DATABASE_FILE = "analytics.db"
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
+    """The AnalyticsService RPCs over an :class:`AnalyticsStore`. ``clock`` returns nanoseconds (UTC)."""
+
+    def __init__(self, store: AnalyticsStore, clock: Callable[[], int] = time.time_ns) -> None:
+        self._store = store
+        self._clock = clock
+
+    def _scope(self, time_range: analytics_pb2.TimeRange | None, domain: int = 0) -> Scope:
+        start_ns, end_ns = time_window(time_range, self._clock())
+        return Scope(tenant=context.tenant.get(), start_ns=start_ns, end_ns=end_ns, domain=domain)
+
+    async def GetModelPerformance(
+        self, request: analytics_pb2.GetModelPerformanceRequest, ctx: Context
+    ) -> analytics_pb2.GetModelPerformanceResponse:
+        """Per-model and per-model-and-domain performance of the sessions in range."""
+        scope = self._scope(_range(request), domain_filter(request.domain))
+        model = model_filter(request.model)
+        calls = await self._store.calls(scope, model)
+        critiques = await self._store.critiques(scope, model)
+        return reports.model_performance(calls, critiques, model, scope.domain)
+
+    async def GetCostReport(
+        self, request: analytics_pb2.GetCostReportRequest, ctx: Context
+    ) -> analytics_pb2.GetCostReportResponse:
+        """Spending of the sessions in range: total, per session, per model, per UTC day."""
+        scope = self._scope(_range(request))
+        limit = session_limit(request.session_limit)
+        return reports.cost_report(await self._store.cost_summary(scope, limit))
+
+    async def GetSelectionAccuracy(
+        self, request: analytics_pb2.GetSelectionAccuracyRequest, ctx: Context
+    ) -> analytics_pb2.GetSelectionAccuracyResponse:
+        """Selection accuracy by shadow evaluation and by user feedback."""
+        scope = self._scope(_range(request))
+        round1 = await self._store.critiques(scope, round_=1)
+        ratings = await self._store.ratings(scope)
+        return reports.selection_accuracy(round1, ratings)
+
+    async def SubmitFeedback(
+        self, request: analytics_pb2.SubmitFeedbackRequest, ctx: Context
+    ) -> analytics_pb2.SubmitFeedbackResponse:
+        """Record or replace a user's rating of a finished session."""
+        feedback = feedback_input(request)
+        session = await self._store.get_session(feedback.session_id, context.tenant.get())
+        if session is None:
+            raise NotFound(f"session_id: no session {feedback.session_id!r}")
+        if session.status == STATUS_RUNNING:
+            raise FailedPrecondition(f"session_id: session {feedback.session_id!r} is still running")
+        record, updated = await self._store.put_feedback(
+            feedback.session_id, feedback.user_id, feedback.rating, feedback.comment, self._clock()
+        )
+        log.info("feedback %s on session %s", "updated" if updated else "recorded", feedback.session_id)
+        return analytics_pb2.SubmitFeedbackResponse(feedback=reports.feedback_proto(record), updated=updated)
+
+    async def GetSatisfaction(
+        self, request: analytics_pb2.GetSatisfactionRequest, ctx: Context
+    ) -> analytics_pb2.GetSatisfactionResponse:
+        """Ratings of the sessions in range: overall, per model, per domain, per day."""
+        scope = self._scope(_range(request))
+        return reports.satisfaction(await self._store.ratings(scope))
+
+    async def IngestEvents(
+        self, request: analytics_pb2.IngestEventsRequest, ctx: Context
+    ) -> analytics_pb2.IngestEventsResponse:
+        """Record a batch of events idempotently; ``response_delta`` events are skipped (not counted)."""
+        tenant = tenant_for_ingest(request.tenant, context.tenant.get())
+        facts, skipped = facts_from_request(request)
+        result = await self._store.ingest(tenant, facts)
+        if skipped:
+            log.debug("skipped %d response_delta events", skipped)
+        return analytics_pb2.IngestEventsResponse(accepted=result.accepted, duplicates=result.duplicates)
+
+
+def _range(
+    request: analytics_pb2.GetModelPerformanceRequest
+    | analytics_pb2.GetCostReportRequest
+    | analytics_pb2.GetSelectionAccuracyRequest
+    | analytics_pb2.GetSatisfactionRequest,
+) -> analytics_pb2.TimeRange | None:
+    return request.range if request.HasField("range") else None
+
+
+async def open_store(settings: Settings) -> AnalyticsStore:
+    """The analytics store for ``settings``: SQLite at ``<data_dir>/analytics.db``."""
+    if settings.storage_backend != "sqlite":
+        # The MongoDB implementation of AnalyticsStore is a later task; until then stay embedded.
+        log.warning("analytics has no %s backend yet; using SQLite", settings.storage_backend)
+    return await SqliteAnalyticsStore.open(settings.data_dir / DATABASE_FILE)
+
+
+async def build(settings: Settings, listen: str | None = None) -> GrpcServer:
+    """Build the analytics server (not started); the store is closed by ``srv.stop``."""
+    store = await open_store(settings)
+    try:
+        srv = create_server(
+            [
+                ServiceBinding(
+                    analytics_pb2_grpc.add_AnalyticsServiceServicer_to_server, AnalyticsServicer(store), SERVICE_NAME
+                )
+            ],
+            listen or str(settings.listen["analytics"]),
+            settings.max_message_bytes,
+        )
+    except BaseException:
+        await store.close()
+        raise
+    srv.on_stop.append(store.close)
+    return srv

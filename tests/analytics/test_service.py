@@ -1,0 +1,482 @@
+"""AnalyticsService through the wire: real server on port 0, real stub, realistic event logs."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeAlias
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from orchestratex.config import Settings
+from orchestratex.grpc_server import GrpcServer
+from orchestratex.v1 import analytics_pb2 as apb
+from orchestratex.v1 import analytics_pb2_grpc, common_pb2
+from orchestratex.v1 import orchestrator_pb2 as pb
+from services.analytics.server import build
+from tests.analytics.builders import DAY, HOUR, SECOND, FakeSession, day_start, new_id, now_ns, realistic, ts
+
+# The generated service stubs are untyped (mypy sees them as Any).
+Stub: TypeAlias = Any
+
+
+def tenant(name: str) -> tuple[tuple[str, str], ...]:
+    return (("x-orx-tenant", name),)
+
+
+async def ingest(
+    stub: Stub, sessions: Sequence[FakeSession], tenant_name: str = "", metadata: tuple[tuple[str, str], ...] = ()
+) -> apb.IngestEventsResponse:
+    events = [e for s in sessions for e in s.events]
+    response: apb.IngestEventsResponse = await stub.IngestEvents(
+        apb.IngestEventsRequest(events=events, tenant=tenant_name), metadata=metadata
+    )
+    return response
+
+
+def day_of(ns: int) -> str:
+    return datetime.fromtimestamp(ns // SECOND, tz=UTC).strftime("%Y-%m-%d")
+
+
+async def expect_error(call: object, code: grpc.StatusCode, field: str) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call  # type: ignore[misc]
+    assert info.value.code() == code
+    assert field in (info.value.details() or "")
+
+
+# ------------------------------------------------------------------- ingest
+
+
+async def test_ingest_is_idempotent_and_skips_deltas(stub: Stub) -> None:
+    session = realistic(now_ns() - HOUR)
+    deltas = sum(1 for e in session.events if e.HasField("response_delta"))
+    first = await ingest(stub, [session])
+    assert (first.accepted, first.duplicates) == (len(session.events) - deltas, 0)
+    again = await ingest(stub, [session])
+    assert (again.accepted, again.duplicates) == (0, len(session.events) - deltas)
+    report = await stub.GetCostReport(apb.GetCostReportRequest())
+    assert report.calls == len(session.call_costs)
+    assert report.total_cost_usd == pytest.approx(math.fsum(session.call_costs), abs=1e-9)
+
+
+async def test_out_of_order_batches_across_sessions(stub: Stub) -> None:
+    start = now_ns() - HOUR
+    sessions = [realistic(start + i * SECOND) for i in range(5)]
+    events = [e for s in sessions for e in s.events]
+    random.Random(7).shuffle(events)
+    for i in range(0, len(events), 7):
+        await stub.IngestEvents(apb.IngestEventsRequest(events=events[i : i + 7]))
+    report = await stub.GetCostReport(apb.GetCostReportRequest())
+    assert report.session_count == 5
+    assert report.calls == sum(len(s.call_costs) for s in sessions)
+    assert {s.session_id: s.create_time.ToNanoseconds() for s in report.sessions} == {
+        s.session_id: s.start_ns for s in sessions
+    }
+
+
+async def test_malformed_batch_is_rejected_whole(stub: Stub) -> None:
+    good = realistic(now_ns() - HOUR)
+    bad = FakeSession(now_ns()).response("m/a", math.inf)
+    await expect_error(
+        stub.IngestEvents(apb.IngestEventsRequest(events=[*good.events, *bad.events])),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"events[{len(good.events)}].response_completed.usage.cost_usd",
+    )
+    assert (await stub.GetCostReport(apb.GetCostReportRequest())).session_count == 0
+
+
+# -------------------------------------------------------------- performance
+
+
+async def test_model_performance_of_a_realistic_session(stub: Stub) -> None:
+    session = realistic(now_ns() - HOUR)
+    await ingest(stub, [session])
+    response = await stub.GetModelPerformance(apb.GetModelPerformanceRequest())
+    rows = {r.model: r for r in response.models}
+    assert sorted(rows) == ["m/a", "m/b", "m/c", "m/d"]
+
+    a = rows["m/a"]
+    assert (a.calls, a.successes, a.success_rate) == (2, 1, 0.5)
+    assert [(f.kind, f.count) for f in a.failures] == [(common_pb2.FAILURE_KIND_TIMEOUT, 1)]
+    assert a.latency_p50.ToNanoseconds() == 2 * SECOND
+    assert a.ttft_p50.ToNanoseconds() == 300_000_000
+    assert a.usage.cost_usd == pytest.approx(0.0123456789 + 0.0005, abs=1e-9)  # nano-dollar rounding
+    assert a.usage.prompt_tokens == 200
+    assert (a.mean_score_as_author, a.critiques_received) == (7.5, 2)
+    assert (a.critiques_given, a.domain) == (0, common_pb2.DOMAIN_UNSPECIFIED)
+
+    b = rows["m/b"]
+    assert (b.calls, b.successes, b.success_rate, list(b.failures)) == (2, 2, 1.0, [])
+    assert (b.mean_score_as_critic, b.critiques_given) == (8.0, 2)
+
+    c = rows["m/c"]
+    assert (c.calls, c.successes) == (2, 1)
+    assert [(f.kind, f.count) for f in c.failures] == [(common_pb2.FAILURE_KIND_UPSTREAM_ERROR, 1)]
+    assert (c.mean_score_as_critic, c.critiques_given) == (8.0, 1)
+    assert c.latency_p50.ToNanoseconds() == 1_500_000_000
+
+    d = rows["m/d"]
+    assert (d.calls, d.mean_score_as_author, d.critiques_received) == (1, 9.0, 1)
+    assert d.latency_p95.ToNanoseconds() == 3 * SECOND
+
+    assert [(r.model, r.domain) for r in response.by_domain] == [
+        (m, common_pb2.DOMAIN_CODING) for m in ["m/a", "m/b", "m/c", "m/d"]
+    ]
+    coding_a = response.by_domain[0]
+    assert (coding_a.calls, coding_a.successes, coding_a.mean_score_as_author) == (2, 1, 7.5)
+
+
+async def test_percentiles_and_filters(stub: Stub) -> None:
+    start = now_ns() - HOUR
+    math_session = FakeSession(start).started().selected("m/p", common_pb2.DOMAIN_MATH)
+    for i in range(1, 21):
+        math_session.response("m/p", 0.001, round_no=i, latency=0.1 * i, ttft=0.01 * i)
+    math_session.completed()
+    coding_session = FakeSession(start + SECOND).started().selected("m/p", common_pb2.DOMAIN_CODING)
+    coding_session.response("m/p", 0.002, latency=60.0, ttft=5.0).completed()
+    await ingest(stub, [math_session, coding_session])
+
+    only_math = await stub.GetModelPerformance(
+        apb.GetModelPerformanceRequest(model="m/p", domain=common_pb2.DOMAIN_MATH)
+    )
+    (row,) = only_math.models
+    assert row.domain == common_pb2.DOMAIN_MATH
+    assert row.calls == 20
+    assert row.latency_p50.ToNanoseconds() == 1_050_000_000
+    assert row.latency_p95.ToNanoseconds() == 1_905_000_000
+    assert row.ttft_p50.ToNanoseconds() == 105_000_000
+    assert row.ttft_p95.ToNanoseconds() == 190_500_000
+    assert [r.domain for r in only_math.by_domain] == [common_pb2.DOMAIN_MATH]
+
+    both = await stub.GetModelPerformance(apb.GetModelPerformanceRequest(model="m/p"))
+    (overall,) = both.models
+    assert overall.calls == 21
+    assert {r.domain: r.calls for r in both.by_domain} == {common_pb2.DOMAIN_MATH: 20, common_pb2.DOMAIN_CODING: 1}
+    other = await stub.GetModelPerformance(apb.GetModelPerformanceRequest(model="m/unknown"))
+    assert not other.models and not other.by_domain
+
+
+# --------------------------------------------------------------------- cost
+
+
+async def test_cost_total_is_exact_over_many_awkward_costs(stub: Stub) -> None:
+    rng = random.Random(20260101)
+    today = day_start(now_ns())
+    sessions: list[FakeSession] = []
+    for i in range(30):
+        start = today - (i % 3) * DAY - HOUR - i * SECOND  # three UTC days
+        s = FakeSession(start).started().selected(f"m/{i % 4}")
+        for j in range(40):
+            cost = rng.choice([0.1, 0.2, 0.3, 1 / 3, 1e-7 / 3, 0.000123456789, rng.random() * 0.01, rng.random()])
+            if j % 5 == 4:
+                s.failed_call(f"m/{j % 6}", common_pb2.FAILURE_KIND_RATE_LIMITED, cost)
+            else:
+                s.response(f"m/{j % 6}", cost, round_no=j + 1)
+        sessions.append(s.completed())
+    await ingest(stub, sessions)
+    all_costs = [c for s in sessions for c in s.call_costs]
+
+    report = await stub.GetCostReport(apb.GetCostReportRequest(session_limit=1000))
+    assert abs(report.total_cost_usd - math.fsum(all_costs)) <= 1e-6
+    assert report.calls == len(all_costs) == 1200
+    assert report.session_count == 30
+    assert report.usage.prompt_tokens == 100 * 1200
+    assert math.fsum(s.cost_usd for s in report.sessions) == pytest.approx(report.total_cost_usd, abs=1e-6)
+    assert math.fsum(m.cost_usd for m in report.models) == pytest.approx(report.total_cost_usd, abs=1e-6)
+    assert sum(m.calls for m in report.models) == 1200
+    assert [m.cost_usd for m in report.models] == sorted((m.cost_usd for m in report.models), reverse=True)
+
+    by_session = {s.session_id: s for s in sessions}
+    for row in report.sessions:
+        assert abs(row.cost_usd - math.fsum(by_session[row.session_id].call_costs)) <= 1e-6
+        assert row.calls == 40
+    assert [s.cost_usd for s in report.sessions] == sorted((s.cost_usd for s in report.sessions), reverse=True)
+
+    expected_days = sorted({day_of(s.start_ns) for s in sessions})
+    assert [d.day for d in report.days] == expected_days
+    for day in report.days:
+        day_costs = [c for s in sessions if day_of(s.start_ns) == day.day for c in s.call_costs]
+        assert abs(day.cost_usd - math.fsum(day_costs)) <= 1e-6
+        assert day.calls == len(day_costs)
+
+    limited = await stub.GetCostReport(apb.GetCostReportRequest(session_limit=3))
+    assert [s.session_id for s in limited.sessions] == [s.session_id for s in report.sessions[:3]]
+    assert limited.session_count == 30
+
+
+async def test_cost_report_default_session_limit_is_100(stub: Stub) -> None:
+    start = now_ns() - HOUR
+    sessions = [FakeSession(start + i).started().response("m/a", 0.001 * (i + 1)) for i in range(101)]
+    await ingest(stub, sessions)
+    report = await stub.GetCostReport(apb.GetCostReportRequest())
+    assert len(report.sessions) == 100
+    assert report.session_count == 101
+    assert report.sessions[0].cost_usd == pytest.approx(0.101)
+
+
+async def test_range_selects_sessions_by_creation_time(stub: Stub) -> None:
+    now = now_ns()
+    recent = realistic(now - HOUR)
+    old = realistic(now - 40 * DAY)
+    await ingest(stub, [recent, old])
+    default = await stub.GetCostReport(apb.GetCostReportRequest())
+    assert [s.session_id for s in default.sessions] == [recent.session_id]
+    window = apb.TimeRange(start_time=ts(now - 41 * DAY), end_time=ts(now - 39 * DAY))
+    past = await stub.GetCostReport(apb.GetCostReportRequest(range=window))
+    assert [s.session_id for s in past.sessions] == [old.session_id]
+    perf = await stub.GetModelPerformance(apb.GetModelPerformanceRequest(range=window, model="m/a"))
+    assert perf.models[0].calls == 2
+
+
+# ----------------------------------------------------------------- accuracy
+
+
+def shadow_session(
+    start: int, domain: int, primary: Sequence[float], shadows: dict[str, Sequence[float]]
+) -> FakeSession:
+    s = FakeSession(start).started().selected("m/p", domain).response("m/p", 0.01)
+    for runner_up in shadows:
+        s.response(runner_up, 0.01, shadow=True)
+    for score in primary:
+        s.critique("m/c", "m/p", score, 0.001)
+    for runner_up, scores in shadows.items():
+        for score in scores:
+            s.critique("m/c", runner_up, score, 0.001, shadow=True)
+    return s.round_done().completed()
+
+
+async def test_selection_accuracy_by_hand(stub: Stub) -> None:
+    start = now_ns() - HOUR
+    coding, math_ = common_pb2.DOMAIN_CODING, common_pb2.DOMAIN_MATH
+    s1 = shadow_session(start, coding, [7, 8], {"m/x": [7, 7]})  # 7.5 >= 7: hit
+    s2 = shadow_session(start + 1, coding, [6, 6], {"m/x": [8, 7]})  # 6 < 7.5: miss
+    s3 = shadow_session(start + 2, math_, [8], {"m/x": [8], "m/y": [3, 9, 7]})  # 8 >= 8 and 7: hit
+    s4 = shadow_session(start + 3, math_, [2], {})  # no shadow: not judged
+    await ingest(stub, [s1, s2, s3, s4])
+    for session, rating in [(s1, 5), (s2, 3), (s3, 4), (s4, 2)]:
+        await stub.SubmitFeedback(apb.SubmitFeedbackRequest(session_id=session.session_id, rating=rating))
+
+    response = await stub.GetSelectionAccuracy(apb.GetSelectionAccuracyRequest())
+    assert (response.shadow.sample_size, response.shadow.hits) == (3, 2)
+    assert response.shadow.accuracy == pytest.approx(2 / 3)
+    assert response.shadow.ci_low == pytest.approx(0.2077, abs=1e-4)
+    assert response.shadow.ci_high == pytest.approx(0.9385, abs=1e-4)
+    assert (response.feedback.sample_size, response.feedback.hits) == (4, 2)
+    assert response.feedback.ci_low == pytest.approx(0.1500, abs=1e-4)
+    assert response.feedback.ci_high == pytest.approx(0.8500, abs=1e-4)
+    assert "Wilson" in response.definition and "median" in response.definition
+    assert [(d.domain, d.shadow.sample_size, d.shadow.hits) for d in response.by_domain] == [
+        (coding, 2, 1),
+        (math_, 1, 1),
+    ]
+
+
+# ----------------------------------------------------- feedback/satisfaction
+
+
+async def test_feedback_is_one_per_user_and_updates(stub: Stub) -> None:
+    session = realistic(now_ns() - HOUR)
+    await ingest(stub, [session])
+    first = await stub.SubmitFeedback(
+        apb.SubmitFeedbackRequest(session_id=session.session_id, rating=2, comment="slow")
+    )
+    assert not first.updated
+    assert (first.feedback.user_id, first.feedback.rating, first.feedback.comment) == ("anonymous", 2, "slow")
+    second = await stub.SubmitFeedback(apb.SubmitFeedbackRequest(session_id=session.session_id, rating=5))
+    assert second.updated
+    assert second.feedback.create_time == first.feedback.create_time
+    assert second.feedback.update_time.ToNanoseconds() >= first.feedback.update_time.ToNanoseconds()
+    other = await stub.SubmitFeedback(apb.SubmitFeedbackRequest(session_id=session.session_id, rating=4, user_id="u-2"))
+    assert not other.updated
+    satisfaction = await stub.GetSatisfaction(apb.GetSatisfactionRequest())
+    assert (satisfaction.overall.count, satisfaction.overall.mean) == (2, 4.5)
+
+
+async def test_satisfaction_report(stub: Stub) -> None:
+    today = day_start(now_ns())
+    d2, d1 = today - 2 * DAY + HOUR, today - DAY + HOUR
+    s1 = realistic(d2, primary="m/a", domain=common_pb2.DOMAIN_CODING)
+    s2 = realistic(d1, primary="m/a", domain=common_pb2.DOMAIN_MATH)
+    s3 = realistic(d1 + 1, primary="m/b", domain=common_pb2.DOMAIN_CODING)
+    s4 = FakeSession(d1 + 2).started().selected("m/b", common_pb2.DOMAIN_CREATIVE).failed()
+    await ingest(stub, [s1, s2, s3, s4])
+    for session, user, rating in [(s1, "u1", 5), (s1, "u2", 4), (s2, "u1", 2), (s3, "u1", 3), (s4, "u1", 1)]:
+        await stub.SubmitFeedback(apb.SubmitFeedbackRequest(session_id=session.session_id, rating=rating, user_id=user))
+
+    response = await stub.GetSatisfaction(apb.GetSatisfactionRequest())
+
+    def flat(summary: apb.SatisfactionSummary) -> tuple[str, int, float, list[int]]:
+        return summary.key, summary.count, round(summary.mean, 9), [r.count for r in summary.distribution]
+
+    assert flat(response.overall) == ("all", 5, 3.0, [1, 1, 1, 1, 1])
+    assert [r.rating for r in response.overall.distribution] == [1, 2, 3, 4, 5]
+    assert [flat(s) for s in response.by_model] == [
+        ("m/a", 3, round(11 / 3, 9), [0, 1, 0, 1, 1]),
+        ("m/b", 2, 2.0, [1, 0, 1, 0, 0]),
+    ]
+    assert [flat(s) for s in response.by_domain] == [
+        ("coding", 3, 4.0, [0, 0, 1, 1, 1]),
+        ("math", 1, 2.0, [0, 1, 0, 0, 0]),
+        ("creative", 1, 1.0, [1, 0, 0, 0, 0]),
+    ]
+    assert [flat(s) for s in response.by_day] == [
+        (day_of(d2), 2, 4.5, [0, 0, 0, 1, 1]),
+        (day_of(d1), 3, 2.0, [1, 1, 1, 0, 0]),
+    ]
+    accuracy = await stub.GetSelectionAccuracy(apb.GetSelectionAccuracyRequest())
+    assert (accuracy.feedback.sample_size, accuracy.feedback.hits) == (4, 1)
+
+
+# ------------------------------------------------------------------ tenancy
+
+
+async def test_tenants_see_only_their_own_data(stub: Stub) -> None:
+    mine = realistic(now_ns() - HOUR)
+    theirs = realistic(now_ns() - 2 * HOUR, primary="m/z")
+    await ingest(stub, [mine], "tenant-a")
+    await ingest(stub, [theirs], "tenant-b")
+
+    await expect_error(
+        stub.SubmitFeedback(
+            apb.SubmitFeedbackRequest(session_id=mine.session_id, rating=5), metadata=tenant("tenant-b")
+        ),
+        grpc.StatusCode.NOT_FOUND,
+        "session_id",
+    )
+    ok = await stub.SubmitFeedback(
+        apb.SubmitFeedbackRequest(session_id=mine.session_id, rating=5), metadata=tenant("tenant-a")
+    )
+    assert ok.feedback.rating == 5
+
+    for name, session in [("tenant-a", mine), ("tenant-b", theirs)]:
+        report = await stub.GetCostReport(apb.GetCostReportRequest(), metadata=tenant(name))
+        assert [s.session_id for s in report.sessions] == [session.session_id]
+        assert report.total_cost_usd == pytest.approx(math.fsum(session.call_costs), abs=1e-9)
+
+    nobody = tenant("tenant-c")
+    empty = await stub.GetCostReport(apb.GetCostReportRequest(), metadata=nobody)
+    assert (empty.total_cost_usd, empty.calls, empty.session_count, len(empty.models)) == (0.0, 0, 0, 0)
+    assert not (await stub.GetModelPerformance(apb.GetModelPerformanceRequest(), metadata=nobody)).models
+    assert (await stub.GetSatisfaction(apb.GetSatisfactionRequest(), metadata=nobody)).overall.count == 0
+    b_sat = await stub.GetSatisfaction(apb.GetSatisfactionRequest(), metadata=tenant("tenant-b"))
+    assert b_sat.overall.count == 0
+    b_perf = await stub.GetModelPerformance(apb.GetModelPerformanceRequest(), metadata=tenant("tenant-b"))
+    assert "m/z" in {r.model for r in b_perf.models} and "m/a" not in {r.model for r in b_perf.models}
+
+    internal = await stub.GetCostReport(apb.GetCostReportRequest())
+    assert internal.session_count == 2
+
+
+async def test_a_tenant_cannot_ingest_for_another(stub: Stub) -> None:
+    session = realistic(now_ns() - HOUR)
+    await expect_error(
+        ingest(stub, [session], "tenant-b", metadata=tenant("tenant-a")), grpc.StatusCode.PERMISSION_DENIED, "tenant"
+    )
+    accepted = await ingest(stub, [session], "", metadata=tenant("tenant-a"))
+    assert accepted.accepted > 0
+    report = await stub.GetCostReport(apb.GetCostReportRequest(), metadata=tenant("tenant-a"))
+    assert report.session_count == 1
+
+
+# -------------------------------------------------------------- bad inputs
+
+
+def _feedback(session_id: str, **fields: object) -> apb.SubmitFeedbackRequest:
+    return apb.SubmitFeedbackRequest(session_id=session_id, **{"rating": 4, **fields})  # type: ignore[arg-type]
+
+
+async def test_bad_feedback_is_rejected(stub: Stub) -> None:
+    session = realistic(now_ns() - HOUR)
+    running = FakeSession(now_ns()).started().selected("m/a").response("m/a", 0.01)
+    await ingest(stub, [session, running])
+    sid = session.session_id
+    cases = [
+        (_feedback(sid, rating=0), grpc.StatusCode.INVALID_ARGUMENT, "rating"),
+        (_feedback(sid, rating=6), grpc.StatusCode.INVALID_ARGUMENT, "rating"),
+        (_feedback(sid, comment="x" * 5001), grpc.StatusCode.INVALID_ARGUMENT, "comment"),
+        (_feedback(sid, user_id="u" * 129), grpc.StatusCode.INVALID_ARGUMENT, "user_id"),
+        (_feedback(""), grpc.StatusCode.INVALID_ARGUMENT, "session_id"),
+        (_feedback(new_id()), grpc.StatusCode.NOT_FOUND, "session_id"),
+        (_feedback(running.session_id), grpc.StatusCode.FAILED_PRECONDITION, "session_id"),
+    ]
+    for request, code, field in cases:
+        await expect_error(stub.SubmitFeedback(request), code, field)
+    # The limits themselves are fine.
+    ok = await stub.SubmitFeedback(_feedback(sid, comment="x" * 5000, user_id="u" * 128))
+    assert len(ok.feedback.comment) == 5000
+
+
+async def test_bad_ranges_and_limits_are_rejected(stub: Stub) -> None:
+    now = now_ns()
+    inverted = apb.TimeRange(start_time=ts(now), end_time=ts(now - HOUR))
+    too_wide = apb.TimeRange(start_time=ts(now - 367 * DAY), end_time=ts(now))
+    for window in (inverted, too_wide):
+        await expect_error(
+            stub.GetCostReport(apb.GetCostReportRequest(range=window)), grpc.StatusCode.INVALID_ARGUMENT, "range"
+        )
+        await expect_error(
+            stub.GetModelPerformance(apb.GetModelPerformanceRequest(range=window)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "range",
+        )
+        await expect_error(
+            stub.GetSelectionAccuracy(apb.GetSelectionAccuracyRequest(range=window)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "range",
+        )
+        await expect_error(
+            stub.GetSatisfaction(apb.GetSatisfactionRequest(range=window)), grpc.StatusCode.INVALID_ARGUMENT, "range"
+        )
+    for limit in (-1, 1001):
+        await expect_error(
+            stub.GetCostReport(apb.GetCostReportRequest(session_limit=limit)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "session_limit",
+        )
+    await expect_error(
+        stub.GetModelPerformance(apb.GetModelPerformanceRequest(domain=99)),  # type: ignore[arg-type]
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "domain",
+    )
+
+
+# ------------------------------------------------------------------ server
+
+
+async def test_build_serves_health_and_closes_the_store(settings: Settings) -> None:
+    srv: GrpcServer = await build(settings, "127.0.0.1:0")
+    assert srv.on_stop, "the store's close must be registered"
+    assert (settings.data_dir / "analytics.db").exists()
+    await srv.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            reply = await health.Check(health_pb2.HealthCheckRequest(service="orchestratex.v1.AnalyticsService"))
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            stub = analytics_pb2_grpc.AnalyticsServiceStub(channel)
+            await ingest(stub, [realistic(now_ns() - HOUR)])
+    finally:
+        await srv.stop(0)
+    # Reopening sees the data committed before shutdown.
+    again = await build(settings, "127.0.0.1:0")
+    await again.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{again.port}") as channel:
+            report = await analytics_pb2_grpc.AnalyticsServiceStub(channel).GetCostReport(apb.GetCostReportRequest())
+            assert report.session_count == 1
+    finally:
+        await again.stop(0)
+
+
+async def test_failed_and_cancelled_sessions_can_be_rated(stub: Stub) -> None:
+    failed = FakeSession(now_ns() - HOUR).started().selected("m/a").failed()
+    cancelled = FakeSession(now_ns() - HOUR).started().selected("m/a").failed(pb.SESSION_STATUS_CANCELLED)
+    await ingest(stub, [failed, cancelled])
+    for s in (failed, cancelled):
+        reply = await stub.SubmitFeedback(apb.SubmitFeedbackRequest(session_id=s.session_id, rating=1))
+        assert reply.feedback.rating == 1
