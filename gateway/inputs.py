@@ -1,0 +1,145 @@
+"""Parsing client input (JSON data) into protobuf requests, with errors that name the field.
+
+Shared by REST and WebSocket so both report the same problem the same way. Every function raises
+:class:`gateway.errors.GatewayError` (INVALID_ARGUMENT, message ``"<field>: <problem>"``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import orjson
+from google.protobuf import json_format
+
+from gateway.errors import invalid
+from orchestratex.v1 import orchestrator_pb2
+
+MAX_ID_CHARS: Final = 128
+
+
+def parse_json_object(raw: bytes | str, what: str) -> dict[str, Any]:
+    """Decode JSON text that must be an object; ``what`` names it in errors (``body``, ``message``)."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise invalid(what, f"malformed JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise invalid(what, f"expected a JSON object, got {_json_type(data)}")
+    return data
+
+
+def parse_orchestrate_request(
+    data: object, field: str, prompt_field: str, max_prompt_chars: int
+) -> orchestrator_pb2.OrchestrateRequest:
+    """An ``OrchestrateRequest`` from its proto3 JSON form; ``field`` names the object and
+    ``prompt_field`` its prompt in errors. The caller decides ``detached``.
+
+    Only the prompt is checked here (cheap, and the most common mistake); the orchestrator validates
+    the rest and its INVALID_ARGUMENT details are passed on to the client.
+    """
+    if data is None:
+        raise invalid(field, "is required (an OrchestrateRequest object)")
+    if not isinstance(data, dict):
+        raise invalid(field, f"expected an OrchestrateRequest object, got {_json_type(data)}")
+    request = orchestrator_pb2.OrchestrateRequest()
+    try:
+        json_format.ParseDict(data, request)
+    except json_format.ParseError as exc:
+        raise invalid(field, _one_line(str(exc))) from None
+    except (TypeError, ValueError, RecursionError) as exc:
+        # ParseDict lets a few of these escape for odd shapes; they are still the client's input.
+        raise invalid(field, _one_line(str(exc)) or "not a valid OrchestrateRequest") from None
+    if not request.prompt.strip():
+        raise invalid(prompt_field, "is required and must not be blank")
+    if len(request.prompt) > max_prompt_chars:
+        raise invalid(prompt_field, f"is {len(request.prompt):,} characters; the limit is {max_prompt_chars:,}")
+    return request
+
+
+def require_id(data: dict[str, Any], field: str) -> str:
+    """A required, non-blank identifier string of at most :data:`MAX_ID_CHARS` characters."""
+    value = data.get(field)
+    if value is None:
+        raise invalid(field, "is required")
+    if not isinstance(value, str):
+        raise invalid(field, f"expected a string, got {_json_type(value)}")
+    return check_id(value, field)
+
+
+def check_id(value: str, field: str) -> str:
+    """``value`` if it is a plausible identifier (non-blank, short, printable)."""
+    if not value.strip():
+        raise invalid(field, "must not be blank")
+    if len(value) > MAX_ID_CHARS:
+        raise invalid(field, f"is {len(value)} characters; the limit is {MAX_ID_CHARS}")
+    if not value.isprintable():
+        raise invalid(field, "must contain printable characters only")
+    return value
+
+
+def optional_int(data: dict[str, Any], field: str, default: int, low: int, high: int) -> int:
+    """An optional integer given as a JSON number or a decimal string (proto3 JSON's int64 form)."""
+    value = data.get(field)
+    if value is None:
+        return default
+    return parse_int(value, field, low, high)
+
+
+def parse_int(value: object, field: str, low: int, high: int) -> int:
+    """An integer in ``[low, high]`` from a JSON number or decimal string."""
+    if isinstance(value, bool):
+        raise invalid(field, f"expected an integer, got {_json_type(value)}")
+    number: int
+    if isinstance(value, int):
+        number = value
+    elif (isinstance(value, float) and value.is_integer()) or (
+        isinstance(value, str) and value.strip().lstrip("+-").isdigit() and len(value) <= 32
+    ):
+        number = int(value)
+    else:
+        raise invalid(field, f"expected an integer, got {_describe(value)}")
+    if not low <= number <= high:
+        raise invalid(field, f"must be between {low} and {high}, got {number}")
+    return number
+
+
+def parse_session_status(value: str, field: str) -> int:
+    """A ``SessionStatus`` from its full name (``SESSION_STATUS_RUNNING``) or short name (``running``)."""
+    enum = orchestrator_pb2.SessionStatus
+    name = value.strip().upper()
+    if not name.startswith("SESSION_STATUS_"):
+        name = "SESSION_STATUS_" + name
+    try:
+        number: int = enum.Value(name)
+    except ValueError:
+        allowed = ", ".join(
+            v.name.removeprefix("SESSION_STATUS_").lower() for v in enum.DESCRIPTOR.values if v.number != 0
+        )
+        raise invalid(field, f"unknown status {value!r}; expected one of {allowed}") from None
+    return number
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:500]
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, str):
+        return repr(value[:40])
+    if isinstance(value, int | float):
+        return repr(value)
+    return _json_type(value)

@@ -1,0 +1,199 @@
+"""REST endpoints (JSON). Bodies and responses are canonical proto3 JSON of the gRPC messages.
+
+=========================================  ==================================================
+``POST /v1/orchestrations``                body: ``OrchestrateRequest``; starts a session that
+                                           runs on its own; 201 ``{"sessionId": ...}``
+``GET  /v1/orchestrations``                ``ListSessionsResponse``; query: ``pageSize``,
+                                           ``pageToken``, ``status``, ``threadId``
+``GET  /v1/orchestrations/{id}``           ``GetSessionResponse`` (``{"session": {...}}``)
+``POST /v1/orchestrations/{id}:cancel``    optional body ``{"reason": ...}``;
+                                           ``CancelSessionResponse``
+``GET  /v1/models``                        ``ListModelsResponse``; query: ``includeUnavailable``
+``GET  /healthz``                          200 while the process is up
+``GET  /readyz``                           200 when the orchestrator and providers report
+                                           SERVING on the standard health service, else 503
+=========================================  ==================================================
+
+Errors: ``{"error": {"code": "<gRPC status name>", "message": "..."}}`` with the HTTP status from
+:func:`gateway.errors.http_status`. As in proto3 JSON, fields at their default value (empty lists,
+zeros, false) are omitted from responses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Final, TypeVar
+
+import grpc
+import orjson
+from aiohttp import web
+from google.protobuf.message import Message
+
+from gateway.errors import GatewayError, from_rpc, invalid
+from gateway.events_json import message_to_dict
+from gateway.inputs import check_id, parse_int, parse_json_object, parse_orchestrate_request, parse_session_status
+from gateway.state import OPTIONS, SETTINGS, UPSTREAM, spawn
+from gateway.upstream import Upstream, check_health
+from orchestratex.v1 import orchestrator_pb2, providers_pb2
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_MAX_TOKEN_CHARS: Final = 2048
+_MAX_REASON_CHARS: Final = 1000
+_INT32_MAX: Final = 2**31 - 1
+_BOOLEANS: Final = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def setup_routes(app: web.Application) -> None:
+    """Register the REST routes on ``app``."""
+    app.router.add_post("/v1/orchestrations", create_orchestration)
+    app.router.add_get("/v1/orchestrations", list_orchestrations)
+    # The id excludes ':' so that ".../{id}:cancel" never reads as a session id.
+    app.router.add_get("/v1/orchestrations/{id:[^/:]+}", get_orchestration)
+    app.router.add_post("/v1/orchestrations/{id:[^/:]+}:cancel", cancel_orchestration)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+
+
+def proto_response(message: Message, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """A JSON response holding ``message`` in canonical proto3 JSON."""
+    return json_response(message_to_dict(message), status=status, headers=headers)
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """A JSON response serialised with orjson."""
+    return web.Response(body=orjson.dumps(data), status=status, headers=headers, content_type="application/json")
+
+
+async def create_orchestration(request: web.Request) -> web.Response:
+    """``POST /v1/orchestrations``: start a detached session and return its id once it exists."""
+    app = request.app
+    body = await _read_json_body(request, required=True)
+    orchestrate = parse_orchestrate_request(body, "body", "prompt", app[SETTINGS].max_prompt_chars)
+    # Detached: the session must outlive this request, and dropping the stream must not cancel it.
+    orchestrate.detached = True
+    timeout = app[OPTIONS].first_event_timeout or app[SETTINGS].rpc_timeout
+    # An application-owned task: if the client goes away mid-request, the start still completes
+    # and the stream is still dropped cleanly.
+    task = spawn(app, _start_detached(app[UPSTREAM], orchestrate, timeout), "rest-orchestrate")
+    session_id = await asyncio.shield(task)
+    log.info("session %s started over REST", session_id)
+    return json_response(
+        {"sessionId": session_id}, status=201, headers={"Location": f"/v1/orchestrations/{session_id}"}
+    )
+
+
+async def _start_detached(upstream: Upstream, request: orchestrator_pb2.OrchestrateRequest, time_limit: float) -> str:
+    """Open the stream, read the first event to learn the session id, then drop the stream."""
+    call = upstream.orchestrator.Orchestrate(request, timeout=time_limit)
+    try:
+        async for response in call:
+            session_id = response.event.session_id
+            if not session_id:
+                raise GatewayError(grpc.StatusCode.UNKNOWN, "the orchestrator's first event carries no session id")
+            return session_id
+    except grpc.aio.AioRpcError as err:
+        raise from_rpc(err, "orchestrator") from None
+    finally:
+        # Politely: with detached=true, cancelling the stream leaves the session running.
+        call.cancel()
+    raise GatewayError(grpc.StatusCode.UNKNOWN, "the orchestrator ended the session before its first event")
+
+
+async def list_orchestrations(request: web.Request) -> web.Response:
+    """``GET /v1/orchestrations``: one page of sessions, newest first."""
+    query = request.query
+    message = orchestrator_pb2.ListSessionsRequest()
+    if "pageSize" in query:
+        message.page_size = parse_int(query["pageSize"], "pageSize", 0, _INT32_MAX)
+    if "pageToken" in query:
+        token = query["pageToken"]
+        if len(token) > _MAX_TOKEN_CHARS:
+            raise invalid("pageToken", f"is {len(token)} characters; the limit is {_MAX_TOKEN_CHARS}")
+        message.page_token = token
+    if query.get("status"):
+        message.status = parse_session_status(query["status"], "status")  # type: ignore[assignment]
+    if query.get("threadId"):
+        message.thread_id = check_id(query["threadId"], "threadId")
+    upstream = request.app[UPSTREAM]
+    response = await _unary("orchestrator", upstream.orchestrator.ListSessions(message))
+    return proto_response(response)
+
+
+async def get_orchestration(request: web.Request) -> web.Response:
+    """``GET /v1/orchestrations/{id}``: one session."""
+    session_id = check_id(request.match_info["id"], "sessionId")
+    upstream = request.app[UPSTREAM]
+    response = await _unary(
+        "orchestrator", upstream.orchestrator.GetSession(orchestrator_pb2.GetSessionRequest(session_id=session_id))
+    )
+    return proto_response(response)
+
+
+async def cancel_orchestration(request: web.Request) -> web.Response:
+    """``POST /v1/orchestrations/{id}:cancel``: cancel a running session."""
+    session_id = check_id(request.match_info["id"], "sessionId")
+    body = await _read_json_body(request, required=False)
+    reason = "cancelled over the REST API"
+    if body is not None and body.get("reason") is not None:
+        value = body["reason"]
+        if not isinstance(value, str):
+            raise invalid("reason", "expected a string")
+        if len(value) > _MAX_REASON_CHARS:
+            raise invalid("reason", f"is {len(value):,} characters; the limit is {_MAX_REASON_CHARS:,}")
+        reason = value
+    upstream = request.app[UPSTREAM]
+    message = orchestrator_pb2.CancelSessionRequest(session_id=session_id, reason=reason)
+    response = await _unary("orchestrator", upstream.orchestrator.CancelSession(message))
+    return proto_response(response)
+
+
+async def list_models(request: web.Request) -> web.Response:
+    """``GET /v1/models``: the model catalogue with live health."""
+    include = False
+    if "includeUnavailable" in request.query:
+        raw = request.query["includeUnavailable"].strip().lower()
+        if raw not in _BOOLEANS:
+            raise invalid("includeUnavailable", f"expected true or false, got {raw[:20]!r}")
+        include = _BOOLEANS[raw]
+    upstream = request.app[UPSTREAM]
+    response = await _unary(
+        "providers", upstream.providers.ListModels(providers_pb2.ListModelsRequest(include_unavailable=include))
+    )
+    return proto_response(response)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """``GET /healthz``: liveness; the process is up and serving HTTP."""
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """``GET /readyz``: readiness; the peers the gateway cannot work without report SERVING."""
+    upstream = request.app[UPSTREAM]
+    timeout = request.app[OPTIONS].readiness_timeout
+    targets = upstream.readiness
+    statuses = await asyncio.gather(*(check_health(t, timeout) for t in targets))
+    checks = {t.peer: status for t, status in zip(targets, statuses, strict=True)}
+    ready = all(status == "SERVING" for status in statuses)
+    return json_response({"status": "ready" if ready else "not ready", "checks": checks}, status=200 if ready else 503)
+
+
+async def _unary(peer: str, call: grpc.aio.UnaryUnaryCall[Any, T]) -> T:
+    try:
+        return await call
+    except grpc.aio.AioRpcError as err:
+        raise from_rpc(err, peer) from None
+
+
+async def _read_json_body(request: web.Request, *, required: bool) -> dict[str, Any] | None:
+    raw = await request.read()
+    if not raw.strip():
+        if required:
+            raise invalid("body", "is required (a JSON object)")
+        return None
+    return parse_json_object(raw, "body")

@@ -1,0 +1,427 @@
+"""WebSocket endpoint ``/v1/ws``: start, watch and cancel orchestrations, receive their events live.
+
+Protocol (JSON text frames; every client message may carry ``"ref"``, a string or integer echoed in
+the acks, ends and errors it causes, to correlate them):
+
+Client -> server
+    ``{"type": "orchestrate", "request": {...}}``
+        ``request`` is an ``OrchestrateRequest`` in proto3 JSON form. The session is started upstream
+        with ``detached=true`` so the gateway decides its fate: when this socket closes, the session
+        is cancelled unless the client sent ``detach`` for it (or set ``"detached": true`` in the
+        request). Server-side shutdown (close 1001) never cancels sessions: clients reconnect and
+        ``watch`` them.
+    ``{"type": "watch", "sessionId": "...", "afterSequence": N}``
+        Replay events after ``N`` (default 0), then follow live ones. Closing the socket only stops
+        the stream.
+    ``{"type": "cancel", "sessionId": "..."}``
+        Cancel a session (``CancelSession``).
+    ``{"type": "detach", "sessionId": "..."}``
+        Keep a session started on this socket running after the socket closes. Its events keep
+        flowing while the socket is open.
+
+Server -> client
+    ``{"type": "event", "event": {...}}``: an ``OrchestrationEvent`` in canonical proto3 JSON.
+    ``{"type": "ack", "action": "orchestrate"|"watch"|"cancel"|"detach", "sessionId": ..., "ref"?}``:
+        a request was accepted. For ``orchestrate`` it is sent just before the session's first event;
+        for ``cancel`` it also carries the session's resulting ``status``.
+    ``{"type": "end", "sessionId": ..., "ref"?}``: an event stream finished normally.
+    ``{"type": "error", "code": "INVALID_ARGUMENT", "message": "...", "sessionId"?, "ref"?}``: a request
+        was refused or an upstream stream failed (``code`` is the gRPC status name).
+
+Close codes: 1001 server shutting down, 1003 binary frame received, 1008 consumer too slow (the
+per-socket send queue overflowed), 1009 message larger than the limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any, Final
+
+import grpc
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from gateway.errors import GatewayError, error_response, from_rpc, invalid
+from gateway.events_json import dumps, event_frame, is_terminal
+from gateway.inputs import optional_int, parse_json_object, parse_orchestrate_request, require_id
+from gateway.state import CONNECTIONS, OPTIONS, SETTINGS, UPSTREAM, spawn
+from gateway.upstream import Upstream
+from orchestratex.config import Settings
+from orchestratex.v1 import orchestrator_pb2
+
+log = logging.getLogger(__name__)
+
+MESSAGE_TYPES: Final = ("orchestrate", "watch", "cancel", "detach")
+SLOW_CONSUMER_REASON: Final = b"consumer too slow: send queue full"
+BINARY_REASON: Final = b"binary frames are not supported; send JSON text frames"
+SHUTDOWN_REASON: Final = b"server shutting down; reconnect and watch your sessions"
+_MAX_SEQUENCE: Final = 2**63 - 1
+_MAX_REF_CHARS: Final = 256
+_CLOSE_TIMEOUT: Final = 10.0
+
+Ref = str | int | None
+
+
+class _Stream:
+    """One upstream event stream relayed to this socket (an orchestration or a watch)."""
+
+    __slots__ = ("detached", "finished", "kind", "owned", "ref", "session_id", "task")
+
+    def __init__(self, kind: str, ref: Ref, *, owned: bool, detached: bool, session_id: str | None) -> None:
+        self.kind = kind
+        self.ref = ref
+        # Started on this socket: its fate (cancel on close) is this socket's business.
+        self.owned = owned
+        self.detached = detached
+        # None until an orchestration's first event names it.
+        self.session_id = session_id
+        # The session's terminal event went by: nothing left to cancel.
+        self.finished = False
+        self.task: asyncio.Task[None] | None = None
+
+    def stop(self) -> None:
+        """Stop relaying: cancelling the task cancels the gRPC call."""
+        if self.task is not None:
+            self.task.cancel()
+
+
+class Connection:
+    """One client socket: a receive loop, a bounded send queue drained by one sender task, and the
+    upstream streams started from it."""
+
+    def __init__(self, ws: web.WebSocketResponse, app: web.Application) -> None:
+        self._ws = ws
+        self._app = app
+        self._upstream: Upstream = app[UPSTREAM]
+        self._settings: Settings = app[SETTINGS]
+        options = self._options = app[OPTIONS]
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=options.send_queue_size)
+        self._streams: set[_Stream] = set()
+        # Streams relayed now, by session id (refuses a second stream of the same session).
+        self._active: dict[str, _Stream] = {}
+        # Sessions started here that have not ended: cancelled when the socket closes unless detached.
+        self._owned: dict[str, _Stream] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._close_task: asyncio.Task[Any] | None = None
+        # No more output: the socket is closing or closed.
+        self._closing = False
+        # The server is shutting down: leave sessions running so clients can resume them elsewhere.
+        self._going_away = False
+        self._handlers: dict[str, Callable[[dict[str, Any], Ref], None]] = {
+            "orchestrate": self._on_orchestrate,
+            "watch": self._on_watch,
+            "cancel": self._on_cancel,
+            "detach": self._on_detach,
+        }
+
+    async def run(self) -> None:
+        """Serve the socket until it closes, then release everything it started.
+
+        The release runs as an application-owned task: it must complete even when aiohttp cancels
+        the handler because the client vanished (``handler_cancellation``).
+        """
+        sender = asyncio.create_task(self._send_loop(), name="ws-sender")
+        try:
+            await self._receive_loop()
+        finally:
+            self._closing = True
+            sender.cancel()
+            await asyncio.shield(spawn(self._app, self._finish(sender), "ws-release"))
+
+    async def _finish(self, sender: asyncio.Task[None]) -> None:
+        try:
+            await asyncio.gather(sender, return_exceptions=True)
+            await self._release()
+            if self._close_task is not None:
+                await asyncio.wait([self._close_task], timeout=_CLOSE_TIMEOUT)
+            if not self._ws.closed:
+                await self._ws.close()
+        finally:
+            self._app[CONNECTIONS].discard(self)
+
+    async def going_away(self) -> None:
+        """Close the socket with 1001 because the server stops; sessions are left running."""
+        self._going_away = True
+        self._closing = True
+        if not self._ws.closed:
+            await self._ws.close(code=WSCloseCode.GOING_AWAY, message=SHUTDOWN_REASON)
+
+    # -- receiving -------------------------------------------------------------------------------
+
+    async def _receive_loop(self) -> None:
+        # Iterating is what processes pings/pongs (heartbeat) and close frames, so it never stops
+        # while the socket is open; handlers only start tasks.
+        async for msg in self._ws:
+            if msg.type is WSMsgType.TEXT:
+                if not self._closing:
+                    self._handle_text(msg.data)
+            elif msg.type is WSMsgType.BINARY:
+                log.info("closing websocket: binary frame received")
+                self._closing = True
+                await self._ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=BINARY_REASON)
+                return
+            elif msg.type is WSMsgType.ERROR:
+                # aiohttp already closed the socket with the matching code (e.g. 1009 message too big).
+                log.info("websocket closed on protocol error: %s", type(self._ws.exception()).__name__)
+                return
+
+    def _handle_text(self, text: str) -> None:
+        ref: Ref = None
+        try:
+            data = parse_json_object(text, "message")
+            ref = _parse_ref(data)
+            kind = data.get("type")
+            if kind is None:
+                raise invalid("type", f"is required; expected one of {', '.join(MESSAGE_TYPES)}")
+            handler = self._handlers.get(kind) if isinstance(kind, str) else None
+            if handler is None:
+                raise invalid(
+                    "type", f"unknown message type {str(kind)[:40]!r}; expected one of {', '.join(MESSAGE_TYPES)}"
+                )
+            handler(data, ref)
+        except GatewayError as exc:
+            self._send_error(exc, ref=ref)
+
+    def _on_orchestrate(self, data: dict[str, Any], ref: Ref) -> None:
+        request = parse_orchestrate_request(
+            data.get("request"), "request", "request.prompt", self._settings.max_prompt_chars
+        )
+        self._check_capacity()
+        # The client's `detached` means "outlive this socket"; upstream it is always set so that
+        # dropping the stream never cancels by itself and the gateway alone decides.
+        stream = _Stream("orchestrate", ref, owned=True, detached=request.detached, session_id=None)
+        request.detached = True
+        self._start(stream, lambda: self._upstream.orchestrator.Orchestrate(request))
+
+    def _on_watch(self, data: dict[str, Any], ref: Ref) -> None:
+        session_id = require_id(data, "sessionId")
+        after = optional_int(data, "afterSequence", 0, 0, _MAX_SEQUENCE)
+        if session_id in self._active:
+            self._send_error(
+                GatewayError(
+                    grpc.StatusCode.FAILED_PRECONDITION, "sessionId: this session is already streaming on this socket"
+                ),
+                ref=ref,
+                session_id=session_id,
+            )
+            return
+        self._check_capacity()
+        stream = _Stream("watch", ref, owned=False, detached=True, session_id=session_id)
+        self._active[session_id] = stream
+        self._send({"type": "ack", "action": "watch", "sessionId": session_id}, ref)
+        request = orchestrator_pb2.WatchSessionRequest(session_id=session_id, after_sequence=after)
+        self._start(stream, lambda: self._upstream.orchestrator.WatchSession(request))
+
+    def _on_cancel(self, data: dict[str, Any], ref: Ref) -> None:
+        session_id = require_id(data, "sessionId")
+        limit = self._options.max_streams_per_socket
+        if len(self._tasks) >= limit:
+            raise GatewayError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, f"too many pending requests on this socket (limit {limit})"
+            )
+        self._track(asyncio.create_task(self._cancel(session_id, ref), name="ws-cancel"))
+
+    def _on_detach(self, data: dict[str, Any], ref: Ref) -> None:
+        session_id = require_id(data, "sessionId")
+        stream = self._owned.get(session_id)
+        if stream is None:
+            self._send_error(
+                GatewayError(
+                    grpc.StatusCode.NOT_FOUND, "sessionId: no running session started on this socket has this id"
+                ),
+                ref=ref,
+                session_id=session_id,
+            )
+            return
+        stream.detached = True
+        self._send({"type": "ack", "action": "detach", "sessionId": session_id}, ref)
+
+    def _check_capacity(self) -> None:
+        limit = self._options.max_streams_per_socket
+        if len(self._streams) >= limit:
+            raise GatewayError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, f"too many concurrent streams on this socket (limit {limit})"
+            )
+
+    # -- upstream streams ------------------------------------------------------------------------
+
+    def _start(self, stream: _Stream, open_call: Callable[[], grpc.aio.UnaryStreamCall[Any, Any]]) -> None:
+        self._streams.add(stream)
+        stream.task = asyncio.create_task(self._pump(stream, open_call), name=f"ws-{stream.kind}")
+
+    async def _pump(self, stream: _Stream, open_call: Callable[[], grpc.aio.UnaryStreamCall[Any, Any]]) -> None:
+        call = open_call()
+        try:
+            async for response in call:
+                event: orchestrator_pb2.OrchestrationEvent = response.event
+                if stream.session_id is None:
+                    self._learn_session_id(stream, event.session_id)
+                    if self._closing:
+                        return  # the socket closed while we waited for the id; it is known now
+                if is_terminal(event):
+                    stream.finished = True
+                    self._owned.pop(event.session_id, None)
+                self._enqueue(event_frame(event))
+            if stream.owned and stream.session_id is not None:
+                stream.finished = True  # the stream ended normally: so did the session
+                self._owned.pop(stream.session_id, None)
+            end: dict[str, Any] = {"type": "end"}
+            if stream.session_id is not None:
+                end["sessionId"] = stream.session_id
+            self._send(end, stream.ref)
+        except grpc.aio.AioRpcError as err:
+            if not self._closing:
+                self._send_error(from_rpc(err, "orchestrator"), ref=stream.ref, session_id=stream.session_id)
+        except Exception:
+            # A bug, not the client's doing: report it generically and keep the socket serving.
+            log.exception("event stream failed")
+            failure = GatewayError(grpc.StatusCode.INTERNAL, "internal error while relaying events")
+            self._send_error(failure, ref=stream.ref, session_id=stream.session_id)
+        finally:
+            call.cancel()
+            self._streams.discard(stream)
+            if stream.session_id is not None and self._active.get(stream.session_id) is stream:
+                del self._active[stream.session_id]
+
+    def _learn_session_id(self, stream: _Stream, session_id: str) -> None:
+        stream.session_id = session_id
+        self._active[session_id] = stream
+        self._owned[session_id] = stream
+        self._send({"type": "ack", "action": "orchestrate", "sessionId": session_id}, stream.ref)
+
+    async def _cancel(self, session_id: str, ref: Ref) -> None:
+        try:
+            response = await self._cancel_session(session_id, "cancelled by the client")
+        except grpc.aio.AioRpcError as err:
+            self._send_error(from_rpc(err, "orchestrator"), ref=ref, session_id=session_id)
+            return
+        status = orchestrator_pb2.SessionStatus.Name(response.session.status)
+        self._send({"type": "ack", "action": "cancel", "sessionId": session_id, "status": status}, ref)
+
+    async def _cancel_session(self, session_id: str, reason: str) -> orchestrator_pb2.CancelSessionResponse:
+        request = orchestrator_pb2.CancelSessionRequest(session_id=session_id, reason=reason)
+        return await self._upstream.orchestrator.CancelSession(request, timeout=self._settings.rpc_timeout)
+
+    async def _release(self) -> None:
+        """Stop every stream; cancel the sessions this socket owns unless detached or going away."""
+        for stream in list(self._streams):
+            # An orchestration that has not named its session yet keeps reading until it does
+            # (bounded below), otherwise the session could not be cancelled.
+            if stream.session_id is not None or not stream.owned:
+                stream.stop()
+        pumps = [s.task for s in self._streams if s.task is not None and not s.task.done()]
+        if pumps:
+            _, late = await asyncio.wait(pumps, timeout=self._options.session_id_grace)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        doomed = [sid for sid, s in self._owned.items() if not s.detached and not s.finished]
+        if not doomed:
+            return
+        if self._going_away:
+            log.info("server shutdown: leaving %d session(s) running", len(doomed))
+            return
+        log.info("socket closed: cancelling %d session(s) it started", len(doomed))
+        await asyncio.gather(*(self._cancel_on_close(sid) for sid in doomed))
+
+    async def _cancel_on_close(self, session_id: str) -> None:
+        try:
+            await self._cancel_session(session_id, "client disconnected")
+        except grpc.aio.AioRpcError as err:
+            # Typically the session ended meanwhile; there is nobody left to tell.
+            log.info("cancel of session %s on disconnect failed: %s", session_id, err.code().name)
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- sending ---------------------------------------------------------------------------------
+
+    def _send(self, message: dict[str, Any], ref: Ref) -> None:
+        if ref is not None:
+            message["ref"] = ref
+        self._enqueue(dumps(message))
+
+    def _send_error(self, exc: GatewayError, *, ref: Ref, session_id: str | None = None) -> None:
+        message: dict[str, Any] = {"type": "error", "code": exc.code.name, "message": exc.message}
+        if session_id is not None:
+            message["sessionId"] = session_id
+        self._send(message, ref)
+
+    def _enqueue(self, data: bytes) -> None:
+        if self._closing:
+            return
+        try:
+            self._queue.put_nowait(data)
+        except asyncio.QueueFull:
+            self._overflow()
+
+    def _overflow(self) -> None:
+        log.warning("closing websocket: send queue full (%d messages)", self._options.send_queue_size)
+        self._closing = True
+        for stream in list(self._streams):
+            if stream.session_id is not None or not stream.owned:
+                stream.stop()
+        self._close_task = asyncio.create_task(
+            self._ws.close(code=WSCloseCode.POLICY_VIOLATION, message=SLOW_CONSUMER_REASON), name="ws-close-slow"
+        )
+
+    async def _send_loop(self) -> None:
+        while True:
+            data = await self._queue.get()
+            try:
+                await self._ws.send_frame(data, WSMsgType.TEXT)
+            except (ConnectionError, RuntimeError):
+                return  # the socket is gone; the receive loop notices and cleans up
+
+
+def _parse_ref(data: dict[str, Any]) -> Ref:
+    ref = data.get("ref")
+    if ref is None:
+        return None
+    if isinstance(ref, bool) or not isinstance(ref, str | int):
+        raise invalid("ref", "expected a string or an integer")
+    if isinstance(ref, str) and len(ref) > _MAX_REF_CHARS:
+        raise invalid("ref", f"is {len(ref)} characters; the limit is {_MAX_REF_CHARS}")
+    return ref
+
+
+async def websocket_handler(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/ws``: upgrade and serve one socket."""
+    app = request.app
+    options = app[OPTIONS]
+    ws: web.WebSocketResponse = web.WebSocketResponse(
+        heartbeat=options.heartbeat,
+        max_msg_size=options.max_ws_message_bytes,
+        # Event frames are small and frequent; compression is not worth its CPU unmeasured.
+        compress=False,
+    )
+    if not ws.can_prepare(request).ok:
+        return error_response(
+            GatewayError(grpc.StatusCode.FAILED_PRECONDITION, "this endpoint needs a WebSocket upgrade request"),
+            status=426,
+            headers={"Upgrade": "websocket"},
+        )
+    await ws.prepare(request)
+    connection = Connection(ws, app)
+    # Registered until its release completes (see Connection.run), so shutdown can find it.
+    app[CONNECTIONS].add(connection)
+    log.debug("websocket opened")
+    await connection.run()
+    log.debug("websocket closed (code %s)", ws.close_code)
+    return ws
+
+
+async def close_all(app: web.Application) -> None:
+    """``on_shutdown`` hook: close every socket with 1001 GOING_AWAY."""
+    registered: set[Connection] = app[CONNECTIONS]
+    connections = list(registered)
+    if connections:
+        log.info("closing %d websocket(s): server shutting down", len(connections))
+    with contextlib.suppress(Exception):
+        await asyncio.gather(*(c.going_away() for c in connections), return_exceptions=True)

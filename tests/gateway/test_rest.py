@@ -1,0 +1,337 @@
+"""REST endpoints against fake peers: happy paths, error mapping, malformed input."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from typing import Any
+
+import grpc
+import pytest
+from aiohttp.test_utils import TestClient
+from google.protobuf import json_format
+from grpc_health.v1 import health_pb2
+
+from gateway.errors import GatewayError, from_rpc, http_status
+from gateway.state import BACKGROUND
+from orchestratex import errors
+from orchestratex.v1 import orchestrator_pb2 as pb
+from orchestratex.v1 import providers_pb2
+
+from .conftest import GatewayFactory, Peers, make_settings, wait_until
+
+Client = TestClient[Any, Any]
+
+
+async def error_of(response: Any, status: int) -> dict[str, str]:
+    assert response.status == status, await response.text()
+    assert response.content_type == "application/json"
+    body = await response.json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"code", "message"}
+    error: dict[str, str] = body["error"]
+    return error
+
+
+# ---- POST /v1/orchestrations ---------------------------------------------------------------------
+
+
+async def test_create_returns_the_session_id_and_leaves_the_session_running(client: Client, peers: Peers) -> None:
+    response = await client.post("/v1/orchestrations", json={"prompt": "block for a while", "criticCount": 1})
+    assert response.status == 201
+    body = await response.json()
+    session_id = body["sessionId"]
+    assert body == {"sessionId": session_id}
+    assert response.headers["Location"] == f"/v1/orchestrations/{session_id}"
+    upstream = peers.orchestrator.orchestrate_requests[-1]
+    assert upstream.detached is True and upstream.critic_count == 1
+    # The stream is dropped after the first event, without cancelling the session.
+    await asyncio.wait_for(peers.orchestrator.orchestrate_stream_cancelled.wait(), 5)
+    assert peers.orchestrator.cancel_requests == []
+    assert peers.orchestrator.sessions[session_id].status == pb.SESSION_STATUS_RUNNING
+
+
+async def test_create_passes_request_ids_to_the_orchestrator(client: Client, peers: Peers) -> None:
+    response = await client.post("/v1/orchestrations", json={"prompt": "complete"}, headers={"X-Request-Id": "req-42"})
+    assert response.status == 201
+    assert response.headers["X-Request-Id"] == "req-42"
+    assert peers.orchestrator.request_ids[-1] == "req-42"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "expected"),
+    [
+        (b"{oops", 400, "body: malformed JSON"),
+        (b"", 400, "body: is required"),
+        (b"[]", 400, "body: expected a JSON object, got an array"),
+        (b"null", 400, "body: expected a JSON object, got null"),
+        (b"{}", 400, "prompt: is required"),
+        (b'{"prompt": ""}', 400, "prompt: is required"),
+        (b'{"prompt": 5}', 400, "body: Failed to parse prompt field"),
+        (b'{"prompt": "x", "maxRounds": "lots"}', 400, "body: Failed to parse maxRounds"),
+        (b'{"prompt": "x", "budget": 1}', 400, 'no field named "budget"'),
+        (b'{"prompt": "x", "preferences": {"qualityWeight": "high"}}', 400, "qualityWeight"),
+    ],
+)
+async def test_create_rejects_bad_bodies(client: Client, peers: Peers, body: bytes, status: int, expected: str) -> None:
+    response = await client.post("/v1/orchestrations", data=body, headers={"Content-Type": "application/json"})
+    error = await error_of(response, status)
+    assert error["code"] == "INVALID_ARGUMENT"
+    assert expected in error["message"]
+    assert peers.orchestrator.orchestrate_requests == []
+
+
+async def test_create_rejects_a_body_over_the_limit(client: Client, peers: Peers) -> None:
+    body = io.BytesIO(b'{"prompt": "' + b"x" * (1024 * 1024) + b'"}')
+    response = await client.post("/v1/orchestrations", data=body)
+    error = await error_of(response, 413)
+    assert error["code"] == "PAYLOAD_TOO_LARGE"
+    assert "body" in error["message"]
+
+
+async def test_create_relays_upstream_invalid_argument(client: Client) -> None:
+    response = await client.post("/v1/orchestrations", json={"prompt": "invalid"})
+    assert await error_of(response, 400) == {
+        "code": "INVALID_ARGUMENT",
+        "message": "max_rounds: must be in [1, 10], got 99",
+    }
+
+
+async def test_create_with_a_stream_that_ends_without_events(client: Client) -> None:
+    response = await client.post("/v1/orchestrations", json={"prompt": "empty"})
+    error = await error_of(response, 502)
+    assert error["code"] == "UNKNOWN"
+    assert "before its first event" in error["message"]
+
+
+async def test_orchestrator_down_is_503_with_a_clean_message(gateway_factory: GatewayFactory, tmp_path: Any) -> None:
+    settings = make_settings(tmp_path, ORX_ORCHESTRATOR_ADDR="127.0.0.1:1", ORX_PROVIDERS_ADDR="127.0.0.1:1")
+    client = await gateway_factory(settings_=settings)
+    response = await client.post("/v1/orchestrations", json={"prompt": "hello"})
+    assert await error_of(response, 503) == {
+        "code": "UNAVAILABLE",
+        "message": "the orchestrator service is unavailable; try again later",
+    }
+    response = await client.get("/v1/models")
+    error = await error_of(response, 503)
+    assert error["message"] == "the providers service is unavailable; try again later"
+
+
+# ---- sessions ------------------------------------------------------------------------------------
+
+
+async def test_get_list_and_cancel_sessions(client: Client, peers: Peers) -> None:
+    created = await client.post("/v1/orchestrations", json={"prompt": "block", "threadId": "t-1"})
+    session_id = (await created.json())["sessionId"]
+
+    got = await client.get(f"/v1/orchestrations/{session_id}")
+    assert got.status == 200
+    expected = pb.GetSessionResponse(session=peers.orchestrator.sessions[session_id].proto())
+    assert await got.json() == json_format.MessageToDict(expected)
+
+    listed = await client.get("/v1/orchestrations?pageSize=5&pageToken=abc&status=running&threadId=t-1")
+    assert listed.status == 200
+    body = await listed.json()
+    assert [s["sessionId"] for s in body["sessions"]] == [session_id]
+    assert body["nextPageToken"] == "page-2"
+    sent = peers.orchestrator.list_requests[-1]
+    assert (sent.page_size, sent.page_token, sent.status, sent.thread_id) == (
+        5,
+        "abc",
+        pb.SESSION_STATUS_RUNNING,
+        "t-1",
+    )
+
+    cancelled = await client.post(f"/v1/orchestrations/{session_id}:cancel", json={"reason": "changed my mind"})
+    assert cancelled.status == 200
+    assert (await cancelled.json())["session"]["status"] == "SESSION_STATUS_CANCELLED"
+    assert [(r.session_id, r.reason) for r in peers.orchestrator.cancel_requests] == [(session_id, "changed my mind")]
+
+
+async def test_cancel_without_a_body_uses_a_default_reason(client: Client, peers: Peers) -> None:
+    created = await client.post("/v1/orchestrations", json={"prompt": "block"})
+    session_id = (await created.json())["sessionId"]
+    response = await client.post(f"/v1/orchestrations/{session_id}:cancel")
+    assert response.status == 200
+    assert peers.orchestrator.cancel_requests[-1].reason == "cancelled over the REST API"
+
+
+async def test_list_with_full_status_name(client: Client, peers: Peers) -> None:
+    response = await client.get("/v1/orchestrations?status=SESSION_STATUS_FAILED")
+    assert response.status == 200
+    assert await response.json() == {}  # proto3 JSON omits the empty list and token
+    assert peers.orchestrator.list_requests[-1].status == pb.SESSION_STATUS_FAILED
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("pageSize=ten", "pageSize: expected an integer"),
+        ("pageSize=-1", "pageSize: must be between 0 and"),
+        ("status=sleeping", "status: unknown status 'sleeping'"),
+        ("pageToken=" + "t" * 3000, "pageToken: is 3000 characters"),
+    ],
+)
+async def test_list_rejects_bad_query_parameters(client: Client, peers: Peers, query: str, expected: str) -> None:
+    error = await error_of(await client.get(f"/v1/orchestrations?{query}"), 400)
+    assert error["code"] == "INVALID_ARGUMENT"
+    assert expected in error["message"]
+    assert peers.orchestrator.list_requests == []
+
+
+async def test_unknown_session_is_404(client: Client) -> None:
+    assert await error_of(await client.get("/v1/orchestrations/sess-missing"), 404) == {
+        "code": "NOT_FOUND",
+        "message": "session 'sess-missing' not found",
+    }
+    error = await error_of(await client.post("/v1/orchestrations/sess-missing:cancel"), 404)
+    assert error["code"] == "NOT_FOUND"
+
+
+async def test_cancel_rejects_bad_bodies(client: Client, peers: Peers) -> None:
+    error = await error_of(await client.post("/v1/orchestrations/s1:cancel", data=b"{nope"), 400)
+    assert error["message"].startswith("body: malformed JSON")
+    error = await error_of(await client.post("/v1/orchestrations/s1:cancel", json={"reason": 3}), 400)
+    assert error["message"] == "reason: expected a string"
+    assert peers.orchestrator.cancel_requests == []
+
+
+async def test_over_long_session_id_is_400(client: Client) -> None:
+    error = await error_of(await client.get("/v1/orchestrations/" + "s" * 200), 400)
+    assert error["message"].startswith("sessionId: is 200 characters")
+
+
+# ---- models --------------------------------------------------------------------------------------
+
+
+async def test_list_models(client: Client, peers: Peers) -> None:
+    response = await client.get("/v1/models?includeUnavailable=true")
+    assert response.status == 200
+    body = await response.json()
+    expected = await peers.providers.ListModels(providers_pb2.ListModelsRequest(), None)
+    assert body == json_format.MessageToDict(expected)
+    assert body["simulated"] is True and body["models"][0]["contextLength"] == "131072"
+    assert peers.providers.list_requests[0].include_unavailable is True
+
+
+async def test_list_models_rejects_a_bad_flag(client: Client, peers: Peers) -> None:
+    error = await error_of(await client.get("/v1/models?includeUnavailable=perhaps"), 400)
+    assert error["message"].startswith("includeUnavailable: expected true or false")
+    assert peers.providers.list_requests == []
+
+
+@pytest.mark.parametrize(
+    ("exc", "status", "code"),
+    [
+        (errors.InvalidArgument("model", "unknown"), 400, "INVALID_ARGUMENT"),
+        (errors.NotFound("no catalogue"), 404, "NOT_FOUND"),
+        (errors.FailedPrecondition("catalogue not loaded"), 409, "FAILED_PRECONDITION"),
+        (errors.ResourceExhausted("slow down", retry_after=3), 429, "RESOURCE_EXHAUSTED"),
+        (errors.Unavailable("vendor down"), 503, "UNAVAILABLE"),
+        (errors.DeadlineExceeded("vendor too slow"), 504, "DEADLINE_EXCEEDED"),
+        (errors.Unauthenticated("who are you"), 401, "UNAUTHENTICATED"),
+        (errors.PermissionDenied("not yours"), 403, "PERMISSION_DENIED"),
+        (RuntimeError("secret internals"), 502, "INTERNAL"),
+    ],
+)
+async def test_upstream_status_codes_map_to_http(
+    client: Client, peers: Peers, exc: Exception, status: int, code: str
+) -> None:
+    peers.providers.fail_with = exc  # type: ignore[assignment]
+    error = await error_of(await client.get("/v1/models"), status)
+    assert error["code"] == code
+    if isinstance(exc, errors.OrxError):
+        assert error["message"] == exc.message
+    else:
+        assert "secret internals" not in error["message"]
+        assert error["message"].startswith("internal error (request id")
+
+
+def test_http_status_table() -> None:
+    expected = {
+        grpc.StatusCode.INVALID_ARGUMENT: 400,
+        grpc.StatusCode.NOT_FOUND: 404,
+        grpc.StatusCode.FAILED_PRECONDITION: 409,
+        grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+        grpc.StatusCode.UNAVAILABLE: 503,
+        grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+        grpc.StatusCode.UNAUTHENTICATED: 401,
+        grpc.StatusCode.PERMISSION_DENIED: 403,
+    }
+    assert {code: http_status(code) for code in expected} == expected
+    assert GatewayError(grpc.StatusCode.NOT_FOUND, "x").body() == {"error": {"code": "NOT_FOUND", "message": "x"}}
+
+
+@pytest.mark.parametrize(
+    ("code", "details", "expected"),
+    [
+        (grpc.StatusCode.UNAVAILABLE, "failed to connect to all addresses; last error: ipv4:10.0.0.1:5", "unavailable"),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded", "did not answer in time"),
+        (grpc.StatusCode.UNKNOWN, "Unexpected <class 'KeyError'>: 'password'", "failed (UNKNOWN)"),
+        (grpc.StatusCode.UNIMPLEMENTED, "Method not found!", "does not implement"),
+        (grpc.StatusCode.INTERNAL, "Failed to deserialize response message", "failed (INTERNAL)"),
+    ],
+)
+def test_transport_noise_never_reaches_clients(code: grpc.StatusCode, details: str, expected: str) -> None:
+    err = grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details, None)
+    message = from_rpc(err, "orchestrator").message
+    assert expected in message
+    assert details not in message
+
+
+# ---- probes, routing -----------------------------------------------------------------------------
+
+
+async def test_healthz(client: Client) -> None:
+    response = await client.get("/healthz")
+    assert response.status == 200
+    assert await response.json() == {"status": "ok"}
+
+
+async def test_readyz_ready_then_not_serving(client: Client, peers: Peers) -> None:
+    response = await client.get("/readyz")
+    assert response.status == 200
+    assert await response.json() == {"status": "ready", "checks": {"orchestrator": "SERVING", "providers": "SERVING"}}
+    await peers.orchestrator_server.health.set(
+        "orchestratex.v1.OrchestratorService", health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+    response = await client.get("/readyz")
+    assert response.status == 503
+    assert await response.json() == {
+        "status": "not ready",
+        "checks": {"orchestrator": "NOT_SERVING", "providers": "SERVING"},
+    }
+
+
+async def test_readyz_with_a_peer_down(gateway_factory: GatewayFactory, tmp_path: Any, peers: Peers) -> None:
+    settings = make_settings(
+        tmp_path,
+        ORX_ORCHESTRATOR_ADDR=f"127.0.0.1:{peers.orchestrator_server.port}",
+        ORX_PROVIDERS_ADDR="127.0.0.1:1",
+    )
+    client = await gateway_factory(settings_=settings)
+    response = await client.get("/readyz")
+    assert response.status == 503
+    assert (await response.json())["checks"] == {"orchestrator": "SERVING", "providers": "UNREACHABLE"}
+
+
+async def test_unknown_route_and_wrong_method_are_json(client: Client) -> None:
+    error = await error_of(await client.get("/v1/nothing-here"), 404)
+    assert error["code"] == "NOT_FOUND"
+    response = await client.delete("/v1/models")
+    error = await error_of(response, 405)
+    assert error["code"] == "METHOD_NOT_ALLOWED"
+    assert "GET" in response.headers["Allow"]
+    # ".../{id}:cancel" is never read as a session id.
+    error = await error_of(await client.get("/v1/orchestrations/abc:cancel"), 405)
+    assert error["code"] == "METHOD_NOT_ALLOWED"
+
+
+async def test_rest_started_session_survives_the_handler(client: Client, peers: Peers) -> None:
+    # Several starts at once: each gets its own session, none is cancelled.
+    responses = await asyncio.gather(*(client.post("/v1/orchestrations", json={"prompt": "block"}) for _ in range(5)))
+    ids = {(await r.json())["sessionId"] for r in responses}
+    assert len(ids) == 5
+    await wait_until(lambda: not client.app[BACKGROUND], what="the start tasks to finish")
+    assert all(peers.orchestrator.sessions[i].status == pb.SESSION_STATUS_RUNNING for i in ids)
+    assert peers.orchestrator.cancel_requests == []
