@@ -52,6 +52,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             asyncio.run(_serve(args.service, settings))
     elif args.command == "up":
         raise SystemExit(_up(settings))
+    elif args.command == "healthcheck":
+        raise SystemExit(0 if asyncio.run(_probe(args.service, settings)) else 1)
     elif args.command == "ask":
         setup_logging("ask", "WARNING", "text")
         raise SystemExit(asyncio.run(_ask(settings, args)))
@@ -66,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("up", help="run the whole suite (four gRPC services and the gateway) on this machine")
     serve = sub.add_parser("serve", help="run one service")
     serve.add_argument("service", choices=[*SERVICES, "gateway"])
+    check = sub.add_parser("healthcheck", help="exit 0 when a service reports SERVING (for container probes)")
+    check.add_argument("service", choices=[*SERVICES, "gateway"])
     ask = sub.add_parser("ask", help="run an orchestration from the terminal and watch it live")
     ask.add_argument("prompt")
     ask.add_argument("--rounds", type=int, default=None, help="max rounds, 1-10 (default 3)")

