@@ -1,0 +1,9 @@
+"""ProviderService: the only service that talks to LLM vendors (simulated models by default).
+
+Public surface:
+
+* ``server.build(settings, listen=None, *, backend=None)`` -> a not-yet-started ``GrpcServer``.
+* ``catalogue``: ``load_catalogue(settings)``, ``Catalogue.get/ids``, ``ModelSpec``, ``cost_usd``, ``to_proto``.
+* ``backend``: the ``Backend`` protocol and its request/event types (implemented by ``Simulator``).
+* ``simulator``: ``Simulator`` (``quality_of(draft_id)``, ``draft(draft_id)``), ``DRAFT_LABEL``, ``DRAFT_ID_RE``.
+"""

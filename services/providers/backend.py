@@ -1,0 +1,200 @@
+"""The backend abstraction: what every model source (simulator now, OpenRouter later) implements.
+
+A :class:`Backend` turns one validated :class:`GenerationRequest` into an async generator of
+:class:`TextDelta` events closed by exactly one :class:`StreamEnd`, or raises :class:`BackendError`.
+Backends know nothing about gRPC; the servicer maps these types to protobuf and status codes.
+
+Failure contract for implementers:
+
+* Raise :class:`BackendError` with the right :class:`FailureKind`. Whether the failure happened
+  before or after the first token is decided by the caller (it saw the deltas); backends only
+  report ``usage`` for what was billed when they know it.
+* Closing the async iterator (``aclose``) or cancelling the task that drives it must stop the
+  upstream work promptly (close the HTTP stream, stop timers) — that is how caller cancellation
+  propagates.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+from services.providers.catalogue import ModelSpec
+
+
+class Role(StrEnum):
+    """Author of a chat message (OpenAI wire names)."""
+
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"
+
+
+class Purpose(StrEnum):
+    """Why a model is called (``CallPurpose``); unspecified is normalised to OTHER."""
+
+    ANSWER = "answer"
+    CRITIQUE = "critique"
+    REFINE = "refine"
+    CLASSIFY = "classify"
+    OTHER = "other"
+
+
+class OutputFormat(StrEnum):
+    """Requested output shape (``ResponseFormatType``)."""
+
+    TEXT = "text"
+    JSON_OBJECT = "json_object"
+    JSON_SCHEMA = "json_schema"
+
+
+class FinishReason(StrEnum):
+    """Why generation stopped."""
+
+    STOP = "stop"
+    LENGTH = "length"
+    CONTENT_FILTER = "content_filter"
+    ERROR = "error"
+
+
+class FailureKind(StrEnum):
+    """Classification of a failed call (mirrors ``FailureKind`` in common.proto)."""
+
+    RATE_LIMITED = "rate_limited"
+    UPSTREAM_ERROR = "upstream_error"
+    TIMEOUT = "timeout"
+    MID_STREAM_ERROR = "mid_stream_error"
+    INVALID_OUTPUT = "invalid_output"
+    INVALID_REQUEST = "invalid_request"
+    REFUSED = "refused"
+
+
+@dataclass(frozen=True)
+class Message:
+    """One chat turn."""
+
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class ResponseFormat:
+    """Structured-output request. ``schema`` is the parsed JSON Schema for JSON_SCHEMA."""
+
+    type: OutputFormat = OutputFormat.TEXT
+    schema_name: str = ""
+    schema: Mapping[str, Any] | None = None
+    strict: bool = False
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """A validated request for one model. ``max_tokens`` is already resolved (never 0)."""
+
+    model: ModelSpec
+    messages: tuple[Message, ...]
+    max_tokens: int
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    response_format: ResponseFormat = field(default_factory=ResponseFormat)
+    purpose: Purpose = Purpose.OTHER
+    domain: str = ""
+    session_id: str = ""
+
+
+@dataclass(frozen=True)
+class TokenUsage:
+    """Tokens used; ``cost_usd`` is None when the backend does not report a price."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    reasoning_tokens: int = 0
+    cached_tokens: int = 0
+    cost_usd: float | None = None
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """New completion (and/or reasoning) text."""
+
+    text: str
+    reasoning: str = ""
+
+
+@dataclass(frozen=True)
+class StreamEnd:
+    """The last event of a successful stream."""
+
+    finish_reason: FinishReason
+    served_model: str
+    usage: TokenUsage | None = None
+    generation_id: str = ""
+
+
+StreamEvent = TextDelta | StreamEnd
+
+
+class BackendError(Exception):
+    """A failed call. ``message`` is safe to show to clients (no vendor internals, no secrets)."""
+
+    def __init__(
+        self,
+        kind: FailureKind,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        usage: TokenUsage | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.retry_after = retry_after
+        self.usage = usage
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Typical latency profile of a model as callers will experience it."""
+
+    ttft_seconds: float
+    tokens_per_second: float
+
+
+class Backend(Protocol):
+    """A source of completions. Implemented by ``Simulator``; an OpenRouter client comes later."""
+
+    @property
+    def name(self) -> str:
+        """Provider label shown in ``ModelInfo.provider`` (e.g. ``simulated``, ``openrouter``)."""
+        ...
+
+    @property
+    def simulated(self) -> bool:
+        """True when answers are simulated."""
+        ...
+
+    def stream(self, request: GenerationRequest) -> AsyncGenerator[StreamEvent, None]:
+        """Deltas then one :class:`StreamEnd`; raises :class:`BackendError` on failure."""
+        ...
+
+    def timing(self, model: ModelSpec) -> Timing:
+        """Typical time to first token and speed for ``model``."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release resources (HTTP sessions, ...)."""
+        ...
+
+
+def estimate_tokens(text: str) -> int:
+    """Rough token count used everywhere a tokenizer is not available: ``ceil(chars / 4)``."""
+    return math.ceil(len(text) / 4)
+
+
+def estimate_prompt_tokens(contents: Sequence[str]) -> int:
+    """Prompt tokens of a conversation: ``ceil(chars / 4) + 4`` per message (role framing)."""
+    return sum(estimate_tokens(c) + 4 for c in contents)

@@ -1,0 +1,384 @@
+"""The deterministic model simulator: the offline default backend.
+
+Every simulated answer carries a hidden quality, kept in an in-memory registry keyed by a draft id
+that is printed on the answer's first line. Critics score answers from that hidden quality (with
+noise that shrinks as the critic's skill grows, and a self-enhancement bias for same-family critics);
+refinements raise it with diminishing returns and sometimes make it worse. This is the contract the
+orchestrator and the benchmarks rely on:
+
+* Answers (purpose ANSWER, REFINE, OTHER, unspecified) start with ``_(simulated answer · draft
+  <8 lowercase hex>)_``, a blank line, then the body.
+* CRITIQUE replies are one JSON object with keys ``rationale``, ``strengths``, ``weaknesses``,
+  ``suggestions``, ``score`` (0-10, one decimal), in that order — or, with the profile's
+  ``invalid_json`` probability, unusable text.
+* CLASSIFY replies are one domain name.
+* The draft under review / being refined is the LAST ``draft <id>`` found in the messages.
+
+Determinism: each call's random generator is seeded from (profile seed, model, purpose, sha256 of the
+messages, attempt number of that triple), so a retry differs from the first try while a whole run
+replays identically from a fresh simulator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import random
+import re
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from orchestratex.config import Settings
+from orchestratex.domains import DOMAINS
+from services.providers import sim_text
+from services.providers.backend import (
+    BackendError,
+    FailureKind,
+    FinishReason,
+    GenerationRequest,
+    Message,
+    Purpose,
+    Role,
+    StreamEnd,
+    StreamEvent,
+    TextDelta,
+    Timing,
+    TokenUsage,
+    estimate_prompt_tokens,
+    estimate_tokens,
+)
+from services.providers.catalogue import SIMULATED_PROVIDER, Catalogue, ModelSpec
+from services.providers.sim_profile import FailureRates, ModelProfile, SimProfile, load_profile
+
+log = logging.getLogger(__name__)
+
+DRAFT_LABEL = "_(simulated answer · draft {draft_id})_"
+"""First line of every simulated answer; ``draft_id`` is 8 lowercase hex digits."""
+DRAFT_ID_RE = re.compile(r"draft ([0-9a-f]{8})")
+"""Finds draft ids in messages; the simulator uses the last match."""
+
+SELF_BIAS = 0.7
+"""Score bonus when critic and author share a family (self-enhancement bias)."""
+CRITIC_NOISE_BASE = 0.4
+CRITIC_NOISE_PER_MISSING_SKILL = 2.0
+REFINE_DECAY = 0.6
+MAX_REMEMBERED = 100_000
+"""Drafts (and attempt counters) kept; the oldest are forgotten first, so memory stays bounded."""
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+@dataclass(frozen=True)
+class Draft:
+    """The hidden record of one simulated answer."""
+
+    draft_id: str
+    quality: float
+    model: str
+    domain: str
+    refinements: int
+    """How many refinements led to this draft (0 for a first answer)."""
+    parent: str | None = None
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything one call will do, decided up front from its seeded generator."""
+
+    text: str
+    finish: FinishReason
+    prompt_tokens: int
+    ttft: float
+    seconds_per_token: float
+    failure: FailureKind | None
+    failure_delay: float
+    fail_fraction: float
+    retry_after: float
+    draft: Draft | None
+    generation_id: str
+
+
+class Simulator:
+    """A :class:`~services.providers.backend.Backend` serving simulated models."""
+
+    def __init__(
+        self,
+        catalogue: Catalogue,
+        profile: SimProfile,
+        speed: float = 1.0,
+        max_remembered: int = MAX_REMEMBERED,
+    ) -> None:
+        if speed <= 0:
+            raise ValueError("speed must be positive")
+        self._catalogue = catalogue
+        self._profile = profile
+        self._speed = speed
+        self._max = max_remembered
+        self._drafts: OrderedDict[str, Draft] = OrderedDict()
+        self._attempts: OrderedDict[tuple[str, str, str], int] = OrderedDict()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, catalogue: Catalogue) -> Simulator:
+        """A simulator with ``settings.sim_profile`` (or the packaged profile) and ``settings.sim_speed``."""
+        return cls(catalogue, load_profile(settings.sim_profile, catalogue), speed=settings.sim_speed)
+
+    @property
+    def name(self) -> str:
+        """Always ``simulated``."""
+        return SIMULATED_PROVIDER
+
+    @property
+    def simulated(self) -> bool:
+        """Always True."""
+        return True
+
+    @property
+    def profile(self) -> SimProfile:
+        """The loaded profile."""
+        return self._profile
+
+    def quality_of(self, draft_id: str) -> float | None:
+        """Hidden quality (0-1) of a draft this simulator wrote, or None if unknown."""
+        draft = self._drafts.get(draft_id)
+        return None if draft is None else draft.quality
+
+    def draft(self, draft_id: str) -> Draft | None:
+        """The hidden record of a draft, or None if unknown."""
+        return self._drafts.get(draft_id)
+
+    def timing(self, model: ModelSpec) -> Timing:
+        """Typical latency as callers see it (profile values scaled by ``sim_speed``)."""
+        prof = self._profile.models[model.id]
+        return Timing(prof.ttft_ms / 1000 / self._speed, prof.tokens_per_second * self._speed)
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[StreamEvent, None]:
+        """Simulated latency, then the planned text in chunks of a few tokens, then :class:`StreamEnd`."""
+        plan = self._plan(request)
+        model = request.model.id
+        if plan.failure in (FailureKind.RATE_LIMITED, FailureKind.UPSTREAM_ERROR, FailureKind.TIMEOUT):
+            await asyncio.sleep(plan.failure_delay)
+            raise _early_failure(plan, model)
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(plan.ttft)
+        chunks = _chunks(plan.text)
+        limit = len(chunks)
+        if plan.failure is FailureKind.MID_STREAM_ERROR:
+            limit = max(1, min(limit, int(limit * plan.fail_fraction)))
+        sent = 0
+        clock = loop.time()
+        for index, chunk in enumerate(chunks[:limit]):
+            if index:
+                # Pace against a schedule rather than sleeping per chunk, so timer slack does not accumulate.
+                clock += estimate_tokens(chunk) * plan.seconds_per_token
+                await asyncio.sleep(max(0.0, clock - loop.time()))
+            yield TextDelta(chunk)
+            sent += len(chunk)
+        if plan.failure is FailureKind.MID_STREAM_ERROR:
+            usage = TokenUsage(plan.prompt_tokens, estimate_tokens(plan.text[:sent]))
+            raise BackendError(FailureKind.MID_STREAM_ERROR, f"{model} stream broke (simulated)", usage=usage)
+        if plan.draft is not None:
+            _remember(self._drafts, plan.draft.draft_id, plan.draft, self._max)
+        usage = TokenUsage(plan.prompt_tokens, estimate_tokens(plan.text))
+        yield StreamEnd(plan.finish, served_model=model, usage=usage, generation_id=plan.generation_id)
+
+    # -- planning -------------------------------------------------------------------------------
+
+    def _plan(self, request: GenerationRequest) -> _Plan:
+        model = request.model
+        prof = self._profile.models[model.id]
+        digest = _digest(request.messages)
+        key = (model.id, request.purpose.value, digest)
+        attempt = self._attempts.get(key, 0)
+        _remember(self._attempts, key, attempt + 1, self._max)
+        rng = random.Random(_seed(self._profile.seed, model.id, request.purpose, digest, attempt))
+
+        # The draw order below is part of the determinism contract: change it and every run changes.
+        ttft = prof.ttft_ms / 1000 * rng.uniform(0.8, 1.2) / self._speed
+        tokens_per_second = prof.tokens_per_second * rng.uniform(0.85, 1.15) * self._speed
+        failure = _draw_failure(rng.random(), prof.failures)
+        fail_fraction = rng.uniform(0.2, 0.8)
+        generation_id = f"sim-{rng.getrandbits(64):016x}"
+
+        draft: Draft | None = None
+        if request.purpose is Purpose.CRITIQUE:
+            text = self._critique(rng, request, prof, digest)
+        elif request.purpose is Purpose.CLASSIFY:
+            text = self._classify(rng, request, prof)
+        else:
+            draft = self._next_draft(rng, request, prof, digest)
+            body = sim_text.answer_body(
+                rng, sim_text.keywords(_prompt_text(request.messages)), draft.domain, draft.quality
+            )
+            text = DRAFT_LABEL.format(draft_id=draft.draft_id) + "\n\n" + body
+            if prof.answer_suffix:
+                text += "\n\n" + prof.answer_suffix
+
+        finish = FinishReason.STOP
+        if estimate_tokens(text) > request.max_tokens:
+            text, finish = text[: request.max_tokens * 4], FinishReason.LENGTH
+
+        # A vendor refuses a rate-limited call quickly, fails a broken one after about a first-token
+        # wait, and a timeout takes as long as the caller's patience.
+        failure_delay = 0.0
+        if failure is FailureKind.RATE_LIMITED:
+            failure_delay = ttft / 4
+        elif failure is FailureKind.UPSTREAM_ERROR:
+            failure_delay = ttft
+        elif failure is FailureKind.TIMEOUT:
+            failure_delay = prof.timeout_after_ms / 1000 / self._speed
+        return _Plan(
+            text=text,
+            finish=finish,
+            prompt_tokens=estimate_prompt_tokens([m.content for m in request.messages]),
+            ttft=ttft,
+            seconds_per_token=1.0 / tokens_per_second,
+            failure=failure,
+            failure_delay=failure_delay,
+            fail_fraction=fail_fraction,
+            retry_after=prof.failures.retry_after_seconds / self._speed,
+            draft=draft,
+            generation_id=generation_id,
+        )
+
+    def _next_draft(self, rng: random.Random, request: GenerationRequest, prof: ModelProfile, digest: str) -> Draft:
+        """A first answer (ANSWER/OTHER) or a refinement (REFINE) and its hidden quality."""
+        draft_id = self._new_id(rng)
+        if request.purpose is not Purpose.REFINE:
+            skill = prof.skill(request.domain)
+            quality = _clamp(rng.gauss(skill, self._profile.quality_noise_sd), 0.0, 1.0)
+            return Draft(draft_id, quality, request.model.id, request.domain, refinements=0)
+        parent_id = _last_draft_id(request.messages)
+        parent = self._drafts.get(parent_id) if parent_id else None
+        if parent is None:
+            before, done, domain = _hash_quality(parent_id or digest), 0, request.domain
+        else:
+            before, done, domain = parent.quality, parent.refinements, request.domain or parent.domain
+        skill = prof.skill(domain)
+        regress, drop = rng.random(), rng.uniform(0.02, 0.15)
+        if regress < self._profile.regress_rate * (1 - skill):
+            quality = max(0.0, before - drop)
+        else:
+            gain = self._profile.refine_gain * skill * REFINE_DECAY**done
+            quality = before + (1 - before) * gain
+        return Draft(draft_id, quality, request.model.id, domain, refinements=done + 1, parent=parent_id)
+
+    def _critique(self, rng: random.Random, request: GenerationRequest, prof: ModelProfile, digest: str) -> str:
+        reviewed_id = _last_draft_id(request.messages)
+        reviewed = self._drafts.get(reviewed_id) if reviewed_id else None
+        if reviewed is None:
+            quality, author_family, domain = _hash_quality(reviewed_id or digest), None, request.domain
+        else:
+            author = self._catalogue.get(reviewed.model)
+            author_family = author.family if author else None
+            quality, domain = reviewed.quality, request.domain or reviewed.domain
+        skill = prof.skill(domain)
+        noise = rng.gauss(0.0, CRITIC_NOISE_BASE + CRITIC_NOISE_PER_MISSING_SKILL * (1 - skill))
+        bias = SELF_BIAS if author_family == request.model.family else 0.0
+        score = _clamp(10 * quality + noise + bias, 0.0, 10.0)
+        review = sim_text.critique(rng, sim_text.keywords(_prompt_text(request.messages)), score)
+        if rng.random() < prof.failures.invalid_json:
+            return sim_text.unusable_critique(rng, review)
+        return json.dumps(review, ensure_ascii=False, indent=2)
+
+    def _classify(self, rng: random.Random, request: GenerationRequest, prof: ModelProfile) -> str:
+        guess = sim_text.guess_domain(_prompt_text(request.messages))
+        # Weaker classifiers are wrong more often: up to half the time for zero skill.
+        if rng.random() < (1 - prof.skill("classification")) * 0.5:
+            guess = rng.choice([d for d in DOMAINS if d != guess])
+        return guess
+
+    def _new_id(self, rng: random.Random) -> str:
+        while True:
+            draft_id = f"{rng.getrandbits(32):08x}"
+            if draft_id not in self._drafts:
+                return draft_id
+
+
+def _early_failure(plan: _Plan, model: str) -> BackendError:
+    if plan.failure is FailureKind.RATE_LIMITED:
+        return BackendError(
+            FailureKind.RATE_LIMITED, f"{model} is rate limited (simulated)", retry_after=plan.retry_after
+        )
+    if plan.failure is FailureKind.TIMEOUT:
+        return BackendError(FailureKind.TIMEOUT, f"{model} did not answer in time (simulated)")
+    return BackendError(FailureKind.UPSTREAM_ERROR, f"{model} upstream error (simulated)")
+
+
+def _draw_failure(u: float, rates: FailureRates) -> FailureKind | None:
+    edge = 0.0
+    for kind, rate in (
+        (FailureKind.RATE_LIMITED, rates.rate_limit),
+        (FailureKind.UPSTREAM_ERROR, rates.upstream_error),
+        (FailureKind.TIMEOUT, rates.timeout),
+        (FailureKind.MID_STREAM_ERROR, rates.mid_stream_error),
+    ):
+        edge += rate
+        if u < edge:
+            return kind
+    return None
+
+
+def _digest(messages: Sequence[Message]) -> str:
+    h = hashlib.sha256()
+    for m in messages:
+        h.update(m.role.value.encode())
+        h.update(b"\x00")
+        h.update(m.content.encode())
+        h.update(b"\x01")
+    return h.hexdigest()
+
+
+def _seed(seed: int, model: str, purpose: Purpose, digest: str, attempt: int) -> int:
+    material = f"{seed}\x00{model}\x00{purpose.value}\x00{digest}\x00{attempt}".encode()
+    return int.from_bytes(hashlib.sha256(material).digest()[:8], "big")
+
+
+def _hash_quality(material: str) -> float:
+    """A stable pseudo-quality in [0.3, 0.8] for drafts this simulator did not write."""
+    value = int.from_bytes(hashlib.sha256(material.encode()).digest()[:8], "big") / 2**64
+    return 0.3 + 0.5 * value
+
+
+def _last_draft_id(messages: Sequence[Message]) -> str | None:
+    found = DRAFT_ID_RE.findall("\n".join(m.content for m in messages))
+    return found[-1] if found else None
+
+
+def _prompt_text(messages: Sequence[Message]) -> str:
+    """The user's words: user messages up to the first simulated answer they quote."""
+    text = "\n".join(m.content for m in messages if m.role is Role.USER)
+    head = text.split(DRAFT_LABEL.split("{", 1)[0], 1)[0]
+    return head if head.strip() else text
+
+
+def _chunks(text: str) -> list[str]:
+    """Split into pieces of about three tokens (12 characters) on word boundaries; joins back to ``text``."""
+    chunks: list[str] = []
+    current = ""
+    for piece in re.findall(r"\S+\s*|\s+", text):
+        current += piece
+        if len(current) >= 12:
+            chunks.append(current)
+            current = ""
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def _clamp(value: float, low: float, high: float) -> float:
+    return min(high, max(low, value))
+
+
+def _remember(store: OrderedDict[_K, _V], key: _K, value: _V, limit: int) -> None:
+    store[key] = value
+    store.move_to_end(key)
+    while len(store) > limit:
+        store.popitem(last=False)

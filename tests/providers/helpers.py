@@ -1,0 +1,107 @@
+"""Helpers shared by the providers tests: request builders, a stream collector, an observable backend."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf.message import Message
+
+from orchestratex.config import Settings
+from orchestratex.v1 import common_pb2, providers_pb2, providers_pb2_grpc
+from services.providers.backend import GenerationRequest, StreamEvent, Timing
+from services.providers.catalogue import ModelSpec
+from services.providers.simulator import Simulator
+
+
+class ObservedBackend:
+    """Wraps a backend and records whether its streams started, completed, or stopped early."""
+
+    def __init__(self, inner: Simulator) -> None:
+        self.inner = inner
+        self.calls = 0
+        self.started = asyncio.Event()
+        self.stopped = asyncio.Event()
+        self.completed = False
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def simulated(self) -> bool:
+        return self.inner.simulated
+
+    def timing(self, model: ModelSpec) -> Timing:
+        return self.inner.timing(model)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[StreamEvent, None]:
+        self.calls += 1
+        self.started.set()
+        try:
+            async for event in self.inner.stream(request):
+                yield event
+            self.completed = True
+        finally:
+            self.stopped.set()
+
+
+@dataclass
+class Providers:
+    """A running providers server and what tests need to talk to and observe it."""
+
+    stub: providers_pb2_grpc.ProviderServiceStub
+    simulator: Simulator
+    backend: ObservedBackend
+    settings: Settings
+    port: int
+
+
+def user(text: str) -> common_pb2.ChatMessage:
+    """A user message."""
+    return common_pb2.ChatMessage(role=common_pb2.ROLE_USER, content=text)
+
+
+def request(
+    model: str = "z-ai/glm-4.5",
+    text: str = "Explain how a hash map handles collisions.",
+    purpose: Any = common_pb2.CALL_PURPOSE_ANSWER,
+    domain: Any = common_pb2.DOMAIN_CODING,
+    **fields: Any,
+) -> providers_pb2.GenerateRequest:
+    """A valid GenerateRequest; ``fields`` override any field."""
+    msg = providers_pb2.GenerateRequest(
+        model=model,
+        messages=[user(text)],
+        max_tokens=2000,
+        context=providers_pb2.CallContext(purpose=purpose, domain=domain, session_id=uuid.uuid4().hex),
+    )
+    for key, value in fields.items():
+        if key == "messages":
+            del msg.messages[:]
+            msg.messages.extend(value)
+        elif isinstance(value, Message):
+            getattr(msg, key).CopyFrom(value)
+        else:
+            setattr(msg, key, value)
+    return msg
+
+
+async def collect(
+    stub: providers_pb2_grpc.ProviderServiceStub, req: providers_pb2.GenerateRequest
+) -> tuple[list[providers_pb2.StreamGenerateResponse], grpc.aio.AioRpcError | None]:
+    """All events of a StreamGenerate call, and the error it ended with (None on success)."""
+    events: list[providers_pb2.StreamGenerateResponse] = []
+    try:
+        async for event in stub.StreamGenerate(providers_pb2.StreamGenerateRequest(request=req), timeout=30):
+            events.append(event)
+    except grpc.aio.AioRpcError as err:
+        return events, err
+    return events, None
