@@ -32,11 +32,11 @@ def test_valid_against_the_compose_spec_schema() -> None:
 def test_one_container_per_service_from_one_image() -> None:
     services = _compose()["services"]
     assert set(services) == {"mongo", *SERVICES}
-    for name in SERVICES:
+    for name, port in SERVICES.items():
         svc = services[name]
         assert svc["build"] == "." and svc["image"] == "orchestratex:latest"
         assert svc["command"] == ["serve", name]
-        assert svc["environment"][f"ORX_{name.upper()}_LISTEN"].endswith(f":{SERVICES[name]}")
+        assert svc["environment"][f"ORX_{name.upper()}_LISTEN"].endswith(f":{port}")
     assert (ROOT / "Dockerfile").exists()
 
 

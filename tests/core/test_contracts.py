@@ -49,7 +49,7 @@ def test_buf_lint_standard_passes() -> None:
         found = shutil.which("buf")
         assert found, "buf is not installed: run `make test` (it installs @bufbuild/buf from npm)"
         buf = Path(found)
-    result = subprocess.run([str(buf), "lint"], cwd=ROOT / "protos", capture_output=True, text=True)
+    result = subprocess.run([str(buf), "lint"], check=False, cwd=ROOT / "protos", capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     config = (ROOT / "protos" / "buf.yaml").read_text()
     assert "- STANDARD" in config and "except:" not in config

