@@ -29,8 +29,8 @@ $(STAMPS)/dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
 	@mkdir -p $(STAMPS) && touch $@ $(STAMPS)/runtime
 
-$(STAMPS)/npm: package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+$(STAMPS)/npm: package.json
+	npm install --no-audit --no-fund --loglevel=error
 	@mkdir -p $(STAMPS) && touch $@
 
 run: $(STAMPS)/runtime
