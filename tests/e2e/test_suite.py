@@ -6,8 +6,10 @@ Tests in this module share one running suite; the last one stops it with Ctrl-C 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
+import subprocess
 import urllib.request
 from typing import Any
 
@@ -27,7 +29,7 @@ from orchestratex.v1 import (
     selector_pb2,
     selector_pb2_grpc,
 )
-from tests.e2e.conftest import Suite, wait_for
+from tests.e2e.conftest import BIN, Suite, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -200,6 +202,23 @@ async def test_websocket_bridge_streams_a_session(suite: Suite) -> None:
                     break
     assert "sessionCompleted" in events[-1]
     assert [int(e["sequence"]) for e in events] == list(range(1, len(events) + 1))
+
+
+def test_ask_shows_the_orchestration_live(suite: Suite) -> None:
+    env = {**os.environ, "ORX_ORCHESTRATOR_ADDR": suite.addr["orchestrator"]}
+    run = subprocess.run(
+        [str(BIN / "orchestratex"), "ask", "Explain the CAP theorem in three sentences", "--rounds", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    out = run.stdout
+    assert "[SIMULATED models]" in out
+    assert "primary:" in out and "critic " in out and "round 1: score" in out
+    assert "=== final answer" in out and "cost $" in out
 
 
 def test_ctrl_c_stops_everything_gracefully(suite: Suite) -> None:
