@@ -12,10 +12,12 @@ import asyncio
 import contextlib
 import importlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TextIO
 
 import grpc
@@ -206,13 +208,24 @@ def _print_banner(settings: Settings, out: TextIO) -> None:
         f"  grpcurl -plaintext {orch} list",
         f'  grpcurl -plaintext -d \'{{"prompt": "Write a haiku about gRPC"}}\' {orch} '
         "orchestratex.v1.OrchestratorService/Orchestrate",
-        '  orchestratex ask "Explain the CAP theorem in three sentences"',
+        f'  {_command()} ask "Explain the CAP theorem in three sentences"',
         "",
         "Ctrl-C stops everything.",
         "",
     ]
     out.write("\n".join(lines))
     out.flush()
+
+
+def _command() -> str:
+    """How the user can run this command again: plain when on PATH, else the venv path."""
+    script = Path(sys.executable).parent / "orchestratex"
+    if shutil.which("orchestratex") == str(script):
+        return "orchestratex"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
 
 
 # -------------------------------------------------------------------- ask
