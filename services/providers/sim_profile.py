@@ -58,6 +58,7 @@ class SimProfile:
     refine_gain: float
     regress_rate: float
     models: Mapping[str, ModelProfile]
+    latency_jitter: bool = True
 
 
 _RATES = tuple(f.name for f in fields(FailureRates) if f.name != "retry_after_seconds")
@@ -71,6 +72,7 @@ def load_profile(path: Path | None, catalogue: Catalogue) -> SimProfile:
     noise = root.number("quality_noise_sd", 0.0, 1.0, 0.08)
     gain = root.number("refine_gain", 0.0, 1.0, 0.5)
     regress = root.number("regress_rate", 0.0, 1.0, 0.3)
+    jitter = root.boolean("latency_jitter", True)
     defaults = _overrides(root.table("defaults"), allow_skill=False)
     per_model: dict[str, dict[str, Any]] = {}
     models_table = root.table("models")
@@ -81,7 +83,14 @@ def load_profile(path: Path | None, catalogue: Catalogue) -> SimProfile:
     models_table.finish()
     root.finish()
     models = {m.id: _resolve(m, defaults, per_model.get(m.id, {}), str(path)) for m in catalogue}
-    return SimProfile(seed=seed, quality_noise_sd=noise, refine_gain=gain, regress_rate=regress, models=models)
+    return SimProfile(
+        seed=seed,
+        quality_noise_sd=noise,
+        refine_gain=gain,
+        regress_rate=regress,
+        models=models,
+        latency_jitter=jitter,
+    )
 
 
 def _overrides(table: Table, *, allow_skill: bool) -> dict[str, Any]:

@@ -201,8 +201,11 @@ class Simulator:
         rng = random.Random(_seed(self._profile.seed, model.id, request.purpose, digest, attempt))
 
         # The draw order below is part of the determinism contract: change it and every run changes.
-        ttft = prof.ttft_ms / 1000 * rng.uniform(0.8, 1.2) / self._speed
-        tokens_per_second = prof.tokens_per_second * rng.uniform(0.85, 1.15) * self._speed
+        ttft_jitter, speed_jitter = rng.uniform(0.8, 1.2), rng.uniform(0.85, 1.15)
+        if not self._profile.latency_jitter:
+            ttft_jitter = speed_jitter = 1.0
+        ttft = prof.ttft_ms / 1000 * ttft_jitter / self._speed
+        tokens_per_second = prof.tokens_per_second * speed_jitter * self._speed
         failure = _draw_failure(rng.random(), prof.failures)
         fail_fraction = rng.uniform(0.2, 0.8)
         generation_id = f"sim-{rng.getrandbits(64):016x}"

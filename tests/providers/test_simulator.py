@@ -414,3 +414,17 @@ def test_bad_profiles_are_rejected(
     with pytest.raises(ConfigError) as info:
         load_profile(path, catalogue)
     assert expected in str(info.value) and str(path) in str(info.value)
+
+
+async def test_latency_jitter_can_be_turned_off_for_benchmarks(
+    catalogue: Catalogue, write_file: Callable[..., Path]
+) -> None:
+    fixed = simulator(catalogue, write_file("latency_jitter = false\n"))
+    jittered = simulator(catalogue)
+    model = "z-ai/glm-4.5"
+    expected = fixed.profile.models[model].ttft_ms / 1000 / FAST
+    fixed_ttfts = {fixed._plan(req(catalogue, model, f"task {i}")).ttft for i in range(10)}
+    jittered_ttfts = {jittered._plan(req(catalogue, model, f"task {i}")).ttft for i in range(10)}
+    assert len(fixed_ttfts) == 1
+    assert fixed_ttfts.pop() == pytest.approx(expected)
+    assert len(jittered_ttfts) > 1
