@@ -26,6 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from orchestratex.config import SERVICES, Settings
 from orchestratex.errors import ConfigError
 from orchestratex.logging import register_secret, setup_logging
+from orchestratex.loopmon import LoopLagMonitor
 
 START_ORDER = ("providers", "analytics", "selector", "orchestrator", "gateway")
 SERVICE_NAMES = {
@@ -59,6 +60,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif args.command == "ask":
         setup_logging("ask", "WARNING", "text")
         raise SystemExit(asyncio.run(_ask(settings, args)))
+    elif args.command == "models":
+        from orchestratex.models_sync import run as run_models_sync
+
+        setup_logging("models", "WARNING", "text")
+        raise SystemExit(run_models_sync(settings, args))
     else:
         parser.print_help()
         raise SystemExit(2)
@@ -81,6 +87,18 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("--model", default="", help="pin the primary model")
     ask.add_argument("--thread", default="", help="thread id for follow-up prompts")
     ask.add_argument("--target", default="", help="orchestrator address (default ORX_ORCHESTRATOR_ADDR)")
+    models = sub.add_parser("models", help="manage the model catalogue")
+    models_actions = models.add_subparsers(dest="action", required=True)
+    sync = models_actions.add_parser(
+        "sync", help="refresh prices, context lengths and max output from OpenRouter's /models"
+    )
+    sync.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="file to write (default: the catalogue read, ORX_CATALOGUE or packaged)",
+    )
+    sync.add_argument("--dry-run", action="store_true", help="print the changes without writing anything")
     return parser
 
 
@@ -88,6 +106,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _serve(name: str, settings: Settings) -> None:
+    monitor = None
+    if settings.loop_monitor is not None:
+        monitor = LoopLagMonitor()
+        monitor.start()
+    try:
+        await _serve_one(name, settings)
+    finally:
+        if monitor is not None:
+            await monitor.stop()
+            monitor.write(settings.loop_monitor)  # type: ignore[arg-type]
+
+
+async def _serve_one(name: str, settings: Settings) -> None:
     from orchestratex.grpc_server import serve
 
     if name == "gateway":

@@ -87,6 +87,7 @@ class Settings:
     shadow_sample_rate: float | None = None
     outbox_interval: float = 1.0
     history_refresh: float = 5.0
+    loop_monitor: Path | None = None
 
     @property
     def simulated(self) -> bool:
@@ -141,6 +142,7 @@ class Settings:
             shadow_sample_rate=r.get("ORX_SHADOW_SAMPLE_RATE", "", _optional_number(0, 1)),
             outbox_interval=r.get("ORX_OUTBOX_INTERVAL", "1", _number(0.01, 3600)),
             history_refresh=r.get("ORX_HISTORY_REFRESH", "5", _number(0.01, 3600)),
+            loop_monitor=r.get("ORX_LOOP_MONITOR", "", lambda v: Path(v) if v else None),
         )
 
 

@@ -53,6 +53,20 @@ def duration(seconds: float) -> Duration:
     return d
 
 
+USAGE_TRAILER = "orx-usage-bin"
+"""Trailing metadata key on a failed provider call: the serialised ``Usage`` it spent."""
+
+
+def _trailer_usage(metadata: object) -> common_pb2.Usage:
+    for key, value in metadata or ():  # type: ignore[attr-defined]
+        if key == USAGE_TRAILER and isinstance(value, bytes):
+            try:
+                return common_pb2.Usage.FromString(value)
+            except Exception:
+                break
+    return common_pb2.Usage()
+
+
 def estimate_tokens(text: str) -> int:
     """Rough token count (4 characters a token), used only where the vendor gave none."""
     return math.ceil(len(text) / 4)
@@ -453,7 +467,7 @@ class SessionRunner:
             common_pb2.ChatMessage(role=common_pb2.ROLE_USER, content=user),
         ]
         try:
-            result = await self._stream(critic, messages, common_pb2.CALL_PURPOSE_CRITIQUE, draft.round, deltas=False)
+            result = await self._unary(critic, messages, common_pb2.CALL_PURPOSE_CRITIQUE, draft.round)
         except CallFailed as failure:
             self._critic_failed(critic, draft.round, failure.kind, failure.message, failure.usage, failure.latency)
             return None
@@ -506,6 +520,54 @@ class SessionRunner:
         )
 
     # ------------------------------------------------------------ the call
+
+    def _request(
+        self, model: str, messages: list[common_pb2.ChatMessage], purpose: common_pb2.CallPurpose
+    ) -> providers_pb2.GenerateRequest:
+        critique = purpose == common_pb2.CALL_PURPOSE_CRITIQUE
+        request = providers_pb2.GenerateRequest(
+            model=model,
+            messages=messages,
+            max_tokens=self.pricing.max_tokens(model, CRITIQUE_MAX_TOKENS if critique else ANSWER_MAX_TOKENS),
+            context=providers_pb2.CallContext(purpose=purpose, session_id=self.live.session_id, domain=self.domain),
+        )
+        if critique and self.pricing.json_mode(model):
+            request.response_format.type = providers_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT
+        return request
+
+    async def _unary(
+        self, model: str, messages: list[common_pb2.ChatMessage], purpose: common_pb2.CallPurpose, round_no: int
+    ) -> CallResult:
+        """One Generate call (critics: nothing to stream to the client, so no per-chunk traffic).
+
+        The providers service still streams from the vendor, so cancelling this call stops the
+        generation upstream; a failed call's usage travels in the ``orx-usage-bin`` trailer.
+        """
+        started = time.monotonic()
+        timeout = max(0.001, self.deadline - time.monotonic())
+        call = self.providers.Generate(self._request(model, messages, purpose), timeout=timeout)
+        try:
+            done = await call
+        except grpc.aio.AioRpcError as err:
+            kind = _STATUS_KIND.get(err.code(), common_pb2.FAILURE_KIND_UPSTREAM_ERROR)
+            usage = _trailer_usage(err.trailing_metadata())
+            raise CallFailed(kind, f"{err.code().name}: {err.details()}", usage, time.monotonic() - started) from None
+        except asyncio.CancelledError:
+            call.cancel()
+            self._record_cancelled(model, messages, "", purpose, round_no, time.monotonic() - started)
+            raise
+        latency = time.monotonic() - started
+        if not done.text.strip():
+            raise CallFailed(common_pb2.FAILURE_KIND_INVALID_OUTPUT, "empty reply", done.usage, latency)
+        return CallResult(
+            model=model,
+            text=done.text,
+            usage=done.usage,
+            latency=latency,
+            ttft=done.time_to_first_token.ToNanoseconds() / 1e9 if done.HasField("time_to_first_token") else latency,
+            served_model=done.served_model or model,
+            simulated=done.simulated,
+        )
 
     async def _stream(
         self,

@@ -34,6 +34,7 @@ from orchestratex.v1 import (
 )
 from orchestratex.v1 import orchestrator_pb2 as pb
 from services.orchestrator import server as orchestrator_server
+from services.orchestrator.engine import USAGE_TRAILER
 
 MODELS = [("m/alpha", "fa"), ("m/beta", "fb"), ("m/gamma", "fc"), ("m/delta", "fa")]
 _QUALITY = re.compile(r"quality=(\d+(?:\.\d+)?)")
@@ -97,6 +98,17 @@ class FakeProviders(providers_pb2_grpc.ProviderServiceServicer):
         if queue:
             return queue.pop(0)
         return f"{model} answer quality=5"
+
+    async def Generate(self, request: providers_pb2.GenerateRequest, context: Any) -> providers_pb2.GenerateResponse:
+        """The same scripted behaviour, collected; a failed call's usage goes in the usage trailer."""
+        final = providers_pb2.GenerateResponse()
+        stream = self.StreamGenerate(providers_pb2.StreamGenerateRequest(request=request), context)
+        async for resp in stream:
+            if resp.HasField("completed"):
+                final = resp.completed
+            elif resp.HasField("failed"):
+                context.set_trailing_metadata(((USAGE_TRAILER, resp.failed.usage.SerializeToString()),))
+        return final
 
     async def StreamGenerate(
         self, request: providers_pb2.StreamGenerateRequest, context: Any

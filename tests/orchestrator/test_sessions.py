@@ -344,3 +344,12 @@ async def test_outbox_sets_aside_only_events_analytics_rejects(stack: Stack) -> 
     await wait_until(lambda: len(stack.analytics.events) >= len(expected))
     assert stack.analytics.events == expected
     assert stack.analytics.rejected_batches[-1] == 1
+
+
+async def test_a_critic_failing_mid_stream_still_accounts_its_usage(stack: Stack) -> None:
+    stack.providers.fail_mid.add("m/beta")
+    stack.providers.answers["m/alpha"] = ["answer with enough words quality=9"]
+    events = await stack.run(prompt="Hello", max_rounds=1)
+    warning = next(e.warning for e in events if e.HasField("warning") and e.warning.model == "m/beta")
+    assert warning.code == pb.WARNING_CODE_CRITIC_FAILED
+    assert warning.usage.cost_usd == pytest.approx(0.000004)
