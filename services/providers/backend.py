@@ -1,4 +1,4 @@
-"""The backend abstraction: what every model source (simulator now, OpenRouter later) implements.
+"""The backend abstraction: what every model source (the simulator, OpenRouter) implements.
 
 A :class:`Backend` turns one validated :class:`GenerationRequest` into an async generator of
 :class:`TextDelta` events closed by exactly one :class:`StreamEnd`, or raises :class:`BackendError`.
@@ -138,8 +138,57 @@ class StreamEnd:
 StreamEvent = TextDelta | StreamEnd
 
 
+class ErrorCategory(StrEnum):
+    """What a failure means for the caller, whatever the transport (the servicer maps it to a status code).
+
+    Backends that talk HTTP set it from the vendor's status; the simulator leaves it unset and the
+    servicer falls back on the :class:`FailureKind`.
+    """
+
+    BAD_REQUEST = "bad_request"
+    """400 / 413 / 422: the request can never succeed as sent (context length, bad parameters)."""
+    UNAUTHENTICATED = "unauthenticated"
+    """401: the provider key is missing, invalid or disabled."""
+    INSUFFICIENT_CREDITS = "insufficient_credits"
+    """402: the account cannot pay for the request (or for its ``max_tokens``)."""
+    FORBIDDEN = "forbidden"
+    """403: a moderation flag or guardrail refused the input."""
+    NOT_FOUND = "not_found"
+    """404, or an unknown model id upstream."""
+    RATE_LIMITED = "rate_limited"
+    """429: retry after ``retry_after``."""
+    UNAVAILABLE = "unavailable"
+    """5xx, connection errors, invalid or empty replies: retrying later may work."""
+    TIMEOUT = "timeout"
+    """408 or one of our own timeouts (connect, first token, idle, total)."""
+
+
+_NOT_RETRYABLE_CATEGORIES = frozenset(
+    {
+        ErrorCategory.BAD_REQUEST,
+        ErrorCategory.UNAUTHENTICATED,
+        ErrorCategory.INSUFFICIENT_CREDITS,
+        ErrorCategory.FORBIDDEN,
+        ErrorCategory.NOT_FOUND,
+    }
+)
+_NOT_RETRYABLE_KINDS = frozenset({FailureKind.INVALID_REQUEST, FailureKind.REFUSED})
+
+
 class BackendError(Exception):
-    """A failed call. ``message`` is safe to show to clients (no vendor internals, no secrets)."""
+    """A failed call. ``message`` is safe to show to clients (no vendor internals, no secrets).
+
+    Optional details, for callers that need more than the :class:`FailureKind`:
+
+    * ``http_status`` — the vendor's HTTP status, or the ``error.code`` of an error delivered inside
+      a 200 reply or a stream; None when no HTTP status applies (connection error, our own timeout).
+    * ``category`` — what the failure means (see :class:`ErrorCategory`); None for the simulator.
+    * ``field`` — for ``BAD_REQUEST``, the request field to blame (``messages``, ``max_tokens``, ...),
+      relative to ``GenerateRequest``; empty when the vendor did not say.
+    * ``retryable`` — whether the same request may succeed later: True for 408, 429, 5xx, connection
+      errors, timeouts and invalid or empty replies; False for 400/401/402/403/404/413/422.
+      Derived from ``category`` (or ``kind``) unless given.
+    """
 
     def __init__(
         self,
@@ -148,12 +197,25 @@ class BackendError(Exception):
         *,
         retry_after: float | None = None,
         usage: TokenUsage | None = None,
+        http_status: int | None = None,
+        category: ErrorCategory | None = None,
+        field: str = "",
+        retryable: bool | None = None,
     ) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.retry_after = retry_after
         self.usage = usage
+        self.http_status = http_status
+        self.category = category
+        self.field = field
+        if retryable is None:
+            if category is not None:
+                retryable = category not in _NOT_RETRYABLE_CATEGORIES
+            else:
+                retryable = kind not in _NOT_RETRYABLE_KINDS
+        self.retryable = retryable
 
 
 @dataclass(frozen=True)
@@ -165,7 +227,7 @@ class Timing:
 
 
 class Backend(Protocol):
-    """A source of completions. Implemented by ``Simulator``; an OpenRouter client comes later."""
+    """A source of completions. Implemented by ``Simulator`` and ``OpenRouterBackend``."""
 
     @property
     def name(self) -> str:

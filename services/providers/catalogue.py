@@ -39,11 +39,18 @@ class Specialty:
 
 @dataclass(frozen=True)
 class ProviderSpec:
-    """An OpenAI-compatible endpoint. The key is read from ``api_key_env`` (never stored here)."""
+    """An OpenAI-compatible endpoint. The key is read from ``api_key_env`` (never stored here).
+
+    ``streaming``: call the endpoint with ``stream: true`` (the default; cancellable, and timeouts
+    can tell a slow first token from a hung stream). ``max_connections``: size of the HTTP
+    connection pool kept for this endpoint.
+    """
 
     name: str
     base_url: str
     api_key_env: str
+    streaming: bool = True
+    max_connections: int = 100
 
 
 @dataclass(frozen=True)
@@ -179,6 +186,8 @@ def _provider(table: Table, default_base_url: str) -> ProviderSpec:
         name=table.text("name"),
         base_url=(table.text("base_url", "", allow_empty=True).strip() or default_base_url).rstrip("/"),
         api_key_env=table.text("api_key_env"),
+        streaming=table.boolean("streaming", True),
+        max_connections=table.integer("max_connections", 1, 10_000, 100),
     )
     table.finish()
     if not spec.base_url.startswith(("http://", "https://")):

@@ -1,14 +1,26 @@
-"""One generation call over any :class:`Backend`: timing, text accumulation, usage and cost.
+"""One generation call over any :class:`Backend`: retries, limits, timing, text, usage and cost.
 
 gRPC-free: the servicer turns :class:`Completion` and :class:`CallFailed` into protobuf and status
-codes. Closing or cancelling :func:`generate` closes the backend stream, which stops the upstream work.
+codes. Closing or cancelling :func:`generate` closes the backend stream, which stops the upstream
+work, releases the model's rate-limiter slot and leaves its circuit breaker untouched.
+
+With a :class:`~services.providers.resilience.Resilience` policy every attempt passes the model's
+circuit breaker and rate limiter, and failures before the first token are retried as the policy
+says (see :mod:`services.providers.resilience`). The contract seen by the caller is the same with or
+without a policy: deltas of exactly one attempt, then one :class:`Completion`; or :class:`CallFailed`
+carrying the usage of *every* attempt (each one that billed anything is paid for), the partial
+text, the last retry-after hint, the time to first token, the latency and the attempts made.
+
+The deadline is enforced between attempts (no retry wait ends past it, no queueing past it); a
+running attempt is cut by the caller's cancellation (gRPC cancels the handler at the deadline),
+which never counts against the model.
 """
 
 from __future__ import annotations
 
 import contextlib
-import time
-from collections.abc import AsyncIterator, Callable
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, replace
 
 from services.providers.backend import (
@@ -24,11 +36,24 @@ from services.providers.backend import (
     estimate_tokens,
 )
 from services.providers.catalogue import ModelSpec, cost_usd
+from services.providers.resilience import (
+    SYSTEM_CLOCK,
+    AttemptGuard,
+    Clock,
+    Origin,
+    Outcome,
+    Rejected,
+    Resilience,
+    RetryDecision,
+    classify,
+)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Completion:
-    """A successful call. ``usage.cost_usd`` is always set."""
+    """A successful call. ``usage`` covers every attempt; ``usage.cost_usd`` is always set."""
 
     text: str
     reasoning: str
@@ -44,7 +69,12 @@ class Completion:
 
 
 class CallFailed(Exception):
-    """A failed call, with what it cost. ``streamed`` tells whether any text reached the caller."""
+    """A failed call, with what it cost. ``streamed`` tells whether any text reached the caller.
+
+    ``attempts`` counts upstream requests made (0 when the breaker or the client-side limit refused
+    the call before any); ``origin`` says whether the provider failed it or this service refused it;
+    ``error`` is the backend's last error when the provider failed it.
+    """
 
     def __init__(
         self,
@@ -57,6 +87,8 @@ class CallFailed(Exception):
         time_to_first_token: float | None,
         latency: float,
         attempts: int = 1,
+        origin: Origin = Origin.UPSTREAM,
+        error: BackendError | None = None,
     ) -> None:
         super().__init__(message)
         self.kind = kind
@@ -67,6 +99,9 @@ class CallFailed(Exception):
         self.time_to_first_token = time_to_first_token
         self.latency = latency
         self.attempts = attempts
+        self.origin = origin
+        self.error = error
+        """The backend's last error (HTTP status, category, field), when the provider failed the call."""
 
     @property
     def streamed(self) -> bool:
@@ -74,60 +109,129 @@ class CallFailed(Exception):
         return self.time_to_first_token is not None
 
 
+_NO_RETRY = RetryDecision(False)
+
+
 async def generate(
     backend: Backend,
     request: GenerationRequest,
-    clock: Callable[[], float] = time.perf_counter,
-) -> AsyncIterator[TextDelta | Completion]:
-    """Yield the backend's deltas, then one :class:`Completion`; raise :class:`CallFailed` on failure."""
-    start = clock()
+    *,
+    policy: Resilience | None = None,
+    deadline: float | None = None,
+    clock: Clock | None = None,
+) -> AsyncGenerator[TextDelta | Completion, None]:
+    """Yield the backend's deltas, then one :class:`Completion`; raise :class:`CallFailed` on failure.
+
+    ``policy`` None means one attempt with no limits and no breaker. ``deadline`` is an absolute time
+    on the clock (``policy.deadline_after(context.time_remaining())``). ``clock`` defaults to the
+    policy's clock (else the system clock) and times TTFT and latency.
+    """
+    if clock is None:
+        clock = policy.clock if policy is not None else SYSTEM_CLOCK
+    model = request.model
+    start = clock.now()
     ttft: float | None = None
     text: list[str] = []
     reasoning: list[str] = []
-    end: StreamEnd | None = None
-    try:
-        # aclosing: however this generator ends (done, error, cancelled, closed by its consumer),
-        # the backend stream is closed right away, not whenever it is garbage collected.
-        async with contextlib.aclosing(backend.stream(request)) as events:
-            async for event in events:
-                if isinstance(event, StreamEnd):
-                    end = event
-                    break
-                if ttft is None:
-                    ttft = clock() - start
-                text.append(event.text)
-                reasoning.append(event.reasoning)
-                yield event
-        if end is None:
-            raise BackendError(FailureKind.UPSTREAM_ERROR, f"{request.model.id}: stream ended without a result")
-    except BackendError as exc:
+    billed: TokenUsage | None = None  # usage of failed attempts so far
+    attempts = 0
+    while True:
+        end: StreamEnd | None = None
+        failure: BackendError | None = None
+        try:
+            async with _admit(policy, model.id, deadline) as guard:
+                attempts += 1
+                try:
+                    # aclosing: however this attempt ends (done, error, cancelled, closed by the consumer),
+                    # the backend stream is closed right away, not whenever it is garbage collected.
+                    async with contextlib.aclosing(backend.stream(request)) as events:
+                        async for event in events:
+                            if isinstance(event, StreamEnd):
+                                end = event
+                                break
+                            if ttft is None:
+                                ttft = clock.now() - start
+                            text.append(event.text)
+                            reasoning.append(event.reasoning)
+                            yield event
+                    if end is None:
+                        raise BackendError(FailureKind.UPSTREAM_ERROR, f"{model.id}: stream ended without a result")
+                    guard.outcome = Outcome.SUCCESS
+                except BackendError as exc:
+                    failure = exc
+                    guard.outcome = classify(exc, now=clock.now(), deadline=deadline)
+        except Rejected as rejected:
+            raise CallFailed(
+                rejected.kind,
+                rejected.message,
+                usage=billed if billed is not None else _priced(model, TokenUsage(0, 0)),
+                partial_text="",
+                retry_after=rejected.retry_after,
+                time_to_first_token=None,
+                latency=clock.now() - start,
+                attempts=attempts,
+                origin=rejected.origin,
+            ) from None
+        if failure is None:
+            break
         partial = "".join(text)
-        usage = exc.usage
+        usage = failure.usage
         if usage is None:
             # A failure before any token bills nothing; after tokens, count what was streamed.
             usage = _estimate(request, partial) if partial else TokenUsage(0, 0)
-        raise CallFailed(
-            exc.kind,
-            exc.message,
-            usage=_priced(request.model, usage),
-            partial_text=partial,
-            retry_after=exc.retry_after,
-            time_to_first_token=ttft,
-            latency=clock() - start,
-        ) from None
+        billed = _add(billed, _priced(model, usage))
+        streamed = ttft is not None
+        decision = _NO_RETRY
+        if policy is not None:
+            if failure.kind is FailureKind.RATE_LIMITED and failure.retry_after is not None and not streamed:
+                policy.note_retry_after(model.id, failure.retry_after)
+            decision = policy.decide(failure, attempts=attempts, streamed=streamed, deadline=deadline)
+        if not decision.retry:
+            raise CallFailed(
+                failure.kind,
+                _final_message(failure.message, attempts, decision),
+                usage=billed,
+                partial_text=partial,
+                retry_after=failure.retry_after,
+                time_to_first_token=ttft,
+                latency=clock.now() - start,
+                attempts=attempts,
+                error=failure,
+            ) from None
+        log.info("%s attempt %d failed (%s); retrying in %.3fs", model.id, attempts, failure.kind.value, decision.wait)
+        await clock.sleep(decision.wait)
+    assert end is not None  # the loop only breaks on success
     full = "".join(text)
     yield Completion(
         text=full,
         reasoning="".join(reasoning),
-        served_model=end.served_model or request.model.id,
-        requested_model=request.model.id,
+        served_model=end.served_model or model.id,
+        requested_model=model.id,
         finish_reason=end.finish_reason,
-        usage=_priced(request.model, end.usage or _estimate(request, full)),
+        usage=_add(billed, _priced(model, end.usage or _estimate(request, full))),
         generation_id=end.generation_id,
         simulated=backend.simulated,
         time_to_first_token=ttft,
-        latency=clock() - start,
+        latency=clock.now() - start,
+        attempts=attempts,
     )
+
+
+@contextlib.asynccontextmanager
+async def _admit(policy: Resilience | None, model_id: str, deadline: float | None) -> AsyncIterator[AttemptGuard]:
+    if policy is None:
+        yield AttemptGuard()
+        return
+    async with policy.admit(model_id, deadline) as guard:
+        yield guard
+
+
+def _final_message(message: str, attempts: int, decision: RetryDecision) -> str:
+    """The last failure's message, saying how many attempts were made and why no more."""
+    notes = [f"after {attempts} attempts"] if attempts > 1 else []
+    if decision.reason:
+        notes.append(f"not retried: {decision.reason}")
+    return f"{message} ({'; '.join(notes)})" if notes else message
 
 
 def _estimate(request: GenerationRequest, completion: str) -> TokenUsage:
@@ -139,3 +243,16 @@ def _priced(model: ModelSpec, usage: TokenUsage) -> TokenUsage:
     if usage.cost_usd is not None:
         return usage
     return replace(usage, cost_usd=cost_usd(model, usage.prompt_tokens, usage.completion_tokens))
+
+
+def _add(total: TokenUsage | None, usage: TokenUsage) -> TokenUsage:
+    """Sum of two priced usages (``total`` None: just ``usage``)."""
+    if total is None:
+        return usage
+    return TokenUsage(
+        prompt_tokens=total.prompt_tokens + usage.prompt_tokens,
+        completion_tokens=total.completion_tokens + usage.completion_tokens,
+        reasoning_tokens=total.reasoning_tokens + usage.reasoning_tokens,
+        cached_tokens=total.cached_tokens + usage.cached_tokens,
+        cost_usd=(total.cost_usd or 0.0) + (usage.cost_usd or 0.0),
+    )

@@ -1,13 +1,17 @@
 """ProviderService: ListModels, Generate and StreamGenerate over a :class:`Backend`.
 
-Only the simulator backend exists for now; with ``settings.simulated`` False the service still serves
-the simulator, says so in a warning, and keeps labelling everything ``simulated=true``.
+The backend is the simulator when ``settings.simulated`` (everything labelled ``simulated=true``),
+otherwise :class:`OpenRouterBackend` (OpenRouter and any OpenAI-compatible endpoint of the catalogue).
 
 Error contract (field paths are relative to the RPC's request message, see ``validate``):
 
 * bad input -> INVALID_ARGUMENT naming the field; unknown model -> NOT_FOUND listing valid ids;
-* failure before the first token -> RESOURCE_EXHAUSTED (rate limit; trailing metadata
-  ``retry-after`` = seconds), UNAVAILABLE (upstream error) or DEADLINE_EXCEEDED (timeout);
+* failure before the first token, by what the provider said:
+  400 / 413 / 422 -> INVALID_ARGUMENT (a context-length error names ``messages`` and the token counts),
+  401 -> UNAUTHENTICATED, 402 -> FAILED_PRECONDITION (insufficient credits), 403 -> PERMISSION_DENIED
+  (with the moderation reasons), 404 / unknown model upstream -> NOT_FOUND listing valid ids,
+  429 -> RESOURCE_EXHAUSTED (trailing metadata ``retry-after`` = seconds, when known),
+  5xx / connection errors / invalid replies -> UNAVAILABLE, timeouts (and 408) -> DEADLINE_EXCEEDED;
 * failure after tokens (StreamGenerate) -> a ``failed`` event (MID_STREAM_ERROR, usage of what was
   streamed, partial text), then the RPC ends with UNAVAILABLE. Generate ends with UNAVAILABLE.
 """
@@ -15,6 +19,7 @@ Error contract (field paths are relative to the RPC's request message, see ``val
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -24,24 +29,40 @@ from google.protobuf import duration_pb2
 
 from orchestratex.config import Settings
 from orchestratex.errors import (
+    ConfigError,
     DeadlineExceeded,
     FailedPrecondition,
+    InvalidArgument,
+    NotFound,
     OrxError,
     PermissionDenied,
     ResourceExhausted,
+    Unauthenticated,
     Unavailable,
 )
 from orchestratex.grpc_server import GrpcServer, ServiceBinding, create_server
+from orchestratex.logging import register_secret
 from orchestratex.v1 import common_pb2, providers_pb2, providers_pb2_grpc
 from services.providers import catalogue as cat
-from services.providers.backend import Backend, FailureKind, FinishReason, TextDelta, TokenUsage
+from services.providers.backend import (
+    Backend,
+    ErrorCategory,
+    FailureKind,
+    FinishReason,
+    TextDelta,
+    TokenUsage,
+)
 from services.providers.generation import CallFailed, Completion, generate
+from services.providers.openrouter import OPENROUTER_KEY_ENV, OpenRouterBackend, OpenRouterConfig, resolve_keys
+from services.providers.resilience import CircuitState, HealthSnapshot, Origin, Resilience
 from services.providers.simulator import Simulator
 from services.providers.validate import parse_generate_request
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "orchestratex.v1.ProviderService"
+USAGE_TRAILER = "orx-usage-bin"
+"""Trailing metadata key on a failed unary Generate: the serialised ``Usage`` the call spent."""
 RETRY_AFTER_METADATA = "retry-after"
 """Trailing metadata key carrying the vendor's retry-after, in seconds, on RESOURCE_EXHAUSTED."""
 
@@ -50,6 +71,11 @@ _FINISH = {
     FinishReason.LENGTH: providers_pb2.FINISH_REASON_LENGTH,
     FinishReason.CONTENT_FILTER: providers_pb2.FINISH_REASON_CONTENT_FILTER,
     FinishReason.ERROR: providers_pb2.FINISH_REASON_ERROR,
+}
+_CIRCUIT = {
+    CircuitState.CLOSED: common_pb2.CIRCUIT_STATE_CLOSED,
+    CircuitState.OPEN: common_pb2.CIRCUIT_STATE_OPEN,
+    CircuitState.HALF_OPEN: common_pb2.CIRCUIT_STATE_HALF_OPEN,
 }
 _FAILURE_KIND = {
     FailureKind.RATE_LIMITED: common_pb2.FAILURE_KIND_RATE_LIMITED,
@@ -65,18 +91,24 @@ _FAILURE_KIND = {
 class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
     """The gRPC face of the catalogue and the backend."""
 
-    def __init__(self, catalogue: cat.Catalogue, backend: Backend, max_prompt_chars: int) -> None:
+    def __init__(self, catalogue: cat.Catalogue, backend: Backend, max_prompt_chars: int, policy: Resilience) -> None:
         self._catalogue = catalogue
         self._backend = backend
         self._max_prompt_chars = max_prompt_chars
+        self._policy = policy
 
     async def ListModels(
         self, request: providers_pb2.ListModelsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> providers_pb2.ListModelsResponse:
-        """The catalogue; every model healthy until a circuit breaker exists."""
-        health = common_pb2.ModelHealth(circuit_state=common_pb2.CIRCUIT_STATE_CLOSED)
+        """The catalogue with live health (circuit state, cooldown, in-flight calls).
+
+        Models whose circuit is open are left out unless ``include_unavailable`` is set.
+        """
         models = []
         for model in self._catalogue:
+            health = _health(self._policy.health(model.id))
+            if health.circuit_state == common_pb2.CIRCUIT_STATE_OPEN and not request.include_unavailable:
+                continue
             timing = self._backend.timing(model)
             models.append(
                 cat.to_proto(
@@ -94,12 +126,16 @@ class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
     ) -> providers_pb2.GenerateResponse:
         """The same pipeline as StreamGenerate, collected."""
         parsed = parse_generate_request(request, self._catalogue, max_prompt_chars=self._max_prompt_chars)
+        deadline = self._policy.deadline_after(context.time_remaining())
         try:
-            async for event in generate(self._backend, parsed):
-                if isinstance(event, Completion):
-                    return _completion(event)
+            async with contextlib.aclosing(
+                generate(self._backend, parsed, policy=self._policy, deadline=deadline)
+            ) as events:
+                async for event in events:
+                    if isinstance(event, Completion):
+                        return _completion(event)
         except CallFailed as failure:
-            raise _status(failure, context) from None
+            raise _fail(failure, context, "") from None
         raise Unavailable(f"{parsed.model.id}: no result")  # pragma: no cover - generate always ends or raises
 
     async def StreamGenerate(
@@ -110,32 +146,80 @@ class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
             request.request, self._catalogue, max_prompt_chars=self._max_prompt_chars, prefix="request."
         )
         sequence = 0
+        deadline = self._policy.deadline_after(context.time_remaining())
         try:
-            async for event in generate(self._backend, parsed):
-                sequence += 1
-                if isinstance(event, TextDelta):
-                    delta = providers_pb2.StreamDelta(text=event.text, reasoning=event.reasoning)
-                    yield providers_pb2.StreamGenerateResponse(sequence=sequence, delta=delta)
-                else:
-                    yield providers_pb2.StreamGenerateResponse(sequence=sequence, completed=_completion(event))
+            # aclosing: a cancelled handler releases its rate-limit slot and upstream stream at once.
+            async with contextlib.aclosing(
+                generate(self._backend, parsed, policy=self._policy, deadline=deadline)
+            ) as events:
+                async for event in events:
+                    sequence += 1
+                    if isinstance(event, TextDelta):
+                        delta = providers_pb2.StreamDelta(text=event.text, reasoning=event.reasoning)
+                        yield providers_pb2.StreamGenerateResponse(sequence=sequence, delta=delta)
+                    else:
+                        yield providers_pb2.StreamGenerateResponse(sequence=sequence, completed=_completion(event))
         except CallFailed as failure:
             if failure.streamed:
                 yield providers_pb2.StreamGenerateResponse(sequence=sequence + 1, failed=_failed(failure))
-            raise _status(failure, context) from None
+            raise _fail(failure, context, "request.") from None
         except asyncio.CancelledError:
             # The caller went away: `generate` has already closed the backend stream on its way out.
             log.info("stream for %s cancelled by the caller after %d events", parsed.model.id, sequence)
             raise
 
 
-def _status(failure: CallFailed, context: grpc.aio.ServicerContext[Any, Any]) -> OrxError:
-    """The status a failure ends the RPC with (mid-stream failures are always UNAVAILABLE)."""
+def _health(snapshot: HealthSnapshot) -> common_pb2.ModelHealth:
+    return common_pb2.ModelHealth(
+        circuit_state=_CIRCUIT[snapshot.state],
+        consecutive_failures=snapshot.consecutive_failures,
+        cooldown_remaining=_duration(snapshot.cooldown_remaining),
+        in_flight=snapshot.in_flight,
+    )
+
+
+def _fail(failure: CallFailed, context: grpc.aio.ServicerContext[Any, Any], prefix: str) -> OrxError:
+    """The error to end the RPC with; trailers carry what the call spent and any retry-after."""
+    trailers: list[tuple[str, str | bytes]] = [(USAGE_TRAILER, _usage(failure.usage).SerializeToString())]
+    error = _status(failure, prefix)
+    if isinstance(error, ResourceExhausted | Unavailable) and failure.retry_after is not None:
+        trailers.append((RETRY_AFTER_METADATA, f"{failure.retry_after:.3f}"))
+    context.set_trailing_metadata(tuple(trailers))
+    return error
+
+
+def _status(failure: CallFailed, prefix: str) -> OrxError:
+    """The status a failure ends the RPC with (mid-stream failures are always UNAVAILABLE).
+
+    ``prefix`` is prepended to field names (``request.`` for StreamGenerate). Calls refused here (open
+    circuit, client-side rate limit) carry no backend error and are mapped by their kind.
+    """
     log.warning("provider call failed (%s): %s", failure.kind.value, failure.message)
-    if failure.streamed or failure.kind in (FailureKind.UPSTREAM_ERROR, FailureKind.MID_STREAM_ERROR):
+    if failure.streamed or failure.kind is FailureKind.MID_STREAM_ERROR:
         return Unavailable(failure.message)
+    if failure.origin is Origin.CIRCUIT_OPEN:
+        return Unavailable(failure.message)
+    error = failure.error
+    category = error.category if error is not None else None
+    if category is ErrorCategory.BAD_REQUEST:
+        # Without a field to blame, name the whole request (``request`` in both RPCs).
+        field = prefix + error.field if error is not None and error.field else prefix.rstrip(".") or "request"
+        return InvalidArgument(field, failure.message)
+    if category is ErrorCategory.UNAUTHENTICATED:
+        return Unauthenticated(failure.message)
+    if category is ErrorCategory.INSUFFICIENT_CREDITS:
+        return FailedPrecondition(failure.message)
+    if category is ErrorCategory.FORBIDDEN:
+        return PermissionDenied(failure.message)
+    if category is ErrorCategory.NOT_FOUND:
+        return NotFound(failure.message)
+    if category is ErrorCategory.TIMEOUT:
+        return DeadlineExceeded(failure.message)
+    if category is ErrorCategory.UNAVAILABLE:
+        return Unavailable(failure.message)
+    # No category (the simulator) or RATE_LIMITED: decide by the failure kind.
     if failure.kind is FailureKind.RATE_LIMITED:
         if failure.retry_after is not None:
-            context.set_trailing_metadata(((RETRY_AFTER_METADATA, f"{failure.retry_after:.3f}"),))
             return ResourceExhausted(f"{failure.message}; retry after {failure.retry_after:.3g}s", failure.retry_after)
         return ResourceExhausted(failure.message)
     if failure.kind is FailureKind.TIMEOUT:
@@ -195,17 +279,27 @@ def _failed(failure: CallFailed) -> providers_pb2.StreamFailure:
     )
 
 
-async def build(settings: Settings, listen: str | None = None, *, backend: Backend | None = None) -> GrpcServer:
-    """The ProviderService server (not started). ``backend`` defaults to the simulator from settings."""
+async def build(
+    settings: Settings,
+    listen: str | None = None,
+    *,
+    backend: Backend | None = None,
+    resilience: Resilience | None = None,
+) -> GrpcServer:
+    """The ProviderService server (not started).
+
+    ``backend`` defaults to the simulator when ``settings.simulated``, else to :class:`OpenRouterBackend`
+    (keys from the settings and the providers' ``api_key_env`` variables, timeouts from ``ORX_*_TIMEOUT``).
+    Raises :class:`ConfigError` when live mode lacks the OpenRouter key.
+    """
     catalogue = cat.load_catalogue(settings)
+    register_secret(settings.openrouter_api_key.get())
     if backend is None:
-        if not settings.simulated:
-            log.warning(
-                "live provider mode requested but the OpenRouter backend is not available yet; "
-                "serving the simulator (all answers are labelled simulated)"
-            )
-        backend = Simulator.from_settings(settings, catalogue)
-    servicer = ProviderServicer(catalogue, backend, settings.max_prompt_chars)
+        backend = (
+            Simulator.from_settings(settings, catalogue) if settings.simulated else _live_backend(settings, catalogue)
+        )
+    policy = resilience or Resilience.from_env()
+    servicer = ProviderServicer(catalogue, backend, settings.max_prompt_chars, policy)
     srv = create_server(
         [ServiceBinding(providers_pb2_grpc.add_ProviderServiceServicer_to_server, servicer, SERVICE_NAME)],
         listen or str(settings.listen["providers"]),
@@ -214,3 +308,19 @@ async def build(settings: Settings, listen: str | None = None, *, backend: Backe
     srv.on_stop.append(backend.aclose)
     log.info("providers: %d models, backend %s", len(catalogue), backend.name)
     return srv
+
+
+def _live_backend(settings: Settings, catalogue: cat.Catalogue) -> OpenRouterBackend:
+    keys = resolve_keys(settings, catalogue)
+    for name, key in keys.items():
+        register_secret(key.get())
+        spec = catalogue.providers[name]
+        if key:
+            continue
+        if spec.api_key_env == OPENROUTER_KEY_ENV:
+            raise ConfigError(
+                f"{OPENROUTER_KEY_ENV}: required for live models (provider {name!r}); set it or "
+                "ORX_OPENROUTER_API_KEY_FILE, or use ORX_PROVIDER_MODE=simulated"
+            )
+        log.info("provider %s: %s is not set; calling %s without a key", name, spec.api_key_env, spec.base_url)
+    return OpenRouterBackend(catalogue, keys, OpenRouterConfig.from_env())

@@ -22,6 +22,15 @@ from tests.providers.helpers import ObservedBackend, Providers
 SPEED = "1000"
 
 
+@pytest.fixture(autouse=True)
+def one_attempt_no_breaker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Servers built by these tests make one attempt and never open a circuit, so each test sees the
+    fault it scripts. Retries and the breaker are tested on their own (test_resilience*.py) and through
+    the server with an explicit ``resilience=`` (test_resilience_server.py)."""
+    monkeypatch.setenv("ORX_PROVIDER_MAX_ATTEMPTS", "1")
+    monkeypatch.setenv("ORX_PROVIDER_BREAKER_THRESHOLD", "1000")
+
+
 @pytest.fixture
 def make_settings(tmp_path: Path) -> Callable[..., Settings]:
     """Settings for a test; keyword arguments are extra environment variables."""

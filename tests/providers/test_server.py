@@ -19,7 +19,7 @@ from orchestratex.grpc_client import open_channel
 from orchestratex.v1 import common_pb2, providers_pb2
 from services.providers.catalogue import cost_usd
 from services.providers.server import RETRY_AFTER_METADATA
-from tests.providers.helpers import Providers, collect, request, user
+from tests.providers.helpers import Providers, collect, request
 
 LABEL = re.compile(r"^_\(simulated answer · draft ([0-9a-f]{8})\)_\n\n")
 
@@ -233,30 +233,3 @@ async def test_cancelling_the_call_stops_the_server_side_stream(
     assert not p.backend.completed
     assert await call.code() == grpc.StatusCode.CANCELLED
     assert any("cancelled by the caller" in r.getMessage() for r in caplog.records)
-
-
-async def test_live_mode_still_serves_honestly_labelled_simulations(
-    start_providers: Callable[..., Any], caplog: pytest.LogCaptureFixture
-) -> None:
-    with caplog.at_level(logging.WARNING, logger="services.providers.server"):
-        from services.providers.server import build
-
-        settings = (await start_providers()).settings
-        live = type(settings).from_env(
-            {"ORX_DATA_DIR": str(settings.data_dir), "ORX_PROVIDER_MODE": "live", "ORX_SIM_SPEED": "1000"}
-        )
-        srv = await build(live, "127.0.0.1:0")
-    assert any("not available yet" in r.getMessage() for r in caplog.records)
-    await srv.start()
-    channel = open_channel(f"127.0.0.1:{srv.port}")
-    try:
-        from orchestratex.v1 import providers_pb2_grpc
-
-        stub = providers_pb2_grpc.ProviderServiceStub(channel)
-        reply = await stub.ListModels(providers_pb2.ListModelsRequest())
-        assert reply.simulated and all(m.simulated and m.provider == "simulated" for m in reply.models)
-        done = await stub.Generate(request(messages=[user("Name three moons of Jupiter.")]))
-        assert done.simulated
-    finally:
-        await channel.close(None)
-        await srv.stop(0)

@@ -1,0 +1,875 @@
+"""OpenRouter — and any OpenAI-compatible endpoint — as a :class:`Backend`.
+
+One :class:`OpenRouterBackend` serves every catalogue model whose provider is an OpenAI-compatible
+endpoint (``[[providers]]`` in the catalogue), with one pooled ``httpx.AsyncClient`` per endpoint.
+Streams are read with ``httpx-sse`` (a real SSE parser: keep-alive comments such as
+``: OPENROUTER PROCESSING`` and ``\\r\\n`` line endings are handled by the parser, not by us).
+
+What this client does about OpenRouter's protocol (``docs/openrouter.md``):
+
+* always sends ``max_tokens`` (without it OpenRouter reserves credit for the model's whole output
+  ceiling, and a low balance fails with 402), ``stream`` and ``stream_options.include_usage``
+  (a no-op on OpenRouter, required by vLLM and OpenAI for streamed usage);
+* reads ``usage`` from ANY chunk and never indexes ``choices[0]`` blindly (the usage chunk has
+  empty ``choices``); checks for a top-level ``error`` before reading ``choices`` — in 200 bodies,
+  in stream chunks, and in a bare ``data: {"error": ...}``; accepts ``error.code`` as int or string;
+* a stream that ends with an error event (no ``[DONE]``), or a choice with ``finish_reason:
+  "error"``, is a failure — ``MID_STREAM_ERROR`` once text was produced — carrying the usage seen;
+* the served model comes from the response's ``model``; reasoning from ``reasoning`` (then
+  ``reasoning_content``, then ``reasoning_details``); the generation id from ``X-Generation-Id``
+  or ``id``; cost from ``usage.cost`` when present (else None: ``generation`` prices it from the
+  catalogue);
+* timeouts: connect, time to first token, idle between data events (keep-alive comments do not
+  count, so a hung stream is cut even while OpenRouter keeps it "alive"), and total;
+* closing the stream (``aclose``) or cancelling its task closes the upstream HTTP response at once,
+  which is how OpenRouter learns to stop (and stop billing) the generation;
+* ``Retry-After`` (seconds or HTTP date), ``X-RateLimit-Reset`` (epoch milliseconds) and the
+  retry hints inside error metadata become :attr:`BackendError.retry_after`.
+
+Keys never leave this module except in the ``Authorization`` header: vendor text quoted in error
+messages is scrubbed of them (some vendors echo the key they rejected).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import logging
+import math
+import os
+import re
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+import orjson
+from httpx_sse import ServerSentEvent, aconnect_sse
+
+from orchestratex.config import Secret, Settings
+from orchestratex.errors import ConfigError
+from services.providers.backend import (
+    BackendError,
+    ErrorCategory,
+    FailureKind,
+    FinishReason,
+    GenerationRequest,
+    OutputFormat,
+    StreamEnd,
+    StreamEvent,
+    TextDelta,
+    Timing,
+    TokenUsage,
+)
+from services.providers.catalogue import Catalogue, ModelSpec, ProviderSpec
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+OPENROUTER_KEY_ENV = "OPENROUTER_API_KEY"
+"""Providers whose ``api_key_env`` is this take their key from ``Settings.openrouter_api_key``
+(which also reads ``ORX_OPENROUTER_API_KEY_FILE``)."""
+OPENROUTER_PROVIDER = "openrouter"
+"""The provider name that gets OpenRouter's extras (attribution headers, ``provider`` routing)."""
+APP_TITLE = "OrchestrateX"
+
+_TIMEOUT_ENV = {
+    "connect_timeout": "ORX_CONNECT_TIMEOUT",
+    "first_token_timeout": "ORX_FIRST_TOKEN_TIMEOUT",
+    "idle_timeout": "ORX_IDLE_TIMEOUT",
+    "total_timeout": "ORX_TOTAL_TIMEOUT",
+}
+_MAX_TIMEOUT = 86_400.0
+_MAX_DETAIL = 300
+_DRAIN_SECONDS = 1.0
+# OpenAI-style string codes seen in error bodies, mapped to the HTTP status they stand for.
+_STRING_CODES = {
+    "invalid_request_error": 400,
+    "context_length_exceeded": 400,
+    "invalid_api_key": 401,
+    "authentication_error": 401,
+    "insufficient_quota": 402,
+    "permission_denied": 403,
+    "model_not_found": 404,
+    "not_found": 404,
+    "timeout": 408,
+    "rate_limit_exceeded": 429,
+    "server_error": 500,
+    "internal_error": 500,
+    "overloaded_error": 529,
+}
+_FINISH = {
+    "stop": FinishReason.STOP,
+    "length": FinishReason.LENGTH,
+    "content_filter": FinishReason.CONTENT_FILTER,
+    "tool_calls": FinishReason.STOP,
+    "function_call": FinishReason.STOP,
+}
+_KEY_LIKE = re.compile(r"\bsk-[A-Za-z0-9_-]{8,}")
+_CONTEXT_LIMIT = re.compile(r"maximum context length is ([\d,]+) tokens", re.IGNORECASE)
+_CONTEXT_REQUESTED = re.compile(r"(?:requested|resulted in)(?: about)? ([\d,]+) tokens", re.IGNORECASE)
+_CONTEXT_INPUT = re.compile(r"([\d,]+) of text input", re.IGNORECASE)
+_CONTEXT_OUTPUT = re.compile(r"([\d,]+) in the output", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class OpenRouterConfig:
+    """Timeouts of upstream calls, in seconds.
+
+    ``connect_timeout``: TCP/TLS connect (and request write); ``first_token_timeout``: from sending
+    the request to the first text or reasoning delta; ``idle_timeout``: longest silence between two
+    data events once text has started; ``total_timeout``: the whole call.
+    """
+
+    connect_timeout: float = 10.0
+    first_token_timeout: float = 120.0
+    idle_timeout: float = 60.0
+    total_timeout: float = 600.0
+    app_url: str = ""
+    """Sent as ``HTTP-Referer`` for OpenRouter's app attribution when set (``ORX_APP_URL``)."""
+
+    def __post_init__(self) -> None:
+        for name, var in _TIMEOUT_ENV.items():
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0 < value <= _MAX_TIMEOUT):
+                raise ConfigError(f"{var}: must be more than 0 and at most {_MAX_TIMEOUT:g} seconds, got {value!r}")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> OpenRouterConfig:
+        """Defaults overridden by ``ORX_CONNECT_TIMEOUT``, ``ORX_FIRST_TOKEN_TIMEOUT``,
+        ``ORX_IDLE_TIMEOUT`` and ``ORX_TOTAL_TIMEOUT`` (seconds). Errors name the variable."""
+        env = os.environ if env is None else env
+        values: dict[str, float] = {}
+        for name, var in _TIMEOUT_ENV.items():
+            raw = env.get(var, "").strip()
+            if not raw:
+                continue
+            try:
+                value = float(raw)
+            except ValueError:
+                raise ConfigError(f"{var}: expected a number of seconds, got {raw!r}") from None
+            if not (math.isfinite(value) and 0 < value <= _MAX_TIMEOUT):
+                raise ConfigError(f"{var}: must be more than 0 and at most {_MAX_TIMEOUT:g} seconds, got {raw!r}")
+            values[name] = value
+        app_url = env.get("ORX_APP_URL", "").strip()
+        if app_url and not app_url.startswith(("http://", "https://")):
+            raise ConfigError(f"ORX_APP_URL: expected an http(s) URL, got {app_url!r}")
+        return cls(**values, app_url=app_url)
+
+
+def resolve_keys(settings: Settings, catalogue: Catalogue, env: Mapping[str, str] | None = None) -> dict[str, Secret]:
+    """The key of every provider that serves a catalogue model, by provider name.
+
+    ``OPENROUTER_API_KEY`` comes from ``settings`` (it also reads the key file); any other
+    ``api_key_env`` is read from ``env`` (default ``os.environ``). A missing key is an empty Secret:
+    local endpoints (vLLM, Ollama) often need none.
+    """
+    env = os.environ if env is None else env
+    keys: dict[str, Secret] = {}
+    for name in _used_providers(catalogue):
+        spec = catalogue.providers[name]
+        if spec.api_key_env == OPENROUTER_KEY_ENV:
+            keys[name] = settings.openrouter_api_key
+        else:
+            keys[name] = Secret(env.get(spec.api_key_env, "").strip())
+    return keys
+
+
+def chat_body(request: GenerationRequest, *, stream: bool, openrouter: bool) -> dict[str, Any]:
+    """The JSON body of ``POST /chat/completions`` for ``request``."""
+    body: dict[str, Any] = {
+        "model": request.model.id,
+        "messages": [{"role": m.role.value, "content": m.content} for m in request.messages],
+        # Always: without it OpenRouter reserves credit for the model's whole output ceiling.
+        "max_tokens": request.max_tokens,
+        "stream": stream,
+    }
+    if stream:
+        body["stream_options"] = {"include_usage": True}
+    if request.temperature is not None:
+        body["temperature"] = request.temperature
+    if request.top_p is not None:
+        body["top_p"] = request.top_p
+    if request.seed is not None:
+        body["seed"] = request.seed
+    rf = request.response_format
+    if rf.type is OutputFormat.JSON_OBJECT:
+        body["response_format"] = {"type": "json_object"}
+    elif rf.type is OutputFormat.JSON_SCHEMA:
+        body["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": rf.schema_name, "strict": rf.strict, "schema": dict(rf.schema or {})},
+        }
+    if rf.type is not OutputFormat.TEXT and openrouter:
+        # Route only to upstream endpoints that support response_format instead of silently ignoring it.
+        body["provider"] = {"require_parameters": True}
+    return body
+
+
+def parse_retry_after(headers: Mapping[str, str], now: float) -> float | None:
+    """Seconds to wait from ``Retry-After`` (seconds or HTTP date) or ``X-RateLimit-Reset`` (epoch ms).
+
+    ``headers`` must be case-insensitive (``httpx.Headers``) or use lower-case keys; ``now`` is the
+    wall clock (``time.time()``). None when neither header is usable.
+    """
+    value = (headers.get("retry-after") or "").strip()
+    if value:
+        seconds = _retry_after_value(value, now)
+        if seconds is not None:
+            return seconds
+    reset = (headers.get("x-ratelimit-reset") or "").strip()
+    if reset:
+        try:
+            epoch = float(reset)
+        except ValueError:
+            return None
+        if math.isfinite(epoch) and epoch > 0:
+            # OpenRouter sends milliseconds; tolerate seconds from other gateways.
+            epoch_seconds = epoch / 1000 if epoch > 1e11 else epoch
+            return max(0.0, epoch_seconds - now)
+    return None
+
+
+def _retry_after_value(value: str, now: float) -> float | None:
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, when.timestamp() - now)
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+@dataclass
+class _Endpoint:
+    spec: ProviderSpec
+    key: Secret
+    client: httpx.AsyncClient
+    url: str
+    openrouter: bool
+
+
+class OpenRouterBackend:
+    """Completions from OpenRouter or any OpenAI-compatible endpoint named in the catalogue.
+
+    ``keys`` maps provider names to their keys (see :func:`resolve_keys`); ``config`` holds the
+    timeouts; ``wall_clock`` (``time.time``) converts ``X-RateLimit-Reset`` and HTTP dates into
+    delays. Call :meth:`aclose` to release the connection pools.
+    """
+
+    def __init__(
+        self,
+        catalogue: Catalogue,
+        keys: Mapping[str, Secret],
+        config: OpenRouterConfig | None = None,
+        *,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._catalogue = catalogue
+        self._config = config or OpenRouterConfig()
+        self._wall_clock = wall_clock
+        self._endpoints: dict[str, _Endpoint] = {}
+        for name in _used_providers(catalogue):
+            spec = catalogue.providers[name]
+            client = httpx.AsyncClient(
+                # Reads are bounded by our own first-token / idle / total deadlines, pool waits too.
+                timeout=httpx.Timeout(
+                    connect=self._config.connect_timeout, read=None, write=self._config.connect_timeout, pool=None
+                ),
+                limits=httpx.Limits(
+                    max_connections=spec.max_connections, max_keepalive_connections=spec.max_connections
+                ),
+                follow_redirects=False,
+            )
+            self._endpoints[name] = _Endpoint(
+                spec=spec,
+                key=keys.get(name, Secret("")),
+                client=client,
+                url=f"{spec.base_url}/chat/completions",
+                openrouter=name == OPENROUTER_PROVIDER,
+            )
+        self._secrets = tuple(key.get() for key in keys.values() if key)
+        names = list(self._endpoints)
+        self._name = names[0] if len(names) == 1 else "+".join(names)
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, catalogue: Catalogue, env: Mapping[str, str] | None = None
+    ) -> OpenRouterBackend:
+        """A backend with keys from :func:`resolve_keys` and timeouts from :meth:`OpenRouterConfig.from_env`."""
+        return cls(catalogue, resolve_keys(settings, catalogue, env), OpenRouterConfig.from_env(env))
+
+    @property
+    def name(self) -> str:
+        """The provider name (``openrouter``), or the names joined by ``+`` when several serve the catalogue."""
+        return self._name
+
+    @property
+    def simulated(self) -> bool:
+        """Always False: these are real models."""
+        return False
+
+    @property
+    def config(self) -> OpenRouterConfig:
+        """The timeouts in force."""
+        return self._config
+
+    def timing(self, model: ModelSpec) -> Timing:
+        """The catalogue's typical latency of ``model``."""
+        return Timing(model.typical_ttft_ms / 1000, model.typical_tokens_per_second)
+
+    async def aclose(self) -> None:
+        """Close every connection pool."""
+        for endpoint in self._endpoints.values():
+            await endpoint.client.aclose()
+
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[StreamEvent, None]:
+        """Deltas then one :class:`StreamEnd`; raises :class:`BackendError`. Closing it closes the upstream call."""
+        endpoint = self._endpoints.get(request.model.provider)
+        if endpoint is None:  # pragma: no cover - every catalogue provider gets an endpoint
+            raise BackendError(
+                FailureKind.INVALID_REQUEST,
+                f"{request.model.id}: provider {request.model.provider!r} is not configured",
+                category=ErrorCategory.NOT_FOUND,
+            )
+        call = _Call(self, endpoint, request)
+        headers = self._headers(endpoint)
+        body = orjson.dumps(chat_body(request, stream=endpoint.spec.streaming, openrouter=endpoint.openrouter))
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                if not endpoint.spec.streaming:
+                    response = await call.within(
+                        endpoint.client.post(endpoint.url, content=body, headers=headers), call.total_deadline
+                    )
+                    for event in await call.json_reply(response):
+                        yield event
+                    return
+                source = await call.within(
+                    stack.enter_async_context(
+                        aconnect_sse(endpoint.client, "POST", endpoint.url, content=body, headers=headers)
+                    ),
+                    call.deadline(),
+                )
+                response = source.response
+                call.generation_id = response.headers.get("x-generation-id", "")
+                content_type = response.headers.get("content-type", "")
+                if response.status_code != 200 or "text/event-stream" not in content_type:
+                    # An error status, or a JSON body where a stream was expected (a 200 that is an error).
+                    for event in await call.json_reply(response):
+                        yield event
+                    return
+                events = source.aiter_sse()
+                stack.push_async_callback(events.aclose)
+                while True:
+                    sse = await call.within(_next(events), call.deadline())
+                    if sse is None:
+                        break
+                    delta = call.absorb(sse)
+                    if delta is not None:
+                        yield delta
+                    if call.done:
+                        await _drain(events)
+                        break
+                yield call.end()
+        except (asyncio.CancelledError, GeneratorExit):
+            # The caller went away; leaving the `async with` above has already closed the HTTP response.
+            log.debug("%s call to %s closed by the caller after %d events", endpoint.spec.name, call.model, call.chunks)
+            raise
+        except httpx.TimeoutException:
+            raise call.timeout("connect", self._config.connect_timeout) from None
+        except httpx.TransportError as exc:
+            raise call.connection_error(exc) from None
+
+    def _headers(self, endpoint: _Endpoint) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        if endpoint.key:
+            headers["Authorization"] = f"Bearer {endpoint.key.get()}"
+        if endpoint.openrouter:
+            headers["X-OpenRouter-Title"] = APP_TITLE
+            if self._config.app_url:
+                headers["HTTP-Referer"] = self._config.app_url
+        return headers
+
+    def scrub(self, text: str) -> str:
+        """``text`` with every key (and anything shaped like one) replaced by ``[REDACTED]``, shortened."""
+        for secret in self._secrets:
+            text = text.replace(secret, "[REDACTED]")
+        text = _KEY_LIKE.sub("[REDACTED]", text)
+        text = " ".join(text.split())
+        return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 1] + "…"
+
+
+async def _drain(events: AsyncGenerator[ServerSentEvent, None]) -> None:
+    """Read what follows ``[DONE]`` (normally just the end of the body) so the connection is reused.
+
+    httpx closes, rather than pools, a connection whose response was not read to the end: without
+    this every call would pay a new TCP (and TLS) handshake. Whatever goes wrong here is not the
+    call's problem any more.
+    """
+    with contextlib.suppress(TimeoutError, httpx.TransportError):
+        async with asyncio.timeout(_DRAIN_SECONDS):
+            async for _ in events:
+                pass
+
+
+async def _next(events: AsyncGenerator[ServerSentEvent, None]) -> ServerSentEvent | None:
+    try:
+        return await anext(events)
+    except StopAsyncIteration:
+        return None
+
+
+class _Call:
+    """The state of one upstream call: deadlines, what was produced, usage, and error construction."""
+
+    def __init__(self, backend: OpenRouterBackend, endpoint: _Endpoint, request: GenerationRequest) -> None:
+        self.backend = backend
+        self.model = request.model.id
+        self.provider = endpoint.spec.name
+        config = backend.config
+        self.idle_timeout = config.idle_timeout
+        self.first_token_timeout = config.first_token_timeout
+        self.total_timeout = config.total_timeout
+        now = asyncio.get_running_loop().time()
+        self.total_deadline = now + config.total_timeout
+        self.first_token_deadline = now + config.first_token_timeout
+        self.last_data = now
+        self.produced = False
+        self.done = False
+        self.chunks = 0
+        self.finish: str | None = None
+        self.usage: TokenUsage | None = None
+        self.served_model = ""
+        self.generation_id = ""
+
+    # -- deadlines
+
+    def deadline(self) -> float:
+        """The next deadline: first token until text starts, then idle; never past the total."""
+        phase = self.last_data + self.idle_timeout if self.produced else self.first_token_deadline
+        return min(phase, self.total_deadline)
+
+    async def within(self, awaitable: Awaitable[T], deadline: float) -> T:
+        """Await ``awaitable`` until ``deadline`` (loop time); a miss is a TIMEOUT naming the phase."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await awaitable
+        except TimeoutError:
+            if deadline >= self.total_deadline:
+                raise self.timeout("total", self.total_timeout) from None
+            if self.produced:
+                raise self.timeout("idle", self.idle_timeout) from None
+            raise self.timeout("first token", self.first_token_timeout) from None
+
+    # -- reading
+
+    def absorb(self, sse: ServerSentEvent) -> TextDelta | None:
+        """Take one data event in: metadata, usage, errors, then the delta (None when it has no text)."""
+        data = sse.data.strip()
+        if not data:
+            return None
+        if data == "[DONE]":
+            self.done = True
+            return None
+        self.last_data = asyncio.get_running_loop().time()
+        self.chunks += 1
+        chunk = self._parse(data)
+        self._metadata(chunk)
+        error = chunk.get("error")
+        if error is not None:
+            raise self.in_band_error(error)
+        text_parts: list[str] = []
+        reasoning_parts: list[str] = []
+        for choice in _first_choice(chunk):
+            delta = choice.get("delta")
+            if isinstance(delta, dict):
+                content = delta.get("content")
+                if isinstance(content, str):
+                    text_parts.append(content)
+                reasoning_parts.append(_reasoning(delta))
+            finish = choice.get("finish_reason")
+            if isinstance(finish, str) and finish:
+                self.finish = finish
+        text, reasoning = "".join(text_parts), "".join(reasoning_parts)
+        delta_event = TextDelta(text, reasoning) if text or reasoning else None
+        if self.finish == "error":
+            raise self.in_band_error({"message": 'the model stopped with finish_reason "error"'})
+        if delta_event is not None:
+            self.produced = True
+        return delta_event
+
+    def end(self) -> StreamEnd:
+        """The closing event once the stream ended; a stream cut before ``[DONE]`` or a finish reason fails."""
+        if not self.done and self.finish is None:
+            kind = FailureKind.MID_STREAM_ERROR if self.produced else FailureKind.UPSTREAM_ERROR
+            raise BackendError(
+                kind,
+                f"{self.model}: the {self.provider} stream ended before the reply was complete",
+                usage=self.usage,
+                category=ErrorCategory.UNAVAILABLE,
+            )
+        if not self.produced:
+            raise self._empty()
+        return StreamEnd(
+            finish_reason=_FINISH.get(self.finish or "stop", FinishReason.STOP),
+            served_model=self.served_model or self.model,
+            usage=self.usage,
+            generation_id=self.generation_id,
+        )
+
+    async def json_reply(self, response: httpx.Response) -> list[StreamEvent]:
+        """A whole JSON reply (non-streaming call, or an error status / JSON body on a streaming call)."""
+        raw = await self.within(response.aread(), self.total_deadline)
+        self.generation_id = self.generation_id or response.headers.get("x-generation-id", "")
+        if response.status_code != 200:
+            raise self.http_error(response.status_code, response.headers, raw)
+        try:
+            payload = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            payload = None
+        if not isinstance(payload, dict):
+            raise self._invalid("the reply is not a JSON object")
+        self._metadata(payload)
+        if payload.get("error") is not None:
+            raise self.in_band_error(payload["error"])
+        choices = payload.get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            raise self._invalid("the reply has no choices")
+        choice = choices[0]
+        message = choice.get("message")
+        message = message if isinstance(message, dict) else {}
+        content = message.get("content")
+        text = content if isinstance(content, str) else ""
+        reasoning = _reasoning(message)
+        finish = choice.get("finish_reason")
+        self.finish = finish if isinstance(finish, str) and finish else "stop"
+        if self.finish == "error":
+            # Nothing reached the caller yet, so this is a plain (retryable) failure, not a mid-stream one.
+            raise self.in_band_error({"message": 'the model stopped with finish_reason "error"'})
+        if not text and not reasoning:
+            raise self._empty()
+        self.produced = True
+        return [TextDelta(text, reasoning), self.end()]
+
+    def _parse(self, data: str) -> dict[str, Any]:
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            chunk = None
+        if not isinstance(chunk, dict):
+            raise self._invalid("a stream event is not a JSON object")
+        return chunk
+
+    def _metadata(self, payload: Mapping[str, Any]) -> None:
+        model = payload.get("model")
+        if isinstance(model, str) and model:
+            self.served_model = model
+        gen_id = payload.get("id")
+        if not self.generation_id and isinstance(gen_id, str):
+            self.generation_id = gen_id
+        usage = _usage(payload.get("usage"))
+        if usage is not None:
+            self.usage = usage
+
+    # -- errors
+
+    def http_error(self, status: int, headers: httpx.Headers, raw: bytes) -> BackendError:
+        """The error for a non-200 reply."""
+        error: Any = None
+        with contextlib.suppress(orjson.JSONDecodeError):
+            payload = orjson.loads(raw)
+            if isinstance(payload, dict):
+                error = payload.get("error")
+        if not isinstance(error, dict):
+            # Not an OpenRouter error body (e.g. a proxy's HTML page): the status line is all there is.
+            error = {"message": error if isinstance(error, str) else httpx.codes.get_reason_phrase(status)}
+        retry_after = parse_retry_after(headers, self.backend._wall_clock())
+        return self._classify(status, error, retry_after, in_band=False)
+
+    def in_band_error(self, error: Any) -> BackendError:
+        """The error for an ``error`` object inside a 200 body or a stream event."""
+        if not isinstance(error, dict):
+            error = {"message": error if isinstance(error, str) else ""}
+        return self._classify(_status_of(error.get("code")), error, None, in_band=True)
+
+    def _classify(
+        self, status: int | None, error: Mapping[str, Any], retry_after: float | None, *, in_band: bool
+    ) -> BackendError:
+        metadata = error.get("metadata")
+        metadata = metadata if isinstance(metadata, Mapping) else {}
+        detail = self._detail(error, metadata)
+        if retry_after is None:
+            retry_after = _metadata_retry_after(error, metadata, self.backend._wall_clock())
+        code = status if status is not None else 502
+        kind, category, message, field = self._meaning(code, detail, metadata, error)
+        if in_band and self.produced:
+            kind = FailureKind.MID_STREAM_ERROR
+            message = f"{self.model}: the stream failed after output had started: {message.partition(': ')[2]}"
+        log.warning(
+            "%s call to %s failed: HTTP %s%s (%s)",
+            self.provider,
+            self.model,
+            code,
+            " in the reply body" if in_band else "",
+            category.value,
+        )
+        return BackendError(
+            kind,
+            message,
+            retry_after=retry_after,
+            usage=self.usage,
+            http_status=code,
+            category=category,
+            field=field,
+        )
+
+    def _meaning(
+        self, code: int, detail: str, metadata: Mapping[str, Any], error: Mapping[str, Any]
+    ) -> tuple[FailureKind, ErrorCategory, str, str]:
+        model, provider = self.model, self.provider
+        lowered = f"{detail} {error.get('code', '')} {metadata.get('error_type', '')}".lower()
+        if code == 400 and "not a valid model id" in lowered:
+            code = 404
+        if code == 400 and ("context length" in lowered or "context_length" in lowered):
+            return FailureKind.INVALID_REQUEST, ErrorCategory.BAD_REQUEST, _context_message(model, detail), "messages"
+        if code in (400, 422) or (400 <= code < 500 and code not in (401, 402, 403, 404, 408, 413, 429)):
+            message = f"{model}: {provider} rejected the request ({code}): {detail}"
+            return FailureKind.INVALID_REQUEST, ErrorCategory.BAD_REQUEST, message, ""
+        if code == 401:
+            message = f"{model}: {provider} rejected the API key (missing, invalid or disabled)"
+            return FailureKind.UPSTREAM_ERROR, ErrorCategory.UNAUTHENTICATED, message, ""
+        if code == 402:
+            message = f"{model}: insufficient credits on {provider}: {detail}"
+            return FailureKind.UPSTREAM_ERROR, ErrorCategory.INSUFFICIENT_CREDITS, message, ""
+        if code == 403:
+            reasons = metadata.get("reasons")
+            if isinstance(reasons, list) and reasons:
+                listed = ", ".join(self.backend.scrub(str(r)) for r in reasons)
+                message = f"{model}: refused by moderation (reasons: {listed})"
+            else:
+                message = f"{model}: refused by {provider}: {detail}"
+            return FailureKind.REFUSED, ErrorCategory.FORBIDDEN, message, ""
+        if code == 404:
+            ids = ", ".join(self.backend._catalogue.ids())
+            message = f"{model}: not available from {provider} ({detail}); valid ids: {ids}"
+            return FailureKind.INVALID_REQUEST, ErrorCategory.NOT_FOUND, message, "model"
+        if code == 408:
+            return FailureKind.TIMEOUT, ErrorCategory.TIMEOUT, f"{model}: {provider} timed out (408): {detail}", ""
+        if code == 413:
+            message = f"{model}: the request is too large for {provider} (413): {detail}"
+            return FailureKind.INVALID_REQUEST, ErrorCategory.BAD_REQUEST, message, "messages"
+        if code == 429:
+            return (
+                FailureKind.RATE_LIMITED,
+                ErrorCategory.RATE_LIMITED,
+                f"{model}: rate limited by {provider}: {detail}",
+                "",
+            )
+        return FailureKind.UPSTREAM_ERROR, ErrorCategory.UNAVAILABLE, f"{model}: {provider} error {code}: {detail}", ""
+
+    def _detail(self, error: Mapping[str, Any], metadata: Mapping[str, Any]) -> str:
+        message = error.get("message")
+        detail = message if isinstance(message, str) else ""
+        inner = _raw_message(metadata.get("raw"))
+        if inner and inner not in detail:
+            name = metadata.get("provider_name")
+            detail = f"{detail} ({name}: {inner})" if isinstance(name, str) and name else f"{detail} ({inner})"
+        return self.backend.scrub(detail) or "no details"
+
+    def timeout(self, phase: str, seconds: float) -> BackendError:
+        """A TIMEOUT in ``phase`` (connect, first token, idle, total)."""
+        what = {
+            "connect": f"could not connect to {self.provider} within {seconds:g}s",
+            "first token": f"no output within {seconds:g}s (time to first token)",
+            "idle": f"the stream stalled for {seconds:g}s",
+            "total": f"the call exceeded its total timeout of {seconds:g}s",
+        }[phase]
+        log.warning("%s call to %s timed out (%s)", self.provider, self.model, phase)
+        return BackendError(
+            FailureKind.TIMEOUT, f"{self.model}: {what}", usage=self.usage, category=ErrorCategory.TIMEOUT
+        )
+
+    def connection_error(self, exc: httpx.TransportError) -> BackendError:
+        """A connection refused, reset or broken mid-reply."""
+        log.warning("%s call to %s: connection error %s", self.provider, self.model, type(exc).__name__)
+        kind = FailureKind.MID_STREAM_ERROR if self.produced else FailureKind.UPSTREAM_ERROR
+        return BackendError(
+            kind,
+            f"{self.model}: connection to {self.provider} failed ({type(exc).__name__})",
+            usage=self.usage,
+            category=ErrorCategory.UNAVAILABLE,
+        )
+
+    def _invalid(self, problem: str) -> BackendError:
+        kind = FailureKind.MID_STREAM_ERROR if self.produced else FailureKind.INVALID_OUTPUT
+        return BackendError(
+            kind,
+            f"{self.model}: invalid reply from {self.provider}: {problem}",
+            usage=self.usage,
+            category=ErrorCategory.UNAVAILABLE,
+        )
+
+    def _empty(self) -> BackendError:
+        return BackendError(
+            FailureKind.INVALID_OUTPUT,
+            f"{self.model}: {self.provider} returned an empty reply",
+            usage=self.usage,
+            category=ErrorCategory.UNAVAILABLE,
+        )
+
+
+def _used_providers(catalogue: Catalogue) -> list[str]:
+    used = {m.provider for m in catalogue}
+    return [name for name in catalogue.providers if name in used]
+
+
+def _first_choice(chunk: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The choice with index 0 (as a 0- or 1-element list): usage chunks have none."""
+    choices = chunk.get("choices")
+    if not isinstance(choices, list):
+        return []
+    for choice in choices:
+        if isinstance(choice, dict) and choice.get("index", 0) == 0:
+            return [choice]
+    return []
+
+
+def _reasoning(obj: Mapping[str, Any]) -> str:
+    """Reasoning text of a delta or message: ``reasoning``, else ``reasoning_content``, else ``reasoning_details``."""
+    for key in ("reasoning", "reasoning_content"):
+        value = obj.get(key)
+        if isinstance(value, str) and value:
+            return value
+    details = obj.get("reasoning_details")
+    if not isinstance(details, list):
+        return ""
+    parts: list[str] = []
+    for item in details:
+        if not isinstance(item, dict):
+            continue
+        # reasoning.encrypted carries opaque data, not text.
+        for key in ("text", "summary"):
+            value = item.get(key)
+            if isinstance(value, str):
+                parts.append(value)
+                break
+    return "".join(parts)
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return max(0, value)
+    if isinstance(value, float) and math.isfinite(value):
+        return max(0, int(value))
+    return 0
+
+
+def _money(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if isinstance(value, int | float) and math.isfinite(value) and value >= 0:
+        return float(value)
+    return None
+
+
+def _usage(raw: Any) -> TokenUsage | None:
+    """``usage`` of a chunk or reply, or None when absent or malformed."""
+    if not isinstance(raw, dict):
+        return None
+    prompt_details = raw.get("prompt_tokens_details")
+    completion_details = raw.get("completion_tokens_details")
+    cost = _money(raw.get("cost"))
+    if cost is not None and raw.get("is_byok") is True:
+        # Bring-your-own-key: `cost` is OpenRouter's fee; the provider billed the rest to the user's key.
+        details = raw.get("cost_details")
+        upstream = _money(details.get("upstream_inference_cost")) if isinstance(details, dict) else None
+        cost += upstream or 0.0
+    return TokenUsage(
+        prompt_tokens=_count(raw.get("prompt_tokens")),
+        completion_tokens=_count(raw.get("completion_tokens")),
+        reasoning_tokens=_count(completion_details.get("reasoning_tokens"))
+        if isinstance(completion_details, dict)
+        else 0,
+        cached_tokens=_count(prompt_details.get("cached_tokens")) if isinstance(prompt_details, dict) else 0,
+        cost_usd=cost,
+    )
+
+
+def _status_of(code: Any) -> int | None:
+    """An HTTP-like status from ``error.code``: an int, a numeric string, or a known string code."""
+    if isinstance(code, bool):
+        return None
+    if isinstance(code, int):
+        return code if 100 <= code <= 599 else None
+    if isinstance(code, str):
+        text = code.strip()
+        if text.isdigit():
+            number = int(text)
+            return number if 100 <= number <= 599 else None
+        return _STRING_CODES.get(text.lower())
+    return None
+
+
+def _raw_message(raw: Any) -> str:
+    """The upstream message inside older ``metadata.raw`` (often a JSON string needing a second parse)."""
+    if isinstance(raw, str):
+        text = raw.strip()
+        if not text or text.startswith("<"):  # empty, or an HTML error page
+            return ""
+        try:
+            raw = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return text
+    if isinstance(raw, dict):
+        inner = raw.get("error", raw)
+        if isinstance(inner, dict):
+            inner = inner.get("message")
+        return inner if isinstance(inner, str) else ""
+    return ""
+
+
+def _metadata_retry_after(error: Mapping[str, Any], metadata: Mapping[str, Any], now: float) -> float | None:
+    """Retry hints inside an error body: ``retry_after_seconds``, ``headers.Retry-After``, ``availability``."""
+    seconds = _money(metadata.get("retry_after_seconds"))
+    if seconds is not None:
+        return seconds
+    headers = metadata.get("headers")
+    if isinstance(headers, dict):
+        for key, value in headers.items():
+            if str(key).lower() == "retry-after":
+                seconds = _retry_after_value(str(value), now)
+                if seconds is not None:
+                    return seconds
+    availability = error.get("availability")
+    if isinstance(availability, dict):
+        return _money(availability.get("retry_after"))
+    return None
+
+
+def _context_message(model: str, detail: str) -> str:
+    def number(pattern: re.Pattern[str]) -> int | None:
+        match = pattern.search(detail)
+        return int(match.group(1).replace(",", "")) if match else None
+
+    limit, requested = number(_CONTEXT_LIMIT), number(_CONTEXT_REQUESTED)
+    prompt, output = number(_CONTEXT_INPUT), number(_CONTEXT_OUTPUT)
+    if limit is None or requested is None:
+        return f"{model}: the request does not fit the model's context window: {detail}"
+    if prompt is not None and output is not None:
+        return (
+            f"{model}: the prompt is {prompt:,} tokens and max_tokens is {output:,}; together {requested:,} "
+            f"exceed the {limit:,}-token context window"
+        )
+    return f"{model}: the request needs {requested:,} tokens, more than the {limit:,}-token context window"
