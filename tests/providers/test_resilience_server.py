@@ -6,6 +6,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -52,6 +53,11 @@ async def providers(
         await server.stop(0)
 
 
+def _trailers(err: grpc.aio.AioRpcError) -> dict[str, Any]:
+    metadata: Any = err.trailing_metadata() or ()
+    return {str(key): value for key, value in metadata}
+
+
 def _health(resp: providers_pb2.ListModelsResponse, model: str) -> common_pb2.ModelHealth:
     return next(m.health for m in resp.models if m.id == model)
 
@@ -82,7 +88,7 @@ async def test_retry_after_past_the_deadline_fails_at_once(standin: OpenRouterSt
             await stub.Generate(request(GLM), timeout=5)
         elapsed = time.monotonic() - started
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    trailers = dict(err.value.trailing_metadata() or ())
+    trailers = _trailers(err.value)
     assert float(trailers[RETRY_AFTER_METADATA]) == pytest.approx(20, abs=1)
     assert USAGE_TRAILER in trailers
     assert elapsed < 4, "it waited for a retry that could not finish before the deadline"
@@ -110,7 +116,7 @@ async def test_the_circuit_opens_shows_in_list_models_and_refuses_calls(
             await stub.Generate(request(GLM))
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
         assert "circuit open" in (err.value.details() or "")
-        assert RETRY_AFTER_METADATA in dict(err.value.trailing_metadata() or ())
+        assert RETRY_AFTER_METADATA in _trailers(err.value)
     assert len(standin.chat_requests()) == 2
 
 
