@@ -18,6 +18,7 @@ which never counts against the model.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -153,13 +154,23 @@ async def generate(
                                 ttft = clock.now() - start
                             text.append(event.text)
                             reasoning.append(event.reasoning)
-                            yield event
+                            try:
+                                yield event
+                            except GeneratorExit:
+                                # closed by the consumer while it held this chunk
+                                _report_cancelled(request, "".join(text), billed)
+                                raise
                     if end is None:
                         raise BackendError(FailureKind.UPSTREAM_ERROR, f"{model.id}: stream ended without a result")
                     guard.outcome = Outcome.SUCCESS
                 except BackendError as exc:
                     failure = exc
                     guard.outcome = classify(exc, now=clock.now(), deadline=deadline)
+                except asyncio.CancelledError:
+                    # the caller went away while the vendor was still sending
+                    if text:
+                        _report_cancelled(request, "".join(text), billed)
+                    raise
         except Rejected as rejected:
             raise CallFailed(
                 rejected.kind,
@@ -224,6 +235,26 @@ async def _admit(policy: Resilience | None, model_id: str, deadline: float | Non
         return
     async with policy.admit(model_id, deadline) as guard:
         yield guard
+
+
+def _report_cancelled(request: GenerationRequest, partial: str, billed: TokenUsage | None) -> None:
+    """The caller left mid-stream: nobody can receive the usage any more, so it is logged (priced from
+    the tokens streamed so far) for cost reconciliation; the orchestrator records its own estimate."""
+    usage = _add(billed, _priced(request.model, _estimate(request, partial)))
+    log.info(
+        "call to %s cancelled by the caller after %d completion tokens (about $%.6f)",
+        request.model.id,
+        usage.completion_tokens,
+        usage.cost_usd or 0.0,
+        extra={
+            "model": request.model.id,
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "cost_usd": usage.cost_usd,
+            "session_id": request.session_id,
+            "cancelled": True,
+        },
+    )
 
 
 def _final_message(message: str, attempts: int, decision: RetryDecision) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -133,3 +135,38 @@ async def test_the_callers_cancellation_never_counts_against_a_model(
         assert health.circuit_state == common_pb2.CIRCUIT_STATE_CLOSED
         assert health.consecutive_failures == 0
         assert health.in_flight == 0
+
+
+class _CancelledCallRecords(logging.Handler):
+    """Collects the usage records of cancelled calls and signals the first one."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+        self.seen = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "cancelled", False):
+            self.records.append(record)
+            self.seen.set()
+
+
+async def test_a_cancelled_stream_still_reports_what_it_used(standin: OpenRouterStandIn, tmp_path: Path) -> None:
+    standin.script.append(Reply(hang_after=3))
+    handler = _CancelledCallRecords()
+    logger = logging.getLogger("services.providers.generation")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        async with providers(standin, tmp_path) as stub:
+            call = stub.StreamGenerate(providers_pb2.StreamGenerateRequest(request=request(GLM)))
+            for _ in range(3):
+                assert (await call.read()).HasField("delta")
+            call.cancel()
+            await asyncio.wait_for(handler.seen.wait(), 5)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
+    assert len(handler.records) == 1
+    assert handler.records[0].__dict__["completion_tokens"] > 0
+    assert handler.records[0].__dict__["cost_usd"] > 0
