@@ -26,18 +26,20 @@ from __future__ import annotations
 
 import enum
 import math
+import random
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from orchestratex.errors import FailedPrecondition, InvalidArgument
 from services.selector.analysis import PromptAnalysis, too_small
+from services.selector.learning import Belief, Evidence, QualityModel
 
 DEFAULT_CRITICS = 2
 MAX_CRITICS = 5
 #: Specialty assumed for a domain the catalogue does not score a model on.
 NEUTRAL_SPECIALTY = 0.5
-#: How many measured samples the specialty prior is worth when blending it with history.
-PRIOR_STRENGTH = 5.0
+#: Prior/observation noise and exploration when the caller gives none (see ``learning.py``).
+DEFAULT_QUALITY_MODEL = QualityModel()
 #: Used when the catalogue gives no typical speed for a model.
 DEFAULT_TTFT_S = 1.0
 DEFAULT_TOKENS_PER_SECOND = 50.0
@@ -113,6 +115,7 @@ class HistoryStats:
 
     mean_quality: float
     samples: int
+    success_rate: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -247,25 +250,28 @@ def specialty_score(model: ModelEntry, probabilities: Mapping[str, float]) -> fl
     return sum(p * _clamp(model.specialties.get(d, NEUTRAL_SPECIALTY)) for d, p in probabilities.items())
 
 
+def belief(
+    model: ModelEntry,
+    probabilities: Mapping[str, float],
+    history: Mapping[tuple[str, str], HistoryStats] | None,
+    quality_model: QualityModel = DEFAULT_QUALITY_MODEL,
+) -> Belief:
+    """The posterior quality of ``model`` for a prompt's domain mix (see ``learning.py``)."""
+    evidence = (
+        {k: Evidence(v.mean_quality, v.samples, v.success_rate) for k, v in history.items() if k[0] == model.id}
+        if history
+        else None
+    )
+    return quality_model.blend(model.id, probabilities, model.specialties, evidence, NEUTRAL_SPECIALTY)
+
+
 def history_score(
     model: ModelEntry,
     probabilities: Mapping[str, float],
     history: Mapping[tuple[str, str], HistoryStats] | None,
 ) -> float:
-    """Like :func:`specialty_score`, with each domain's prior shrunk towards measured quality.
-
-    Per domain: ``(k · prior + n · mean) / (k + n)`` with ``k`` = :data:`PRIOR_STRENGTH`, so a few
-    samples nudge the prior and many samples replace it.
-    """
-    total = 0.0
-    for domain, p in probabilities.items():
-        prior = _clamp(model.specialties.get(domain, NEUTRAL_SPECIALTY))
-        stats = history.get((model.id, domain)) if history else None
-        if stats is not None and stats.samples > 0:
-            n = float(stats.samples)
-            prior = (PRIOR_STRENGTH * prior + n * _clamp(stats.mean_quality)) / (PRIOR_STRENGTH + n)
-        total += p * prior
-    return total
+    """Like :func:`specialty_score`, with each domain's prior updated by measured quality (posterior mean)."""
+    return belief(model, probabilities, history).mean
 
 
 # --------------------------------------------------------------------------------------------------
@@ -280,6 +286,7 @@ class _Eligible:
     specialty: float
     history: float
     measured: bool
+    uncertainty: float = 0.0
 
 
 def select(
@@ -289,10 +296,14 @@ def select(
     *,
     critic_count: int = DEFAULT_CRITICS,
     history: Mapping[tuple[str, str], HistoryStats] | None = None,
+    quality_model: QualityModel = DEFAULT_QUALITY_MODEL,
+    rng: random.Random | None = None,
 ) -> Selection:
     """Rank ``catalogue`` for ``analysis`` and pick a primary model and critics.
 
     ``history`` maps ``(model id, domain)`` to measured quality; ``None`` ranks on catalogue priors.
+    With an ``rng``, each candidate's quality is a Thompson sample from its posterior (exploration);
+    without one, the posterior mean (deterministic).
     Raises :class:`InvalidArgument` for bad preferences or critic count, and
     :class:`FailedPrecondition` when no model is eligible or the pinned one is not.
     """
@@ -313,14 +324,16 @@ def select(
             dropped.append(Dropped(model.id, reason))
             continue
         measured = history is not None and _has_samples(history, model.id, analysis.primary_domain)
+        posterior = belief(model, analysis.probabilities, history, quality_model)
         eligible.append(
             _Eligible(
                 model=model,
                 cost_usd=cost,
                 latency_s=estimate_latency(model, output_tokens),
                 specialty=specialty_score(model, analysis.probabilities),
-                history=history_score(model, analysis.probabilities, history),
+                history=posterior.mean,
                 measured=measured,
+                uncertainty=posterior.sd,
             )
         )
 
@@ -336,7 +349,8 @@ def select(
             "no eligible model for this prompt: " + _listing([f"{d.model} ({d.reason})" for d in dropped], "; ")
         )
 
-    candidates = _rank(eligible, weights, analysis.primary_domain, pinned)
+    bonuses = [quality_model.explore(Belief(e.history, e.uncertainty, 0), rng) for e in eligible]
+    candidates = _rank(eligible, weights, analysis.primary_domain, pinned, bonuses)
     primary = pinned or candidates[0].model
     by_id = {c.model: c for c in candidates}
     critics = order_critics([c for c in candidates if c.model != primary], by_id[primary].family, critic_count)
@@ -418,16 +432,17 @@ def _scores(values: Sequence[float]) -> list[float]:
     return [(high - v) / span for v in values]
 
 
-def _rank(eligible: Sequence[_Eligible], weights: Weights, domain: str, pinned: str) -> list[Candidate]:
-    exploration = 0.0
-    qualities = [_clamp(e.history + exploration) for e in eligible]
+def _rank(
+    eligible: Sequence[_Eligible], weights: Weights, domain: str, pinned: str, bonuses: Sequence[float]
+) -> list[Candidate]:
+    qualities = [_clamp(e.history + bonus) for e, bonus in zip(eligible, bonuses, strict=True)]
     quality_scores = relative_quality(qualities)
     cost_scores = _scores([math.log1p(e.cost_usd / COST_REFERENCE_USD) for e in eligible])
     latency_scores = _scores([e.latency_s for e in eligible])
     total = weights.quality + weights.cost + weights.latency
     rows = []
-    for e, quality, q, cost, latency in zip(
-        eligible, qualities, quality_scores, cost_scores, latency_scores, strict=True
+    for e, quality, q, cost, latency, exploration in zip(
+        eligible, qualities, quality_scores, cost_scores, latency_scores, bonuses, strict=True
     ):
         score = (weights.quality * q + weights.cost * cost + weights.latency * latency) / total
         breakdown = Breakdown(e.specialty, e.history, cost, latency, exploration)

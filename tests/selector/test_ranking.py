@@ -278,7 +278,10 @@ def test_history_shrinks_the_prior_towards_measured_quality() -> None:
     selection = select(analysis_for("coding"), catalogue(), history=history)
     coder = by_id(selection.candidates)["acme/coder-pro"]
     assert coder.breakdown.specialty == pytest.approx(0.95)
-    assert coder.breakdown.history == pytest.approx((5 * 0.95 + 45 * 0.2) / 50)
+    # conjugate Normal update: prior sd 0.10, observation sd 0.15 (learning.py)
+    prior_precision, data_precision = 1 / 0.10**2, 45 / 0.15**2
+    expected = (0.95 * prior_precision + 0.2 * data_precision) / (prior_precision + data_precision)
+    assert coder.breakdown.history == pytest.approx(expected)
     assert coder.reason.split(" for ")[0].endswith("measured quality")
     assert selection.primary_model != "acme/coder-pro"
     assert by_id(selection.candidates)["bolt/think"].reason.startswith("Best specialty for coding (0.85)")

@@ -1,0 +1,105 @@
+"""Learning which model is best: a Bayesian quality estimate per (model, domain), explored by
+Thompson sampling.
+
+Each (model, domain) pair has a Normal belief about the quality (0-1) of the model's answers in that
+domain. The belief starts at the catalogue's specialty prior, with standard deviation ``prior_sd``.
+Every judged answer is a noisy observation of that quality: the critics' aggregate score divided by 10,
+with noise ``obs_sd``. The update is the conjugate Normal-Normal one:
+
+    precision = 1/prior_sd² + n/obs_sd²
+    mean      = (prior/prior_sd² + n·mean_observed/obs_sd²) / precision
+    sd        = 1/√precision
+
+Selection draws one sample per candidate, ``mean + exploration · sd · z`` with z ~ N(0, 1), and ranks on
+the sample. This is Thompson sampling: uncertain models are tried now and then, so a model that turns
+out better than its prior gets the chance to prove it and then takes over. Confident beliefs hardly move.
+With ``exploration = 0`` the selector is greedy on the posterior mean, and with no history that is
+prior-only. RouteLLM picks between only two models and never learns online; research.md reports that
+bandit routers seeded with priors get close to the quality of the strong model at a fraction of the cost.
+
+The evidence lives in analytics (mean critique score received per model and domain, and its count), so the
+selector itself stays stateless. `services/selector/history.py` refreshes it in the background.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+#: How far the catalogue prior may be off (one standard deviation, on the 0-1 quality scale).
+DEFAULT_PRIOR_SD = 0.10
+#: Noise of one judged answer's aggregate score (0-1 scale): critics disagree and answers vary.
+DEFAULT_OBS_SD = 0.15
+#: A model whose calls fail this often is worth that much less: quality counts only when it answers.
+MIN_SUCCESS_RATE = 0.0
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What analytics measured for one (model, domain): mean judged quality (0-1) over ``samples``."""
+
+    mean_quality: float
+    samples: int
+    success_rate: float = 1.0
+
+
+@dataclass(frozen=True)
+class Belief:
+    """Posterior quality of one (model, domain) or of a model for a prompt's domain mix."""
+
+    mean: float
+    sd: float
+    samples: int
+
+
+@dataclass(frozen=True)
+class QualityModel:
+    """The prior/observation noise model and the exploration rate."""
+
+    prior_sd: float = DEFAULT_PRIOR_SD
+    obs_sd: float = DEFAULT_OBS_SD
+    exploration: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (self.prior_sd > 0 and self.obs_sd > 0 and self.exploration >= 0):
+            raise ValueError("prior_sd and obs_sd must be > 0 and exploration >= 0")
+
+    def belief(self, prior: float, evidence: Evidence | None) -> Belief:
+        """Posterior for one domain."""
+        prior_precision = 1 / self.prior_sd**2
+        if evidence is None or evidence.samples <= 0:
+            return Belief(prior, self.prior_sd, 0)
+        data_precision = evidence.samples / self.obs_sd**2
+        precision = prior_precision + data_precision
+        observed = min(1.0, max(0.0, evidence.mean_quality)) * min(1.0, max(0.0, evidence.success_rate))
+        mean = (prior * prior_precision + observed * data_precision) / precision
+        return Belief(mean, 1 / math.sqrt(precision), evidence.samples)
+
+    def blend(
+        self,
+        model: str,
+        probabilities: Mapping[str, float],
+        priors: Mapping[str, float],
+        history: Mapping[tuple[str, str], Evidence] | None,
+        neutral: float,
+    ) -> Belief:
+        """Belief about a model for a prompt whose domains have ``probabilities`` (a mixture)."""
+        mean = var = 0.0
+        samples = 0
+        for domain, p in probabilities.items():
+            if p <= 0:
+                continue
+            evidence = history.get((model, domain)) if history else None
+            b = self.belief(min(1.0, max(0.0, priors.get(domain, neutral))), evidence)
+            mean += p * b.mean
+            var += (p * b.sd) ** 2
+            samples += b.samples
+        return Belief(mean, math.sqrt(var), samples)
+
+    def explore(self, belief: Belief, rng: random.Random | None) -> float:
+        """The Thompson-sampling bonus (sample minus mean); 0 when not exploring."""
+        if rng is None or self.exploration == 0:
+            return 0.0
+        return self.exploration * belief.sd * rng.gauss(0.0, 1.0)
