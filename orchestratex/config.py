@@ -88,6 +88,9 @@ class Settings:
     outbox_interval: float = 1.0
     history_refresh: float = 5.0
     loop_monitor: Path | None = None
+    exploration: float = 1.0
+    use_history: bool = True
+    selector_seed: int | None = None
 
     @property
     def simulated(self) -> bool:
@@ -143,6 +146,9 @@ class Settings:
             outbox_interval=r.get("ORX_OUTBOX_INTERVAL", "1", _number(0.01, 3600)),
             history_refresh=r.get("ORX_HISTORY_REFRESH", "5", _number(0.01, 3600)),
             loop_monitor=r.get("ORX_LOOP_MONITOR", "", lambda v: Path(v) if v else None),
+            exploration=r.get("ORX_EXPLORATION", "1", _number(0, 10)),
+            use_history=r.get("ORX_SELECTOR_HISTORY", "on", _choice("on", "off")) == "on",
+            selector_seed=r.get("ORX_SELECTOR_SEED", "", lambda v: int(_number(0, 2**63)(v)) if v else None),
         )
 
 

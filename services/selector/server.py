@@ -7,17 +7,20 @@
 from __future__ import annotations
 
 import logging
+import random
 
 import grpc
 
 from orchestratex.config import Settings
 from orchestratex.grpc_client import open_channel
 from orchestratex.grpc_server import GrpcServer, ServiceBinding, create_server
-from orchestratex.v1 import providers_pb2_grpc, selector_pb2, selector_pb2_grpc
+from orchestratex.v1 import analytics_pb2_grpc, providers_pb2_grpc, selector_pb2, selector_pb2_grpc
 from orchestratex.validation import check_range, require_text
 from services.selector.analysis import DomainClassifier, RuleClassifier, analyze
 from services.selector.catalogue import DEFAULT_REFRESH_INTERVAL, CatalogueCache, providers_fetcher
 from services.selector.convert import analysis_to_proto, preferences_from_proto, selection_to_proto
+from services.selector.history import HistoryCache, analytics_fetcher
+from services.selector.learning import QualityModel
 from services.selector.ranking import (
     DEFAULT_CRITICS,
     check_model_ids,
@@ -43,6 +46,10 @@ class SelectorServicer(selector_pb2_grpc.SelectorServiceServicer):
         self._max_prompt_chars = settings.max_prompt_chars
         self._catalogue = catalogue
         self._classifier = classifier
+        self._quality_model = QualityModel(exploration=settings.exploration)
+        self._rng = random.Random(settings.selector_seed)
+        self.history: HistoryCache | None = None
+        """Measured performance from analytics; None ranks on catalogue priors only."""
 
     async def AnalyzePrompt(
         self,
@@ -80,7 +87,16 @@ class SelectorServicer(selector_pb2_grpc.SelectorServiceServicer):
             expected_output_tokens=request.expected_output_tokens,
             context_tokens=request.context_tokens,
         )
-        selection = select(analysis, catalogue.models, preferences, critic_count=critic_count)
+        history = self.history.snapshot if self.history is not None else None
+        selection = select(
+            analysis,
+            catalogue.models,
+            preferences,
+            critic_count=critic_count,
+            history=history,
+            quality_model=self._quality_model,
+            rng=self._rng,
+        )
         log.debug(
             "selected %s for %s (confidence %.2f): %d candidate(s), %d dropped",
             selection.primary_model,
@@ -89,8 +105,10 @@ class SelectorServicer(selector_pb2_grpc.SelectorServiceServicer):
             len(selection.candidates),
             len(selection.dropped),
         )
-        stale = self._catalogue.staleness_warning()
-        return selection_to_proto(selection, [stale] if stale else [])
+        notes: list[str | None] = [self._catalogue.staleness_warning()]
+        if self.history is not None:
+            notes.append(self.history.warning())
+        return selection_to_proto(selection, [n for n in notes if n])
 
 
 async def build(
@@ -118,18 +136,36 @@ async def build(
         first_fetch_timeout=settings.rpc_timeout,
     )
     servicer = SelectorServicer(settings, cache, classifier or RuleClassifier())
+    history: HistoryCache | None = None
+    analytics_channel: grpc.aio.Channel | None = None
+    if settings.use_history:
+        analytics_channel = open_channel(
+            settings.peers["analytics"], unary_timeout=settings.rpc_timeout, options=_CHANNEL_OPTIONS
+        )
+        history = HistoryCache(
+            analytics_fetcher(analytics_pb2_grpc.AnalyticsServiceStub(analytics_channel), settings.rpc_timeout),
+            interval=settings.history_refresh,
+        )
+        servicer.history = history
     binding = ServiceBinding(selector_pb2_grpc.add_SelectorServiceServicer_to_server, servicer, SERVICE_NAME)
     try:
         srv = create_server([binding], listen or str(settings.listen["selector"]), settings.max_message_bytes)
     except BaseException:
         await channel.close(None)
+        if analytics_channel is not None:
+            await analytics_channel.close(None)
         raise
 
     async def close_channel() -> None:
         await channel.close(None)
+        if analytics_channel is not None:
+            await analytics_channel.close(None)
 
-    # on_stop runs in reverse: stop refreshing first, then close the channel it uses.
+    # on_stop runs in reverse: stop refreshing first, then close the channels they use.
     srv.on_stop.append(close_channel)
     srv.on_stop.append(cache.close)
     cache.start()
+    if history is not None:
+        srv.on_stop.append(history.close)
+        history.start()
     return srv

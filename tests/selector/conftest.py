@@ -217,6 +217,9 @@ def make_settings(tmp_path: Path, providers_port: int, **env: str) -> Settings:
         "ORX_DATA_DIR": str(tmp_path),
         "ORX_PROVIDERS_ADDR": f"127.0.0.1:{providers_port}",
         "ORX_RPC_TIMEOUT": "3",
+        # Deterministic ranking on priors unless a test turns learning on (tests/selector/test_history.py).
+        "ORX_EXPLORATION": "0",
+        "ORX_SELECTOR_HISTORY": "off",
     }
     return Settings.from_env(values | env)
 
