@@ -23,10 +23,12 @@ selector itself stays stateless. `services/selector/history.py` refreshes it in 
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 #: How far the catalogue prior may be off (one standard deviation, on the 0-1 quality scale).
 DEFAULT_PRIOR_SD = 0.10
@@ -34,6 +36,32 @@ DEFAULT_PRIOR_SD = 0.10
 DEFAULT_OBS_SD = 0.15
 #: A model whose calls fail this often is worth that much less: quality counts only when it answers.
 MIN_SUCCESS_RATE = 0.0
+
+
+class EvidenceLike(Protocol):
+    """Anything with the fields of :class:`Evidence` (e.g. the ranking's ``HistoryStats``)."""
+
+    @property
+    def mean_quality(self) -> float: ...
+    @property
+    def samples(self) -> int: ...
+    @property
+    def success_rate(self) -> float: ...
+
+
+#: Domains less likely than this add nothing visible to a prompt's belief and are skipped (hot path).
+NEGLIGIBLE_PROBABILITY = 0.01
+
+
+@functools.lru_cache(maxsize=65536)
+def _posterior(prior: float, mean: float, samples: int, success: float, prior_sd: float, obs_sd: float) -> Belief:
+    prior_precision = 1 / prior_sd**2
+    if samples <= 0:
+        return Belief(prior, prior_sd, 0)
+    data_precision = samples / obs_sd**2
+    precision = prior_precision + data_precision
+    observed = min(1.0, max(0.0, mean)) * min(1.0, max(0.0, success))
+    return Belief((prior * prior_precision + observed * data_precision) / precision, 1 / math.sqrt(precision), samples)
 
 
 @dataclass(frozen=True)
@@ -66,37 +94,40 @@ class QualityModel:
         if not (self.prior_sd > 0 and self.obs_sd > 0 and self.exploration >= 0):
             raise ValueError("prior_sd and obs_sd must be > 0 and exploration >= 0")
 
-    def belief(self, prior: float, evidence: Evidence | None) -> Belief:
-        """Posterior for one domain."""
-        prior_precision = 1 / self.prior_sd**2
-        if evidence is None or evidence.samples <= 0:
+    def belief(self, prior: float, evidence: EvidenceLike | None) -> Belief:
+        """Posterior for one domain (memoised: the same evidence gives the same belief)."""
+        if evidence is None:
             return Belief(prior, self.prior_sd, 0)
-        data_precision = evidence.samples / self.obs_sd**2
-        precision = prior_precision + data_precision
-        observed = min(1.0, max(0.0, evidence.mean_quality)) * min(1.0, max(0.0, evidence.success_rate))
-        mean = (prior * prior_precision + observed * data_precision) / precision
-        return Belief(mean, 1 / math.sqrt(precision), evidence.samples)
+        return _posterior(
+            prior, evidence.mean_quality, evidence.samples, evidence.success_rate, self.prior_sd, self.obs_sd
+        )
 
     def blend(
         self,
         model: str,
         probabilities: Mapping[str, float],
         priors: Mapping[str, float],
-        history: Mapping[tuple[str, str], Evidence] | None,
+        history: Mapping[tuple[str, str], EvidenceLike] | None,
         neutral: float,
     ) -> Belief:
-        """Belief about a model for a prompt whose domains have ``probabilities`` (a mixture)."""
-        mean = var = 0.0
+        """Belief about a model for a prompt whose domains have ``probabilities`` (a mixture).
+
+        Domains below :data:`NEGLIGIBLE_PROBABILITY` are skipped and the rest renormalised.
+        """
+        mean = var = mass = 0.0
         samples = 0
         for domain, p in probabilities.items():
-            if p <= 0:
+            if p < NEGLIGIBLE_PROBABILITY:
                 continue
+            mass += p
             evidence = history.get((model, domain)) if history else None
             b = self.belief(min(1.0, max(0.0, priors.get(domain, neutral))), evidence)
             mean += p * b.mean
             var += (p * b.sd) ** 2
             samples += b.samples
-        return Belief(mean, math.sqrt(var), samples)
+        if mass <= 0:
+            return Belief(neutral, self.prior_sd, 0)
+        return Belief(mean / mass, math.sqrt(var) / mass, samples)
 
     def explore(self, belief: Belief, rng: random.Random | None) -> float:
         """The Thompson-sampling bonus (sample minus mean); 0 when not exploring."""

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 from orchestratex.errors import FailedPrecondition, InvalidArgument
 from services.selector.analysis import PromptAnalysis, too_small
-from services.selector.learning import Belief, Evidence, QualityModel
+from services.selector.learning import Belief, QualityModel
 
 DEFAULT_CRITICS = 2
 MAX_CRITICS = 5
@@ -110,7 +110,7 @@ DEFAULT_WEIGHTS = Weights(quality=1.0, cost=0.3, latency=0.2)
 
 
 @dataclass(frozen=True)
-class HistoryStats:
+class HistoryStats:  # the shape of ``learning.Evidence``
     """Measured quality of one model in one domain: mean score (0-1) over ``samples`` judged answers."""
 
     mean_quality: float
@@ -247,7 +247,8 @@ def estimate_latency(model: ModelEntry, output_tokens: int) -> float:
 
 def specialty_score(model: ModelEntry, probabilities: Mapping[str, float]) -> float:
     """Σ_domain p(domain) · specialty(model, domain); unscored domains count as neutral."""
-    return sum(p * _clamp(model.specialties.get(d, NEUTRAL_SPECIALTY)) for d, p in probabilities.items())
+    specialties = model.specialties
+    return sum(p * min(1.0, max(0.0, specialties.get(d, NEUTRAL_SPECIALTY))) for d, p in probabilities.items() if p)
 
 
 def belief(
@@ -257,12 +258,7 @@ def belief(
     quality_model: QualityModel = DEFAULT_QUALITY_MODEL,
 ) -> Belief:
     """The posterior quality of ``model`` for a prompt's domain mix (see ``learning.py``)."""
-    evidence = (
-        {k: Evidence(v.mean_quality, v.samples, v.success_rate) for k, v in history.items() if k[0] == model.id}
-        if history
-        else None
-    )
-    return quality_model.blend(model.id, probabilities, model.specialties, evidence, NEUTRAL_SPECIALTY)
+    return quality_model.blend(model.id, probabilities, model.specialties, history, NEUTRAL_SPECIALTY)
 
 
 def history_score(
