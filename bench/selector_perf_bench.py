@@ -49,14 +49,14 @@ PROMPTS = [
 
 
 def in_process(iterations: int) -> dict[str, Any]:
-    from services.selector import server as selector_server
-    from services.selector.analysis import analyze
-    from services.selector.learning import QualityModel
-    from services.selector.ranking import HistoryStats, select
-    from services.providers.catalogue import load_catalogue
-    from services.selector.catalogue import catalogue_from_proto
     from orchestratex.v1 import common_pb2, providers_pb2
     from services.providers import catalogue as cat
+    from services.providers.catalogue import load_catalogue
+    from services.selector import server as selector_server
+    from services.selector.analysis import analyze
+    from services.selector.catalogue import catalogue_from_proto
+    from services.selector.learning import QualityModel
+    from services.selector.ranking import HistoryStats, select
 
     settings = Settings.from_env({"ORX_DATA_DIR": tempfile.mkdtemp()})
     spec = load_catalogue(settings)
