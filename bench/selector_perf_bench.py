@@ -155,7 +155,7 @@ def over_grpc(seconds: float) -> dict[str, Any]:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        c.procs["selector"] = proc  # type: ignore[assignment]
+        c.procs["selector"] = proc
         asyncio.run(_wait_healthy(c.addr["selector"], SERVICE_NAMES["selector"], proc))
         os.sched_setaffinity(0, {1})
         try:
