@@ -310,18 +310,104 @@ async def part2() -> dict[str, Any]:
     }
 
 
+# ---------------------------------------------------------------------------- part 3
+
+
+async def _until_closed(requests: list[Any], within: float = 10.0) -> None:
+    """Poll (1 ms) until the stand-in saw every one of ``requests`` disconnect."""
+    deadline = time.perf_counter() + within
+    while True:
+        if all(r.disconnected_at is not None for r in requests):
+            return
+        if time.perf_counter() > deadline:
+            raise TimeoutError("upstream calls still open after the cancel")
+        await asyncio.sleep(0.001)
+
+
+async def part3(sessions: int = 20) -> dict[str, Any]:
+    """Cancellation: from CancelSession (or the client dropping its stream) to the moment the vendor sees
+    every in-flight HTTP stream of the session close. Live providers against the OpenRouter stand-in,
+    whose streams send three chunks and then hang, so calls are in flight when the cancel arrives."""
+    from services.analytics import server as analytics_server
+    from services.orchestrator import server as orchestrator_server
+    from services.providers import server as providers_server
+    from services.selector import server as selector_server
+    from tests.providers.openrouter_standin import DEFAULT_KEY, OpenRouterStandIn, Reply
+
+    results: dict[str, list[float]] = {"cancel_session": [], "client_drop": []}
+    async with OpenRouterStandIn() as standin:
+        standin.default = Reply(hang_after=3)
+        with tempfile.TemporaryDirectory() as tmp:
+            base = {
+                "ORX_DATA_DIR": tmp,
+                "ORX_LOG_LEVEL": "ERROR",
+                "ORX_PROVIDER_MODE": "live",
+                "OPENROUTER_API_KEY": DEFAULT_KEY,
+                "ORX_OPENROUTER_BASE_URL": standin.base_url,
+            }
+            prov = await providers_server.build(Settings.from_env(base), "127.0.0.1:0")
+            await prov.start()
+            env = {**base, "ORX_PROVIDERS_ADDR": f"127.0.0.1:{prov.port}"}
+            ana = await analytics_server.build(Settings.from_env(env), "127.0.0.1:0")
+            await ana.start()
+            env["ORX_ANALYTICS_ADDR"] = f"127.0.0.1:{ana.port}"
+            sel = await selector_server.build(Settings.from_env(env), "127.0.0.1:0")
+            await sel.start()
+            env["ORX_SELECTOR_ADDR"] = f"127.0.0.1:{sel.port}"
+            orch = await orchestrator_server.build(Settings.from_env(env), "127.0.0.1:0")
+            await orch.start()
+            try:
+                async with grpc.aio.insecure_channel(f"127.0.0.1:{orch.port}") as ch:
+                    stub = orchestrator_pb2_grpc.OrchestratorServiceStub(ch)
+                    for i in range(sessions):
+                        for mode, samples in results.items():
+                            before = len(standin.chat_requests())
+                            call = stub.Orchestrate(pb.OrchestrateRequest(prompt=f"Cancel me {i}", max_rounds=1))
+                            sid = ""
+                            async for resp in call:
+                                sid = resp.event.session_id
+                                if resp.event.HasField("response_delta"):
+                                    break
+                            inflight = standin.chat_requests()[before:]
+                            started = time.perf_counter()
+                            if mode == "cancel_session":
+                                await stub.CancelSession(pb.CancelSessionRequest(session_id=sid))
+                            else:
+                                call.cancel()
+                            await _until_closed(inflight)
+                            samples.append(max(r.disconnected_at or 0 for r in inflight) - started)
+                            call.cancel()
+            finally:
+                for srv in (orch, sel, ana, prov):
+                    await srv.stop(0)
+    return {
+        mode: {
+            "sessions": len(values),
+            "p50_ms": statistics.median(values) * 1000,
+            "max_ms": max(values) * 1000,
+        }
+        for mode, values in results.items()
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", type=int, default=64)
     parser.add_argument("--out", type=Path, default=Path("bench/results/orchestrator.json"))
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--only-cancellation", action="store_true")
     args = parser.parse_args(argv)
     result: dict[str, Any] = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpus": _cpus()}
+    if args.only_cancellation:
+        print(json.dumps(asyncio.run(part3()), indent=2))
+        return
     if not args.skip_latency:
         result["latency"] = part1(args.sessions)
         print(json.dumps(result["latency"], indent=2))
     result["stop_rule"] = asyncio.run(part2())
     print(json.dumps(result["stop_rule"], indent=2))
+    result["cancellation"] = asyncio.run(part3())
+    print(json.dumps(result["cancellation"], indent=2))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"written to {args.out}", file=sys.stderr)
