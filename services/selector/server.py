@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 
@@ -16,8 +17,9 @@ from orchestratex.grpc_client import open_channel
 from orchestratex.grpc_server import GrpcServer, ServiceBinding, create_server
 from orchestratex.v1 import analytics_pb2_grpc, providers_pb2_grpc, selector_pb2, selector_pb2_grpc
 from orchestratex.validation import check_range, require_text
-from services.selector.analysis import DomainClassifier, RuleClassifier, analyze
+from services.selector.analysis import DomainClassifier, analyze
 from services.selector.catalogue import DEFAULT_REFRESH_INTERVAL, CatalogueCache, providers_fetcher
+from services.selector.classifier import default_classifier
 from services.selector.convert import analysis_to_proto, preferences_from_proto, selection_to_proto
 from services.selector.history import HistoryCache, analytics_fetcher
 from services.selector.learning import QualityModel
@@ -122,8 +124,10 @@ async def build(
 
     The catalogue comes from ``settings.peers["providers"]``; its background refresh (every
     ``catalogue_refresh`` seconds) starts now, so the first request usually finds it loaded.
-    ``classifier`` replaces the rule-based domain classifier.
+    ``classifier`` replaces the trained domain classifier (``RuleClassifier`` is the rule-only one).
     """
+    # Loaded once per process (tens of ms, more if the artefact must be retrained): off the event loop.
+    domain_classifier = classifier if classifier is not None else await asyncio.to_thread(default_classifier)
     channel = open_channel(
         settings.peers["providers"],
         unary_timeout=settings.rpc_timeout,
@@ -135,7 +139,7 @@ async def build(
         interval=catalogue_refresh,
         first_fetch_timeout=settings.rpc_timeout,
     )
-    servicer = SelectorServicer(settings, cache, classifier or RuleClassifier())
+    servicer = SelectorServicer(settings, cache, domain_classifier)
     history: HistoryCache | None = None
     analytics_channel: grpc.aio.Channel | None = None
     if settings.use_history:

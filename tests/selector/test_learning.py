@@ -10,7 +10,8 @@ import pytest
 
 from services.selector.learning import Belief, Evidence, QualityModel
 from services.selector.ranking import HistoryStats, select
-from tests.selector.test_ranking import analysis_for, by_id, catalogue
+from tests.selector.conftest import analysis_for, catalogue
+from tests.selector.test_ranking import by_id
 
 
 def test_no_evidence_is_the_prior() -> None:

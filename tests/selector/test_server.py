@@ -10,6 +10,7 @@ import grpc
 import pytest
 
 from orchestratex.v1 import common_pb2, selector_pb2
+from services.selector.classifier import default_classifier
 from services.selector.ranking import Circuit
 from tests.selector.conftest import FakeProviders, StartSelector, catalogue, eventually, free_port, start_fake
 
@@ -33,7 +34,7 @@ async def test_analyze_prompt(selector) -> None:
     assert analysis.estimated_prompt_tokens == math.ceil(len(prompt) / 4)
     assert analysis.has_code and not analysis.has_data
     assert analysis.language == "en"
-    assert analysis.classifier_version == "rules-0.1"
+    assert analysis.classifier_version == default_classifier().version
     assert not analysis.needs_long_context
 
 

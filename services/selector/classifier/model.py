@@ -1,0 +1,214 @@
+"""Inference for the trained linear model: TF-IDF blocks -> linear scores -> softmax. numpy only.
+
+The artefact is a plain ``.npz`` (no pickle, loaded with ``allow_pickle=False``): per feature block
+its vocabulary (UTF-8 terms joined by newlines, in column order) and IDF weights, then the weight
+matrix, the intercepts, the class order and the softmax scale. Nothing in it depends on the
+scikit-learn version that trained it, and the analyzers are this package's own
+(:mod:`~services.selector.classifier.features`), so inference reproduces the training pipeline's
+``decision_function`` exactly (tests compare the two).
+
+Per block, like scikit-learn's ``TfidfVectorizer(sublinear_tf=True, norm="l2")``: count the terms
+that are in the vocabulary, ``tf = 1 + ln(count)``, multiply by the IDF, scale to unit L2 norm.
+The blocks are concatenated (a ``FeatureUnion``), and ``scores = x · W + b``. Probabilities are
+``softmax(scale · scores)``, with ``scale`` fitted on held-out folds (see ``training.py``).
+"""
+
+from __future__ import annotations
+
+import math
+import zipfile
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, cast
+
+import numpy as np
+import numpy.typing as npt
+
+from services.selector.classifier.features import char_ngrams, char_words, edge_ngrams, word_char_ngrams, word_ngrams
+
+#: Bumped when the artefact layout changes; a different format is retrained, not misread.
+ARTEFACT_FORMAT: Final = 1
+
+Analyzer = Callable[[str], list[str]]
+
+#: Feature blocks by name, in the order their columns are concatenated.
+ANALYZERS: Mapping[str, Analyzer] = {"word": word_ngrams, "char": char_ngrams, "edge": edge_ngrams}
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.intp]
+
+#: Words whose character n-gram columns are memoised per model (then the memo starts afresh), and
+#: the longest word memoised: the memo stays under a few megabytes whatever the prompts.
+MEMO_WORDS = 50_000
+MEMO_WORD_CHARS = 32
+
+
+class ArtefactError(Exception):
+    """The model artefact is missing, unreadable or does not fit this code."""
+
+
+@dataclass(frozen=True)
+class FeatureBlock:
+    """One TF-IDF block: an analyzer, its vocabulary (term -> column) and IDF weights."""
+
+    name: str
+    vocabulary: Mapping[str, int]
+    idf: FloatArray
+    offset: int
+    """Column of this block's first feature in the concatenated vector."""
+    _word_columns: dict[str, tuple[int, ...]] = field(default_factory=dict, compare=False, repr=False)
+    """Memo for the character block: word -> columns of its n-grams (bounded, see :data:`MEMO_WORDS`)."""
+
+    def term_counts(self, text: str) -> tuple[IntArray, FloatArray]:
+        """Columns (within the block) of the known terms of ``text`` and their counts."""
+        if self.name == "char":
+            return self._char_counts(text)
+        counts: Counter[int | None] = Counter(map(self.vocabulary.get, ANALYZERS[self.name](text)))
+        counts.pop(None, None)
+        columns = np.fromiter(cast("Iterable[int]", counts.keys()), dtype=np.intp, count=len(counts))
+        return columns, np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
+
+    def _char_counts(self, text: str) -> tuple[IntArray, FloatArray]:
+        # Character n-grams never cross words, so a word's n-gram columns can be memoised: hashing one
+        # word instead of ~20 freshly sliced n-grams makes this block several times faster.
+        counts: Counter[int] = Counter()
+        for word, repeat in Counter(char_words(text)).items():
+            columns = self._word_columns.get(word)
+            if columns is None:
+                found = (self.vocabulary.get(gram) for gram in word_char_ngrams(word))
+                columns = tuple(c for c in found if c is not None)
+                if len(word) <= MEMO_WORD_CHARS:  # long "words" (hashes, URLs) rarely repeat
+                    if len(self._word_columns) >= MEMO_WORDS:
+                        self._word_columns.clear()
+                    self._word_columns[word] = columns
+            counts.update(columns * repeat if repeat > 1 else columns)
+        return (
+            np.fromiter(counts.keys(), dtype=np.intp, count=len(counts)),
+            np.fromiter(counts.values(), dtype=np.float64, count=len(counts)),
+        )
+
+
+@dataclass(frozen=True)
+class LinearTextModel:
+    """A fitted TF-IDF + linear model. Immutable but for a bounded memo; thread-safe (dict ops under the GIL)."""
+
+    classes: tuple[str, ...]
+    blocks: tuple[FeatureBlock, ...]
+    weights: FloatArray
+    """``(n_features, n_classes)``."""
+    intercept: FloatArray
+    """``(n_classes,)``."""
+    scale: float
+    """Softmax scale applied to the linear scores (inverse temperature)."""
+
+    @property
+    def n_features(self) -> int:
+        """Columns of the concatenated feature vector."""
+        return int(self.weights.shape[0])
+
+    def features(self, text: str) -> tuple[IntArray, FloatArray]:
+        """Sparse TF-IDF vector of ``text``: (column indices, values)."""
+        columns: list[IntArray] = []
+        values: list[FloatArray] = []
+        for block in self.blocks:
+            index, tf = block.term_counts(text)
+            if not index.size:
+                continue
+            value = (1.0 + np.log(tf)) * block.idf[index]
+            value /= math.sqrt(float(value @ value))
+            columns.append(index + block.offset)
+            values.append(value)
+        if not columns:
+            return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.float64)
+        return np.concatenate(columns), np.concatenate(values)
+
+    def scores(self, text: str) -> FloatArray:
+        """Linear decision scores per class (``classes`` order)."""
+        index, value = self.features(text)
+        return self.intercept + value @ self.weights[index]
+
+    def probabilities(self, text: str) -> dict[str, float]:
+        """``softmax(scale · scores)`` per class; sums to 1."""
+        return softmax_dict(self.classes, self.scale * self.scores(text))
+
+    # ----------------------------------------------------------------------------------------------
+    # Artefact
+
+    def save(self, path: Path) -> None:
+        """Write the model to ``path`` (``.npz``, compressed, no pickle)."""
+        arrays: dict[str, npt.NDArray[np.generic]] = {
+            "format": np.array(ARTEFACT_FORMAT),
+            "classes": _pack(self.classes),
+            "blocks": _pack(tuple(b.name for b in self.blocks)),
+            "weights": self.weights.astype(np.float64),
+            "intercept": self.intercept.astype(np.float64),
+            "scale": np.array(self.scale, dtype=np.float64),
+        }
+        for block in self.blocks:
+            terms = sorted(block.vocabulary, key=block.vocabulary.__getitem__)
+            arrays[f"vocabulary_{block.name}"] = _pack(terms)
+            arrays[f"idf_{block.name}"] = block.idf
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # np.savez_compressed stamps entries with the current time; fixed stamps make retraining
+        # unchanged data reproduce the same bytes (no spurious diffs of the committed artefact).
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for name, array in arrays.items():
+                info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_DEFLATED
+                with archive.open(info, "w", force_zip64=True) as entry:
+                    np.lib.format.write_array(entry, np.asanyarray(array), allow_pickle=False)
+
+    @classmethod
+    def load(cls, path: Path) -> LinearTextModel:
+        """Read a model written by :meth:`save`. Raises :class:`ArtefactError` on any problem."""
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                if int(npz["format"]) != ARTEFACT_FORMAT:
+                    raise ArtefactError(f"artefact format {int(npz['format'])}, expected {ARTEFACT_FORMAT}")
+                names = _unpack(npz["blocks"])
+                blocks: list[FeatureBlock] = []
+                offset = 0
+                for name in names:
+                    if name not in ANALYZERS:
+                        raise ArtefactError(f"unknown feature block {name!r}")
+                    terms = _unpack(npz[f"vocabulary_{name}"])
+                    idf = np.asarray(npz[f"idf_{name}"], dtype=np.float64)
+                    if len(terms) != idf.shape[0]:
+                        raise ArtefactError(f"block {name!r}: {len(terms)} terms but {idf.shape[0]} idf weights")
+                    blocks.append(FeatureBlock(name, dict(zip(terms, range(len(terms)), strict=True)), idf, offset))
+                    offset += len(terms)
+                model = cls(
+                    classes=tuple(_unpack(npz["classes"])),
+                    blocks=tuple(blocks),
+                    weights=np.asarray(npz["weights"], dtype=np.float64),
+                    intercept=np.asarray(npz["intercept"], dtype=np.float64),
+                    scale=float(npz["scale"]),
+                )
+        except ArtefactError:
+            raise
+        except (OSError, KeyError, ValueError, UnicodeDecodeError, EOFError, zipfile.BadZipFile) as exc:
+            raise ArtefactError(f"cannot read {path}: {exc}") from exc
+        if model.weights.shape != (offset, len(model.classes)) or model.intercept.shape != (len(model.classes),):
+            raise ArtefactError(f"weights {model.weights.shape} do not match {offset} features")
+        return model
+
+
+def softmax_dict(classes: Sequence[str], logits: FloatArray) -> dict[str, float]:
+    """Numerically stable softmax of ``logits``, keyed by ``classes``."""
+    exps = np.exp(logits - logits.max())
+    total = float(exps.sum())
+    return {c: float(e) / total for c, e in zip(classes, exps, strict=True)}
+
+
+def _pack(terms: Sequence[str]) -> npt.NDArray[np.uint8]:
+    """Strings as one UTF-8 byte array, newline-separated (no term contains a newline)."""
+    if any("\n" in t for t in terms):
+        raise ValueError("a term contains a newline")
+    return np.frombuffer("\n".join(terms).encode("utf-8"), dtype=np.uint8)
+
+
+def _unpack(data: npt.NDArray[np.generic]) -> list[str]:
+    text = np.asarray(data, dtype=np.uint8).tobytes().decode("utf-8")
+    return text.split("\n") if text else []
