@@ -72,6 +72,41 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text) / 4)
 
 
+class _Coalescer:
+    """Batches answer text into ``response_delta`` events: the first piece goes out at once, later ones
+    at most every :data:`COALESCE_SECONDS` — and never later than that after they arrived, even if the
+    stream then stalls (a timer flushes them)."""
+
+    def __init__(self, emit: Callable[[str], object]) -> None:
+        self._emit = emit
+        self._pending: list[str] = []
+        self._last = -math.inf
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, text: str) -> None:
+        self._pending.append(text)
+        elapsed = time.monotonic() - self._last
+        if elapsed >= COALESCE_SECONDS:
+            self.flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(COALESCE_SECONDS - elapsed, self.flush)
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._pending:
+            self._emit("".join(self._pending))
+            self._pending.clear()
+            self._last = time.monotonic()
+
+    def discard(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._pending.clear()
+
+
 class SessionError(Exception):
     """The session cannot go on; ``reason`` is shown to the user."""
 
@@ -591,8 +626,9 @@ class SessionRunner:
         started = time.monotonic()
         ttft: float | None = None
         parts: list[str] = []
-        pending: list[str] = []
-        last_flush = started
+        coalescer = _Coalescer(
+            lambda text: self.emit(response_delta=pb.ResponseDelta(round=round_no, model=model, text=text))
+        )
         failure: providers_pb2.StreamFailure | None = None
         completed: providers_pb2.GenerateResponse | None = None
         timeout = max(0.001, self.deadline - time.monotonic())
@@ -605,19 +641,13 @@ class SessionRunner:
                         ttft = time.monotonic() - started
                     parts.append(item.delta.text)
                     if deltas:
-                        pending.append(item.delta.text)
-                        now = time.monotonic()
-                        if now - last_flush >= COALESCE_SECONDS:
-                            self.emit(
-                                response_delta=pb.ResponseDelta(round=round_no, model=model, text="".join(pending))
-                            )
-                            pending.clear()
-                            last_flush = now
+                        coalescer.add(item.delta.text)
                 elif which == "completed":
                     completed = item.completed
                 elif which == "failed":
                     failure = item.failed
         except grpc.aio.AioRpcError as err:
+            coalescer.flush()
             latency = time.monotonic() - started
             if failure is not None:
                 raise CallFailed(
@@ -631,11 +661,11 @@ class SessionRunner:
             kind = _STATUS_KIND.get(err.code(), common_pb2.FAILURE_KIND_UPSTREAM_ERROR)
             raise CallFailed(kind, f"{err.code().name}: {err.details()}", common_pb2.Usage(), latency, ttft) from None
         except asyncio.CancelledError:
+            coalescer.discard()
             call.cancel()
             self._record_cancelled(model, messages, "".join(parts), purpose, round_no, time.monotonic() - started)
             raise
-        if pending and deltas:
-            self.emit(response_delta=pb.ResponseDelta(round=round_no, model=model, text="".join(pending)))
+        coalescer.flush()
         latency = time.monotonic() - started
         if completed is None:
             raise CallFailed(

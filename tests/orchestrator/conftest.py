@@ -50,6 +50,7 @@ class FakeProviders(providers_pb2_grpc.ProviderServiceServicer):
     fail_before: dict[str, grpc.StatusCode] = field(default_factory=dict)
     fail_mid: set[str] = field(default_factory=set)
     block: set[str] = field(default_factory=set)
+    hang_after: dict[str, int] = field(default_factory=dict)
     calls: list[providers_pb2.GenerateRequest] = field(default_factory=list)
     started: asyncio.Event = field(default_factory=asyncio.Event)
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
@@ -131,6 +132,12 @@ class FakeProviders(providers_pb2_grpc.ProviderServiceServicer):
         words = text.split(" ")
         seq = 0
         for i, word in enumerate(words):
+            if self.hang_after.get(req.model) == i:
+                try:
+                    await asyncio.Event().wait()
+                except asyncio.CancelledError:
+                    self.cancelled.set()
+                    raise
             if req.model in self.fail_mid and i == 2:
                 seq += 1
                 usage = common_pb2.Usage(prompt_tokens=10, completion_tokens=2, total_tokens=12, cost_usd=0.000004)

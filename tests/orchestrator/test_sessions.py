@@ -353,3 +353,18 @@ async def test_a_critic_failing_mid_stream_still_accounts_its_usage(stack: Stack
     warning = next(e.warning for e in events if e.HasField("warning") and e.warning.model == "m/beta")
     assert warning.code == pb.WARNING_CODE_CRITIC_FAILED
     assert warning.usage.cost_usd == pytest.approx(0.000004)
+
+
+async def test_text_that_arrives_before_a_stall_is_still_delivered(stack: Stack) -> None:
+    stack.providers.answers["m/alpha"] = ["one two three four five"]
+    stack.providers.hang_after["m/alpha"] = 3
+    call = stack.stub.Orchestrate(pb.OrchestrateRequest(prompt="stall", max_rounds=1), timeout=30)
+    text = ""
+    async for resp in call:
+        if resp.event.HasField("response_delta"):
+            text += resp.event.response_delta.text
+            if text == "one two three":
+                break
+    assert text == "one two three"  # the coalescing timer flushed what came before the stall
+    call.cancel()
+    await asyncio.wait_for(stack.providers.cancelled.wait(), 5)
