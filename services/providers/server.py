@@ -19,9 +19,10 @@ Error contract (field paths are relative to the RPC's request message, see ``val
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import grpc
@@ -147,26 +148,85 @@ class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
         )
         sequence = 0
         deadline = self._policy.deadline_after(context.time_remaining())
+        events = _Batched(generate(self._backend, parsed, policy=self._policy, deadline=deadline))
         try:
-            # aclosing: a cancelled handler releases its rate-limit slot and upstream stream at once.
-            async with contextlib.aclosing(
-                generate(self._backend, parsed, policy=self._policy, deadline=deadline)
-            ) as events:
-                async for event in events:
-                    sequence += 1
-                    if isinstance(event, TextDelta):
-                        delta = providers_pb2.StreamDelta(text=event.text, reasoning=event.reasoning)
-                        yield providers_pb2.StreamGenerateResponse(sequence=sequence, delta=delta)
-                    else:
-                        yield providers_pb2.StreamGenerateResponse(sequence=sequence, completed=_completion(event))
+            async for batch in events:
+                sequence += 1
+                if isinstance(batch, TextDelta):
+                    delta = providers_pb2.StreamDelta(text=batch.text, reasoning=batch.reasoning)
+                    yield providers_pb2.StreamGenerateResponse(sequence=sequence, delta=delta)
+                else:
+                    yield providers_pb2.StreamGenerateResponse(sequence=sequence, completed=_completion(batch))
         except CallFailed as failure:
             if failure.streamed:
                 yield providers_pb2.StreamGenerateResponse(sequence=sequence + 1, failed=_failed(failure))
             raise _fail(failure, context, "request.") from None
         except asyncio.CancelledError:
-            # The caller went away: `generate` has already closed the backend stream on its way out.
             log.info("stream for %s cancelled by the caller after %d events", parsed.model.id, sequence)
             raise
+        finally:
+            # Stops the reader task, which closes the upstream stream and frees the rate-limit slot.
+            await events.aclose()
+
+
+_END = object()
+
+
+class _Batched:
+    """Reads a generation in its own task and hands the writer everything that arrived meanwhile.
+
+    When the client keeps up, every delta goes out on its own, with no added delay. When deltas arrive
+    faster than gRPC can send them (a vendor flushing a burst), the waiting ones go out joined in one
+    message, so the per-message cost is paid once per batch rather than once per token.
+    """
+
+    def __init__(self, source: AsyncGenerator[TextDelta | Completion, None]) -> None:
+        self._source = source
+        self._queue: collections.deque[object] = collections.deque()
+        self._ready = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._pump())
+
+    async def _pump(self) -> None:
+        try:
+            async with contextlib.aclosing(self._source) as events:
+                async for event in events:
+                    self._queue.append(event)
+                    self._ready.set()
+        except CallFailed as failure:
+            self._queue.append(failure)
+        finally:
+            self._queue.append(_END)
+            self._ready.set()
+
+    def __aiter__(self) -> _Batched:
+        return self
+
+    async def __anext__(self) -> TextDelta | Completion:
+        while not self._queue:
+            self._ready.clear()
+            await self._ready.wait()
+        item = self._queue.popleft()
+        if item is _END:
+            raise StopAsyncIteration
+        if isinstance(item, CallFailed):
+            raise item
+        if not isinstance(item, TextDelta):
+            return item  # type: ignore[return-value]
+        if not (self._queue and isinstance(self._queue[0], TextDelta)):
+            return item
+        texts, reasoning = [item.text], [item.reasoning]
+        while self._queue and isinstance(self._queue[0], TextDelta):
+            nxt = self._queue.popleft()
+            texts.append(nxt.text)  # type: ignore[attr-defined]
+            reasoning.append(nxt.reasoning)  # type: ignore[attr-defined]
+        return TextDelta("".join(texts), "".join(reasoning))
+
+    async def aclose(self) -> None:
+        """Stop reading (closing the source) and wait for the reader to finish."""
+        if not self._task.done():
+            self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
 
 
 def _health(snapshot: HealthSnapshot) -> common_pb2.ModelHealth:

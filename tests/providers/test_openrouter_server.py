@@ -155,7 +155,10 @@ async def test_reasoning_and_a_served_model_that_differs(
     assert (done.reasoning, done.text) == ("Collisions chain.", "Use chaining.")
     assert (done.served_model, done.requested_model) == ("z-ai/glm-4.5-air", GLM)
     if streaming:
-        assert [e.delta.reasoning for e in events[:2]] == ["Collisions", " chain."]
+        # deltas may be batched when they arrive faster than they are sent; the text is what counts
+        deltas = [e.delta for e in events if e.HasField("delta")]
+        assert "".join(d.reasoning for d in deltas) == "Collisions chain."
+        assert "".join(d.text for d in deltas) == "Use chaining."
 
 
 @pytest.mark.parametrize(
@@ -498,7 +501,9 @@ async def test_hung_stream_is_cut_by_the_idle_timeout(
         record = await standin.wait_for_disconnect()
     assert err is not None and err.code() == grpc.StatusCode.UNAVAILABLE
     assert "z-ai/glm-4.5: the stream stalled for 0.3s" in (err.details() or "")
-    assert [e.WhichOneof("event") for e in events] == ["delta", "delta", "failed"]
+    kinds = [e.WhichOneof("event") for e in events]
+    assert kinds[-1] == "failed" and set(kinds[:-1]) == {"delta"}
+    assert "".join(e.delta.text for e in events[:-1]) == "Hello from"
     assert events[-1].failed.partial_text == "Hello from"
     assert 0.3 <= elapsed < 5
     assert record.disconnected_at is not None
@@ -544,8 +549,9 @@ async def test_cancelling_stream_generate_closes_upstream_within_100ms(
 ) -> None:
     standin.script.append(Reply(hang_after=2))
     rpc = live.stub.StreamGenerate(providers_pb2.StreamGenerateRequest(request=request(GLM)), timeout=30)
-    assert (await rpc.read()).delta.text == "Hello"
-    assert (await rpc.read()).delta.text == " from"
+    text = ""
+    while text != "Hello from":  # the two chunks may come as one batched delta
+        text += (await rpc.read()).delta.text
     assert not standin.disconnected.is_set()
     cancelled_at = time.perf_counter()
     rpc.cancel()

@@ -160,8 +160,9 @@ async def test_a_cancelled_stream_still_reports_what_it_used(standin: OpenRouter
     try:
         async with providers(standin, tmp_path) as stub:
             call = stub.StreamGenerate(providers_pb2.StreamGenerateRequest(request=request(GLM)))
-            for _ in range(3):
-                assert (await call.read()).HasField("delta")
+            text = ""
+            while text != "Hello from the":  # three chunks, possibly batched into fewer deltas
+                text += (await call.read()).delta.text
             call.cancel()
             await asyncio.wait_for(handler.seen.wait(), 5)
     finally:
