@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final
@@ -180,3 +181,21 @@ def _setup_static(app: web.Application) -> None:
 
     app.router.add_get("/", index)
     app.router.add_get("/static/{name}", static)
+
+
+async def serve(settings: Settings) -> None:
+    """Serve on ``settings.listen["gateway"]`` until SIGTERM/SIGINT, then shut down gracefully:
+    stop accepting, close sockets with 1001, let requests finish, close the gRPC channels."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    address = settings.listen["gateway"]
+    runner, port = await start_gateway(settings, address.host, address.port)
+    log.info("gateway listening on %s:%d", address.host, port)
+    try:
+        await stop.wait()
+        log.info("shutting down (grace %.1fs)", settings.shutdown_grace)
+    finally:
+        await runner.cleanup()
+        log.info("stopped")

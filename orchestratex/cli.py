@@ -123,16 +123,8 @@ async def _serve_one(name: str, settings: Settings) -> None:
 
     if name == "gateway":
         gateway_app = importlib.import_module("gateway.app")
-        addr = settings.listen["gateway"]
-        runner, _ = await gateway_app.start_gateway(settings, addr.host, addr.port)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        await runner.cleanup()
+        await gateway_app.serve(settings)
         return
-
     module = importlib.import_module(f"services.{name}.server")
     srv = await module.build(settings)
     await serve(srv, settings.shutdown_grace)

@@ -1,30 +1,6 @@
-"""Run the analytics service: ``python -m services.analytics`` (configured by ``ORX_*`` variables)."""
+"""``python -m services.analytics``: run the analytics service (same as ``orchestratex serve analytics``)."""
 
-from __future__ import annotations
-
-import asyncio
-
-from orchestratex.config import Settings
-from orchestratex.errors import ConfigError
-from orchestratex.grpc_server import serve
-from orchestratex.logging import setup_logging
-from services.analytics.server import build
-
-
-async def _run(settings: Settings) -> None:
-    srv = await build(settings)
-    await serve(srv, settings.shutdown_grace)
-
-
-def main() -> None:
-    """Parse settings, configure logging and serve until SIGTERM/SIGINT."""
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        raise SystemExit(f"analytics: {exc}") from None
-    setup_logging("analytics", settings.log_level, settings.log_format)
-    asyncio.run(_run(settings))
-
+from orchestratex.cli import main
 
 if __name__ == "__main__":
-    main()
+    main(["serve", "analytics"])

@@ -1,4 +1,4 @@
-"""``python -m services.orchestrator``: run the orchestrator alone (same as ``orchestratex serve orchestrator``)."""
+"""``python -m services.orchestrator``: run the orchestrator service (same as ``orchestratex serve orchestrator``)."""
 
 from orchestratex.cli import main
 

@@ -138,6 +138,6 @@ async def test_configuration_errors_name_the_variable(tmp_path: Path) -> None:
         sys.executable, "-m", "gateway", env=env, stderr=asyncio.subprocess.PIPE, cwd=Path(__file__).parents[2]
     )
     _, stderr = await asyncio.wait_for(proc.communicate(), 20)
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # the CLI's exit code for a configuration error
     assert b"ORX_GATEWAY_LISTEN" in stderr
     assert b"Traceback" not in stderr
