@@ -435,20 +435,32 @@ def _ratio(a: float, b: float) -> float | None:
 
 
 def verdict(scenario: Mapping[str, Any]) -> dict[str, Any]:
-    """Each target at each number of streams: met or not (None when the path had no successful call)."""
+    """Each target at each number of streams: True/False, or None when it cannot be judged.
+
+    None: the path had no successful call, or the added p50 is negative (at 64 streams the direct
+    baseline can be slower than a proxy because the one client process is saturated parsing HTTP).
+    """
     out: dict[str, Any] = {}
     for key in (k for k in scenario if k.startswith("streams_")):
         paths = scenario[key]["paths"]
         ours = paths[OURS].get("added")
         theirs = paths.get(LITELLM, {}).get("added")
+
+        def within(metric: str, target: float, ours: Mapping[str, Any] | None = ours) -> bool | None:
+            if not ours or ours[metric]["p50"] < 0:
+                return None
+            return bool(ours[metric]["p50"] <= target)
+
         entry: dict[str, Any] = {
-            "call_p50_within_2ms": ours["call_ms"]["p50"] <= TARGET_CALL_MS if ours else None,
-            "per_chunk_p50_within_0_3ms": ours["per_chunk_ms"]["p50"] <= TARGET_CHUNK_MS if ours else None,
+            "call_p50_within_2ms": within("call_ms", TARGET_CALL_MS),
+            "per_chunk_p50_within_0_3ms": within("per_chunk_ms", TARGET_CHUNK_MS),
         }
         if LITELLM in paths:
             for metric in METRICS:
                 below = ours[metric]["p50"] < theirs[metric]["p50"] if ours and theirs else None
                 entry[f"{metric.removesuffix('_ms')}_p50_below_litellm"] = below
+        if scenario[key]["streams"] > 1:
+            entry["note"] = "throughput-bound on this machine: compare proxies (and server CPU per call) here"
         out[key] = entry
     return out
 
