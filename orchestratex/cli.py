@@ -14,6 +14,7 @@ import importlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -51,8 +52,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     register_secret(settings.mongodb_uri.get())
     if args.command == "serve":
         setup_logging(args.service, settings.log_level, settings.log_format)
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(_serve(args.service, settings))
+        try:
+            with contextlib.suppress(KeyboardInterrupt):
+                asyncio.run(_serve(args.service, settings))
+        except OSError as exc:
+            var = f"ORX_{args.service.upper()}_LISTEN"
+            print(f"orchestratex: {args.service}: {exc} (set {var} to another address)", file=sys.stderr)
+            raise SystemExit(1) from None
     elif args.command == "up":
         raise SystemExit(_up(settings))
     elif args.command == "healthcheck":
@@ -145,6 +151,15 @@ def _up(settings: Settings) -> int:
         nonlocal stopping
         stopping = True
 
+    busy = [name for name in START_ORDER if not _port_free(settings.listen[name].host, settings.listen[name].port)]
+    if busy:
+        for name in busy:
+            print(
+                f"orchestratex: {settings.listen[name]} is already in use; stop what listens there "
+                f"or set ORX_{name.upper()}_LISTEN",
+                file=sys.stderr,
+            )
+        return 1
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     try:
@@ -166,6 +181,20 @@ def _up(settings: Settings) -> int:
         return 0
     finally:
         _stop_all(children, settings.shutdown_grace)
+
+
+def _port_free(host: str, port: int) -> bool:
+    """True when nothing listens on ``host:port`` (port 0 is always free)."""
+    if port == 0:
+        return True
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        # as the servers do: a port left in TIME_WAIT by a previous run counts as free
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 async def _wait_ready(name: str, settings: Settings, proc: subprocess.Popen[bytes], stopping: object) -> bool:
