@@ -39,9 +39,7 @@ def test_serve_on_a_busy_port_fails_cleanly(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        run = _run(
-            ["serve", "analytics"], {"ORX_DATA_DIR": str(tmp_path), "ORX_ANALYTICS_LISTEN": f"127.0.0.1:{port}"}
-        )
+        run = _run(["serve", "analytics"], {"ORX_DATA_DIR": str(tmp_path), "ORX_ANALYTICS_LISTEN": f"127.0.0.1:{port}"})
     assert run.returncode == 1
     assert "cannot listen on" in run.stderr and "ORX_ANALYTICS_LISTEN" in run.stderr
     assert "Traceback" not in run.stderr
