@@ -429,7 +429,7 @@ class SessionRunner:
             model = self.author
             started = time.monotonic()
             try:
-                result = await self._stream(model, messages, purpose, round_no, deltas=True)
+                result = await self._stream(model, messages, purpose, round_no)
             except CallFailed as failure:
                 self.account(model, failure.usage)
                 self.failed_authors.add(model)
@@ -610,19 +610,12 @@ class SessionRunner:
         messages: list[common_pb2.ChatMessage],
         purpose: common_pb2.CallPurpose,
         round_no: int,
-        *,
-        deltas: bool,
     ) -> CallResult:
-        """One StreamGenerate call. Raises CallFailed (with usage) or CancelledError (after recording)."""
-        critique = purpose == common_pb2.CALL_PURPOSE_CRITIQUE
-        request = providers_pb2.GenerateRequest(
-            model=model,
-            messages=messages,
-            max_tokens=self.pricing.max_tokens(model, CRITIQUE_MAX_TOKENS if critique else ANSWER_MAX_TOKENS),
-            context=providers_pb2.CallContext(purpose=purpose, session_id=self.live.session_id, domain=self.domain),
-        )
-        if critique and self.pricing.json_mode(model):
-            request.response_format.type = providers_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT
+        """One StreamGenerate call, its text streamed to the client as coalesced deltas.
+
+        Raises CallFailed (with usage) or CancelledError (after recording the estimated usage).
+        """
+        request = self._request(model, messages, purpose)
         started = time.monotonic()
         ttft: float | None = None
         parts: list[str] = []
@@ -640,8 +633,7 @@ class SessionRunner:
                     if ttft is None:
                         ttft = time.monotonic() - started
                     parts.append(item.delta.text)
-                    if deltas:
-                        coalescer.add(item.delta.text)
+                    coalescer.add(item.delta.text)
                 elif which == "completed":
                     completed = item.completed
                 elif which == "failed":
