@@ -28,7 +28,6 @@ import math
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
 
 #: How far the catalogue prior may be off (one standard deviation, on the 0-1 quality scale).
 DEFAULT_PRIOR_SD = 0.10
@@ -36,17 +35,6 @@ DEFAULT_PRIOR_SD = 0.10
 DEFAULT_OBS_SD = 0.15
 #: A model whose calls fail this often is worth that much less: quality counts only when it answers.
 MIN_SUCCESS_RATE = 0.0
-
-
-class EvidenceLike(Protocol):
-    """Anything with the fields of :class:`Evidence` (e.g. the ranking's ``HistoryStats``)."""
-
-    @property
-    def mean_quality(self) -> float: ...
-    @property
-    def samples(self) -> int: ...
-    @property
-    def success_rate(self) -> float: ...
 
 
 #: Domains less likely than this add nothing visible to a prompt's belief and are skipped (hot path).
@@ -94,7 +82,7 @@ class QualityModel:
         if not (self.prior_sd > 0 and self.obs_sd > 0 and self.exploration >= 0):
             raise ValueError("prior_sd and obs_sd must be > 0 and exploration >= 0")
 
-    def belief(self, prior: float, evidence: EvidenceLike | None) -> Belief:
+    def belief(self, prior: float, evidence: Evidence | None) -> Belief:
         """Posterior for one domain (memoised: the same evidence gives the same belief)."""
         if evidence is None:
             return Belief(prior, self.prior_sd, 0)
@@ -107,7 +95,7 @@ class QualityModel:
         model: str,
         probabilities: Mapping[str, float],
         priors: Mapping[str, float],
-        history: Mapping[tuple[str, str], EvidenceLike] | None,
+        history: Mapping[tuple[str, str], Evidence] | None,
         neutral: float,
     ) -> Belief:
         """Belief about a model for a prompt whose domains have ``probabilities`` (a mixture).

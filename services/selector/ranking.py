@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 from orchestratex.errors import FailedPrecondition, InvalidArgument
 from services.selector.analysis import PromptAnalysis, too_small
-from services.selector.learning import Belief, QualityModel
+from services.selector.learning import Belief, Evidence, QualityModel
 
 DEFAULT_CRITICS = 2
 MAX_CRITICS = 5
@@ -109,13 +109,8 @@ class Weights:
 DEFAULT_WEIGHTS = Weights(quality=1.0, cost=0.3, latency=0.2)
 
 
-@dataclass(frozen=True)
-class HistoryStats:  # the shape of ``learning.Evidence``
-    """Measured quality of one model in one domain: mean score (0-1) over ``samples`` judged answers."""
-
-    mean_quality: float
-    samples: int
-    success_rate: float = 1.0
+#: Measured quality of one model in one domain (mean judged score 0-1, samples, success rate).
+HistoryStats = Evidence
 
 
 @dataclass(frozen=True)
