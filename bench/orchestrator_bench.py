@@ -27,9 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import grpc
-
-from bench._suite import cluster, percentile, rss_kib
+from bench._suite import cluster, in_process_stack, percentile, rss_kib
 from orchestratex.config import Settings
 from orchestratex.grpc_client import open_channel
 from orchestratex.v1 import orchestrator_pb2 as pb
@@ -221,49 +219,29 @@ def part1(sessions: int) -> dict[str, Any]:
 async def part2() -> dict[str, Any]:
     """Ten-round sessions in process; the stop rules replayed over their recorded scores."""
     from orchestratex.v1 import providers_pb2  # noqa: F401  (registers descriptors)
-    from services.analytics import server as analytics_server
     from services.orchestrator import policy
-    from services.orchestrator import server as orchestrator_server
     from services.providers import catalogue as cat
-    from services.providers import server as providers_server
     from services.providers.simulator import DRAFT_ID_RE, Simulator
-    from services.selector import server as selector_server
 
     with tempfile.TemporaryDirectory() as tmp:
         base = {"ORX_DATA_DIR": tmp, "ORX_SIM_SPEED": "1000", "ORX_LOG_LEVEL": "ERROR"}
         settings = Settings.from_env(base)
         sim = Simulator.from_settings(settings, cat.load_catalogue(settings))
-        prov = await providers_server.build(settings, "127.0.0.1:0", backend=sim)
-        await prov.start()
-        env = {**base, "ORX_PROVIDERS_ADDR": f"127.0.0.1:{prov.port}"}
-        ana = await analytics_server.build(Settings.from_env(env), "127.0.0.1:0")
-        await ana.start()
-        env["ORX_ANALYTICS_ADDR"] = f"127.0.0.1:{ana.port}"
-        sel = await selector_server.build(Settings.from_env(env), "127.0.0.1:0")
-        await sel.start()
-        env["ORX_SELECTOR_ADDR"] = f"127.0.0.1:{sel.port}"
-        orch = await orchestrator_server.build(Settings.from_env(env), "127.0.0.1:0")
-        await orch.start()
         rows = []
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{orch.port}") as ch:
-                stub = orchestrator_pb2_grpc.OrchestratorServiceStub(ch)
-                for domain, prompts in PROMPTS.items():
-                    for prompt in prompts:
-                        request = pb.OrchestrateRequest(
-                            prompt=prompt, max_rounds=10, quality_threshold=10, patience=10, plateau_epsilon=0
-                        )
-                        events = [r.event async for r in stub.Orchestrate(request, timeout=600)]
-                        drafts = [e.response_completed for e in events if e.HasField("response_completed")]
-                        scores = [e.round_completed.aggregate_score for e in events if e.HasField("round_completed")]
-                        quality = []
-                        for d in drafts:
-                            found = DRAFT_ID_RE.search(d.text)
-                            quality.append(sim.quality_of(found.group(1)) if found else None)
-                        rows.append({"domain": domain, "scores": scores, "quality": quality})
-        finally:
-            for srv in (orch, sel, ana, prov):
-                await srv.stop(0)
+        async with in_process_stack(base, backend=sim) as stub:
+            for domain, prompts in PROMPTS.items():
+                for prompt in prompts:
+                    request = pb.OrchestrateRequest(
+                        prompt=prompt, max_rounds=10, quality_threshold=10, patience=10, plateau_epsilon=0
+                    )
+                    events = [r.event async for r in stub.Orchestrate(request, timeout=600)]
+                    drafts = [e.response_completed for e in events if e.HasField("response_completed")]
+                    scores = [e.round_completed.aggregate_score for e in events if e.HasField("round_completed")]
+                    quality = []
+                    for d in drafts:
+                        found = DRAFT_ID_RE.search(d.text)
+                        quality.append(sim.quality_of(found.group(1)) if found else None)
+                    rows.append({"domain": domain, "scores": scores, "quality": quality})
 
     def replay(rules: policy.StopRules, scores: list[float]) -> int:
         """Rounds the loop would use under ``rules`` given the recorded aggregate scores."""
@@ -328,10 +306,6 @@ async def part3(sessions: int = 20) -> dict[str, Any]:
     """Cancellation: from CancelSession (or the client dropping its stream) to the moment the vendor sees
     every in-flight HTTP stream of the session close. Live providers against the OpenRouter stand-in,
     whose streams send three chunks and then hang, so calls are in flight when the cancel arrives."""
-    from services.analytics import server as analytics_server
-    from services.orchestrator import server as orchestrator_server
-    from services.providers import server as providers_server
-    from services.selector import server as selector_server
     from tests.providers.openrouter_standin import DEFAULT_KEY, OpenRouterStandIn, Reply
 
     results: dict[str, list[float]] = {"cancel_session": [], "client_drop": []}
@@ -345,41 +319,25 @@ async def part3(sessions: int = 20) -> dict[str, Any]:
                 "OPENROUTER_API_KEY": DEFAULT_KEY,
                 "ORX_OPENROUTER_BASE_URL": standin.base_url,
             }
-            prov = await providers_server.build(Settings.from_env(base), "127.0.0.1:0")
-            await prov.start()
-            env = {**base, "ORX_PROVIDERS_ADDR": f"127.0.0.1:{prov.port}"}
-            ana = await analytics_server.build(Settings.from_env(env), "127.0.0.1:0")
-            await ana.start()
-            env["ORX_ANALYTICS_ADDR"] = f"127.0.0.1:{ana.port}"
-            sel = await selector_server.build(Settings.from_env(env), "127.0.0.1:0")
-            await sel.start()
-            env["ORX_SELECTOR_ADDR"] = f"127.0.0.1:{sel.port}"
-            orch = await orchestrator_server.build(Settings.from_env(env), "127.0.0.1:0")
-            await orch.start()
-            try:
-                async with grpc.aio.insecure_channel(f"127.0.0.1:{orch.port}") as ch:
-                    stub = orchestrator_pb2_grpc.OrchestratorServiceStub(ch)
-                    for i in range(sessions):
-                        for mode, samples in results.items():
-                            before = len(standin.chat_requests())
-                            call = stub.Orchestrate(pb.OrchestrateRequest(prompt=f"Cancel me {i}", max_rounds=1))
-                            sid = ""
-                            async for resp in call:
-                                sid = resp.event.session_id
-                                if resp.event.HasField("response_delta"):
-                                    break
-                            inflight = standin.chat_requests()[before:]
-                            started = time.perf_counter()
-                            if mode == "cancel_session":
-                                await stub.CancelSession(pb.CancelSessionRequest(session_id=sid))
-                            else:
-                                call.cancel()
-                            await _until_closed(inflight)
-                            samples.append(max(r.disconnected_at or 0 for r in inflight) - started)
+            async with in_process_stack(base) as stub:
+                for i in range(sessions):
+                    for mode, samples in results.items():
+                        before = len(standin.chat_requests())
+                        call = stub.Orchestrate(pb.OrchestrateRequest(prompt=f"Cancel me {i}", max_rounds=1))
+                        sid = ""
+                        async for resp in call:
+                            sid = resp.event.session_id
+                            if resp.event.HasField("response_delta"):
+                                break
+                        inflight = standin.chat_requests()[before:]
+                        started = time.perf_counter()
+                        if mode == "cancel_session":
+                            await stub.CancelSession(pb.CancelSessionRequest(session_id=sid))
+                        else:
                             call.cancel()
-            finally:
-                for srv in (orch, sel, ana, prov):
-                    await srv.stop(0)
+                        await _until_closed(inflight)
+                        samples.append(max(r.disconnected_at or 0 for r in inflight) - started)
+                        call.cancel()
     return {
         mode: {
             "sessions": len(values),

@@ -32,10 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import grpc
-
-from orchestratex.config import Settings
-from orchestratex.v1 import common_pb2, orchestrator_pb2_grpc
+from bench._suite import in_process_stack
+from orchestratex.v1 import common_pb2
 from orchestratex.v1 import orchestrator_pb2 as pb
 
 BEST = "meta-llama/llama-4-maverick"
@@ -88,11 +86,6 @@ def usual_from(chosen: list[str]) -> int | None:
 
 
 async def run_policy(policy: str, prompts: list[str], profile: Path) -> dict[str, Any]:
-    from services.analytics import server as analytics_server
-    from services.orchestrator import server as orchestrator_server
-    from services.providers import server as providers_server
-    from services.selector import server as selector_server
-
     with tempfile.TemporaryDirectory() as tmp:
         base = {
             "ORX_DATA_DIR": tmp,
@@ -105,42 +98,20 @@ async def run_policy(policy: str, prompts: list[str], profile: Path) -> dict[str
             "ORX_EXPLORATION": "0" if policy == "prior-only" else "1",
             "ORX_SELECTOR_HISTORY": "off" if policy == "prior-only" else "on",
         }
-        servers = []
-        prov = await providers_server.build(Settings.from_env(base), "127.0.0.1:0")
-        await prov.start()
-        servers.append(prov)
-        env = {**base, "ORX_PROVIDERS_ADDR": f"127.0.0.1:{prov.port}"}
-        ana = await analytics_server.build(Settings.from_env(env), "127.0.0.1:0")
-        await ana.start()
-        servers.append(ana)
-        env["ORX_ANALYTICS_ADDR"] = f"127.0.0.1:{ana.port}"
-        sel = await selector_server.build(Settings.from_env(env), "127.0.0.1:0")
-        await sel.start()
-        servers.append(sel)
-        env["ORX_SELECTOR_ADDR"] = f"127.0.0.1:{sel.port}"
-        orch = await orchestrator_server.build(Settings.from_env(env), "127.0.0.1:0")
-        await orch.start()
-        servers.append(orch)
         rng = random.Random(5)
         chosen: list[str] = []
         domains_seen: dict[int, int] = {}
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{orch.port}") as ch:
-                stub = orchestrator_pb2_grpc.OrchestratorServiceStub(ch)
-                for prompt in prompts:
-                    prefs = common_pb2.Preferences(quality_weight=1.0, cost_weight=0.0, latency_weight=0.0)
-                    if policy == "random":
-                        prefs.pinned_model = rng.choice(sorted(SKILL))
-                    request = pb.OrchestrateRequest(prompt=prompt, max_rounds=1, critic_count=2, preferences=prefs)
-                    events = [r.event async for r in stub.Orchestrate(request, timeout=60)]
-                    selected = next(e.model_selected for e in events if e.HasField("model_selected"))
-                    domains_seen[selected.analysis.primary_domain] = (
-                        domains_seen.get(selected.analysis.primary_domain, 0) + 1
-                    )
-                    chosen.append(selected.primary_model)
-        finally:
-            for srv in reversed(servers):
-                await srv.stop(0)
+        async with in_process_stack(base) as stub:
+            for prompt in prompts:
+                prefs = common_pb2.Preferences(quality_weight=1.0, cost_weight=0.0, latency_weight=0.0)
+                if policy == "random":
+                    prefs.pinned_model = rng.choice(sorted(SKILL))
+                request = pb.OrchestrateRequest(prompt=prompt, max_rounds=1, critic_count=2, preferences=prefs)
+                events = [r.event async for r in stub.Orchestrate(request, timeout=60)]
+                selected = next(e.model_selected for e in events if e.HasField("model_selected"))
+                domain = selected.analysis.primary_domain
+                domains_seen[domain] = domains_seen.get(domain, 0) + 1
+                chosen.append(selected.primary_model)
     best = SKILL[BEST]
     regret = [best - SKILL[m] for m in chosen]
     cumulative = [sum(regret[: i + 1]) for i in range(len(regret))]
