@@ -29,6 +29,14 @@ $(STAMPS)/dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
 	@mkdir -p $(STAMPS) && touch $@ $(STAMPS)/runtime
 
+# Browser tests drive Debian's Chromium through Playwright; Playwright's own browser download does not work
+# here, so the tests launch /usr/bin/chromium with executable_path. Needs root or sudo once.
+$(STAMPS)/chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
+	@mkdir -p $(STAMPS) && touch $@
+
 $(STAMPS)/npm: package.json
 	npm install --no-audit --no-fund --loglevel=error
 	@mkdir -p $(STAMPS) && touch $@
@@ -49,10 +57,10 @@ lint: $(STAMPS)/dev
 typecheck: $(STAMPS)/dev
 	$(BIN)/mypy
 
-unit: $(STAMPS)/dev $(STAMPS)/npm
+unit: $(STAMPS)/dev $(STAMPS)/npm $(STAMPS)/chromium
 	$(BIN)/pytest
 
-test: $(STAMPS)/dev $(STAMPS)/npm
+test: $(STAMPS)/dev $(STAMPS)/npm $(STAMPS)/chromium
 	$(MAKE) --no-print-directory buf-lint lint typecheck
 	$(BIN)/pytest
 

@@ -78,6 +78,10 @@ class Settings:
     max_prompt_chars: int = 200_000
     mongodb_uri: Secret = field(default_factory=lambda: Secret(""))
     mongodb_database: str = "orchestratex"
+    mongodb_max_pool_size: int = 100
+    mongodb_min_pool_size: int = 0
+    mongodb_timeout: float = 5.0
+    mongodb_socket_timeout: float = 30.0
     provider_mode: str = "auto"
     openrouter_api_key: Secret = field(default_factory=lambda: Secret(""))
     openrouter_base_url: str = "https://openrouter.ai/api/v1"
@@ -91,6 +95,16 @@ class Settings:
     exploration: float = 1.0
     use_history: bool = True
     selector_seed: int | None = None
+    second_opinion: bool = False
+    second_opinion_model: str = ""
+    second_opinion_below: float = 0.5
+    gateway_api_keys: str = ""
+    gateway_api_keys_file: Path | None = None
+    gateway_cors_origins: tuple[str, ...] = ()
+    gateway_rate_limit: float = 120.0
+    gateway_max_body_bytes: int = 1024 * 1024
+    gateway_max_frame_bytes: int = 1024 * 1024
+    gateway_send_queue: int = 1024
 
     @property
     def simulated(self) -> bool:
@@ -136,6 +150,10 @@ class Settings:
             max_prompt_chars=int(r.get("ORX_MAX_PROMPT_CHARS", "200000", _number(1, 10_000_000))),
             mongodb_uri=Secret(env.get("ORX_MONGODB_URI", "").strip()),
             mongodb_database=r.get("ORX_MONGODB_DATABASE", "orchestratex", _nonempty),
+            mongodb_max_pool_size=int(r.get("ORX_MONGODB_MAX_POOL_SIZE", "100", _number(1, 100_000))),
+            mongodb_min_pool_size=int(r.get("ORX_MONGODB_MIN_POOL_SIZE", "0", _number(0, 100_000))),
+            mongodb_timeout=r.get("ORX_MONGODB_TIMEOUT", "5", _number(0.01, 600)),
+            mongodb_socket_timeout=r.get("ORX_MONGODB_SOCKET_TIMEOUT", "30", _number(0.01, 3600)),
             provider_mode=r.get("ORX_PROVIDER_MODE", "auto", _choice("auto", "simulated", "live")),
             openrouter_api_key=Secret(key),
             openrouter_base_url=r.get("ORX_OPENROUTER_BASE_URL", "https://openrouter.ai/api/v1", _url),
@@ -149,6 +167,16 @@ class Settings:
             exploration=r.get("ORX_EXPLORATION", "1", _number(0, 10)),
             use_history=r.get("ORX_SELECTOR_HISTORY", "on", _choice("on", "off")) == "on",
             selector_seed=r.get("ORX_SELECTOR_SEED", "", lambda v: int(_number(0, 2**63)(v)) if v else None),
+            second_opinion=r.get("ORX_SELECTOR_SECOND_OPINION", "off", _choice("on", "off")) == "on",
+            second_opinion_model=r.get("ORX_SELECTOR_SECOND_OPINION_MODEL", "", str),
+            second_opinion_below=r.get("ORX_SELECTOR_SECOND_OPINION_BELOW", "0.5", _number(0, 1)),
+            gateway_api_keys=env.get("ORX_GATEWAY_API_KEYS", "").strip(),
+            gateway_api_keys_file=r.get("ORX_GATEWAY_API_KEYS_FILE", "", _optional_file),
+            gateway_cors_origins=r.get("ORX_GATEWAY_CORS_ORIGINS", "", _origins),
+            gateway_rate_limit=r.get("ORX_GATEWAY_RATE_LIMIT", "120", _number(0, 1_000_000)),
+            gateway_max_body_bytes=int(r.get("ORX_GATEWAY_MAX_BODY_BYTES", str(1024 * 1024), _number(1024, 1 << 30))),
+            gateway_max_frame_bytes=int(r.get("ORX_GATEWAY_MAX_FRAME_BYTES", str(1024 * 1024), _number(1024, 1 << 30))),
+            gateway_send_queue=int(r.get("ORX_GATEWAY_SEND_QUEUE", "1024", _number(1, 1_000_000))),
         )
 
 
@@ -211,6 +239,14 @@ def _number(low: float, high: float) -> Callable[[str], float]:
 def _optional_number(low: float, high: float) -> Callable[[str], float | None]:
     inner = _number(low, high)
     return lambda value: None if value == "" else inner(value)
+
+
+def _origins(value: str) -> tuple[str, ...]:
+    origins = tuple(part.strip().rstrip("/") for part in value.split(",") if part.strip())
+    for origin in origins:
+        if origin != "*" and not origin.startswith(("http://", "https://")):
+            raise ValueError(f"expected comma-separated http(s) origins or *, got {origin!r}")
+    return origins
 
 
 def _nonempty(value: str) -> str:
