@@ -164,18 +164,20 @@ class SessionStarted(_message.Message):
     def __init__(self, request: _Optional[_Union[OrchestrateRequest, _Mapping]] = ..., simulated: _Optional[bool] = ..., thread_turns: _Optional[int] = ...) -> None: ...
 
 class ModelSelected(_message.Message):
-    __slots__ = ("primary_model", "critic_models", "candidates", "analysis", "from_defaults")
+    __slots__ = ("primary_model", "critic_models", "candidates", "analysis", "from_defaults", "shadow_models")
     PRIMARY_MODEL_FIELD_NUMBER: _ClassVar[int]
     CRITIC_MODELS_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     ANALYSIS_FIELD_NUMBER: _ClassVar[int]
     FROM_DEFAULTS_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_MODELS_FIELD_NUMBER: _ClassVar[int]
     primary_model: str
     critic_models: _containers.RepeatedScalarFieldContainer[str]
     candidates: _containers.RepeatedCompositeFieldContainer[_selector_pb2.Candidate]
     analysis: _selector_pb2.PromptAnalysis
     from_defaults: bool
-    def __init__(self, primary_model: _Optional[str] = ..., critic_models: _Optional[_Iterable[str]] = ..., candidates: _Optional[_Iterable[_Union[_selector_pb2.Candidate, _Mapping]]] = ..., analysis: _Optional[_Union[_selector_pb2.PromptAnalysis, _Mapping]] = ..., from_defaults: _Optional[bool] = ...) -> None: ...
+    shadow_models: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, primary_model: _Optional[str] = ..., critic_models: _Optional[_Iterable[str]] = ..., candidates: _Optional[_Iterable[_Union[_selector_pb2.Candidate, _Mapping]]] = ..., analysis: _Optional[_Union[_selector_pb2.PromptAnalysis, _Mapping]] = ..., from_defaults: _Optional[bool] = ..., shadow_models: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ResponseDelta(_message.Message):
     __slots__ = ("round", "model", "text")

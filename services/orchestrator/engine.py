@@ -20,7 +20,7 @@ from google.protobuf.duration_pb2 import Duration
 
 from orchestratex.v1 import common_pb2, providers_pb2, providers_pb2_grpc, selector_pb2
 from orchestratex.v1 import orchestrator_pb2 as pb
-from services.orchestrator import policy
+from services.orchestrator import policy, shadow
 from services.orchestrator.critique import Critique, UnusableCritique, feedback_text, parse_critique
 from services.orchestrator.hub import Hub, LiveSession
 from services.orchestrator.prompts import PromptSet
@@ -181,6 +181,8 @@ class RunConfig:
     critic_count: int
     history: list[common_pb2.ChatMessage]
     trimmed_turns: int = 0
+    #: Whether this session is sampled for shadow evaluation (see shadow.py).
+    shadow: bool = False
 
 
 class Pricing:
@@ -247,17 +249,26 @@ class SessionRunner:
         self.history: list[float] = []
         self.per_model: dict[str, pb.ModelUsage] = {}
         self.total = common_pb2.Usage()
+        #: Spent on shadow evaluation: in the totals, but never counted against the user's budget.
+        self.shadow_cost = 0.0
         self.terminal: dict[str, object] = {}
+        self._ending: Callable[[], dict[str, object]] | None = None
         self.started = time.monotonic()
         self.deadline = self.started + config.rules.time_limit_s
+        ranked = [c.model for c in selection.candidates]
+        self._shadow_critics = self._critics()
+        self.shadow_models = shadow.runners_up(ranked, self.author, self._shadow_critics) if config.shadow else []
+        self._shadow_task: asyncio.Task[None] | None = None
 
     # ----------------------------------------------------------------- events
 
     def emit(self, **kind: object) -> pb.OrchestrationEvent:
         return self.hub.emit(self.live, **kind)
 
-    def account(self, model: str, usage: common_pb2.Usage) -> None:
+    def account(self, model: str, usage: common_pb2.Usage, *, shadow: bool = False) -> None:
         """Add one call's usage to the per-model and session totals."""
+        if shadow:
+            self.shadow_cost = round(self.shadow_cost + usage.cost_usd, 9)
         entry = self.per_model.setdefault(model, pb.ModelUsage(model=model))
         entry.calls += 1
         for target in (entry.usage, self.total):
@@ -270,10 +281,16 @@ class SessionRunner:
 
     # ------------------------------------------------------------------ run
 
+    def own_cost(self) -> float:
+        """What the session spent on its own answer: the total less shadow evaluation."""
+        return round(self.total.cost_usd - self.shadow_cost, 9)
+
     async def run(self) -> None:
         """Run the loop to its end and set ``terminal`` (the last event, emitted by the caller).
 
-        Never raises, except for a second cancellation during cleanup.
+        The terminal event is built last, after any shadow calls have finished or been cancelled,
+        so its totals include every call the session made. Never raises, except for a second
+        cancellation during cleanup.
         """
         started = pb.SessionStarted(
             request=self.request, simulated=self.simulated, thread_turns=len(self.config.history) // 2
@@ -290,6 +307,11 @@ class SessionRunner:
         try:
             async with asyncio.timeout_at(self._loop_deadline()):
                 await self._loop()
+                if self._shadow_task is not None:
+                    # Shadow answers run beside the session; a session that ends first waits a
+                    # little for them (never past its own deadline) so the evaluation is complete,
+                    # then cancels what is left. Either way every call is accounted before the end.
+                    await asyncio.wait([self._shadow_task], timeout=shadow.GRACE_S)
         except TimeoutError:
             if self.drafts:
                 self._complete(pb.STOP_REASON_DEADLINE, "the session's time limit was reached")
@@ -305,6 +327,17 @@ class SessionRunner:
         except Exception:
             log.exception("session %s crashed", self.live.session_id)
             self._fail("internal error in the orchestrator", pb.SESSION_STATUS_FAILED)
+        await self._stop_shadow()
+        if self._ending is not None:
+            self.terminal = self._ending()
+
+    async def _stop_shadow(self) -> None:
+        """Cancel shadow calls still running (their usage is recorded as they unwind) and wait for them."""
+        task = self._shadow_task
+        if task is None or task.done():
+            return
+        task.cancel()
+        await asyncio.wait([task])
 
     def _loop_deadline(self) -> float:
         loop = asyncio.get_running_loop()
@@ -321,6 +354,7 @@ class SessionRunner:
                 candidates=sel.candidates,
                 analysis=sel.analysis,
                 from_defaults=sel.from_defaults,
+                shadow_models=self.shadow_models,
             )
         )
         self.record.primary_model = sel.primary
@@ -329,10 +363,12 @@ class SessionRunner:
     async def _loop(self) -> None:
         rules = self.config.rules
         round_no = 1
+        if self.shadow_models:
+            self._shadow_task = asyncio.create_task(self._shadow_round(), name=f"shadow-{self.live.session_id}")
         draft = await self._author(round_no, self._answer_messages(), common_pb2.CALL_PURPOSE_ANSWER)
         while True:
             round_started = time.monotonic()
-            round_cost_before = self.total.cost_usd
+            round_cost_before = self.own_cost()
             critiques = await self._critique_round(draft)
             if not critiques:
                 reason = (
@@ -354,11 +390,11 @@ class SessionRunner:
             self.history.append(draft.score)
             best = self._best()
             critique_time = time.monotonic() - round_started
-            next_cost = self._last_author_cost + (self.total.cost_usd - round_cost_before)
+            next_cost = self._last_author_cost + (self.own_cost() - round_cost_before)
             decision = policy.decide(
                 rules,
                 self.history,
-                spent_usd=self.total.cost_usd,
+                spent_usd=self.own_cost(),
                 next_cost_usd=next_cost,
                 elapsed_s=time.monotonic() - self.started,
                 next_time_s=self._last_author_time + critique_time,
@@ -373,7 +409,7 @@ class SessionRunner:
                     reason=decision.text,
                     critics_scored=len(critiques),
                     best_round=best.round,
-                    round_cost_usd=round(self.total.cost_usd - self._round_cost_start, 9),
+                    round_cost_usd=round(self.own_cost() - self._round_cost_start, 9),
                 )
             )
             if decision.stop:
@@ -424,7 +460,7 @@ class SessionRunner:
         self, round_no: int, messages: list[common_pb2.ChatMessage], purpose: common_pb2.CallPurpose
     ) -> Draft:
         """The author writes (or refines); on failure the next-ranked model takes over."""
-        self._round_cost_start = self.total.cost_usd
+        self._round_cost_start = self.own_cost()
         while True:
             model = self.author
             started = time.monotonic()
@@ -495,25 +531,33 @@ class SessionRunner:
         results = await asyncio.gather(*(self._critique(critic, draft) for critic in critics))
         return [c for c in results if c is not None]
 
-    async def _critique(self, critic: str, draft: Draft) -> Critique | None:
+    async def _critique(self, critic: str, draft: Draft, *, shadow: bool = False) -> Critique | None:
         system, user = self.prompts.critique(self.request.prompt, draft.text)
         messages = [
             common_pb2.ChatMessage(role=common_pb2.ROLE_SYSTEM, content=system),
             common_pb2.ChatMessage(role=common_pb2.ROLE_USER, content=user),
         ]
         try:
-            result = await self._unary(critic, messages, common_pb2.CALL_PURPOSE_CRITIQUE, draft.round)
+            result = await self._unary(critic, messages, common_pb2.CALL_PURPOSE_CRITIQUE, draft.round, shadow=shadow)
         except CallFailed as failure:
-            self._critic_failed(critic, draft.round, failure.kind, failure.message, failure.usage, failure.latency)
+            self._critic_failed(
+                critic, draft.round, failure.kind, failure.message, failure.usage, failure.latency, shadow=shadow
+            )
             return None
         try:
             critique = parse_critique(result.text)
         except UnusableCritique as exc:
             self._critic_failed(
-                critic, draft.round, common_pb2.FAILURE_KIND_INVALID_OUTPUT, str(exc), result.usage, result.latency
+                critic,
+                draft.round,
+                common_pb2.FAILURE_KIND_INVALID_OUTPUT,
+                str(exc),
+                result.usage,
+                result.latency,
+                shadow=shadow,
             )
             return None
-        self.account(critic, result.usage)
+        self.account(critic, result.usage, shadow=shadow)
         self.emit(
             critique_completed=pb.CritiqueCompleted(
                 round=draft.round,
@@ -527,6 +571,7 @@ class SessionRunner:
                 usage=result.usage,
                 latency=duration(result.latency),
                 time_to_first_token=duration(result.ttft),
+                shadow=shadow,
             )
         )
         return critique
@@ -539,12 +584,14 @@ class SessionRunner:
         message: str,
         usage: common_pb2.Usage,
         latency: float,
+        *,
+        shadow: bool = False,
     ) -> None:
-        self.account(critic, usage)
+        self.account(critic, usage, shadow=shadow)
         self.emit(
             warning=pb.SessionWarning(
-                code=pb.WARNING_CODE_CRITIC_FAILED,
-                message=f"critic {critic} failed: {message}",
+                code=pb.WARNING_CODE_SHADOW_FAILED if shadow else pb.WARNING_CODE_CRITIC_FAILED,
+                message=f"{'shadow ' if shadow else ''}critic {critic} failed: {message}",
                 round=round_no,
                 model=critic,
                 failure_kind=kind,
@@ -553,6 +600,51 @@ class SessionRunner:
                 purpose=common_pb2.CALL_PURPOSE_CRITIQUE,
             )
         )
+
+    # ---------------------------------------------------------------- shadow
+
+    async def _shadow_round(self) -> None:
+        """Runner-ups answer round 1 and the round's critics score each answer, beside the session.
+
+        Nothing here touches the session's drafts, scores or stop rule: shadow answers exist only
+        so analytics can compare the primary with the models ranked after it.
+        """
+        await asyncio.gather(*(self._shadow_answer(model) for model in self.shadow_models))
+
+    async def _shadow_answer(self, model: str) -> None:
+        try:
+            result = await self._unary(model, self._answer_messages(), common_pb2.CALL_PURPOSE_ANSWER, 1, shadow=True)
+        except CallFailed as failure:
+            self.account(model, failure.usage, shadow=True)
+            self.emit(
+                warning=pb.SessionWarning(
+                    code=pb.WARNING_CODE_SHADOW_FAILED,
+                    message=f"shadow answer from {model} failed: {failure.message}",
+                    round=1,
+                    model=model,
+                    failure_kind=failure.kind,
+                    usage=failure.usage,
+                    latency=duration(failure.latency),
+                    purpose=common_pb2.CALL_PURPOSE_ANSWER,
+                )
+            )
+            return
+        self.account(model, result.usage, shadow=True)
+        self.emit(
+            response_completed=pb.ResponseCompleted(
+                round=1,
+                model=model,
+                served_model=result.served_model,
+                text=result.text,
+                usage=result.usage,
+                latency=duration(result.latency),
+                time_to_first_token=duration(result.ttft),
+                simulated=result.simulated,
+                shadow=True,
+            )
+        )
+        draft = Draft(round=1, model=model, text=result.text)
+        await asyncio.gather(*(self._critique(critic, draft, shadow=True) for critic in self._shadow_critics))
 
     # ------------------------------------------------------------ the call
 
@@ -571,7 +663,13 @@ class SessionRunner:
         return request
 
     async def _unary(
-        self, model: str, messages: list[common_pb2.ChatMessage], purpose: common_pb2.CallPurpose, round_no: int
+        self,
+        model: str,
+        messages: list[common_pb2.ChatMessage],
+        purpose: common_pb2.CallPurpose,
+        round_no: int,
+        *,
+        shadow: bool = False,
     ) -> CallResult:
         """One Generate call (critics: nothing to stream to the client, so no per-chunk traffic).
 
@@ -589,7 +687,7 @@ class SessionRunner:
             raise CallFailed(kind, f"{err.code().name}: {err.details()}", usage, time.monotonic() - started) from None
         except asyncio.CancelledError:
             call.cancel()
-            self._record_cancelled(model, messages, "", purpose, round_no, time.monotonic() - started)
+            self._record_cancelled(model, messages, "", purpose, round_no, time.monotonic() - started, shadow=shadow)
             raise
         latency = time.monotonic() - started
         if not done.text.strip():
@@ -684,6 +782,8 @@ class SessionRunner:
         purpose: common_pb2.CallPurpose,
         round_no: int,
         latency: float,
+        *,
+        shadow: bool = False,
     ) -> None:
         """A call cut short by cancellation still cost something: record an estimate."""
         prompt_tokens = sum(estimate_tokens(m.content) + 4 for m in messages)
@@ -694,7 +794,7 @@ class SessionRunner:
             total_tokens=prompt_tokens + completion_tokens,
             cost_usd=self.pricing.cost(model, prompt_tokens, completion_tokens),
         )
-        self.account(model, usage)
+        self.account(model, usage, shadow=shadow)
         self.emit(
             warning=pb.SessionWarning(
                 code=pb.WARNING_CODE_CALL_CANCELLED,
@@ -714,6 +814,13 @@ class SessionRunner:
         return duration(time.monotonic() - self.started)
 
     def _complete(self, reason: pb.StopReason, detail: str) -> None:
+        """Decide the ending now; build it (with final totals) once shadow calls are done."""
+        self._ending = lambda: self._completed(reason, detail)
+
+    def _fail(self, reason: str, status: pb.SessionStatus) -> None:
+        self._ending = lambda: self._failed(reason, status)
+
+    def _completed(self, reason: pb.StopReason, detail: str) -> dict[str, object]:
         best = self._best()
         result = pb.SessionCompleted(
             final_text=best.text,
@@ -728,11 +835,11 @@ class SessionRunner:
             per_model=list(self.per_model.values()),
             wall_time=self._wall(),
         )
-        self.terminal = {"session_completed": result}
         self.record.status = pb.SESSION_STATUS_COMPLETED
         self.record.result.CopyFrom(result)
+        return {"session_completed": result}
 
-    def _fail(self, reason: str, status: pb.SessionStatus) -> None:
+    def _failed(self, reason: str, status: pb.SessionStatus) -> dict[str, object]:
         best = self._best().text if self.drafts else ""
         failure = pb.SessionFailed(
             reason=reason,
@@ -743,6 +850,6 @@ class SessionRunner:
             best_text=best,
             wall_time=self._wall(),
         )
-        self.terminal = {"session_failed": failure}
         self.record.status = status
         self.record.failure.CopyFrom(failure)
+        return {"session_failed": failure}

@@ -18,7 +18,8 @@ from orchestratex.config import Settings
 from orchestratex.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable, from_rpc_error
 from orchestratex.grpc_client import open_channel
 from orchestratex.grpc_server import GrpcServer, ServiceBinding, create_server
-from orchestratex.store.sessions import SessionQuery, SessionStore, SqliteSessionStore, decode_page_token
+from orchestratex.store.factory import open_session_store
+from orchestratex.store.sessions import SessionQuery, SessionStore, decode_page_token
 from orchestratex.v1 import (
     analytics_pb2_grpc,
     common_pb2,
@@ -30,6 +31,7 @@ from orchestratex.v1 import (
 )
 from orchestratex.v1 import orchestrator_pb2 as pb
 from orchestratex.validation import check_enum, require_text
+from services.orchestrator import shadow
 from services.orchestrator.engine import Pricing, RunConfig, Selection, SessionRunner, estimate_tokens
 from services.orchestrator.hub import EventWriter, Hub, LiveSession, now_timestamp
 from services.orchestrator.outbox import Outbox
@@ -103,8 +105,14 @@ class SessionManager:
         context_tokens = sum(estimate_tokens(m.content) + 4 for m in history)
         selection = await self._select(req, models, context_tokens)
         now = now_timestamp()
+        session_id = uuid.uuid4().hex
+        if req.HasField("shadow_evaluation"):
+            sampled = req.shadow_evaluation
+        else:
+            rate = shadow.sample_rate(self.settings.shadow_sample_rate, self.catalogue.simulated)
+            sampled = shadow.sampled(session_id, rate)
         record = pb.Session(
-            session_id=uuid.uuid4().hex,
+            session_id=session_id,
             status=pb.SESSION_STATUS_RUNNING,
             request=req,
             create_time=now,
@@ -124,6 +132,7 @@ class SessionManager:
                 critic_count=req.critic_count,
                 history=history,
                 trimmed_turns=trimmed,
+                shadow=sampled,
             ),
             selection=selection,
             providers=self.providers,
@@ -422,9 +431,7 @@ def _micros(ts: Timestamp) -> int:
 
 async def build(settings: Settings, listen: str | None = None) -> GrpcServer:
     """Open the store, recover interrupted sessions, start the writer and outbox, build the server."""
-    if settings.storage_backend == "mongodb":
-        log.warning("ORX_MONGODB_URI is set but the MongoDB session store is not available yet; using SQLite")
-    store = await SqliteSessionStore.open(settings.data_dir / "orchestrator.db")
+    store = await open_session_store(settings)
     writer = EventWriter(store)
     writer.start()
     hub = Hub(writer)

@@ -278,6 +278,8 @@ async def start_stack(tmp_path: Path, **env: str) -> Stack:
             "ORX_SELECTOR_ADDR": f"127.0.0.1:{servers[1].port}",
             "ORX_ANALYTICS_ADDR": f"127.0.0.1:{servers[2].port}",
             "ORX_OUTBOX_INTERVAL": "0.05",
+            # Shadow evaluation is sampled at random in simulation; tests that want it ask for it.
+            "ORX_SHADOW_SAMPLE_RATE": "0",
             **env,
         }
     )
