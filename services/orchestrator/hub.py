@@ -3,7 +3,10 @@
 Every event gets its session's next sequence number, goes at once to the session's in-memory log
 (watchers follow it there, so live streaming never waits on the disk), and is queued for the store.
 :class:`EventWriter` writes queued events in one transaction per batch (group commit: while one
-batch is being written the next one accumulates, so batches grow with load and no timer delays them).
+batch is being written the next one accumulates, so batches grow with load). A small batch also
+lingers up to ``linger`` seconds for company, so a round trip to the store carries at least
+``min_batch`` events whenever the load allows it; a caller waiting on :meth:`EventWriter.flush`
+(a session ending) cuts the linger short, so durability never waits on it.
 """
 
 from __future__ import annotations
@@ -34,11 +37,15 @@ def now_timestamp() -> Timestamp:
 class EventWriter:
     """Queues events and writes them in batches, one transaction each."""
 
-    def __init__(self, store: SessionStore, max_batch: int = 1000) -> None:
+    def __init__(self, store: SessionStore, max_batch: int = 1000, min_batch: int = 64, linger: float = 0.05) -> None:
         self.store = store
         self.max_batch = max_batch
+        self.min_batch = min_batch
+        self.linger = linger
         self._pending: list[tuple[str, int, bytes]] = []
         self._wake = asyncio.Event()
+        self._full = asyncio.Event()
+        self._waiters = 0
         self._written = 0
         self._queued = 0
         self._progress = asyncio.Condition()
@@ -55,12 +62,19 @@ class EventWriter:
         self._pending.append((event.session_id, event.sequence, event.SerializeToString()))
         self._queued += 1
         self._wake.set()
+        if len(self._pending) >= self.min_batch:
+            self._full.set()
 
     async def flush(self) -> None:
         """Wait until every event queued before this call is durable."""
         target = self._queued
-        async with self._progress:
-            await self._progress.wait_for(lambda: self._written >= target)
+        self._waiters += 1
+        self._full.set()
+        try:
+            async with self._progress:
+                await self._progress.wait_for(lambda: self._written >= target)
+        finally:
+            self._waiters -= 1
 
     async def close(self) -> None:
         """Write what is pending, then stop."""
@@ -76,6 +90,11 @@ class EventWriter:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            if len(self._pending) < self.min_batch and not self._waiters and self.linger > 0:
+                self._full.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.linger):
+                        await self._full.wait()
             while self._pending:
                 batch = self._pending[: self.max_batch]
                 try:
