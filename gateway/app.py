@@ -1,9 +1,10 @@
 """The gateway application: :func:`init_app` builds it, :func:`start_gateway` runs it on a port.
 
 Resources live in ``cleanup_ctx`` (gRPC channels opened at startup, closed at cleanup) and in typed
-``web.AppKey`` state (:mod:`gateway.state`). One middleware gives every request a request id
-(propagated to the peers) and turns every failure into the JSON error body; ``on_shutdown`` closes
-WebSockets with 1001 GOING_AWAY.
+``web.AppKey`` state (:mod:`gateway.state`). Two middlewares: the outer one gives every request a
+request id (propagated to the peers) and turns every failure into the JSON error body; the inner one
+admits ``/v1`` requests (origin, API key -> tenant, rate limit; see :mod:`gateway.security`).
+``on_shutdown`` closes WebSockets with 1001 GOING_AWAY.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final
@@ -18,23 +20,42 @@ from typing import Any, Final
 import grpc
 from aiohttp import web
 
-from gateway import rest, ws
+from gateway import openapi, rest, sse, ws
 from gateway.errors import GatewayError, error_response, from_orx, from_rpc
-from gateway.state import BACKGROUND, CONNECTIONS, OPTIONS, SETTINGS, UPSTREAM, GatewayOptions
+from gateway.security import Principal, Security, bearer_token, check_exposure
+from gateway.state import (
+    BACKGROUND,
+    CONNECTIONS,
+    OPTIONS,
+    PRINCIPAL,
+    SECURITY,
+    SETTINGS,
+    UPSTREAM,
+    GatewayOptions,
+)
 from gateway.upstream import Upstream
 from orchestratex import context
 from orchestratex.config import Settings
-from orchestratex.errors import OrxError
+from orchestratex.errors import ConfigError, OrxError
 
 log = logging.getLogger(__name__)
 
 STATIC_DIR: Final = Path(__file__).parent / "static"
-# Explicit types: the platform's mimetypes table varies (.js especially).
-STATIC_FILES: Final = {
-    "index.html": "text/html",
-    "app.js": "text/javascript",
-    "style.css": "text/css",
+# Explicit types: the platform's mimetypes table varies (.js especially). Other extensions are not served.
+STATIC_TYPES: Final = {
+    ".html": "text/html",
+    ".js": "text/javascript",
+    ".mjs": "text/javascript",
+    ".css": "text/css",
+    ".json": "application/json",
+    ".map": "application/json",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+    ".woff2": "font/woff2",
+    ".txt": "text/plain",
 }
+_TEXT_TYPES: Final = frozenset({"text/html", "text/javascript", "text/css", "application/json", "text/plain"})
 _PAGE_CSP: Final = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
@@ -47,23 +68,40 @@ _HTTP_CODES: Final = {
     413: "PAYLOAD_TOO_LARGE",
     415: "UNSUPPORTED_MEDIA_TYPE",
 }
+# Paths under /v1 that need no key (the API description is public).
+_PUBLIC_V1: Final = frozenset({"/v1/openapi.json"})
+WS_PATH: Final = "/v1/ws"
+# WebSocket subprotocol ``orx.bearer.<key>`` carries the key (the server selects ``orx.v1``, see ws.py).
+WS_BEARER_PREFIX: Final = "orx.bearer."
+_CORS_ALLOW_HEADERS: Final = "Authorization, Content-Type, Last-Event-ID, X-Request-Id"
+_CORS_EXPOSE_HEADERS: Final = "Retry-After, X-Request-Id, Location, WWW-Authenticate"
+_CORS_MAX_AGE: Final = "600"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def init_app(settings: Settings, options: GatewayOptions | None = None) -> web.Application:
-    """Build the gateway application. Nothing connects until the app starts."""
-    options = options or GatewayOptions()
-    app = web.Application(middlewares=[_errors_middleware], client_max_size=options.max_body_bytes)
+    """Build the gateway application. Nothing connects until the app starts.
+
+    ``options`` default to :meth:`GatewayOptions.from_settings`. Raises :class:`ConfigError` for a bad
+    key configuration.
+    """
+    options = options or GatewayOptions.from_settings(settings)
+    app = web.Application(
+        middlewares=[_errors_middleware, _security_middleware], client_max_size=options.max_body_bytes
+    )
     app[SETTINGS] = settings
     app[OPTIONS] = options
+    app[SECURITY] = Security.from_settings(settings)
     app[CONNECTIONS] = set()
     app[BACKGROUND] = set()
     app.cleanup_ctx.append(_upstream_ctx)
     app.on_shutdown.append(ws.close_all)
     app.on_response_prepare.append(_common_headers)
-    app.router.add_get("/v1/ws", ws.websocket_handler)
+    app.router.add_get(WS_PATH, ws.websocket_handler)
     rest.setup_routes(app)
+    sse.setup_routes(app)
+    openapi.setup_routes(app)
     _setup_static(app)
     return app
 
@@ -73,9 +111,12 @@ async def start_gateway(
 ) -> tuple[web.AppRunner, int]:
     """Start the gateway on ``host:port`` (port 0 picks a free one).
 
-    Returns the runner (``await runner.cleanup()`` stops it gracefully) and the bound port.
+    Returns the runner (``await runner.cleanup()`` stops it gracefully) and the bound port. Raises
+    :class:`ConfigError` when ``host`` is beyond loopback and no API keys are configured.
     """
-    runner = web.AppRunner(init_app(settings, options), shutdown_timeout=settings.shutdown_grace)
+    app = init_app(settings, options)
+    check_exposure(host, app[SECURITY].keys)
+    runner = web.AppRunner(app, shutdown_timeout=settings.shutdown_grace)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
@@ -137,6 +178,111 @@ async def _errors_middleware(request: web.Request, handler: Handler) -> web.Stre
         )
 
 
+@web.middleware
+async def _security_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Admit ``/v1`` requests: origin, key (-> tenant) and rate limit. Other paths pass through."""
+    path = request.path
+    if not path.startswith("/v1/") or path in _PUBLIC_V1:
+        return await handler(request)
+    security = request.app[SECURITY]
+    origin = request.headers.get("Origin")
+    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+        return _preflight(security, origin, request)
+    if not security.origins.permits(origin, request.host):
+        raise GatewayError(
+            grpc.StatusCode.PERMISSION_DENIED,
+            "origin: this origin may not call the API (see ORX_GATEWAY_CORS_ORIGINS)",
+            field="origin",
+        )
+    principal = _authenticate(request, security)
+    bucket = principal.bucket if principal is not None else _address_bucket(request)
+    wait = security.limiter.acquire(bucket)
+    if wait:
+        raise rate_limited(wait)
+    request[PRINCIPAL] = principal
+    if principal is not None:
+        # Outbound gRPC calls made for this request (and tasks it starts) carry x-orx-tenant.
+        context.tenant.set(principal.tenant)
+    return await handler(request)
+
+
+def rate_limited(wait: int) -> GatewayError:
+    """The 429 error for a caller that must wait ``wait`` seconds."""
+    return GatewayError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        f"rate limit exceeded; retry after {wait} s",
+        retry_after=wait,
+    )
+
+
+def unauthenticated(problem: str) -> GatewayError:
+    """The 401 error (the message never repeats the key)."""
+    return GatewayError(grpc.StatusCode.UNAUTHENTICATED, f"unauthenticated: {problem}")
+
+
+def _address_bucket(request: web.Request) -> str:
+    return f"ip:{request.remote or 'unknown'}"
+
+
+def _authenticate(request: web.Request, security: Security) -> Principal | None:
+    """The caller; None only for a WebSocket upgrade that will authenticate with its first message."""
+    if not security.auth_required:
+        return Principal(tenant="", bucket=_address_bucket(request))
+    key = None
+    authorization = request.headers.get("Authorization")
+    if authorization is not None:
+        key = bearer_token(authorization)
+        if key is None:
+            _count_failure(request, security)
+            raise unauthenticated("the Authorization header must be 'Bearer <API key>'")
+    elif request.path == WS_PATH:
+        key = ws_protocol_key(request)
+        if key is None:
+            return None
+    if key is None:
+        _count_failure(request, security)
+        raise unauthenticated("an API key is required (Authorization: Bearer <key>)")
+    principal = security.keys.authenticate(key)
+    if principal is None:
+        _count_failure(request, security)
+        raise unauthenticated("the API key is not valid")
+    return principal
+
+
+def _count_failure(request: web.Request, security: Security) -> None:
+    # Failed attempts cost the client address a token each: guessing keys is rate limited too.
+    wait = security.limiter.acquire(_address_bucket(request))
+    if wait:
+        raise rate_limited(wait)
+
+
+def ws_protocol_key(request: web.Request) -> str | None:
+    """The key offered as the ``orx.bearer.<key>`` WebSocket subprotocol, if any."""
+    for header in request.headers.getall("Sec-WebSocket-Protocol", []):
+        for item in header.split(","):
+            name = item.strip()
+            if name.startswith(WS_BEARER_PREFIX):
+                return name[len(WS_BEARER_PREFIX) :] or None
+    return None
+
+
+def _preflight(security: Security, origin: str | None, request: web.Request) -> web.Response:
+    if origin is None or not (
+        security.origins.is_cross_origin_allowed(origin) or security.origins.is_same_origin(origin, request.host)
+    ):
+        raise GatewayError(
+            grpc.StatusCode.PERMISSION_DENIED,
+            "origin: this origin may not call the API (see ORX_GATEWAY_CORS_ORIGINS)",
+            field="origin",
+        )
+    headers = {
+        "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+        "Access-Control-Allow-Headers": _CORS_ALLOW_HEADERS,
+        "Access-Control-Max-Age": _CORS_MAX_AGE,
+    }
+    return web.Response(status=204, headers=headers)
+
+
 def _http_error(exc: web.HTTPException) -> web.Response:
     code = _HTTP_CODES.get(exc.status) or exc.reason.upper().replace(" ", "_").replace("-", "_")
     if exc.status == 404:
@@ -149,7 +295,9 @@ def _http_error(exc: web.HTTPException) -> web.Response:
         message = exc.text or exc.reason
         message = message.removeprefix(f"{exc.status}: ")
     headers = {k: v for k, v in exc.headers.items() if k.lower() not in ("content-type", "content-length")}
-    body = {"error": {"code": code, "message": message}}
+    body = {"error": {"code": code, "status": exc.status, "message": message}}
+    if exc.status == 413:
+        body["error"]["field"] = "body"
     return rest.json_response(body, status=exc.status, headers=headers)
 
 
@@ -158,29 +306,52 @@ async def _common_headers(request: web.Request, response: web.StreamResponse) ->
     if rid:
         response.headers["X-Request-Id"] = rid
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    origin = request.headers.get("Origin")
+    if origin is not None and request.path.startswith("/v1/"):
+        # On every response, errors included, so a permitted page can read 401/429 bodies.
+        response.headers.setdefault("Vary", "Origin")
+        if request.app[SECURITY].origins.is_cross_origin_allowed(origin):
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Expose-Headers"] = _CORS_EXPOSE_HEADERS
+
+
+def _static_index() -> dict[str, Path]:
+    """Every servable file under ``static/``, by its URL path (``vendor/x/y.js``): a fixed allow-list
+    built at start-up, so no request path ever reaches the file system."""
+    files: dict[str, Path] = {}
+    if STATIC_DIR.is_dir():
+        for path in STATIC_DIR.rglob("*"):
+            if path.is_file() and path.suffix in STATIC_TYPES and not path.name.startswith("."):
+                files[path.relative_to(STATIC_DIR).as_posix()] = path
+    return files
 
 
 def _setup_static(app: web.Application) -> None:
-    files = {name: (STATIC_DIR / name).read_bytes() for name in STATIC_FILES}
+    files = _static_index()
 
     def serve(name: str) -> web.Response:
+        path = files[name]
+        content_type = STATIC_TYPES[path.suffix]
         headers = {"Cache-Control": "no-cache"}
-        if name.endswith(".html"):
+        if content_type == "text/html":
             headers["Content-Security-Policy"] = _PAGE_CSP
             headers["Referrer-Policy"] = "no-referrer"
-        return web.Response(body=files[name], content_type=STATIC_FILES[name], charset="utf-8", headers=headers)
+        charset = "utf-8" if content_type in _TEXT_TYPES else None
+        return web.Response(body=path.read_bytes(), content_type=content_type, charset=charset, headers=headers)
 
     async def index(request: web.Request) -> web.Response:
+        if "index.html" not in files:
+            raise web.HTTPNotFound()
         return serve("index.html")
 
     async def static(request: web.Request) -> web.Response:
-        name = request.match_info["name"]
+        name = request.match_info["path"]
         if name not in files:
             raise web.HTTPNotFound()
         return serve(name)
 
     app.router.add_get("/", index)
-    app.router.add_get("/static/{name}", static)
+    app.router.add_get("/static/{path:.+}", static)
 
 
 async def serve(settings: Settings) -> None:
@@ -191,7 +362,12 @@ async def serve(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     address = settings.listen["gateway"]
-    runner, port = await start_gateway(settings, address.host, address.port)
+    try:
+        runner, port = await start_gateway(settings, address.host, address.port)
+    except ConfigError as exc:
+        log.error("configuration error: %s", exc)
+        print(f"orchestratex: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     log.info("gateway listening on %s:%d", address.host, port)
     try:
         await stop.wait()

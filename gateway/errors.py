@@ -1,16 +1,20 @@
 """The gateway's error model and its ONE mapping from gRPC status codes to HTTP statuses.
 
 Everything that goes wrong while serving a client becomes a :class:`GatewayError` (a status code
-and a message that is safe to show). REST turns it into ``{"error": {"code", "message"}}`` with the
-HTTP status from :func:`http_status`; the WebSocket turns it into ``{"type": "error", ...}``.
+and a message that is safe to show). REST turns it into
+``{"error": {"code", "status", "message", "field"?, "retryAfter"?}}`` with the HTTP status from
+:func:`http_status`; the WebSocket sends the same fields in ``{"type": "error", ...}``.
 Peers' error details are passed on only when they were written for clients; transport noise
 (addresses, socket errors) and unexpected failures become generic messages.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
+import re
 from collections.abc import Mapping
-from typing import Final
+from typing import Any, Final
 
 import grpc
 import orjson
@@ -72,22 +76,69 @@ _TRANSPORT_NOISE: Final = (
 )
 
 
-class GatewayError(Exception):
-    """A failure to report to the client: a canonical status code and a message safe to show."""
+# "field: problem" messages (ours and the services'): the field is a name or a dotted path.
+_FIELD_PREFIX: Final = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*|\[\d+\])*): ")
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+
+class GatewayError(Exception):
+    """A failure to report to the client: a canonical status code and a message safe to show.
+
+    ``field`` names the input at fault (INVALID_ARGUMENT and friends); ``retry_after`` (whole seconds)
+    is set on rate limits and becomes the ``Retry-After`` header.
+    """
+
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        message: str,
+        *,
+        field: str | None = None,
+        retry_after: int | None = None,
+        http: int | None = None,
+        code_name: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        if field is None and code in _CLIENT_FACING:
+            match = _FIELD_PREFIX.match(message)
+            field = match.group(1) if match else None
+        self.field = field
+        self.retry_after = retry_after
+        self._http = http
+        self._code_name = code_name
 
     @property
     def http_status(self) -> int:
-        """The HTTP status for :attr:`code`."""
-        return http_status(self.code)
+        """The HTTP status for :attr:`code` (or the explicit one given)."""
+        return self._http or http_status(self.code)
+
+    @property
+    def code_name(self) -> str:
+        """The ``code`` shown to clients: the gRPC status name, or an HTTP-only name (PAYLOAD_TOO_LARGE)."""
+        return self._code_name or self.code.name
+
+    def fields(self) -> dict[str, object]:
+        """The error's fields as sent to clients: code, status, message, field?, retryAfter?."""
+        out: dict[str, object] = {"code": self.code_name, "status": self.http_status, "message": self.message}
+        if self.field:
+            out["field"] = self.field
+        if self.retry_after is not None:
+            out["retryAfter"] = self.retry_after
+        return out
 
     def body(self) -> dict[str, object]:
-        """The REST error body ``{"error": {"code": ..., "message": ...}}``."""
-        return {"error": {"code": self.code.name, "message": self.message}}
+        """The REST error body ``{"error": {...}}``."""
+        return {"error": self.fields()}
+
+    def headers(self) -> dict[str, str]:
+        """Headers that go with the error (``Retry-After``, ``WWW-Authenticate``)."""
+        out: dict[str, str] = {}
+        if self.retry_after is not None:
+            out["Retry-After"] = str(self.retry_after)
+        if self.code == grpc.StatusCode.UNAUTHENTICATED:
+            out["WWW-Authenticate"] = 'Bearer realm="orchestratex"'
+        return out
 
 
 def http_status(code: grpc.StatusCode) -> int:
@@ -98,8 +149,9 @@ def http_status(code: grpc.StatusCode) -> int:
 def error_response(
     exc: GatewayError, *, status: int | None = None, headers: Mapping[str, str] | None = None
 ) -> web.Response:
-    """The REST response for ``exc``: its JSON body and HTTP status (``status`` overrides it)."""
-    return web.json_response(exc.body(), status=status or exc.http_status, headers=headers, dumps=_dumps)
+    """The REST response for ``exc``: its JSON body, HTTP status (``status`` overrides it) and headers."""
+    merged = {**exc.headers(), **(headers or {})}
+    return web.json_response(exc.body(), status=status or exc.http_status, headers=merged, dumps=_dumps)
 
 
 def _dumps(data: object) -> str:
@@ -108,19 +160,32 @@ def _dumps(data: object) -> str:
 
 def invalid(field: str, problem: str) -> GatewayError:
     """An INVALID_ARGUMENT error naming ``field`` (the same ``field: problem`` shape as the services)."""
-    return GatewayError(grpc.StatusCode.INVALID_ARGUMENT, f"{field}: {problem}")
+    return GatewayError(grpc.StatusCode.INVALID_ARGUMENT, f"{field}: {problem}", field=field)
 
 
 def from_orx(exc: OrxError) -> GatewayError:
     """Our own domain exceptions (raised by shared validation helpers) as a gateway error."""
-    return GatewayError(exc.code, exc.message)
+    retry = getattr(exc, "retry_after", None)
+    return GatewayError(exc.code, exc.message, retry_after=max(1, math.ceil(retry)) if retry else None)
 
 
 def from_rpc(err: grpc.aio.AioRpcError, peer: str) -> GatewayError:
     """A peer's status as a gateway error; ``peer`` names the service in generic messages."""
     code = err.code()
     details = (err.details() or "").strip()
-    return GatewayError(code, _safe_message(code, details, peer))
+    retry_after = None
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        retry_after = _retry_after(err)
+    return GatewayError(code, _safe_message(code, details, peer), retry_after=retry_after)
+
+
+def _retry_after(err: grpc.aio.AioRpcError) -> int:
+    metadata: Any = err.trailing_metadata() or ()
+    for key, value in metadata:
+        if key == "retry-after":
+            with contextlib.suppress(ValueError):
+                return max(1, math.ceil(float(value)))
+    return 1
 
 
 def _safe_message(code: grpc.StatusCode, details: str, peer: str) -> str:

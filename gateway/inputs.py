@@ -6,15 +6,18 @@ Shared by REST and WebSocket so both report the same problem the same way. Every
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from typing import Any, Final
 
 import orjson
-from google.protobuf import json_format
+from google.protobuf import json_format, timestamp_pb2
 
 from gateway.errors import invalid
-from orchestratex.v1 import orchestrator_pb2
+from orchestratex.v1 import analytics_pb2, common_pb2, orchestrator_pb2
 
 MAX_ID_CHARS: Final = 128
+_SNAKE: Final = re.compile(r"(?<=[a-z0-9])([A-Z])")
 
 
 def parse_json_object(raw: bytes | str, what: str) -> dict[str, Any]:
@@ -117,6 +120,63 @@ def parse_session_status(value: str, field: str) -> int:
         )
         raise invalid(field, f"unknown status {value!r}; expected one of {allowed}") from None
     return number
+
+
+def query_value(query: Mapping[str, str], camel: str) -> tuple[str, str] | None:
+    """A query parameter given as ``camel`` or its snake_case form: (the name used, its value)."""
+    if camel in query:
+        return camel, query[camel]
+    snake = _SNAKE.sub(r"_\1", camel).lower()
+    if snake in query:
+        return snake, query[snake]
+    return None
+
+
+def parse_timestamp(value: str, field: str) -> timestamp_pb2.Timestamp:
+    """An RFC 3339 timestamp (``2025-01-31T00:00:00Z``)."""
+    stamp = timestamp_pb2.Timestamp()
+    try:
+        stamp.FromJsonString(value.strip())
+    except ValueError:
+        raise invalid(
+            field, f"expected an RFC 3339 timestamp such as 2025-01-31T00:00:00Z, got {value[:40]!r}"
+        ) from None
+    return stamp
+
+
+def parse_domain(value: str, field: str) -> int:
+    """A ``Domain`` from its full name (``DOMAIN_CODING``) or short name (``coding``)."""
+    enum = common_pb2.Domain
+    name = value.strip().upper()
+    if not name.startswith("DOMAIN_"):
+        name = "DOMAIN_" + name
+    try:
+        number: int = enum.Value(name)
+    except ValueError:
+        allowed = ", ".join(v.name.removeprefix("DOMAIN_").lower() for v in enum.DESCRIPTOR.values if v.number != 0)
+        raise invalid(field, f"unknown domain {value[:40]!r}; expected one of {allowed}") from None
+    return number
+
+
+def parse_feedback(data: dict[str, Any], session_id: str) -> analytics_pb2.SubmitFeedbackRequest:
+    """A ``SubmitFeedbackRequest`` from a JSON body (the session id comes from the path)."""
+    body = {k: v for k, v in data.items() if k not in ("sessionId", "session_id")}
+    rating = body.get("rating")
+    if rating is None:
+        raise invalid("rating", "is required (1 to 5)")
+    body["rating"] = parse_int(rating, "rating", 1, 5)
+    for name in ("comment", "userId", "user_id"):
+        if name in body and body[name] is not None and not isinstance(body[name], str):
+            raise invalid(name, f"expected a string, got {_json_type(body[name])}")
+    request = analytics_pb2.SubmitFeedbackRequest()
+    try:
+        json_format.ParseDict(body, request)
+    except json_format.ParseError as exc:
+        raise invalid("body", _one_line(str(exc))) from None
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise invalid("body", _one_line(str(exc)) or "not a valid feedback object") from None
+    request.session_id = session_id
+    return request
 
 
 def _one_line(text: str) -> str:

@@ -1,22 +1,34 @@
 """REST endpoints (JSON). Bodies and responses are canonical proto3 JSON of the gRPC messages.
 
-=========================================  ==================================================
-``POST /v1/orchestrations``                body: ``OrchestrateRequest``; starts a session that
-                                           runs on its own; 201 ``{"sessionId": ...}``
-``GET  /v1/orchestrations``                ``ListSessionsResponse``; query: ``pageSize``,
-                                           ``pageToken``, ``status``, ``threadId``
-``GET  /v1/orchestrations/{id}``           ``GetSessionResponse`` (``{"session": {...}}``)
-``POST /v1/orchestrations/{id}:cancel``    optional body ``{"reason": ...}``;
-                                           ``CancelSessionResponse``
-``GET  /v1/models``                        ``ListModelsResponse``; query: ``includeUnavailable``
-``GET  /healthz``                          200 while the process is up
-``GET  /readyz``                           200 when the orchestrator and providers report
-                                           SERVING on the standard health service, else 503
-=========================================  ==================================================
+Responses use the proto field names (as grpcurl prints them); bodies accept lowerCamelCase or proto
+names; query parameters accept lowerCamelCase or snake_case.
 
-Errors: ``{"error": {"code": "<gRPC status name>", "message": "..."}}`` with the HTTP status from
-:func:`gateway.errors.http_status`. As in proto3 JSON, fields at their default value (empty lists,
-zeros, false) are omitted from responses.
+=============================================  ==================================================
+``POST /v1/orchestrations``                    body: ``OrchestrateRequest``; starts a session that
+                                               runs on its own; 201 ``{"sessionId": ...}``
+``GET  /v1/orchestrations``                    ``ListSessionsResponse``; query: ``pageSize``,
+                                               ``pageToken``, ``status``, ``threadId``,
+                                               ``startTime``, ``endTime``
+``GET  /v1/orchestrations/{id}``               ``GetSessionResponse`` (``{"session": {...}}``)
+``GET  /v1/orchestrations/{id}/events``        Server-Sent Events (:mod:`gateway.sse`)
+``POST /v1/orchestrations/{id}:cancel``        optional body ``{"reason": ...}``;
+                                               ``CancelSessionResponse``
+``POST /v1/orchestrations/{id}/feedback``      body ``{"rating", "comment"?, "user_id"?}``;
+                                               ``SubmitFeedbackResponse``
+``GET  /v1/models``                            ``ListModelsResponse``; query: ``includeUnavailable``
+``GET  /v1/analytics/performance``             ``GetModelPerformanceResponse``; query: ``startTime``,
+                                               ``endTime``, ``model``, ``domain``
+``GET  /v1/analytics/costs``                   ``GetCostReportResponse``; + ``sessionLimit``
+``GET  /v1/analytics/selection-accuracy``      ``GetSelectionAccuracyResponse``
+``GET  /v1/analytics/satisfaction``            ``GetSatisfactionResponse``
+``GET  /healthz``                              200 while the process is up
+``GET  /readyz``                               200 when the orchestrator and providers report
+                                               SERVING on the standard health service, else 503
+=============================================  ==================================================
+
+Errors: ``{"error": {"code": "<gRPC status name>", "status": <HTTP>, "message": "...", "field"?}}``
+with the HTTP status from :func:`gateway.errors.http_status`. As in proto3 JSON, fields at their
+default value (empty lists, zeros, false) are omitted from responses.
 """
 
 from __future__ import annotations
@@ -32,10 +44,20 @@ from google.protobuf.message import Message
 
 from gateway.errors import GatewayError, from_rpc, invalid
 from gateway.events_json import message_to_dict
-from gateway.inputs import check_id, parse_int, parse_json_object, parse_orchestrate_request, parse_session_status
+from gateway.inputs import (
+    check_id,
+    parse_domain,
+    parse_feedback,
+    parse_int,
+    parse_json_object,
+    parse_orchestrate_request,
+    parse_session_status,
+    parse_timestamp,
+    query_value,
+)
 from gateway.state import OPTIONS, SETTINGS, UPSTREAM, spawn
 from gateway.upstream import Upstream, check_health
-from orchestratex.v1 import orchestrator_pb2, providers_pb2
+from orchestratex.v1 import analytics_pb2, orchestrator_pb2, providers_pb2
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +76,12 @@ def setup_routes(app: web.Application) -> None:
     # The id excludes ':' so that ".../{id}:cancel" never reads as a session id.
     app.router.add_get("/v1/orchestrations/{id:[^/:]+}", get_orchestration)
     app.router.add_post("/v1/orchestrations/{id:[^/:]+}:cancel", cancel_orchestration)
+    app.router.add_post("/v1/orchestrations/{id:[^/:]+}/feedback", submit_feedback)
     app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/analytics/performance", analytics_performance)
+    app.router.add_get("/v1/analytics/costs", analytics_costs)
+    app.router.add_get("/v1/analytics/selection-accuracy", analytics_selection_accuracy)
+    app.router.add_get("/v1/analytics/satisfaction", analytics_satisfaction)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
 
@@ -108,17 +135,21 @@ async def list_orchestrations(request: web.Request) -> web.Response:
     """``GET /v1/orchestrations``: one page of sessions, newest first."""
     query = request.query
     message = orchestrator_pb2.ListSessionsRequest()
-    if "pageSize" in query:
-        message.page_size = parse_int(query["pageSize"], "pageSize", 0, _INT32_MAX)
-    if "pageToken" in query:
-        token = query["pageToken"]
+    if found := query_value(query, "pageSize"):
+        message.page_size = parse_int(found[1], found[0], 0, _INT32_MAX)
+    if found := query_value(query, "pageToken"):
+        name, token = found
         if len(token) > _MAX_TOKEN_CHARS:
-            raise invalid("pageToken", f"is {len(token)} characters; the limit is {_MAX_TOKEN_CHARS}")
+            raise invalid(name, f"is {len(token)} characters; the limit is {_MAX_TOKEN_CHARS}")
         message.page_token = token
-    if query.get("status"):
-        message.status = parse_session_status(query["status"], "status")  # type: ignore[assignment]
-    if query.get("threadId"):
-        message.thread_id = check_id(query["threadId"], "threadId")
+    if (found := query_value(query, "status")) and found[1]:
+        message.status = parse_session_status(found[1], found[0])  # type: ignore[assignment]
+    if (found := query_value(query, "threadId")) and found[1]:
+        message.thread_id = check_id(found[1], found[0])
+    if found := query_value(query, "startTime"):
+        message.start_time.CopyFrom(parse_timestamp(found[1], found[0]))
+    if found := query_value(query, "endTime"):
+        message.end_time.CopyFrom(parse_timestamp(found[1], found[0]))
     upstream = request.app[UPSTREAM]
     response = await _unary("orchestrator", upstream.orchestrator.ListSessions(message))
     return proto_response(response)
@@ -152,13 +183,67 @@ async def cancel_orchestration(request: web.Request) -> web.Response:
     return proto_response(response)
 
 
+async def submit_feedback(request: web.Request) -> web.Response:
+    """``POST /v1/orchestrations/{id}/feedback``: rate a finished session (1-5)."""
+    session_id = check_id(request.match_info["id"], "sessionId")
+    body = await _read_json_body(request, required=True)
+    assert body is not None  # required=True
+    message = parse_feedback(body, session_id)
+    upstream = request.app[UPSTREAM]
+    response = await _unary("analytics", upstream.analytics.SubmitFeedback(message))
+    return proto_response(response)
+
+
+def _time_range(request: web.Request) -> analytics_pb2.TimeRange:
+    window = analytics_pb2.TimeRange()
+    if found := query_value(request.query, "startTime"):
+        window.start_time.CopyFrom(parse_timestamp(found[1], found[0]))
+    if found := query_value(request.query, "endTime"):
+        window.end_time.CopyFrom(parse_timestamp(found[1], found[0]))
+    return window
+
+
+async def analytics_performance(request: web.Request) -> web.Response:
+    """``GET /v1/analytics/performance``: per-model (and per-model-and-domain) performance."""
+    message = analytics_pb2.GetModelPerformanceRequest(range=_time_range(request))
+    if (found := query_value(request.query, "model")) and found[1]:
+        message.model = check_id(found[1], found[0])
+    if (found := query_value(request.query, "domain")) and found[1]:
+        message.domain = parse_domain(found[1], found[0])  # type: ignore[assignment]
+    response = await _unary("analytics", request.app[UPSTREAM].analytics.GetModelPerformance(message))
+    return proto_response(response)
+
+
+async def analytics_costs(request: web.Request) -> web.Response:
+    """``GET /v1/analytics/costs``: spending in total, per session, per model and per day."""
+    message = analytics_pb2.GetCostReportRequest(range=_time_range(request))
+    if found := query_value(request.query, "sessionLimit"):
+        message.session_limit = parse_int(found[1], found[0], 1, 1000)
+    response = await _unary("analytics", request.app[UPSTREAM].analytics.GetCostReport(message))
+    return proto_response(response)
+
+
+async def analytics_selection_accuracy(request: web.Request) -> web.Response:
+    """``GET /v1/analytics/selection-accuracy``: how often the selected primary was the best model."""
+    message = analytics_pb2.GetSelectionAccuracyRequest(range=_time_range(request))
+    response = await _unary("analytics", request.app[UPSTREAM].analytics.GetSelectionAccuracy(message))
+    return proto_response(response)
+
+
+async def analytics_satisfaction(request: web.Request) -> web.Response:
+    """``GET /v1/analytics/satisfaction``: user ratings overall, per model, per domain, per day."""
+    message = analytics_pb2.GetSatisfactionRequest(range=_time_range(request))
+    response = await _unary("analytics", request.app[UPSTREAM].analytics.GetSatisfaction(message))
+    return proto_response(response)
+
+
 async def list_models(request: web.Request) -> web.Response:
     """``GET /v1/models``: the model catalogue with live health."""
     include = False
-    if "includeUnavailable" in request.query:
-        raw = request.query["includeUnavailable"].strip().lower()
+    if found := query_value(request.query, "includeUnavailable"):
+        raw = found[1].strip().lower()
         if raw not in _BOOLEANS:
-            raise invalid("includeUnavailable", f"expected true or false, got {raw[:20]!r}")
+            raise invalid(found[0], f"expected true or false, got {raw[:20]!r}")
         include = _BOOLEANS[raw]
     upstream = request.app[UPSTREAM]
     response = await _unary(

@@ -14,6 +14,7 @@ from gateway.errors import GatewayError
 from orchestratex.config import Settings
 
 if TYPE_CHECKING:
+    from gateway.security import Principal, Security
     from gateway.upstream import Upstream
     from gateway.ws import Connection
 
@@ -45,6 +46,21 @@ class GatewayOptions:
     #: When a socket closes before an orchestration reported its session id, how long to wait for the
     #: id so the session can still be cancelled.
     session_id_grace: float = 5.0
+    #: How long a WebSocket without credentials on the upgrade has to send ``{"type": "auth"}``.
+    auth_timeout: float = 10.0
+    #: Interval of SSE heartbeat comments.
+    sse_heartbeat: float = 15.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> GatewayOptions:
+        """The options the environment sets (limits and queue size), with ``overrides`` applied."""
+        values: dict[str, Any] = {
+            "send_queue_size": settings.gateway_send_queue,
+            "max_ws_message_bytes": settings.gateway_max_frame_bytes,
+            "max_body_bytes": settings.gateway_max_body_bytes,
+        }
+        values.update(overrides)
+        return cls(**values)
 
 
 SETTINGS: Final = web.AppKey("settings", Settings)
@@ -52,6 +68,9 @@ OPTIONS: Final = web.AppKey("options", GatewayOptions)
 UPSTREAM: Final[web.AppKey[Upstream]] = web.AppKey("upstream")
 CONNECTIONS: Final[web.AppKey[set[Connection]]] = web.AppKey("connections")
 BACKGROUND: Final[web.AppKey[set[asyncio.Task[Any]]]] = web.AppKey("background_tasks")
+SECURITY: Final[web.AppKey[Security]] = web.AppKey("security")
+#: The authenticated caller of a request (None on a WebSocket that authenticates with its first message).
+PRINCIPAL: Final[web.RequestKey[Principal | None]] = web.RequestKey("principal")
 
 
 def spawn(app: web.Application, coro: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:

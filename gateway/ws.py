@@ -3,6 +3,13 @@
 Protocol (JSON text frames; every client message may carry ``"ref"``, a string or integer echoed in
 the acks, ends and errors it causes, to correlate them):
 
+Authentication (when the gateway has API keys): either offer the subprotocols ``orx.v1`` and
+``orx.bearer.<key>`` (the server selects ``orx.v1``), send ``Authorization: Bearer <key>`` on the
+upgrade (non-browser clients), or make ``{"type": "auth", "key": "..."}`` the first message (within
+``auth_timeout``; answered by ``{"type": "ack", "action": "auth"}``). A missing or bad key on the socket
+closes it with 4401. Each client message costs one rate-limit token; over the limit the message is
+refused with a ``RESOURCE_EXHAUSTED`` error carrying ``retryAfter`` (seconds), and the socket stays open.
+
 Client -> server
     ``{"type": "orchestrate", "request": {...}}``
         ``request`` is an ``OrchestrateRequest`` in proto3 JSON form. The session is started upstream
@@ -12,7 +19,8 @@ Client -> server
         ``watch`` them.
     ``{"type": "watch", "sessionId": "...", "afterSequence": N}``
         Replay events after ``N`` (default 0), then follow live ones. Closing the socket only stops
-        the stream.
+        the stream. To resume after a reconnect, pass the last sequence received: no gap, no duplicate.
+        (``session_id`` / ``after_sequence`` are accepted too.)
     ``{"type": "cancel", "sessionId": "..."}``
         Cancel a session (``CancelSession``).
     ``{"type": "detach", "sessionId": "..."}``
@@ -20,16 +28,18 @@ Client -> server
         flowing while the socket is open.
 
 Server -> client
-    ``{"type": "event", "event": {...}}``: an ``OrchestrationEvent`` in canonical proto3 JSON.
+    ``{"type": "event", "event": {...}}``: an ``OrchestrationEvent`` in canonical proto3 JSON (proto
+        field names, as grpcurl prints it; see :mod:`gateway.events_json`).
     ``{"type": "ack", "action": "orchestrate"|"watch"|"cancel"|"detach", "sessionId": ..., "ref"?}``:
         a request was accepted. For ``orchestrate`` it is sent just before the session's first event;
         for ``cancel`` it also carries the session's resulting ``status``.
     ``{"type": "end", "sessionId": ..., "ref"?}``: an event stream finished normally.
-    ``{"type": "error", "code": "INVALID_ARGUMENT", "message": "...", "sessionId"?, "ref"?}``: a request
-        was refused or an upstream stream failed (``code`` is the gRPC status name).
+    ``{"type": "error", "code": "INVALID_ARGUMENT", "status": 400, "message": "...", "field"?,
+    "retryAfter"?, "sessionId"?, "ref"?}``: a request was refused or an upstream stream failed (``code``
+        is the gRPC status name, ``status`` the matching HTTP status).
 
 Close codes: 1001 server shutting down, 1003 binary frame received, 1008 consumer too slow (the
-per-socket send queue overflowed), 1009 message larger than the limit.
+per-socket send queue overflowed), 1009 message larger than the limit, 4401 unauthenticated.
 """
 
 from __future__ import annotations
@@ -46,14 +56,18 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from gateway.errors import GatewayError, error_response, from_rpc, invalid
 from gateway.events_json import dumps, event_frame, is_terminal
 from gateway.inputs import optional_int, parse_json_object, parse_orchestrate_request, require_id
-from gateway.state import CONNECTIONS, OPTIONS, SETTINGS, UPSTREAM, spawn
+from gateway.security import Principal
+from gateway.state import CONNECTIONS, OPTIONS, PRINCIPAL, SECURITY, SETTINGS, UPSTREAM, spawn
 from gateway.upstream import Upstream
+from orchestratex import context
 from orchestratex.config import Settings
 from orchestratex.v1 import orchestrator_pb2
 
 log = logging.getLogger(__name__)
 
-MESSAGE_TYPES: Final = ("orchestrate", "watch", "cancel", "detach")
+MESSAGE_TYPES: Final = ("auth", "orchestrate", "watch", "cancel", "detach")
+CLOSE_UNAUTHENTICATED: Final = 4401
+WS_PROTOCOL: Final = "orx.v1"
 SLOW_CONSUMER_REASON: Final = b"consumer too slow: send queue full"
 BINARY_REASON: Final = b"binary frames are not supported; send JSON text frames"
 SHUTDOWN_REASON: Final = b"server shutting down; reconnect and watch your sessions"
@@ -91,9 +105,15 @@ class Connection:
     """One client socket: a receive loop, a bounded send queue drained by one sender task, and the
     upstream streams started from it."""
 
-    def __init__(self, ws: web.WebSocketResponse, app: web.Application) -> None:
+    def __init__(
+        self, ws: web.WebSocketResponse, app: web.Application, principal: Principal | None, address: str
+    ) -> None:
         self._ws = ws
         self._app = app
+        self._security = app[SECURITY]
+        # None until the first message authenticates the socket.
+        self._principal = principal
+        self._bucket = principal.bucket if principal is not None else f"ip:{address}"
         self._upstream: Upstream = app[UPSTREAM]
         self._settings: Settings = app[SETTINGS]
         options = self._options = app[OPTIONS]
@@ -110,6 +130,7 @@ class Connection:
         # The server is shutting down: leave sessions running so clients can resume them elsewhere.
         self._going_away = False
         self._handlers: dict[str, Callable[[dict[str, Any], Ref], None]] = {
+            "auth": self._on_auth,
             "orchestrate": self._on_orchestrate,
             "watch": self._on_watch,
             "cancel": self._on_cancel,
@@ -123,11 +144,16 @@ class Connection:
         the handler because the client vanished (``handler_cancellation``).
         """
         sender = asyncio.create_task(self._send_loop(), name="ws-sender")
+        guard = None
+        if self._principal is None:
+            guard = asyncio.create_task(self._auth_deadline(), name="ws-auth-deadline")
         try:
             await self._receive_loop()
         finally:
             self._closing = True
             sender.cancel()
+            if guard is not None:
+                guard.cancel()
             await asyncio.shield(spawn(self._app, self._finish(sender), "ws-release"))
 
     async def _finish(self, sender: asyncio.Task[None]) -> None:
@@ -148,6 +174,17 @@ class Connection:
         if not self._ws.closed:
             await self._ws.close(code=WSCloseCode.GOING_AWAY, message=SHUTDOWN_REASON)
 
+    async def _auth_deadline(self) -> None:
+        await asyncio.sleep(self._options.auth_timeout)
+        if self._principal is None:
+            await self._close_unauthenticated("no auth message in time")
+
+    async def _close_unauthenticated(self, problem: str) -> None:
+        self._closing = True
+        if not self._ws.closed:
+            reason = f"unauthenticated: {problem}".encode()[:120]
+            await self._ws.close(code=CLOSE_UNAUTHENTICATED, message=reason)
+
     # -- receiving -------------------------------------------------------------------------------
 
     async def _receive_loop(self) -> None:
@@ -155,7 +192,11 @@ class Connection:
         # while the socket is open; handlers only start tasks.
         async for msg in self._ws:
             if msg.type is WSMsgType.TEXT:
-                if not self._closing:
+                if self._closing:
+                    continue
+                if self._principal is None:
+                    await self._authenticate(msg.data)
+                else:
                     self._handle_text(msg.data)
             elif msg.type is WSMsgType.BINARY:
                 log.info("closing websocket: binary frame received")
@@ -167,11 +208,41 @@ class Connection:
                 log.info("websocket closed on protocol error: %s", type(self._ws.exception()).__name__)
                 return
 
+    async def _authenticate(self, text: str) -> None:
+        """The first message of a socket without credentials must be ``{"type": "auth", "key": ...}``."""
+        if self._security.limiter.acquire(self._bucket):
+            await self._close_unauthenticated("too many attempts; retry later")
+            return
+        try:
+            data = parse_json_object(text, "message")
+        except GatewayError:
+            data = {}
+        key = data.get("key") if data.get("type") == "auth" else None
+        if not isinstance(key, str):
+            await self._close_unauthenticated('the first message must be {"type": "auth", "key": "<API key>"}')
+            return
+        principal = self._security.keys.authenticate(key)
+        if principal is None:
+            await self._close_unauthenticated("the API key is not valid")
+            return
+        self._principal = principal
+        self._bucket = principal.bucket
+        # Set in the handler's context: every stream task started from now on copies it, so their
+        # gRPC calls carry x-orx-tenant.
+        context.tenant.set(principal.tenant)
+        ref = data.get("ref")
+        self._send({"type": "ack", "action": "auth"}, ref if isinstance(ref, str | int) else None)
+
     def _handle_text(self, text: str) -> None:
         ref: Ref = None
         try:
             data = parse_json_object(text, "message")
             ref = _parse_ref(data)
+            wait = self._security.limiter.acquire(self._bucket)
+            if wait:
+                raise GatewayError(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED, f"rate limit exceeded; retry after {wait} s", retry_after=wait
+                )
             kind = data.get("type")
             if kind is None:
                 raise invalid("type", f"is required; expected one of {', '.join(MESSAGE_TYPES)}")
@@ -195,9 +266,13 @@ class Connection:
         request.detached = True
         self._start(stream, lambda: self._upstream.orchestrator.Orchestrate(request))
 
+    def _on_auth(self, data: dict[str, Any], ref: Ref) -> None:
+        raise GatewayError(grpc.StatusCode.FAILED_PRECONDITION, "type: this socket is already authenticated")
+
     def _on_watch(self, data: dict[str, Any], ref: Ref) -> None:
-        session_id = require_id(data, "sessionId")
-        after = optional_int(data, "afterSequence", 0, 0, _MAX_SEQUENCE)
+        session_id = _session_id(data)
+        after_field = "after_sequence" if "after_sequence" in data and "afterSequence" not in data else "afterSequence"
+        after = optional_int(data, after_field, 0, 0, _MAX_SEQUENCE)
         if session_id in self._active:
             self._send_error(
                 GatewayError(
@@ -215,7 +290,7 @@ class Connection:
         self._start(stream, lambda: self._upstream.orchestrator.WatchSession(request))
 
     def _on_cancel(self, data: dict[str, Any], ref: Ref) -> None:
-        session_id = require_id(data, "sessionId")
+        session_id = _session_id(data)
         limit = self._options.max_streams_per_socket
         if len(self._tasks) >= limit:
             raise GatewayError(
@@ -224,7 +299,7 @@ class Connection:
         self._track(asyncio.create_task(self._cancel(session_id, ref), name="ws-cancel"))
 
     def _on_detach(self, data: dict[str, Any], ref: Ref) -> None:
-        session_id = require_id(data, "sessionId")
+        session_id = _session_id(data)
         stream = self._owned.get(session_id)
         if stream is None:
             self._send_error(
@@ -348,7 +423,7 @@ class Connection:
         self._enqueue(dumps(message))
 
     def _send_error(self, exc: GatewayError, *, ref: Ref, session_id: str | None = None) -> None:
-        message: dict[str, Any] = {"type": "error", "code": exc.code.name, "message": exc.message}
+        message: dict[str, Any] = {"type": "error", **exc.fields()}
         if session_id is not None:
             message["sessionId"] = session_id
         self._send(message, ref)
@@ -380,6 +455,13 @@ class Connection:
                 return  # the socket is gone; the receive loop notices and cleans up
 
 
+def _session_id(data: dict[str, Any]) -> str:
+    # lowerCamelCase as documented; the proto name is accepted too.
+    if "sessionId" not in data and "session_id" in data:
+        return require_id(data, "session_id")
+    return require_id(data, "sessionId")
+
+
 def _parse_ref(data: dict[str, Any]) -> Ref:
     ref = data.get("ref")
     if ref is None:
@@ -400,15 +482,20 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         max_msg_size=options.max_ws_message_bytes,
         # Event frames are small and frequent; compression is not worth its CPU unmeasured.
         compress=False,
+        # Selected when offered; a client offering only ``orx.bearer.<key>`` gets no subprotocol back.
+        protocols=(WS_PROTOCOL,),
     )
     if not ws.can_prepare(request).ok:
         return error_response(
-            GatewayError(grpc.StatusCode.FAILED_PRECONDITION, "this endpoint needs a WebSocket upgrade request"),
-            status=426,
+            GatewayError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "this endpoint needs a WebSocket upgrade request",
+                http=426,
+            ),
             headers={"Upgrade": "websocket"},
         )
     await ws.prepare(request)
-    connection = Connection(ws, app)
+    connection = Connection(ws, app, request.get(PRINCIPAL), request.remote or "unknown")
     # Registered until its release completes (see Connection.run), so shutdown can find it.
     app[CONNECTIONS].add(connection)
     log.debug("websocket opened")

@@ -198,9 +198,9 @@ async def test_websocket_bridge_streams_a_session(suite: Suite) -> None:
             assert data["type"] != "error", data
             if data["type"] == "event":
                 events.append(data["event"])
-                if "sessionCompleted" in data["event"] or "sessionFailed" in data["event"]:
+                if "session_completed" in data["event"] or "session_failed" in data["event"]:
                     break
-    assert "sessionCompleted" in events[-1]
+    assert "session_completed" in events[-1]
     assert [int(e["sequence"]) for e in events] == list(range(1, len(events) + 1))
 
 

@@ -27,10 +27,13 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import init_app
 from gateway.state import CONNECTIONS, GatewayOptions
+from orchestratex import context as orx_context
 from orchestratex.config import Settings
-from orchestratex.errors import InvalidArgument, NotFound, OrxError, Unavailable
+from orchestratex.errors import FailedPrecondition, InvalidArgument, NotFound, OrxError, Unavailable
 from orchestratex.grpc_server import GrpcServer, ServiceBinding, create_server
 from orchestratex.v1 import (
+    analytics_pb2,
+    analytics_pb2_grpc,
     common_pb2,
     orchestrator_pb2,
     orchestrator_pb2_grpc,
@@ -134,6 +137,7 @@ class FakeSession:
     events: list[pb.OrchestrationEvent] = field(default_factory=list)
     status: int = pb.SESSION_STATUS_RUNNING
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    tenant: str = ""
 
     def emit(self, **kind: Any) -> pb.OrchestrationEvent:
         event = pb.OrchestrationEvent(session_id=self.session_id, sequence=len(self.events) + 1, **kind)
@@ -170,6 +174,14 @@ class FakeOrchestrator(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             if key == "x-request-id":
                 self.request_ids.append(value)
 
+    def _visible(self, session_id: str) -> FakeSession | None:
+        """The session if the caller's tenant may see it (like the real service: "" sees all)."""
+        session = self.sessions.get(session_id)
+        caller = orx_context.tenant.get()
+        if session is None or (caller and session.tenant != caller):
+            return None
+        return session
+
     async def Orchestrate(self, request: pb.OrchestrateRequest, context: Any) -> AsyncIterator[pb.OrchestrateResponse]:
         self._record_metadata(context)
         self.orchestrate_requests.append(request)
@@ -179,7 +191,7 @@ class FakeOrchestrator(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             raise InvalidArgument("max_rounds", "must be in [1, 10], got 99")
         if mode == "empty":
             return
-        session = FakeSession(f"sess-{uuid.uuid4().hex}", request)
+        session = FakeSession(f"sess-{uuid.uuid4().hex}", request, tenant=orx_context.tenant.get())
         self.sessions[session.session_id] = session
         ended = False
         try:
@@ -217,7 +229,7 @@ class FakeOrchestrator(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         self, request: pb.WatchSessionRequest, context: Any
     ) -> AsyncIterator[pb.WatchSessionResponse]:
         self.watch_requests.append(request)
-        session = self.sessions.get(request.session_id)
+        session = self._visible(request.session_id)
         if session is None:
             raise NotFound(f"session {request.session_id!r} not found")
         ended = False
@@ -234,19 +246,19 @@ class FakeOrchestrator(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                 self.watch_stream_cancelled.set()
 
     async def GetSession(self, request: pb.GetSessionRequest, context: Any) -> pb.GetSessionResponse:
-        session = self.sessions.get(request.session_id)
+        session = self._visible(request.session_id)
         if session is None:
             raise NotFound(f"session {request.session_id!r} not found")
         return pb.GetSessionResponse(session=session.proto())
 
     async def ListSessions(self, request: pb.ListSessionsRequest, context: Any) -> pb.ListSessionsResponse:
         self.list_requests.append(request)
-        sessions = [s.proto() for s in self.sessions.values()]
+        sessions = [s.proto() for s in self.sessions.values() if self._visible(s.session_id)]
         return pb.ListSessionsResponse(sessions=sessions, next_page_token="page-2" if sessions else "")
 
     async def CancelSession(self, request: pb.CancelSessionRequest, context: Any) -> pb.CancelSessionResponse:
         self.cancel_requests.append(request)
-        session = self.sessions.get(request.session_id)
+        session = self._visible(request.session_id)
         if session is None:
             raise NotFound(f"session {request.session_id!r} not found")
         if session.status == pb.SESSION_STATUS_RUNNING:
@@ -289,12 +301,88 @@ class FakeProviders(providers_pb2_grpc.ProviderServiceServicer):
         return providers_pb2.ListModelsResponse(models=[model, other], simulated=True)
 
 
+class FakeAnalytics(analytics_pb2_grpc.AnalyticsServiceServicer):
+    """Feedback and reports scoped by tenant: a report names the tenant it was computed for."""
+
+    def __init__(self, orchestrator: FakeOrchestrator) -> None:
+        self.orchestrator = orchestrator
+        self.tenants: list[str] = []
+        self.requests: list[Any] = []
+
+    def _seen(self, request: Any) -> str:
+        tenant = orx_context.tenant.get()
+        self.tenants.append(tenant)
+        self.requests.append(request)
+        return tenant
+
+    async def SubmitFeedback(
+        self, request: analytics_pb2.SubmitFeedbackRequest, context: Any
+    ) -> analytics_pb2.SubmitFeedbackResponse:
+        self._seen(request)
+        if not 1 <= request.rating <= 5:
+            raise InvalidArgument("rating", f"must be between 1 and 5, got {request.rating}")
+        session = self.orchestrator._visible(request.session_id)
+        if session is None:
+            raise NotFound(f"session_id: no session {request.session_id!r}")
+        if session.status == pb.SESSION_STATUS_RUNNING:
+            raise FailedPrecondition(f"session_id: session {request.session_id!r} is still running")
+        feedback = analytics_pb2.Feedback(
+            session_id=request.session_id,
+            rating=request.rating,
+            comment=request.comment,
+            user_id=request.user_id or "anonymous",
+        )
+        feedback.create_time.FromSeconds(1_760_000_000)
+        feedback.update_time.FromSeconds(1_760_000_000)
+        return analytics_pb2.SubmitFeedbackResponse(feedback=feedback)
+
+    async def GetModelPerformance(
+        self, request: analytics_pb2.GetModelPerformanceRequest, context: Any
+    ) -> analytics_pb2.GetModelPerformanceResponse:
+        tenant = self._seen(request)
+        row = analytics_pb2.ModelPerformance(
+            model=f"model-of-{tenant or 'all'}", calls=3, successes=2, success_rate=2 / 3, domain=request.domain
+        )
+        row.ttft_p50.FromMilliseconds(250)
+        row.failures.add(kind=common_pb2.FAILURE_KIND_TIMEOUT, count=1)
+        return analytics_pb2.GetModelPerformanceResponse(models=[row], by_domain=[row])
+
+    async def GetCostReport(
+        self, request: analytics_pb2.GetCostReportRequest, context: Any
+    ) -> analytics_pb2.GetCostReportResponse:
+        tenant = self._seen(request)
+        visible = [s for s in self.orchestrator.sessions.values() if not tenant or s.tenant == tenant]
+        report = analytics_pb2.GetCostReportResponse(total_cost_usd=0.01 * len(visible), session_count=len(visible))
+        for session in visible:
+            report.sessions.add(session_id=session.session_id, cost_usd=0.01, calls=1)
+        report.days.add(day="2025-10-09", cost_usd=0.01, calls=1)
+        return report
+
+    async def GetSelectionAccuracy(
+        self, request: analytics_pb2.GetSelectionAccuracyRequest, context: Any
+    ) -> analytics_pb2.GetSelectionAccuracyResponse:
+        self._seen(request)
+        estimate = analytics_pb2.AccuracyEstimate(sample_size=10, hits=7, accuracy=0.7, ci_low=0.4, ci_high=0.9)
+        return analytics_pb2.GetSelectionAccuracyResponse(shadow=estimate, feedback=estimate, definition="d")
+
+    async def GetSatisfaction(
+        self, request: analytics_pb2.GetSatisfactionRequest, context: Any
+    ) -> analytics_pb2.GetSatisfactionResponse:
+        self._seen(request)
+        overall = analytics_pb2.SatisfactionSummary(key="all", count=2, mean=4.5)
+        overall.distribution.add(rating=4, count=1)
+        overall.distribution.add(rating=5, count=1)
+        return analytics_pb2.GetSatisfactionResponse(overall=overall, by_model=[overall])
+
+
 @dataclass
 class Peers:
     orchestrator: FakeOrchestrator
     providers: FakeProviders
     orchestrator_server: GrpcServer
     providers_server: GrpcServer
+    analytics: FakeAnalytics | None = None
+    analytics_server: GrpcServer | None = None
 
 
 @pytest.fixture
@@ -318,13 +406,24 @@ async def peers() -> AsyncIterator[Peers]:
         ],
         "127.0.0.1:0",
     )
+    analytics = FakeAnalytics(orchestrator)
+    analytics_srv = create_server(
+        [
+            ServiceBinding(
+                analytics_pb2_grpc.add_AnalyticsServiceServicer_to_server, analytics, "orchestratex.v1.AnalyticsService"
+            )
+        ],
+        "127.0.0.1:0",
+    )
     await orch_srv.start()
     await prov_srv.start()
+    await analytics_srv.start()
     try:
-        yield Peers(orchestrator, providers, orch_srv, prov_srv)
+        yield Peers(orchestrator, providers, orch_srv, prov_srv, analytics, analytics_srv)
     finally:
         await orch_srv.stop(0)
         await prov_srv.stop(0)
+        await analytics_srv.stop(0)
 
 
 def make_settings(tmp_path: Path, **env: str) -> Settings:
@@ -339,13 +438,19 @@ def make_settings(tmp_path: Path, **env: str) -> Settings:
     return Settings.from_env(base)
 
 
+def peer_env(peers: Peers) -> dict[str, str]:
+    """Settings variables pointing the gateway at the fake peers."""
+    assert peers.analytics_server is not None
+    return {
+        "ORX_ORCHESTRATOR_ADDR": f"127.0.0.1:{peers.orchestrator_server.port}",
+        "ORX_PROVIDERS_ADDR": f"127.0.0.1:{peers.providers_server.port}",
+        "ORX_ANALYTICS_ADDR": f"127.0.0.1:{peers.analytics_server.port}",
+    }
+
+
 @pytest.fixture
 def settings(tmp_path: Path, peers: Peers) -> Settings:
-    return make_settings(
-        tmp_path,
-        ORX_ORCHESTRATOR_ADDR=f"127.0.0.1:{peers.orchestrator_server.port}",
-        ORX_PROVIDERS_ADDR=f"127.0.0.1:{peers.providers_server.port}",
-    )
+    return make_settings(tmp_path, **peer_env(peers))
 
 
 GatewayFactory = Callable[..., Any]

@@ -32,7 +32,7 @@ async def test_index_page_is_served_as_html_with_a_strict_policy(client: Client)
     assert response.charset == "utf-8"
     text = await response.text()
     assert "<title>OrchestrateX</title>" in text
-    assert '<script src="/static/app.js"' in text
+    assert 'src="/static/app.js"' in text
     csp = response.headers["Content-Security-Policy"]
     assert "script-src 'self'" in csp and "default-src 'none'" in csp
     assert response.headers["X-Content-Type-Options"] == "nosniff"

@@ -28,7 +28,8 @@ async def error_of(response: Any, status: int) -> dict[str, str]:
     assert response.content_type == "application/json"
     body = await response.json()
     assert set(body) == {"error"}
-    assert set(body["error"]) == {"code", "message"}
+    assert {"code", "status", "message"} <= set(body["error"]) <= {"code", "status", "message", "field", "retryAfter"}
+    assert body["error"]["status"] == response.status
     error: dict[str, str] = body["error"]
     return error
 
@@ -93,6 +94,8 @@ async def test_create_relays_upstream_invalid_argument(client: Client) -> None:
     response = await client.post("/v1/orchestrations", json={"prompt": "invalid"})
     assert await error_of(response, 400) == {
         "code": "INVALID_ARGUMENT",
+        "status": 400,
+        "field": "max_rounds",
         "message": "max_rounds: must be in [1, 10], got 99",
     }
 
@@ -110,6 +113,7 @@ async def test_orchestrator_down_is_503_with_a_clean_message(gateway_factory: Ga
     response = await client.post("/v1/orchestrations", json={"prompt": "hello"})
     assert await error_of(response, 503) == {
         "code": "UNAVAILABLE",
+        "status": 503,
         "message": "the orchestrator service is unavailable; try again later",
     }
     response = await client.get("/v1/models")
@@ -127,13 +131,13 @@ async def test_get_list_and_cancel_sessions(client: Client, peers: Peers) -> Non
     got = await client.get(f"/v1/orchestrations/{session_id}")
     assert got.status == 200
     expected = pb.GetSessionResponse(session=peers.orchestrator.sessions[session_id].proto())
-    assert await got.json() == json_format.MessageToDict(expected)
+    assert await got.json() == json_format.MessageToDict(expected, preserving_proto_field_name=True)
 
     listed = await client.get("/v1/orchestrations?pageSize=5&pageToken=abc&status=running&threadId=t-1")
     assert listed.status == 200
     body = await listed.json()
-    assert [s["sessionId"] for s in body["sessions"]] == [session_id]
-    assert body["nextPageToken"] == "page-2"
+    assert [s["session_id"] for s in body["sessions"]] == [session_id]
+    assert body["next_page_token"] == "page-2"
     sent = peers.orchestrator.list_requests[-1]
     assert (sent.page_size, sent.page_token, sent.status, sent.thread_id) == (
         5,
@@ -182,6 +186,7 @@ async def test_list_rejects_bad_query_parameters(client: Client, peers: Peers, q
 async def test_unknown_session_is_404(client: Client) -> None:
     assert await error_of(await client.get("/v1/orchestrations/sess-missing"), 404) == {
         "code": "NOT_FOUND",
+        "status": 404,
         "message": "session 'sess-missing' not found",
     }
     error = await error_of(await client.post("/v1/orchestrations/sess-missing:cancel"), 404)
@@ -209,8 +214,8 @@ async def test_list_models(client: Client, peers: Peers) -> None:
     assert response.status == 200
     body = await response.json()
     expected = await peers.providers.ListModels(providers_pb2.ListModelsRequest(), None)
-    assert body == json_format.MessageToDict(expected)
-    assert body["simulated"] is True and body["models"][0]["contextLength"] == "131072"
+    assert body == json_format.MessageToDict(expected, preserving_proto_field_name=True)
+    assert body["simulated"] is True and body["models"][0]["context_length"] == "131072"
     assert peers.providers.list_requests[0].include_unavailable is True
 
 
@@ -259,7 +264,9 @@ def test_http_status_table() -> None:
         grpc.StatusCode.PERMISSION_DENIED: 403,
     }
     assert {code: http_status(code) for code in expected} == expected
-    assert GatewayError(grpc.StatusCode.NOT_FOUND, "x").body() == {"error": {"code": "NOT_FOUND", "message": "x"}}
+    assert GatewayError(grpc.StatusCode.NOT_FOUND, "x").body() == {
+        "error": {"code": "NOT_FOUND", "status": 404, "message": "x"}
+    }
 
 
 @pytest.mark.parametrize(

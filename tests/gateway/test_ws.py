@@ -50,7 +50,7 @@ async def start_blocking(ws: Any, peers: Peers, **fields: Any) -> str:
     assert ack == {"type": "ack", "action": "orchestrate", "sessionId": ack["sessionId"], "ref": "b1"}
     session_id: str = ack["sessionId"]
     first, second = await recv(ws), await recv(ws)
-    assert "sessionStarted" in first["event"] and "modelSelected" in second["event"]
+    assert "session_started" in first["event"] and "model_selected" in second["event"]
     assert session_id in peers.orchestrator.sessions
     return session_id
 
@@ -66,7 +66,10 @@ async def test_orchestrate_streams_every_event_in_order_as_canonical_json(client
     session_id = ack["sessionId"]
     assert ack == {"type": "ack", "action": "orchestrate", "sessionId": session_id, "ref": 7}
     assert end == {"type": "end", "sessionId": session_id, "ref": 7}
-    expected = [json_format.MessageToDict(e) for e in peers.orchestrator.sessions[session_id].events]
+    expected = [
+        json_format.MessageToDict(e, preserving_proto_field_name=True)
+        for e in peers.orchestrator.sessions[session_id].events
+    ]
     assert [m["type"] for m in event_messages] == ["event"] * len(expected)
     assert [m["event"] for m in event_messages] == expected
     assert [int(m["event"]["sequence"]) for m in event_messages] == list(range(1, len(expected) + 1))
@@ -125,7 +128,7 @@ async def test_cancel_message_cancels_the_session(client: Client, peers: Peers) 
             "status": "SESSION_STATUS_CANCELLED",
             "ref": 3,
         }
-        failed = next(m for m in messages if m["type"] == "event")["event"]["sessionFailed"]
+        failed = next(m for m in messages if m["type"] == "event")["event"]["session_failed"]
         assert failed["status"] == "SESSION_STATUS_CANCELLED"
     await wait_connections_closed(client)
     # Exactly the client's cancel: the session had ended when the socket closed.
@@ -138,6 +141,8 @@ async def test_upstream_error_before_first_event(client: Client, peers: Peers) -
         assert await recv(ws) == {
             "type": "error",
             "code": "INVALID_ARGUMENT",
+            "status": 400,
+            "field": "max_rounds",
             "message": "max_rounds: must be in [1, 10], got 99",
             "ref": "x",
         }
@@ -153,6 +158,7 @@ async def test_upstream_error_mid_stream_names_the_session(client: Client, peers
     assert error == {
         "type": "error",
         "code": "UNAVAILABLE",
+        "status": 503,
         "message": "providers are unavailable: every model's circuit is open",
         "sessionId": ack["sessionId"],
     }
@@ -182,7 +188,10 @@ async def test_watch_replays_after_sequence_then_ends(client: Client, peers: Pee
         messages = await recv_until(ws, lambda m: m["type"] == "end")
     assert messages[0] == {"type": "ack", "action": "watch", "sessionId": session_id, "ref": "w"}
     assert messages[-1] == {"type": "end", "sessionId": session_id, "ref": "w"}
-    expected = [json_format.MessageToDict(e) for e in peers.orchestrator.sessions[session_id].events[3:]]
+    expected = [
+        json_format.MessageToDict(e, preserving_proto_field_name=True)
+        for e in peers.orchestrator.sessions[session_id].events[3:]
+    ]
     assert [m["event"] for m in messages[1:-1]] == expected
     assert peers.orchestrator.watch_requests[-1].after_sequence == 3
 
@@ -214,6 +223,7 @@ async def test_watch_unknown_session_is_not_found(client: Client, peers: Peers) 
     assert error == {
         "type": "error",
         "code": "NOT_FOUND",
+        "status": 404,
         "message": "session 'sess-nope' not found",
         "sessionId": "sess-nope",
     }
@@ -266,7 +276,7 @@ async def test_bad_messages_get_clear_errors_and_the_socket_survives(client: Cli
         # Still usable.
         await ws.send_json(orchestrate("complete"))
         messages = await recv_until(ws, lambda m: m["type"] == "end")
-        assert messages[-2]["event"]["sessionCompleted"]["finalScore"] == 8.5
+        assert messages[-2]["event"]["session_completed"]["final_score"] == 8.5
     # None of the bad messages reached the orchestrator.
     assert len(peers.orchestrator.orchestrate_requests) == 1
 
@@ -336,6 +346,7 @@ async def test_too_many_streams_per_socket(gateway_factory: GatewayFactory, peer
     assert error == {
         "type": "error",
         "code": "RESOURCE_EXHAUSTED",
+        "status": 429,
         "message": "too many concurrent streams on this socket (limit 1)",
         "ref": 2,
     }
@@ -348,3 +359,33 @@ async def test_plain_get_on_the_socket_endpoint_is_refused(client: Client) -> No
     body = await response.json()
     assert body["error"]["code"] == "FAILED_PRECONDITION"
     assert "WebSocket" in body["error"]["message"]
+
+
+# ---- resume after a cut connection ---------------------------------------------------------------
+
+
+async def test_reconnect_resumes_with_no_gap_and_no_duplicate(client: Client, peers: Peers) -> None:
+    """Cut the TCP connection mid-session (no close frame), reconnect, watch from the last sequence."""
+    received: list[int] = []
+    ws = await client.ws_connect("/v1/ws")
+    await ws.send_json(orchestrate("flood 40 10", detached=True))
+    session_id = (await recv(ws))["sessionId"]
+    while len(received) < 15:
+        message = await recv(ws)
+        if message["type"] == "event":
+            received.append(int(message["event"]["sequence"]))
+    ws._conn.transport.abort()  # type: ignore[union-attr] - a network cut, not a polite close
+    await wait_connections_closed(client)
+    assert peers.orchestrator.sessions[session_id].status == pb.SESSION_STATUS_RUNNING  # detached: still running
+    async with client.ws_connect("/v1/ws") as again:
+        await again.send_json({"type": "watch", "sessionId": session_id, "afterSequence": received[-1]})
+        assert (await recv(again))["action"] == "watch"
+        total = len(peers.orchestrator.sessions[session_id].events)  # 42: started, selected, 40 deltas
+        while received[-1] < total:
+            message = await recv(again)
+            assert message["type"] == "event", message
+            received.append(int(message["event"]["sequence"]))
+        await again.send_json({"type": "cancel", "sessionId": session_id})
+        rest = await recv_until(again, lambda m: m["type"] == "end")
+    received += [int(m["event"]["sequence"]) for m in rest if m["type"] == "event"]
+    assert received == list(range(1, total + 2))  # every event exactly once, the terminal one included

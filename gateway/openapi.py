@@ -1,0 +1,455 @@
+"""The OpenAPI 3.1 description of the gateway, served at ``GET /v1/openapi.json``.
+
+Message schemas are generated from the proto descriptors with the same rules as the JSON encoder
+(:mod:`gateway.events_json`): proto field names, int64 as strings, enum names, Timestamp/Duration as
+strings, unknown fields refused (``additionalProperties: false``), so the tests can validate every real
+response against the document with a JSON Schema 2020-12 validator (the dialect OpenAPI 3.1 uses).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Final
+
+from aiohttp import web
+from google.protobuf.descriptor import FieldDescriptor
+
+from gateway.events_json import _INT64_TYPES
+from orchestratex.v1 import analytics_pb2, orchestrator_pb2, providers_pb2
+
+Schema = dict[str, Any]
+
+PATH: Final = "/v1/openapi.json"
+_REF: Final = "#/components/schemas/"
+_INT32_TYPES: Final = frozenset(
+    {
+        FieldDescriptor.TYPE_INT32,
+        FieldDescriptor.TYPE_SINT32,
+        FieldDescriptor.TYPE_SFIXED32,
+        FieldDescriptor.TYPE_UINT32,
+        FieldDescriptor.TYPE_FIXED32,
+    }
+)
+# Doubles are numbers, or the strings json_format writes for non-finite values.
+_DOUBLE: Final[Schema] = {"anyOf": [{"type": "number"}, {"enum": ["NaN", "Infinity", "-Infinity"]}]}
+
+
+def setup_routes(app: web.Application) -> None:
+    """Register ``GET /v1/openapi.json``."""
+    app.router.add_get(PATH, serve_document)
+
+
+async def serve_document(request: web.Request) -> web.Response:
+    """``GET /v1/openapi.json``: the OpenAPI 3.1 document."""
+    return web.json_response(document())
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": _REF + name}
+
+
+class _SchemaBuilder:
+    def __init__(self) -> None:
+        self.schemas: dict[str, Schema] = {}
+
+    def message(self, descriptor: Any) -> Schema:
+        name = descriptor.full_name
+        if name == "google.protobuf.Timestamp":
+            return {"type": "string", "format": "date-time"}
+        if name == "google.protobuf.Duration":
+            return {"type": "string", "pattern": r"^-?\d+(\.\d{3}|\.\d{6}|\.\d{9})?s$"}
+        if name not in self.schemas:
+            self.schemas[name] = {}  # placeholder: recursive types
+            properties = {field.name: self.field(field) for field in descriptor.fields}
+            schema: Schema = {"type": "object", "properties": properties, "additionalProperties": False}
+            oneofs = [o for o in descriptor.oneofs if not (len(o.fields) == 1 and o.fields[0].has_presence)]
+            for oneof in oneofs:
+                members = [f.name for f in oneof.fields]
+                # At most one member of a oneof is present.
+                schema.setdefault("allOf", []).append(
+                    {"not": {"anyOf": [{"required": [a, b]} for i, a in enumerate(members) for b in members[i + 1 :]]}}
+                )
+            self.schemas[name] = schema
+        return _ref(name)
+
+    def field(self, field: Any) -> Schema:
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            value = self.single(field.message_type.fields_by_name["value"])
+            return {"type": "object", "additionalProperties": value}
+        single = self.single(field)
+        if field.is_repeated:
+            return {"type": "array", "items": single}
+        return single
+
+    def single(self, field: Any) -> Schema:
+        kind = field.type
+        if kind == FieldDescriptor.TYPE_MESSAGE:
+            return self.message(field.message_type)
+        if kind == FieldDescriptor.TYPE_ENUM:
+            names = [v.name for v in field.enum_type.values]
+            # A number when the value is unknown to this build (a newer peer).
+            return {"anyOf": [{"enum": names}, {"type": "integer"}]}
+        if kind in _INT64_TYPES:
+            return {"type": "string", "pattern": r"^-?\d+$"}
+        if kind in _INT32_TYPES:
+            return {"type": "integer"}
+        if kind in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
+            return dict(_DOUBLE)
+        if kind == FieldDescriptor.TYPE_BOOL:
+            return {"type": "boolean"}
+        if kind == FieldDescriptor.TYPE_BYTES:
+            return {"type": "string", "contentEncoding": "base64"}
+        return {"type": "string"}
+
+
+def _json(schema: Schema, description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": schema}}}
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+_ERROR_SCHEMA: Final[Schema] = {
+    "type": "object",
+    "required": ["error"],
+    "additionalProperties": False,
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "status", "message"],
+            "additionalProperties": False,
+            "properties": {
+                "code": {"type": "string", "description": "gRPC status name, or an HTTP-only name"},
+                "status": {"type": "integer", "description": "the HTTP status"},
+                "message": {"type": "string"},
+                "field": {"type": "string", "description": "the input at fault"},
+                "retryAfter": {"type": "integer", "minimum": 1, "description": "seconds (with 429)"},
+            },
+        }
+    },
+}
+_RETRY_AFTER: Final = {"Retry-After": {"schema": {"type": "integer", "minimum": 1}, "description": "seconds"}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    texts = {
+        400: "invalid input (the message names the field)",
+        401: "missing or invalid API key",
+        403: "origin not allowed",
+        404: "no such resource (or another tenant's)",
+        409: "the resource is not in the right state",
+        413: "request body too large",
+        429: "rate limited",
+        502: "a service behind the gateway failed",
+        503: "a service behind the gateway is unavailable",
+        504: "a service behind the gateway did not answer in time",
+    }
+    out: dict[str, Any] = {}
+    for status in (*statuses, 401, 403, 429, 502, 503, 504):
+        out[str(status)] = _json(_ref("Error"), texts[status], _RETRY_AFTER if status == 429 else None)
+    out["default"] = _json(_ref("Error"), "any other error")
+    return out
+
+
+def _query(name: str, description: str, schema: Schema | None = None) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema or {"type": "string"},
+    }
+
+
+_ID_PARAM: Final = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 128}}
+_RANGE: Final = [
+    _query("startTime", "RFC 3339 inclusive start (default: 30 days ago)", {"type": "string", "format": "date-time"}),
+    _query("endTime", "RFC 3339 exclusive end (default: now)", {"type": "string", "format": "date-time"}),
+]
+
+
+@functools.cache
+def document() -> dict[str, Any]:
+    """The OpenAPI 3.1 document (built once)."""
+    builder = _SchemaBuilder()
+    for message in (
+        orchestrator_pb2.OrchestrateRequest,
+        orchestrator_pb2.OrchestrationEvent,
+        orchestrator_pb2.ListSessionsResponse,
+        orchestrator_pb2.GetSessionResponse,
+        orchestrator_pb2.CancelSessionResponse,
+        providers_pb2.ListModelsResponse,
+        analytics_pb2.SubmitFeedbackResponse,
+        analytics_pb2.GetModelPerformanceResponse,
+        analytics_pb2.GetCostReportResponse,
+        analytics_pb2.GetSelectionAccuracyResponse,
+        analytics_pb2.GetSatisfactionResponse,
+    ):
+        builder.message(message.DESCRIPTOR)
+    schemas = builder.schemas
+    # Input accepts lowerCamelCase too, and the orchestrator validates values: keep the input open.
+    request_schema: Schema = {"type": "object", "description": "An OrchestrateRequest (proto or lowerCamelCase names)"}
+    schemas["Error"] = _ERROR_SCHEMA
+    schemas["StartResponse"] = {
+        "type": "object",
+        "required": ["sessionId"],
+        "additionalProperties": False,
+        "properties": {"sessionId": {"type": "string"}},
+    }
+    schemas["Health"] = {
+        "type": "object",
+        "required": ["status"],
+        "additionalProperties": False,
+        "properties": {"status": {"const": "ok"}},
+    }
+    schemas["Readiness"] = {
+        "type": "object",
+        "required": ["status", "checks"],
+        "additionalProperties": False,
+        "properties": {
+            "status": {"enum": ["ready", "not ready"]},
+            "checks": {"type": "object", "additionalProperties": {"type": "string"}},
+        },
+    }
+    feedback_body: Schema = {
+        "type": "object",
+        "required": ["rating"],
+        "properties": {
+            "rating": {"type": "integer", "minimum": 1, "maximum": 5},
+            "comment": {"type": "string", "maxLength": 5000},
+            "user_id": {"type": "string"},
+            "userId": {"type": "string"},
+        },
+    }
+    paths: dict[str, Any] = {
+        "/v1/orchestrations": {
+            "post": {
+                "operationId": "startOrchestration",
+                "summary": "Start a session that runs on its own (detached); returns its id",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": request_schema}}},
+                "responses": {
+                    "201": _json(
+                        _ref("StartResponse"),
+                        "the session started",
+                        {"Location": {"schema": {"type": "string"}, "description": "the session's URL"}},
+                    ),
+                    **_errors(400, 413),
+                },
+            },
+            "get": {
+                "operationId": "listOrchestrations",
+                "summary": "Sessions of the caller's tenant, newest first, paged",
+                "parameters": [
+                    _query("pageSize", "1 to 100 (default 20)", {"type": "integer"}),
+                    _query("pageToken", "next_page_token of the previous page"),
+                    _query("status", "running, completed, failed, cancelled (or SESSION_STATUS_...)"),
+                    _query("threadId", "only this thread"),
+                    *_RANGE,
+                ],
+                "responses": {
+                    "200": _json(_ref("orchestratex.v1.ListSessionsResponse"), "one page"),
+                    **_errors(400),
+                },
+            },
+        },
+        "/v1/orchestrations/{id}": {
+            "get": {
+                "operationId": "getOrchestration",
+                "parameters": [_ID_PARAM],
+                "responses": {
+                    "200": _json(_ref("orchestratex.v1.GetSessionResponse"), "the session"),
+                    **_errors(400, 404),
+                },
+            }
+        },
+        "/v1/orchestrations/{id}/events": {
+            "get": {
+                "operationId": "streamOrchestrationEvents",
+                "summary": "Server-Sent Events: id = sequence, data = OrchestrationEvent; ends after the last event",
+                "parameters": [
+                    _ID_PARAM,
+                    {
+                        "name": "Last-Event-ID",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string", "pattern": r"^\d+$"},
+                        "description": "resume after this sequence",
+                    },
+                    _query(
+                        "after", "resume after this sequence (for clients that cannot set headers)", {"type": "integer"}
+                    ),
+                ],
+                "responses": {
+                    "200": {
+                        "description": "the event stream",
+                        "content": {
+                            "text/event-stream": {
+                                "schema": {"type": "string"},
+                                "itemSchema": _ref("orchestratex.v1.OrchestrationEvent"),
+                            }
+                        },
+                    },
+                    "204": {"description": "the session has ended and nothing is left after the resume point"},
+                    **_errors(400, 404),
+                },
+            }
+        },
+        "/v1/orchestrations/{id}:cancel": {
+            "post": {
+                "operationId": "cancelOrchestration",
+                "parameters": [_ID_PARAM],
+                "requestBody": {
+                    "required": False,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {"reason": {"type": "string", "maxLength": 1000}},
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _json(_ref("orchestratex.v1.CancelSessionResponse"), "the session after cancellation"),
+                    **_errors(400, 404, 413),
+                },
+            }
+        },
+        "/v1/orchestrations/{id}/feedback": {
+            "post": {
+                "operationId": "submitFeedback",
+                "parameters": [_ID_PARAM],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": feedback_body}}},
+                "responses": {
+                    "200": _json(_ref("orchestratex.v1.SubmitFeedbackResponse"), "the stored feedback"),
+                    **_errors(400, 404, 409, 413),
+                },
+            }
+        },
+        "/v1/models": {
+            "get": {
+                "operationId": "listModels",
+                "parameters": [_query("includeUnavailable", "true to include models that cannot be called")],
+                "responses": {
+                    "200": _json(_ref("orchestratex.v1.ListModelsResponse"), "the catalogue with live health"),
+                    **_errors(400),
+                },
+            }
+        },
+        "/v1/analytics/performance": {
+            "get": {
+                "operationId": "getModelPerformance",
+                "parameters": [*_RANGE, _query("model", "only this model"), _query("domain", "coding, math, ...")],
+                "responses": {
+                    "200": _json(_ref("orchestratex.v1.GetModelPerformanceResponse"), "the performance report"),
+                    **_errors(400),
+                },
+            }
+        },
+        "/v1/analytics/costs": {
+            "get": {
+                "operationId": "getCostReport",
+                "parameters": [*_RANGE, _query("sessionLimit", "1 to 1000 (default 100)", {"type": "integer"})],
+                "responses": {
+                    "200": _json(_ref("orchestratex.v1.GetCostReportResponse"), "the cost report"),
+                    **_errors(400),
+                },
+            }
+        },
+        "/v1/analytics/selection-accuracy": {
+            "get": {
+                "operationId": "getSelectionAccuracy",
+                "parameters": list(_RANGE),
+                "responses": {
+                    "200": _json(_ref("orchestratex.v1.GetSelectionAccuracyResponse"), "the accuracy report"),
+                    **_errors(400),
+                },
+            }
+        },
+        "/v1/analytics/satisfaction": {
+            "get": {
+                "operationId": "getSatisfaction",
+                "parameters": list(_RANGE),
+                "responses": {
+                    "200": _json(_ref("orchestratex.v1.GetSatisfactionResponse"), "the satisfaction report"),
+                    **_errors(400),
+                },
+            }
+        },
+        "/v1/ws": {
+            "get": {
+                "operationId": "webSocket",
+                "summary": "WebSocket upgrade; the JSON message protocol is described in docs/gateway.md",
+                "responses": {
+                    "101": {"description": "switching protocols"},
+                    "426": _json(_ref("Error"), "not a WebSocket upgrade request"),
+                    **_errors(),
+                },
+            }
+        },
+        "/v1/openapi.json": {
+            "get": {
+                "operationId": "openApi",
+                "security": [],
+                "responses": {"200": {"description": "this document", "content": {"application/json": {}}}},
+            }
+        },
+        "/healthz": {
+            "get": {
+                "operationId": "healthz",
+                "security": [],
+                "responses": {"200": _json(_ref("Health"), "the process is up")},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "operationId": "readyz",
+                "security": [],
+                "responses": {
+                    "200": _json(_ref("Readiness"), "the services the gateway needs are serving"),
+                    "503": _json(_ref("Readiness"), "not ready"),
+                },
+            }
+        },
+        "/": {
+            "get": {
+                "operationId": "page",
+                "security": [],
+                "responses": {"200": {"description": "the browser app", "content": {"text/html": {}}}},
+            }
+        },
+        "/static/{path}": {
+            "get": {
+                "operationId": "staticFile",
+                "security": [],
+                "parameters": [{"name": "path", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {
+                    "200": {"description": "a file of the browser app"},
+                    "404": _json(_ref("Error"), "no such file"),
+                },
+            }
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
+        "info": {
+            "title": "OrchestrateX gateway",
+            "version": "1",
+            "description": "REST, Server-Sent Events and WebSocket access to OrchestrateX. Protobuf payloads are "
+            "canonical proto3 JSON with the proto field names (what grpcurl prints).",
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API key; required when the gateway has keys configured",
+                }
+            },
+        },
+    }
