@@ -1,4 +1,4 @@
-"""The ``orchestratex`` command: ``up``, ``serve``, ``ask``.
+"""The ``orchestratex`` command: ``up``, ``serve``, ``ask``, ``backup``, ``restore``.
 
 ``up`` runs the whole suite on one machine — each service in its own process, exactly as compose or
 Kubernetes would run them — waits until every one reports SERVING on the standard health service,
@@ -71,6 +71,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         setup_logging("models", "WARNING", "text")
         raise SystemExit(run_models_sync(settings, args))
+    elif args.command in ("backup", "restore"):
+        setup_logging(args.command, "WARNING", "text")
+        raise SystemExit(asyncio.run(_backup_or_restore(settings, args)))
     else:
         parser.print_help()
         raise SystemExit(2)
@@ -105,7 +108,38 @@ def _parser() -> argparse.ArgumentParser:
         help="file to write (default: the catalogue read, ORX_CATALOGUE or packaged)",
     )
     sync.add_argument("--dry-run", action="store_true", help="print the changes without writing anything")
+    backup = sub.add_parser(
+        "backup", help="back up the configured store (SQLite files or MongoDB) into a new directory"
+    )
+    backup.add_argument("directory", type=Path, help="where to write the backup (must not exist, or be empty)")
+    restore = sub.add_parser("restore", help="restore a backup made by `orchestratex backup` (stop the services first)")
+    restore.add_argument("directory", type=Path, help="the backup directory")
+    restore.add_argument("--force", action="store_true", help="replace a store that already holds data")
     return parser
+
+
+# ------------------------------------------------------------ backup / restore
+
+
+async def _backup_or_restore(settings: Settings, args: argparse.Namespace) -> int:
+    """Run ``backup`` or ``restore``; a refused or failed one prints why and exits 2, having changed nothing."""
+    from orchestratex.store.backup import BackupError, run_backup, run_restore
+
+    try:
+        if args.command == "backup":
+            result = await run_backup(settings, args.directory)
+        else:
+            result = await run_restore(settings, args.directory, force=args.force)
+    except BackupError as exc:
+        print(f"orchestratex: {args.command}: {exc}", file=sys.stderr)
+        return 2
+    done = "backed up into" if args.command == "backup" else "restored from"
+    print(f"{result.backend}: {done} {result.path}")
+    for name, count in sorted(result.counts.items()):
+        print(f"  {name}: {count}")
+    for note in result.notes:
+        print(f"  note: {note}")
+    return 0
 
 
 # ------------------------------------------------------------------ serve

@@ -103,6 +103,9 @@ def tenant_for_ingest(request_tenant: str, caller_tenant: str) -> str:
     only ingest for itself, so it cannot plant sessions in another tenant's reports.
     """
     check_max_len(request_tenant, "tenant", MAX_USER_ID_CHARS)
+    if any(ord(c) < 32 for c in request_tenant):
+        # Also keeps the store's every-tenant counter name (which holds a NUL) out of reach.
+        raise InvalidArgument("tenant", "must not contain control characters")
     if caller_tenant and request_tenant and request_tenant != caller_tenant:
         raise PermissionDenied("tenant: differs from the caller's tenant")
     return request_tenant or caller_tenant

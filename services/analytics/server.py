@@ -18,7 +18,8 @@ from orchestratex import context
 from orchestratex.config import Settings
 from orchestratex.errors import FailedPrecondition, NotFound
 from orchestratex.grpc_server import GrpcServer, ServiceBinding, create_server
-from orchestratex.store.analytics import STATUS_RUNNING, AnalyticsStore, Scope, SqliteAnalyticsStore
+from orchestratex.store.analytics import STATUS_RUNNING, AnalyticsStore, Scope
+from orchestratex.store.factory import open_analytics_store
 from orchestratex.v1 import analytics_pb2, analytics_pb2_grpc
 from services.analytics import reports
 from services.analytics.ingest import facts_from_request
@@ -56,9 +57,7 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
         """Per-model and per-model-and-domain performance of the sessions in range."""
         scope = self._scope(_range(request), domain_filter(request.domain))
         model = model_filter(request.model)
-        calls = await self._store.calls(scope, model)
-        critiques = await self._store.critiques(scope, model)
-        return reports.model_performance(calls, critiques, model, scope.domain)
+        return reports.model_performance(await self._store.performance(scope, model), scope.domain)
 
     async def GetCostReport(
         self, request: analytics_pb2.GetCostReportRequest, ctx: Context
@@ -73,9 +72,7 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
     ) -> analytics_pb2.GetSelectionAccuracyResponse:
         """Selection accuracy by shadow evaluation and by user feedback."""
         scope = self._scope(_range(request))
-        round1 = await self._store.critiques(scope, round_=1)
-        ratings = await self._store.ratings(scope)
-        return reports.selection_accuracy(round1, ratings)
+        return reports.selection_accuracy(await self._store.selection_accuracy(scope))
 
     async def SubmitFeedback(
         self, request: analytics_pb2.SubmitFeedbackRequest, ctx: Context
@@ -98,7 +95,7 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
     ) -> analytics_pb2.GetSatisfactionResponse:
         """Ratings of the sessions in range: overall, per model, per domain, per day."""
         scope = self._scope(_range(request))
-        return reports.satisfaction(await self._store.ratings(scope))
+        return reports.satisfaction(await self._store.satisfaction(scope))
 
     async def IngestEvents(
         self, request: analytics_pb2.IngestEventsRequest, ctx: Context
@@ -122,11 +119,8 @@ def _range(
 
 
 async def open_store(settings: Settings) -> AnalyticsStore:
-    """The analytics store for ``settings``: SQLite at ``<data_dir>/analytics.db``."""
-    if settings.storage_backend != "sqlite":
-        # The MongoDB implementation of AnalyticsStore is a later task; until then stay embedded.
-        log.warning("analytics has no %s backend yet; using SQLite", settings.storage_backend)
-    return await SqliteAnalyticsStore.open(settings.data_dir / DATABASE_FILE)
+    """The analytics store for ``settings``: MongoDB when configured, else SQLite at ``<data_dir>/analytics.db``."""
+    return await open_analytics_store(settings)
 
 
 async def build(settings: Settings, listen: str | None = None) -> GrpcServer:

@@ -1,4 +1,4 @@
-"""Pure logic: percentiles, Wilson intervals, ranges, event translation, report aggregation."""
+"""Pure logic: histograms, Wilson intervals, ranges, event translation, shadow outcomes, report building."""
 
 from __future__ import annotations
 
@@ -11,7 +11,23 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from orchestratex.errors import InvalidArgument, PermissionDenied
-from orchestratex.store.analytics import CallFact, CallRecord, CritiqueFact, CritiqueRecord, RatingRecord, TokenUsage
+from orchestratex.store.analytics import (
+    HIST_BUCKETS,
+    HIST_MAX_NS,
+    HIST_MIN_NS,
+    HIST_RATIO,
+    HIST_RELATIVE_ERROR,
+    AccuracySummary,
+    PerfRow,
+    Proportion,
+    RatingCounts,
+    TokenUsage,
+    feedback_hit,
+    histogram_bucket,
+    histogram_quantile,
+    histogram_value,
+    shadow_outcome,
+)
 from orchestratex.v1 import analytics_pb2, common_pb2
 from orchestratex.v1 import orchestrator_pb2 as pb
 from services.analytics import reports
@@ -36,19 +52,39 @@ def stamp(ns: int) -> Timestamp:
 # ----------------------------------------------------------------- statistics
 
 
-def test_percentile_interpolates_between_ranks() -> None:
-    values = [100 * i for i in range(1, 21)]
-    assert reports.percentile(values, 0.5) == 1050
-    assert reports.percentile(values, 0.95) == 1905
-    assert reports.percentile([7], 0.95) == 7
-    assert reports.percentile([], 0.5) == 0
-    assert reports.percentile([3, 1, 2], 0.0) == 1
-    assert reports.percentile([3, 1, 2], 1.0) == 3
+def nearest_rank(values: list[int], q: float) -> int:
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(q * len(ordered) - 1e-9)) - 1]
 
 
-@given(st.lists(st.integers(0, 10**12), min_size=1), st.floats(0, 1))
-def test_percentile_stays_within_the_data(values: list[int], q: float) -> None:
-    assert min(values) <= reports.percentile(values, q) <= max(values)
+def histogram(values: list[int]) -> list[int]:
+    counts = [0] * HIST_BUCKETS
+    for value in values:
+        counts[histogram_bucket(value)] += 1
+    return counts
+
+
+def test_histogram_buckets_are_log_spaced_from_1ms_to_10min() -> None:
+    assert histogram_bucket(0) == 0
+    assert histogram_bucket(HIST_MIN_NS - 1) == 0
+    assert histogram_bucket(HIST_MIN_NS) == 1
+    assert histogram_bucket(HIST_MAX_NS - 1) == HIST_BUCKETS - 2
+    assert histogram_bucket(HIST_MAX_NS) == HIST_BUCKETS - 1
+    assert histogram_bucket(10**15) == HIST_BUCKETS - 1
+    assert abs(HIST_RELATIVE_ERROR - 0.1133) < 1e-4
+    # Every interior bucket reports a value inside it.
+    for bucket in range(1, HIST_BUCKETS - 1):
+        assert histogram_bucket(histogram_value(bucket)) == bucket
+    assert histogram_quantile([0] * HIST_BUCKETS, 0.5) == 0
+
+
+@given(st.lists(st.integers(HIST_MIN_NS, HIST_MAX_NS - 1), min_size=1, max_size=300), st.sampled_from([0.5, 0.95]))
+def test_histogram_percentiles_are_within_the_error_bound(values: list[int], q: float) -> None:
+    exact = nearest_rank(values, q)
+    reported = histogram_quantile(histogram(values), q)
+    assert abs(reported - exact) <= HIST_RELATIVE_ERROR * exact + 1
+    # Up to 1 ns of rounding on top of the bucket bound.
+    assert 1 / math.sqrt(HIST_RATIO) - 1e-6 <= reported / exact <= math.sqrt(HIST_RATIO) + 1e-6
 
 
 @pytest.mark.parametrize(
@@ -125,6 +161,12 @@ def test_session_limit_out_of_range(value: int) -> None:
 def test_feedback_defaults_to_anonymous() -> None:
     got = feedback_input(analytics_pb2.SubmitFeedbackRequest(session_id="s", rating=5, user_id="  "))
     assert got.user_id == "anonymous"
+
+
+def test_tenant_names_cannot_hold_control_characters() -> None:
+    with pytest.raises(InvalidArgument) as info:
+        tenant_for_ingest("\x00all", "")
+    assert info.value.field == "tenant"
 
 
 def test_tenant_bound_callers_ingest_only_for_themselves() -> None:
@@ -242,28 +284,43 @@ def test_batches_are_bounded() -> None:
 # -------------------------------------------------------------------- reports
 
 
-def _call(model: str, *, ok: bool = True, kind: int = 0, latency: int = SECOND, cost: int = 1) -> CallRecord:
-    fact = CallFact(
+def perf_row(
+    model: str,
+    domain: int = common_pb2.DOMAIN_MATH,
+    *,
+    latencies: tuple[int, ...] = (),
+    failures: dict[int, int] | None = None,
+    cost: int = 0,
+    received: tuple[float, ...] = (),
+    given_scores: tuple[float, ...] = (),
+) -> PerfRow:
+    failed = failures or {}
+    return PerfRow(
         model=model,
-        purpose=common_pb2.CALL_PURPOSE_ANSWER,
-        shadow=False,
-        round=1,
-        success=ok,
-        failure_kind=kind,
+        domain=domain,
+        attempts=len(latencies) + sum(failed.values()),
+        successes=len(latencies),
+        failures=failed,
         usage=TokenUsage(cost_nanos=cost),
-        latency_ns=latency,
-        ttft_ns=latency // 10 if ok else None,
+        latency_histogram=tuple(histogram(list(latencies))),
+        ttft_histogram=tuple(histogram([v // 10 for v in latencies])),
+        critiques_received=len(received),
+        score_received_milli=sum(round(x * 1000) for x in received),
+        critiques_given=len(given_scores),
+        score_given_milli=sum(round(x * 1000) for x in given_scores),
     )
-    return CallRecord("s", common_pb2.DOMAIN_MATH, fact)
 
 
 def test_cancelled_calls_are_not_counted_against_the_model() -> None:
-    calls = [
-        _call("m/a", latency=SECOND),
-        _call("m/a", ok=False, kind=common_pb2.FAILURE_KIND_CANCELLED, cost=5),
-        _call("m/a", ok=False, kind=common_pb2.FAILURE_KIND_RATE_LIMITED, latency=9 * SECOND),
+    rows = [
+        perf_row(
+            "m/a",
+            latencies=(SECOND,),
+            failures={common_pb2.FAILURE_KIND_CANCELLED: 1, common_pb2.FAILURE_KIND_RATE_LIMITED: 1},
+            cost=7,
+        )
     ]
-    response = reports.model_performance(calls, [])
+    response = reports.model_performance(rows)
     (row,) = response.models
     assert (row.calls, row.successes, row.success_rate) == (2, 1, 0.5)
     assert {f.kind: f.count for f in row.failures} == {
@@ -271,64 +328,93 @@ def test_cancelled_calls_are_not_counted_against_the_model() -> None:
         common_pb2.FAILURE_KIND_CANCELLED: 1,
     }
     assert row.usage.cost_usd == pytest.approx(7e-9)
-    # Percentiles cover successful calls only.
-    assert row.latency_p95.ToNanoseconds() == SECOND
+    assert row.latency_p95.ToNanoseconds() == pytest.approx(SECOND, rel=HIST_RELATIVE_ERROR)
     assert [(r.model, r.domain) for r in response.by_domain] == [("m/a", common_pb2.DOMAIN_MATH)]
 
 
-def test_scores_as_author_include_shadow_answers() -> None:
-    critiques = [
-        CritiqueRecord("s", 0, CritiqueFact(1, "m/b", "m/a", 6.0, False)),
-        CritiqueRecord("s", 0, CritiqueFact(1, "m/b", "m/a", 9.0, True)),
-        CritiqueRecord("s", 0, CritiqueFact(1, "m/a", "m/b", 4.0, False)),
+def test_per_model_rows_merge_every_domain_and_unknown_domains_are_not_listed() -> None:
+    rows = [
+        perf_row("m/a", 0, latencies=(SECOND,), received=(6.0,)),
+        perf_row("m/a", common_pb2.DOMAIN_MATH, latencies=(SECOND, 3 * SECOND), received=(9.0,), cost=5),
+        perf_row("m/b", common_pb2.DOMAIN_CODING, given_scores=(4.0, 5.0)),
     ]
-    response = reports.model_performance([], critiques, model="m/a")
-    (row,) = response.models
-    assert (row.mean_score_as_author, row.critiques_received) == (7.5, 2)
-    assert (row.mean_score_as_critic, row.critiques_given) == (4.0, 1)
-    assert not response.by_domain  # domain unknown
-
-
-def _k(session: str, author: str, score: float, *, shadow: bool, domain: int = 1, rnd: int = 1) -> CritiqueRecord:
-    return CritiqueRecord(session, domain, CritiqueFact(rnd, "critic", author, score, shadow))
-
-
-def test_shadow_hits_by_hand() -> None:
-    critiques = [
-        # s1: primary median 7.5 vs runner-up 7 -> hit
-        _k("s1", "p", 7, shadow=False),
-        _k("s1", "p", 8, shadow=False),
-        _k("s1", "x", 7, shadow=True),
-        _k("s1", "x", 7, shadow=True),
-        # s2: 6 vs 8 -> miss
-        _k("s2", "p", 6, shadow=False),
-        _k("s2", "x", 8, shadow=True),
-        # s3: tie with the best runner-up counts as a hit
-        _k("s3", "p", 8, shadow=False, domain=2),
-        _k("s3", "x", 8, shadow=True, domain=2),
-        _k("s3", "y", 7, shadow=True, domain=2),
-        # s4: no shadow; s5: runner-up only; s6: round 2 only -> not judged
-        _k("s4", "p", 9, shadow=False),
-        _k("s5", "x", 9, shadow=True),
-        _k("s6", "p", 1, shadow=False, rnd=2),
-        _k("s6", "x", 9, shadow=True, rnd=2),
+    response = reports.model_performance(rows)
+    a, b = response.models
+    assert (a.model, a.domain, a.calls, a.critiques_received, a.mean_score_as_author) == ("m/a", 0, 3, 2, 7.5)
+    assert a.usage.cost_usd == pytest.approx(5e-9)
+    assert (b.model, b.calls, b.critiques_given, b.mean_score_as_critic) == ("m/b", 0, 2, 4.5)
+    assert [(r.model, r.domain) for r in response.by_domain] == [
+        ("m/a", common_pb2.DOMAIN_MATH),
+        ("m/b", common_pb2.DOMAIN_CODING),
     ]
-    assert reports.shadow_hits(critiques) == {"s1": (1, True), "s2": (1, False), "s3": (2, True)}
+    filtered = reports.model_performance(rows[1:2], common_pb2.DOMAIN_MATH)
+    assert filtered.models[0].domain == common_pb2.DOMAIN_MATH
 
 
-def test_feedback_hits_use_the_session_mean() -> None:
-    ratings = [
-        RatingRecord("s1", "u1", 5, "m", 1, 0),
-        RatingRecord("s1", "u2", 3, "m", 1, 0),
-        RatingRecord("s2", "u1", 3, "m", 1, 0),
-        RatingRecord("s2", "u2", 4, "m", 1, 0),
+def _k(author: str, score: float, *, shadow: bool, critic: str = "critic") -> tuple[str, str, bool, int]:
+    return (critic, author, shadow, round(score * 1000))
+
+
+def test_shadow_outcome_by_hand() -> None:
+    # Median of the same critics' scores: 7.5 vs 7 -> hit.
+    assert shadow_outcome(
+        [
+            _k("p", 7, shadow=False, critic="c1"),
+            _k("p", 8, shadow=False, critic="c2"),
+            _k("x", 7, shadow=True, critic="c1"),
+            _k("x", 7, shadow=True, critic="c2"),
+        ]
+    )
+    # 6 vs 8 -> miss.
+    assert shadow_outcome([_k("p", 6, shadow=False), _k("x", 8, shadow=True)]) is False
+    # A tie with the best runner-up is a hit, whatever the worse runner-ups.
+    assert shadow_outcome([_k("p", 8, shadow=False), _k("x", 8, shadow=True), _k("y", 7, shadow=True)])
+    # Losing to any runner-up is a miss.
+    assert shadow_outcome([_k("p", 8, shadow=False), _k("x", 7, shadow=True), _k("y", 9, shadow=True)]) is False
+    # Only the critics that scored both answers count: c2 did not score the runner-up.
+    assert (
+        shadow_outcome(
+            [
+                _k("p", 5, shadow=False, critic="c1"),
+                _k("p", 10, shadow=False, critic="c2"),
+                _k("x", 6, shadow=True, critic="c1"),
+            ]
+        )
+        is False
+    )
+    # No runner-up, no own answer, or no critic in common -> not judged.
+    assert shadow_outcome([_k("p", 9, shadow=False)]) is None
+    assert shadow_outcome([_k("x", 9, shadow=True)]) is None
+    assert shadow_outcome([_k("p", 9, shadow=False, critic="c1"), _k("x", 1, shadow=True, critic="c2")]) is None
+
+
+def test_feedback_hit_uses_the_session_mean() -> None:
+    assert feedback_hit([5, 3])
+    assert not feedback_hit([3, 4])
+    assert feedback_hit([4])
+
+
+def test_selection_accuracy_report() -> None:
+    summary = AccuracySummary(
+        shadow=Proportion(3, 2),
+        feedback=Proportion(4, 1),
+        shadow_by_domain={common_pb2.DOMAIN_MATH: Proportion(2, 2), common_pb2.DOMAIN_CODING: Proportion(1, 0)},
+    )
+    response = reports.selection_accuracy(summary)
+    assert (response.shadow.sample_size, response.shadow.hits) == (3, 2)
+    assert response.shadow.accuracy == pytest.approx(2 / 3)
+    assert (response.shadow.ci_low, response.shadow.ci_high) == pytest.approx(reports.wilson_interval(2, 3))
+    assert response.feedback.accuracy == pytest.approx(0.25)
+    assert [(d.domain, d.shadow.hits) for d in response.by_domain] == [
+        (common_pb2.DOMAIN_CODING, 0),
+        (common_pb2.DOMAIN_MATH, 2),
     ]
-    assert reports.feedback_hits(ratings) == {"s1": True, "s2": False}
+    assert "median" in response.definition and "4 or more" in response.definition
 
 
 def test_satisfaction_summary_lists_every_rating_value() -> None:
-    summary = reports.satisfaction_summary("k", [5, 5, 1])
+    summary = reports.satisfaction_summary("k", RatingCounts((1, 0, 0, 0, 2)))
     assert [(r.rating, r.count) for r in summary.distribution] == [(1, 1), (2, 0), (3, 0), (4, 0), (5, 2)]
     assert summary.mean == pytest.approx(statistics.fmean([5, 5, 1]))
-    empty = reports.satisfaction_summary("k", [])
+    empty = reports.satisfaction_summary("k", RatingCounts())
     assert (empty.count, empty.mean, len(empty.distribution)) == (0, 0.0, 5)

@@ -14,10 +14,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from orchestratex.config import Settings
 from orchestratex.grpc_server import GrpcServer
+from orchestratex.store.analytics import HIST_RELATIVE_ERROR
 from orchestratex.v1 import analytics_pb2 as apb
 from orchestratex.v1 import analytics_pb2_grpc, common_pb2
 from orchestratex.v1 import orchestrator_pb2 as pb
 from services.analytics.server import build
+from services.selector.history import analytics_fetcher
 from tests.analytics.builders import DAY, HOUR, SECOND, FakeSession, day_start, new_id, now_ns, realistic, ts
 
 # The generated service stubs are untyped (mypy sees them as Any).
@@ -103,8 +105,8 @@ async def test_model_performance_of_a_realistic_session(stub: Stub) -> None:
     a = rows["m/a"]
     assert (a.calls, a.successes, a.success_rate) == (2, 1, 0.5)
     assert [(f.kind, f.count) for f in a.failures] == [(common_pb2.FAILURE_KIND_TIMEOUT, 1)]
-    assert a.latency_p50.ToNanoseconds() == 2 * SECOND
-    assert a.ttft_p50.ToNanoseconds() == 300_000_000
+    assert a.latency_p50.ToNanoseconds() == pytest.approx(2 * SECOND, rel=HIST_RELATIVE_ERROR)
+    assert a.ttft_p50.ToNanoseconds() == pytest.approx(300_000_000, rel=HIST_RELATIVE_ERROR)
     assert a.usage.cost_usd == pytest.approx(0.0123456789 + 0.0005, abs=1e-9)  # nano-dollar rounding
     assert a.usage.prompt_tokens == 200
     assert (a.mean_score_as_author, a.critiques_received) == (7.5, 2)
@@ -118,11 +120,11 @@ async def test_model_performance_of_a_realistic_session(stub: Stub) -> None:
     assert (c.calls, c.successes) == (2, 1)
     assert [(f.kind, f.count) for f in c.failures] == [(common_pb2.FAILURE_KIND_UPSTREAM_ERROR, 1)]
     assert (c.mean_score_as_critic, c.critiques_given) == (8.0, 1)
-    assert c.latency_p50.ToNanoseconds() == 1_500_000_000
+    assert c.latency_p50.ToNanoseconds() == pytest.approx(1_500_000_000, rel=HIST_RELATIVE_ERROR)
 
     d = rows["m/d"]
     assert (d.calls, d.mean_score_as_author, d.critiques_received) == (1, 9.0, 1)
-    assert d.latency_p95.ToNanoseconds() == 3 * SECOND
+    assert d.latency_p95.ToNanoseconds() == pytest.approx(3 * SECOND, rel=HIST_RELATIVE_ERROR)
 
     assert [(r.model, r.domain) for r in response.by_domain] == [
         (m, common_pb2.DOMAIN_CODING) for m in ["m/a", "m/b", "m/c", "m/d"]
@@ -147,10 +149,12 @@ async def test_percentiles_and_filters(stub: Stub) -> None:
     (row,) = only_math.models
     assert row.domain == common_pb2.DOMAIN_MATH
     assert row.calls == 20
-    assert row.latency_p50.ToNanoseconds() == 1_050_000_000
-    assert row.latency_p95.ToNanoseconds() == 1_905_000_000
-    assert row.ttft_p50.ToNanoseconds() == 105_000_000
-    assert row.ttft_p95.ToNanoseconds() == 190_500_000
+    # Nearest rank of 0.1 s .. 2.0 s (TTFT 0.01 s .. 0.2 s), within the histogram's error.
+    assert row.latency_p50.ToNanoseconds() == pytest.approx(1_000_000_000, rel=HIST_RELATIVE_ERROR)
+    assert row.latency_p95.ToNanoseconds() == pytest.approx(1_900_000_000, rel=HIST_RELATIVE_ERROR)
+    assert row.ttft_p50.ToNanoseconds() == pytest.approx(100_000_000, rel=HIST_RELATIVE_ERROR)
+    assert row.ttft_p95.ToNanoseconds() == pytest.approx(190_000_000, rel=HIST_RELATIVE_ERROR)
+    assert row.latency_p95.ToNanoseconds() > row.latency_p50.ToNanoseconds()
     assert [r.domain for r in only_math.by_domain] == [common_pb2.DOMAIN_MATH]
 
     both = await stub.GetModelPerformance(apb.GetModelPerformanceRequest(model="m/p"))
@@ -175,6 +179,12 @@ async def test_cost_total_is_exact_over_many_awkward_costs(stub: Stub) -> None:
             cost = rng.choice([0.1, 0.2, 0.3, 1 / 3, 1e-7 / 3, 0.000123456789, rng.random() * 0.01, rng.random()])
             if j % 5 == 4:
                 s.failed_call(f"m/{j % 6}", common_pb2.FAILURE_KIND_RATE_LIMITED, cost)
+            elif j % 7 == 3:  # failed after tokens were streamed (and paid for)
+                s.fallback(f"m/{j % 6}", "m/x", common_pb2.FAILURE_KIND_MID_STREAM_ERROR, cost, round_no=j + 1)
+            elif j % 11 == 5:  # cut short by cancellation; its estimated usage is recorded
+                s.failed_call(
+                    f"m/{j % 6}", common_pb2.FAILURE_KIND_CANCELLED, cost, code=pb.WARNING_CODE_CALL_CANCELLED
+                )
             else:
                 s.response(f"m/{j % 6}", cost, round_no=j + 1)
         sessions.append(s.completed())
@@ -182,6 +192,10 @@ async def test_cost_total_is_exact_over_many_awkward_costs(stub: Stub) -> None:
     all_costs = [c for s in sessions for c in s.call_costs]
 
     report = await stub.GetCostReport(apb.GetCostReportRequest(session_limit=1000))
+    # To the micro-dollar: the exact sum (in nano-dollars, as the events carry them) rounds the same.
+    exact_nanos = sum(round(c * 1e9) for c in all_costs)
+    assert round(report.total_cost_usd * 1e9) == exact_nanos
+    assert round(report.total_cost_usd * 1e6) == round(exact_nanos / 1000)
     assert abs(report.total_cost_usd - math.fsum(all_costs)) <= 1e-6
     assert report.calls == len(all_costs) == 1200
     assert report.session_count == 30
@@ -363,6 +377,10 @@ async def test_tenants_see_only_their_own_data(stub: Stub) -> None:
     assert (empty.total_cost_usd, empty.calls, empty.session_count, len(empty.models)) == (0.0, 0, 0, 0)
     assert not (await stub.GetModelPerformance(apb.GetModelPerformanceRequest(), metadata=nobody)).models
     assert (await stub.GetSatisfaction(apb.GetSatisfactionRequest(), metadata=nobody)).overall.count == 0
+    nobody_accuracy = await stub.GetSelectionAccuracy(apb.GetSelectionAccuracyRequest(), metadata=nobody)
+    assert (nobody_accuracy.feedback.sample_size, nobody_accuracy.shadow.sample_size) == (0, 0)
+    a_accuracy = await stub.GetSelectionAccuracy(apb.GetSelectionAccuracyRequest(), metadata=tenant("tenant-a"))
+    assert (a_accuracy.feedback.sample_size, a_accuracy.feedback.hits) == (1, 1)
     b_sat = await stub.GetSatisfaction(apb.GetSatisfactionRequest(), metadata=tenant("tenant-b"))
     assert b_sat.overall.count == 0
     b_perf = await stub.GetModelPerformance(apb.GetModelPerformanceRequest(), metadata=tenant("tenant-b"))
@@ -414,8 +432,10 @@ async def test_bad_feedback_is_rejected(stub: Stub) -> None:
 async def test_bad_ranges_and_limits_are_rejected(stub: Stub) -> None:
     now = now_ns()
     inverted = apb.TimeRange(start_time=ts(now), end_time=ts(now - HOUR))
+    empty = apb.TimeRange(start_time=ts(now), end_time=ts(now))
     too_wide = apb.TimeRange(start_time=ts(now - 367 * DAY), end_time=ts(now))
-    for window in (inverted, too_wide):
+    open_ended = apb.TimeRange(start_time=ts(now - 400 * DAY))  # no end: up to now, too wide
+    for window in (inverted, empty, too_wide, open_ended):
         await expect_error(
             stub.GetCostReport(apb.GetCostReportRequest(range=window)), grpc.StatusCode.INVALID_ARGUMENT, "range"
         )
@@ -480,3 +500,20 @@ async def test_failed_and_cancelled_sessions_can_be_rated(stub: Stub) -> None:
     for s in (failed, cancelled):
         reply = await stub.SubmitFeedback(apb.SubmitFeedbackRequest(session_id=s.session_id, rating=1))
         assert reply.feedback.rating == 1
+
+
+# ------------------------------------------------------------ the selector
+
+
+async def test_the_selectors_history_reads_the_real_service(stub: Stub) -> None:
+    # services/selector/history.py fetches GetModelPerformance (all tenants, last 30 days).
+    await ingest(stub, [realistic(now_ns() - HOUR)], "tenant-a")
+    await ingest(stub, [realistic(now_ns() - 2 * HOUR, domain=common_pb2.DOMAIN_MATH)], "tenant-b")
+    history = await analytics_fetcher(stub, timeout=5)()
+    coding = history[("m/a", "coding")]
+    assert coding.samples == 2
+    assert coding.mean_quality == pytest.approx(0.75)
+    assert coding.success_rate == pytest.approx(0.5)
+    assert history[("m/a", "math")].samples == 2
+    assert history[("m/d", "coding")].mean_quality == pytest.approx(0.9)
+    assert ("m/b", "coding") not in history  # a critic only: no score received

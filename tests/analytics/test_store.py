@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections import defaultdict
+import random
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -12,18 +13,23 @@ from pathlib import Path
 import pytest
 
 from orchestratex.store.analytics import (
+    _MIGRATIONS,
     STATUS_CANCELLED,
     STATUS_COMPLETED,
     STATUS_RUNNING,
     EventFacts,
+    Proportion,
     Scope,
     SqliteAnalyticsStore,
     TokenUsage,
+    histogram_bucket,
 )
+from orchestratex.store.sqlite import SqliteDatabase
 from orchestratex.v1 import common_pb2
 from orchestratex.v1 import orchestrator_pb2 as pb
 from services.analytics.ingest import facts_from_event
 from tests.analytics.builders import DAY, HOUR, SECOND, FakeSession, now_ns, realistic
+from tests.analytics.oracle import Oracle
 
 
 def facts(events: Sequence[pb.OrchestrationEvent]) -> list[EventFacts]:
@@ -57,13 +63,13 @@ async def test_duplicates_across_batches_change_nothing(store: SqliteAnalyticsSt
     first = await store.ingest("", batch)
     assert (first.accepted, first.duplicates) == (len(batch), 0)
     before = await store.cost_summary(everything(), 10)
-    calls_before = await store.calls(everything())
+    perf_before = await store.performance(everything())
     again = await store.ingest("", batch[3:] + batch[:3])
     assert (again.accepted, again.duplicates) == (0, len(batch))
     after = await store.cost_summary(everything(), 10)
     assert after == before
-    assert await store.calls(everything()) == calls_before
-    assert len(await store.critiques(everything())) == 3
+    assert await store.performance(everything()) == perf_before
+    assert sum(r.critiques_received for r in perf_before) == 3
     assert after.usage.cost_nanos == nanos(session.call_costs)
 
 
@@ -122,33 +128,26 @@ async def test_session_started_after_later_events_sets_creation_time(store: Sqli
     assert info.status == STATUS_RUNNING
 
 
-async def test_counters_agree_with_call_rows(store: SqliteAnalyticsStore) -> None:
+async def test_counters_agree_with_the_raw_facts(store: SqliteAnalyticsStore) -> None:
     start = now_ns() - 3 * HOUR
     sessions = [realistic(start + i * SECOND * 100, primary=f"m/p{i % 3}") for i in range(12)]
+    oracle = Oracle()
     for s in sessions:
         await store.ingest("", facts(s.events))
-    rows = await store.calls(everything())
-    assert len(rows) == sum(len(s.call_costs) for s in sessions)
-
-    per_session: defaultdict[str, TokenUsage] = defaultdict(TokenUsage)
-    per_model: defaultdict[str, TokenUsage] = defaultdict(TokenUsage)
-    calls_per_model: defaultdict[str, int] = defaultdict(int)
-    for row in rows:
-        per_session[row.session_id] += row.call.usage
-        per_model[row.call.model] += row.call.usage
-        calls_per_model[row.call.model] += 1
+        oracle.ingest("", facts(s.events))
     for s in sessions:
         info = await store.get_session(s.session_id, "")
         assert info is not None
-        assert info.usage == per_session[s.session_id]
+        assert info.usage.cost_nanos == nanos(s.call_costs)
         assert info.calls == len(s.call_costs)
     summary = await store.cost_summary(everything(), 1000)
-    assert {m.model: m.usage for m in summary.models} == dict(per_model)
-    assert {m.model: m.calls for m in summary.models} == dict(calls_per_model)
+    assert summary == oracle.cost_summary(everything(), 1000)
     assert summary.usage.cost_nanos == sum(nanos(s.call_costs) for s in sessions)
     assert summary.session_count == 12
     assert sum(d.cost_nanos for d in summary.days) == summary.usage.cost_nanos
+    assert sum(m.usage.cost_nanos for m in summary.models) == summary.usage.cost_nanos
     assert [r.cost_nanos for r in summary.sessions] == sorted((r.cost_nanos for r in summary.sessions), reverse=True)
+    assert await store.performance(everything()) == oracle.performance(everything())
 
 
 async def test_a_failing_batch_writes_nothing(store: SqliteAnalyticsStore) -> None:
@@ -215,14 +214,15 @@ async def test_scopes_filter_by_tenant_time_and_domain(store: SqliteAnalyticsSto
     wide = Scope("", now - 60 * DAY, now)
     assert (await store.cost_summary(wide, 10)).session_count == 3
 
-    math_calls = await store.calls(replace(everything(), domain=common_pb2.DOMAIN_MATH))
-    assert {c.session_id for c in math_calls} == {a.session_id}
-    z_calls = await store.calls(everything(), model="m/z")
-    assert z_calls and all(c.call.model == "m/z" for c in z_calls)
-    round2 = await store.critiques(everything("tenant-b"), round_=2)
-    assert [(k.critique.critic_model, k.critique.author_model) for k in round2] == [("m/b", "m/d")]
-    by_model = await store.critiques(everything("tenant-b"), model="m/c")
-    assert [k.critique.critic_model for k in by_model] == ["m/c"]
+    math_rows = await store.performance(replace(everything(), domain=common_pb2.DOMAIN_MATH))
+    assert {r.domain for r in math_rows} == {common_pb2.DOMAIN_MATH}
+    assert sum(r.attempts for r in math_rows) == len(a.call_costs)
+    z_rows = await store.performance(everything(), model="m/z")
+    assert [(r.model, r.attempts) for r in z_rows] == [("m/z", 2)]
+    b_rows = {r.model: r for r in await store.performance(everything("tenant-b"))}
+    assert set(b_rows) == {"m/z", "m/b", "m/c", "m/d"}
+    assert (b_rows["m/c"].critiques_given, b_rows["m/c"].critiques_received) == (1, 0)
+    assert not await store.performance(everything("tenant-c"))
 
 
 async def test_feedback_upsert_keeps_the_creation_time(store: SqliteAnalyticsStore) -> None:
@@ -238,9 +238,14 @@ async def test_feedback_upsert_keeps_the_creation_time(store: SqliteAnalyticsSto
     assert updated
     assert (second.create_time_ns, second.update_time_ns, second.rating) == (1_000, 2_000, 5)
     await store.put_feedback(session.session_id, "u2", 3, "", 3_000)
-    ratings = await store.ratings(everything())
-    assert sorted((r.user_id, r.rating) for r in ratings) == [("u1", 5), ("u2", 3)]
-    assert all(r.primary_model == "m/a" for r in ratings)
+    data = await store.satisfaction(everything())
+    assert data.overall.counts == (0, 0, 1, 0, 1)
+    assert list(data.by_model) == ["m/a"]
+    accuracy = await store.selection_accuracy(everything())
+    assert accuracy.feedback == Proportion(1, 1)  # mean 4
+    await store.put_feedback(session.session_id, "u1", 4, "", 4_000)
+    assert (await store.selection_accuracy(everything())).feedback == Proportion(1, 0)  # mean 3.5
+    assert (await store.satisfaction(everything())).overall.counts == (0, 0, 1, 1, 0)
 
 
 async def test_costs_are_exact_in_nanodollars(store: SqliteAnalyticsStore) -> None:
@@ -252,3 +257,164 @@ async def test_costs_are_exact_in_nanodollars(store: SqliteAnalyticsStore) -> No
     total = (await store.cost_summary(everything(), 1)).usage.cost_nanos
     assert total == nanos(costs)
     assert math.isclose(total / 1e9, math.fsum(costs), abs_tol=1e-9)
+
+
+# ------------------------------------------------- counters against the reference model
+
+MODELS = ("m/a", "m/b", "m/c", "m/d")
+DOMAINS = (common_pb2.DOMAIN_CODING, common_pb2.DOMAIN_MATH, common_pb2.DOMAIN_FACTUAL)
+
+
+def random_session(rng: random.Random, start: int) -> FakeSession:
+    """A session with random calls, failures, critiques (some shadow) and a random end."""
+    primary, runner, *critics = rng.sample(MODELS, 4)
+    s = FakeSession(start).started().selected(primary, rng.choice(DOMAINS), critics)
+    s.response(primary, rng.randint(0, 10**7) / 1e9, latency=rng.uniform(0.0005, 700), ttft=rng.choice([None, 0.2]))
+    for critic in critics:
+        if rng.random() < 0.8:
+            s.critique(critic, primary, rng.randint(0, 20) / 2, rng.randint(0, 10**6) / 1e9)
+    if rng.random() < 0.5:
+        s.response(runner, rng.randint(0, 10**6) / 1e9, shadow=True, latency=rng.uniform(0.1, 30))
+        for critic in critics:
+            if rng.random() < 0.8:
+                s.critique(critic, runner, rng.randint(0, 20) / 2, 0.0001, shadow=True)
+    if rng.random() < 0.3:
+        kind = rng.choice([common_pb2.FAILURE_KIND_TIMEOUT, common_pb2.FAILURE_KIND_CANCELLED, 42])
+        s.failed_call(critics[0], kind, rng.randint(0, 10**5) / 1e9, round_no=2)
+    if rng.random() < 0.3:
+        s.fallback(primary, runner, common_pb2.FAILURE_KIND_MID_STREAM_ERROR, 0.00123, round_no=2)
+    if rng.random() < 0.8:
+        s.completed(rng.uniform(0, 10), primary)
+    else:
+        s.failed(rng.choice([pb.SESSION_STATUS_FAILED, pb.SESSION_STATUS_CANCELLED]))
+    return s
+
+
+def deliveries(rng: random.Random, sessions: Sequence[FakeSession]) -> list[list[EventFacts]]:
+    """Every event at least once, in random batches: shuffled, some duplicated, some sessions' first
+    events (session_started, model_selected) delivered last so their day and domain change late."""
+    pending: list[EventFacts] = []
+    for s in sessions:
+        events = facts(s.events)
+        if rng.random() < 0.3:
+            events = events[2:] + events[:2]
+        pending += events
+    pending += rng.sample(pending, len(pending) // 5)
+    batches: list[list[EventFacts]] = []
+    head = 0
+    while head < len(pending):
+        size = rng.randint(1, 40)
+        batch = pending[head : head + size]
+        if rng.random() < 0.5:
+            rng.shuffle(batch)
+        batches.append(batch)
+        head += size
+    return batches
+
+
+async def test_store_answers_like_the_reference_model(store: SqliteAnalyticsStore) -> None:
+    rng = random.Random(6)
+    midnight = now_ns() // DAY * DAY - 3 * DAY
+    sessions: list[tuple[str, FakeSession]] = []
+    for _ in range(80):
+        # Some start seconds before midnight, so their events straddle two days; a few are months old.
+        offset = rng.choice(
+            [
+                rng.randint(0, 4 * DAY),
+                rng.randint(1, 3) * DAY - rng.randint(1, 5) * SECOND,
+                rng.randint(1, 4) * DAY + rng.randint(1, 23) * HOUR - rng.randint(1, 5) * SECOND,
+                -rng.randint(0, 150 * DAY),
+            ]
+        )
+        sessions.append((rng.choice(["t1", "t2"]), random_session(rng, midnight + offset)))
+    oracle = Oracle()
+    for tenant_name in ("t1", "t2"):
+        mine = [s for t, s in sessions if t == tenant_name]
+        for batch in deliveries(rng, mine):
+            result = await store.ingest(tenant_name, batch)
+            assert result.accepted == oracle.ingest(tenant_name, batch)
+    for _, s in rng.sample(sessions, 30):
+        for user in rng.sample(["u1", "u2", "u3"], rng.randint(1, 3)):
+            rating = rng.randint(1, 5)
+            await store.put_feedback(s.session_id, user, rating, "", now_ns())
+            oracle.rate(s.session_id, user, rating)
+
+    points = [midnight + d * DAY for d in range(-1, 6)] + [midnight + rng.randint(0, 4 * DAY) for _ in range(5)]
+    points += [midnight + rng.randint(-24, 96) * HOUR for _ in range(4)] + [midnight - 70 * DAY, midnight - 160 * DAY]
+    scopes = [Scope(t, a, b) for t in ("", "t1", "t2") for a in points for b in points if a < b]
+    scopes += [replace(scope, domain=d) for scope in scopes[:20] for d in DOMAINS[:2]]
+    for scope in scopes:
+        assert await store.cost_summary(scope, 7) == oracle.cost_summary(scope, 7), scope
+        assert await store.performance(scope) == oracle.performance(scope), scope
+        assert await store.performance(scope, "m/b") == oracle.performance(scope, "m/b"), scope
+        assert await store.selection_accuracy(scope) == oracle.selection_accuracy(scope), scope
+        assert await store.satisfaction(scope) == oracle.satisfaction(scope), scope
+    # The data exercised what it should.
+    full = Scope("", midnight - 160 * DAY, midnight + 6 * DAY)
+    accuracy = oracle.selection_accuracy(full)
+    assert 0 < accuracy.shadow.hits < accuracy.shadow.sample
+    assert 0 < accuracy.feedback.hits < accuracy.feedback.sample
+    assert len(oracle.cost_summary(full, 1).days) >= 4
+
+
+async def test_counters_are_rebuilt_from_raw_facts_when_stale(tmp_path: Path) -> None:
+    path = tmp_path / "analytics.db"
+    rng = random.Random(7)
+    start = now_ns() - DAY
+    sessions = [random_session(rng, start + i * HOUR) for i in range(10)]
+    first = await SqliteAnalyticsStore.open(path)
+    for s in sessions:
+        await first.ingest("t", facts(s.events))
+    await first.put_feedback(sessions[0].session_id, "u", 5, "", now_ns())
+    scope = Scope("", start - DAY, now_ns() + DAY)
+    expected = (await first.performance(scope), await first.cost_summary(scope, 5), await first.satisfaction(scope))
+    await first.close()
+
+    with sqlite3.connect(path) as raw:
+        raw.execute("DELETE FROM model_counters")
+        raw.execute("UPDATE session_counters SET r_5 = 99")
+        raw.execute("UPDATE day_counters SET cost_nanos = 1")
+        raw.execute("UPDATE meta SET value = 0 WHERE key = 'counters'")
+    second = await SqliteAnalyticsStore.open(path)
+    try:
+        got = (await second.performance(scope), await second.cost_summary(scope, 5), await second.satisfaction(scope))
+        assert got == expected
+    finally:
+        await second.close()
+
+
+async def test_a_version_1_database_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "analytics.db"
+    now = now_ns()
+    db = await SqliteDatabase.open(path, _MIGRATIONS[:1])
+    async with db.transaction() as conn:
+        await conn.execute(
+            """INSERT INTO sessions (session_id, tenant, status, create_time_ns, started, primary_model,
+                                     primary_domain, calls, cost_nanos)
+               VALUES ('old', 't', 2, ?, 1, 'm/a', 2, 2, 30)""",
+            (now,),
+        )
+        for seq, model, cost in ((3, "m/a", 10), (4, "m/b", 20)):
+            await conn.execute(
+                """INSERT INTO calls VALUES ('old', ?, ?, ?, 1, 0, 1, 1, 0, 1, 1, 0, 0, 2, ?, ?, NULL)""",
+                (seq, now, model, cost, 2 * SECOND),
+            )
+        await conn.execute("INSERT INTO critiques VALUES ('old', 4, 1, 'm/b', 'm/a', 7.5, 0)")
+        await conn.execute("INSERT INTO feedback VALUES ('old', 'u', 4, '', ?, ?)", (now, now))
+    await db.close()
+
+    store = await SqliteAnalyticsStore.open(path)
+    try:
+        scope = Scope("t", now - HOUR, now + HOUR)
+        summary = await store.cost_summary(scope, 5)
+        assert (summary.calls, summary.usage.cost_nanos, summary.session_count) == (2, 30, 1)
+        rows = {r.model: r for r in await store.performance(scope)}
+        assert rows["m/a"].score_received_milli == 7500
+        assert rows["m/a"].latency_histogram[histogram_bucket(2 * SECOND)] == 1
+        assert (await store.satisfaction(scope)).overall.counts == (0, 0, 0, 1, 0)
+        # New events keep counting on top of the migrated ones.
+        (late,) = facts([FakeSession(now).add(session_started=pb.SessionStarted())])
+        assert (await store.ingest("t", [replace(late, session_id="old", sequence=1)])).accepted == 1
+        assert (await store.cost_summary(scope, 5)).usage.cost_nanos == 30
+    finally:
+        await store.close()

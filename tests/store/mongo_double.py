@@ -1,0 +1,170 @@
+"""An in-process MongoDB double: mongomock behind the slice of PyMongo's async API the stores use.
+
+This is NOT MongoDB. It runs the MongoDB implementations' code paths (queries, updates, unordered
+``insert_many`` with duplicate keys, unique indexes, ``find_one_and_update``, sorting, the aggregation
+stages mongomock implements) in this process, so they are exercised on machines where no MongoDB
+server can run. It proves nothing about the wire protocol, the server's own aggregation semantics,
+transactions or snapshot reads, write concerns, or real concurrency between clients (every call runs
+synchronously, with one ``await asyncio.sleep(0)`` before it so coroutines still interleave).
+Run the contract suite with ``ORX_TEST_MONGODB_URI`` for the real thing (docs/storage.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import mongomock
+from pymongo import InsertOne, ReplaceOne, UpdateOne
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+
+class AsyncCursorDouble:
+    """``AsyncCursor``/``AsyncCommandCursor``: chainable ``sort``/``limit``/``skip``, ``to_list``, ``async for``."""
+
+    def __init__(self, cursor: Any) -> None:
+        self._cursor = cursor
+
+    def sort(self, key: Any, direction: Any = None) -> AsyncCursorDouble:
+        self._cursor = self._cursor.sort(key) if direction is None else self._cursor.sort(key, direction)
+        return self
+
+    def limit(self, n: int) -> AsyncCursorDouble:
+        self._cursor = self._cursor.limit(n)
+        return self
+
+    def skip(self, n: int) -> AsyncCursorDouble:
+        self._cursor = self._cursor.skip(n)
+        return self
+
+    def batch_size(self, n: int) -> AsyncCursorDouble:
+        return self
+
+    async def to_list(self, length: int | None = None) -> list[dict[str, Any]]:
+        await asyncio.sleep(0)
+        docs = list(self._cursor)
+        return docs if length is None else docs[:length]
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[dict[str, Any]]:
+        for doc in self._cursor:
+            await asyncio.sleep(0)
+            yield doc
+
+    async def close(self) -> None:
+        return None
+
+
+class AsyncCollectionDouble:
+    """``AsyncCollection``: each coroutine method calls mongomock's synchronous one."""
+
+    def __init__(self, collection: Any) -> None:
+        self._c = collection
+        self.name: str = collection.name
+
+    def find(self, *args: Any, **kwargs: Any) -> AsyncCursorDouble:
+        kwargs.pop("session", None)
+        return AsyncCursorDouble(self._c.find(*args, **kwargs))
+
+    async def aggregate(self, pipeline: list[dict[str, Any]], **kwargs: Any) -> AsyncCursorDouble:
+        kwargs.pop("session", None)
+        await asyncio.sleep(0)
+        return AsyncCursorDouble(iter(list(self._c.aggregate(pipeline, **kwargs))))
+
+    async def bulk_write(self, requests: list[Any], ordered: bool = True, **kwargs: Any) -> Any:
+        """pymongo 4.20's operation objects no longer fit mongomock's bulk API: apply them one by one,
+        collecting duplicate-key errors into a ``BulkWriteError`` as the server reports them."""
+        await asyncio.sleep(0)
+        errors: list[dict[str, Any]] = []
+        for index, op in enumerate(requests):
+            try:
+                if isinstance(op, InsertOne):
+                    self._c.insert_one(op._doc)
+                elif isinstance(op, ReplaceOne):
+                    self._c.replace_one(op._filter, op._doc, upsert=op._upsert)
+                elif isinstance(op, UpdateOne):
+                    self._c.update_one(op._filter, op._doc, upsert=op._upsert)
+                else:
+                    raise TypeError(f"the double does not support {type(op).__name__}")
+            except DuplicateKeyError as exc:
+                errors.append({"index": index, "code": 11000, "errmsg": str(exc)})
+                if ordered:
+                    break
+        if errors:
+            raise BulkWriteError({"writeErrors": errors, "writeConcernErrors": [], "nInserted": 0})
+        return None
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._c, name)
+        if not callable(method):
+            return method
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            kwargs.pop("session", None)
+            await asyncio.sleep(0)
+            return method(*args, **kwargs)
+
+        return call
+
+
+class AsyncDatabaseDouble:
+    """``AsyncDatabase``: collections by item or attribute, ``command``, ``list_collection_names``."""
+
+    def __init__(self, database: Any, client: AsyncClientDouble) -> None:
+        self._db = database
+        self.name: str = database.name
+        self.client = client
+
+    def __getitem__(self, name: str) -> AsyncCollectionDouble:
+        return AsyncCollectionDouble(self._db[name])
+
+    def get_collection(self, name: str, **kwargs: Any) -> AsyncCollectionDouble:
+        return AsyncCollectionDouble(self._db.get_collection(name))
+
+    async def list_collection_names(self, **kwargs: Any) -> list[str]:
+        kwargs.pop("session", None)
+        await asyncio.sleep(0)
+        return list(self._db.list_collection_names())
+
+    async def create_collection(self, name: str, **kwargs: Any) -> AsyncCollectionDouble:
+        await asyncio.sleep(0)
+        return AsyncCollectionDouble(self._db.create_collection(name))
+
+    async def drop_collection(self, name: str, **kwargs: Any) -> None:
+        await asyncio.sleep(0)
+        self._db.drop_collection(name)
+
+    async def command(self, command: str | dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        await asyncio.sleep(0)
+        name = command if isinstance(command, str) else next(iter(command))
+        if name == "ping":
+            return {"ok": 1.0}
+        if name == "hello":
+            # A standalone server: no replica set, so no snapshot reads.
+            return {"isWritablePrimary": True, "maxWireVersion": 13, "ok": 1.0}
+        return dict(self._db.command(command))
+
+
+class AsyncClientDouble:
+    """``AsyncMongoClient``: databases by item, ``admin.command`` (a standalone server), ``close``.
+
+    No ``start_session``: mongomock has no sessions, and a standalone server no snapshot reads.
+    """
+
+    def __init__(self) -> None:
+        self._client = mongomock.MongoClient()
+        self.admin = AsyncDatabaseDouble(self._client["admin"], self)
+        self.closed = False
+
+    def __getitem__(self, name: str) -> AsyncDatabaseDouble:
+        return AsyncDatabaseDouble(self._client[name], self)
+
+    async def drop_database(self, name: str) -> None:
+        await asyncio.sleep(0)
+        self._client.drop_database(name)
+
+    async def close(self) -> None:
+        self.closed = True

@@ -1,0 +1,313 @@
+"""One contract for every AnalyticsStore: SQLite, MongoDB on the in-process double (``mongo-double``)
+and, with ``ORX_TEST_MONGODB_URI``, on a real MongoDB (``mongodb``).
+
+Besides direct expectations, every backend is checked against a reference SQLite store fed the same
+events in order: the store under test gets them shuffled, split into random batches, partly twice,
+with session starts arriving late (so sessions change day and domain after being counted), and every
+report must come out identical for many scopes (whole days, partial days at both edges, tenants,
+domains, models).
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+from orchestratex.store.analytics import (
+    STATUS_COMPLETED,
+    STATUS_FAILED,
+    STATUS_RUNNING,
+    AnalyticsStore,
+    EventFacts,
+    Scope,
+    SqliteAnalyticsStore,
+)
+from orchestratex.store.mongo_analytics import JOURNAL, MongoAnalyticsStore
+from orchestratex.v1 import common_pb2
+from orchestratex.v1 import orchestrator_pb2 as pb
+from services.analytics.ingest import facts_from_event
+from tests.analytics.builders import DAY, HOUR, SECOND, FakeSession, day_start, realistic
+from tests.store.conftest import MongoTarget
+
+Opener = Callable[[], Awaitable[AnalyticsStore]]
+BASE = day_start(1_780_000_000 * SECOND)  # a fixed midnight UTC
+
+
+def facts(events: Sequence[pb.OrchestrationEvent]) -> list[EventFacts]:
+    return [f for f in (facts_from_event(e) for e in events) if f is not None]
+
+
+@pytest.fixture
+async def open_store(backend: str, tmp_path: Path, mongo_target: MongoTarget | None) -> AsyncIterator[Opener]:
+    opened: list[AnalyticsStore] = []
+
+    async def opener() -> AnalyticsStore:
+        store: AnalyticsStore
+        if mongo_target is None:
+            store = await SqliteAnalyticsStore.open(tmp_path / "analytics.db")
+        elif mongo_target.settings is not None:
+            store = await MongoAnalyticsStore.open(mongo_target.settings)
+        else:
+            store = await MongoAnalyticsStore.attach(mongo_target.db)
+        opened.append(store)
+        return store
+
+    yield opener
+    for store in opened:
+        await store.close()
+
+
+@pytest.fixture
+async def store(open_store: Opener) -> AnalyticsStore:
+    return await open_store()
+
+
+@pytest.fixture
+async def reference(tmp_path: Path) -> AsyncIterator[SqliteAnalyticsStore]:
+    ref = await SqliteAnalyticsStore.open(tmp_path / "reference.db")
+    yield ref
+    await ref.close()
+
+
+def everything(tenant: str = "") -> Scope:
+    return Scope(tenant, BASE - 10 * DAY, BASE + 10 * DAY)
+
+
+# ------------------------------------------------------------------------------------------ direct
+
+
+async def test_ingest_is_idempotent(store: AnalyticsStore) -> None:
+    tenant = f"t-{uuid.uuid4().hex[:6]}"
+    session = realistic(BASE + HOUR)
+    batch = facts(session.events)
+    first = await store.ingest(tenant, batch)
+    assert (first.accepted, first.duplicates) == (len(batch), 0)
+    cost = await store.cost_summary(everything(tenant), 10)
+    again = await store.ingest(tenant, batch)
+    assert (again.accepted, again.duplicates) == (0, len(batch))
+    within = await store.ingest(tenant, [batch[0], batch[0]])
+    assert (within.accepted, within.duplicates) == (0, 2)
+    assert await store.cost_summary(everything(tenant), 10) == cost
+    assert (await store.ingest(tenant, [])).accepted == 0
+
+
+async def test_session_info_and_tenant_isolation(store: AnalyticsStore) -> None:
+    session = realistic(BASE + HOUR, primary="m/a", domain=common_pb2.DOMAIN_MATH)
+    batch = facts(session.events)
+    await store.ingest("t-one", batch[:3])
+    await store.ingest("t-two", batch[3:])  # a session keeps the tenant of its first delivery
+    info = await store.get_session(session.session_id, "t-one")
+    assert info is not None
+    assert info.tenant == "t-one" and info.status == STATUS_COMPLETED
+    assert info.primary_model == "m/a" and info.primary_domain == common_pb2.DOMAIN_MATH
+    assert info.create_time_ns == BASE + HOUR
+    assert info.calls == len(session.call_costs)
+    assert info.usage.cost_nanos == sum(round(c * 1e9) for c in session.call_costs)
+    assert await store.get_session(session.session_id, "t-two") is None
+    assert await store.get_session(session.session_id, "") == info
+    assert await store.get_session("nope", "") is None
+
+
+async def test_terminal_status_and_late_events(store: AnalyticsStore) -> None:
+    failed = FakeSession(BASE + HOUR).started().selected("m/a").failed()
+    running = FakeSession(BASE + 2 * HOUR).started().selected("m/b").response("m/b", 0.01)
+    await store.ingest("t", facts(failed.events))
+    await store.ingest("t", facts(running.events))
+    late = FakeSession(BASE + HOUR, session_id=failed.session_id, events=list(failed.events))
+    late.response("m/a", 0.02)  # arrives after the end: counted, but the session stays failed
+    await store.ingest("t", facts(late.events[-1:]))
+    info = await store.get_session(failed.session_id, "")
+    assert info is not None and info.status == STATUS_FAILED and info.calls == 1
+    info = await store.get_session(running.session_id, "")
+    assert info is not None and info.status == STATUS_RUNNING
+
+
+async def test_feedback_insert_replace_and_unknown(store: AnalyticsStore) -> None:
+    session = realistic(BASE + HOUR)
+    await store.ingest("t", facts(session.events))
+    record, replaced = await store.put_feedback(session.session_id, "u1", 2, "meh", BASE + 5 * HOUR)
+    assert not replaced and record.create_time_ns == record.update_time_ns == BASE + 5 * HOUR
+    record, replaced = await store.put_feedback(session.session_id, "u1", 5, "great", BASE + 6 * HOUR)
+    assert replaced and record.rating == 5 and record.comment == "great"
+    assert (record.create_time_ns, record.update_time_ns) == (BASE + 5 * HOUR, BASE + 6 * HOUR)
+    await store.put_feedback(session.session_id, "u2", 3, "", BASE + 7 * HOUR)
+    sat = await store.satisfaction(everything("t"))
+    assert sat.overall.counts == (0, 0, 1, 0, 1)
+    accuracy = await store.selection_accuracy(everything("t"))
+    assert (accuracy.feedback.sample, accuracy.feedback.hits) == (1, 1)  # mean 4
+    with pytest.raises(LookupError):
+        await store.put_feedback("no-such-session", "u1", 4, "", BASE)
+
+
+async def test_a_late_start_moves_the_session_to_its_day(store: AnalyticsStore) -> None:
+    session = realistic(BASE + DAY + HOUR)
+    batch = facts(session.events)
+    started = batch[0]
+    # everything but the start arrives first, dated on day 2; then the start says day 1
+    await store.ingest("t", batch[1:])
+    day2 = Scope("t", BASE + DAY, BASE + 2 * DAY)
+    assert (await store.cost_summary(day2, 5)).calls == len(session.call_costs)
+    moved = EventFacts(
+        session_id=started.session_id,
+        sequence=started.sequence,
+        time_ns=BASE + HOUR,
+        kind=started.kind,
+        started=True,
+    )
+    await store.ingest("t", [moved])
+    assert (await store.cost_summary(day2, 5)).calls == 0
+    day1 = await store.cost_summary(Scope("t", BASE, BASE + DAY), 5)
+    assert day1.calls == len(session.call_costs) and day1.session_count == 1
+    assert [d.calls for d in day1.days] == [len(session.call_costs)]
+    perf = await store.performance(Scope("t", BASE, BASE + DAY))
+    assert sum(r.attempts for r in perf) == len(session.call_costs)
+
+
+async def test_large_batch_in_one_call(store: AnalyticsStore) -> None:
+    sessions = [realistic(BASE + i * 60 * SECOND, primary=f"m/{i % 3}") for i in range(84)]
+    batch = [f for s in sessions for f in facts(s.events)]
+    assert len(batch) >= 1000
+    result = await store.ingest("t-big", batch)
+    assert result.accepted == len(batch)
+    summary = await store.cost_summary(everything("t-big"), 3)
+    assert summary.session_count == 84
+    assert summary.usage.cost_nanos == sum(round(c * 1e9) for s in sessions for c in s.call_costs)
+    assert len(summary.sessions) == 3
+
+
+# ------------------------------------------------------------------------------------ differential
+
+
+def scenario(seed: int) -> tuple[list[tuple[str, list[EventFacts]]], list[tuple[str, str, int, int]]]:
+    """Sessions over four days and two tenants (with late starts), and ratings."""
+    rng = random.Random(seed)
+    sessions: list[tuple[str, list[EventFacts]]] = []
+    ratings: list[tuple[str, str, int, int]] = []
+    domains = [common_pb2.DOMAIN_CODING, common_pb2.DOMAIN_MATH, common_pb2.DOMAIN_CREATIVE]
+    for i in range(24):
+        start = BASE + rng.randrange(4 * DAY)
+        primary = rng.choice(["m/a", "m/b", "m/c"])
+        s = realistic(start, primary=primary, domain=rng.choice(domains))
+        if i % 4 == 0:
+            # shadow answers and critiques so selection accuracy has samples
+            s.response("m/d", 0.003, shadow=True, latency=rng.uniform(0.5, 9))
+            s.critique("m/b", "m/d", rng.choice([6.0, 8.5, 9.5]), 0.0002, shadow=True)
+            s.critique("m/c", "m/d", rng.choice([6.0, 8.5, 9.5]), 0.0002, shadow=True)
+        batch = facts(s.events)
+        tenant = "t-a" if i % 3 else "t-b"
+        sessions.append((tenant, batch))
+        for u in range(rng.randrange(3)):
+            ratings.append((s.session_id, f"u{u}", rng.randint(1, 5), BASE + 5 * DAY + u))
+    return sessions, ratings
+
+
+def scopes() -> list[Scope]:
+    out = []
+    for tenant in ("", "t-a", "t-b"):
+        out += [
+            Scope(tenant, BASE - DAY, BASE + 6 * DAY),
+            Scope(tenant, BASE + 7 * HOUR, BASE + 3 * DAY + 5 * HOUR),
+            Scope(tenant, BASE + DAY, BASE + 2 * DAY),
+            Scope(tenant, BASE + DAY + HOUR, BASE + DAY + 20 * HOUR),
+            Scope(tenant, BASE + 2 * DAY + 1, BASE + 4 * DAY - 1, domain=common_pb2.DOMAIN_MATH),
+        ]
+    return out
+
+
+async def assert_same_reports(store: AnalyticsStore, ref: AnalyticsStore) -> None:
+    for scope in scopes():
+        assert await store.performance(scope) == await ref.performance(scope), scope
+        assert await store.performance(scope, "m/b") == await ref.performance(scope, "m/b"), scope
+        assert await store.cost_summary(scope, 5) == await ref.cost_summary(scope, 5), scope
+        assert await store.selection_accuracy(scope) == await ref.selection_accuracy(scope), scope
+        assert await store.satisfaction(scope) == await ref.satisfaction(scope), scope
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_same_reports_as_the_reference_whatever_the_delivery(
+    seed: int, store: AnalyticsStore, reference: SqliteAnalyticsStore
+) -> None:
+    sessions, ratings = scenario(seed)
+    for tenant, batch in sessions:
+        await reference.ingest(tenant, batch)
+    rng = random.Random(seed + 100)
+    deliveries: list[tuple[str, EventFacts]] = [(t, f) for t, batch in sessions for f in batch]
+    deliveries += rng.sample(deliveries, len(deliveries) // 5)  # redelivered
+    rng.shuffle(deliveries)  # late starts: sessions are counted on the wrong day first, then moved
+    # a session keeps the tenant of its first delivery: deliver each session's first event first
+    firsts = {f.session_id: (t, f) for t, batch in sessions for f in batch[:1]}
+    await store.ingest("", [])
+    for tenant, first in firsts.values():
+        await store.ingest(tenant, [first])
+    while deliveries:
+        size = rng.randint(1, 40)
+        chunk, deliveries = deliveries[:size], deliveries[size:]
+        by_tenant: dict[str, list[EventFacts]] = {}
+        for tenant, fact in chunk:
+            by_tenant.setdefault(tenant, []).append(fact)
+        for tenant, batch in by_tenant.items():
+            await store.ingest(tenant, batch)
+    for sid, user, rating, when in ratings:
+        await reference.put_feedback(sid, user, rating, "", when)
+        await store.put_feedback(sid, user, rating, "", when)
+    for sid, user, rating, when in ratings[::2]:  # some users change their minds
+        await reference.put_feedback(sid, user, 6 - rating, "changed", when + 1)
+        await store.put_feedback(sid, user, 6 - rating, "changed", when + 1)
+    for _, batch in sessions:
+        sid = batch[0].session_id
+        assert await store.get_session(sid, "") == await reference.get_session(sid, "")
+    await assert_same_reports(store, reference)
+    # the comparison is not of empty reports
+    whole = everything()
+    assert (await store.satisfaction(whole)).overall.total == len(ratings) > 0
+    assert (await store.selection_accuracy(whole)).shadow.sample > 0
+    assert len({r.domain for r in await store.performance(whole)}) == 3
+    assert len((await store.cost_summary(whole, 5)).days) >= 3
+
+
+# ------------------------------------------------------------------------------- MongoDB recovery
+
+
+async def test_an_interrupted_mongo_write_is_finished_at_restart(
+    backend: str, open_store: Opener, reference: SqliteAnalyticsStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if backend == "sqlite":
+        pytest.skip("SQLite batches are transactions; this is the MongoDB journal")
+    store = await open_store()
+    assert isinstance(store, MongoAnalyticsStore)
+    sessions, _ = scenario(7)
+    for tenant, batch in sessions[:5]:
+        await store.ingest(tenant, batch)
+        await reference.ingest(tenant, batch)
+    tenant, batch = sessions[5]
+    await reference.ingest(tenant, batch)
+    real_apply = MongoAnalyticsStore._apply
+    calls = 0
+
+    async def crash_midway(self: MongoAnalyticsStore, entry: dict[str, object]) -> None:
+        nonlocal calls
+        calls += 1
+        # write the raw facts and sessions, then "crash" before the counters
+        saved = {k: entry.pop(k) for k in ("analytics_model_daily", "analytics_session_daily")}
+        try:
+            await real_apply(self, {**entry, "_id": "not-this-one"})
+        finally:
+            entry.update(saved)
+        raise ConnectionError("connection lost")
+
+    monkeypatch.setattr(MongoAnalyticsStore, "_apply", crash_midway)
+    with pytest.raises(ConnectionError):
+        await store.ingest(tenant, batch)
+    assert calls == 1
+    assert await store.db[JOURNAL].count_documents({}) == 1
+    monkeypatch.setattr(MongoAnalyticsStore, "_apply", real_apply)
+    # a redelivery now finds the events recorded; only the journal can complete the counters
+    restarted = await open_store()
+    assert await restarted.db[JOURNAL].count_documents({}) == 0  # type: ignore[attr-defined]
+    again = await restarted.ingest(tenant, batch)
+    assert again.accepted == 0
+    await assert_same_reports(restarted, reference)

@@ -1,0 +1,85 @@
+"""The real orchestrator service with ``ORX_MONGODB_URI`` set: sessions, replay, the outbox and crash
+recovery all go through :class:`MongoSessionStore` (on the double, or a real server when configured)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestratex.config import Settings
+from orchestratex.store import mongo
+from orchestratex.store.mongo import MongoSessionStore
+from orchestratex.v1 import orchestrator_pb2 as pb
+from tests.orchestrator.conftest import start_stack, stop_stack, wait_until
+from tests.store.conftest import BACKENDS, MONGODB_URI, MongoTarget
+
+
+@pytest.fixture(params=BACKENDS[1:])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def env(mongo_target: MongoTarget | None, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    assert mongo_target is not None
+    if mongo_target.settings is not None:
+        return {"ORX_MONGODB_URI": MONGODB_URI, "ORX_MONGODB_DATABASE": mongo_target.name}
+    client = mongo_target.client
+
+    async def connect_double(settings: Settings, appname: str) -> Any:
+        return client
+
+    monkeypatch.setattr(mongo, "connect", connect_double)
+    monkeypatch.setattr(type(client), "close", _keep_open)
+    return {"ORX_MONGODB_URI": "mongodb://double.invalid:27017", "ORX_MONGODB_DATABASE": mongo_target.name}
+
+
+async def _keep_open(self: Any) -> None:
+    """The double is this process's "server": a restarted service must find its data again."""
+
+
+async def test_sessions_outbox_and_restart_on_mongodb(
+    tmp_path: Path, env: dict[str, str], mongo_target: MongoTarget
+) -> None:
+    stack = await start_stack(tmp_path, **env)
+    try:
+        stack.providers.answers["m/alpha"] = ["an answer quality=9"]
+        events = await stack.run(prompt="What is WAL?", max_rounds=1)
+        sid = events[0].session_id
+        assert events[-1].HasField("session_completed")
+        expected = [e for e in events if not e.HasField("response_delta")]
+        await wait_until(lambda: len(stack.analytics.events) >= len(expected))
+        assert stack.analytics.events == expected
+        # a finished session is replayed from the store
+        assert await stack.watch(sid) == events
+        listed = await stack.stub.ListSessions(pb.ListSessionsRequest(page_size=10))
+        assert [s.session_id for s in listed.sessions] == [sid]
+        # an interrupted one is left "running" in the database, as after a crash
+        stack.providers.block.add("m/alpha")
+        call = stack.stub.Orchestrate(pb.OrchestrateRequest(prompt="slow", max_rounds=1, detached=True), timeout=30)
+        interrupted = (await call.read()).event.session_id
+        await asyncio.wait_for(stack.providers.started.wait(), 5)
+        call.cancel()
+    finally:
+        await stop_stack(stack)
+    store = await MongoSessionStore.attach(mongo_target.db)
+    record = await store.get_session(interrupted, "")
+    assert record is not None
+    record.status = pb.SESSION_STATUS_RUNNING
+    await store.save_session(record)
+    assert (tmp_path / "orchestrator.db").exists() is False  # nothing went to SQLite
+    again = await start_stack(tmp_path, **env)
+    try:
+        got = (await again.stub.GetSession(pb.GetSessionRequest(session_id=interrupted))).session
+        assert got.status == pb.SESSION_STATUS_FAILED and "interrupted" in got.failure.reason
+        replay = await again.watch(interrupted)
+        assert replay[-1].HasField("session_failed")
+        assert [e.sequence for e in replay] == list(range(1, len(replay) + 1))
+        # the outbox resumed from its stored cursor: the first session is not delivered again
+        await wait_until(lambda: any(e.session_id == interrupted for e in again.analytics.events))
+        assert all(e.session_id != sid for e in again.analytics.events)
+    finally:
+        await stop_stack(again)
