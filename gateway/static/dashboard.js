@@ -1,0 +1,223 @@
+// Analytics dashboard: performance per model and domain, cost over time, satisfaction, selection accuracy.
+import { api } from "./api.js";
+import { chart, colour } from "./charts.js";
+import { enumLabel, make, modelLabel, num, seconds, text, usd } from "./render.js";
+
+const $ = (id) => document.getElementById(id);
+const pct = (x) => `${num(Number(x || 0) * 100, 0)}%`;
+
+function kpi(label, value, detail) {
+  const div = make("div", null, "kpi");
+  div.appendChild(make("div", value, "kpi-value"));
+  div.appendChild(make("div", label, "kpi-label"));
+  if (detail) div.appendChild(make("div", detail, "kpi-detail"));
+  return div;
+}
+
+function empty(canvas, message) {
+  const box = canvas.closest(".chart-box");
+  const existing = window.Chart && window.Chart.getChart(canvas);
+  if (existing) existing.destroy();
+  box.dataset.empty = "true";
+  text(box.querySelector(".chart-empty"), message);
+}
+
+function filled(canvas) {
+  delete canvas.closest(".chart-box").dataset.empty;
+}
+
+export class Dashboard {
+  constructor() {
+    this.note = $("dashboard-note");
+    $("dashboard-refresh").addEventListener("click", () => this.load());
+  }
+
+  async load() {
+    text(this.note, "Loading…");
+    const results = await Promise.allSettled([
+      api("/v1/analytics/performance"),
+      api("/v1/analytics/costs"),
+      api("/v1/analytics/satisfaction"),
+      api("/v1/analytics/selection-accuracy"),
+    ]);
+    const [perf, cost, sat, acc] = results.map((r) => (r.status === "fulfilled" ? r.value || {} : null));
+    const failed = results.filter((r) => r.status === "rejected").map((r) => r.reason.message);
+    text(this.note, failed.length ? `Some reports are unavailable: ${failed.join("; ")}` : "");
+    this.kpis(cost, sat, acc);
+    if (perf) this.performance(perf);
+    if (cost) this.costs(cost);
+    if (sat) this.satisfaction(sat);
+    if (acc) this.accuracy(acc);
+    $("dashboard").dataset.loaded = "true";
+  }
+
+  kpis(cost, sat, acc) {
+    const box = $("kpis");
+    box.replaceChildren();
+    if (cost) {
+      box.appendChild(kpi("Total cost", usd(cost.total_cost_usd), `${Number(cost.calls || 0)} provider calls`));
+      box.appendChild(kpi("Sessions", String(Number(cost.session_count || 0)),
+        `${Number((cost.usage || {}).total_tokens || 0).toLocaleString()} tokens`));
+    }
+    if (sat) {
+      const overall = sat.overall || {};
+      box.appendChild(kpi("Satisfaction", Number(overall.count || 0) ? `${num(overall.mean, 2)} / 5` : "—",
+        `${Number(overall.count || 0)} ratings`));
+    }
+    if (acc) {
+      const shadow = acc.shadow || {};
+      box.appendChild(kpi("Selection accuracy (shadow)", Number(shadow.sample_size || 0) ? pct(shadow.accuracy) : "—",
+        Number(shadow.sample_size || 0)
+          ? `95% CI ${pct(shadow.ci_low)}–${pct(shadow.ci_high)}, n=${shadow.sample_size}` : "no sampled sessions yet"));
+      const fb = acc.feedback || {};
+      box.appendChild(kpi("Selection accuracy (ratings)", Number(fb.sample_size || 0) ? pct(fb.accuracy) : "—",
+        Number(fb.sample_size || 0) ? `95% CI ${pct(fb.ci_low)}–${pct(fb.ci_high)}, n=${fb.sample_size}` : "no ratings yet"));
+    }
+  }
+
+  performance(perf) {
+    const models = perf.models || [];
+    const canvas = $("chart-performance");
+    if (!models.length) {
+      empty(canvas, "No provider calls recorded yet.");
+    } else {
+      filled(canvas);
+      const labels = models.map((m) => m.model);
+      chart(canvas, "bar", {
+        labels,
+        datasets: [
+          { label: "Mean score as author (0-10)", data: models.map((m) => Number(m.mean_score_as_author || 0)),
+            backgroundColor: colour(0), yAxisID: "y" },
+          { label: "Success rate (%)", data: models.map((m) => Number(m.success_rate || 0) * 100),
+            backgroundColor: colour(2), yAxisID: "y1" },
+        ],
+      }, {
+        scales: {
+          y: { min: 0, max: 10, title: { display: true, text: "score" } },
+          y1: { min: 0, max: 100, position: "right", grid: { drawOnChartArea: false },
+            title: { display: true, text: "success %" } },
+        },
+      }, "Mean author score per model: " + models.map((m) => `${m.model} ${num(m.mean_score_as_author, 2)}`).join(", "));
+    }
+    const body = $("performance-body");
+    body.replaceChildren();
+    for (const m of models) {
+      const tr = make("tr");
+      const cell = make("td");
+      cell.appendChild(modelLabel(m.model));
+      tr.appendChild(cell);
+      tr.appendChild(make("td", Number(m.calls || 0), "num"));
+      tr.appendChild(make("td", pct(m.success_rate), "num"));
+      tr.appendChild(make("td", Number(m.critiques_received || 0) ? num(m.mean_score_as_author, 2) : "—", "num"));
+      tr.appendChild(make("td", seconds(m.ttft_p50) || "—", "num"));
+      tr.appendChild(make("td", seconds(m.latency_p50) || "—", "num"));
+      tr.appendChild(make("td", usd((m.usage || {}).cost_usd), "num"));
+      body.appendChild(tr);
+    }
+    this.heatmap(perf.by_domain || []);
+  }
+
+  // Model x domain mean author score, as a table with shaded cells (readable by screen readers too).
+  heatmap(rows) {
+    const table = $("domain-table");
+    const head = table.querySelector("thead tr");
+    const body = table.querySelector("tbody");
+    head.replaceChildren(make("th", "Model"));
+    body.replaceChildren();
+    const domains = [...new Set(rows.map((r) => r.domain).filter(Boolean))].sort();
+    const models = [...new Set(rows.map((r) => r.model))].sort();
+    table.hidden = !rows.length;
+    $("domain-empty").hidden = Boolean(rows.length);
+    for (const d of domains) head.appendChild(make("th", enumLabel(d, "DOMAIN_")));
+    const index = new Map(rows.map((r) => [`${r.model}|${r.domain}`, r]));
+    for (const m of models) {
+      const tr = make("tr");
+      const th = make("th");
+      th.scope = "row";
+      th.appendChild(modelLabel(m));
+      tr.appendChild(th);
+      for (const d of domains) {
+        const r = index.get(`${m}|${d}`);
+        const scored = r && Number(r.critiques_received || 0) > 0;
+        const td = make("td", scored ? num(r.mean_score_as_author, 1) : "—", "num heat");
+        if (scored) td.dataset.level = String(Math.max(0, Math.min(10, Math.round(Number(r.mean_score_as_author)))));
+        if (r) td.title = `${Number(r.calls || 0)} calls, ${pct(r.success_rate)} success`;
+        tr.appendChild(td);
+      }
+      body.appendChild(tr);
+    }
+  }
+
+  costs(cost) {
+    const days = cost.days || [];
+    const canvas = $("chart-cost");
+    if (!days.length) {
+      empty(canvas, "No spending recorded yet.");
+    } else {
+      filled(canvas);
+      chart(canvas, "bar", {
+        labels: days.map((d) => d.day),
+        datasets: [{ label: "Cost (USD)", data: days.map((d) => Number(d.cost_usd || 0)), backgroundColor: colour(1) }],
+      }, { scales: { y: { beginAtZero: true, title: { display: true, text: "USD" } } } },
+      "Cost per day: " + days.map((d) => `${d.day} ${usd(d.cost_usd)}`).join(", "));
+    }
+    const models = cost.models || [];
+    const canvas2 = $("chart-cost-models");
+    if (!models.length) {
+      empty(canvas2, "No spending per model yet.");
+    } else {
+      filled(canvas2);
+      chart(canvas2, "doughnut", {
+        labels: models.map((m) => m.model),
+        datasets: [{ data: models.map((m) => Number(m.cost_usd || 0)), backgroundColor: models.map((_m, i) => colour(i)) }],
+      }, { plugins: { legend: { position: "bottom" } } },
+      "Cost per model: " + models.map((m) => `${m.model} ${usd(m.cost_usd)}`).join(", "));
+    }
+  }
+
+  satisfaction(sat) {
+    const overall = sat.overall || {};
+    const dist = new Map((overall.distribution || []).map((d) => [Number(d.rating), Number(d.count || 0)]));
+    const canvas = $("chart-satisfaction");
+    if (!Number(overall.count || 0)) {
+      empty(canvas, "No ratings yet: rate an answer to see it here.");
+    } else {
+      filled(canvas);
+      const ratings = [1, 2, 3, 4, 5];
+      chart(canvas, "bar", {
+        labels: ratings.map((r) => `${r} ★`),
+        datasets: [{ label: "Ratings", data: ratings.map((r) => dist.get(r) || 0), backgroundColor: colour(4) }],
+      }, { scales: { y: { beginAtZero: true, ticks: { precision: 0 } } }, plugins: { legend: { display: false } } },
+      "Ratings: " + ratings.map((r) => `${r} stars ${dist.get(r) || 0}`).join(", "));
+    }
+    const byModel = sat.by_model || [];
+    const canvas2 = $("chart-satisfaction-models");
+    if (!byModel.length) {
+      empty(canvas2, "No ratings per model yet.");
+    } else {
+      filled(canvas2);
+      chart(canvas2, "bar", {
+        labels: byModel.map((s) => s.key),
+        datasets: [{ label: "Mean rating", data: byModel.map((s) => Number(s.mean || 0)), backgroundColor: colour(3) }],
+      }, { indexAxis: "y", scales: { x: { min: 0, max: 5 } }, plugins: { legend: { display: false } } },
+      "Mean rating per model: " + byModel.map((s) => `${s.key} ${num(s.mean, 2)}`).join(", "));
+    }
+  }
+
+  accuracy(acc) {
+    text($("accuracy-definition"), acc.definition || "");
+    const rows = (acc.by_domain || []).filter((d) => Number((d.shadow || {}).sample_size || 0) > 0);
+    const canvas = $("chart-accuracy");
+    if (!rows.length) {
+      empty(canvas, "No shadow evaluations yet (a sample of sessions also asks a runner-up).");
+      return;
+    }
+    filled(canvas);
+    chart(canvas, "bar", {
+      labels: rows.map((d) => `${enumLabel(d.domain, "DOMAIN_")} (n=${d.shadow.sample_size})`),
+      datasets: [{ label: "Shadow accuracy (%)", data: rows.map((d) => Number(d.shadow.accuracy || 0) * 100),
+        backgroundColor: colour(5) }],
+    }, { scales: { y: { min: 0, max: 100 } }, plugins: { legend: { display: false } } },
+    "Shadow accuracy per domain: " + rows.map((d) => `${enumLabel(d.domain, "DOMAIN_")} ${pct(d.shadow.accuracy)}`).join(", "));
+  }
+}
