@@ -90,12 +90,13 @@ class EventWriter:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if len(self._pending) < self.min_batch and not self._waiters and self.linger > 0:
-                self._full.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.linger):
-                        await self._full.wait()
             while self._pending:
+                if len(self._pending) < self.min_batch and not self._waiters and self.linger > 0:
+                    # Wait a little for company; a full batch or a flush ends the wait early.
+                    self._full.clear()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self.linger):
+                            await self._full.wait()
                 batch = self._pending[: self.max_batch]
                 try:
                     await self.store.append_events(batch)
