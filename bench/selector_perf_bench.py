@@ -1,20 +1,37 @@
 """SelectModels speed (issue #4): p99 in process, and requests per second over gRPC on one core.
 
-    .venv/bin/python -m bench.selector_perf_bench [--seconds 10] [--out bench/results/selector_perf.json]
+    flock /tmp/orx/bench.lock .venv/bin/python -m bench.selector_perf_bench [--repeats 3] [--seconds 8]
 
-In process: the selector's own code path for one request (``analyze`` with the default classifier, then
-``select`` with a full history of 6 models x 9 domains and Thompson sampling), timed per call on a mix
-of prompts from one line to a few thousand characters.
+**Prompts.** A realistic, varied mix (:func:`prompt_mix`): the classifier's hand-written training prompts
+(one line to about 900 characters: questions, tasks, pasted reviews, articles, bios), plus pasted-document
+prompts of 2,000-10,000 characters (7 %) and long ones of 10,000-50,000 characters (3 %): an article,
+a CSV export, a log or a source file with an instruction before or after it. Every request in a run
+gets a different prompt where the pool allows (no cache can flatter the figures).
 
-Over gRPC: the selector runs as a subprocess pinned to one core (``taskset -c 0``). The providers
-service (the catalogue) and the load generator share the other core. The load generator keeps 64
-requests in flight for ``--seconds`` and counts completions.
+**In process.** Exactly what the servicer does for one ``SelectModels`` call once the request is
+decoded: ``analyze`` with the default (trained) classifier, ``select`` over the catalogue with a full
+history (every model x domain measured) and Thompson sampling, and building the response message.
+Timed per call; p50/p99 over the mix, and separately over the long prompts. Repeated ``--repeats``
+times; the medians of the repeats are reported.
+
+**Over gRPC on one core.** The selector runs as a subprocess pinned to core 0 (``taskset -c 0``),
+with analytics on (history refresh) and access logs at WARNING. The providers and analytics services
+and the load generator share core 1. The load generator keeps 64 unary calls in flight over 4 channels
+for ``--seconds`` and counts completions; the selector's CPU time during the window (from
+``/proc/<pid>/stat``) gives CPU per request and shows whether the selector's core was saturated.
+
+**Floor.** The same load against a servicer that does no work (returns a prebuilt, typical-size
+``SelectModelsResponse``), pinned the same way: once on a bare ``grpc.aio`` server and once built with
+``create_server`` (our interceptor, health, reflection), and once with the interceptor change proposed
+in the report (wrapped handlers built once per method). This is the most any selector could do on this
+machine; the ratio selector/floor says how much of the budget our own code takes.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import random
@@ -23,161 +40,448 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import grpc
 
-from bench._suite import BIN, SERVICE_NAMES, _wait_healthy, cluster, percentile
+from bench._suite import BIN, SERVICE_NAMES, _wait_healthy, cluster, free_port, percentile
 from orchestratex.config import Settings
 from orchestratex.domains import DOMAINS
 from orchestratex.v1 import selector_pb2, selector_pb2_grpc
 
-PROMPTS = [
-    "Write a Python function that merges two sorted lists",
-    "What is the capital of Australia?",
-    "A train leaves at 3pm going 60 mph; another at 4pm going 80 mph. When does the second catch up?",
-    "Give me ten ideas for a team offsite in the mountains",
-    "Is this review positive or negative? The battery died after two days and support never answered.",
-    "Summarize: " + "The council met on Tuesday to discuss the new budget, which increases park funding. " * 30,
-    "Extract all dates and names from: "
-    + "On March 3, Ada met Charles in London; on April 10 they wrote to Mary. " * 20,
-    "Write a short story about a lighthouse keeper who finds a message in a bottle",
-    "If all bloops are razzies and some razzies are lazzies, must some bloops be lazzies?",
-    "```python\ndef f(x):\n    return x*2\n```\nWhy does this return a string when I pass '3'?",
-]
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN_DATA = ROOT / "services" / "selector" / "classifier" / "data" / "train.jsonl"
+LONG_MIN, LONG_MAX = 10_000, 50_000
+MEDIUM_MIN, MEDIUM_MAX = 2_000, 10_000
+MEDIUM_SHARE, LONG_SHARE = 0.07, 0.03
+
+_INSTRUCTIONS_BEFORE = (
+    "Summarize the following document in five bullet points:\n\n",
+    "Extract every person, organisation and date mentioned in this text:\n\n",
+    "Review this code and point out bugs and risky patterns:\n\n",
+    "Here is an export of our data. Which rows look like duplicates?\n\n",
+    "Classify each paragraph below as complaint, question or praise.\n\n",
+)
+_INSTRUCTIONS_AFTER = (
+    "\n\nWhat are the three most important points above?",
+    "\n\nRewrite the above as a short formal e-mail.",
+    "\n\nTranslate the error above into plain language and suggest a fix.",
+    "\n\nIs the tone of this text positive or negative?",
+)
 
 
-def in_process(iterations: int) -> dict[str, Any]:
+# --------------------------------------------------------------------------------------------------
+# Prompts
+
+
+def _training_prompts() -> list[str]:
+    return [json.loads(line)["prompt"] for line in TRAIN_DATA.read_text(encoding="utf-8").splitlines() if line]
+
+
+def _material(kind: str, size: int, rng: random.Random, prose: Sequence[str]) -> str:
+    """About ``size`` characters of pasted material of one ``kind``."""
+    parts: list[str] = []
+    total = 0
+    if kind == "code":
+        sources = sorted((ROOT / "services").rglob("*.py")) + sorted((ROOT / "orchestratex").rglob("*.py"))
+        while total < size:
+            text = rng.choice(sources).read_text(encoding="utf-8")
+            parts.append(text)
+            total += len(text)
+    elif kind == "csv":
+        parts.append("id,date,customer,country,amount_usd,status\n")
+        while total < size:
+            row = (
+                f"{rng.randint(1000, 99999)},2026-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d},"
+                f"{rng.choice(['Acme', 'Globex', 'Initech', 'Umbrella', 'Hooli'])} {rng.randint(1, 99)},"
+                f"{rng.choice(['DE', 'FR', 'US', 'JP', 'BR'])},{rng.uniform(5, 5000):.2f},"
+                f"{rng.choice(['paid', 'open', 'refunded'])}\n"
+            )
+            parts.append(row)
+            total += len(row)
+    elif kind == "log":
+        while total < size:
+            line = (
+                f"2026-11-{rng.randint(1, 28):02d}T{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:00Z"
+                f" {rng.choice(['INFO', 'WARN', 'ERROR'])} worker-{rng.randint(1, 8)}"
+                f" {rng.choice(['request done', 'retrying upstream', 'cache miss', 'timeout after 30s'])}"
+                f" id={rng.getrandbits(48):012x}\n"
+            )
+            parts.append(line)
+            total += len(line)
+    else:  # prose: an article stitched from the training prompts' pasted texts
+        while total < size:
+            text = rng.choice(prose)
+            parts.append(text + "\n\n")
+            total += len(text) + 2
+    return "".join(parts)[:size]
+
+
+def _document_prompt(size: int, rng: random.Random, prose: Sequence[str]) -> str:
+    material = _material(rng.choice(("prose", "prose", "code", "csv", "log")), size, rng, prose)
+    if rng.random() < 0.6:
+        return rng.choice(_INSTRUCTIONS_BEFORE) + material
+    return material + rng.choice(_INSTRUCTIONS_AFTER)
+
+
+def prompt_mix(count: int, seed: int = 7) -> list[tuple[str, str]]:
+    """``count`` (kind, prompt) pairs: ``short`` (training prompts), ``medium`` and ``long`` documents."""
+    rng = random.Random(seed)
+    short = _training_prompts()
+    rng.shuffle(short)
+    prose = [p for p in short if len(p) > 300]
+    mix: list[tuple[str, str]] = []
+    for i in range(count):
+        roll = rng.random()
+        if roll < LONG_SHARE:
+            mix.append(("long", _document_prompt(rng.randint(LONG_MIN, LONG_MAX), rng, prose)))
+        elif roll < LONG_SHARE + MEDIUM_SHARE:
+            mix.append(("medium", _document_prompt(rng.randint(MEDIUM_MIN, MEDIUM_MAX), rng, prose)))
+        else:
+            mix.append(("short", short[i % len(short)]))
+    return mix
+
+
+# --------------------------------------------------------------------------------------------------
+# In process
+
+
+def _selector_parts() -> dict[str, Any]:
+    """The catalogue, history and classifier the in-process measurement runs on."""
     from orchestratex.v1 import common_pb2, providers_pb2
     from services.providers import catalogue as cat
     from services.providers.catalogue import load_catalogue
-    from services.selector import server as selector_server
-    from services.selector.analysis import analyze
     from services.selector.catalogue import catalogue_from_proto
+    from services.selector.classifier import default_classifier
     from services.selector.learning import QualityModel
-    from services.selector.ranking import HistoryStats, select
+    from services.selector.ranking import HistoryStats
 
     settings = Settings.from_env({"ORX_DATA_DIR": tempfile.mkdtemp()})
-    spec = load_catalogue(settings)
     health = common_pb2.ModelHealth(circuit_state=common_pb2.CIRCUIT_STATE_CLOSED)
-    resp = providers_pb2.ListModelsResponse(models=[cat.to_proto(m, health, True) for m in spec])
-    models = catalogue_from_proto(resp, fetched_at=time.monotonic()).models
-    classifier = _default_classifier(selector_server)
+    resp = providers_pb2.ListModelsResponse(models=[cat.to_proto(m, health, True) for m in load_catalogue(settings)])
+    catalogue = catalogue_from_proto(resp, fetched_at=time.monotonic())
     rng = random.Random(1)
     history = {
         (m.id, d): HistoryStats(mean_quality=rng.uniform(0.5, 0.95), samples=rng.randint(5, 500))
-        for m in models
+        for m in catalogue.models
         for d in DOMAINS
     }
-    windows = {m.id: m.context_length for m in models}
-    quality_model = QualityModel(exploration=1.0)
-    for prompt in PROMPTS * 20:  # warm-up
-        select(analyze(prompt, classifier, context_windows=windows), models, history=history, rng=rng)
-    timings: list[float] = []
-    analysis_timings: list[float] = []
-    for i in range(iterations):
-        prompt = PROMPTS[i % len(PROMPTS)]
+    return {
+        "catalogue": catalogue,
+        "classifier": default_classifier(),
+        "history": history,
+        "quality_model": QualityModel(exploration=1.0),
+        "rng": rng,
+    }
+
+
+def _summary(timings: Sequence[float]) -> dict[str, float]:
+    return {"n": len(timings), "p50_ms": statistics.median(timings), "p99_ms": percentile(timings, 99)}
+
+
+def in_process(iterations: int, seed: int) -> dict[str, Any]:
+    """One repetition: time ``iterations`` requests of the mix (after a warm-up on other prompts)."""
+    from services.selector.analysis import analyze
+    from services.selector.convert import selection_to_proto
+    from services.selector.ranking import select
+
+    parts = _selector_parts()
+    catalogue, classifier = parts["catalogue"], parts["classifier"]
+    windows = catalogue.context_windows()
+
+    def one(prompt: str) -> tuple[int, int]:
         t0 = time.perf_counter_ns()
         analysis = analyze(prompt, classifier, context_windows=windows)
         t1 = time.perf_counter_ns()
-        select(analysis, models, history=history, quality_model=quality_model, rng=rng)
-        t2 = time.perf_counter_ns()
-        timings.append((t2 - t0) / 1e6)
-        analysis_timings.append((t1 - t0) / 1e6)
+        selection = select(
+            analysis,
+            catalogue.models,
+            history=parts["history"],
+            quality_model=parts["quality_model"],
+            rng=parts["rng"],
+        )
+        selection_to_proto(selection, [])
+        return t1 - t0, time.perf_counter_ns() - t0
+
+    for _, prompt in prompt_mix(300, seed + 1000):  # warm-up: memos, caches, branch predictors
+        one(prompt)
+    # As the server does once started (orchestratex.grpc_server.serve): long-lived objects (the
+    # classifier's vocabularies) leave the cyclic GC's work.
+    gc.freeze()
+    by_kind: dict[str, list[float]] = {"short": [], "medium": [], "long": []}
+    total: list[float] = []
+    analysis_only: list[float] = []
+    for kind, prompt in prompt_mix(iterations, seed):
+        analysed, done = one(prompt)
+        total.append(done / 1e6)
+        analysis_only.append(analysed / 1e6)
+        by_kind[kind].append(done / 1e6)
     return {
-        "iterations": iterations,
         "classifier": classifier.version,
-        "p50_ms": statistics.median(timings),
-        "p99_ms": percentile(timings, 99),
-        "max_ms": max(timings),
-        "analysis_p50_ms": statistics.median(analysis_timings),
-        "analysis_p99_ms": percentile(analysis_timings, 99),
+        "all": _summary(total),
+        "analysis_only": _summary(analysis_only),
+        **{kind: _summary(values) for kind, values in by_kind.items() if values},
     }
 
 
-def _default_classifier(selector_server: Any) -> Any:
-    """The classifier the selector server uses by default."""
-    factory = getattr(selector_server, "default_classifier", None)
-    if factory is not None:
-        return factory()
-    from services.selector.analysis import RuleClassifier
-
-    return RuleClassifier()
+# --------------------------------------------------------------------------------------------------
+# Over gRPC
 
 
-async def _load(addr: str, seconds: float, concurrency: int) -> dict[str, Any]:
-    async with grpc.aio.insecure_channel(addr) as channel:
-        stub = selector_pb2_grpc.SelectorServiceStub(channel)
-        requests = [selector_pb2.SelectModelsRequest(prompt=p) for p in PROMPTS]
-        for r in requests * 5:
-            await stub.SelectModels(r, timeout=10)
-        done = 0
-        errors = 0
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _load(addr: str, pid: int, seconds: float, prompts: Sequence[str], channels: int = 4) -> dict[str, Any]:
+    concurrency = 64
+    chans = [grpc.aio.insecure_channel(addr) for _ in range(channels)]
+    try:
+        stubs = [selector_pb2_grpc.SelectorServiceStub(c) for c in chans]
+        requests = [selector_pb2.SelectModelsRequest(prompt=p) for p in prompts]
+        for i, r in enumerate(requests[:200]):  # warm-up (memos, connections)
+            await stubs[i % channels].SelectModels(r, timeout=30)
+        done = errors = 0
         latencies: list[float] = []
+        next_request = 0
         stop_at = time.perf_counter() + seconds
 
-        async def worker(k: int) -> None:
-            nonlocal done, errors
-            i = k
+        async def worker(stub: selector_pb2_grpc.SelectorServiceStub) -> None:
+            nonlocal done, errors, next_request
             while time.perf_counter() < stop_at:
+                request = requests[next_request % len(requests)]
+                next_request += 1
                 t0 = time.perf_counter()
                 try:
-                    await stub.SelectModels(requests[i % len(requests)], timeout=10)
-                    done += 1
-                    latencies.append((time.perf_counter() - t0) * 1000)
+                    await stub.SelectModels(request, timeout=30)
                 except grpc.aio.AioRpcError:
                     errors += 1
-                i += 1
+                    continue
+                done += 1
+                latencies.append((time.perf_counter() - t0) * 1000)
 
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(k) for k in range(concurrency)))
+        cpu0, started = _cpu_seconds(pid), time.perf_counter()
+        await asyncio.gather(*(worker(stubs[k % channels]) for k in range(concurrency)))
         elapsed = time.perf_counter() - started
+        cpu = _cpu_seconds(pid) - cpu0
+    finally:
+        for c in chans:
+            await c.close(None)
     return {
-        "seconds": elapsed,
+        "seconds": round(elapsed, 2),
         "concurrency": concurrency,
+        "channels": channels,
         "requests": done,
         "errors": errors,
         "rps": done / elapsed,
         "latency_p50_ms": statistics.median(latencies),
         "latency_p99_ms": percentile(latencies, 99),
+        "server_cpu_cores": cpu / elapsed,
+        "server_cpu_us_per_request": cpu / max(done, 1) * 1e6,
     }
 
 
-def over_grpc(seconds: float) -> dict[str, Any]:
+def _run_pinned(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        ["taskset", "-c", "0", *argv], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+def _as_load_generator(coro_factory: Any) -> Any:
+    """Run the load generator on core 1 (the server under test has core 0)."""
+    os.sched_setaffinity(0, {1})
+    try:
+        return asyncio.run(coro_factory())
+    finally:
+        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+
+
+def over_grpc(seconds: float, prompts: Sequence[str]) -> dict[str, Any]:
+    """The real selector (with providers and analytics running), pinned to core 0."""
     with tempfile.TemporaryDirectory() as tmp, cluster(Path(tmp), {"ORX_LOG_LEVEL": "WARNING"}) as c:
         c.start("providers")
         c.start("analytics")
-        env = {**c.env}
-        proc = subprocess.Popen(
-            ["taskset", "-c", "0", str(BIN / "orchestratex"), "serve", "selector"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        proc = _run_pinned([str(BIN / "orchestratex"), "serve", "selector"], dict(c.env))
         c.procs["selector"] = proc
         asyncio.run(_wait_healthy(c.addr["selector"], SERVICE_NAMES["selector"], proc))
-        os.sched_setaffinity(0, {1})
-        try:
-            result = asyncio.run(_load(c.addr["selector"], seconds, 64))
-        finally:
-            os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
-        with open(f"/proc/{proc.pid}/stat") as f:
-            fields = f.read().split()
-        result["selector_cpu_seconds"] = (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
-        return result
+        return dict(_as_load_generator(lambda: _load(c.addr["selector"], proc.pid, seconds, prompts)))
+
+
+def floor(seconds: float, prompts: Sequence[str], mode: str) -> dict[str, Any]:
+    """A servicer doing no work, pinned to core 0: on a bare server (``plain``), built with
+    ``create_server`` (``orx``), or with the proposed per-method handler cache (``cached``)."""
+    addr = f"127.0.0.1:{free_port()}"
+    argv = [sys.executable, "-m", "bench.selector_perf_bench", "--serve-floor", mode]
+    proc = _run_pinned([*argv, "--listen", addr], {**os.environ, "ORX_LOG_LEVEL": "WARNING"})
+    try:
+        asyncio.run(_wait_floor(addr, proc))
+        return dict(_as_load_generator(lambda: _load(addr, proc.pid, seconds, prompts)))
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+async def _wait_floor(addr: str, proc: subprocess.Popen[bytes], within: float = 60) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"floor server exited with {proc.returncode}")
+        async with grpc.aio.insecure_channel(addr) as ch:
+            try:
+                await selector_pb2_grpc.SelectorServiceStub(ch).SelectModels(
+                    selector_pb2.SelectModelsRequest(prompt="ping"), timeout=1
+                )
+                return
+            except grpc.aio.AioRpcError:
+                pass
+        await asyncio.sleep(0.1)
+    raise RuntimeError("floor server did not start")
+
+
+class _FloorServicer(selector_pb2_grpc.SelectorServiceServicer):
+    """Answers every SelectModels with the same prebuilt response: gRPC's own cost, nothing else."""
+
+    def __init__(self, response: selector_pb2.SelectModelsResponse) -> None:
+        self._response = response
+
+    async def SelectModels(self, request: Any, context: Any) -> selector_pb2.SelectModelsResponse:
+        return self._response
+
+
+def _typical_response() -> selector_pb2.SelectModelsResponse:
+    from services.selector.analysis import analyze
+    from services.selector.convert import selection_to_proto
+    from services.selector.ranking import select
+
+    parts = _selector_parts()
+    catalogue = parts["catalogue"]
+    prompt = "Write a Python function that merges two sorted lists"
+    analysis = analyze(prompt, parts["classifier"], context_windows=catalogue.context_windows())
+    return selection_to_proto(select(analysis, catalogue.models, history=parts["history"]), [])
+
+
+def _caching_interceptor() -> Any:
+    """The project's interceptor with one change: the wrapped handler is built once per method, not per call.
+
+    Measures the change proposed for ``orchestratex/grpc_server.py`` (not edited here).
+    """
+    from orchestratex.grpc_server import ServerInterceptor
+
+    class CachingInterceptor(ServerInterceptor):
+        def __init__(self) -> None:
+            self._wrapped: dict[str, Any] = {}
+
+        async def intercept_service(self, continuation: Any, details: Any) -> Any:
+            handler = await continuation(details)
+            if handler is None:
+                return None
+            cached = self._wrapped.get(details.method)
+            if cached is None or cached[0] is not handler:
+                cached = (handler, await super().intercept_service(_constant(handler), details))
+                self._wrapped[details.method] = cached
+            return cached[1]
+
+    return CachingInterceptor()
+
+
+def _constant(handler: Any) -> Any:
+    async def continuation(details: Any) -> Any:
+        return handler
+
+    return continuation
+
+
+async def _serve_floor(mode: str, listen: str) -> None:
+    from orchestratex.grpc_server import ServiceBinding, create_server, server_options
+
+    servicer = _FloorServicer(_typical_response())
+    if mode == "cached":
+        server = grpc.aio.server(interceptors=[_caching_interceptor()], options=server_options(8 * 1024 * 1024))
+        selector_pb2_grpc.add_SelectorServiceServicer_to_server(servicer, server)
+        server.add_insecure_port(listen)
+        await server.start()
+        await server.wait_for_termination()
+        return
+    if mode == "plain":
+        server = grpc.aio.server()
+        selector_pb2_grpc.add_SelectorServiceServicer_to_server(servicer, server)
+        server.add_insecure_port(listen)
+        await server.start()
+        await server.wait_for_termination()
+        return
+    binding = ServiceBinding(
+        selector_pb2_grpc.add_SelectorServiceServicer_to_server, servicer, SERVICE_NAMES["selector"]
+    )
+    srv = create_server([binding], listen)
+    await srv.start()
+    await srv.server.wait_for_termination()
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def _median_of(runs: Sequence[dict[str, Any]], *path: str) -> float:
+    values = []
+    for run in runs:
+        value: Any = run
+        for key in path:
+            value = value[key]
+        values.append(float(value))
+    return statistics.median(values)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--iterations", type=int, default=20000)
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--iterations", type=int, default=5000, help="requests per in-process repetition")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=8.0, help="load duration per gRPC run")
+    parser.add_argument("--skip-grpc", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("bench/results/selector_perf.json"))
+    parser.add_argument("--serve-floor", choices=("plain", "orx", "cached"), help=argparse.SUPPRESS)
+    parser.add_argument("--listen", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    result = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "in_process": in_process(args.iterations)}
+    if args.serve_floor:
+        asyncio.run(_serve_floor(args.serve_floor, args.listen))
+        return
+
+    result: dict[str, Any] = {
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "mix": {"short": 1 - MEDIUM_SHARE - LONG_SHARE, "medium": MEDIUM_SHARE, "long": LONG_SHARE},
+        "loadavg_before": os.getloadavg(),
+    }
+    runs = [in_process(args.iterations, seed) for seed in range(args.repeats)]
+    result["in_process_runs"] = runs
+    result["in_process"] = {
+        kind: {stat: _median_of(runs, kind, stat) for stat in ("p50_ms", "p99_ms")}
+        for kind in ("all", "analysis_only", "short", "medium", "long")
+    }
     print(json.dumps(result["in_process"], indent=2), flush=True)
-    result["grpc_one_core"] = over_grpc(args.seconds)
-    print(json.dumps(result["grpc_one_core"], indent=2))
+    if not args.skip_grpc:
+        prompts = [p for _, p in prompt_mix(4000, 99)]
+        floors = {"floor_plain": "plain", "floor_interceptor": "orx", "floor_interceptor_cached": "cached"}
+        grpc_runs: dict[str, list[dict[str, Any]]] = {"selector": [], **{name: [] for name in floors}}
+        for _ in range(args.repeats):  # interleaved, so that a busy moment hits them all alike
+            grpc_runs["selector"].append(over_grpc(args.seconds, prompts))
+            for name, mode in floors.items():
+                grpc_runs[name].append(floor(args.seconds, prompts, mode))
+        result["grpc_runs"] = grpc_runs
+        summary: dict[str, Any] = {
+            name: {
+                stat: _median_of(runs_, stat)
+                for stat in ("rps", "latency_p50_ms", "latency_p99_ms", "server_cpu_cores", "server_cpu_us_per_request")
+            }
+            for name, runs_ in grpc_runs.items()
+        }
+        summary["selector_vs_floor"] = summary["selector"]["rps"] / summary["floor_interceptor"]["rps"]
+        summary["interceptor_cost_us"] = (
+            summary["floor_interceptor"]["server_cpu_us_per_request"]
+            - summary["floor_plain"]["server_cpu_us_per_request"]
+        )
+        result["grpc_one_core"] = summary
+        print(json.dumps(summary, indent=2))
+    result["loadavg_after"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"written to {args.out}", file=sys.stderr)

@@ -22,32 +22,35 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from orchestratex.v1 import common_pb2 as orchestratex_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eorchestratex/v1/selector.proto\x12\x0forchestratex.v1\x1a\x1corchestratex/v1/common.proto\"\xba\x02\n\x0ePromptAnalysis\x12:\n\x14\x64omain_probabilities\x18\x01 \x03(\x0b\x32\x1c.orchestratex.v1.DomainScore\x12/\n\x0eprimary_domain\x18\x02 \x01(\x0e\x32\x17.orchestratex.v1.Domain\x12\x12\n\nconfidence\x18\x03 \x01(\x01\x12\x1f\n\x17\x65stimated_prompt_tokens\x18\x04 \x01(\x03\x12\x1a\n\x12needs_long_context\x18\x05 \x01(\x08\x12\x18\n\x10models_too_small\x18\x06 \x03(\t\x12\x10\n\x08language\x18\x07 \x01(\t\x12\x10\n\x08has_code\x18\x08 \x01(\x08\x12\x10\n\x08has_data\x18\t \x01(\x08\x12\x1a\n\x12\x63lassifier_version\x18\n \x01(\t\"&\n\x14\x41nalyzePromptRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\"J\n\x15\x41nalyzePromptResponse\x12\x31\n\x08\x61nalysis\x18\x01 \x01(\x0b\x32\x1f.orchestratex.v1.PromptAnalysis\"h\n\x0eScoreBreakdown\x12\x11\n\tspecialty\x18\x01 \x01(\x01\x12\x0f\n\x07history\x18\x02 \x01(\x01\x12\x0c\n\x04\x63ost\x18\x03 \x01(\x01\x12\x0f\n\x07latency\x18\x04 \x01(\x01\x12\x13\n\x0b\x65xploration\x18\x05 \x01(\x01\"\xa7\x01\n\tCandidate\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x32\n\tbreakdown\x18\x03 \x01(\x0b\x32\x1f.orchestratex.v1.ScoreBreakdown\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x1a\n\x12\x65stimated_cost_usd\x18\x05 \x01(\x01\x12\x0c\n\x04rank\x18\x06 \x01(\x05\x12\x0e\n\x06\x66\x61mily\x18\x07 \x01(\t\"-\n\x0c\x44roppedModel\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xbc\x01\n\x13SelectModelsRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x31\n\x0bpreferences\x18\x02 \x01(\x0b\x32\x1c.orchestratex.v1.Preferences\x12\x19\n\x0c\x63ritic_count\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x1e\n\x16\x65xpected_output_tokens\x18\x04 \x01(\x05\x12\x16\n\x0e\x63ontext_tokens\x18\x05 \x01(\x03\x42\x0f\n\r_critic_count\"\xe9\x01\n\x14SelectModelsResponse\x12\x31\n\x08\x61nalysis\x18\x01 \x01(\x0b\x32\x1f.orchestratex.v1.PromptAnalysis\x12.\n\ncandidates\x18\x02 \x03(\x0b\x32\x1a.orchestratex.v1.Candidate\x12\x15\n\rprimary_model\x18\x03 \x01(\t\x12\x15\n\rcritic_models\x18\x04 \x03(\t\x12.\n\x07\x64ropped\x18\x05 \x03(\x0b\x32\x1d.orchestratex.v1.DroppedModel\x12\x10\n\x08warnings\x18\x06 \x03(\t2\xce\x01\n\x0fSelectorService\x12^\n\rAnalyzePrompt\x12%.orchestratex.v1.AnalyzePromptRequest\x1a&.orchestratex.v1.AnalyzePromptResponse\x12[\n\x0cSelectModels\x12$.orchestratex.v1.SelectModelsRequest\x1a%.orchestratex.v1.SelectModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eorchestratex/v1/selector.proto\x12\x0forchestratex.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1corchestratex/v1/common.proto\"\xf2\x02\n\x0ePromptAnalysis\x12:\n\x14\x64omain_probabilities\x18\x01 \x03(\x0b\x32\x1c.orchestratex.v1.DomainScore\x12/\n\x0eprimary_domain\x18\x02 \x01(\x0e\x32\x17.orchestratex.v1.Domain\x12\x12\n\nconfidence\x18\x03 \x01(\x01\x12\x1f\n\x17\x65stimated_prompt_tokens\x18\x04 \x01(\x03\x12\x1a\n\x12needs_long_context\x18\x05 \x01(\x08\x12\x18\n\x10models_too_small\x18\x06 \x03(\t\x12\x10\n\x08language\x18\x07 \x01(\t\x12\x10\n\x08has_code\x18\x08 \x01(\x08\x12\x10\n\x08has_data\x18\t \x01(\x08\x12\x1a\n\x12\x63lassifier_version\x18\n \x01(\t\x12\x36\n\x0esecond_opinion\x18\x0b \x01(\x0b\x32\x1e.orchestratex.v1.SecondOpinion\"\xfe\x01\n\rSecondOpinion\x12\r\n\x05model\x18\x01 \x01(\t\x12\'\n\x06\x64omain\x18\x02 \x01(\x0e\x32\x17.orchestratex.v1.Domain\x12\x0f\n\x07\x61pplied\x18\x03 \x01(\x08\x12\x32\n\x11\x63lassifier_domain\x18\x04 \x01(\x0e\x32\x17.orchestratex.v1.Domain\x12\x1d\n\x15\x63lassifier_confidence\x18\x05 \x01(\x01\x12%\n\x05usage\x18\x06 \x01(\x0b\x32\x16.orchestratex.v1.Usage\x12*\n\x07latency\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\"&\n\x14\x41nalyzePromptRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\"\\\n\x15\x41nalyzePromptResponse\x12\x31\n\x08\x61nalysis\x18\x01 \x01(\x0b\x32\x1f.orchestratex.v1.PromptAnalysis\x12\x10\n\x08warnings\x18\x02 \x03(\t\"h\n\x0eScoreBreakdown\x12\x11\n\tspecialty\x18\x01 \x01(\x01\x12\x0f\n\x07history\x18\x02 \x01(\x01\x12\x0c\n\x04\x63ost\x18\x03 \x01(\x01\x12\x0f\n\x07latency\x18\x04 \x01(\x01\x12\x13\n\x0b\x65xploration\x18\x05 \x01(\x01\"\xa7\x01\n\tCandidate\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x32\n\tbreakdown\x18\x03 \x01(\x0b\x32\x1f.orchestratex.v1.ScoreBreakdown\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x1a\n\x12\x65stimated_cost_usd\x18\x05 \x01(\x01\x12\x0c\n\x04rank\x18\x06 \x01(\x05\x12\x0e\n\x06\x66\x61mily\x18\x07 \x01(\t\"-\n\x0c\x44roppedModel\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xbc\x01\n\x13SelectModelsRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x31\n\x0bpreferences\x18\x02 \x01(\x0b\x32\x1c.orchestratex.v1.Preferences\x12\x19\n\x0c\x63ritic_count\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x1e\n\x16\x65xpected_output_tokens\x18\x04 \x01(\x05\x12\x16\n\x0e\x63ontext_tokens\x18\x05 \x01(\x03\x42\x0f\n\r_critic_count\"\xe9\x01\n\x14SelectModelsResponse\x12\x31\n\x08\x61nalysis\x18\x01 \x01(\x0b\x32\x1f.orchestratex.v1.PromptAnalysis\x12.\n\ncandidates\x18\x02 \x03(\x0b\x32\x1a.orchestratex.v1.Candidate\x12\x15\n\rprimary_model\x18\x03 \x01(\t\x12\x15\n\rcritic_models\x18\x04 \x03(\t\x12.\n\x07\x64ropped\x18\x05 \x03(\x0b\x32\x1d.orchestratex.v1.DroppedModel\x12\x10\n\x08warnings\x18\x06 \x03(\t2\xce\x01\n\x0fSelectorService\x12^\n\rAnalyzePrompt\x12%.orchestratex.v1.AnalyzePromptRequest\x1a&.orchestratex.v1.AnalyzePromptResponse\x12[\n\x0cSelectModels\x12$.orchestratex.v1.SelectModelsRequest\x1a%.orchestratex.v1.SelectModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'orchestratex.v1.selector_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PROMPTANALYSIS']._serialized_start=82
-  _globals['_PROMPTANALYSIS']._serialized_end=396
-  _globals['_ANALYZEPROMPTREQUEST']._serialized_start=398
-  _globals['_ANALYZEPROMPTREQUEST']._serialized_end=436
-  _globals['_ANALYZEPROMPTRESPONSE']._serialized_start=438
-  _globals['_ANALYZEPROMPTRESPONSE']._serialized_end=512
-  _globals['_SCOREBREAKDOWN']._serialized_start=514
-  _globals['_SCOREBREAKDOWN']._serialized_end=618
-  _globals['_CANDIDATE']._serialized_start=621
-  _globals['_CANDIDATE']._serialized_end=788
-  _globals['_DROPPEDMODEL']._serialized_start=790
-  _globals['_DROPPEDMODEL']._serialized_end=835
-  _globals['_SELECTMODELSREQUEST']._serialized_start=838
-  _globals['_SELECTMODELSREQUEST']._serialized_end=1026
-  _globals['_SELECTMODELSRESPONSE']._serialized_start=1029
-  _globals['_SELECTMODELSRESPONSE']._serialized_end=1262
-  _globals['_SELECTORSERVICE']._serialized_start=1265
-  _globals['_SELECTORSERVICE']._serialized_end=1471
+  _globals['_PROMPTANALYSIS']._serialized_start=114
+  _globals['_PROMPTANALYSIS']._serialized_end=484
+  _globals['_SECONDOPINION']._serialized_start=487
+  _globals['_SECONDOPINION']._serialized_end=741
+  _globals['_ANALYZEPROMPTREQUEST']._serialized_start=743
+  _globals['_ANALYZEPROMPTREQUEST']._serialized_end=781
+  _globals['_ANALYZEPROMPTRESPONSE']._serialized_start=783
+  _globals['_ANALYZEPROMPTRESPONSE']._serialized_end=875
+  _globals['_SCOREBREAKDOWN']._serialized_start=877
+  _globals['_SCOREBREAKDOWN']._serialized_end=981
+  _globals['_CANDIDATE']._serialized_start=984
+  _globals['_CANDIDATE']._serialized_end=1151
+  _globals['_DROPPEDMODEL']._serialized_start=1153
+  _globals['_DROPPEDMODEL']._serialized_end=1198
+  _globals['_SELECTMODELSREQUEST']._serialized_start=1201
+  _globals['_SELECTMODELSREQUEST']._serialized_end=1389
+  _globals['_SELECTMODELSRESPONSE']._serialized_start=1392
+  _globals['_SELECTMODELSRESPONSE']._serialized_end=1625
+  _globals['_SELECTORSERVICE']._serialized_start=1628
+  _globals['_SELECTORSERVICE']._serialized_end=1834
 # @@protoc_insertion_point(module_scope)

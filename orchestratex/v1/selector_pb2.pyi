@@ -1,3 +1,6 @@
+import datetime
+
+from google.protobuf import duration_pb2 as _duration_pb2
 from orchestratex.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -8,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class PromptAnalysis(_message.Message):
-    __slots__ = ("domain_probabilities", "primary_domain", "confidence", "estimated_prompt_tokens", "needs_long_context", "models_too_small", "language", "has_code", "has_data", "classifier_version")
+    __slots__ = ("domain_probabilities", "primary_domain", "confidence", "estimated_prompt_tokens", "needs_long_context", "models_too_small", "language", "has_code", "has_data", "classifier_version", "second_opinion")
     DOMAIN_PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
     PRIMARY_DOMAIN_FIELD_NUMBER: _ClassVar[int]
     CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
@@ -19,6 +22,7 @@ class PromptAnalysis(_message.Message):
     HAS_CODE_FIELD_NUMBER: _ClassVar[int]
     HAS_DATA_FIELD_NUMBER: _ClassVar[int]
     CLASSIFIER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SECOND_OPINION_FIELD_NUMBER: _ClassVar[int]
     domain_probabilities: _containers.RepeatedCompositeFieldContainer[_common_pb2.DomainScore]
     primary_domain: _common_pb2.Domain
     confidence: float
@@ -29,7 +33,26 @@ class PromptAnalysis(_message.Message):
     has_code: bool
     has_data: bool
     classifier_version: str
-    def __init__(self, domain_probabilities: _Optional[_Iterable[_Union[_common_pb2.DomainScore, _Mapping]]] = ..., primary_domain: _Optional[_Union[_common_pb2.Domain, str]] = ..., confidence: _Optional[float] = ..., estimated_prompt_tokens: _Optional[int] = ..., needs_long_context: _Optional[bool] = ..., models_too_small: _Optional[_Iterable[str]] = ..., language: _Optional[str] = ..., has_code: _Optional[bool] = ..., has_data: _Optional[bool] = ..., classifier_version: _Optional[str] = ...) -> None: ...
+    second_opinion: SecondOpinion
+    def __init__(self, domain_probabilities: _Optional[_Iterable[_Union[_common_pb2.DomainScore, _Mapping]]] = ..., primary_domain: _Optional[_Union[_common_pb2.Domain, str]] = ..., confidence: _Optional[float] = ..., estimated_prompt_tokens: _Optional[int] = ..., needs_long_context: _Optional[bool] = ..., models_too_small: _Optional[_Iterable[str]] = ..., language: _Optional[str] = ..., has_code: _Optional[bool] = ..., has_data: _Optional[bool] = ..., classifier_version: _Optional[str] = ..., second_opinion: _Optional[_Union[SecondOpinion, _Mapping]] = ...) -> None: ...
+
+class SecondOpinion(_message.Message):
+    __slots__ = ("model", "domain", "applied", "classifier_domain", "classifier_confidence", "usage", "latency")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    CLASSIFIER_DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    CLASSIFIER_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    domain: _common_pb2.Domain
+    applied: bool
+    classifier_domain: _common_pb2.Domain
+    classifier_confidence: float
+    usage: _common_pb2.Usage
+    latency: _duration_pb2.Duration
+    def __init__(self, model: _Optional[str] = ..., domain: _Optional[_Union[_common_pb2.Domain, str]] = ..., applied: _Optional[bool] = ..., classifier_domain: _Optional[_Union[_common_pb2.Domain, str]] = ..., classifier_confidence: _Optional[float] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class AnalyzePromptRequest(_message.Message):
     __slots__ = ("prompt",)
@@ -38,10 +61,12 @@ class AnalyzePromptRequest(_message.Message):
     def __init__(self, prompt: _Optional[str] = ...) -> None: ...
 
 class AnalyzePromptResponse(_message.Message):
-    __slots__ = ("analysis",)
+    __slots__ = ("analysis", "warnings")
     ANALYSIS_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
     analysis: PromptAnalysis
-    def __init__(self, analysis: _Optional[_Union[PromptAnalysis, _Mapping]] = ...) -> None: ...
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, analysis: _Optional[_Union[PromptAnalysis, _Mapping]] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ScoreBreakdown(_message.Message):
     __slots__ = ("specialty", "history", "cost", "latency", "exploration")

@@ -9,9 +9,11 @@ fired, so a surprising classification can be explained from the response alone.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -39,11 +41,14 @@ FALLBACK_OUTPUT_TOKENS = 600
 CHARS_PER_TOKEN = 4
 
 
-#: Feature detectors look at most at this much of a prompt (head and tail). A 200,000-character
-#: prompt would otherwise cost a few hundred milliseconds of regex time on the event loop, and code or
-#: data that matters is never only in the middle of a huge prompt.
-FEATURE_HEAD_CHARS = 16_000
-FEATURE_TAIL_CHARS = 4_000
+#: Feature detectors (code, data) look at most at this much of a prompt: its head and its tail. The
+#: detectors' regexes cost about a microsecond per 10 characters, and code or data that matters is not
+#: only in the middle of a long prompt: pasted material starts near the top, and the question about
+#: it sits at one end. (Was 16,000 + 4,000, which cost ~2 ms per long prompt; issue #4.)
+FEATURE_HEAD_CHARS = 3_000
+FEATURE_TAIL_CHARS = 1_000
+#: Language detection reads the prose of the first ``2 x`` this many characters, and this many of it.
+LANGUAGE_SAMPLE_CHARS = 2_000
 
 
 def _sample(text: str, head: int = FEATURE_HEAD_CHARS, tail: int = FEATURE_TAIL_CHARS) -> str:
@@ -103,34 +108,64 @@ _CODE_FENCE = re.compile(r"^[ \t]*(```|~~~)[ \t]*([\w+#.-]*)[ \t]*\n(.*?)(^[ \t]
 _NON_CODE_FENCES = frozenset(
     {"", "text", "txt", "plain", "plaintext", "markdown", "md", "json", "csv", "tsv", "yaml", "yml", "log", "output"}
 )
+
+
+@dataclass(frozen=True)
+class _Detector:
+    """A regex behind a cheap necessary condition: it is searched only if ``text`` contains one of ``needles``.
+
+    Most prompts are prose, and a substring test (memchr speed) rules most patterns out at once; the
+    result is the same as searching every pattern, at a fraction of the cost (measured in
+    ``bench/selector_perf_bench.py``). Every match of ``pattern`` must contain one of the needles.
+    """
+
+    pattern: re.Pattern[str]
+    needles: tuple[str, ...]
+
+    def search(self, text: str) -> bool:
+        """True when ``pattern`` occurs in ``text``."""
+        return any(n in text for n in self.needles) and self.pattern.search(text) is not None
+
+
+def _detector(pattern: str, needles: str | tuple[str, ...], flags: int = 0) -> _Detector:
+    return _Detector(re.compile(pattern, flags), (needles,) if isinstance(needles, str) else needles)
+
+
+_OPERATORS = ("===", "!==", "&&", "||", "+=", "-=", "++", "::", "->", "=>")
 # One match of any of these is enough: they do not occur in prose.
 _CODE_UNMISTAKABLE = (
-    re.compile(r"^[ \t]*#include\s*[<\"]", re.MULTILINE),
-    re.compile(r"^[ \t]*(async\s+)?def\s+\w+\s*\([^)\n]*\)\s*(->\s*[\w\[\], .]+)?:[ \t]*$", re.MULTILINE),
-    re.compile(r"\bpublic\s+(static\s+)?(void|class|int|String|boolean)\b"),
-    re.compile(r"\bconsole\.log\s*\("),
-    re.compile(r"\bSystem\.out\.print"),
-    re.compile(r"^[ \t]*#!/\S+", re.MULTILINE),
-    re.compile(r"\bSELECT\b[^;]{1,300}?\bFROM\b\s+\w+"),
-    re.compile(r"\bfunction\s*\w*\s*\([^)\n]*\)\s*\{"),
-    re.compile(r"</?(div|span|html|body|script|button|input|form|table|ul|li|img|template)\b[^>\n]*>", _FLAGS),
-    re.compile(r"\$\(\s*['\"][^'\"]+['\"]\s*\)"),
+    _detector(r"^[ \t]*#include\s*[<\"]", "#include", re.MULTILINE),
+    _detector(r"^[ \t]*(async\s+)?def\s+\w+\s*\([^)\n]*\)\s*(->\s*[\w\[\], .]+)?:[ \t]*$", "def", re.MULTILINE),
+    _detector(r"\bpublic\s+(static\s+)?(void|class|int|String|boolean)\b", "public"),
+    _detector(r"\bconsole\.log\s*\(", "console.log"),
+    _detector(r"\bSystem\.out\.print", "System.out.print"),
+    _detector(r"^[ \t]*#!/\S+", "#!/", re.MULTILINE),
+    _detector(r"\bSELECT\b[^;]{1,300}?\bFROM\b\s+\w+", "SELECT"),
+    _detector(r"\bfunction\s*\w*\s*\([^)\n]*\)\s*\{", "function"),
+    _detector(r"</?(div|span|html|body|script|button|input|form|table|ul|li|img|template)\b[^>\n]*>", "<", _FLAGS),
+    _detector(r"\$\(\s*['\"][^'\"]+['\"]\s*\)", "$("),
 )
 # Weaker hints; two different ones are needed.
 _CODE_HINTS = (
-    re.compile(r"^[ \t]*(import|from)\s+[\w.]+(\s+import\s+[\w*, ]+)?\s*;?[ \t]*$", re.MULTILINE),
-    re.compile(r"^[ \t]*(const|let|var)\s+\w+\s*=", re.MULTILINE),
-    re.compile(r"^[ \t]*(if|for|while|switch)\s*\(.*\)\s*\{?[ \t]*$", re.MULTILINE),
-    re.compile(r"^[ \t]*(class|struct|interface|enum)\s+\w+[\w<>, ]*\s*[:({]", re.MULTILINE),
-    re.compile(r"[\w)\]'\"]\s*(===|!==|&&|\|\||\+=|-=|\+\+|::|->|=>)\s*"),
-    re.compile(r"\w\([^()\n]*\)\s*;[ \t]*$", re.MULTILINE),
-    re.compile(r"^[ \t]*[{}][ \t]*$", re.MULTILINE),
-    re.compile(r"\b\w+\.\w+\([^()\n]*\)"),
-    re.compile(r"^[ \t]*(//|/\*|\*/)", re.MULTILINE),
-    re.compile(r"\b(std::|self\.|this\.)\w+"),
-    re.compile(r"^[ \t]*(for\s+\w+\s+in\s|if\s|elif\s|while\s|with\s|try|else)[^\n]*:[ \t]*$", re.MULTILINE),
-    re.compile(r"^[ \t]*[A-Za-z_]\w*(\[\w*\])?\s*=\s*[\[{\"'\w]", re.MULTILINE),
-    re.compile(r"\b[a-z_]\w*\([\w\"'][^()\n]*\)"),
+    _detector(r"^[ \t]*(import|from)\s+[\w.]+(\s+import\s+[\w*, ]+)?\s*;?[ \t]*$", ("import", "from"), re.MULTILINE),
+    _detector(r"^[ \t]*(const|let|var)\s+\w+\s*=", "=", re.MULTILINE),
+    _detector(r"^[ \t]*(if|for|while|switch)\s*\(.*\)\s*\{?[ \t]*$", "(", re.MULTILINE),
+    _detector(
+        r"^[ \t]*(class|struct|interface|enum)\s+\w+[\w<>, ]*\s*[:({]",
+        ("class", "struct", "interface", "enum"),
+        re.MULTILINE,
+    ),
+    _detector(r"[\w)\]'\"]\s*(===|!==|&&|\|\||\+=|-=|\+\+|::|->|=>)\s*", _OPERATORS),
+    _detector(r"\w\([^()\n]*\)\s*;[ \t]*$", ";", re.MULTILINE),
+    _detector(r"^[ \t]*[{}][ \t]*$", ("{", "}"), re.MULTILINE),
+    # Same matches as r"\b\w+\.\w+\(...\)" (a word ends wherever a word character precedes the dot),
+    # but anchored on the dot, which the regex engine finds fast.
+    _detector(r"(?<=\w)\.\w+\([^()\n]*\)", "."),
+    _detector(r"^[ \t]*(//|/\*|\*/)", ("//", "/*", "*/"), re.MULTILINE),
+    _detector(r"\b(std::|self\.|this\.)\w+", ("std::", "self.", "this.")),
+    _detector(r"^[ \t]*(for\s+\w+\s+in\s|if\s|elif\s|while\s|with\s|try|else)[^\n]*:[ \t]*$", ":", re.MULTILINE),
+    _detector(r"^[ \t]*[A-Za-z_]\w*(\[\w*\])?\s*=\s*[\[{\"'\w]", "=", re.MULTILINE),
+    _detector(r"\b[a-z_]\w*\([\w\"'][^()\n]*\)", "("),
 )
 
 _DATA_FENCE = re.compile(r"^[ \t]*```\s*(json|csv|tsv|yaml|yml|xml)\b", _FLAGS)
@@ -147,17 +182,31 @@ def has_code(text: str) -> bool:
     Fences alone are not enough: people also use them to delimit plain text ("the text in triple
     backticks"), so an untagged fence must hold something code-like.
     """
-    text = _sample(text)
-    for fence in _CODE_FENCE.finditer(text):
-        if fence.group(2).lower() not in _NON_CODE_FENCES or _looks_like_code(fence.group(3), hints=1):
-            return True
+    return _has_code(_sample(text))
+
+
+# Analysis asks about the whole prompt and the classifier's rule layer about its instruction window,
+# which is the same string for prompts up to a few hundred characters: answer the second time from
+# here. Small, so that it holds only the few prompts being analysed right now.
+@functools.lru_cache(maxsize=16)
+def _has_code(text: str) -> bool:
+    if "```" in text or "~~~" in text:
+        for fence in _CODE_FENCE.finditer(text):
+            if fence.group(2).lower() not in _NON_CODE_FENCES or _looks_like_code(fence.group(3), hints=1):
+                return True
     return _looks_like_code(text, hints=2)
 
 
 def _looks_like_code(text: str, hints: int) -> bool:
     if any(p.search(text) for p in _CODE_UNMISTAKABLE):
         return True
-    return sum(1 for p in _CODE_HINTS if p.search(text)) >= hints
+    found = 0
+    for p in _CODE_HINTS:
+        if p.search(text):
+            found += 1
+            if found >= hints:  # the rest cannot change the answer
+                return True
+    return False
 
 
 def has_data(text: str) -> bool:
@@ -172,9 +221,15 @@ def has_data(text: str) -> bool:
 
 def _has_delimited_rows(text: str, min_rows: int = 3) -> bool:
     """Three or more consecutive lines with the same number (>= 2) of one delimiter: a table or CSV."""
+    lines: list[str] | None = None
     for delimiter in ("|", "\t", ",", ";"):
+        # min_rows rows of >= 2 delimiters each: fewer in the whole text cannot make a table.
+        if text.count(delimiter) < 2 * min_rows:
+            continue
+        if lines is None:
+            lines = text.splitlines()
         run, previous = 0, -1
-        for line in text.splitlines():
+        for line in lines:
             count = line.count(delimiter)
             stripped = line.strip()
             # Prose lines with commas are long and end like sentences; rows are short and regular.
@@ -233,42 +288,48 @@ _SCRIPT_LANGUAGE = {
 }
 
 
-def detect_language(text: str, sample_chars: int = 4000) -> str:
+def detect_language(text: str, sample_chars: int = LANGUAGE_SAMPLE_CHARS) -> str:
     """A light guess at the ISO 639-1 language of ``text``: script first, then common function words.
 
     Returns ``"und"`` when there is too little text or no clear winner. Good enough to flag
     non-English prompts; not a language identifier.
     """
-    head = _prose(text[: sample_chars * 4])[:sample_chars]
+    head = _prose(text[: sample_chars * 2])[:sample_chars]
     scripts: dict[str, int] = {}
-    latin = 0
-    for char in head:
-        if not char.isalpha():
-            continue
-        name = unicodedata.name(char, "")
-        script = name.split(" ", 1)[0]
-        if script == "LATIN":
-            latin += 1
-        elif script in _SCRIPT_LANGUAGE:
-            scripts[_SCRIPT_LANGUAGE[script]] = scripts.get(_SCRIPT_LANGUAGE[script], 0) + 1
+    # ASCII letters are all Latin: most prompts need no per-character look-up at all.
+    if not head.isascii():
+        for char, count in Counter(head).items():
+            script = _script(char)
+            if script:
+                scripts[script] = scripts.get(script, 0) + count
+    latin = scripts.pop("latin", 0) if scripts else 0
     other = sum(scripts.values())
     if other > latin:
         # Kana means Japanese even when Han characters outnumber it.
         if scripts.get("ja", 0) > 0 and scripts.get("zh", 0) + scripts.get("ja", 0) >= other / 2:
             return "ja"
         return max(scripts.items(), key=lambda kv: kv[1])[0]
-    words = [w.lower() for w in _WORD.findall(head)]
-    if len(words) < 2:
+    words = Counter(w.lower() for w in _WORD.findall(head))
+    if words.total() < 2:
         return "und"
-    hits = {lang: sum(1 for w in words if w in vocab) for lang, vocab in _FUNCTION_WORDS.items()}
+    hits = {lang: sum(words[w] for w in vocab.intersection(words)) for lang, vocab in _FUNCTION_WORDS.items()}
     best, best_hits = max(hits.items(), key=lambda kv: kv[1])
     if best_hits == 0:
         # Short English prompts often have no function word ("Python quicksort?").
-        return "en" if all(w.isascii() for w in words) and len(words) <= 6 else "und"
+        return "en" if all(w.isascii() for w in words) and words.total() <= 6 else "und"
     runner_up = max(v for k, v in hits.items() if k != best)
     if best_hits <= runner_up:
         return "und"
     return best
+
+
+@functools.lru_cache(maxsize=4096)
+def _script(char: str) -> str:
+    """``"latin"``, a language code for a script in :data:`_SCRIPT_LANGUAGE`, or ``""`` (not a letter, other)."""
+    if not char.isalpha():
+        return ""
+    script = unicodedata.name(char, "").split(" ", 1)[0]
+    return "latin" if script == "LATIN" else _SCRIPT_LANGUAGE.get(script, "")
 
 
 _FENCED_BLOCK = re.compile(r"^[ \t]*(```|~~~).*?^[ \t]*\1", re.MULTILINE | re.DOTALL)
@@ -705,8 +766,11 @@ def analyze(
     sanitised: missing domains count as 0, the rest is renormalised to sum to 1 (uniform when the
     classifier returns nothing usable).
     """
-    if isinstance(classifier, ExplainingClassifier):
-        raw, reasons = classifier.predict_with_reasons(prompt)
+    # getattr, not isinstance(ExplainingClassifier): a runtime-checkable Protocol check costs tens of
+    # microseconds per call.
+    explain = getattr(classifier, "predict_with_reasons", None)
+    if callable(explain):
+        raw, reasons = explain(prompt)
     else:
         raw, reasons = classifier.predict(prompt), {}
     probabilities = normalise_probabilities(raw)

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import grpc
 
@@ -45,14 +47,19 @@ class Catalogue:
     """``time.monotonic()`` when it was received."""
     simulated: bool = False
 
-    @property
+    # Computed once per snapshot (every request needs them; a snapshot lives for seconds).
+    @functools.cached_property
     def ids(self) -> frozenset[str]:
         """The model ids."""
         return frozenset(m.id for m in self.models)
 
-    def context_windows(self) -> dict[str, int]:
-        """Model id -> context window in tokens."""
-        return {m.id: m.context_length for m in self.models}
+    @functools.cached_property
+    def _windows(self) -> Mapping[str, int]:
+        return MappingProxyType({m.id: m.context_length for m in self.models})
+
+    def context_windows(self) -> Mapping[str, int]:
+        """Model id -> context window in tokens (read-only)."""
+        return self._windows
 
 
 Fetch = Callable[[], Awaitable[Catalogue]]

@@ -9,10 +9,15 @@ from orchestratex import domains
 from orchestratex.v1 import common_pb2, selector_pb2
 from services.selector.analysis import PromptAnalysis
 from services.selector.ranking import Preferences, Selection
+from services.selector.second_opinion import Opinion
+
+#: Name -> enum value, looked up once (``to_proto`` goes through the descriptor on every call).
+_DOMAIN_VALUES = {name: cast("common_pb2.Domain", domains.to_proto(name)) for name in domains.DOMAINS}
 
 
 def _domain(name: str) -> common_pb2.Domain:
-    return cast("common_pb2.Domain", domains.to_proto(name))
+    value = _DOMAIN_VALUES.get(name)
+    return value if value is not None else cast("common_pb2.Domain", domains.to_proto(name))
 
 
 def preferences_from_proto(message: common_pb2.Preferences) -> Preferences:
@@ -28,8 +33,22 @@ def preferences_from_proto(message: common_pb2.Preferences) -> Preferences:
     )
 
 
-def analysis_to_proto(analysis: PromptAnalysis) -> selector_pb2.PromptAnalysis:
-    """:class:`PromptAnalysis` -> ``PromptAnalysis`` message."""
+def opinion_to_proto(opinion: Opinion) -> selector_pb2.SecondOpinion:
+    """:class:`Opinion` -> ``SecondOpinion`` message."""
+    message = selector_pb2.SecondOpinion(
+        model=opinion.model,
+        domain=_domain(opinion.domain) if opinion.domain else common_pb2.DOMAIN_UNSPECIFIED,
+        applied=opinion.applied,
+        classifier_domain=_domain(opinion.classifier_domain),
+        classifier_confidence=opinion.classifier_confidence,
+        usage=opinion.usage,
+    )
+    message.latency.FromNanoseconds(round(opinion.latency_s * 1e9))
+    return message
+
+
+def analysis_to_proto(analysis: PromptAnalysis, opinion: Opinion | None = None) -> selector_pb2.PromptAnalysis:
+    """:class:`PromptAnalysis` (and the second opinion, if one was asked for) -> ``PromptAnalysis`` message."""
     return selector_pb2.PromptAnalysis(
         domain_probabilities=[
             common_pb2.DomainScore(domain=_domain(name), score=p, reason=analysis.reasons.get(name, ""))
@@ -44,13 +63,16 @@ def analysis_to_proto(analysis: PromptAnalysis) -> selector_pb2.PromptAnalysis:
         has_code=analysis.has_code,
         has_data=analysis.has_data,
         classifier_version=analysis.classifier_version,
+        second_opinion=opinion_to_proto(opinion) if opinion is not None else None,
     )
 
 
-def selection_to_proto(selection: Selection, extra_warnings: Sequence[str] = ()) -> selector_pb2.SelectModelsResponse:
+def selection_to_proto(
+    selection: Selection, extra_warnings: Sequence[str] = (), opinion: Opinion | None = None
+) -> selector_pb2.SelectModelsResponse:
     """:class:`Selection` -> ``SelectModelsResponse``; ``extra_warnings`` come first."""
     return selector_pb2.SelectModelsResponse(
-        analysis=analysis_to_proto(selection.analysis),
+        analysis=analysis_to_proto(selection.analysis, opinion),
         candidates=[
             selector_pb2.Candidate(
                 model=c.model,

@@ -104,12 +104,19 @@ class QualityModel:
         """
         mean = var = mass = 0.0
         samples = 0
+        prior_sd = self.prior_sd
         for domain, p in probabilities.items():
             if p < NEGLIGIBLE_PROBABILITY:
                 continue
             mass += p
+            prior = min(1.0, max(0.0, priors.get(domain, neutral)))
             evidence = history.get((model, domain)) if history else None
-            b = self.belief(min(1.0, max(0.0, priors.get(domain, neutral))), evidence)
+            # Inlined self.belief(): this loop runs per model and domain on every selection.
+            if evidence is None:
+                mean += p * prior
+                var += (p * prior_sd) ** 2
+                continue
+            b = _posterior(prior, evidence.mean_quality, evidence.samples, evidence.success_rate, prior_sd, self.obs_sd)
             mean += p * b.mean
             var += (p * b.sd) ** 2
             samples += b.samples

@@ -30,6 +30,7 @@ import random
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from orchestratex.domains import DOMAINS
 from orchestratex.errors import FailedPrecondition, InvalidArgument
 from services.selector.analysis import PromptAnalysis, too_small
 from services.selector.learning import Belief, Evidence, QualityModel
@@ -38,6 +39,7 @@ DEFAULT_CRITICS = 2
 MAX_CRITICS = 5
 #: Specialty assumed for a domain the catalogue does not score a model on.
 NEUTRAL_SPECIALTY = 0.5
+_CLAMPED_NEUTRAL = min(1.0, max(0.0, NEUTRAL_SPECIALTY))
 #: Prior/observation noise and exploration when the caller gives none (see ``learning.py``).
 DEFAULT_QUALITY_MODEL = QualityModel()
 #: Used when the catalogue gives no typical speed for a model.
@@ -82,6 +84,16 @@ class ModelEntry:
     display_name: str = ""
     provider: str = ""
     simulated: bool = False
+    clamped_specialties: Mapping[str, float] = field(init=False, compare=False, repr=False)
+    """Derived: each domain's specialty clamped to 0-1, unscored domains at :data:`NEUTRAL_SPECIALTY`.
+
+    Computed once per catalogue entry, not on every ranking (the hot path reads it per model and domain).
+    """
+
+    def __post_init__(self) -> None:
+        clamped = {d: min(1.0, max(0.0, self.specialties.get(d, NEUTRAL_SPECIALTY))) for d in DOMAINS}
+        clamped.update((d, min(1.0, max(0.0, v))) for d, v in self.specialties.items())
+        object.__setattr__(self, "clamped_specialties", clamped)
 
 
 @dataclass(frozen=True)
@@ -242,8 +254,8 @@ def estimate_latency(model: ModelEntry, output_tokens: int) -> float:
 
 def specialty_score(model: ModelEntry, probabilities: Mapping[str, float]) -> float:
     """Σ_domain p(domain) · specialty(model, domain); unscored domains count as neutral."""
-    specialties = model.specialties
-    return sum(p * min(1.0, max(0.0, specialties.get(d, NEUTRAL_SPECIALTY))) for d, p in probabilities.items() if p)
+    priors = model.clamped_specialties
+    return sum(p * priors.get(d, _CLAMPED_NEUTRAL) for d, p in probabilities.items() if p)
 
 
 def belief(
@@ -253,7 +265,7 @@ def belief(
     quality_model: QualityModel = DEFAULT_QUALITY_MODEL,
 ) -> Belief:
     """The posterior quality of ``model`` for a prompt's domain mix (see ``learning.py``)."""
-    return quality_model.blend(model.id, probabilities, model.specialties, history, NEUTRAL_SPECIALTY)
+    return quality_model.blend(model.id, probabilities, model.clamped_specialties, history, _CLAMPED_NEUTRAL)
 
 
 def history_score(
@@ -269,7 +281,8 @@ def history_score(
 # Selection
 
 
-@dataclass(frozen=True)
+# Not frozen, with slots: built per model on every request, and a frozen dataclass's __init__ is slow.
+@dataclass(slots=True)
 class _Eligible:
     model: ModelEntry
     cost_usd: float
@@ -301,7 +314,8 @@ def select(
     preferences = preferences or Preferences()
     weights = validate_preferences(preferences)
     validate_critic_count(critic_count)
-    check_model_ids(preferences, {m.id for m in catalogue})
+    if preferences.pinned_model or preferences.allowed_models or preferences.excluded_models:
+        check_model_ids(preferences, {m.id for m in catalogue})
 
     # Thread history (context_tokens) is sent, and billed, as prompt tokens too.
     input_tokens = analysis.estimated_prompt_tokens + analysis.context_tokens
@@ -340,7 +354,10 @@ def select(
             "no eligible model for this prompt: " + _listing([f"{d.model} ({d.reason})" for d in dropped], "; ")
         )
 
-    bonuses = [quality_model.explore(Belief(e.history, e.uncertainty, 0), rng) for e in eligible]
+    if rng is None or quality_model.exploration == 0:
+        bonuses = [0.0] * len(eligible)
+    else:
+        bonuses = [quality_model.explore(Belief(e.history, e.uncertainty, 0), rng) for e in eligible]
     candidates = _rank(eligible, weights, analysis.primary_domain, pinned, bonuses)
     primary = pinned or candidates[0].model
     by_id = {c.model: c for c in candidates}

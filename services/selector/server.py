@@ -17,8 +17,8 @@ from orchestratex.grpc_client import open_channel
 from orchestratex.grpc_server import GrpcServer, ServiceBinding, create_server
 from orchestratex.v1 import analytics_pb2_grpc, providers_pb2_grpc, selector_pb2, selector_pb2_grpc
 from orchestratex.validation import check_range, require_text
-from services.selector.analysis import DomainClassifier, analyze
-from services.selector.catalogue import DEFAULT_REFRESH_INTERVAL, CatalogueCache, providers_fetcher
+from services.selector.analysis import DomainClassifier, PromptAnalysis, analyze
+from services.selector.catalogue import DEFAULT_REFRESH_INTERVAL, Catalogue, CatalogueCache, providers_fetcher
 from services.selector.classifier import default_classifier
 from services.selector.convert import analysis_to_proto, preferences_from_proto, selection_to_proto
 from services.selector.history import HistoryCache, analytics_fetcher
@@ -30,6 +30,8 @@ from services.selector.ranking import (
     validate_critic_count,
     validate_preferences,
 )
+from services.selector.second_opinion import DEFAULT_TIMEOUT as SECOND_OPINION_TIMEOUT
+from services.selector.second_opinion import Opinion, SecondOpinionClient, combine, revise, should_ask
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +46,19 @@ _CHANNEL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 250), ("grpc.max_recon
 class SelectorServicer(selector_pb2_grpc.SelectorServiceServicer):
     """Implements ``orchestratex.v1.SelectorService`` on a :class:`CatalogueCache` and a classifier."""
 
-    def __init__(self, settings: Settings, catalogue: CatalogueCache, classifier: DomainClassifier) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        catalogue: CatalogueCache,
+        classifier: DomainClassifier,
+        second_opinion: SecondOpinionClient | None = None,
+    ) -> None:
         self._max_prompt_chars = settings.max_prompt_chars
         self._catalogue = catalogue
         self._classifier = classifier
         self._quality_model = QualityModel(exploration=settings.exploration)
         self._rng = random.Random(settings.selector_seed)
+        self._second_opinion = second_opinion
         self.history: HistoryCache | None = None
         """Measured performance from analytics; None ranks on catalogue priors only."""
 
@@ -62,7 +71,30 @@ class SelectorServicer(selector_pb2_grpc.SelectorServiceServicer):
         prompt = require_text(request.prompt, "prompt", self._max_prompt_chars)
         catalogue = await self._catalogue.get()
         analysis = analyze(prompt, self._classifier, context_windows=catalogue.context_windows())
-        return selector_pb2.AnalyzePromptResponse(analysis=analysis_to_proto(analysis))
+        analysis, opinion = await self._maybe_second_opinion(prompt, analysis, catalogue, 0)
+        return selector_pb2.AnalyzePromptResponse(
+            analysis=analysis_to_proto(analysis, opinion),
+            warnings=[opinion.warning] if opinion and opinion.warning else [],
+        )
+
+    async def _maybe_second_opinion(
+        self, prompt: str, analysis: PromptAnalysis, catalogue: Catalogue, expected_output_tokens: int
+    ) -> tuple[PromptAnalysis, Opinion | None]:
+        """Ask for a second opinion when it is enabled and the classifier is unsure; combine the answer."""
+        asker = self._second_opinion
+        if asker is None or not should_ask(analysis, asker.below):
+            return analysis, None
+        opinion = await asker.ask(prompt, analysis, catalogue.models)
+        if not opinion.applied:
+            return analysis, opinion
+        revised = revise(
+            analysis,
+            combine(analysis.probabilities, opinion.domain),
+            f"second opinion from {opinion.model}: {opinion.domain}",
+            context_windows=catalogue.context_windows(),
+            expected_output_tokens=expected_output_tokens,
+        )
+        return revised, opinion
 
     async def SelectModels(
         self,
@@ -89,6 +121,9 @@ class SelectorServicer(selector_pb2_grpc.SelectorServiceServicer):
             expected_output_tokens=request.expected_output_tokens,
             context_tokens=request.context_tokens,
         )
+        analysis, opinion = await self._maybe_second_opinion(
+            prompt, analysis, catalogue, request.expected_output_tokens
+        )
         history = self.history.snapshot if self.history is not None else None
         selection = select(
             analysis,
@@ -110,7 +145,9 @@ class SelectorServicer(selector_pb2_grpc.SelectorServiceServicer):
         notes: list[str | None] = [self._catalogue.staleness_warning()]
         if self.history is not None:
             notes.append(self.history.warning())
-        return selection_to_proto(selection, [n for n in notes if n])
+        if opinion is not None:
+            notes.append(opinion.warning)
+        return selection_to_proto(selection, [n for n in notes if n], opinion)
 
 
 async def build(
@@ -119,12 +156,16 @@ async def build(
     *,
     catalogue_refresh: float = DEFAULT_REFRESH_INTERVAL,
     classifier: DomainClassifier | None = None,
+    second_opinion_timeout: float = SECOND_OPINION_TIMEOUT,
 ) -> GrpcServer:
     """Build the selector server (not started).
 
     The catalogue comes from ``settings.peers["providers"]``; its background refresh (every
     ``catalogue_refresh`` seconds) starts now, so the first request usually finds it loaded.
     ``classifier`` replaces the trained domain classifier (``RuleClassifier`` is the rule-only one).
+    With ``settings.second_opinion`` on, low-confidence prompts get a second opinion from a cheap
+    model through the same providers channel, waiting at most ``second_opinion_timeout`` seconds
+    (see :mod:`services.selector.second_opinion`).
     """
     # Loaded once per process (tens of ms, more if the artefact must be retrained): off the event loop.
     domain_classifier = classifier if classifier is not None else await asyncio.to_thread(default_classifier)
@@ -139,7 +180,15 @@ async def build(
         interval=catalogue_refresh,
         first_fetch_timeout=settings.rpc_timeout,
     )
-    servicer = SelectorServicer(settings, cache, domain_classifier)
+    second_opinion = None
+    if settings.second_opinion:
+        second_opinion = SecondOpinionClient(
+            providers_pb2_grpc.ProviderServiceStub(channel),
+            model=settings.second_opinion_model,
+            below=settings.second_opinion_below,
+            timeout=min(second_opinion_timeout, settings.rpc_timeout),
+        )
+    servicer = SelectorServicer(settings, cache, domain_classifier, second_opinion)
     history: HistoryCache | None = None
     analytics_channel: grpc.aio.Channel | None = None
     if settings.use_history:

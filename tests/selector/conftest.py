@@ -171,6 +171,26 @@ class FakeProviders(providers_pb2_grpc.ProviderServiceServicer):
         self.gate: asyncio.Event | None = None
         self.requests: list[providers_pb2.ListModelsRequest] = []
         self.called = asyncio.Event()
+        # Generate (the selector's second opinion): reply text, failure, and a gate to hold calls.
+        self.generate_text = '{"domain": "math"}'
+        self.generate_fail: grpc.StatusCode | None = None
+        self.generate_gate: asyncio.Event | None = None
+        self.generate_requests: list[providers_pb2.GenerateRequest] = []
+
+    async def Generate(self, request: providers_pb2.GenerateRequest, context: Any) -> Any:
+        self.generate_requests.append(request)
+        if self.generate_gate is not None:
+            await self.generate_gate.wait()
+        if self.generate_fail is not None:
+            await context.abort(self.generate_fail, "fake providers failure")
+        return providers_pb2.GenerateResponse(
+            text=self.generate_text,
+            served_model=request.model,
+            requested_model=request.model,
+            finish_reason=providers_pb2.FINISH_REASON_STOP,
+            usage=common_pb2.Usage(prompt_tokens=180, completion_tokens=8, total_tokens=188, cost_usd=0.0000102),
+            simulated=True,
+        )
 
     async def ListModels(self, request: providers_pb2.ListModelsRequest, context: Any) -> Any:
         self.requests.append(request)
@@ -238,7 +258,7 @@ StartSelector = Callable[..., Awaitable[tuple[selector_pb2_grpc.SelectorServiceS
 
 @pytest.fixture
 async def start_selector(tmp_path: Path) -> AsyncIterator[StartSelector]:
-    """Factory: ``await start_selector(providers_port, refresh=0.05, **env)`` -> (stub, server).
+    """Factory: ``await start_selector(providers_port, refresh=0.05, build_options=None, **env)`` -> (stub, server).
 
     Everything it starts is stopped at teardown.
     """
@@ -246,10 +266,10 @@ async def start_selector(tmp_path: Path) -> AsyncIterator[StartSelector]:
     channels: list[grpc.aio.Channel] = []
 
     async def start(
-        providers_port: int, refresh: float = 0.05, **env: str
+        providers_port: int, refresh: float = 0.05, build_options: Mapping[str, Any] | None = None, **env: str
     ) -> tuple[selector_pb2_grpc.SelectorServiceStub, GrpcServer]:
         settings = make_settings(tmp_path, providers_port, **env)
-        srv = await build(settings, "127.0.0.1:0", catalogue_refresh=refresh)
+        srv = await build(settings, "127.0.0.1:0", catalogue_refresh=refresh, **dict(build_options or {}))
         servers.append(srv)
         await srv.start()
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}")

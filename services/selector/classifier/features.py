@@ -38,6 +38,9 @@ CHAR_NGRAM_MAX = 5
 #: Characters at each end of the (stripped) prompt read by :func:`edge_ngrams`.
 EDGE_CHARS = 60
 
+#: Extra characters lower-cased around an edge (see :func:`edge_ngrams`).
+_LOWER_MARGIN = 64
+
 _WORD_OR_MARK = re.compile(r"\w+|[^\w\s]")
 
 
@@ -75,7 +78,16 @@ def char_ngrams(text: str) -> list[str]:
 
 def edge_ngrams(text: str) -> list[str]:
     """Word unigrams and bigrams of the first and the last :data:`EDGE_CHARS` characters, marked by end."""
-    text = text.strip().lower()
+    text = text.strip()
+    if len(text) > 2 * (EDGE_CHARS + _LOWER_MARGIN):
+        # Lower-case only the ends of a long prompt (copying all of it costs more than the rest of this
+        # block). Same result: lower() never shortens a string, and the margin covers the context
+        # lower() looks at (a final sigma).
+        head = text[: EDGE_CHARS + _LOWER_MARGIN].lower()[:EDGE_CHARS]
+        tail = text[-(EDGE_CHARS + _LOWER_MARGIN) :].lower()[-EDGE_CHARS:]
+        grams = _unigrams_and_bigrams(_WORD_OR_MARK.findall(head), "h:")
+        return grams + _unigrams_and_bigrams(_WORD_OR_MARK.findall(tail), "t:")
+    text = text.lower()
     grams = _unigrams_and_bigrams(_WORD_OR_MARK.findall(text[:EDGE_CHARS]), "h:")
     if len(text) > EDGE_CHARS:
         grams += _unigrams_and_bigrams(_WORD_OR_MARK.findall(text[-EDGE_CHARS:]), "t:")

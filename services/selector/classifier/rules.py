@@ -46,6 +46,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from services.selector.analysis import has_code
 
@@ -63,6 +64,32 @@ _LANGUAGES = (
 )
 
 
+class Searcher(Protocol):
+    """What a rule searches the window with: a compiled regex, or :class:`AnyOf`. Truthy on a hit."""
+
+    def search(self, text: str, /) -> object:
+        """A match (truthy) or a falsy value."""
+        ...
+
+
+class AnyOf:
+    """Several regexes, any of which is a hit; each is searched only if the text holds one of its needles.
+
+    Same answer as one alternation of the regexes (a search finds a match of ``a|b`` exactly when it
+    finds one of ``a`` or of ``b``), provided every match of a regex contains one of its needles; a
+    substring test is far cheaper than a regex scan of text that cannot match.
+    """
+
+    __slots__ = ("parts",)
+
+    def __init__(self, *parts: tuple[tuple[str, ...], str]) -> None:
+        self.parts = tuple((needles, re.compile(pattern)) for needles, pattern in parts)
+
+    def search(self, text: str, /) -> bool:
+        """True when one of the regexes occurs in ``text``."""
+        return any(any(n in text for n in needles) and p.search(text) is not None for needles, p in self.parts)
+
+
 @dataclass(frozen=True)
 class SignalRule:
     """One unmistakable signal: when it fires, ``weight`` is added to ``domain``'s log-probability.
@@ -74,7 +101,7 @@ class SignalRule:
     domain: str
     label: str
     weight: float
-    pattern: re.Pattern[str] | None
+    pattern: Searcher | None
     unless: tuple[str, ...] = ()
 
 
@@ -92,24 +119,52 @@ RULES: tuple[SignalRule, ...] = (
         "coding",
         CODE_REQUEST,
         2.0,
-        re.compile(
-            r"\b(write|implement|create|generate|code|build|design|define|construct|develop|give me|make)\b"
-            r"(?:\s+[\w+#-]+){0,6}?\s+(function|method|class|program|snippet|algorithm|(sql|database) query"
-            r"|regex|regular expression|unit tests?|api endpoint|one-liner|dockerfile|makefile"
-            rf"|(shell|{_LANGUAGES}) script)\b",
+        AnyOf(
+            (
+                (
+                    "function",
+                    "method",
+                    "class",
+                    "program",
+                    "snippet",
+                    "algorithm",
+                    " query",
+                    "regex",
+                    "regular expression",
+                    "unit test",
+                    "api endpoint",
+                    "one-liner",
+                    "dockerfile",
+                    "makefile",
+                    " script",
+                ),
+                r"\b(write|implement|create|generate|code|build|design|define|construct|develop|give me|make)\b"
+                r"(?:\s+[\w+#-]+){0,6}?\s+(function|method|class|program|snippet|algorithm|(sql|database) query"
+                r"|regex|regular expression|unit tests?|api endpoint|one-liner|dockerfile|makefile"
+                rf"|(shell|{_LANGUAGES}) script)\b",
+            )
         ),
     ),
-    SignalRule("coding", "names a language", 1.0, re.compile(rf"\b(in|using|with) ({_LANGUAGES})\b")),
+    SignalRule(
+        "coding", "names a language", 1.0, AnyOf((("in ", "using ", "with "), rf"\b(in|using|with) ({_LANGUAGES})\b"))
+    ),
     SignalRule(
         "math",
         "equation",
         2.0,
-        re.compile(
-            r"\d\s*[+*×÷^]\s*\(?\d|\d\s+[-/−]\s+\d"  # 12 * 7, 3 + 4, 10 - 3, 6 / 2
-            r"|\b\d*[a-z]\s*(?:\^|\*\*)\s*\d|[a-z][²³]"  # x^2, 2y**3, x²
-            r"|\b\d*[a-z]\s*[-+]\s*\d+\s*=|=\s*-?\d*[a-z]\s*[-+*/]"  # 3x + 7 = ..., = 2x - 1
-            r"|\$[^$\n]{0,80}(?:\\frac|\\sqrt|\\int|\\sum|\\cdot|\\times|\\pi|\^|=)[^$\n]{0,80}\$"  # LaTeX
-            r"|[∫∑√∞≤≥]|\bd[xyt]\s*/\s*d[xyt]\b|\b(?:sin|cos|tan|log|ln)\s*\(",
+        # One regex per kind of equation, each searched only when the window holds a character it
+        # needs: as a single alternation this rule cost more than all the others together. (Every rule
+        # is behind such needles: words or characters each of its matches must contain.)
+        AnyOf(
+            (("+", "*", "×", "÷", "^"), r"\d\s*[+*×÷^]\s*\(?\d"),  # 12 * 7, 3 + 4
+            (("-", "/", "−"), r"\d\s+[-/−]\s+\d"),  # 10 - 3, 6 / 2
+            (("^", "**"), r"\b\d*[a-z]\s*(?:\^|\*\*)\s*\d"),  # x^2, 2y**3
+            (("²", "³"), r"[a-z][²³]"),  # x²
+            (("=",), r"\b\d*[a-z]\s*[-+]\s*\d+\s*=|=\s*-?\d*[a-z]\s*[-+*/]"),  # 3x + 7 = ..., = 2x - 1
+            (("$",), r"\$[^$\n]{0,80}(?:\\frac|\\sqrt|\\int|\\sum|\\cdot|\\times|\\pi|\^|=)[^$\n]{0,80}\$"),  # LaTeX
+            (("∫", "∑", "√", "∞", "≤", "≥"), r"[∫∑√∞≤≥]"),
+            (("/",), r"\bd[xyt]\s*/\s*d[xyt]\b"),  # dy/dx
+            (("(",), r"\b(?:sin|cos|tan|log|ln)\s*\("),
         ),
         unless=(CODE, CODE_REQUEST),
     ),
@@ -117,10 +172,23 @@ RULES: tuple[SignalRule, ...] = (
         "math",
         "solve/compute",
         1.0,
-        re.compile(
-            r"\b(solve (for|the (equation|system|inequality))|derivative|integral|integrate|differentiate"
-            r"|simplify the expression|factor(i[sz]e)? completely|evaluate the (limit|integral|expression)"
-            r"|probability (that|of (getting|drawing|rolling))|how many (different )?ways)\b",
+        AnyOf(
+            (
+                (
+                    "solve ",
+                    "derivative",
+                    "integra",
+                    "differentiate",
+                    "simplify the expression",
+                    "factor",
+                    "evaluate the ",
+                    "probability ",
+                    "how many ",
+                ),
+                r"\b(solve (for|the (equation|system|inequality))|derivative|integral|integrate|differentiate"
+                r"|simplify the expression|factor(i[sz]e)? completely|evaluate the (limit|integral|expression)"
+                r"|probability (that|of (getting|drawing|rolling))|how many (different )?ways)\b",
+            )
         ),
         unless=(CODE, CODE_REQUEST),
     ),
@@ -128,9 +196,12 @@ RULES: tuple[SignalRule, ...] = (
         "math",
         WORD_PROBLEM,
         1.5,
-        re.compile(
-            r"\b(how (many|much|long|far|old|fast)|what (is|was|are|will be) the (total|average|sum|difference"
-            r"|cost|price|value|area|volume|percentage)|what percent(age)?|what fraction)\b",
+        AnyOf(
+            (
+                ("how ", "what "),
+                r"\b(how (many|much|long|far|old|fast)|what (is|was|are|will be) the (total|average|sum|difference"
+                r"|cost|price|value|area|volume|percentage)|what percent(age)?|what fraction)\b",
+            )
         ),
         unless=(CODE, CODE_REQUEST),
     ),
@@ -138,15 +209,18 @@ RULES: tuple[SignalRule, ...] = (
         "summarization",
         "summarize",
         2.5,
-        re.compile(r"\b(summar(y|ies|i[sz]e[sd]?|i[sz]ing|i[sz]ation)|tl;?\s?dr|recap)\b"),
+        AnyOf((("summar", "tl", "recap"), r"\b(summar(y|ies|i[sz]e[sd]?|i[sz]ing|i[sz]ation)|tl;?\s?dr|recap)\b")),
         unless=(CODE, CODE_REQUEST),
     ),
     SignalRule(
         "classification",
         "classify",
         2.0,
-        re.compile(
-            r"\b(classify|categori[sz]e|sentiment|positive or negative|negative or positive|spam or (not|ham))\b"
+        AnyOf(
+            (
+                ("classify", "categori", "sentiment", "positive or negative", "negative or positive", "spam or "),
+                r"\b(classify|categori[sz]e|sentiment|positive or negative|negative or positive|spam or (not|ham))\b",
+            )
         ),
         unless=(CODE, CODE_REQUEST),
     ),
@@ -154,29 +228,55 @@ RULES: tuple[SignalRule, ...] = (
         "extraction",
         "extract",
         2.5,
-        re.compile(r"\b(extract(s|ed|ing)?|pull out|named entit(y|ies))\b"),
+        AnyOf((("extract", "pull out", "named entit"), r"\b(extract(s|ed|ing)?|pull out|named entit(y|ies))\b")),
         unless=(CODE, CODE_REQUEST),
     ),
     SignalRule(
         "creative",
         "creative piece",
         2.0,
-        re.compile(
-            r"\b(write|compose|pen|make up|tell me|create|generate|build|develop|come up with)\s+(me\s+|us\s+)?"
-            r"(a|an|some|one|two|three|\d+|the)?\s*(?:(?!of\b|about\b|for\b|on\b)[\w'-]+\s+){0,3}?(poem|poems"
-            r"|haiku|limerick|sonnet|lyrics|song|rap|ballad|story|stories|fable|fairy tale|screenplay|scene"
-            r"|monologue|ode|villanelle|(movie |film )?plot)\b",
+        AnyOf(
+            (
+                (
+                    "poem",
+                    "haiku",
+                    "limerick",
+                    "sonnet",
+                    "lyrics",
+                    "song",
+                    "rap",
+                    "ballad",
+                    "stor",
+                    "fable",
+                    "fairy tale",
+                    "screenplay",
+                    "scene",
+                    "monologue",
+                    "ode",
+                    "villanelle",
+                    "plot",
+                ),
+                r"\b(write|compose|pen|make up|tell me|create|generate|build|develop|come up with)\s+(me\s+|us\s+)?"
+                r"(a|an|some|one|two|three|\d+|the)?\s*(?:(?!of\b|about\b|for\b|on\b)[\w'-]+\s+){0,3}?(poem|poems"
+                r"|haiku|limerick|sonnet|lyrics|song|rap|ballad|story|stories|fable|fairy tale|screenplay|scene"
+                r"|monologue|ode|villanelle|(movie |film )?plot)\b",
+            )
         ),
         unless=(CODE, CODE_REQUEST),
     ),
-    SignalRule("creative", "role-play", 1.5, re.compile(r"\b(role-?play|stay in character|in character)\b")),
+    SignalRule(
+        "creative", "role-play", 1.5, AnyOf((("role", "character"), r"\b(role-?play|stay in character|in character)\b"))
+    ),
     SignalRule(
         "brainstorming",
         "ideas",
         1.5,
-        re.compile(
-            r"\b(brainstorm\w*|ideas (for|to|on|about)|give me (some |a few |\d+ )?ideas|suggestions (for|on)"
-            r"|tips (for|on|to))\b",
+        AnyOf(
+            (
+                ("brainstorm", "ideas", "suggestions", "tips"),
+                r"\b(brainstorm\w*|ideas (for|to|on|about)|give me (some |a few |\d+ )?ideas|suggestions (for|on)"
+                r"|tips (for|on|to))\b",
+            )
         ),
         unless=(CODE, CODE_REQUEST),
     ),
@@ -199,9 +299,9 @@ class RuleLayer:
             if rule.pattern is None:
                 hit = has_code(window)
             elif rule.label == WORD_PROBLEM:
-                hit = rule.pattern.search(instruction) is not None and _word_problem(prompt)
+                hit = bool(rule.pattern.search(instruction)) and _word_problem(prompt)
             else:
-                hit = rule.pattern.search(instruction) is not None
+                hit = bool(rule.pattern.search(instruction))
             if hit:
                 fired.append(rule)
         labels = {r.label for r in fired}

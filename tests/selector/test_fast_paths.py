@@ -1,0 +1,111 @@
+"""The speed-ups of issue #4 must not change answers: prefilters, split regexes and shortcuts agree with
+the plain regexes and formulas they stand in for."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from orchestratex.domains import DOMAINS
+from services.selector import analysis
+from services.selector.classifier import DATA_PATH
+from services.selector.classifier.features import EDGE_CHARS, _unigrams_and_bigrams, edge_ngrams
+from services.selector.classifier.rules import RULES, AnyOf, instruction_window
+from services.selector.ranking import NEUTRAL_SPECIALTY, ModelEntry
+
+_EXTRA = [
+    "def f(x):\n    return x.strip()\n",
+    "if (a && b) { console.log(a); }\nint main() { return 0; }",
+    "SELECT name FROM users WHERE id = 3;",
+    "import os\nfrom sys import argv\nx = [1, 2]\nfor i in x:\n    print(i)",
+    "<div class='a'>hi</div> $('#x').hide(); this.value += 1; std::cout << 1;",
+    "Solve 3x + 7 = 22 and find dy/dx of sin(x) with x² and $\\frac{1}{2}$ ≤ 4",
+    "tl;dr: summarise, classify the sentiment, extract named entities, role-play, brainstorm ideas for a poem",
+    "| a | b |\n|---|---|\n| 1 | 2 |\n",
+    "Write a Python script that computes how many ways 10 - 3 / 2 ** 4 = x",
+]
+
+
+@pytest.fixture(scope="module")
+def corpus() -> list[str]:
+    """The training prompts, plus code, maths and markup that exercise every pattern."""
+    lines = Path(DATA_PATH).read_text(encoding="utf-8").splitlines()
+    return [json.loads(line)["prompt"] for line in lines if line] + _EXTRA
+
+
+def test_code_detectors_agree_with_their_plain_regexes(corpus: list[str]) -> None:
+    detectors = (*analysis._CODE_UNMISTAKABLE, *analysis._CODE_HINTS)
+    hits = 0
+    for text in corpus:
+        for detector in detectors:
+            expected = detector.pattern.search(text) is not None
+            assert detector.search(text) == expected, (detector.pattern.pattern, text[:80])
+            hits += expected
+    assert hits > 50  # the corpus does exercise the patterns
+
+
+def test_method_call_hint_matches_where_the_original_pattern_did(corpus: list[str]) -> None:
+    original = re.compile(r"\b\w+\.\w+\([^()\n]*\)")
+    anchored = re.compile(r"(?<=\w)\.\w+\([^()\n]*\)")
+    assert sum(bool(original.search(t)) for t in corpus) >= 5
+    for text in corpus:
+        assert bool(original.search(text)) == bool(anchored.search(text)), text[:80]
+
+
+def test_rule_needles_never_hide_a_match(corpus: list[str]) -> None:
+    checked = 0
+    for rule in RULES:
+        if not isinstance(rule.pattern, AnyOf):
+            continue
+        for text in corpus:
+            window = instruction_window(text).lower()
+            plain = any(p.search(window) for _, p in rule.pattern.parts)
+            assert rule.pattern.search(window) == plain, (rule.label, window[:80])
+            checked += plain
+    assert checked > 50
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "  Summarize THIS: " + "word " * 500 + "What does ΣΟΦΙΑ mean? İstanbul ΟΔΟΣ  ",
+        "ΟΔΟΣ " * 200,
+        "x" * 10 + "\n" * 300 + "END",
+        "short prompt",
+    ],
+)
+def test_edge_ngrams_match_the_whole_text_lower_casing(text: str) -> None:
+    lowered = text.strip().lower()
+    expected = _unigrams_and_bigrams(re.findall(r"\w+|[^\w\s]", lowered[:EDGE_CHARS]), "h:")
+    if len(lowered) > EDGE_CHARS:
+        expected += _unigrams_and_bigrams(re.findall(r"\w+|[^\w\s]", lowered[-EDGE_CHARS:]), "t:")
+    assert edge_ngrams(text) == expected
+
+
+def test_language_detection_is_unchanged_by_the_ascii_shortcut() -> None:
+    assert analysis.detect_language("Please write a short note about the weather in the mountains") == "en"
+    assert (
+        analysis.detect_language("Écris une note sur le temps qu'il fait dans les montagnes pour les enfants") == "fr"
+    )
+    assert analysis.detect_language("Напиши короткую заметку о погоде") == "ru"
+    assert analysis.detect_language("東京の天気について短いメモを書いてください") == "ja"
+
+
+def test_clamped_specialties_are_precomputed_per_entry() -> None:
+    model = ModelEntry("m", "f", 1000, 1.0, 1.0, specialties={"coding": 1.4, "math": -0.2, "other": 0.7})
+    assert model.clamped_specialties["coding"] == 1.0
+    assert model.clamped_specialties["math"] == 0.0
+    assert model.clamped_specialties["other"] == 0.7
+    assert all(model.clamped_specialties[d] == NEUTRAL_SPECIALTY for d in DOMAINS if d not in ("coding", "math"))
+    assert model == ModelEntry("m", "f", 1000, 1.0, 1.0, specialties={"coding": 1.4, "math": -0.2, "other": 0.7})
+
+
+def test_long_prompts_are_only_scanned_at_their_ends() -> None:
+    prose = "The committee discussed the budget at length. " * 2_000
+    middle_code = prose[:40_000] + "\n```python\ndef f(x):\n    return x\n```\n" + prose[:40_000]
+    assert not analysis.has_code(middle_code)  # beyond the head and tail windows
+    assert analysis.has_code("```python\ndef f(x):\n    return x\n```\n" + prose)
+    assert analysis.has_code(prose + "\n```python\ndef f(x):\n    return x\n```")
