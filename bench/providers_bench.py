@@ -14,8 +14,10 @@ Processes, all on 127.0.0.1, each its own OS process:
 * gRPC floor (a reference, not a competitor): ``bench.providers_floor_proc``, our server stack streaming the
   same deltas from memory, with no upstream. Ours minus the floor is what the provider pipeline costs;
 * client: this process. ``grpc.aio`` (through ``open_channel``, as our services call each other) for ours and
-  the floor; httpx + httpx-sse (the library our backend uses) with orjson on every event for the direct
-  path and LiteLLM. Every path sends the same request (``max_tokens``, ``stream_options.include_usage``).
+  the floor; httpx + httpx-sse with orjson on every event for the direct path and LiteLLM (a common Python
+  client for OpenAI-compatible streams; our backend read this way until it moved to aiohttp, and the
+  direct path keeps it so that figures stay comparable across runs). Every path sends the same request
+  (``max_tokens``, ``stream_options.include_usage``).
 
 Two scenarios, each with fresh processes: **burst** (the stand-in writes the chunks as fast as it can, so
 they arrive together: per-chunk figures are then processing cost) and **paced** (``--gap-ms`` between

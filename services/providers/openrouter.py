@@ -1,9 +1,22 @@
 """OpenRouter — and any OpenAI-compatible endpoint — as a :class:`Backend`.
 
 One :class:`OpenRouterBackend` serves every catalogue model whose provider is an OpenAI-compatible
-endpoint (``[[providers]]`` in the catalogue), with one pooled ``httpx.AsyncClient`` per endpoint.
-Streams are read with ``httpx-sse`` (a real SSE parser: keep-alive comments such as
-``: OPENROUTER PROCESSING`` and ``\\r\\n`` line endings are handled by the parser, not by us).
+endpoint (``[[providers]]`` in the catalogue), with one pooled ``aiohttp.ClientSession`` per endpoint
+(its connector holds at most the provider's ``max_connections``). Streams are split into lines by
+aiohttp (``StreamReader.readline``) and assembled into events by :class:`EventStreamParser`, which
+follows the WHATWG "interpret an event stream" steps: keep-alive comments such as
+``: OPENROUTER PROCESSING``, ``\\r\\n`` line endings, multi-line ``data``, ``event`` / ``id`` /
+``retry`` fields and a leading BOM are handled by the parser, never by ad-hoc string tests.
+
+Why no SSE library: aiohttp was chosen for the upstream read path because it costs about a quarter of
+httpx + httpx-sse's CPU per streamed call (``docs/benchmarks.md``), and no maintained SSE parser on
+PyPI fits it. ``aiohttp-sse-client2`` (last release 2023) owns the request: it raises on an error
+status without the headers (losing ``Retry-After``), refuses a JSON 200 body, and on a stream that
+ends *reconnects and re-sends the POST* — a second, billed generation. ``aiosseclient`` only GETs;
+``assel`` shares one UTF-8 decoder between all parser instances (concurrent streams corrupt each
+other); ``axio-sse`` needs Python 3.12; ``sseclient-py`` and ``requests-sse`` are synchronous;
+``httpx-sse``'s decoder is private to httpx. So aiohttp does the line splitting and a small,
+spec-tested field assembler does the rest (``tests/providers/test_sse_parser.py``).
 
 What this client does about OpenRouter's protocol (``docs/openrouter.md``):
 
@@ -20,9 +33,11 @@ What this client does about OpenRouter's protocol (``docs/openrouter.md``):
   or ``id``; cost from ``usage.cost`` when present (else None: ``generation`` prices it from the
   catalogue);
 * timeouts: connect, time to first token, idle between data events (keep-alive comments do not
-  count, so a hung stream is cut even while OpenRouter keeps it "alive"), and total;
-* closing the stream (``aclose``) or cancelling its task closes the upstream HTTP response at once,
-  which is how OpenRouter learns to stop (and stop billing) the generation;
+  count, so a hung stream is cut even while OpenRouter keeps it "alive"), and total. While a stream
+  is read they are enforced by one timer per call (not one per event) that fails the pending read;
+* closing the stream (``aclose``) or cancelling its task closes the upstream HTTP connection at once,
+  which is how OpenRouter learns to stop (and stop billing) the generation; a stream read to
+  ``[DONE]`` is drained to its end so that its connection goes back to the pool;
 * ``Retry-After`` (seconds or HTTP date), ``X-RateLimit-Reset`` (epoch milliseconds) and the
   retry hints inside error metadata become :attr:`BackendError.retry_after`.
 
@@ -35,6 +50,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import http
 import logging
 import math
 import os
@@ -44,9 +60,11 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import httpx
+import aiohttp
 import orjson
-from httpx_sse import ServerSentEvent, aconnect_sse
+from aiohttp.helpers import get_env_proxy_for_url
+from aiohttp.http_exceptions import LineTooLong
+from yarl import URL
 
 from orchestratex.config import Secret, Settings
 from orchestratex.errors import ConfigError
@@ -64,6 +82,7 @@ from services.providers.backend import (
     TokenUsage,
 )
 from services.providers.catalogue import Catalogue, ModelSpec, ProviderSpec
+from services.providers.sse import EventStreamParser, ServerSentEvent
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +104,8 @@ _TIMEOUT_ENV = {
 _MAX_TIMEOUT = 86_400.0
 _MAX_DETAIL = 300
 _DRAIN_SECONDS = 1.0
+_MAX_LINE = 1 << 20
+"""Longest SSE line accepted (bytes): a bound on what one event can make us buffer."""
 # OpenAI-style string codes seen in error bodies, mapped to the HTTP status they stand for.
 _STRING_CODES = {
     "invalid_request_error": 400,
@@ -212,7 +233,7 @@ def chat_body(request: GenerationRequest, *, stream: bool, openrouter: bool) -> 
 def parse_retry_after(headers: Mapping[str, str], now: float) -> float | None:
     """Seconds to wait from ``Retry-After`` (seconds or HTTP date) or ``X-RateLimit-Reset`` (epoch ms).
 
-    ``headers`` must be case-insensitive (``httpx.Headers``) or use lower-case keys; ``now`` is the
+    ``headers`` must be case-insensitive (aiohttp's ``CIMultiDictProxy``) or use lower-case keys; ``now`` is the
     wall clock (``time.time()``). None when neither header is usable.
     """
     value = (headers.get("retry-after") or "").strip()
@@ -249,9 +270,17 @@ def _retry_after_value(value: str, now: float) -> float | None:
 class _Endpoint:
     spec: ProviderSpec
     key: Secret
-    client: httpx.AsyncClient
     url: str
     openrouter: bool
+    session: aiohttp.ClientSession | None = None
+    """Created on first use, inside the running loop (aiohttp binds a session to its loop)."""
+    target: URL | None = None
+    """``url`` parsed once."""
+    proxy: URL | None = None
+    proxy_headers: dict[str, str] | None = None
+    """Sent to the proxy in its CONNECT request (https endpoints)."""
+    proxy_auth: str = ""
+    """``Proxy-Authorization`` sent with each request itself (http endpoints: no CONNECT)."""
 
 
 class OpenRouterBackend:
@@ -259,7 +288,7 @@ class OpenRouterBackend:
 
     ``keys`` maps provider names to their keys (see :func:`resolve_keys`); ``config`` holds the
     timeouts; ``wall_clock`` (``time.time``) converts ``X-RateLimit-Reset`` and HTTP dates into
-    delays. Call :meth:`aclose` to release the connection pools.
+    delays. Connection pools are opened on first use; call :meth:`aclose` to release them.
     """
 
     def __init__(
@@ -276,20 +305,9 @@ class OpenRouterBackend:
         self._endpoints: dict[str, _Endpoint] = {}
         for name in _used_providers(catalogue):
             spec = catalogue.providers[name]
-            client = httpx.AsyncClient(
-                # Reads are bounded by our own first-token / idle / total deadlines, pool waits too.
-                timeout=httpx.Timeout(
-                    connect=self._config.connect_timeout, read=None, write=self._config.connect_timeout, pool=None
-                ),
-                limits=httpx.Limits(
-                    max_connections=spec.max_connections, max_keepalive_connections=spec.max_connections
-                ),
-                follow_redirects=False,
-            )
             self._endpoints[name] = _Endpoint(
                 spec=spec,
                 key=keys.get(name, Secret("")),
-                client=client,
                 url=f"{spec.base_url}/chat/completions",
                 openrouter=name == OPENROUTER_PROVIDER,
             )
@@ -324,9 +342,36 @@ class OpenRouterBackend:
         return Timing(model.typical_ttft_ms / 1000, model.typical_tokens_per_second)
 
     async def aclose(self) -> None:
-        """Close every connection pool."""
+        """Close every connection pool (a later call opens a new one)."""
         for endpoint in self._endpoints.values():
-            await endpoint.client.aclose()
+            session, endpoint.session = endpoint.session, None
+            if session is not None:
+                await session.close()
+
+    def _session(self, endpoint: _Endpoint) -> aiohttp.ClientSession:
+        session = endpoint.session
+        if session is None:
+            # HTTP(S)_PROXY / NO_PROXY (and a proxy's .netrc login) are read once per pool, as httpx did.
+            # aiohttp's trust_env would read them on every request, in a worker thread: ~1 ms per call.
+            endpoint.proxy, endpoint.proxy_headers, endpoint.proxy_auth = None, None, ""
+            endpoint.target = url = URL(endpoint.url)
+            with contextlib.suppress(LookupError):
+                endpoint.proxy, auth = get_env_proxy_for_url(url)
+                if auth is not None and url.scheme == "https":
+                    endpoint.proxy_headers = {"Proxy-Authorization": auth.encode()}
+                elif auth is not None:
+                    endpoint.proxy_auth = auth.encode()
+            endpoint.session = session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=endpoint.spec.max_connections, limit_per_host=0),
+                # Only the TCP/TLS connect has an aiohttp timeout: reads are bounded by our own
+                # first-token / idle / total deadlines, and so is waiting for a pooled connection.
+                timeout=aiohttp.ClientTimeout(
+                    total=None, connect=None, sock_connect=self._config.connect_timeout, sock_read=None
+                ),
+                # An API client has no use for cookies (and none should carry over between callers).
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+        return session
 
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[StreamEvent, None]:
         """Deltas then one :class:`StreamEnd`; raises :class:`BackendError`. Closing it closes the upstream call."""
@@ -338,55 +383,78 @@ class OpenRouterBackend:
                 category=ErrorCategory.NOT_FOUND,
             )
         call = _Call(self, endpoint, request)
-        headers = self._headers(endpoint)
-        body = orjson.dumps(chat_body(request, stream=endpoint.spec.streaming, openrouter=endpoint.openrouter))
+        streaming = endpoint.spec.streaming
+        session = self._session(endpoint)  # first: it resolves the proxy that _headers may name
+        headers = self._headers(endpoint, streaming)
+        body = orjson.dumps(chat_body(request, stream=streaming, openrouter=endpoint.openrouter))
+        response: aiohttp.ClientResponse | None = None
         try:
-            async with contextlib.AsyncExitStack() as stack:
-                if not endpoint.spec.streaming:
-                    response = await call.within(
-                        endpoint.client.post(endpoint.url, content=body, headers=headers), call.total_deadline
-                    )
-                    for event in await call.json_reply(response):
-                        yield event
-                    return
-                source = await call.within(
-                    stack.enter_async_context(
-                        aconnect_sse(endpoint.client, "POST", endpoint.url, content=body, headers=headers)
-                    ),
-                    call.deadline(),
-                )
-                response = source.response
-                call.generation_id = response.headers.get("x-generation-id", "")
-                content_type = response.headers.get("content-type", "")
-                if response.status_code != 200 or "text/event-stream" not in content_type:
-                    # An error status, or a JSON body where a stream was expected (a 200 that is an error).
-                    for event in await call.json_reply(response):
-                        yield event
-                    return
-                events = source.aiter_sse()
-                stack.push_async_callback(events.aclose)
-                while True:
-                    sse = await call.within(_next(events), call.deadline())
-                    if sse is None:
-                        break
+            response = await call.within(
+                session.post(
+                    endpoint.target or endpoint.url,
+                    data=body,
+                    headers=headers,
+                    allow_redirects=False,
+                    proxy=endpoint.proxy,
+                    proxy_headers=endpoint.proxy_headers,
+                ),
+                call.deadline() if streaming else call.total_deadline,
+            )
+            call.generation_id = response.headers.get("x-generation-id", "")
+            content_type = response.headers.get("content-type", "")
+            if not streaming or response.status != 200 or "text/event-stream" not in content_type:
+                # A non-streaming reply, an error status, or a JSON body where a stream was expected
+                # (a 200 that is an error).
+                for event in await call.json_reply(response):
+                    yield event
+                return
+            reader = response.content
+            parser = EventStreamParser()
+            call.watch(reader)
+            while not call.done:
+                if call.overdue:
+                    call.recheck()
+                call.reading = True
+                raw = await reader.readline(max_line_length=_MAX_LINE)
+                call.reading = False
+                if not raw:
+                    break  # the end of the body
+                for sse in parser.feed(raw):
                     delta = call.absorb(sse)
                     if delta is not None:
                         yield delta
                     if call.done:
-                        await _drain(events)
                         break
-                yield call.end()
+            call.unwatch()
+            if call.done:
+                await _drain(reader)
+            yield call.end()
         except (asyncio.CancelledError, GeneratorExit):
-            # The caller went away; leaving the `async with` above has already closed the HTTP response.
+            # The caller went away; the `finally` below closes the connection before this returns.
             log.debug("%s call to %s closed by the caller after %d events", endpoint.spec.name, call.model, call.chunks)
             raise
-        except httpx.TimeoutException:
+        except _Expired:
+            raise call.expired() from None
+        except aiohttp.ConnectionTimeoutError:
             raise call.timeout("connect", self._config.connect_timeout) from None
-        except httpx.TransportError as exc:
+        except (aiohttp.ClientError, ConnectionError) as exc:
             raise call.connection_error(exc) from None
+        except LineTooLong:
+            raise call.invalid("a stream line is too long") from None
+        finally:
+            call.unwatch()
+            if response is not None:
+                # A response read to its end has already handed its connection back to the pool, and
+                # this does nothing; otherwise it closes the connection, which tells the vendor to stop.
+                response.close()
 
-    def _headers(self, endpoint: _Endpoint) -> dict[str, str]:
+    def _headers(self, endpoint: _Endpoint, streaming: bool) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
+        if streaming:
+            headers["Accept"] = "text/event-stream"
+            headers["Cache-Control"] = "no-store"
+        if endpoint.proxy_auth:
+            headers["Proxy-Authorization"] = endpoint.proxy_auth
         if endpoint.key:
             headers["Authorization"] = f"Bearer {endpoint.key.get()}"
         if endpoint.openrouter:
@@ -404,24 +472,23 @@ class OpenRouterBackend:
         return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 1] + "…"
 
 
-async def _drain(events: AsyncGenerator[ServerSentEvent, None]) -> None:
-    """Read what follows ``[DONE]`` (normally just the end of the body) so the connection is reused.
+async def _drain(reader: aiohttp.StreamReader) -> None:
+    """Read what follows ``[DONE]`` (normally just the end of the chunked body) so the connection is reused.
 
-    httpx closes, rather than pools, a connection whose response was not read to the end: without
+    aiohttp closes, rather than pools, a connection whose response was not read to the end: without
     this every call would pay a new TCP (and TLS) handshake. Whatever goes wrong here is not the
     call's problem any more.
     """
-    with contextlib.suppress(TimeoutError, httpx.TransportError):
+    if reader.is_eof():
+        return
+    with contextlib.suppress(TimeoutError, aiohttp.ClientError, ConnectionError, LineTooLong):
         async with asyncio.timeout(_DRAIN_SECONDS):
-            async for _ in events:
+            while await reader.readany():
                 pass
 
 
-async def _next(events: AsyncGenerator[ServerSentEvent, None]) -> ServerSentEvent | None:
-    try:
-        return await anext(events)
-    except StopAsyncIteration:
-        return None
+class _Expired(Exception):
+    """Set on the response's reader by a call's timer to fail the read it is waiting in."""
 
 
 class _Call:
@@ -435,10 +502,18 @@ class _Call:
         self.idle_timeout = config.idle_timeout
         self.first_token_timeout = config.first_token_timeout
         self.total_timeout = config.total_timeout
-        now = asyncio.get_running_loop().time()
+        self.loop = asyncio.get_running_loop()
+        now = self.loop.time()
         self.total_deadline = now + config.total_timeout
         self.first_token_deadline = now + config.first_token_timeout
         self.last_data = now
+        self.reader: aiohttp.StreamReader | None = None
+        self.alarm: asyncio.TimerHandle | None = None
+        self.alarm_at = 0.0
+        self.reading = False
+        """True while the stream loop waits in ``readline`` (the only time the alarm may fail it)."""
+        self.overdue = False
+        """The alarm found the deadline past while the consumer held an event: check at the next read."""
         self.produced = False
         self.done = False
         self.chunks = 0
@@ -455,16 +530,64 @@ class _Call:
         return min(phase, self.total_deadline)
 
     async def within(self, awaitable: Awaitable[T], deadline: float) -> T:
-        """Await ``awaitable`` until ``deadline`` (loop time); a miss is a TIMEOUT naming the phase."""
+        """Await ``awaitable`` until ``deadline`` (loop time); a miss is a TIMEOUT naming the phase.
+
+        For the few awaits of a call outside the stream loop (headers, a JSON body, the drain).
+        """
+        limit = asyncio.timeout_at(deadline)
         try:
-            async with asyncio.timeout_at(deadline):
+            async with limit:
                 return await awaitable
         except TimeoutError:
-            if deadline >= self.total_deadline:
-                raise self.timeout("total", self.total_timeout) from None
-            if self.produced:
-                raise self.timeout("idle", self.idle_timeout) from None
-            raise self.timeout("first token", self.first_token_timeout) from None
+            if not limit.expired():  # aiohttp's own connect timeout, a TimeoutError too
+                raise
+            raise self.expired(deadline) from None
+
+    def expired(self, deadline: float | None = None) -> BackendError:
+        """The TIMEOUT for a missed ``deadline`` (default: the current one), naming the phase."""
+        if deadline is None:
+            deadline = self.deadline()
+        if deadline >= self.total_deadline:
+            return self.timeout("total", self.total_timeout)
+        if self.produced:
+            return self.timeout("idle", self.idle_timeout)
+        return self.timeout("first token", self.first_token_timeout)
+
+    # The stream loop's deadlines: one timer per call instead of an ``asyncio.timeout`` per read
+    # (that cost 7% of the service's CPU). The timer never cancels a task — it may fire while the
+    # consumer holds an event, and a cancellation there would hit the consumer — it fails the read
+    # in progress through the reader (``_Expired``), or marks the call overdue for the next read.
+
+    def watch(self, reader: aiohttp.StreamReader) -> None:
+        """Start enforcing the deadlines on reads from ``reader``."""
+        self.reader = reader
+        self._arm(self.deadline())
+
+    def unwatch(self) -> None:
+        """Stop the timer (idempotent)."""
+        if self.alarm is not None:
+            self.alarm.cancel()
+            self.alarm = None
+
+    def recheck(self) -> None:
+        """Called before a read when the call is overdue: check again as soon as the read waits."""
+        self.overdue = False
+        self.unwatch()
+        self._arm(self.loop.time())
+
+    def _arm(self, when: float) -> None:
+        self.alarm_at = when
+        self.alarm = self.loop.call_at(when, self._ring)
+
+    def _ring(self) -> None:
+        self.alarm = None
+        deadline = self.deadline()
+        if self.loop.time() < deadline:
+            self._arm(deadline)  # data arrived since the timer was set: the deadline moved on
+        elif self.reading and self.reader is not None:
+            self.reader.set_exception(_Expired())
+        else:
+            self.overdue = True
 
     # -- reading
 
@@ -476,7 +599,7 @@ class _Call:
         if data == "[DONE]":
             self.done = True
             return None
-        self.last_data = asyncio.get_running_loop().time()
+        self.last_data = self.loop.time()
         self.chunks += 1
         chunk = self._parse(data)
         self._metadata(chunk)
@@ -499,8 +622,12 @@ class _Call:
         delta_event = TextDelta(text, reasoning) if text or reasoning else None
         if self.finish == "error":
             raise self.in_band_error({"message": 'the model stopped with finish_reason "error"'})
-        if delta_event is not None:
+        if delta_event is not None and not self.produced:
             self.produced = True
+            # From now on the (usually shorter) idle timeout applies: bring the timer forward.
+            if self.alarm is not None and self.deadline() < self.alarm_at:
+                self.unwatch()
+                self._arm(self.deadline())
         return delta_event
 
     def end(self) -> StreamEnd:
@@ -522,24 +649,24 @@ class _Call:
             generation_id=self.generation_id,
         )
 
-    async def json_reply(self, response: httpx.Response) -> list[StreamEvent]:
+    async def json_reply(self, response: aiohttp.ClientResponse) -> list[StreamEvent]:
         """A whole JSON reply (non-streaming call, or an error status / JSON body on a streaming call)."""
-        raw = await self.within(response.aread(), self.total_deadline)
+        raw = await self.within(response.read(), self.total_deadline)
         self.generation_id = self.generation_id or response.headers.get("x-generation-id", "")
-        if response.status_code != 200:
-            raise self.http_error(response.status_code, response.headers, raw)
+        if response.status != 200:
+            raise self.http_error(response.status, response.headers, raw)
         try:
             payload = orjson.loads(raw)
         except orjson.JSONDecodeError:
             payload = None
         if not isinstance(payload, dict):
-            raise self._invalid("the reply is not a JSON object")
+            raise self.invalid("the reply is not a JSON object")
         self._metadata(payload)
         if payload.get("error") is not None:
             raise self.in_band_error(payload["error"])
         choices = payload.get("choices")
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-            raise self._invalid("the reply has no choices")
+            raise self.invalid("the reply has no choices")
         choice = choices[0]
         message = choice.get("message")
         message = message if isinstance(message, dict) else {}
@@ -562,7 +689,7 @@ class _Call:
         except orjson.JSONDecodeError:
             chunk = None
         if not isinstance(chunk, dict):
-            raise self._invalid("a stream event is not a JSON object")
+            raise self.invalid("a stream event is not a JSON object")
         return chunk
 
     def _metadata(self, payload: Mapping[str, Any]) -> None:
@@ -578,7 +705,7 @@ class _Call:
 
     # -- errors
 
-    def http_error(self, status: int, headers: httpx.Headers, raw: bytes) -> BackendError:
+    def http_error(self, status: int, headers: Mapping[str, str], raw: bytes) -> BackendError:
         """The error for a non-200 reply."""
         error: Any = None
         with contextlib.suppress(orjson.JSONDecodeError):
@@ -587,7 +714,7 @@ class _Call:
                 error = payload.get("error")
         if not isinstance(error, dict):
             # Not an OpenRouter error body (e.g. a proxy's HTML page): the status line is all there is.
-            error = {"message": error if isinstance(error, str) else httpx.codes.get_reason_phrase(status)}
+            error = {"message": error if isinstance(error, str) else _reason_phrase(status)}
         retry_after = parse_retry_after(headers, self.backend._wall_clock())
         return self._classify(status, error, retry_after, in_band=False)
 
@@ -694,7 +821,7 @@ class _Call:
             FailureKind.TIMEOUT, f"{self.model}: {what}", usage=self.usage, category=ErrorCategory.TIMEOUT
         )
 
-    def connection_error(self, exc: httpx.TransportError) -> BackendError:
+    def connection_error(self, exc: BaseException) -> BackendError:
         """A connection refused, reset or broken mid-reply."""
         log.warning("%s call to %s: connection error %s", self.provider, self.model, type(exc).__name__)
         kind = FailureKind.MID_STREAM_ERROR if self.produced else FailureKind.UPSTREAM_ERROR
@@ -705,7 +832,8 @@ class _Call:
             category=ErrorCategory.UNAVAILABLE,
         )
 
-    def _invalid(self, problem: str) -> BackendError:
+    def invalid(self, problem: str) -> BackendError:
+        """An invalid reply (INVALID_OUTPUT, or MID_STREAM_ERROR once text was produced)."""
         kind = FailureKind.MID_STREAM_ERROR if self.produced else FailureKind.INVALID_OUTPUT
         return BackendError(
             kind,
@@ -721,6 +849,13 @@ class _Call:
             usage=self.usage,
             category=ErrorCategory.UNAVAILABLE,
         )
+
+
+def _reason_phrase(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return f"HTTP {status}"
 
 
 def _used_providers(catalogue: Catalogue) -> list[str]:

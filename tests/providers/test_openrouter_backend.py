@@ -6,8 +6,8 @@ import email.utils
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
+from multidict import CIMultiDict
 
 from orchestratex.config import Secret, Settings
 from orchestratex.errors import ConfigError
@@ -199,17 +199,17 @@ async def test_success_event_order_and_end(
 
 
 def test_parse_retry_after() -> None:
-    assert parse_retry_after(httpx.Headers({"Retry-After": "17"}), NOW) == 17.0
-    assert parse_retry_after(httpx.Headers({"Retry-After": "1.5"}), NOW) == 1.5
+    assert parse_retry_after(CIMultiDict({"Retry-After": "17"}), NOW) == 17.0
+    assert parse_retry_after(CIMultiDict({"Retry-After": "1.5"}), NOW) == 1.5
     date = email.utils.formatdate(NOW + 42, usegmt=True)
-    assert parse_retry_after(httpx.Headers({"Retry-After": date}), NOW) == pytest.approx(42.0)
-    assert parse_retry_after(httpx.Headers({"Retry-After": email.utils.formatdate(NOW - 5, usegmt=True)}), NOW) == 0.0
-    assert parse_retry_after(httpx.Headers({"X-RateLimit-Reset": str(int((NOW + 30) * 1000))}), NOW) == pytest.approx(
+    assert parse_retry_after(CIMultiDict({"Retry-After": date}), NOW) == pytest.approx(42.0)
+    assert parse_retry_after(CIMultiDict({"Retry-After": email.utils.formatdate(NOW - 5, usegmt=True)}), NOW) == 0.0
+    assert parse_retry_after(CIMultiDict({"X-RateLimit-Reset": str(int((NOW + 30) * 1000))}), NOW) == pytest.approx(
         30.0
     )
-    assert parse_retry_after(httpx.Headers({"X-RateLimit-Reset": str(int(NOW + 8))}), NOW) == pytest.approx(8.0)
-    assert parse_retry_after(httpx.Headers({"Retry-After": "soon", "X-RateLimit-Reset": "x"}), NOW) is None
-    assert parse_retry_after(httpx.Headers({}), NOW) is None
+    assert parse_retry_after(CIMultiDict({"X-RateLimit-Reset": str(int(NOW + 8))}), NOW) == pytest.approx(8.0)
+    assert parse_retry_after(CIMultiDict({"Retry-After": "soon", "X-RateLimit-Reset": "x"}), NOW) is None
+    assert parse_retry_after(CIMultiDict({}), NOW) is None
 
 
 def test_error_code_as_int_string_or_name() -> None:

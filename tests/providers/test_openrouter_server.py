@@ -428,7 +428,7 @@ async def test_connection_refused_is_unavailable(standin: OpenRouterStandIn, tmp
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await live.stub.Generate(request(GLM))
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert "z-ai/glm-4.5: connection to openrouter failed (ConnectError)" in (info.value.details() or "")
+    assert "z-ai/glm-4.5: connection to openrouter failed (ClientConnectorError)" in (info.value.details() or "")
 
 
 # ------------------------------------------------------------------------------- mid-stream failures
