@@ -65,6 +65,10 @@ def open_channel(
             ("grpc.keepalive_time_ms", 30_000),
             ("grpc.keepalive_timeout_ms", 10_000),
             ("grpc.enable_retries", 1),
+            # A peer that restarts is back within seconds; gRPC's default backoff grows to 120 s, which
+            # would leave e.g. the outbox idle for up to two minutes after analytics returns.
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", 5_000),
             *options,
         ],
         interceptors=[_UnaryUnary(unary_timeout), _UnaryStream(stream_timeout)],  # type: ignore[list-item]
