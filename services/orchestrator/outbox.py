@@ -1,10 +1,11 @@
 """Delivery of session events to analytics: the event log is the outbox.
 
 A cursor (the store position of the last delivered event) is persisted; the forwarder sends every
-event after it with ``IngestEvents`` — periodically, and at once when a session ends. If analytics is
-down, nothing is lost: the cursor does not move and delivery resumes when it is back. Analytics
-de-duplicates by (session_id, sequence), so a batch delivered twice (crash between send and cursor
-update) counts once. Text deltas are skipped: analytics does not need them.
+event after it with ``IngestEvents`` — periodically, and soon after a session ends (kicks that come
+faster than ``min_gap`` are folded into one delivery, so a busy orchestrator sends fewer, larger
+batches). If analytics is down, nothing is lost: the cursor does not move and delivery resumes
+when it is back. Analytics de-duplicates by (session_id, sequence), so a batch delivered twice
+(crash between send and cursor update) counts once. Text deltas are skipped: analytics does not need them.
 """
 
 from __future__ import annotations
@@ -35,12 +36,16 @@ class Outbox:
         interval: float,
         batch_size: int = 500,
         timeout: float = 10.0,
+        min_gap: float = 0.1,
     ) -> None:
         self.store = store
         self.analytics = analytics
         self.interval = interval
         self.batch_size = batch_size
         self.timeout = timeout
+        self.min_gap = min(min_gap, interval)
+        self._last = 0.0
+        self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._failing = False
@@ -61,6 +66,7 @@ class Outbox:
         if self._task is None:
             return
         self._stopping = True
+        self._stop.set()
         self._wake.set()
         await self._task
         self._task = None
@@ -76,7 +82,17 @@ class Outbox:
                     await self._wake.wait()
             if self._stopping:
                 return
+            loop = asyncio.get_running_loop()
+            gap = self._last + self.min_gap - loop.time()
+            if gap > 0:
+                # Kicked again right after a delivery: let a few more sessions end first.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(gap):
+                        await self._stop.wait()
+                if self._stopping:
+                    return
             self._wake.clear()
+            self._last = loop.time()
             try:
                 await self.deliver()
             except grpc.aio.AioRpcError as err:
