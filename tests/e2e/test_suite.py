@@ -106,6 +106,29 @@ def test_orchestrate_through_grpcurl(suite: Suite) -> None:
     wait_for(analytics_has_cost)
 
 
+def test_shadow_evaluation_reaches_selection_accuracy(suite: Suite) -> None:
+    """A session forced into shadow evaluation: runner-ups answer round 1, and analytics counts the sample."""
+    body = {"prompt": "Prove that the square root of 2 is irrational", "maxRounds": 1, "shadowEvaluation": True}
+    run = suite.grpcurl("-d", json.dumps(body), suite.addr["orchestrator"], f"{FULL_NAMES['orchestrator']}/Orchestrate")
+    assert run.returncode == 0, run.stderr
+    events = [m["event"] for m in _json_stream(run.stdout)]
+    selected = next(e["model_selected"] for e in events if "model_selected" in e)
+    shadow_models = selected.get("shadow_models", [])
+    assert shadow_models and selected["primary_model"] not in shadow_models
+    shadow_answers = [e["response_completed"] for e in events if e.get("response_completed", {}).get("shadow")]
+    assert {a["model"] for a in shadow_answers} <= set(shadow_models) and shadow_answers
+    assert "session_completed" in events[-1]
+
+    def sampled() -> bool:
+        report = suite.grpcurl("-d", "{}", suite.addr["analytics"], f"{FULL_NAMES['analytics']}/GetSelectionAccuracy")
+        if report.returncode != 0:
+            return False
+        shadow = json.loads(report.stdout).get("shadow", {})
+        return int(shadow.get("sample_size", 0)) >= 1
+
+    wait_for(sampled)
+
+
 def test_bad_input_through_grpcurl(suite: Suite) -> None:
     body = {"prompt": "hello", "maxRounds": 11}
     run = suite.grpcurl("-d", json.dumps(body), suite.addr["orchestrator"], f"{FULL_NAMES['orchestrator']}/Orchestrate")
