@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
@@ -39,6 +39,7 @@ def _scalar(field: FieldDescriptor) -> st.SearchStrategy[Any]:
     if kind == FieldDescriptor.TYPE_BYTES:
         return st.binary(max_size=20)
     if kind == FieldDescriptor.TYPE_ENUM:
+        assert field.enum_type is not None
         numbers = [v.number for v in field.enum_type.values]
         # An unknown number (from a newer peer) too.
         return st.sampled_from([*numbers, max(numbers) + 7])
@@ -60,7 +61,7 @@ def _fill_wkt(message: Message, data: st.DataObject) -> None:
 
 def fill(message: Message, data: st.DataObject, depth: int = 0) -> Message:
     """Set a generated subset of ``message``'s fields (recursively, bounded depth); returns it."""
-    descriptor: Descriptor = message.DESCRIPTOR
+    descriptor = cast(Descriptor, message.DESCRIPTOR)
     if descriptor.full_name.startswith("google.protobuf."):
         _fill_wkt(message, data)
         return message

@@ -254,7 +254,7 @@ async def test_ws_without_a_valid_key_closes_with_4401(keyed: Client, first: Any
             await ws.send_json(first)
         msg = await ws.receive(timeout=5)
         assert msg.type.name == "CLOSE" and msg.data == 4401
-        assert msg.extra.startswith("unauthenticated:")
+        assert str(msg.extra).startswith("unauthenticated:")
     await wait_connections_closed(keyed)
 
 

@@ -374,7 +374,8 @@ async def test_reconnect_resumes_with_no_gap_and_no_duplicate(client: Client, pe
         message = await recv(ws)
         if message["type"] == "event":
             received.append(int(message["event"]["sequence"]))
-    ws._conn.transport.abort()  # type: ignore[union-attr] - a network cut, not a polite close
+    assert ws._conn is not None and ws._conn.transport is not None
+    ws._conn.transport.abort()  # a network cut, not a polite close
     await wait_connections_closed(client)
     assert peers.orchestrator.sessions[session_id].status == pb.SESSION_STATUS_RUNNING  # detached: still running
     async with client.ws_connect("/v1/ws") as again:

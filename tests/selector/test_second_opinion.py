@@ -126,9 +126,10 @@ AMBIGUOUS = "Tell me about the Fibonacci numbers"
 
 
 async def _select(stub, prompt: str = AMBIGUOUS) -> selector_pb2.SelectModelsResponse:
-    return await stub.SelectModels(
+    response: selector_pb2.SelectModelsResponse = await stub.SelectModels(
         selector_pb2.SelectModelsRequest(prompt=f"{prompt} ({uuid.uuid4().hex[:6]})"), timeout=10
     )
+    return response
 
 
 async def test_off_by_default_no_call_and_no_report(fake_providers, start_selector) -> None:

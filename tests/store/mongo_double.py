@@ -155,7 +155,7 @@ class AsyncClientDouble:
     """
 
     def __init__(self) -> None:
-        self._client = mongomock.MongoClient()
+        self._client: Any = mongomock.MongoClient()
         self.admin = AsyncDatabaseDouble(self._client["admin"], self)
         self.closed = False
 
