@@ -43,7 +43,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from bench._suite import cluster, free_port, percentile
 from orchestratex.grpc_server import ServiceBinding, create_server
-from orchestratex.store.analytics import EventFacts, IngestResult, SqliteAnalyticsStore
+from orchestratex.store.analytics import SqliteAnalyticsStore
+from orchestratex.store.analytics_model import EventFacts, IngestResult
 from orchestratex.store.sessions import SqliteSessionStore
 from orchestratex.v1 import analytics_pb2 as apb
 from orchestratex.v1 import analytics_pb2_grpc, common_pb2, selector_pb2

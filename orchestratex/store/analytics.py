@@ -1,555 +1,86 @@
-"""Analytics storage: the backend-neutral :class:`AnalyticsStore` interface and its SQLite implementation.
+"""The SQLite implementation of the analytics store: :class:`SqliteAnalyticsStore`.
 
-The analytics service turns orchestration events into :class:`EventFacts` (plain values, no protobuf)
-and hands them to a store. Reports are answered from **pre-aggregated counters**, never by reading every
-raw row of a range: a store keeps
+The model, the rules every implementation follows and the helpers shared with the MongoDB store live in
+:mod:`orchestratex.store.analytics_model`; this module holds only what is particular to SQLite: the schema
+and its migrations, the SQL, and the counter resolutions.
 
-* an idempotency ledger keyed by ``(session_id, sequence)``: an event delivered twice counts once;
-* one row per session (tenant, status, creation time, primary model and domain, its own call/cost
-  counters, its shadow-evaluation outcome) and the raw facts (one row per provider call, per critique,
-  per rating), which are the source of truth the counters can always be rebuilt from;
-* **model counters** keyed by ``(tenant, time bucket, model, domain)``: calls, successes, failures by
-  kind, tokens, cost, latency and TTFT histograms (:data:`HIST_BUCKETS` log-spaced buckets), critique
-  scores received as author and given as critic;
-* **session counters** keyed by ``(tenant, time bucket, primary_model, domain)``: shadow-evaluation
-  sample and hits, rated sessions and feedback hits, and the count of each rating 1-5.
-
-(The SQLite store keeps these at four resolutions — hours, UTC days, 8-day and 64-day blocks aligned to
-the epoch, see :data:`LEVELS` — plus narrow per-day totals for the per-day breakdowns.)
-
-Rules every implementation follows (the MongoDB one included):
-
-* A batch is applied atomically; counters change only for newly recorded events, in the same
-  transaction that records them. A duplicate event (same ``(session_id, sequence)``) changes nothing.
-* ``day`` is the UTC day of the **session's creation time** (``create_time_ns // NANOS_PER_DAY``), and
-  ``domain`` the session's primary domain (0 until ``model_selected`` is known). Every figure of a
-  session (its calls, critiques, shadow outcome and ratings) is attributed to that session's day and
-  domain, so the per-session, per-model and per-day breakdowns add up to the same total.
-* Events may arrive before their session's ``session_started``: the session is created lazily with
-  the earliest event time seen as its creation time, replaced by the ``session_started`` time when
-  that arrives. When a session's day, domain or primary model changes after some of its figures were
-  counted, its contributions move to the new key (subtracted from the old counters, added to the new)
-  in the same transaction. Only terminal events change the status, so a late event never "reopens" a
-  session. A session keeps the tenant of its first delivery.
-* Money is integer nano-dollars, scores integer milli-points (score x 1000, rounded), times integer
-  nanoseconds since the Unix epoch (UTC), durations integer nanoseconds, so sums are exact.
-* Every query is scoped by :class:`Scope`: sessions of one tenant (or all when ``tenant`` is empty)
-  created in ``[start_ns, end_ns)``, **exactly** — not rounded to days or hours. The SQLite store covers
-  the whole hours inside the range with the fewest aligned counter blocks (at most two runs per
-  resolution, about 40-80 blocks for any range up to 366 days) and answers the partial hours at either
-  end from the raw facts of the sessions created in them; the results are identical to aggregating every
-  raw row.
-* Percentiles come from the histograms (:func:`histogram_quantile`): nearest rank, reported as the
-  geometric middle of the bucket holding it, so within a factor ``sqrt(HIST_RATIO)`` (about 11.3%) of
-  the exact nearest-rank value between 1 ms and 10 min.
-* Shadow evaluation and feedback outcomes per session are defined by :func:`shadow_outcome` and
-  :func:`feedback_hit`, shared by every implementation.
+Counters are kept at four resolutions — hours, UTC days, 8-day and 64-day blocks aligned to the epoch,
+see :data:`LEVELS` — plus narrow per-day totals for the per-day breakdowns, and also summed over every
+tenant (:data:`ALL_TENANTS`). A query covers the whole hours inside its range with the fewest aligned
+counter blocks and answers the partial hours at either end from the raw facts of the sessions created in
+them, so its results are identical to aggregating every raw row.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import statistics
-from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
 
+from orchestratex.store.analytics_model import (
+    I_ATTEMPTS,
+    I_FAIL,
+    I_GIVEN_MILLI,
+    I_GIVEN_N,
+    I_LAT,
+    I_RECV_MILLI,
+    I_RECV_N,
+    I_SUCCESSES,
+    I_TTFT,
+    I_USAGE,
+    MODEL_COLUMNS,
+    MODEL_WIDTH,
+    NANOS_PER_DAY,
+    NANOS_PER_HOUR,
+    SESSION_COLUMNS,
+    SESSION_WIDTH,
+    USAGE_NAMES,
+    AccuracySummary,
+    AnalyticsStore,
+    CostSummary,
+    DayCostRow,
+    EventFacts,
+    FeedbackRecord,
+    IngestResult,
+    Key,
+    ModelCostRow,
+    PerfRow,
+    Proportion,
+    RatingCounts,
+    SatisfactionData,
+    Scope,
+    SessionCostRow,
+    SessionInfo,
+    SessionState,
+    TokenUsage,
+    Vectors,
+    add_call,
+    add_ratings,
+    add_shadow,
+    day_name,
+    failure_slot,
+    histogram_bucket,
+    merge_into,
+    model_vector,
+    perf_row,
+    score_milli,
+    session_vector,
+    shadow_int,
+    shadow_outcome,
+    usage_values,
+)
 from orchestratex.store.sqlite import SqliteDatabase
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# SessionStatus values (orchestrator.proto), repeated here so the store needs no protobuf import.
-STATUS_RUNNING = 1
-STATUS_COMPLETED = 2
-STATUS_FAILED = 3
-STATUS_CANCELLED = 4
-
-# FailureKind values 1..9 are counted one by one; anything else counts as 0 (unclassified).
-FAILURE_KINDS: tuple[int, ...] = tuple(range(10))
-FAILURE_KIND_CANCELLED = 9
-
-NANOS_PER_MS = 1_000_000
-NANOS_PER_DAY = 86_400 * 1_000_000_000
-
-# Latency/TTFT histograms: bucket 0 is [0, 1 ms), bucket HIST_BUCKETS-1 is [10 min, inf), and the 62
-# buckets between split [1 ms, 10 min) evenly on a log scale, each HIST_RATIO times wider than the last.
-HIST_BUCKETS = 64
-HIST_MIN_NS = NANOS_PER_MS
-HIST_MAX_NS = 600 * 1_000_000_000
-HIST_RATIO = (HIST_MAX_NS / HIST_MIN_NS) ** (1 / (HIST_BUCKETS - 2))
-# Largest relative error of a reported percentile in [1 ms, 10 min): about 0.113.
-HIST_RELATIVE_ERROR = math.sqrt(HIST_RATIO) - 1
-_LOG_RATIO = math.log(HIST_RATIO)
-
-
-def histogram_bucket(nanos: int) -> int:
-    """The histogram bucket of a duration in nanoseconds (see :data:`HIST_BUCKETS`)."""
-    if nanos < HIST_MIN_NS:
-        return 0
-    if nanos >= HIST_MAX_NS:
-        return HIST_BUCKETS - 1
-    index = 1 + int(math.log(nanos / HIST_MIN_NS) / _LOG_RATIO)
-    return min(max(index, 1), HIST_BUCKETS - 2)
-
-
-def histogram_value(bucket: int) -> int:
-    """The value reported for ``bucket``: the geometric middle of its bounds, in nanoseconds.
-
-    Bucket 0 reports 0.5 ms and the overflow bucket 10 min (a lower bound).
-    """
-    if bucket <= 0:
-        return HIST_MIN_NS // 2
-    if bucket >= HIST_BUCKETS - 1:
-        return HIST_MAX_NS
-    return round(HIST_MIN_NS * math.pow(HIST_RATIO, bucket - 0.5))
-
-
-def histogram_quantile(histogram: Sequence[int], q: float) -> int:
-    """The nearest-rank ``q`` quantile (0-1) of a histogram, in nanoseconds; 0 when it is empty."""
-    total = sum(histogram)
-    if total <= 0:
-        return 0
-    rank = max(1, math.ceil(q * total - 1e-9))
-    seen = 0
-    for bucket, count in enumerate(histogram):
-        seen += count
-        if seen >= rank:
-            return histogram_value(bucket)
-    return histogram_value(len(histogram) - 1)
-
-
-def score_milli(score: float) -> int:
-    """A 0-10 critique score as integer milli-points (exact sums)."""
-    return round(score * 1000)
-
-
-def day_number(time_ns: int) -> int:
-    """Days since 1970-01-01 (UTC) of a time in nanoseconds."""
-    return time_ns // NANOS_PER_DAY
-
-
-def day_name(day: int) -> str:
-    """``YYYY-MM-DD`` of a day number."""
-    return datetime.fromtimestamp(day * 86_400, tz=UTC).strftime("%Y-%m-%d")
-
-
-def shadow_outcome(critiques: Iterable[tuple[str, str, bool, int]]) -> bool | None:
-    """Whether shadow evaluation judged a session's selection right; None when it cannot say.
-
-    ``critiques`` are the session's round-1 critiques as ``(critic_model, author_model, shadow,
-    score_milli)``. Non-shadow critiques score the session's own answer (the primary's, or its fallback
-    replacement's); shadow critiques score a runner-up's answer, grouped by author. A runner-up is
-    compared on the critics that scored both answers (same critics): the selection loses to it when the
-    median of those critics' scores of the session's answer is below the median of their scores of the
-    runner-up's. The session is judged when at least one runner-up shares a critic with it, and is a
-    hit when it loses to none (ties count as hits).
-    """
-    own: dict[str, list[int]] = {}
-    runners: dict[str, dict[str, list[int]]] = {}
-    for critic, author, shadow, milli in critiques:
-        if shadow:
-            runners.setdefault(author, {}).setdefault(critic, []).append(milli)
-        else:
-            own.setdefault(critic, []).append(milli)
-    judged = False
-    for scores in runners.values():
-        common = sorted(set(scores) & set(own))
-        if not common:
-            continue
-        judged = True
-        mine = statistics.median(statistics.fmean(own[c]) for c in common)
-        theirs = statistics.median(statistics.fmean(scores[c]) for c in common)
-        if mine < theirs:
-            return False
-    return True if judged else None
-
-
-def feedback_hit(ratings: Sequence[int]) -> bool:
-    """A rated session counts as a right selection when the mean of its ratings is 4 or more."""
-    return sum(ratings) >= 4 * len(ratings)
-
-
-@dataclass(frozen=True, slots=True)
-class TokenUsage:
-    """Tokens and cost of one or more calls; cost in integer nano-dollars (USD * 1e9)."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    reasoning_tokens: int = 0
-    cached_tokens: int = 0
-    total_tokens: int = 0
-    cost_nanos: int = 0
-
-    def __add__(self, other: TokenUsage) -> TokenUsage:
-        return TokenUsage(
-            self.prompt_tokens + other.prompt_tokens,
-            self.completion_tokens + other.completion_tokens,
-            self.reasoning_tokens + other.reasoning_tokens,
-            self.cached_tokens + other.cached_tokens,
-            self.total_tokens + other.total_tokens,
-            self.cost_nanos + other.cost_nanos,
-        )
-
-    @property
-    def cost_usd(self) -> float:
-        """The cost in US dollars."""
-        return self.cost_nanos / 1e9
-
-
-@dataclass(frozen=True, slots=True)
-class CallFact:
-    """One provider call, successful or not.
-
-    ``purpose`` is a ``CallPurpose`` value, ``failure_kind`` a ``FailureKind`` value (0 on success).
-    ``ttft_ns`` is None when no token arrived or it was not reported.
-    """
-
-    model: str
-    purpose: int
-    shadow: bool
-    round: int
-    success: bool
-    failure_kind: int
-    usage: TokenUsage
-    latency_ns: int
-    ttft_ns: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class CritiqueFact:
-    """One critic's score (0-10) of one answer."""
-
-    round: int
-    critic_model: str
-    author_model: str
-    score: float
-    shadow: bool
-
-
-@dataclass(frozen=True, slots=True)
-class SessionEnd:
-    """A terminal event: ``status`` is COMPLETED, FAILED or CANCELLED (``SessionStatus`` values)."""
-
-    status: int
-    final_score: float | None = None
-    best_model: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class EventFacts:
-    """What one orchestration event means for analytics.
-
-    ``kind`` is the name of the event's oneof case. At most one of the optional parts is set, except
-    that every event creates its session if needed and a critique also carries its call.
-    """
-
-    session_id: str
-    sequence: int
-    time_ns: int
-    kind: str
-    started: bool = False
-    primary_model: str | None = None
-    primary_domain: int = 0
-    call: CallFact | None = None
-    critique: CritiqueFact | None = None
-    end: SessionEnd | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class IngestResult:
-    """Outcome of one batch: events newly recorded and events already recorded before."""
-
-    accepted: int
-    duplicates: int
-
-
-@dataclass(frozen=True, slots=True)
-class Scope:
-    """Which sessions a query covers: one tenant's ("" = every tenant) created in ``[start_ns, end_ns)``.
-
-    ``domain`` (a ``Domain`` value, 0 = any) further restricts to sessions of that primary domain; only
-    :meth:`AnalyticsStore.performance` uses it.
-    """
-
-    tenant: str
-    start_ns: int
-    end_ns: int
-    domain: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class SessionInfo:
-    """A session as analytics knows it."""
-
-    session_id: str
-    tenant: str
-    status: int
-    create_time_ns: int
-    primary_model: str
-    primary_domain: int
-    calls: int
-    usage: TokenUsage
-
-
-@dataclass(frozen=True, slots=True)
-class FeedbackRecord:
-    """A stored rating."""
-
-    session_id: str
-    user_id: str
-    rating: int
-    comment: str
-    create_time_ns: int
-    update_time_ns: int
-
-
-@dataclass(frozen=True, slots=True)
-class PerfRow:
-    """One model's figures within one domain (0 = sessions whose domain is not known), from counters.
-
-    ``attempts`` counts every call, ``failures`` maps a ``FailureKind`` value (0 = unclassified) to its
-    count (kinds with no failure are left out), ``usage`` covers every call, failed and cancelled ones
-    included. The histograms (:data:`HIST_BUCKETS` counts each) cover successful calls (TTFT: those that
-    reported one). Scores are sums of milli-points.
-    """
-
-    model: str
-    domain: int
-    attempts: int
-    successes: int
-    failures: Mapping[int, int]
-    usage: TokenUsage
-    latency_histogram: tuple[int, ...]
-    ttft_histogram: tuple[int, ...]
-    critiques_received: int
-    score_received_milli: int
-    critiques_given: int
-    score_given_milli: int
-
-    @property
-    def calls(self) -> int:
-        """Calls counted against the model: every attempt but cancelled ones (the caller gave up)."""
-        return self.attempts - self.failures.get(FAILURE_KIND_CANCELLED, 0)
-
-    def merge(self, other: PerfRow, domain: int = 0) -> PerfRow:
-        """This row plus ``other`` (same model), labelled ``domain``."""
-        kinds = set(self.failures) | set(other.failures)
-        return PerfRow(
-            model=self.model,
-            domain=domain,
-            attempts=self.attempts + other.attempts,
-            successes=self.successes + other.successes,
-            failures={k: self.failures.get(k, 0) + other.failures.get(k, 0) for k in sorted(kinds)},
-            usage=self.usage + other.usage,
-            latency_histogram=tuple(
-                a + b for a, b in zip(self.latency_histogram, other.latency_histogram, strict=True)
-            ),
-            ttft_histogram=tuple(a + b for a, b in zip(self.ttft_histogram, other.ttft_histogram, strict=True)),
-            critiques_received=self.critiques_received + other.critiques_received,
-            score_received_milli=self.score_received_milli + other.score_received_milli,
-            critiques_given=self.critiques_given + other.critiques_given,
-            score_given_milli=self.score_given_milli + other.score_given_milli,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class SessionCostRow:
-    """One session's spending."""
-
-    session_id: str
-    calls: int
-    cost_nanos: int
-    create_time_ns: int
-
-
-@dataclass(frozen=True, slots=True)
-class ModelCostRow:
-    """One model's spending."""
-
-    model: str
-    calls: int
-    usage: TokenUsage
-
-
-@dataclass(frozen=True, slots=True)
-class DayCostRow:
-    """One UTC day's spending; ``day`` is ``YYYY-MM-DD``."""
-
-    day: str
-    calls: int
-    cost_nanos: int
-
-
-@dataclass(frozen=True, slots=True)
-class CostSummary:
-    """Spending of the sessions in a scope, from the pre-aggregated counters.
-
-    ``calls`` counts every provider call (failed and cancelled ones included: they were paid for);
-    ``usage.cost_nanos`` is the exact sum of their costs. ``sessions`` is the most expensive first (ties
-    by session id), at most the requested limit; ``models`` the most expensive first (ties by model
-    id); ``days`` oldest first (only days with at least one call).
-    """
-
-    session_count: int
-    calls: int
-    usage: TokenUsage
-    sessions: list[SessionCostRow] = field(default_factory=list)
-    models: list[ModelCostRow] = field(default_factory=list)
-    days: list[DayCostRow] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class Proportion:
-    """``hits`` out of ``sample``."""
-
-    sample: int = 0
-    hits: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class AccuracySummary:
-    """Selection accuracy counts: shadow evaluation overall and per known domain, and user feedback.
-
-    A session counts in ``shadow`` when :func:`shadow_outcome` judged it and in ``feedback`` when it has
-    at least one rating (a hit per :func:`feedback_hit`).
-    """
-
-    shadow: Proportion
-    feedback: Proportion
-    shadow_by_domain: dict[int, Proportion] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class RatingCounts:
-    """How many ratings of each value 1-5 (``counts[0]`` is the number of 1s)."""
-
-    counts: tuple[int, int, int, int, int] = (0, 0, 0, 0, 0)
-
-    @property
-    def total(self) -> int:
-        """Ratings counted."""
-        return sum(self.counts)
-
-    @property
-    def mean(self) -> float:
-        """Mean rating (0 when there is none)."""
-        total = self.total
-        return sum((i + 1) * c for i, c in enumerate(self.counts)) / total if total else 0.0
-
-    def __add__(self, other: RatingCounts) -> RatingCounts:
-        a, b = self.counts, other.counts
-        return RatingCounts((a[0] + b[0], a[1] + b[1], a[2] + b[2], a[3] + b[3], a[4] + b[4]))
-
-
-@dataclass(frozen=True, slots=True)
-class SatisfactionData:
-    """Every rating of the sessions in scope: overall, per primary model, per primary domain, per day.
-
-    Sessions whose primary model (domain) is not known count overall but in no ``by_model``
-    (``by_domain``) entry; ``by_day`` is keyed by the sessions' UTC creation day ``YYYY-MM-DD``.
-    """
-
-    overall: RatingCounts
-    by_model: dict[str, RatingCounts] = field(default_factory=dict)
-    by_domain: dict[int, RatingCounts] = field(default_factory=dict)
-    by_day: dict[str, RatingCounts] = field(default_factory=dict)
-
-
-class AnalyticsStore(ABC):
-    """Everything the analytics service stores and reads. Implementations: SQLite and MongoDB.
-
-    Read methods answer from pre-aggregated counters (plus, at most, the raw facts of the partial days at
-    the edges of the range) and return small aggregated values, never lists of raw rows.
-    """
-
-    @abstractmethod
-    async def ingest(self, tenant: str, events: Sequence[EventFacts]) -> IngestResult:
-        """Record a batch atomically, raw facts and counters together.
-
-        Events already recorded (also earlier in the same batch) are duplicates and change nothing.
-        """
-
-    @abstractmethod
-    async def get_session(self, session_id: str, tenant: str) -> SessionInfo | None:
-        """The session, or None when unknown or (``tenant`` non-empty) owned by another tenant."""
-
-    @abstractmethod
-    async def put_feedback(
-        self, session_id: str, user_id: str, rating: int, comment: str, now_ns: int
-    ) -> tuple[FeedbackRecord, bool]:
-        """Insert or replace the rating of ``(session_id, user_id)``, keeping its creation time, and
-        update the session counters in the same transaction.
-
-        Returns the stored feedback and True when an earlier rating was replaced.
-        """
-
-    @abstractmethod
-    async def performance(self, scope: Scope, model: str = "") -> list[PerfRow]:
-        """Per ``(model, domain)`` figures of the sessions in scope, sorted by model then domain.
-
-        ``model`` (when given) keeps only that model's rows; ``scope.domain`` (when non-zero) only that
-        domain's. Domain 0 rows hold sessions whose domain is not known.
-        """
-
-    @abstractmethod
-    async def cost_summary(self, scope: Scope, session_limit: int) -> CostSummary:
-        """Spending of the sessions in scope (``scope.domain`` is ignored)."""
-
-    @abstractmethod
-    async def selection_accuracy(self, scope: Scope) -> AccuracySummary:
-        """Shadow-evaluation and feedback outcomes of the sessions in scope (``scope.domain`` ignored)."""
-
-    @abstractmethod
-    async def satisfaction(self, scope: Scope) -> SatisfactionData:
-        """Ratings of the sessions in scope (``scope.domain`` is ignored)."""
-
-    @abstractmethod
-    async def close(self) -> None:
-        """Wait for writes in progress, then release the connections."""
-
-
-# ------------------------------------------------------------------------------------------ SQLite
-
-_USAGE_NAMES = ("prompt_tokens", "completion_tokens", "reasoning_tokens", "cached_tokens", "total_tokens", "cost_nanos")
-_USAGE_COLUMNS = ", ".join(_USAGE_NAMES)
-
-# The model counters, one integer column each; a "vector" is a list of these values in this order.
-_MODEL_COLUMNS: tuple[str, ...] = (
-    "attempts",
-    "successes",
-    *(f"fail_{k}" for k in FAILURE_KINDS),
-    *_USAGE_NAMES,
-    *(f"lat_{i}" for i in range(HIST_BUCKETS)),
-    *(f"ttft_{i}" for i in range(HIST_BUCKETS)),
-    "recv_n",
-    "recv_milli",
-    "given_n",
-    "given_milli",
-)
-_I_ATTEMPTS = 0
-_I_SUCCESSES = 1
-_I_FAIL = 2
-_I_USAGE = _I_FAIL + len(FAILURE_KINDS)
-_I_LAT = _I_USAGE + len(_USAGE_NAMES)
-_I_TTFT = _I_LAT + HIST_BUCKETS
-_I_RECV_N = _I_TTFT + HIST_BUCKETS
-_I_RECV_MILLI = _I_RECV_N + 1
-_I_GIVEN_N = _I_RECV_N + 2
-_I_GIVEN_MILLI = _I_RECV_N + 3
-_MODEL_WIDTH = len(_MODEL_COLUMNS)
-
-# The session counters.
-_SESSION_COLUMNS: tuple[str, ...] = ("shadow_n", "shadow_hits", "fb_n", "fb_hits", "r_1", "r_2", "r_3", "r_4", "r_5")
-_SESSION_WIDTH = len(_SESSION_COLUMNS)
+_USAGE_COLUMNS = ", ".join(USAGE_NAMES)
 
 # Per-day totals (narrow, for the per-day breakdowns): calls, cost and ratings.
 _DAY_COLUMNS: tuple[str, ...] = ("calls", "cost_nanos", "r_1", "r_2", "r_3", "r_4", "r_5")
@@ -558,7 +89,6 @@ _DAY_WIDTH = len(_DAY_COLUMNS)
 # Counters are rebuilt from the raw facts when the stored version differs from this one.
 COUNTERS_VERSION = 1
 
-NANOS_PER_HOUR = 3_600_000_000_000
 # Counter resolutions, in hours: a session's figures are added to the aligned block of each size that
 # holds its creation hour (blocks are aligned to the Unix epoch, so 24-hour blocks are UTC days). A time
 # range is answered from at most two runs of blocks per size, plus the raw facts of the partial hours at
@@ -668,7 +198,7 @@ _MIGRATIONS = (
         tenant TEXT NOT NULL,
         model TEXT NOT NULL,
         domain INTEGER NOT NULL,
-        {", ".join(f"{c} INTEGER NOT NULL DEFAULT 0" for c in _MODEL_COLUMNS)},
+        {", ".join(f"{c} INTEGER NOT NULL DEFAULT 0" for c in MODEL_COLUMNS)},
         PRIMARY KEY (level, unit, tenant, model, domain)
     ) WITHOUT ROWID;
     CREATE TABLE session_counters (
@@ -677,7 +207,7 @@ _MIGRATIONS = (
         tenant TEXT NOT NULL,
         primary_model TEXT NOT NULL,
         domain INTEGER NOT NULL,
-        {", ".join(f"{c} INTEGER NOT NULL DEFAULT 0" for c in _SESSION_COLUMNS)},
+        {", ".join(f"{c} INTEGER NOT NULL DEFAULT 0" for c in SESSION_COLUMNS)},
         PRIMARY KEY (level, unit, tenant, primary_model, domain)
     ) WITHOUT ROWID;
     CREATE TABLE day_counters (
@@ -702,9 +232,9 @@ ON CONFLICT ({", ".join(keys)}) DO UPDATE SET {", ".join(f"{c} = {c} + excluded.
 """
 
 
-_UPSERT_MODEL = _upsert("model_counters", ("level", "unit", "tenant", "model", "domain"), _MODEL_COLUMNS)
+_UPSERT_MODEL = _upsert("model_counters", ("level", "unit", "tenant", "model", "domain"), MODEL_COLUMNS)
 _UPSERT_SESSION_COUNTERS = _upsert(
-    "session_counters", ("level", "unit", "tenant", "primary_model", "domain"), _SESSION_COLUMNS
+    "session_counters", ("level", "unit", "tenant", "primary_model", "domain"), SESSION_COLUMNS
 )
 _UPSERT_DAY = _upsert("day_counters", ("level", "unit", "tenant"), _DAY_COLUMNS)
 
@@ -720,7 +250,7 @@ ON CONFLICT (session_id) DO UPDATE SET
     primary_model = excluded.primary_model, primary_domain = excluded.primary_domain,
     end_time_ns = excluded.end_time_ns, final_score = excluded.final_score, best_model = excluded.best_model,
     calls = excluded.calls, failures = excluded.failures,
-    {", ".join(f"{c} = excluded.{c}" for c in _USAGE_NAMES)},
+    {", ".join(f"{c} = excluded.{c}" for c in USAGE_NAMES)},
     shadow_state = excluded.shadow_state
 """
 
@@ -735,32 +265,12 @@ INSERT INTO critiques (session_id, sequence, round, critic_model, author_model, 
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 """
 
-# A key of the model counters (tenant, hour, model, domain) and of the session counters
-# (tenant, hour, primary_model, domain); the hour (since the epoch) is the session's creation hour.
-_Key = tuple[str, int, str, int]
-_Vectors = dict[_Key, list[int]]
-
 _IN_CHUNK = 500
-
-
-def _usage_values(usage: TokenUsage) -> tuple[int, int, int, int, int, int]:
-    return (
-        usage.prompt_tokens,
-        usage.completion_tokens,
-        usage.reasoning_tokens,
-        usage.cached_tokens,
-        usage.total_tokens,
-        usage.cost_nanos,
-    )
 
 
 def _usage_from(row: Sequence[Any], start: int) -> TokenUsage:
     """Six usage columns (nullable sums) starting at ``row[start]``."""
     return TokenUsage(*(int(row[start + i] or 0) for i in range(6)))
-
-
-def _failure_slot(kind: int) -> int:
-    return kind if 0 < kind < len(FAILURE_KINDS) else 0
 
 
 def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
@@ -772,59 +282,7 @@ def _marks(items: Sequence[Any]) -> str:
     return ", ".join("?" for _ in items)
 
 
-def _model_vector(vectors: _Vectors, key: _Key) -> list[int]:
-    vector = vectors.get(key)
-    if vector is None:
-        vector = vectors[key] = [0] * _MODEL_WIDTH
-    return vector
-
-
-def _session_vector(vectors: _Vectors, key: _Key) -> list[int]:
-    vector = vectors.get(key)
-    if vector is None:
-        vector = vectors[key] = [0] * _SESSION_WIDTH
-    return vector
-
-
-def _add_call(vector: list[int], call: CallFact) -> None:
-    vector[_I_ATTEMPTS] += 1
-    if call.success:
-        vector[_I_SUCCESSES] += 1
-        vector[_I_LAT + histogram_bucket(call.latency_ns)] += 1
-        if call.ttft_ns is not None:
-            vector[_I_TTFT + histogram_bucket(call.ttft_ns)] += 1
-    else:
-        vector[_I_FAIL + _failure_slot(call.failure_kind)] += 1
-    for i, value in enumerate(_usage_values(call.usage)):
-        vector[_I_USAGE + i] += value
-
-
-def _add_ratings(vector: list[int], ratings: Sequence[int], sign: int) -> None:
-    """Add (``sign`` 1) or remove (-1) one session's ratings to session counters."""
-    if not ratings:
-        return
-    vector[2] += sign
-    vector[3] += sign * int(feedback_hit(ratings))
-    for rating in ratings:
-        vector[3 + rating] += sign
-
-
-def _add_shadow(vector: list[int], state: int | None, sign: int) -> None:
-    if state is not None:
-        vector[0] += sign
-        vector[1] += sign * state
-
-
-def _merge_into(target: _Vectors, source: _Vectors, sign: int, width: int) -> None:
-    for key, vector in source.items():
-        into = target.get(key)
-        if into is None:
-            into = target[key] = [0] * width
-        for i, value in enumerate(vector):
-            into[i] += sign * value
-
-
-async def _flush(conn: aiosqlite.Connection, models: _Vectors, sessions: _Vectors) -> None:
+async def _flush(conn: aiosqlite.Connection, models: Vectors, sessions: Vectors) -> None:
     """Add the per-hour delta vectors to the counters of every resolution, and to the per-day totals."""
     model_rows: dict[tuple[int, int, str, str, int], list[int]] = {}
     session_rows: dict[tuple[int, int, str, str, int], list[int]] = {}
@@ -842,16 +300,16 @@ async def _flush(conn: aiosqlite.Connection, models: _Vectors, sessions: _Vector
             continue
         for owner in (tenant, ALL_TENANTS):
             for size in LEVELS:
-                add(model_rows, (size, hour // size * size, owner, model, domain), vec, _MODEL_WIDTH)
+                add(model_rows, (size, hour // size * size, owner, model, domain), vec, MODEL_WIDTH)
             for size in DAY_LEVELS:
-                day_vec = (vec[_I_ATTEMPTS], vec[_I_USAGE + 5])
+                day_vec = (vec[I_ATTEMPTS], vec[I_USAGE + 5])
                 add(day_rows, (size, hour // size * size, owner), day_vec, _DAY_WIDTH)
     for (tenant, hour, primary_model, domain), vec in sessions.items():
         if not any(vec):
             continue
         for owner in (tenant, ALL_TENANTS):
             for size in LEVELS:
-                add(session_rows, (size, hour // size * size, owner, primary_model, domain), vec, _SESSION_WIDTH)
+                add(session_rows, (size, hour // size * size, owner, primary_model, domain), vec, SESSION_WIDTH)
             for size in DAY_LEVELS:
                 add(day_rows, (size, hour // size * size, owner), (0, 0, *vec[4:9]), _DAY_WIDTH)
     for sql, rows in ((_UPSERT_MODEL, model_rows), (_UPSERT_SESSION_COUNTERS, session_rows), (_UPSERT_DAY, day_rows)):
@@ -866,52 +324,52 @@ def _key_sql(model_expr: str) -> str:
 
 async def _raw_model_vectors(
     conn: aiosqlite.Connection, where: str, params: Sequence[Any], model: str = "", *, full: bool = True
-) -> _Vectors:
+) -> Vectors:
     """Model counter vectors computed from the raw facts of the sessions (alias ``s``) matching ``where``.
 
     ``full=False`` computes only attempts and usage (what the cost report needs).
     """
-    out: _Vectors = {}
+    out: Vectors = {}
 
     async def rows(sql: str, column: str) -> Iterable[Any]:
         extra = f" AND {column} = ?" if model else ""
         return await conn.execute_fetchall(sql.format(extra=extra), [*params, model] if model else list(params))
 
     calls = f"FROM sessions s JOIN calls c ON c.session_id = s.session_id WHERE {where}{{extra}}"
-    usage_sums = ", ".join(f"SUM(c.{c})" for c in _USAGE_NAMES)
+    usage_sums = ", ".join(f"SUM(c.{c})" for c in USAGE_NAMES)
     for row in await rows(
         f"SELECT {_key_sql('c.model')}, COUNT(*), SUM(c.success), {usage_sums} {calls} GROUP BY 1, 2, 3, 4", "c.model"
     ):
-        vector = _model_vector(out, (row[0], int(row[1]), row[2], int(row[3])))
-        vector[_I_ATTEMPTS] += int(row[4])
-        vector[_I_SUCCESSES] += int(row[5])
+        vector = model_vector(out, (row[0], int(row[1]), row[2], int(row[3])))
+        vector[I_ATTEMPTS] += int(row[4])
+        vector[I_SUCCESSES] += int(row[5])
         for i in range(6):
-            vector[_I_USAGE + i] += int(row[6 + i])
+            vector[I_USAGE + i] += int(row[6 + i])
     if not full:
         return out
     # (extra column, condition, where in the vector the count goes)
     breakdowns: tuple[tuple[str, str, Callable[[int], int]], ...] = (
-        ("c.failure_kind", "c.success = 0", lambda kind: _I_FAIL + _failure_slot(kind)),
-        ("c.lat_bucket", "c.success = 1", lambda bucket: _I_LAT + bucket),
-        ("c.ttft_bucket", "c.success = 1 AND c.ttft_bucket IS NOT NULL", lambda bucket: _I_TTFT + bucket),
+        ("c.failure_kind", "c.success = 0", lambda kind: I_FAIL + failure_slot(kind)),
+        ("c.lat_bucket", "c.success = 1", lambda bucket: I_LAT + bucket),
+        ("c.ttft_bucket", "c.success = 1 AND c.ttft_bucket IS NOT NULL", lambda bucket: I_TTFT + bucket),
     )
     for column, condition, slot in breakdowns:
         sql = f"SELECT {_key_sql('c.model')}, {column}, COUNT(*) {calls} AND {condition} GROUP BY 1, 2, 3, 4, 5"
         for row in await rows(sql, "c.model"):
-            _model_vector(out, (row[0], int(row[1]), row[2], int(row[3])))[slot(int(row[4]))] += int(row[5])
+            model_vector(out, (row[0], int(row[1]), row[2], int(row[3])))[slot(int(row[4]))] += int(row[5])
     critiques = f"FROM sessions s JOIN critiques k ON k.session_id = s.session_id WHERE {where}{{extra}}"
-    for column, n_index in (("k.author_model", _I_RECV_N), ("k.critic_model", _I_GIVEN_N)):
+    for column, n_index in (("k.author_model", I_RECV_N), ("k.critic_model", I_GIVEN_N)):
         sql = f"SELECT {_key_sql(column)}, COUNT(*), SUM(k.score_milli) {critiques} GROUP BY 1, 2, 3, 4"
         for row in await rows(sql, column):
-            vector = _model_vector(out, (row[0], int(row[1]), row[2], int(row[3])))
+            vector = model_vector(out, (row[0], int(row[1]), row[2], int(row[3])))
             vector[n_index] += int(row[4])
             vector[n_index + 1] += int(row[5])
     return out
 
 
-async def _raw_session_vectors(conn: aiosqlite.Connection, where: str, params: Sequence[Any]) -> _Vectors:
+async def _raw_session_vectors(conn: aiosqlite.Connection, where: str, params: Sequence[Any]) -> Vectors:
     """Session counter vectors computed from the sessions (alias ``s``) matching ``where`` and their ratings."""
-    out: _Vectors = {}
+    out: Vectors = {}
     key = f"s.tenant, s.create_time_ns / {NANOS_PER_HOUR}, s.primary_model, s.primary_domain"
     shadow = await conn.execute_fetchall(
         f"""SELECT {key}, COUNT(*), SUM(s.shadow_state) FROM sessions s
@@ -919,7 +377,7 @@ async def _raw_session_vectors(conn: aiosqlite.Connection, where: str, params: S
         params,
     )
     for row in shadow:
-        vector = _session_vector(out, (row[0], int(row[1]), row[2], int(row[3])))
+        vector = session_vector(out, (row[0], int(row[1]), row[2], int(row[3])))
         vector[0] += int(row[4])
         vector[1] += int(row[5])
     rated = await conn.execute_fetchall(
@@ -927,100 +385,33 @@ async def _raw_session_vectors(conn: aiosqlite.Connection, where: str, params: S
             WHERE {where} ORDER BY f.session_id""",
         params,
     )
-    per_session: dict[str, tuple[_Key, list[int]]] = {}
+    per_session: dict[str, tuple[Key, list[int]]] = {}
     for row in rated:
         entry = per_session.setdefault(row[4], ((row[0], int(row[1]), row[2], int(row[3])), []))
         entry[1].append(int(row[5]))
     for session_key, ratings in per_session.values():
-        _add_ratings(_session_vector(out, session_key), ratings, 1)
+        add_ratings(session_vector(out, session_key), ratings, 1)
     return out
 
 
-@dataclass(slots=True)
-class _SessionState:
-    """A session row being updated by a batch."""
-
-    session_id: str
-    tenant: str
-    create_time_ns: int
-    status: int = STATUS_RUNNING
-    started: bool = False
-    primary_model: str = ""
-    primary_domain: int = 0
-    end_time_ns: int | None = None
-    final_score: float | None = None
-    best_model: str = ""
-    calls: int = 0
-    failures: int = 0
-    usage: list[int] = field(default_factory=lambda: [0] * 6)
-    shadow_state: int | None = None
-
-    @property
-    def key(self) -> _Key:
-        """``(tenant, UTC day, primary_model, domain)`` (the MongoDB store's counter key)."""
-        return (self.tenant, day_number(self.create_time_ns), self.primary_model, self.primary_domain)
-
-    @property
-    def hour_key(self) -> _Key:
-        """``(tenant, creation hour, primary_model, domain)``: the SQLite session counters' key; the model
-        counters use the same with the called model."""
-        return (self.tenant, self.create_time_ns // NANOS_PER_HOUR, self.primary_model, self.primary_domain)
-
-    def advance(self, event: EventFacts) -> None:
-        """Apply one newly recorded event."""
-        if event.started:
-            self.create_time_ns = event.time_ns
-            self.started = True
-        elif not self.started:
-            self.create_time_ns = min(self.create_time_ns, event.time_ns)
-        if event.primary_model is not None:
-            self.primary_model = event.primary_model
-            self.primary_domain = event.primary_domain
-        if event.call is not None:
-            self.calls += 1
-            self.failures += 0 if event.call.success else 1
-            for i, value in enumerate(_usage_values(event.call.usage)):
-                self.usage[i] += value
-        if event.end is not None:
-            self.status = event.end.status
-            self.final_score = event.end.final_score
-            self.best_model = event.end.best_model
-            self.end_time_ns = event.time_ns
-
-    def row(self) -> tuple[Any, ...]:
-        return (
-            self.session_id,
-            self.tenant,
-            self.status,
-            self.create_time_ns,
-            int(self.started),
-            self.primary_model,
-            self.primary_domain,
-            self.end_time_ns,
-            self.final_score,
-            self.best_model,
-            self.calls,
-            self.failures,
-            *self.usage,
-            self.shadow_state,
-        )
-
-
-def _shadow_int(outcome: bool | None) -> int | None:
-    return None if outcome is None else int(outcome)
-
-
-def _day_split(scope: Scope) -> tuple[int, int, list[tuple[int, int]]]:
-    """Whole UTC days ``[day_lo, day_hi)`` inside the scope and the partial edges ``[a, b)`` outside them.
-
-    Not used by the SQLite store any more (see :func:`_plan`); kept for the MongoDB store, which imports it.
-    """
-    day_lo = -(-scope.start_ns // NANOS_PER_DAY)
-    day_hi = scope.end_ns // NANOS_PER_DAY
-    if day_lo >= day_hi:
-        return 0, 0, [(scope.start_ns, scope.end_ns)] if scope.start_ns < scope.end_ns else []
-    edges = [(scope.start_ns, day_lo * NANOS_PER_DAY), (day_hi * NANOS_PER_DAY, scope.end_ns)]
-    return day_lo, day_hi, [(a, b) for a, b in edges if a < b]
+def _state_row(state: SessionState) -> tuple[Any, ...]:
+    """The ``sessions`` row of a session, in the order of ``_SESSION_STATE_COLUMNS``."""
+    return (
+        state.session_id,
+        state.tenant,
+        state.status,
+        state.create_time_ns,
+        int(state.started),
+        state.primary_model,
+        state.primary_domain,
+        state.end_time_ns,
+        state.final_score,
+        state.best_model,
+        state.calls,
+        state.failures,
+        *state.usage,
+        state.shadow_state,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -1074,26 +465,9 @@ def _session_where(scope: Scope, start_ns: int, end_ns: int, *, with_domain: boo
     return " AND ".join(clauses), params
 
 
-_SUM_MODEL_COLUMNS = ", ".join(f"SUM({c})" for c in _MODEL_COLUMNS)
-_SUM_SESSION_COLUMNS = ", ".join(f"SUM({c})" for c in _SESSION_COLUMNS)
+_SUM_MODEL_COLUMNS = ", ".join(f"SUM({c})" for c in MODEL_COLUMNS)
+_SUM_SESSION_COLUMNS = ", ".join(f"SUM({c})" for c in SESSION_COLUMNS)
 _SUM_DAY_COLUMNS = ", ".join(f"SUM({c})" for c in _DAY_COLUMNS)
-
-
-def _perf_row(model: str, domain: int, v: Sequence[int]) -> PerfRow:
-    return PerfRow(
-        model=model,
-        domain=domain,
-        attempts=v[_I_ATTEMPTS],
-        successes=v[_I_SUCCESSES],
-        failures={k: v[_I_FAIL + k] for k in FAILURE_KINDS if v[_I_FAIL + k]},
-        usage=TokenUsage(*v[_I_USAGE : _I_USAGE + 6]),
-        latency_histogram=tuple(v[_I_LAT : _I_LAT + HIST_BUCKETS]),
-        ttft_histogram=tuple(v[_I_TTFT : _I_TTFT + HIST_BUCKETS]),
-        critiques_received=v[_I_RECV_N],
-        score_received_milli=v[_I_RECV_MILLI],
-        critiques_given=v[_I_GIVEN_N],
-        score_given_milli=v[_I_GIVEN_MILLI],
-    )
 
 
 class SqliteAnalyticsStore(AnalyticsStore):
@@ -1203,10 +577,10 @@ class SqliteAnalyticsStore(AnalyticsStore):
                 (session_id, user_id, rating, comment, created, now_ns),
             )
             after = {**before, user_id: rating}
-            deltas: _Vectors = {}
-            vector = _session_vector(deltas, (tenant, int(create_ns) // NANOS_PER_HOUR, primary_model, int(domain)))
-            _add_ratings(vector, list(before.values()), -1)
-            _add_ratings(vector, list(after.values()), 1)
+            deltas: Vectors = {}
+            vector = session_vector(deltas, (tenant, int(create_ns) // NANOS_PER_HOUR, primary_model, int(domain)))
+            add_ratings(vector, list(before.values()), -1)
+            add_ratings(vector, list(after.values()), 1)
             await _flush(conn, {}, deltas)
             return FeedbackRecord(session_id, user_id, rating, comment, created, now_ns), user_id in before
 
@@ -1244,7 +618,7 @@ class SqliteAnalyticsStore(AnalyticsStore):
             raw = await _raw_model_vectors(self._db.reader, where, params, model)
             for (_, _, name, domain), vector in raw.items():
                 add((name, domain), vector)
-        return [_perf_row(name, domain, vector) for (name, domain), vector in sorted(totals.items()) if any(vector)]
+        return [perf_row(name, domain, vector) for (name, domain), vector in sorted(totals.items()) if any(vector)]
 
     async def cost_summary(self, scope: Scope, session_limit: int) -> CostSummary:
         """See :meth:`AnalyticsStore.cost_summary`."""
@@ -1261,7 +635,7 @@ class SqliteAnalyticsStore(AnalyticsStore):
         plan = _plan(scope.start_ns, scope.end_ns)
         if plan.runs:
             runs_where, runs_params = _runs_where(scope, plan.runs)
-            usage_sums = ", ".join(f"SUM({c})" for c in _USAGE_NAMES)
+            usage_sums = ", ".join(f"SUM({c})" for c in USAGE_NAMES)
             rows = await reader.execute_fetchall(
                 f"SELECT model, SUM(attempts), {usage_sums} FROM model_counters WHERE {runs_where} GROUP BY model",
                 runs_params,
@@ -1275,9 +649,9 @@ class SqliteAnalyticsStore(AnalyticsStore):
             raw = await _raw_model_vectors(reader, edge_where, edge_params, full=False)
             for (_, _, model, _), vector in raw.items():
                 cell = per_model.setdefault(model, [0] * 7)
-                cell[0] += vector[_I_ATTEMPTS]
+                cell[0] += vector[I_ATTEMPTS]
                 for i in range(6):
-                    cell[1 + i] += vector[_I_USAGE + i]
+                    cell[1 + i] += vector[I_USAGE + i]
         per_day = await self._per_day(scope)
         total = [sum(cell[i] for cell in per_model.values()) for i in range(7)]
         models = sorted(per_model.items(), key=lambda item: (-item[1][6], item[0]))
@@ -1327,10 +701,10 @@ class SqliteAnalyticsStore(AnalyticsStore):
                 add(int(row[0]), (0, 0, *ratings))
         return out
 
-    async def _session_counters(self, scope: Scope, group: str) -> list[tuple[_Key, list[int]]]:
+    async def _session_counters(self, scope: Scope, group: str) -> list[tuple[Key, list[int]]]:
         """Session counter vectors of the scope, grouped by ``group`` (a primary-model and a domain
         expression) from the counters, and per raw key at the edges."""
-        out: list[tuple[_Key, list[int]]] = []
+        out: list[tuple[Key, list[int]]] = []
         plan = _plan(scope.start_ns, scope.end_ns)
         if plan.runs:
             where, params = _runs_where(scope, plan.runs)
@@ -1402,7 +776,7 @@ async def _ingest(conn: aiosqlite.Connection, tenant: str, events: Sequence[Even
         unique.setdefault((event.session_id, event.sequence), event)
     session_ids = sorted({sid for sid, _ in unique})
     seen: set[tuple[str, int]] = set()
-    states: dict[str, _SessionState] = {}
+    states: dict[str, SessionState] = {}
     for chunk in _chunks(session_ids):
         rows = await conn.execute_fetchall(
             f"SELECT session_id, sequence FROM events WHERE session_id IN ({_marks(chunk)})", chunk
@@ -1412,7 +786,7 @@ async def _ingest(conn: aiosqlite.Connection, tenant: str, events: Sequence[Even
             f"SELECT {_SESSION_STATE_COLUMNS} FROM sessions WHERE session_id IN ({_marks(chunk)})", chunk
         )
         for row in rows:
-            states[row[0]] = _SessionState(
+            states[row[0]] = SessionState(
                 session_id=row[0],
                 tenant=row[1],
                 status=int(row[2]),
@@ -1436,20 +810,20 @@ async def _ingest(conn: aiosqlite.Connection, tenant: str, events: Sequence[Even
     for event in new:
         state = states.get(event.session_id)
         if state is None:
-            state = states[event.session_id] = _SessionState(event.session_id, tenant, event.time_ns)
+            state = states[event.session_id] = SessionState(event.session_id, tenant, event.time_ns)
         state.advance(event)
     touched = sorted({e.session_id for e in new})
     moved = [sid for sid in touched if sid in before and states[sid].hour_key != before[sid][0]]
 
-    model_deltas: _Vectors = {}
-    session_deltas: _Vectors = {}
+    model_deltas: Vectors = {}
+    session_deltas: Vectors = {}
     if moved:
         # The session's day, domain or primary model changed: take its figures out of the old keys now
         # (the session rows still hold the old keys) and put them all back under the new keys below.
         for chunk in _chunks(moved):
             where = f"s.session_id IN ({_marks(chunk)})"
-            _merge_into(model_deltas, await _raw_model_vectors(conn, where, chunk), -1, _MODEL_WIDTH)
-            _merge_into(session_deltas, await _raw_session_vectors(conn, where, chunk), -1, _SESSION_WIDTH)
+            merge_into(model_deltas, await _raw_model_vectors(conn, where, chunk), -1, MODEL_WIDTH)
+            merge_into(session_deltas, await _raw_session_vectors(conn, where, chunk), -1, SESSION_WIDTH)
 
     # Shadow outcomes of sessions with new round-1 critiques: the stored ones plus the new ones.
     judged = sorted({e.session_id for e in new if e.critique is not None and e.critique.round == 1})
@@ -1467,9 +841,9 @@ async def _ingest(conn: aiosqlite.Connection, tenant: str, events: Sequence[Even
         if k is not None and k.round == 1:
             round1[event.session_id].append((k.critic_model, k.author_model, k.shadow, score_milli(k.score)))
     for sid in judged:
-        states[sid].shadow_state = _shadow_int(shadow_outcome(round1[sid]))
+        states[sid].shadow_state = shadow_int(shadow_outcome(round1[sid]))
 
-    await conn.executemany(_UPSERT_SESSION, [states[sid].row() for sid in touched])
+    await conn.executemany(_UPSERT_SESSION, [_state_row(states[sid]) for sid in touched])
     await conn.executemany(
         "INSERT INTO events (session_id, sequence, kind, time_ns) VALUES (?, ?, ?, ?)",
         [(e.session_id, e.sequence, e.kind, e.time_ns) for e in new],
@@ -1493,7 +867,7 @@ async def _ingest(conn: aiosqlite.Connection, tenant: str, events: Sequence[Even
                     call.round,
                     int(call.success),
                     call.failure_kind,
-                    *_usage_values(call.usage),
+                    *usage_values(call.usage),
                     call.latency_ns,
                     call.ttft_ns,
                     histogram_bucket(call.latency_ns),
@@ -1501,7 +875,7 @@ async def _ingest(conn: aiosqlite.Connection, tenant: str, events: Sequence[Even
                 )
             )
             if event.session_id not in moved_set:
-                _add_call(_model_vector(model_deltas, (tenant_, hour, call.model, domain)), call)
+                add_call(model_vector(model_deltas, (tenant_, hour, call.model, domain)), call)
         k = event.critique
         if k is not None:
             milli = score_milli(k.score)
@@ -1518,12 +892,12 @@ async def _ingest(conn: aiosqlite.Connection, tenant: str, events: Sequence[Even
                 )
             )
             if event.session_id not in moved_set:
-                received = _model_vector(model_deltas, (tenant_, hour, k.author_model, domain))
-                received[_I_RECV_N] += 1
-                received[_I_RECV_MILLI] += milli
-                given = _model_vector(model_deltas, (tenant_, hour, k.critic_model, domain))
-                given[_I_GIVEN_N] += 1
-                given[_I_GIVEN_MILLI] += milli
+                received = model_vector(model_deltas, (tenant_, hour, k.author_model, domain))
+                received[I_RECV_N] += 1
+                received[I_RECV_MILLI] += milli
+                given = model_vector(model_deltas, (tenant_, hour, k.critic_model, domain))
+                given[I_GIVEN_N] += 1
+                given[I_GIVEN_MILLI] += milli
     if call_rows:
         await conn.executemany(_INSERT_CALL, call_rows)
     if critique_rows:
@@ -1532,14 +906,14 @@ async def _ingest(conn: aiosqlite.Connection, tenant: str, events: Sequence[Even
         if sid in moved_set:
             continue
         old = before[sid][1] if sid in before else None
-        vector = _session_vector(session_deltas, states[sid].hour_key)
-        _add_shadow(vector, old, -1)
-        _add_shadow(vector, states[sid].shadow_state, 1)
+        vector = session_vector(session_deltas, states[sid].hour_key)
+        add_shadow(vector, old, -1)
+        add_shadow(vector, states[sid].shadow_state, 1)
     if moved:
         for chunk in _chunks(moved):
             where = f"s.session_id IN ({_marks(chunk)})"
-            _merge_into(model_deltas, await _raw_model_vectors(conn, where, chunk), 1, _MODEL_WIDTH)
-            _merge_into(session_deltas, await _raw_session_vectors(conn, where, chunk), 1, _SESSION_WIDTH)
+            merge_into(model_deltas, await _raw_model_vectors(conn, where, chunk), 1, MODEL_WIDTH)
+            merge_into(session_deltas, await _raw_session_vectors(conn, where, chunk), 1, SESSION_WIDTH)
     await _flush(conn, model_deltas, session_deltas)
     return IngestResult(len(new), len(events) - len(new))
 
@@ -1574,7 +948,7 @@ async def _rebuild_counters_if_stale(db: SqliteDatabase) -> None:
         await conn.execute("UPDATE sessions SET shadow_state = NULL")
         await conn.executemany(
             "UPDATE sessions SET shadow_state = ? WHERE session_id = ?",
-            [(_shadow_int(shadow_outcome(scores)), sid) for sid, scores in round1.items()],
+            [(shadow_int(shadow_outcome(scores)), sid) for sid, scores in round1.items()],
         )
         for table in ("model_counters", "session_counters", "day_counters"):
             await conn.execute(f"DELETE FROM {table}")

@@ -8,7 +8,8 @@ from __future__ import annotations
 import logging
 
 from orchestratex.config import Settings
-from orchestratex.store.analytics import AnalyticsStore, SqliteAnalyticsStore
+from orchestratex.store.analytics import SqliteAnalyticsStore
+from orchestratex.store.analytics_model import AnalyticsStore
 from orchestratex.store.mongo import MongoSessionStore
 from orchestratex.store.mongo_analytics import MongoAnalyticsStore
 from orchestratex.store.sessions import SessionStore, SqliteSessionStore

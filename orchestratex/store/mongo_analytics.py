@@ -1,8 +1,9 @@
 """The analytics store on MongoDB: :class:`MongoAnalyticsStore`.
 
-Same model as the SQLite store (see :mod:`orchestratex.store.analytics`, whose rules this follows and
-whose pure helpers it reuses so both give identical numbers): raw facts (events ledger, calls,
-critiques, feedback, one document per session) plus daily counter documents updated with ``$inc``:
+Same model as the SQLite store (see :mod:`orchestratex.store.analytics_model`, whose rules this follows
+and whose pure helpers it shares with the SQLite store so both give identical numbers): raw facts
+(events ledger, calls, critiques, feedback, one document per session) plus daily counter documents
+updated with ``$inc``:
 
 * ``analytics_model_daily`` keyed ``(tenant, day, model, domain)``, one field per counter
   (``attempts``, ``fail_3``, ``lat_17``...);
@@ -38,18 +39,19 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
 from orchestratex.config import Settings
-from orchestratex.store.analytics import (
-    _I_ATTEMPTS,
-    _I_GIVEN_MILLI,
-    _I_GIVEN_N,
-    _I_RECV_MILLI,
-    _I_RECV_N,
-    _I_USAGE,
-    _MODEL_COLUMNS,
-    _MODEL_WIDTH,
-    _SESSION_COLUMNS,
-    _SESSION_WIDTH,
-    _USAGE_NAMES,
+from orchestratex.store.analytics_model import (
+    I_ATTEMPTS,
+    I_GIVEN_MILLI,
+    I_GIVEN_N,
+    I_RECV_MILLI,
+    I_RECV_N,
+    I_USAGE,
+    MODEL_COLUMNS,
+    MODEL_WIDTH,
+    NANOS_PER_DAY,
+    SESSION_COLUMNS,
+    SESSION_WIDTH,
+    USAGE_NAMES,
     AccuracySummary,
     AnalyticsStore,
     CallFact,
@@ -58,6 +60,7 @@ from orchestratex.store.analytics import (
     EventFacts,
     FeedbackRecord,
     IngestResult,
+    Key,
     ModelCostRow,
     PerfRow,
     Proportion,
@@ -66,23 +69,21 @@ from orchestratex.store.analytics import (
     Scope,
     SessionCostRow,
     SessionInfo,
+    SessionState,
     TokenUsage,
-    _add_call,
-    _add_ratings,
-    _add_shadow,
-    _day_split,
-    _Key,
-    _merge_into,
-    _model_vector,
-    _perf_row,
-    _session_vector,
-    _SessionState,
-    _shadow_int,
-    _usage_values,
-    _Vectors,
+    Vectors,
+    add_call,
+    add_ratings,
+    add_shadow,
     day_name,
+    merge_into,
+    model_vector,
+    perf_row,
     score_milli,
+    session_vector,
+    shadow_int,
     shadow_outcome,
+    usage_values,
 )
 from orchestratex.store.mongo import (
     Document,
@@ -190,7 +191,18 @@ def _chunks(items: Sequence[T]) -> Iterable[Sequence[T]]:
         yield items[start : start + _IN_CHUNK]
 
 
-def _state_doc(state: _SessionState) -> Document:
+def _day_split(scope: Scope) -> tuple[int, int, list[tuple[int, int]]]:
+    """Whole UTC days ``[day_lo, day_hi)`` inside the scope (read from the daily counters) and the partial
+    edges ``[a, b)`` outside them (computed from the raw facts)."""
+    day_lo = -(-scope.start_ns // NANOS_PER_DAY)
+    day_hi = scope.end_ns // NANOS_PER_DAY
+    if day_lo >= day_hi:
+        return 0, 0, [(scope.start_ns, scope.end_ns)] if scope.start_ns < scope.end_ns else []
+    edges = [(scope.start_ns, day_lo * NANOS_PER_DAY), (day_hi * NANOS_PER_DAY, scope.end_ns)]
+    return day_lo, day_hi, [(a, b) for a, b in edges if a < b]
+
+
+def _state_doc(state: SessionState) -> Document:
     doc: Document = {
         "_id": state.session_id,
         "tenant": state.tenant,
@@ -206,12 +218,12 @@ def _state_doc(state: _SessionState) -> Document:
         "failures": state.failures,
         "shadow_state": state.shadow_state,
     }
-    doc.update(zip(_USAGE_NAMES, state.usage, strict=True))
+    doc.update(zip(USAGE_NAMES, state.usage, strict=True))
     return doc
 
 
-def _state_from(doc: Mapping[str, Any]) -> _SessionState:
-    return _SessionState(
+def _state_from(doc: Mapping[str, Any]) -> SessionState:
+    return SessionState(
         session_id=str(doc["_id"]),
         tenant=str(doc["tenant"]),
         create_time_ns=int(doc["create_time_ns"]),
@@ -224,7 +236,7 @@ def _state_from(doc: Mapping[str, Any]) -> _SessionState:
         best_model=str(doc["best_model"]),
         calls=int(doc["calls"]),
         failures=int(doc["failures"]),
-        usage=[int(doc[name]) for name in _USAGE_NAMES],
+        usage=[int(doc[name]) for name in USAGE_NAMES],
         shadow_state=None if doc.get("shadow_state") is None else int(doc["shadow_state"]),
     )
 
@@ -243,7 +255,7 @@ def _call_doc(event: EventFacts, call: CallFact) -> Document:
         "latency_ns": call.latency_ns,
         "ttft_ns": call.ttft_ns,
     }
-    doc.update(zip(_USAGE_NAMES, _usage_values(call.usage), strict=True))
+    doc.update(zip(USAGE_NAMES, usage_values(call.usage), strict=True))
     return doc
 
 
@@ -255,13 +267,13 @@ def _call_from(doc: Mapping[str, Any]) -> CallFact:
         round=int(doc["round"]),
         success=bool(doc["success"]),
         failure_kind=int(doc["failure_kind"]),
-        usage=TokenUsage(*(int(doc[name]) for name in _USAGE_NAMES)),
+        usage=TokenUsage(*(int(doc[name]) for name in USAGE_NAMES)),
         latency_ns=int(doc["latency_ns"]),
         ttft_ns=None if doc.get("ttft_ns") is None else int(doc["ttft_ns"]),
     )
 
 
-def _counter_ops(columns: Sequence[str], vectors: _Vectors) -> list[Any]:
+def _counter_ops(columns: Sequence[str], vectors: Vectors) -> list[Any]:
     """Journal entries ``[key values, {column: delta}]`` for the non-zero delta vectors."""
     out: list[Any] = []
     for key, vector in sorted(vectors.items()):
@@ -384,7 +396,7 @@ class MongoAnalyticsStore(AnalyticsStore):
             unique.setdefault((event.session_id, event.sequence), event)
         session_ids = sorted({sid for sid, _ in unique})
         seen: set[tuple[str, int]] = set()
-        states: dict[str, _SessionState] = {}
+        states: dict[str, SessionState] = {}
         for chunk in _chunks(session_ids):
             found = self._c[EVENTS].find({"session_id": {"$in": list(chunk)}}, {"session_id": 1, "sequence": 1})
             seen.update((str(d["session_id"]), int(d["sequence"])) for d in await found.to_list(None))
@@ -399,19 +411,19 @@ class MongoAnalyticsStore(AnalyticsStore):
         for event in new:
             state = states.get(event.session_id)
             if state is None:
-                state = states[event.session_id] = _SessionState(event.session_id, tenant, event.time_ns)
+                state = states[event.session_id] = SessionState(event.session_id, tenant, event.time_ns)
             state.advance(event)
         touched = sorted({e.session_id for e in new})
         moved = [sid for sid in touched if sid in before and states[sid].key != before[sid][0]]
         moved_set = set(moved)
 
-        model_deltas: _Vectors = {}
-        session_deltas: _Vectors = {}
+        model_deltas: Vectors = {}
+        session_deltas: Vectors = {}
         if moved:
             # The session's day, domain or primary model changed: its stored figures leave the old keys.
             old_models, old_sessions = await self._raw_vectors({sid: old_states[sid] for sid in moved})
-            _merge_into(model_deltas, old_models, -1, _MODEL_WIDTH)
-            _merge_into(session_deltas, old_sessions, -1, _SESSION_WIDTH)
+            merge_into(model_deltas, old_models, -1, MODEL_WIDTH)
+            merge_into(session_deltas, old_sessions, -1, SESSION_WIDTH)
 
         judged = sorted({e.session_id for e in new if e.critique is not None and e.critique.round == 1})
         round1: dict[str, list[tuple[str, str, bool, int]]] = {sid: [] for sid in judged}
@@ -426,7 +438,7 @@ class MongoAnalyticsStore(AnalyticsStore):
             if k is not None and k.round == 1:
                 round1[event.session_id].append((k.critic_model, k.author_model, k.shadow, score_milli(k.score)))
         for sid in judged:
-            states[sid].shadow_state = _shadow_int(shadow_outcome(round1[sid]))
+            states[sid].shadow_state = shadow_int(shadow_outcome(round1[sid]))
 
         calls: list[Document] = []
         critiques: list[Document] = []
@@ -436,7 +448,7 @@ class MongoAnalyticsStore(AnalyticsStore):
             if event.call is not None:
                 calls.append(_call_doc(event, event.call))
                 if event.session_id not in moved_set:
-                    _add_call(_model_vector(model_deltas, (tenant_, day, event.call.model, domain)), event.call)
+                    add_call(model_vector(model_deltas, (tenant_, day, event.call.model, domain)), event.call)
             k = event.critique
             if k is not None:
                 milli = score_milli(k.score)
@@ -453,18 +465,18 @@ class MongoAnalyticsStore(AnalyticsStore):
                     }
                 )
                 if event.session_id not in moved_set:
-                    received = _model_vector(model_deltas, (tenant_, day, k.author_model, domain))
-                    received[_I_RECV_N] += 1
-                    received[_I_RECV_MILLI] += milli
-                    given = _model_vector(model_deltas, (tenant_, day, k.critic_model, domain))
-                    given[_I_GIVEN_N] += 1
-                    given[_I_GIVEN_MILLI] += milli
+                    received = model_vector(model_deltas, (tenant_, day, k.author_model, domain))
+                    received[I_RECV_N] += 1
+                    received[I_RECV_MILLI] += milli
+                    given = model_vector(model_deltas, (tenant_, day, k.critic_model, domain))
+                    given[I_GIVEN_N] += 1
+                    given[I_GIVEN_MILLI] += milli
         for sid in judged:
             if sid in moved_set:
                 continue
-            vector = _session_vector(session_deltas, states[sid].key)
-            _add_shadow(vector, before[sid][1] if sid in before else None, -1)
-            _add_shadow(vector, states[sid].shadow_state, 1)
+            vector = session_vector(session_deltas, states[sid].key)
+            add_shadow(vector, before[sid][1] if sid in before else None, -1)
+            add_shadow(vector, states[sid].shadow_state, 1)
         if moved:
             # ... and all of them, the new events' included, arrive under the new keys.
             new_models, new_sessions = await self._raw_vectors(
@@ -472,8 +484,8 @@ class MongoAnalyticsStore(AnalyticsStore):
                 extra_calls=[d for d in calls if d["session_id"] in moved_set],
                 extra_critiques=[d for d in critiques if d["session_id"] in moved_set],
             )
-            _merge_into(model_deltas, new_models, 1, _MODEL_WIDTH)
-            _merge_into(session_deltas, new_sessions, 1, _SESSION_WIDTH)
+            merge_into(model_deltas, new_models, 1, MODEL_WIDTH)
+            merge_into(session_deltas, new_sessions, 1, SESSION_WIDTH)
 
         await self._commit(
             {
@@ -484,28 +496,28 @@ class MongoAnalyticsStore(AnalyticsStore):
                 ],
                 CALLS: calls,
                 CRITIQUES: critiques,
-                MODEL_DAILY: _counter_ops(_MODEL_COLUMNS, model_deltas),
-                SESSION_DAILY: _counter_ops(_SESSION_COLUMNS, session_deltas),
+                MODEL_DAILY: _counter_ops(MODEL_COLUMNS, model_deltas),
+                SESSION_DAILY: _counter_ops(SESSION_COLUMNS, session_deltas),
             }
         )
         return IngestResult(len(new), len(events) - len(new))
 
     async def _raw_vectors(
         self,
-        states: Mapping[str, _SessionState],
+        states: Mapping[str, SessionState],
         model: str = "",
         *,
         extra_calls: Sequence[Document] = (),
         extra_critiques: Sequence[Document] = (),
         full: bool = True,
-    ) -> tuple[_Vectors, _Vectors]:
+    ) -> tuple[Vectors, Vectors]:
         """Model and session counter vectors computed from the raw facts of ``states``' sessions.
 
         The same figures the SQLite store's ``_raw_model_vectors``/``_raw_session_vectors`` compute;
         ``model`` keeps only that model's vectors, ``full=False`` skips the session vectors.
         """
-        models: _Vectors = {}
-        sessions: _Vectors = {}
+        models: Vectors = {}
+        sessions: Vectors = {}
         ids = sorted(states)
         calls: list[Document] = list(extra_calls)
         critiques: list[Document] = list(extra_critiques)
@@ -519,25 +531,25 @@ class MongoAnalyticsStore(AnalyticsStore):
                     ratings.setdefault(str(d["session_id"]), []).append(int(d["rating"]))
         for d in calls:
             tenant, day, _, domain = states[str(d["session_id"])].key
-            _add_call(_model_vector(models, (tenant, day, str(d["model"]), domain)), _call_from(d))
+            add_call(model_vector(models, (tenant, day, str(d["model"]), domain)), _call_from(d))
         for d in critiques:
             tenant, day, _, domain = states[str(d["session_id"])].key
             milli = int(d["score_milli"])
-            received = _model_vector(models, (tenant, day, str(d["author_model"]), domain))
-            received[_I_RECV_N] += 1
-            received[_I_RECV_MILLI] += milli
-            given = _model_vector(models, (tenant, day, str(d["critic_model"]), domain))
-            given[_I_GIVEN_N] += 1
-            given[_I_GIVEN_MILLI] += milli
+            received = model_vector(models, (tenant, day, str(d["author_model"]), domain))
+            received[I_RECV_N] += 1
+            received[I_RECV_MILLI] += milli
+            given = model_vector(models, (tenant, day, str(d["critic_model"]), domain))
+            given[I_GIVEN_N] += 1
+            given[I_GIVEN_MILLI] += milli
         if model:
             # A vector's model is the call's model, the critique's author (received) or critic (given):
             # the same rows the SQLite store selects with its model filter.
             models = {key: vector for key, vector in models.items() if key[2] == model}
         if full:
             for sid, state in states.items():
-                vector = _session_vector(sessions, state.key)
-                _add_shadow(vector, state.shadow_state, 1)
-                _add_ratings(vector, ratings.get(sid, []), 1)
+                vector = session_vector(sessions, state.key)
+                add_shadow(vector, state.shadow_state, 1)
+                add_ratings(vector, ratings.get(sid, []), 1)
         return models, sessions
 
     async def put_feedback(
@@ -554,10 +566,10 @@ class MongoAnalyticsStore(AnalyticsStore):
             before = {str(r["user_id"]): int(r["rating"]) for r in rows}
             created = next((int(r["create_time_ns"]) for r in rows if r["user_id"] == user_id), now_ns)
             after = {**before, user_id: rating}
-            deltas: _Vectors = {}
-            vector = _session_vector(deltas, state.key)
-            _add_ratings(vector, list(before.values()), -1)
-            _add_ratings(vector, list(after.values()), 1)
+            deltas: Vectors = {}
+            vector = session_vector(deltas, state.key)
+            add_ratings(vector, list(before.values()), -1)
+            add_ratings(vector, list(after.values()), 1)
             record = FeedbackRecord(session_id, user_id, rating, comment, created, now_ns)
             await self._commit(
                 {
@@ -571,7 +583,7 @@ class MongoAnalyticsStore(AnalyticsStore):
                             "update_time_ns": now_ns,
                         }
                     ],
-                    SESSION_DAILY: _counter_ops(_SESSION_COLUMNS, deltas),
+                    SESSION_DAILY: _counter_ops(SESSION_COLUMNS, deltas),
                 }
             )
             return record, user_id in before
@@ -596,7 +608,7 @@ class MongoAnalyticsStore(AnalyticsStore):
             primary_model=str(doc["primary_model"]),
             primary_domain=int(doc["primary_domain"]),
             calls=int(doc["calls"]),
-            usage=TokenUsage(*(int(doc[name]) for name in _USAGE_NAMES)),
+            usage=TokenUsage(*(int(doc[name]) for name in USAGE_NAMES)),
         )
 
     def _session_filter(self, scope: Scope, start_ns: int, end_ns: int, *, with_domain: bool = False) -> Document:
@@ -609,7 +621,7 @@ class MongoAnalyticsStore(AnalyticsStore):
 
     async def _edge_states(
         self, scope: Scope, start_ns: int, end_ns: int, *, with_domain: bool = False
-    ) -> dict[str, _SessionState]:
+    ) -> dict[str, SessionState]:
         found = self._c[SESSIONS].find(self._session_filter(scope, start_ns, end_ns, with_domain=with_domain))
         return {str(d["_id"]): _state_from(d) for d in await found.to_list(None)}
 
@@ -625,7 +637,7 @@ class MongoAnalyticsStore(AnalyticsStore):
         totals: dict[tuple[str, int], list[int]] = {}
 
         def add(key: tuple[str, int], vector: Sequence[int]) -> None:
-            into = totals.setdefault(key, [0] * _MODEL_WIDTH)
+            into = totals.setdefault(key, [0] * MODEL_WIDTH)
             for i, value in enumerate(vector):
                 into[i] += value
 
@@ -636,14 +648,14 @@ class MongoAnalyticsStore(AnalyticsStore):
             if scope.domain:
                 match["domain"] = scope.domain
             for doc in await self._daily(MODEL_DAILY, scope, day_lo, day_hi, **match):
-                add((str(doc["model"]), int(doc["domain"])), [int(doc.get(c, 0)) for c in _MODEL_COLUMNS])
+                add((str(doc["model"]), int(doc["domain"])), [int(doc.get(c, 0)) for c in MODEL_COLUMNS])
         for start_ns, end_ns in edges:
             states = await self._edge_states(scope, start_ns, end_ns, with_domain=True)
             models, _ = await self._raw_vectors(states, model)
             for (_, _, name, domain), vector in models.items():
                 add((name, domain), vector)
         return [
-            _perf_row(name, domain, totals[(name, domain)])
+            perf_row(name, domain, totals[(name, domain)])
             for name, domain in sorted(totals)
             if any(totals[(name, domain)])
         ]
@@ -676,13 +688,13 @@ class MongoAnalyticsStore(AnalyticsStore):
                     int(doc["day"]),
                     str(doc["model"]),
                     int(doc.get("attempts", 0)),
-                    [int(doc.get(n, 0)) for n in _USAGE_NAMES],
+                    [int(doc.get(n, 0)) for n in USAGE_NAMES],
                 )
         for start_ns, end_ns in edges:
             states = await self._edge_states(scope, start_ns, end_ns)
             models, _ = await self._raw_vectors(states, full=False)
             for (_, day, name, _), vector in models.items():
-                add(day, name, vector[_I_ATTEMPTS], vector[_I_USAGE : _I_USAGE + 6])
+                add(day, name, vector[I_ATTEMPTS], vector[I_USAGE : I_USAGE + 6])
         per_model: dict[str, list[int]] = {}
         per_day: dict[int, list[int]] = {}
         for (day, name), cell in cells.items():
@@ -705,13 +717,13 @@ class MongoAnalyticsStore(AnalyticsStore):
             days=[DayCostRow(day_name(day), cell[0], cell[6]) for day, cell in sorted(per_day.items()) if cell[0]],
         )
 
-    async def _session_counters(self, scope: Scope) -> list[tuple[_Key, list[int]]]:
-        out: list[tuple[_Key, list[int]]] = []
+    async def _session_counters(self, scope: Scope) -> list[tuple[Key, list[int]]]:
+        out: list[tuple[Key, list[int]]] = []
         day_lo, day_hi, edges = _day_split(scope)
         if day_lo < day_hi:
             for doc in await self._daily(SESSION_DAILY, scope, day_lo, day_hi):
                 key = (str(doc["tenant"]), int(doc["day"]), str(doc["primary_model"]), int(doc["domain"]))
-                out.append((key, [int(doc.get(c, 0)) for c in _SESSION_COLUMNS]))
+                out.append((key, [int(doc.get(c, 0)) for c in SESSION_COLUMNS]))
         for start_ns, end_ns in edges:
             states = await self._edge_states(scope, start_ns, end_ns)
             _, sessions = await self._raw_vectors(states)

@@ -21,7 +21,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 
 from orchestratex.errors import InvalidArgument
-from orchestratex.store.analytics import (
+from orchestratex.store.analytics_model import (
     STATUS_CANCELLED,
     STATUS_COMPLETED,
     STATUS_FAILED,

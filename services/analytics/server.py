@@ -18,7 +18,7 @@ from orchestratex import context
 from orchestratex.config import Settings
 from orchestratex.errors import FailedPrecondition, NotFound
 from orchestratex.grpc_server import GrpcServer, ServiceBinding, create_server
-from orchestratex.store.analytics import STATUS_RUNNING, AnalyticsStore, Scope
+from orchestratex.store.analytics_model import STATUS_RUNNING, AnalyticsStore, Scope
 from orchestratex.store.factory import open_analytics_store
 from orchestratex.v1 import analytics_pb2, analytics_pb2_grpc
 from services.analytics import reports

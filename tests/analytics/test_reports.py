@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from orchestratex.errors import InvalidArgument, PermissionDenied
-from orchestratex.store.analytics import (
+from orchestratex.store.analytics_model import (
     HIST_BUCKETS,
     HIST_MAX_NS,
     HIST_MIN_NS,

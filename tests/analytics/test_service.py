@@ -14,7 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from orchestratex.config import Settings
 from orchestratex.grpc_server import GrpcServer
-from orchestratex.store.analytics import HIST_RELATIVE_ERROR
+from orchestratex.store.analytics_model import HIST_RELATIVE_ERROR
 from orchestratex.v1 import analytics_pb2 as apb
 from orchestratex.v1 import analytics_pb2_grpc, common_pb2
 from orchestratex.v1 import orchestrator_pb2 as pb

@@ -12,15 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from orchestratex.store.analytics import (
-    _MIGRATIONS,
+from orchestratex.store.analytics import _MIGRATIONS, SqliteAnalyticsStore
+from orchestratex.store.analytics_model import (
     STATUS_CANCELLED,
     STATUS_COMPLETED,
     STATUS_RUNNING,
     EventFacts,
     Proportion,
     Scope,
-    SqliteAnalyticsStore,
     TokenUsage,
     histogram_bucket,
 )

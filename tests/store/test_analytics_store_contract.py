@@ -17,14 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from orchestratex.store.analytics import (
+from orchestratex.store.analytics import SqliteAnalyticsStore
+from orchestratex.store.analytics_model import (
     STATUS_COMPLETED,
     STATUS_FAILED,
     STATUS_RUNNING,
     AnalyticsStore,
     EventFacts,
     Scope,
-    SqliteAnalyticsStore,
 )
 from orchestratex.store.mongo_analytics import JOURNAL, MongoAnalyticsStore
 from orchestratex.v1 import common_pb2

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from orchestratex.cli import main
-from orchestratex.store.analytics import EventFacts, SqliteAnalyticsStore
+from orchestratex.store.analytics import SqliteAnalyticsStore
+from orchestratex.store.analytics_model import EventFacts
 from orchestratex.store.backup import MANIFEST, BackupError, backup_mongo, restore_mongo
 from orchestratex.store.mongo import MongoSessionStore
 from orchestratex.store.mongo_analytics import MongoAnalyticsStore
@@ -174,7 +175,7 @@ def corrupt_byte(path: Path, offset: int = 200) -> None:
     path.write_bytes(bytes(data))
 
 
-BAD_SQLITE_BACKUPS = {
+BAD_SQLITE_BACKUPS: dict[str, tuple[Any, str]] = {
     "missing directory": (shutil.rmtree, "is not a directory"),
     "missing manifest": (lambda b: (b / MANIFEST).unlink(), "no manifest.json"),
     "corrupt manifest": (lambda b: (b / MANIFEST).write_text("{not json"), "not readable JSON"),
