@@ -26,6 +26,10 @@ _EXTRA = [
     "tl;dr: summarise, classify the sentiment, extract named entities, role-play, brainstorm ideas for a poem",
     "| a | b |\n|---|---|\n| 1 | 2 |\n",
     "Write a Python script that computes how many ways 10 - 3 / 2 ** 4 = x",
+    "mystd::cout and xself.y, but self.z and\n  \t import os\n#include <x>\n\n    }\n",
+    'a ==b; x\n  => y; é(x); _a("b") and ) ( ; Ünï(b); ] \t\n -= 1',
+    "no call here: Foo(bar), 3(x), (y) and  ===  alone",
+    '```JSON\n{"a": 1}\n```\n\n  |:---|---:|\n- - -\n~~~\nx = 1\n~~~\nÜber die Straße, naïve café',
 ]
 
 
@@ -41,7 +45,8 @@ def test_code_detectors_agree_with_their_plain_regexes(corpus: list[str]) -> Non
     hits = 0
     for text in corpus:
         for detector in detectors:
-            expected = detector.pattern.search(text) is not None
+            # The pattern as written, not the faster equivalent the detector may search with.
+            expected = re.compile(detector.source, detector.pattern.flags).search(text) is not None
             assert detector.search(text) == expected, (detector.pattern.pattern, text[:80])
             hits += expected
     assert hits > 50  # the corpus does exercise the patterns
@@ -49,7 +54,7 @@ def test_code_detectors_agree_with_their_plain_regexes(corpus: list[str]) -> Non
 
 def test_method_call_hint_matches_where_the_original_pattern_did(corpus: list[str]) -> None:
     original = re.compile(r"\b\w+\.\w+\([^()\n]*\)")
-    anchored = re.compile(r"(?<=\w)\.\w+\([^()\n]*\)")
+    anchored = analysis._CODE_HINTS[7].pattern  # literal first, look-behind after it
     assert sum(bool(original.search(t)) for t in corpus) >= 5
     for text in corpus:
         assert bool(original.search(text)) == bool(anchored.search(text)), text[:80]
@@ -109,3 +114,28 @@ def test_long_prompts_are_only_scanned_at_their_ends() -> None:
     assert not analysis.has_code(middle_code)  # beyond the head and tail windows
     assert analysis.has_code("```python\ndef f(x):\n    return x\n```\n" + prose)
     assert analysis.has_code(prose + "\n```python\ndef f(x):\n    return x\n```")
+
+
+def test_data_guards_never_hide_a_match(corpus: list[str]) -> None:
+    found = 0
+    for text in corpus:
+        plain = bool(analysis._DATA_FENCE.search(text) or analysis._TABLE_SEPARATOR.search(text))
+        guarded = bool(
+            ("```" in text and analysis._DATA_FENCE.search(text))
+            or ("---" in text and analysis._TABLE_SEPARATOR.search(text))
+        )
+        assert guarded == plain, text[:80]
+        found += plain
+    assert found >= 2
+
+
+def test_prose_fast_path_matches_the_plain_computation(corpus: list[str]) -> None:
+    def plain(text: str) -> str:
+        lines = [
+            line for line in analysis._FENCED_BLOCK.sub("\n", text).splitlines() if not analysis._CODE_LINE.search(line)
+        ]
+        prose = "\n".join(lines)
+        return prose if prose.strip() else text
+
+    for text in corpus:
+        assert analysis._prose(text) == plain(text), text[:80]
