@@ -1,6 +1,6 @@
 """Analytics benchmarks (issue #6): read RPCs over a large history, and the event write path under load.
 
-    flock /tmp/orx/bench.lock .venv/bin/python -m bench.analytics_bench [--quick] [--out bench/results/analytics.json]
+    .venv/bin/python -m bench.analytics_bench [--quick] [--out bench/results/analytics.json]
 
 Part A generates 100,000 sessions / about 1,000,000 events (90 days, 3 tenants, 12 models, 9 domains, 10%
 with shadow evaluation, 5% rated) and ingests them through the real ingest path (protobuf events ->

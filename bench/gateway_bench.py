@@ -1,7 +1,7 @@
 """Gateway benchmark (issue #7): latency the gateway adds between an event's gRPC receipt and its WebSocket
 delivery, sustained events/s, and the effect of one stalled client on the others.
 
-    flock /tmp/orx/bench.lock .venv/bin/python -m bench.gateway_bench [--quick] [--out bench/results/gateway.json]
+    .venv/bin/python -m bench.gateway_bench [--quick] [--out bench/results/gateway.json]
 
 Processes, all on 127.0.0.1, each its own OS process so the gateway's process is measured alone:
 

@@ -1,6 +1,6 @@
 """SelectModels speed (issue #4): p99 in process, and requests per second over gRPC on one core.
 
-    flock /tmp/orx/bench.lock .venv/bin/python -m bench.selector_perf_bench [--repeats 3] [--seconds 8]
+    .venv/bin/python -m bench.selector_perf_bench [--repeats 3] [--seconds 8]
 
 **Prompts.** A realistic, varied mix (:func:`prompt_mix`): the classifier's hand-written training prompts
 (one line to about 900 characters: questions, tasks, pasted reviews, articles, bios), plus pasted-document
