@@ -60,7 +60,18 @@ def test_the_key_is_a_compose_secret_seen_only_by_providers() -> None:
         if name == "providers":
             assert svc["secrets"] == ["openrouter_api_key"]
             assert env["ORX_OPENROUTER_API_KEY_FILE"] == "/run/secrets/openrouter_api_key"
+        elif name == "gateway":
+            assert svc["secrets"] == ["gateway_api_keys"]
         else:
             assert "secrets" not in svc, name
+
+
+def test_the_gateway_listens_beyond_loopback_only_with_api_keys() -> None:
+    # The gateway refuses to bind 0.0.0.0 without keys, so compose must hand it a key file.
+    data = _compose()
+    gateway = data["services"]["gateway"]
+    assert gateway["environment"]["ORX_GATEWAY_LISTEN"].startswith("0.0.0.0:")
+    assert gateway["environment"]["ORX_GATEWAY_API_KEYS_FILE"] == "/run/secrets/gateway_api_keys"
+    assert data["secrets"]["gateway_api_keys"] == {"file": "./secrets/gateway_api_keys"}
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "OPENROUTER_API_KEY" not in dockerfile
