@@ -233,13 +233,19 @@ class FakeOrchestrator(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         if session is None:
             raise NotFound(f"session {request.session_id!r} not found")
         ended = False
+        sent = request.after_sequence
         try:
             for event in list(session.events):
-                if event.sequence > request.after_sequence:
+                if event.sequence > sent:
                     yield pb.WatchSessionResponse(event=event)
+                    sent = event.sequence
             if session.status == pb.SESSION_STATUS_RUNNING:
                 await session.cancelled.wait()
-                yield pb.WatchSessionResponse(event=session.events[-1])
+            # Whatever arrived meanwhile (a cancel can land while the replay above is being sent).
+            for event in list(session.events):
+                if event.sequence > sent:
+                    yield pb.WatchSessionResponse(event=event)
+                    sent = event.sequence
             ended = True
         finally:
             if not ended:
