@@ -24,7 +24,7 @@ ANALYTICS_FILE = "analytics.db"
 async def open_session_store(settings: Settings) -> SessionStore:
     """The orchestrator's store: :class:`MongoSessionStore` or :class:`SqliteSessionStore` (``orchestrator.db``)."""
     if settings.storage_backend == "mongodb":
-        store = await MongoSessionStore.open(settings, appname="orchestratex-orchestrator")
+        store = await MongoSessionStore.open(settings)
         log.info("session store: MongoDB database %s", settings.mongodb_database)
         return store
     return await SqliteSessionStore.open(settings.data_dir / SESSIONS_FILE)
@@ -33,7 +33,7 @@ async def open_session_store(settings: Settings) -> SessionStore:
 async def open_analytics_store(settings: Settings) -> AnalyticsStore:
     """The analytics service's store: :class:`MongoAnalyticsStore` or :class:`SqliteAnalyticsStore`."""
     if settings.storage_backend == "mongodb":
-        analytics = await MongoAnalyticsStore.open(settings, appname="orchestratex-analytics")
+        analytics = await MongoAnalyticsStore.open(settings)
         log.info("analytics store: MongoDB database %s", settings.mongodb_database)
         return analytics
     return await SqliteAnalyticsStore.open(settings.data_dir / ANALYTICS_FILE)

@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
@@ -203,7 +203,52 @@ async def _sessions_v1(db: MongoDb) -> None:
 SESSION_MIGRATIONS: tuple[Migration, ...] = (("positions counter", _sessions_v1),)
 
 
-class MongoSessionStore(SessionStore):
+class MongoStoreBase:
+    """What the MongoDB stores share: the database, the client they may own, and shielded writes.
+
+    Subclasses define ``attach(db, client)`` (indexes, migrations, recovery); :meth:`open` connects
+    and attaches, closing the client again if attaching fails.
+    """
+
+    #: The client's ``appname`` (shows in the server's logs and ``currentOp``).
+    APPNAME = "orchestratex"
+
+    def __init__(self, db: MongoDb, client: AsyncMongoClient[Document] | None = None) -> None:
+        self.db = db
+        self._client = client
+        self._writes: set[asyncio.Task[Any]] = set()
+
+    @classmethod
+    async def attach(cls, db: MongoDb, client: AsyncMongoClient[Document] | None = None) -> Self:
+        """A store on an already open database (closing the store closes ``client`` when given)."""
+        raise NotImplementedError
+
+    @classmethod
+    async def open(cls, settings: Settings, appname: str | None = None) -> Self:
+        """Connect with ``settings``, then :meth:`attach` (indexes, migrations, recovery)."""
+        client = await connect(settings, appname or cls.APPNAME)
+        try:
+            return await cls.attach(client[settings.mongodb_database], client)
+        except BaseException:
+            await client.close()
+            raise
+
+    async def close(self) -> None:
+        """Wait for writes in progress, then close the client (when this store owns it)."""
+        if self._writes:
+            await asyncio.wait(self._writes)
+        if self._client is not None:
+            await self._client.close()
+
+    async def _shielded(self, work: Callable[[], Awaitable[T]]) -> T:
+        """Run a write to completion even if the caller is cancelled (no half-written batch)."""
+        task = asyncio.ensure_future(work())
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+        return await asyncio.shield(task)
+
+
+class MongoSessionStore(MongoStoreBase, SessionStore):
     """:class:`SessionStore` on MongoDB.
 
     Collections: ``sessions`` (``_id`` = session id, the serialised ``Session`` in ``record``),
@@ -222,27 +267,17 @@ class MongoSessionStore(SessionStore):
     """
 
     def __init__(self, db: MongoDb, client: AsyncMongoClient[Document] | None = None) -> None:
-        self.db = db
-        self._client = client
+        super().__init__(db, client)
         self._sessions: AsyncCollection[Document] = db[SESSIONS]
         self._events: AsyncCollection[Document] = db[EVENTS]
         self._counters: AsyncCollection[Document] = db[COUNTERS]
         self._cursors: AsyncCollection[Document] = db[CURSORS]
         self._write_lock = asyncio.Lock()
-        self._writes: set[asyncio.Task[Any]] = set()
+
+    APPNAME = "orchestratex-orchestrator"
 
     @classmethod
-    async def open(cls, settings: Settings, appname: str = "orchestratex-orchestrator") -> MongoSessionStore:
-        """Connect with ``settings``, create indexes, apply migrations."""
-        client = await connect(settings, appname)
-        try:
-            return await cls.attach(client[settings.mongodb_database], client)
-        except BaseException:
-            await client.close()
-            raise
-
-    @classmethod
-    async def attach(cls, db: MongoDb, client: AsyncMongoClient[Document] | None = None) -> MongoSessionStore:
+    async def attach(cls, db: MongoDb, client: AsyncMongoClient[Document] | None = None) -> Self:
         """A store on an already open database (closing the store closes ``client`` when given)."""
         await ensure_indexes(db, SESSION_INDEXES)
         await ensure_schema(db, "sessions", SESSION_MIGRATIONS)
@@ -261,20 +296,6 @@ class MongoSessionStore(SessionStore):
         if allocated > committed:
             await self._counters.update_one({"_id": EVENT_POSITIONS}, {"$max": {"committed": allocated}})
             log.info("committed %d event positions left by a previous run", allocated - committed)
-
-    async def close(self) -> None:
-        """Wait for writes in progress, then close the client (when this store owns it)."""
-        if self._writes:
-            await asyncio.wait(self._writes)
-        if self._client is not None:
-            await self._client.close()
-
-    async def _shielded(self, work: Callable[[], Awaitable[T]]) -> T:
-        """Run a write to completion even if the caller is cancelled (no half-written batch)."""
-        task = asyncio.ensure_future(work())
-        self._writes.add(task)
-        task.add_done_callback(self._writes.discard)
-        return await asyncio.shield(task)
 
     async def create_session(self, tenant: str, session: orchestrator_pb2.Session) -> None:
         create_us = session.create_time.seconds * 1_000_000 + session.create_time.nanos // 1000

@@ -32,13 +32,12 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, InsertOne, ReplaceOne, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
-from orchestratex.config import Settings
 from orchestratex.store.analytics_model import (
     I_ATTEMPTS,
     I_GIVEN_MILLI,
@@ -90,7 +89,7 @@ from orchestratex.store.mongo import (
     IndexSpec,
     Migration,
     MongoDb,
-    connect,
+    MongoStoreBase,
     duplicate_indexes,
     ensure_indexes,
     ensure_schema,
@@ -283,31 +282,21 @@ def _counter_ops(columns: Sequence[str], vectors: Vectors) -> list[Any]:
     return out
 
 
-class MongoAnalyticsStore(AnalyticsStore):
+class MongoAnalyticsStore(MongoStoreBase, AnalyticsStore):
     """:class:`AnalyticsStore` on MongoDB (see the module docstring for the write protocol)."""
 
     def __init__(self, db: MongoDb, client: AsyncMongoClient[Document] | None = None) -> None:
-        self.db = db
-        self._client = client
+        super().__init__(db, client)
         self._c: dict[str, AsyncCollection[Document]] = {
             name: db[name] for name in (SESSIONS, EVENTS, CALLS, CRITIQUES, FEEDBACK, MODEL_DAILY, SESSION_DAILY)
         }
         self._journal: AsyncCollection[Document] = db[JOURNAL]
         self._lock = asyncio.Lock()
-        self._writes: set[asyncio.Task[Any]] = set()
+
+    APPNAME = "orchestratex-analytics"
 
     @classmethod
-    async def open(cls, settings: Settings, appname: str = "orchestratex-analytics") -> MongoAnalyticsStore:
-        """Connect with ``settings``, create indexes, apply migrations, finish interrupted writes."""
-        client = await connect(settings, appname)
-        try:
-            return await cls.attach(client[settings.mongodb_database], client)
-        except BaseException:
-            await client.close()
-            raise
-
-    @classmethod
-    async def attach(cls, db: MongoDb, client: AsyncMongoClient[Document] | None = None) -> MongoAnalyticsStore:
+    async def attach(cls, db: MongoDb, client: AsyncMongoClient[Document] | None = None) -> Self:
         """A store on an already open database (closing the store closes ``client`` when given)."""
         await ensure_indexes(db, ANALYTICS_INDEXES)
         await ensure_schema(db, "analytics", ANALYTICS_MIGRATIONS)
@@ -315,13 +304,6 @@ class MongoAnalyticsStore(AnalyticsStore):
         async with store._lock:
             await store._replay_journal()
         return store
-
-    async def close(self) -> None:
-        """Wait for writes in progress, then close the client (when this store owns it)."""
-        if self._writes:
-            await asyncio.wait(self._writes)
-        if self._client is not None:
-            await self._client.close()
 
     # ------------------------------------------------------------------------------------ writing
 
@@ -333,10 +315,7 @@ class MongoAnalyticsStore(AnalyticsStore):
                 await self._replay_journal()
                 return await work()
 
-        task = asyncio.ensure_future(run())
-        self._writes.add(task)
-        task.add_done_callback(self._writes.discard)
-        return await asyncio.shield(task)
+        return await self._shielded(run)
 
     async def _replay_journal(self) -> None:
         pending = await self._journal.find({}).sort("created_ns", ASCENDING).to_list(None)

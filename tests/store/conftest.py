@@ -15,11 +15,14 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from orchestratex.config import Settings
+from orchestratex.store.mongo import MongoStoreBase
+
+StoreT = TypeVar("StoreT", bound=MongoStoreBase)
 
 MONGODB_URI = os.environ.get("ORX_TEST_MONGODB_URI", "").strip()
 
@@ -44,6 +47,12 @@ class MongoTarget:
     @property
     def db(self) -> Any:
         return self.client[self.name]
+
+    async def open(self, store: type[StoreT]) -> StoreT:
+        """``store`` on this database: connected from the settings (real server) or attached (double)."""
+        if self.settings is not None:
+            return await store.open(self.settings)
+        return await store.attach(self.db)
 
 
 @pytest.fixture(params=BACKENDS)

@@ -49,10 +49,8 @@ async def open_store(backend: str, tmp_path: Path, mongo_target: MongoTarget | N
         store: AnalyticsStore
         if mongo_target is None:
             store = await SqliteAnalyticsStore.open(tmp_path / "analytics.db")
-        elif mongo_target.settings is not None:
-            store = await MongoAnalyticsStore.open(mongo_target.settings)
         else:
-            store = await MongoAnalyticsStore.attach(mongo_target.db)
+            store = await mongo_target.open(MongoAnalyticsStore)
         opened.append(store)
         return store
 

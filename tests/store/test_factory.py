@@ -37,7 +37,6 @@ async def test_mongodb_when_a_uri_is_set(tmp_path: Path, monkeypatch: pytest.Mon
         return clients[-1]
 
     monkeypatch.setattr(mongo, "connect", fake_connect)
-    monkeypatch.setattr("orchestratex.store.mongo_analytics.connect", fake_connect)
     settings = Settings.from_env({"ORX_DATA_DIR": str(tmp_path / "d"), "ORX_MONGODB_URI": "mongodb://db:27017"})
     sessions = await open_session_store(settings)
     analytics = await open_analytics_store(settings)

@@ -32,10 +32,8 @@ async def open_store(backend: str, tmp_path: Path, mongo_target: MongoTarget | N
         store: SessionStore
         if mongo_target is None:
             store = await SqliteSessionStore.open(tmp_path / "orchestrator.db")
-        elif mongo_target.settings is not None:
-            store = await MongoSessionStore.open(mongo_target.settings)
         else:
-            store = await MongoSessionStore.attach(mongo_target.db)
+            store = await mongo_target.open(MongoSessionStore)
         opened.append(store)
         return store
 
