@@ -50,16 +50,9 @@ export class LiveSession {
       critiqueTemplate: $("critique-template"),
     };
     this.chart = new ScoreChart($("score-chart"));
-    this.sessionId = null;
-    this.pendingRef = null;
-    this.watchRef = null;
-    this.running = false;
-    this.finished = false;
-    this.lastSequence = 0;
-    this.applied = 0;
-    this.gaps = 0;
     this.rounds = new Map();
     this.renderQueued = new Set();
+    this.resetState();
     this.log = []; // events applied, for replays
     this.replayToken = 0;
 
@@ -481,12 +474,8 @@ export class LiveSession {
     this.els.cancel.disabled = true;
   }
 
-  reset() {
-    const els = this.els;
-    this.replayToken += 1;
-    this.log = [];
-    els.replay.hidden = true;
-    delete els.session.dataset.replaying;
+  /** The followed session's bookkeeping, back to "no session" (no DOM work). */
+  resetState() {
     this.sessionId = null;
     this.pendingRef = null;
     this.watchRef = null;
@@ -496,6 +485,15 @@ export class LiveSession {
     this.applied = 0;
     this.gaps = 0;
     this.rounds.clear();
+  }
+
+  reset() {
+    const els = this.els;
+    this.replayToken += 1;
+    this.log = [];
+    els.replay.hidden = true;
+    delete els.session.dataset.replaying;
+    this.resetState();
     this.chart.reset(null);
     for (const k of ["sessionId", "lastSequence", "applied", "gaps", "status"]) delete els.session.dataset[k];
     els.rounds.replaceChildren();
