@@ -7,7 +7,6 @@ analytics listens on a fixed port so it can be stopped and started again on the 
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -25,15 +24,10 @@ from services.analytics import server as analytics_server
 from services.orchestrator import server as orchestrator_server
 from services.providers import server as providers_server
 from services.selector import server as selector_server
+from tests.ports import free_port
 
 Stub: TypeAlias = Any
 SESSIONS = 3
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def wait_for(condition: Callable[[], Awaitable[bool]], what: str, within: float = 60.0) -> None:

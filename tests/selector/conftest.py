@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
@@ -222,13 +221,6 @@ async def eventually(condition: Callable[[], Any], within: float = 10.0, interva
             return
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(interval)
-
-
-def free_port() -> int:
-    """A port nothing listens on (bound then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def make_settings(tmp_path: Path, providers_port: int, **env: str) -> Settings:

@@ -12,7 +12,8 @@ import pytest
 from orchestratex.v1 import common_pb2, selector_pb2
 from services.selector.classifier import default_classifier
 from services.selector.ranking import Circuit
-from tests.selector.conftest import FakeProviders, StartSelector, catalogue, eventually, free_port, start_fake
+from tests.ports import free_port
+from tests.selector.conftest import FakeProviders, StartSelector, catalogue, eventually, start_fake
 
 CODING_PROMPT = "Write a Python function that merges two sorted lists into one sorted list."
 
