@@ -52,9 +52,14 @@ def zone(text: str) -> str:
     return text[:ZONE_HEAD] + "\n" + text[-ZONE_TAIL:]
 
 
+def word_tokens(text: str) -> list[str]:
+    """Lower-cased words and punctuation marks of the prompt's zone."""
+    return _WORD_OR_MARK.findall(zone(text).lower())
+
+
 def word_ngrams(text: str) -> list[str]:
     """Word (and punctuation-mark) unigrams and bigrams of the prompt's zone."""
-    return _unigrams_and_bigrams(_WORD_OR_MARK.findall(zone(text).lower()))
+    return _unigrams_and_bigrams(word_tokens(text))
 
 
 def char_words(text: str) -> list[str]:
@@ -76,8 +81,8 @@ def char_ngrams(text: str) -> list[str]:
     return [gram for word in char_words(text) for gram in word_char_ngrams(word)]
 
 
-def edge_ngrams(text: str) -> list[str]:
-    """Word unigrams and bigrams of the first and the last :data:`EDGE_CHARS` characters, marked by end."""
+def edge_tokens(text: str) -> tuple[list[str], list[str]]:
+    """Lower-cased words and marks of the first and of the last :data:`EDGE_CHARS` characters (no tail if short)."""
     text = text.strip()
     if len(text) > 2 * (EDGE_CHARS + _LOWER_MARGIN):
         # Lower-case only the ends of a long prompt (copying all of it costs more than the rest of this
@@ -85,13 +90,16 @@ def edge_ngrams(text: str) -> list[str]:
         # lower() looks at (a final sigma).
         head = text[: EDGE_CHARS + _LOWER_MARGIN].lower()[:EDGE_CHARS]
         tail = text[-(EDGE_CHARS + _LOWER_MARGIN) :].lower()[-EDGE_CHARS:]
-        grams = _unigrams_and_bigrams(_WORD_OR_MARK.findall(head), "h:")
-        return grams + _unigrams_and_bigrams(_WORD_OR_MARK.findall(tail), "t:")
+        return _WORD_OR_MARK.findall(head), _WORD_OR_MARK.findall(tail)
     text = text.lower()
-    grams = _unigrams_and_bigrams(_WORD_OR_MARK.findall(text[:EDGE_CHARS]), "h:")
-    if len(text) > EDGE_CHARS:
-        grams += _unigrams_and_bigrams(_WORD_OR_MARK.findall(text[-EDGE_CHARS:]), "t:")
-    return grams
+    tail_tokens = _WORD_OR_MARK.findall(text[-EDGE_CHARS:]) if len(text) > EDGE_CHARS else []
+    return _WORD_OR_MARK.findall(text[:EDGE_CHARS]), tail_tokens
+
+
+def edge_ngrams(text: str) -> list[str]:
+    """Word unigrams and bigrams of the first and the last :data:`EDGE_CHARS` characters, marked by end."""
+    head, tail = edge_tokens(text)
+    return _unigrams_and_bigrams(head, "h:") + _unigrams_and_bigrams(tail, "t:")
 
 
 def _unigrams_and_bigrams(tokens: list[str], prefix: str = "") -> list[str]:
