@@ -24,6 +24,7 @@ from typing import TextIO
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from orchestratex import eventloop
 from orchestratex.config import SERVICES, Settings
 from orchestratex.errors import ConfigError
 from orchestratex.logging import register_secret, setup_logging
@@ -54,7 +55,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         setup_logging(args.service, settings.log_level, settings.log_format)
         try:
             with contextlib.suppress(KeyboardInterrupt):
-                asyncio.run(_serve(args.service, settings))
+                eventloop.run(_serve(args.service, settings), settings.event_loop)
+        except ConfigError as exc:
+            print(f"orchestratex: configuration error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
         except OSError as exc:
             var = f"ORX_{args.service.upper()}_LISTEN"
             print(f"orchestratex: {args.service}: {exc} (set {var} to another address)", file=sys.stderr)

@@ -72,6 +72,7 @@ class Settings:
     data_dir: Path
     log_level: str = "INFO"
     log_format: str = "json"
+    event_loop: str = "auto"
     shutdown_grace: float = 10.0
     rpc_timeout: float = 10.0
     max_message_bytes: int = 8 * 1024 * 1024
@@ -144,6 +145,7 @@ class Settings:
             data_dir=Path(r.get("ORX_DATA_DIR", "./var", str)),
             log_level=r.get("ORX_LOG_LEVEL", "INFO", _choice("DEBUG", "INFO", "WARNING", "ERROR")),
             log_format=r.get("ORX_LOG_FORMAT", "json", _choice("json", "text")),
+            event_loop=r.get("ORX_EVENT_LOOP", "auto", _choice("auto", "asyncio", "uvloop")),
             shutdown_grace=r.get("ORX_SHUTDOWN_GRACE", "10", _number(0, 600)),
             rpc_timeout=r.get("ORX_RPC_TIMEOUT", "10", _number(0.01, 3600)),
             max_message_bytes=int(r.get("ORX_MAX_MESSAGE_BYTES", str(8 * 1024 * 1024), _number(1024, 1 << 30))),

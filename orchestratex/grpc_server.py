@@ -258,7 +258,8 @@ async def serve(srv: GrpcServer, grace: float, ready: Callable[[int], None] | No
     await srv.start()
     # Everything allocated so far lives for the whole process: keep it out of the cyclic GC's work.
     gc.freeze()
-    log.info("serving %s on port %d", ", ".join(srv.service_names), srv.port)
+    loop_kind = "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
+    log.info("serving %s on port %d (%s event loop)", ", ".join(srv.service_names), srv.port, loop_kind)
     if ready is not None:
         ready(srv.port)
     await stop.wait()

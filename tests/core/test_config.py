@@ -38,6 +38,7 @@ def test_peers_follow_a_wildcard_listen_address_to_loopback() -> None:
         ({"ORX_ANALYTICS_ADDR": "host:port"}, "ORX_ANALYTICS_ADDR"),
         ({"ORX_LOG_LEVEL": "LOUD"}, "ORX_LOG_LEVEL"),
         ({"ORX_SHUTDOWN_GRACE": "-1"}, "ORX_SHUTDOWN_GRACE"),
+        ({"ORX_EVENT_LOOP": "trio"}, "ORX_EVENT_LOOP"),
         ({"ORX_RPC_TIMEOUT": "soon"}, "ORX_RPC_TIMEOUT"),
         ({"ORX_PROVIDER_MODE": "maybe"}, "ORX_PROVIDER_MODE"),
         ({"ORX_OPENROUTER_BASE_URL": "ftp://x"}, "ORX_OPENROUTER_BASE_URL"),
