@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import cast
+from typing import Any, cast
 
 from orchestratex import domains
 from orchestratex.v1 import common_pb2, selector_pb2
@@ -49,22 +49,32 @@ def opinion_to_proto(opinion: Opinion) -> selector_pb2.SecondOpinion:
 
 def analysis_to_proto(analysis: PromptAnalysis, opinion: Opinion | None = None) -> selector_pb2.PromptAnalysis:
     """:class:`PromptAnalysis` (and the second opinion, if one was asked for) -> ``PromptAnalysis`` message."""
-    return selector_pb2.PromptAnalysis(
-        domain_probabilities=[
-            common_pb2.DomainScore(domain=_domain(name), score=p, reason=analysis.reasons.get(name, ""))
+    return selector_pb2.PromptAnalysis(**_analysis_fields(analysis, opinion))
+
+
+# The response is built from nested dicts, not nested messages: upb copies a message passed as a
+# field value, while it fills a dict straight into the parent (half the time for a whole response).
+def _analysis_fields(analysis: PromptAnalysis, opinion: Opinion | None) -> dict[str, Any]:
+    reasons = analysis.reasons
+    known = _DOMAIN_VALUES.get  # the nine names; _domain() for anything else (values are never 0)
+    fields: dict[str, Any] = {
+        "domain_probabilities": [
+            {"domain": known(name) or _domain(name), "score": p, "reason": reasons.get(name, "")}
             for name, p in analysis.probabilities.items()
         ],
-        primary_domain=_domain(analysis.primary_domain),
-        confidence=analysis.confidence,
-        estimated_prompt_tokens=analysis.estimated_prompt_tokens,
-        needs_long_context=analysis.needs_long_context,
-        models_too_small=list(analysis.models_too_small),
-        language=analysis.language,
-        has_code=analysis.has_code,
-        has_data=analysis.has_data,
-        classifier_version=analysis.classifier_version,
-        second_opinion=opinion_to_proto(opinion) if opinion is not None else None,
-    )
+        "primary_domain": _domain(analysis.primary_domain),
+        "confidence": analysis.confidence,
+        "estimated_prompt_tokens": analysis.estimated_prompt_tokens,
+        "needs_long_context": analysis.needs_long_context,
+        "models_too_small": analysis.models_too_small,
+        "language": analysis.language,
+        "has_code": analysis.has_code,
+        "has_data": analysis.has_data,
+        "classifier_version": analysis.classifier_version,
+    }
+    if opinion is not None:
+        fields["second_opinion"] = opinion_to_proto(opinion)
+    return fields
 
 
 def selection_to_proto(
@@ -72,27 +82,28 @@ def selection_to_proto(
 ) -> selector_pb2.SelectModelsResponse:
     """:class:`Selection` -> ``SelectModelsResponse``; ``extra_warnings`` come first."""
     return selector_pb2.SelectModelsResponse(
-        analysis=analysis_to_proto(selection.analysis, opinion),
+        analysis=_analysis_fields(selection.analysis, opinion),
         candidates=[
-            selector_pb2.Candidate(
-                model=c.model,
-                score=c.score,
-                breakdown=selector_pb2.ScoreBreakdown(
-                    specialty=c.breakdown.specialty,
-                    history=c.breakdown.history,
-                    cost=c.breakdown.cost,
-                    latency=c.breakdown.latency,
-                    exploration=c.breakdown.exploration,
-                ),
-                reason=c.reason,
-                estimated_cost_usd=c.estimated_cost_usd,
-                rank=c.rank,
-                family=c.family,
-            )
+            {
+                "model": c.model,
+                "score": c.score,
+                "breakdown": {
+                    "specialty": b.specialty,
+                    "history": b.history,
+                    "cost": b.cost,
+                    "latency": b.latency,
+                    "exploration": b.exploration,
+                },
+                "reason": c.reason,
+                "estimated_cost_usd": c.estimated_cost_usd,
+                "rank": c.rank,
+                "family": c.family,
+            }
             for c in selection.candidates
+            for b in (c.breakdown,)  # binds the breakdown once per candidate
         ],
         primary_model=selection.primary_model,
-        critic_models=list(selection.critic_models),
-        dropped=[selector_pb2.DroppedModel(model=d.model, reason=d.reason) for d in selection.dropped],
+        critic_models=selection.critic_models,
+        dropped=[{"model": d.model, "reason": d.reason} for d in selection.dropped],
         warnings=[*extra_warnings, *selection.warnings],
     )

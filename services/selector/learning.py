@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 #: How far the catalogue prior may be off (one standard deviation, on the 0-1 quality scale).
@@ -71,6 +71,20 @@ class Belief:
 
 
 @dataclass(frozen=True)
+class DomainMix:
+    """A prompt's domain probabilities prepared for :meth:`QualityModel.beliefs` (see :meth:`QualityModel.mix`)."""
+
+    terms: tuple[tuple[str, float, float], ...]
+    """``(domain, p, (p · prior_sd)²)`` for each domain not below :data:`NEGLIGIBLE_PROBABILITY`, in order."""
+    mass: float
+    """The sum of those probabilities."""
+
+
+def _clamp01(value: float) -> float:
+    return min(1.0, max(0.0, value))
+
+
+@dataclass(frozen=True)
 class QualityModel:
     """The prior/observation noise model and the exploration rate."""
 
@@ -102,27 +116,65 @@ class QualityModel:
 
         Domains below :data:`NEGLIGIBLE_PROBABILITY` are skipped and the rest renormalised.
         """
-        mean = var = mass = 0.0
-        samples = 0
+        mix = self.mix(probabilities)
+        if mix.mass <= 0:
+            return Belief(neutral, self.prior_sd, 0)
+        clamped = {d: _clamp01(v) for d, v in priors.items()}
+        return Belief(*self.beliefs(mix, [(model, clamped)], history, _clamp01(neutral))[0])
+
+    def mix(self, probabilities: Mapping[str, float]) -> DomainMix:
+        """A prompt's domain probabilities prepared for :meth:`beliefs` (once per prompt, for every model)."""
+        terms = []
+        mass = 0.0
         prior_sd = self.prior_sd
         for domain, p in probabilities.items():
             if p < NEGLIGIBLE_PROBABILITY:
                 continue
             mass += p
-            prior = min(1.0, max(0.0, priors.get(domain, neutral)))
-            evidence = history.get((model, domain)) if history else None
-            # Inlined self.belief(): this loop runs per model and domain on every selection.
-            if evidence is None:
-                mean += p * prior
-                var += (p * prior_sd) ** 2
-                continue
-            b = _posterior(prior, evidence.mean_quality, evidence.samples, evidence.success_rate, prior_sd, self.obs_sd)
-            mean += p * b.mean
-            var += (p * b.sd) ** 2
-            samples += b.samples
+            terms.append((domain, p, (p * prior_sd) ** 2))
+        return DomainMix(tuple(terms), mass)
+
+    def beliefs(
+        self,
+        mix: DomainMix,
+        models: Sequence[tuple[str, Mapping[str, float]]],
+        history: Mapping[tuple[str, str], Evidence] | None,
+        neutral: float,
+    ) -> list[tuple[float, float, int]]:
+        """:meth:`blend` for several ``(model id, priors)`` at once: ``(mean, sd, samples)`` for each.
+
+        The hot path of ranking, so it takes a prepared ``mix``, priors and ``neutral`` already clamped
+        to 0-1, and returns tuples rather than :class:`Belief` objects.
+        """
+        terms, mass = mix.terms, mix.mass
         if mass <= 0:
-            return Belief(neutral, self.prior_sd, 0)
-        return Belief(mean / mass, math.sqrt(var) / mass, samples)
+            return [(neutral, self.prior_sd, 0)] * len(models)
+        out = []
+        prior_sd, obs_sd = self.prior_sd, self.obs_sd
+        lookup = history.get if history else None
+        for model, priors in models:
+            mean = var = 0.0
+            samples = 0
+            for domain, p, prior_var in terms:
+                prior = priors.get(domain, neutral)
+                evidence = lookup((model, domain)) if lookup is not None else None
+                if evidence is None:
+                    mean += p * prior
+                    var += prior_var
+                    continue
+                b = _posterior(prior, evidence.mean_quality, evidence.samples, evidence.success_rate, prior_sd, obs_sd)
+                mean += p * b.mean
+                var += (p * b.sd) ** 2
+                samples += b.samples
+            out.append((mean / mass, math.sqrt(var) / mass, samples))
+        return out
+
+    def bonuses(self, sds: Sequence[float], rng: random.Random | None) -> list[float]:
+        """:meth:`explore` for beliefs with standard deviations ``sds``, sampled in that order."""
+        if rng is None or self.exploration == 0:
+            return [0.0] * len(sds)
+        rate, gauss = self.exploration, rng.gauss
+        return [rate * sd * gauss(0.0, 1.0) for sd in sds]
 
     def explore(self, belief: Belief, rng: random.Random | None) -> float:
         """The Thompson-sampling bonus (sample minus mean); 0 when not exploring."""

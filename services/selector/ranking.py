@@ -25,10 +25,14 @@ gains come from diverse models (Du et al., 2023).
 from __future__ import annotations
 
 import enum
+import functools
 import math
 import random
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from math import floor, log1p, log10
+from operator import add, mul, neg, sub
+from typing import NamedTuple
 
 from orchestratex.domains import DOMAINS
 from orchestratex.errors import FailedPrecondition, InvalidArgument
@@ -90,10 +94,22 @@ class ModelEntry:
     Computed once per catalogue entry, not on every ranking (the hot path reads it per model and domain).
     """
 
+    prior_vector: tuple[float, ...] = field(init=False, compare=False, repr=False)
+    """Derived: :attr:`clamped_specialties` in :data:`DOMAINS` order."""
+    ttft_or_default_s: float = field(init=False, compare=False, repr=False)
+    """Derived: :attr:`typical_ttft_s`, or :data:`DEFAULT_TTFT_S` when the catalogue gives none."""
+    tokens_per_second_or_default: float = field(init=False, compare=False, repr=False)
+    """Derived: :attr:`tokens_per_second`, or :data:`DEFAULT_TOKENS_PER_SECOND` when the catalogue gives none."""
+
     def __post_init__(self) -> None:
         clamped = {d: min(1.0, max(0.0, self.specialties.get(d, NEUTRAL_SPECIALTY))) for d in DOMAINS}
         clamped.update((d, min(1.0, max(0.0, v))) for d, v in self.specialties.items())
         object.__setattr__(self, "clamped_specialties", clamped)
+        object.__setattr__(self, "prior_vector", tuple(clamped[d] for d in DOMAINS))
+        ttft = self.typical_ttft_s if self.typical_ttft_s > 0 else DEFAULT_TTFT_S
+        speed = self.tokens_per_second if self.tokens_per_second > 0 else DEFAULT_TOKENS_PER_SECOND
+        object.__setattr__(self, "ttft_or_default_s", ttft)
+        object.__setattr__(self, "tokens_per_second_or_default", speed)
 
 
 @dataclass(frozen=True)
@@ -119,14 +135,16 @@ class Weights:
 
 
 DEFAULT_WEIGHTS = Weights(quality=1.0, cost=0.3, latency=0.2)
+_NO_PREFERENCES = Preferences()
 
 
 #: Measured quality of one model in one domain (mean judged score 0-1, samples, success rate).
 HistoryStats = Evidence
 
 
-@dataclass(frozen=True)
-class Breakdown:
+# Breakdown, Candidate and Selection are named tuples rather than frozen dataclasses: immutable all the
+# same, and built on every request, where a frozen dataclass's __init__ costs three times as much.
+class Breakdown(NamedTuple):
     """How a candidate's score was built (all 0-1)."""
 
     specialty: float
@@ -136,8 +154,7 @@ class Breakdown:
     exploration: float = 0.0
 
 
-@dataclass(frozen=True)
-class Candidate:
+class Candidate(NamedTuple):
     """One eligible model, ranked."""
 
     model: str
@@ -160,8 +177,7 @@ class Dropped:
     reason: str
 
 
-@dataclass(frozen=True)
-class Selection:
+class Selection(NamedTuple):
     """The result of :func:`select`."""
 
     analysis: PromptAnalysis
@@ -182,6 +198,8 @@ def resolve_weights(preferences: Preferences) -> Weights:
 
     Raises :class:`InvalidArgument` for a negative or non-finite weight, or when they are all zero.
     """
+    if preferences.quality_weight is None and preferences.cost_weight is None and preferences.latency_weight is None:
+        return DEFAULT_WEIGHTS
     named = {
         "quality_weight": preferences.quality_weight,
         "cost_weight": preferences.cost_weight,
@@ -247,9 +265,7 @@ def estimate_cost(model: ModelEntry, prompt_tokens: int, output_tokens: int) -> 
 
 def estimate_latency(model: ModelEntry, output_tokens: int) -> float:
     """Seconds: typical time to first token + ``output_tokens`` at the typical speed."""
-    ttft = model.typical_ttft_s if model.typical_ttft_s > 0 else DEFAULT_TTFT_S
-    speed = model.tokens_per_second if model.tokens_per_second > 0 else DEFAULT_TOKENS_PER_SECOND
-    return ttft + output_tokens / speed
+    return model.ttft_or_default_s + output_tokens / model.tokens_per_second_or_default
 
 
 def specialty_score(model: ModelEntry, probabilities: Mapping[str, float]) -> float:
@@ -281,18 +297,6 @@ def history_score(
 # Selection
 
 
-# Not frozen, with slots: built per model on every request, and a frozen dataclass's __init__ is slow.
-@dataclass(slots=True)
-class _Eligible:
-    model: ModelEntry
-    cost_usd: float
-    latency_s: float
-    specialty: float
-    history: float
-    measured: bool
-    uncertainty: float = 0.0
-
-
 def select(
     analysis: PromptAnalysis,
     catalogue: Sequence[ModelEntry],
@@ -311,7 +315,9 @@ def select(
     Raises :class:`InvalidArgument` for bad preferences or critic count, and
     :class:`FailedPrecondition` when no model is eligible or the pinned one is not.
     """
-    preferences = preferences or Preferences()
+    # The hot path of SelectModels: per-model values are computed a column (list) at a time, with
+    # the helpers' formulas inlined where a call per model would cost more than the work itself.
+    preferences = preferences or _NO_PREFERENCES
     weights = validate_preferences(preferences)
     validate_critic_count(critic_count)
     if preferences.pinned_model or preferences.allowed_models or preferences.excluded_models:
@@ -320,58 +326,91 @@ def select(
     # Thread history (context_tokens) is sent, and billed, as prompt tokens too.
     input_tokens = analysis.estimated_prompt_tokens + analysis.context_tokens
     output_tokens = analysis.expected_output_tokens
-    eligible: list[_Eligible] = []
+    # Most requests restrict nothing and fit every window: skip _drop_reason for them.
+    restricted = preferences.allowed_models or preferences.excluded_models or preferences.max_cost_usd is not None
+    required = analysis.required_window
+    models: list[ModelEntry] = []
+    costs: list[float] = []
     dropped: list[Dropped] = []
+    recovering = False  # any half-open circuit in the catalogue
     for model in catalogue:
-        cost = estimate_cost(model, input_tokens, output_tokens)
-        reason = _drop_reason(model, analysis, preferences, cost)
-        if reason:
-            dropped.append(Dropped(model.id, reason))
-            continue
-        measured = history is not None and _has_samples(history, model.id, analysis.primary_domain)
-        posterior = belief(model, analysis.probabilities, history, quality_model)
-        eligible.append(
-            _Eligible(
-                model=model,
-                cost_usd=cost,
-                latency_s=estimate_latency(model, output_tokens),
-                specialty=specialty_score(model, analysis.probabilities),
-                history=posterior.mean,
-                measured=measured,
-                uncertainty=posterior.sd,
-            )
-        )
+        # estimate_cost(model, input_tokens, output_tokens)
+        cost = (input_tokens * model.input_price_per_mtok + output_tokens * model.output_price_per_mtok) / 1e6
+        if restricted or model.circuit is not Circuit.CLOSED or too_small(model.context_length, required):
+            recovering = recovering or model.circuit is Circuit.HALF_OPEN
+            reason = _drop_reason(model, analysis, preferences, cost)
+            if reason:
+                dropped.append(Dropped(model.id, reason))
+                continue
+        models.append(model)
+        costs.append(cost)
 
     # The pinned model first: its own reason is the most useful answer when everything is dropped.
     pinned = preferences.pinned_model
-    if pinned and pinned not in {e.model.id for e in eligible}:
+    if pinned and pinned not in {m.id for m in models}:
         why = next(d.reason for d in dropped if d.model == pinned)
         raise FailedPrecondition(f"preferences.pinned_model {pinned!r} cannot be used: {why}")
-    if not eligible:
+    if not models:
         if not dropped:
             raise FailedPrecondition("no eligible model: the model catalogue is empty")
         raise FailedPrecondition(
             "no eligible model for this prompt: " + _listing([f"{d.model} ({d.reason})" for d in dropped], "; ")
         )
 
-    if rng is None or quality_model.exploration == 0:
-        bonuses = [0.0] * len(eligible)
+    ids = [m.id for m in models]
+    # estimate_latency(model, output_tokens)
+    latencies = [m.ttft_or_default_s + output_tokens / m.tokens_per_second_or_default for m in models]
+    probabilities = analysis.probabilities
+    if tuple(probabilities) == DOMAINS:
+        # As specialty_score(), whose zero-probability terms add exactly nothing to the sum.
+        vector = tuple(probabilities.values())
+        specialties = [sum(map(mul, vector, m.prior_vector)) for m in models]
     else:
-        bonuses = [quality_model.explore(Belief(e.history, e.uncertainty, 0), rng) for e in eligible]
-    candidates = _rank(eligible, weights, analysis.primary_domain, pinned, bonuses)
+        specialties = [specialty_score(m, probabilities) for m in models]
+    beliefs = quality_model.beliefs(
+        quality_model.mix(probabilities), [(m.id, m.clamped_specialties) for m in models], history, _CLAMPED_NEUTRAL
+    )
+    means = [b[0] for b in beliefs]
+    bonuses = quality_model.bonuses([b[1] for b in beliefs], rng)
+    measured = [False] * len(ids)
+    if history is not None:
+        domain = analysis.primary_domain
+        measured = [s is not None and s.samples > 0 for s in [history.get((i, domain)) for i in ids]]
+    candidates = _rank(
+        _Columns(models, ids, costs, latencies, specialties, means, bonuses, measured),
+        weights,
+        analysis.primary_domain,
+        pinned,
+    )
+
     primary = pinned or candidates[0].model
     by_id = {c.model: c for c in candidates}
     critics = order_critics([c for c in candidates if c.model != primary], by_id[primary].family, critic_count)
-    warnings = _warnings(analysis, by_id[primary], [by_id[m] for m in critics], critic_count, catalogue)
-    return Selection(
-        analysis=analysis,
-        candidates=tuple(candidates),
-        primary_model=primary,
-        critic_models=tuple(critics),
-        dropped=tuple(dropped),
-        warnings=tuple(warnings),
-        weights=weights,
-    )
+    warnings = _warnings(analysis, by_id[primary], [by_id[m] for m in critics], critic_count)
+    if recovering:
+        circuits = {m.id: m.circuit for m in catalogue}
+        warnings += [
+            f"{model} is recovering from failures (circuit half-open)"
+            for model in [primary, *critics]
+            if circuits.get(model) is Circuit.HALF_OPEN
+        ]
+    return Selection(analysis, tuple(candidates), primary, tuple(critics), tuple(dropped), tuple(warnings), weights)
+
+
+class _Columns(NamedTuple):
+    """The eligible models and, index for index, what ranking needs about each."""
+
+    models: list[ModelEntry]
+    ids: list[str]
+    costs: list[float]
+    latencies: list[float]
+    specialties: list[float]
+    means: list[float]
+    """Posterior mean quality (the breakdown's ``history``)."""
+    bonuses: list[float]
+    """Thompson-sampling exploration bonus."""
+    measured: list[bool]
+    """Whether the primary domain's quality is measured rather than the prior alone."""
 
 
 def order_critics(candidates: Sequence[Candidate], primary_family: str, count: int) -> list[str]:
@@ -381,26 +420,19 @@ def order_critics(candidates: Sequence[Candidate], primary_family: str, count: i
     counts as used); when none is left, the best of another family than the primary's; only then
     the primary's own family. Models without a family count as their own family.
     """
-    pool = sorted(candidates, key=lambda c: (-c.quality, c.estimated_cost_usd, c.model))
+    # Sorted on plain tuples (the index keeps it stable): no key function to call per candidate.
+    pool = sorted(
+        [(-c.quality, c.estimated_cost_usd, c.model, i, c.family or c.model) for i, c in enumerate(candidates)]
+    )
     used = {primary_family} if primary_family else set()
     chosen: list[str] = []
     while pool and len(chosen) < count:
-        pick = next((c for c in pool if _family(c) not in used), None)
-        if pick is None:
-            pick = next((c for c in pool if _family(c) != primary_family), pool[0])
-        chosen.append(pick.model)
-        used.add(_family(pick))
+        picks = [c for c in pool if c[4] not in used] or [c for c in pool if c[4] != primary_family] or pool
+        pick = picks[0]
+        chosen.append(pick[2])
+        used.add(pick[4])
         pool.remove(pick)
     return chosen
-
-
-def _family(candidate: Candidate) -> str:
-    return candidate.family or candidate.model
-
-
-def _has_samples(history: Mapping[tuple[str, str], HistoryStats], model: str, domain: str) -> bool:
-    stats = history.get((model, domain))
-    return stats is not None and stats.samples > 0
 
 
 def _drop_reason(model: ModelEntry, analysis: PromptAnalysis, preferences: Preferences, cost: float) -> str:
@@ -428,7 +460,9 @@ def _drop_reason(model: ModelEntry, analysis: PromptAnalysis, preferences: Prefe
 def relative_quality(qualities: Sequence[float]) -> list[float]:
     """Quality relative to the best: 1 for the best, down to 0 at :data:`QUALITY_SPAN` below it."""
     best = max(qualities)
-    return [max(0.0, 1.0 - (best - q) / QUALITY_SPAN) for q in qualities]
+    span = QUALITY_SPAN
+    # `x if x > 0.0 else 0.0` is max(0.0, x) exactly (NaN and -0.0 included), without the call.
+    return [x if x > 0.0 else 0.0 for x in [1.0 - (best - q) / span for q in qualities]]
 
 
 def _scores(values: Sequence[float]) -> list[float]:
@@ -440,77 +474,83 @@ def _scores(values: Sequence[float]) -> list[float]:
     return [(high - v) / span for v in values]
 
 
-def _rank(
-    eligible: Sequence[_Eligible], weights: Weights, domain: str, pinned: str, bonuses: Sequence[float]
-) -> list[Candidate]:
-    qualities = [_clamp(e.history + bonus) for e, bonus in zip(eligible, bonuses, strict=True)]
+def _rank(columns: _Columns, weights: Weights, domain: str, pinned: str) -> list[Candidate]:
+    models, ids, costs, latencies, specialties, means, bonuses, measured = columns
+    # _clamp only changes values outside (0, 1): skip the call for the others.
+    qualities = [q if 0.0 < q < 1.0 else _clamp(q) for q in map(add, means, bonuses)]
     quality_scores = relative_quality(qualities)
-    cost_scores = _scores([math.log1p(e.cost_usd / COST_REFERENCE_USD) for e in eligible])
-    latency_scores = _scores([e.latency_s for e in eligible])
-    total = weights.quality + weights.cost + weights.latency
-    rows = []
-    for e, quality, q, cost, latency, exploration in zip(
-        eligible, qualities, quality_scores, cost_scores, latency_scores, bonuses, strict=True
-    ):
-        score = (weights.quality * q + weights.cost * cost + weights.latency * latency) / total
-        breakdown = Breakdown(e.specialty, e.history, cost, latency, exploration)
-        rows.append((e, quality, score, breakdown))
-    rows.sort(key=lambda r: (-r[2], r[0].cost_usd, r[0].model.id))
+    reference = COST_REFERENCE_USD
+    cost_scores = _scores([log1p(c / reference) for c in costs])
+    latency_scores = _scores(latencies)
+    wq, wc, wl = weights.quality, weights.cost, weights.latency
+    total = wq + wc + wl
+    scores = [
+        (wq * q + wc * cost + wl * latency) / total
+        for q, cost, latency in zip(quality_scores, cost_scores, latency_scores, strict=True)
+    ]
+    # Best score first, then cheapest, then by id; the index keeps the sort stable without a key function.
+    order = [key[3] for key in sorted(zip(map(neg, scores), costs, ids, range(len(ids)), strict=True))]
 
-    quality_rank = _dense_ranks([-round(r[1], 6) for r in rows])
-    cost_rank = _dense_ranks([round(r[0].cost_usd, 9) for r in rows])
-    latency_rank = _dense_ranks([round(r[0].latency_s, 3) for r in rows])
+    quality_ranks = _dense_ranks(list(map(neg, qualities)), 6)
+    cost_ranks = _dense_ranks(costs, 9)
+    latency_ranks = _dense_ranks(latencies, 3)
+    alone = len(ids) == 1
     candidates = []
-    for i, (e, quality, score, breakdown) in enumerate(rows):
+    for rank, i in enumerate(order, 1):
+        quality, cost, latency = qualities[i], costs[i], latencies[i]
+        is_pinned = ids[i] == pinned
         reason = _reason(
-            e,
-            quality,
-            domain,
-            quality_rank[i],
-            cost_rank[i],
-            latency_rank[i],
-            alone=len(rows) == 1,
-            pinned=e.model.id == pinned,
+            measured[i], quality, domain, cost, latency, quality_ranks[i], cost_ranks[i], latency_ranks[i], alone
         )
+        # Positional, in field order: keyword arguments double the cost of building a named tuple.
         candidates.append(
             Candidate(
-                model=e.model.id,
-                family=e.model.family,
-                score=score,
-                rank=i + 1,
-                reason=reason,
-                breakdown=breakdown,
-                quality=quality,
-                estimated_cost_usd=e.cost_usd,
-                estimated_latency_s=e.latency_s,
-                pinned=e.model.id == pinned,
+                ids[i],
+                models[i].family,
+                scores[i],
+                rank,
+                f"Pinned by the caller; {reason[0].lower()}{reason[1:]}" if is_pinned else reason,
+                Breakdown(specialties[i], means[i], cost_scores[i], latency_scores[i], bonuses[i]),
+                quality,
+                cost,
+                latency,
+                is_pinned,
             )
         )
     return candidates
 
 
 def _reason(
-    e: _Eligible,
+    measured: bool,
     quality: float,
     domain: str,
+    cost_usd: float,
+    latency_s: float,
     quality_rank: int,
     cost_rank: int,
     latency_rank: int,
-    *,
     alone: bool,
-    pinned: bool,
 ) -> str:
     """One sentence, e.g. ``Best specialty for coding (0.92) at $0.0012 estimated and ~4.1 s; 2nd cheapest.``"""
-    basis = "measured quality" if e.measured else "specialty"
-    estimate = f"at {format_usd(e.cost_usd)} estimated and ~{e.latency_s:.1f} s"
+    basis = "measured quality" if measured else "specialty"
     if alone:
-        sentence = f"Only eligible model: {basis} for {domain} {quality:.2f} {estimate}."
-    else:
-        best = "Best" if quality_rank == 1 else f"{_ordinal(quality_rank)}-best"
-        cheap = "cheapest" if cost_rank == 1 else f"{_ordinal(cost_rank)} cheapest"
-        fast = "fastest" if latency_rank == 1 else f"{_ordinal(latency_rank)} fastest"
-        sentence = f"{best} {basis} for {domain} ({quality:.2f}) {estimate}; {cheap}, {fast}."
-    return f"Pinned by the caller; {sentence[0].lower()}{sentence[1:]}" if pinned else sentence
+        return (
+            f"Only eligible model: {basis} for {domain} {quality:.2f}"
+            f" at {format_usd(cost_usd)} estimated and ~{latency_s:.1f} s."
+        )
+    return (
+        f"{_standing(quality_rank)[0]} {basis} for {domain} ({quality:.2f}) at {format_usd(cost_usd)}"
+        f" estimated and ~{latency_s:.1f} s; {_standing(cost_rank)[1]}, {_standing(latency_rank)[2]}."
+    )
+
+
+@functools.cache  # rank is bounded by the catalogue's size
+def _standing(rank: int) -> tuple[str, str, str]:
+    """How a rank reads for quality, cost and latency: ``("Best", "cheapest", "fastest")``, ``("2nd-best", ...``."""
+    if rank == 1:
+        return "Best", "cheapest", "fastest"
+    nth = _ordinal(rank)
+    return f"{nth}-best", f"{nth} cheapest", f"{nth} fastest"
 
 
 def _warnings(
@@ -518,7 +558,6 @@ def _warnings(
     primary: Candidate,
     critics: Sequence[Candidate],
     critic_count: int,
-    catalogue: Sequence[ModelEntry],
 ) -> list[str]:
     warnings = []
     if analysis.confidence < LOW_CONFIDENCE:
@@ -532,14 +571,39 @@ def _warnings(
         warnings.append(
             f"every critic is from the primary's family ({primary.family}); judges tend to favour their own family"
         )
-    circuits = {m.id: m.circuit for m in catalogue}
-    for model in [primary.model, *(c.model for c in critics)]:
-        if circuits.get(model) is Circuit.HALF_OPEN:
-            warnings.append(f"{model} is recovering from failures (circuit half-open)")
     return warnings
 
 
-def _dense_ranks(keys: Sequence[float]) -> list[int]:
+def _dense_ranks(values: Sequence[float], digits: int) -> list[int]:
+    """Ranks, 1 for the lowest, of ``values`` rounded to ``digits`` decimals; equal once rounded, equal rank.
+
+    ``round()`` is slow (a decimal conversion), so it only settles neighbours (in sorted order) closer
+    than 3·10^-digits: values further apart cannot round to the same decimal, nor to the same double
+    while doubles are finer than 10^-digits there (true below :data:`_FINE_BELOW` for up to 9 digits).
+    """
+    ordered = sorted(values)
+    near = 3 * 10.0**-digits
+    total = sum(ordered)
+    if not math.isfinite(total) or not -_FINE_BELOW < ordered[0] <= ordered[-1] < _FINE_BELOW:  # NaN, huge
+        return _plain_dense_ranks([round(v, digits) for v in values])
+    if len(ordered) < 2 or min(map(sub, ordered[1:], ordered)) > near:
+        # The usual case: all far apart, so the rank is the position.
+        return list(map(dict(zip(ordered, range(1, len(ordered) + 1), strict=True)).__getitem__, values))
+    rank_of: dict[float, int] = {}
+    rank = 0
+    previous = 0.0
+    for value in ordered:
+        if not rank or value - previous > near or round(value, digits) != round(previous, digits):
+            rank += 1
+        rank_of[value] = rank
+        previous = value
+    return [rank_of[v] for v in values]
+
+
+_FINE_BELOW = 1e6
+
+
+def _plain_dense_ranks(keys: Sequence[float]) -> list[int]:
     order = {k: i + 1 for i, k in enumerate(sorted(set(keys)))}
     return [order[k] for k in keys]
 
@@ -564,5 +628,11 @@ def format_usd(amount: float) -> str:
     """``$0.0012``, ``$0.017``, ``$0.50``, ``$3.00``: two significant digits below a dollar, cents above."""
     if amount <= 0:
         return "$0"
-    decimals = 2 if amount >= 1 else min(8, 1 - math.floor(math.log10(amount)))
-    return f"${amount:,.{decimals}f}"
+    if amount >= 1:
+        return f"${amount:,.2f}"
+    decimals = 1 - floor(log10(amount))
+    # No thousands separator below a dollar: the same text, formatted faster.
+    return _USD_FORMATS[decimals if decimals < 8 else 8].format(amount)
+
+
+_USD_FORMATS = {decimals: f"${{:.{decimals}f}}" for decimals in range(2, 9)}
