@@ -13,12 +13,10 @@ from services.selector.analysis import (
     DEFAULT_OUTPUT_TOKENS,
     RuleClassifier,
     analyze,
-    detect_language,
     estimate_tokens,
-    has_code,
-    has_data,
     normalise_probabilities,
 )
+from services.selector.detectors import detect_language, has_code, has_data
 
 CLASSIFIER = RuleClassifier()
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from orchestratex.domains import DOMAINS
-from services.selector import analysis
+from services.selector import detectors
 from services.selector.classifier import DATA_PATH
 from services.selector.classifier.features import EDGE_CHARS, _unigrams_and_bigrams, edge_ngrams
-from services.selector.classifier.rules import RULES, AnyOf, instruction_window
+from services.selector.classifier.rules import RULES, Signal, instruction_window
 from services.selector.ranking import NEUTRAL_SPECIALTY, ModelEntry
 
 _EXTRA = [
@@ -41,20 +41,21 @@ def corpus() -> list[str]:
 
 
 def test_code_detectors_agree_with_their_plain_regexes(corpus: list[str]) -> None:
-    detectors = (*analysis._CODE_UNMISTAKABLE, *analysis._CODE_HINTS)
+    every = (*detectors._CODE_UNMISTAKABLE, *detectors._CODE_HINTS)
     hits = 0
     for text in corpus:
-        for detector in detectors:
-            # The pattern as written, not the faster equivalent the detector may search with.
-            expected = re.compile(detector.source, detector.pattern.flags).search(text) is not None
-            assert detector.search(text) == expected, (detector.pattern.pattern, text[:80])
+        scan = detectors._Scan(text)
+        for detector in every:
+            # The pattern as written, not the faster parts the detector searches.
+            expected = re.compile(detector.source, detector.flags).search(text) is not None
+            assert detector.search(scan) == expected, (detector.source, text[:80])
             hits += expected
     assert hits > 50  # the corpus does exercise the patterns
 
 
 def test_method_call_hint_matches_where_the_original_pattern_did(corpus: list[str]) -> None:
     original = re.compile(r"\b\w+\.\w+\([^()\n]*\)")
-    anchored = analysis._CODE_HINTS[7].pattern  # literal first, look-behind after it
+    anchored = detectors._CODE_HINTS[7].parts[0].pattern  # literal first, look-behind after it
     assert sum(bool(original.search(t)) for t in corpus) >= 5
     for text in corpus:
         assert bool(original.search(text)) == bool(anchored.search(text)), text[:80]
@@ -63,11 +64,11 @@ def test_method_call_hint_matches_where_the_original_pattern_did(corpus: list[st
 def test_rule_needles_never_hide_a_match(corpus: list[str]) -> None:
     checked = 0
     for rule in RULES:
-        if not isinstance(rule.pattern, AnyOf):
+        if not isinstance(rule.pattern, Signal):
             continue
         for text in corpus:
             window = instruction_window(text).lower()
-            plain = any(p.search(window) for _, p in rule.pattern.parts)
+            plain = re.search(rule.pattern.source, window) is not None
             assert rule.pattern.search(window) == plain, (rule.label, window[:80])
             checked += plain
     assert checked > 50
@@ -91,12 +92,12 @@ def test_edge_ngrams_match_the_whole_text_lower_casing(text: str) -> None:
 
 
 def test_language_detection_is_unchanged_by_the_ascii_shortcut() -> None:
-    assert analysis.detect_language("Please write a short note about the weather in the mountains") == "en"
+    assert detectors.detect_language("Please write a short note about the weather in the mountains") == "en"
     assert (
-        analysis.detect_language("Écris une note sur le temps qu'il fait dans les montagnes pour les enfants") == "fr"
+        detectors.detect_language("Écris une note sur le temps qu'il fait dans les montagnes pour les enfants") == "fr"
     )
-    assert analysis.detect_language("Напиши короткую заметку о погоде") == "ru"
-    assert analysis.detect_language("東京の天気について短いメモを書いてください") == "ja"
+    assert detectors.detect_language("Напиши короткую заметку о погоде") == "ru"
+    assert detectors.detect_language("東京の天気について短いメモを書いてください") == "ja"
 
 
 def test_clamped_specialties_are_precomputed_per_entry() -> None:
@@ -111,18 +112,22 @@ def test_clamped_specialties_are_precomputed_per_entry() -> None:
 def test_long_prompts_are_only_scanned_at_their_ends() -> None:
     prose = "The committee discussed the budget at length. " * 2_000
     middle_code = prose[:40_000] + "\n```python\ndef f(x):\n    return x\n```\n" + prose[:40_000]
-    assert not analysis.has_code(middle_code)  # beyond the head and tail windows
-    assert analysis.has_code("```python\ndef f(x):\n    return x\n```\n" + prose)
-    assert analysis.has_code(prose + "\n```python\ndef f(x):\n    return x\n```")
+    assert not detectors.has_code(middle_code)  # beyond the head and tail windows
+    assert detectors.has_code("```python\ndef f(x):\n    return x\n```\n" + prose)
+    assert detectors.has_code(prose + "\n```python\ndef f(x):\n    return x\n```")
 
 
 def test_data_guards_never_hide_a_match(corpus: list[str]) -> None:
+    fence = re.compile(r"^[ \t]*```\s*(json|csv|tsv|yaml|yml|xml)\b", re.IGNORECASE | re.MULTILINE)
+    separator = re.compile(
+        r"^[ \t]*(?:\|[ \t]*)?:?-{3,}:?[ \t]*(?:\|[ \t]*:?-{3,}:?[ \t]*)+(?:\|[ \t]*)?$", re.MULTILINE
+    )
     found = 0
     for text in corpus:
-        plain = bool(analysis._DATA_FENCE.search(text) or analysis._TABLE_SEPARATOR.search(text))
+        plain = bool(fence.search(text) or separator.search(text))
         guarded = bool(
-            ("```" in text and analysis._DATA_FENCE.search(text))
-            or ("---" in text and analysis._TABLE_SEPARATOR.search(text))
+            ("`" in text and "```" in text and detectors._DATA_FENCE.search("\n" + text))
+            or ("|" in text and "---" in text and detectors._TABLE_SEPARATOR.search("\n" + text))
         )
         assert guarded == plain, text[:80]
         found += plain
@@ -131,11 +136,10 @@ def test_data_guards_never_hide_a_match(corpus: list[str]) -> None:
 
 def test_prose_fast_path_matches_the_plain_computation(corpus: list[str]) -> None:
     def plain(text: str) -> str:
-        lines = [
-            line for line in analysis._FENCED_BLOCK.sub("\n", text).splitlines() if not analysis._CODE_LINE.search(line)
-        ]
+        without_blocks = re.sub(r"^[ \t]*(```|~~~).*?^[ \t]*\1", "\n", text, flags=re.MULTILINE | re.DOTALL)
+        lines = [line for line in without_blocks.splitlines() if not re.search(r"[=;{}<>]|^( {4}|\t)", line)]
         prose = "\n".join(lines)
         return prose if prose.strip() else text
 
     for text in corpus:
-        assert analysis._prose(text) == plain(text), text[:80]
+        assert detectors._prose(text) == plain(text), text[:80]

@@ -45,10 +45,10 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from services.selector.analysis import has_code
+from services.selector.detectors import has_code
 
 RULES_REVISION = 1
 
@@ -65,29 +65,116 @@ _LANGUAGES = (
 
 
 class Searcher(Protocol):
-    """What a rule searches the window with: a compiled regex, or :class:`AnyOf`. Truthy on a hit."""
+    """What a rule searches the window with: a compiled regex, or :class:`Signal`. Truthy on a hit."""
 
     def search(self, text: str, /) -> object:
         """A match (truthy) or a falsy value."""
         ...
 
 
-class AnyOf:
-    """Several regexes, any of which is a hit; each is searched only if the text holds one of its needles.
+class Part:
+    """One regex of a :class:`Signal`, searched only when the text holds one of its ``needles`` (if any).
 
-    Same answer as one alternation of the regexes (a search finds a match of ``a|b`` exactly when it
-    finds one of ``a`` or of ``b``), provided every match of a regex contains one of its needles; a
-    substring test is far cheaper than a regex scan of text that cannot match.
+    ``gate``: a cheaper regex that matches in every text in which ``pattern`` does, searched first. ``backwards``:
+    ``pattern`` is written backwards and searched in the reversed text (a match of a regex in a text
+    is a match of the regex written backwards in the reversed text; ``\\b`` and ``\\s`` read the same
+    both ways).
     """
 
-    __slots__ = ("parts",)
+    __slots__ = ("backwards", "chars", "gate", "needles", "pattern")
 
-    def __init__(self, *parts: tuple[tuple[str, ...], str]) -> None:
-        self.parts = tuple((needles, re.compile(pattern)) for needles, pattern in parts)
+    def __init__(self, pattern: str, needles: tuple[str, ...] = (), gate: str = "", backwards: bool = False) -> None:
+        self.pattern = re.compile(pattern)
+        # One-character needles are looked up in the window's set of characters (see _Window).
+        self.chars = frozenset(needles) if needles and all(len(n) == 1 for n in needles) else frozenset()
+        self.needles = () if self.chars else needles
+        self.gate = re.compile(gate) if gate else None
+        self.backwards = backwards
+
+
+class _Window:
+    """A lower-cased instruction window, and what several rules derive from it, computed once."""
+
+    __slots__ = ("_reversed", "chars", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        #: The characters of :data:`_NEEDLE_CHARS` in the window (a substring test each, at memchr speed).
+        self.chars = frozenset([c for c in _NEEDLE_CHARS if c in text])
+        self._reversed: str | None = None
+
+    @property
+    def reversed(self) -> str:
+        """The window backwards, for parts written backwards."""
+        if self._reversed is None:
+            self._reversed = self.text[::-1]
+        return self._reversed
+
+
+class Signal:
+    """A rule's regex as written (``source``), searched as faster ``parts`` that find a match exactly when it does.
+
+    A search finds a match of ``a|b`` exactly when it finds one of ``a`` or of ``b``, so an
+    alternation splits into parts. Python's regex engine skips ahead fast only to a leading literal:
+    from ``\\b`` or a class it tries every position, which made these rules cost more than the rest
+    of the selector. So a part starts with its word and checks the word boundary before it with a
+    look-behind (``word(?<=\\bword)`` matches where ``\\bword`` does, see :func:`_word_first`), or is
+    written backwards. ``requires``: every match contains one of these, tested before any part (by
+    default the parts' needles, when every part has some).
+    """
+
+    __slots__ = ("chars", "parts", "requires", "source")
+
+    def __init__(self, source: str, *parts: Part, requires: tuple[str, ...] = ()) -> None:
+        self.source = source
+        self.parts = parts
+        if not requires and all(p.needles for p in parts):
+            requires = tuple(dict.fromkeys(n for p in parts for n in p.needles))
+        self.requires = requires
+        # Likewise one test for parts that all need one of a few characters.
+        self.chars = frozenset().union(*(p.chars for p in parts)) if all(p.chars for p in parts) else frozenset()
 
     def search(self, text: str, /) -> bool:
-        """True when one of the regexes occurs in ``text``."""
-        return any(any(n in text for n in needles) and p.search(text) is not None for needles, p in self.parts)
+        """True when ``source`` occurs in ``text``."""
+        return self.occurs(_Window(text))
+
+    def occurs(self, window: _Window) -> bool:
+        """True when ``source`` occurs in the window."""
+        # Plain loops, no generator expressions: on most windows every test fails at once, and the
+        # Python around the tests is then most of the cost.
+        text = window.text
+        if self.chars and self.chars.isdisjoint(window.chars):
+            return False
+        if self.requires and not _contains_any(text, self.requires):
+            return False
+        for part in self.parts:
+            if part.chars and part.chars.isdisjoint(window.chars):
+                continue
+            if part.needles and not _contains_any(text, part.needles):
+                continue
+            if part.gate is not None and part.gate.search(text) is None:
+                continue
+            if part.pattern.search(window.reversed if part.backwards else text) is not None:
+                return True
+        return False
+
+
+def _contains_any(text: str, needles: tuple[str, ...]) -> bool:
+    for needle in needles:  # noqa: SIM110 - a loop, not any(): no generator to set up (hot path)
+        if needle in text:
+            return True
+    return False
+
+
+def _word_first(word: str, rest: str) -> Part:
+    r"""The part for ``\b`` + ``word`` + ``rest``: ``word`` (a literal) first, behind the needle ``word``."""
+    literal = re.escape(word)
+    return Part(f"{literal}(?<=\\b{literal}){rest}", (word,))
+
+
+def _words_first(words: str, rest: str) -> tuple[Part, ...]:
+    r"""The parts for ``\b(w1|w2|...)`` + ``rest`` (``words`` as in the regex: literals joined by ``|``)."""
+    return tuple(_word_first(word, rest) for word in words.split("|"))
 
 
 @dataclass(frozen=True)
@@ -113,58 +200,84 @@ WORD_PROBLEM = "word problem"
 WORD_PROBLEM_NUMBERS = 3
 _NUMBER = re.compile(r"(?<![\w.])\$?\d+(?:[.,]\d+)?%?")
 
+_CODE_OBJECTS = (
+    r"(function|method|class|program|snippet|algorithm|(sql|database) query|regex|regular expression|unit tests?"
+    rf"|api endpoint|one-liner|dockerfile|makefile|(shell|{_LANGUAGES}) script)\b"
+)
+_CREATIVE_PIECES = (
+    r"\s+(me\s+|us\s+)?(a|an|some|one|two|three|\d+|the)?\s*(?:(?!of\b|about\b|for\b|on\b)[\w'-]+\s+){0,3}?(poem|poems"
+    r"|haiku|limerick|sonnet|lyrics|song|rap|ballad|story|stories|fable|fairy tale|screenplay|scene"
+    r"|monologue|ode|villanelle|(movie |film )?plot)\b"
+)
+_CODE_VERBS = "write|implement|create|generate|code|build|design|define|construct|develop|give me|make"
+_CREATIVE_VERBS = "write|compose|pen|make up|tell me|create|generate|build|develop|come up with"
+_EQUATION_PARTS = (
+    r"\d\s*[+*×÷^]\s*\(?\d",  # 12 * 7, 3 + 4
+    r"\d\s+[-/−]\s+\d",  # 10 - 3, 6 / 2
+    r"\b\d*[a-z]\s*(?:\^|\*\*)\s*\d",  # x^2, 2y**3
+    r"[a-z][²³]",  # x²
+    r"\b\d*[a-z]\s*[-+]\s*\d+\s*=|=\s*-?\d*[a-z]\s*[-+*/]",  # 3x + 7 = ..., = 2x - 1
+    r"\$[^$\n]{0,80}(?:\\frac|\\sqrt|\\int|\\sum|\\cdot|\\times|\\pi|\^|=)[^$\n]{0,80}\$",  # LaTeX
+    r"[∫∑√∞≤≥]",
+    r"\bd[xyt]\s*/\s*d[xyt]\b",  # dy/dx
+    r"\b(?:sin|cos|tan|log|ln)\s*\(",
+)
+
+# Every rule is behind needles: words or characters that each of its matches contains. (As a single
+# alternation the equation rule alone cost more than all the others together.)
 RULES: tuple[SignalRule, ...] = (
     SignalRule("coding", CODE, 3.0, None),
     SignalRule(
         "coding",
         CODE_REQUEST,
         2.0,
-        AnyOf(
-            (
-                (
-                    "function",
-                    "method",
-                    "class",
-                    "program",
-                    "snippet",
-                    "algorithm",
-                    " query",
-                    "regex",
-                    "regular expression",
-                    "unit test",
-                    "api endpoint",
-                    "one-liner",
-                    "dockerfile",
-                    "makefile",
-                    " script",
-                ),
-                r"\b(write|implement|create|generate|code|build|design|define|construct|develop|give me|make)\b"
-                r"(?:\s+[\w+#-]+){0,6}?\s+(function|method|class|program|snippet|algorithm|(sql|database) query"
-                r"|regex|regular expression|unit tests?|api endpoint|one-liner|dockerfile|makefile"
-                rf"|(shell|{_LANGUAGES}) script)\b",
-            )
+        Signal(
+            rf"\b({_CODE_VERBS})\b(?:\s+[\w+#-]+){{0,6}}?\s+{_CODE_OBJECTS}",
+            *_words_first(_CODE_VERBS, rf"\b(?:\s+[\w+#-]+){{0,6}}?\s+{_CODE_OBJECTS}"),
+            # The most frequent first: the test stops at the first one found.
+            requires=(
+                "class",
+                "function",
+                "program",
+                "method",
+                " script",
+                "snippet",
+                "algorithm",
+                " query",
+                "regex",
+                "regular expression",
+                "unit test",
+                "api endpoint",
+                "one-liner",
+                "dockerfile",
+                "makefile",
+            ),
         ),
     ),
     SignalRule(
-        "coding", "names a language", 1.0, AnyOf((("in ", "using ", "with "), rf"\b(in|using|with) ({_LANGUAGES})\b"))
+        "coding",
+        "names a language",
+        1.0,
+        Signal(rf"\b(in|using|with) ({_LANGUAGES})\b", *_words_first("in |using |with ", rf"({_LANGUAGES})\b")),
     ),
     SignalRule(
         "math",
         "equation",
         2.0,
-        # One regex per kind of equation, each searched only when the window holds a character it
-        # needs: as a single alternation this rule cost more than all the others together. (Every rule
-        # is behind such needles: words or characters each of its matches must contain.)
-        AnyOf(
-            (("+", "*", "×", "÷", "^"), r"\d\s*[+*×÷^]\s*\(?\d"),  # 12 * 7, 3 + 4
-            (("-", "/", "−"), r"\d\s+[-/−]\s+\d"),  # 10 - 3, 6 / 2
-            (("^", "**"), r"\b\d*[a-z]\s*(?:\^|\*\*)\s*\d"),  # x^2, 2y**3
-            (("²", "³"), r"[a-z][²³]"),  # x²
-            (("=",), r"\b\d*[a-z]\s*[-+]\s*\d+\s*=|=\s*-?\d*[a-z]\s*[-+*/]"),  # 3x + 7 = ..., = 2x - 1
-            (("$",), r"\$[^$\n]{0,80}(?:\\frac|\\sqrt|\\int|\\sum|\\cdot|\\times|\\pi|\^|=)[^$\n]{0,80}\$"),  # LaTeX
-            (("∫", "∑", "√", "∞", "≤", "≥"), r"[∫∑√∞≤≥]"),
-            (("/",), r"\bd[xyt]\s*/\s*d[xyt]\b"),  # dy/dx
-            (("(",), r"\b(?:sin|cos|tan|log|ln)\s*\("),
+        Signal(
+            "|".join(_EQUATION_PARTS),
+            Part(_EQUATION_PARTS[0], ("+", "*", "×", "÷", "^")),
+            # Behind an operator with a blank on each side (the pattern starts with a class: slow to
+            # search, and windows often hold "-" or "/").
+            *(Part(rf"\d\s+{op}\s+\d", (op,), gate=rf"{op}(?<=\s{op})(?=\s)") for op in ("-", "/", "−")),
+            Part(_EQUATION_PARTS[2], ("^", "**")),
+            Part(_EQUATION_PARTS[3], ("²", "³")),
+            Part(r"=\s*\d+\s*[-+]\s*[a-z]\d*\b", ("=",), backwards=True),  # the first half of [4], backwards
+            Part(r"=\s*-?\d*[a-z]\s*[-+*/]", ("=",)),
+            Part(_EQUATION_PARTS[5], ("$",)),
+            Part(_EQUATION_PARTS[6], ("∫", "∑", "√", "∞", "≤", "≥")),
+            Part(r"d(?<=\bd)[xyt]\s*/\s*d[xyt]\b", ("/",)),
+            Part(r"\(\s*(?:nis|soc|nat|gol|nl)\b", ("(",), backwards=True),
         ),
         unless=(CODE, CODE_REQUEST),
     ),
@@ -172,23 +285,28 @@ RULES: tuple[SignalRule, ...] = (
         "math",
         "solve/compute",
         1.0,
-        AnyOf(
-            (
-                (
-                    "solve ",
-                    "derivative",
-                    "integra",
-                    "differentiate",
-                    "simplify the expression",
-                    "factor",
-                    "evaluate the ",
-                    "probability ",
-                    "how many ",
-                ),
-                r"\b(solve (for|the (equation|system|inequality))|derivative|integral|integrate|differentiate"
-                r"|simplify the expression|factor(i[sz]e)? completely|evaluate the (limit|integral|expression)"
-                r"|probability (that|of (getting|drawing|rolling))|how many (different )?ways)\b",
-            )
+        Signal(
+            r"\b(solve (for|the (equation|system|inequality))|derivative|integral|integrate|differentiate"
+            r"|simplify the expression|factor(i[sz]e)? completely|evaluate the (limit|integral|expression)"
+            r"|probability (that|of (getting|drawing|rolling))|how many (different )?ways)\b",
+            _word_first("solve ", r"(for|the (equation|system|inequality))\b"),
+            *_words_first("derivative|differentiate|simplify the expression", r"\b"),
+            _word_first("integra", r"(l|te)\b"),
+            _word_first("factor", r"(i[sz]e)? completely\b"),
+            _word_first("evaluate the ", r"(limit|integral|expression)\b"),
+            _word_first("probability ", r"(that|of (getting|drawing|rolling))\b"),
+            _word_first("how many ", r"(different )?ways\b"),
+            requires=(
+                "solve ",
+                "derivative",
+                "integra",
+                "differentiate",
+                "simplify the expression",
+                "factor",
+                "evaluate the ",
+                "probability ",
+                "how many ",
+            ),
         ),
         unless=(CODE, CODE_REQUEST),
     ),
@@ -196,12 +314,15 @@ RULES: tuple[SignalRule, ...] = (
         "math",
         WORD_PROBLEM,
         1.5,
-        AnyOf(
-            (
-                ("how ", "what "),
-                r"\b(how (many|much|long|far|old|fast)|what (is|was|are|will be) the (total|average|sum|difference"
-                r"|cost|price|value|area|volume|percentage)|what percent(age)?|what fraction)\b",
-            )
+        Signal(
+            r"\b(how (many|much|long|far|old|fast)|what (is|was|are|will be) the (total|average|sum|difference"
+            r"|cost|price|value|area|volume|percentage)|what percent(age)?|what fraction)\b",
+            _word_first("how ", r"(many|much|long|far|old|fast)\b"),
+            _word_first(
+                "what ",
+                r"((is|was|are|will be) the (total|average|sum|difference|cost|price|value|area|volume|percentage)"
+                r"|percent(age)?|fraction)\b",
+            ),
         ),
         unless=(CODE, CODE_REQUEST),
     ),
@@ -209,18 +330,23 @@ RULES: tuple[SignalRule, ...] = (
         "summarization",
         "summarize",
         2.5,
-        AnyOf((("summar", "tl", "recap"), r"\b(summar(y|ies|i[sz]e[sd]?|i[sz]ing|i[sz]ation)|tl;?\s?dr|recap)\b")),
+        Signal(
+            r"\b(summar(y|ies|i[sz]e[sd]?|i[sz]ing|i[sz]ation)|tl;?\s?dr|recap)\b",
+            _word_first("summar", r"(y|ies|i[sz]e[sd]?|i[sz]ing|i[sz]ation)\b"),
+            _word_first("tl", r";?\s?dr\b"),
+            _word_first("recap", r"\b"),
+        ),
         unless=(CODE, CODE_REQUEST),
     ),
     SignalRule(
         "classification",
         "classify",
         2.0,
-        AnyOf(
-            (
-                ("classify", "categori", "sentiment", "positive or negative", "negative or positive", "spam or "),
-                r"\b(classify|categori[sz]e|sentiment|positive or negative|negative or positive|spam or (not|ham))\b",
-            )
+        Signal(
+            r"\b(classify|categori[sz]e|sentiment|positive or negative|negative or positive|spam or (not|ham))\b",
+            *_words_first("classify|sentiment|positive or negative|negative or positive", r"\b"),
+            _word_first("categori", r"[sz]e\b"),
+            _word_first("spam or ", r"(not|ham)\b"),
         ),
         unless=(CODE, CODE_REQUEST),
     ),
@@ -228,58 +354,73 @@ RULES: tuple[SignalRule, ...] = (
         "extraction",
         "extract",
         2.5,
-        AnyOf((("extract", "pull out", "named entit"), r"\b(extract(s|ed|ing)?|pull out|named entit(y|ies))\b")),
+        Signal(
+            r"\b(extract(s|ed|ing)?|pull out|named entit(y|ies))\b",
+            _word_first("extract", r"(s|ed|ing)?\b"),
+            _word_first("pull out", r"\b"),
+            _word_first("named entit", r"(y|ies)\b"),
+        ),
         unless=(CODE, CODE_REQUEST),
     ),
     SignalRule(
         "creative",
         "creative piece",
         2.0,
-        AnyOf(
-            (
-                (
-                    "poem",
-                    "haiku",
-                    "limerick",
-                    "sonnet",
-                    "lyrics",
-                    "song",
-                    "rap",
-                    "ballad",
-                    "stor",
-                    "fable",
-                    "fairy tale",
-                    "screenplay",
-                    "scene",
-                    "monologue",
-                    "ode",
-                    "villanelle",
-                    "plot",
-                ),
-                r"\b(write|compose|pen|make up|tell me|create|generate|build|develop|come up with)\s+(me\s+|us\s+)?"
-                r"(a|an|some|one|two|three|\d+|the)?\s*(?:(?!of\b|about\b|for\b|on\b)[\w'-]+\s+){0,3}?(poem|poems"
-                r"|haiku|limerick|sonnet|lyrics|song|rap|ballad|story|stories|fable|fairy tale|screenplay|scene"
-                r"|monologue|ode|villanelle|(movie |film )?plot)\b",
-            )
+        Signal(
+            rf"\b({_CREATIVE_VERBS}){_CREATIVE_PIECES}",
+            *_words_first(_CREATIVE_VERBS, _CREATIVE_PIECES),
+            # The most frequent first (in words like "history", "code", "paragraph" too).
+            requires=(
+                "stor",
+                "ode",
+                "rap",
+                "poem",
+                "plot",
+                "scene",
+                "song",
+                "haiku",
+                "limerick",
+                "sonnet",
+                "lyrics",
+                "ballad",
+                "fable",
+                "fairy tale",
+                "screenplay",
+                "monologue",
+                "villanelle",
+            ),
         ),
         unless=(CODE, CODE_REQUEST),
     ),
     SignalRule(
-        "creative", "role-play", 1.5, AnyOf((("role", "character"), r"\b(role-?play|stay in character|in character)\b"))
+        "creative",
+        "role-play",
+        1.5,
+        Signal(
+            r"\b(role-?play|stay in character|in character)\b",
+            _word_first("role", r"-?play\b"),
+            *_words_first("stay in character|in character", r"\b"),
+        ),
     ),
     SignalRule(
         "brainstorming",
         "ideas",
         1.5,
-        AnyOf(
-            (
-                ("brainstorm", "ideas", "suggestions", "tips"),
-                r"\b(brainstorm\w*|ideas (for|to|on|about)|give me (some |a few |\d+ )?ideas|suggestions (for|on)"
-                r"|tips (for|on|to))\b",
-            )
+        Signal(
+            r"\b(brainstorm\w*|ideas (for|to|on|about)|give me (some |a few |\d+ )?ideas|suggestions (for|on)"
+            r"|tips (for|on|to))\b",
+            _word_first("brainstorm", r"\w*\b"),
+            _word_first("ideas ", r"(for|to|on|about)\b"),
+            _word_first("give me ", r"(some |a few |\d+ )?ideas\b"),
+            _word_first("suggestions ", r"(for|on)\b"),
+            _word_first("tips ", r"(for|on|to)\b"),
         ),
         unless=(CODE, CODE_REQUEST),
     ),
+)
+
+_NEEDLE_CHARS = "".join(
+    sorted(set().union(*(p.chars for r in RULES if isinstance(r.pattern, Signal) for p in r.pattern.parts)))
 )
 
 
@@ -289,23 +430,36 @@ class RuleLayer:
 
     rules: tuple[SignalRule, ...] = RULES
     revision: int = RULES_REVISION
+    _cancelling: frozenset[str] = field(init=False, repr=False, compare=False)
+    """Labels named in some rule's ``unless``."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_cancelling", frozenset(label for rule in self.rules for label in rule.unless))
 
     def fire(self, prompt: str) -> tuple[SignalRule, ...]:
         """The rules whose signal is in ``prompt``, after cancellations."""
         window = instruction_window(prompt)
         instruction = window.lower()
+        shared = _Window(instruction)
         fired: list[SignalRule] = []
+        labels: set[str] = set()
         for rule in self.rules:
+            # A rule that a fired rule cancels is dropped anyway: not searched, unless it cancels
+            # others itself (then whether it fires matters).
+            if labels and rule.label not in self._cancelling and not labels.isdisjoint(rule.unless):
+                continue
             if rule.pattern is None:
                 hit = has_code(window)
-            elif rule.label == WORD_PROBLEM:
-                hit = bool(rule.pattern.search(instruction)) and _word_problem(prompt)
+            elif rule.label == WORD_PROBLEM and not _word_problem(prompt):
+                hit = False
+            elif isinstance(rule.pattern, Signal):
+                hit = rule.pattern.occurs(shared)
             else:
                 hit = bool(rule.pattern.search(instruction))
             if hit:
                 fired.append(rule)
-        labels = {r.label for r in fired}
-        return tuple(r for r in fired if not labels.intersection(r.unless))
+                labels.add(rule.label)
+        return tuple(r for r in fired if labels.isdisjoint(r.unless))
 
     def apply(self, probabilities: Mapping[str, float], fired: tuple[SignalRule, ...]) -> dict[str, float]:
         """``probabilities`` adjusted by the ``fired`` rules (same keys; sums to 1)."""
