@@ -20,11 +20,12 @@ and the load generator share core 1. The load generator keeps 64 unary calls in 
 for ``--seconds`` and counts completions; the selector's CPU time during the window (from
 ``/proc/<pid>/stat``) gives CPU per request and shows whether the selector's core was saturated.
 
+The selector runs on the services' default event loop (uvloop) and, for comparison, on asyncio's.
+
 **Floor.** The same load against a servicer that does no work (returns a prebuilt, typical-size
-``SelectModelsResponse``), pinned the same way: once on a bare ``grpc.aio`` server and once built with
-``create_server`` (our interceptor, health, reflection), and once with the interceptor change proposed
-in the report (wrapped handlers built once per method). This is the most any selector could do on this
-machine; the ratio selector/floor says how much of the budget our own code takes.
+``SelectModelsResponse``), pinned the same way: on a bare ``grpc.aio`` server (uvloop, and asyncio's
+loop) and built with ``create_server`` (our interceptor, health, reflection). This is the most any
+selector could do on this machine; the ratio selector/floor says how much of the budget our own code takes.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from typing import Any
 import grpc
 
 from bench._suite import BIN, SERVICE_NAMES, _wait_healthy, cluster, free_port, percentile
+from orchestratex import eventloop
 from orchestratex.config import Settings
 from orchestratex.domains import DOMAINS
 from orchestratex.v1 import selector_pb2, selector_pb2_grpc
@@ -298,9 +300,10 @@ def _as_load_generator(coro_factory: Any) -> Any:
         os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
 
 
-def over_grpc(seconds: float, prompts: Sequence[str]) -> dict[str, Any]:
-    """The real selector (with providers and analytics running), pinned to core 0."""
-    with tempfile.TemporaryDirectory() as tmp, cluster(Path(tmp), {"ORX_LOG_LEVEL": "WARNING"}) as c:
+def over_grpc(seconds: float, prompts: Sequence[str], loop: str = "auto") -> dict[str, Any]:
+    """The real selector (with providers and analytics running), pinned to core 0, on event loop ``loop``."""
+    env = {"ORX_LOG_LEVEL": "WARNING", "ORX_EVENT_LOOP": loop}
+    with tempfile.TemporaryDirectory() as tmp, cluster(Path(tmp), env) as c:
         c.start("providers")
         c.start("analytics")
         proc = _run_pinned([str(BIN / "orchestratex"), "serve", "selector"], dict(c.env))
@@ -310,8 +313,8 @@ def over_grpc(seconds: float, prompts: Sequence[str]) -> dict[str, Any]:
 
 
 def floor(seconds: float, prompts: Sequence[str], mode: str) -> dict[str, Any]:
-    """A servicer doing no work, pinned to core 0: on a bare server (``plain``), built with
-    ``create_server`` (``orx``), or with the proposed per-method handler cache (``cached``)."""
+    """A servicer doing no work, pinned to core 0: on a bare server (``plain``; ``plain_asyncio`` on
+    asyncio's own event loop), or built with ``create_server`` (``orx``: our interceptor, health, reflection)."""
     addr = f"127.0.0.1:{free_port()}"
     argv = [sys.executable, "-m", "bench.selector_perf_bench", "--serve-floor", mode]
     proc = _run_pinned([*argv, "--listen", addr], {**os.environ, "ORX_LOG_LEVEL": "WARNING"})
@@ -362,49 +365,11 @@ def _typical_response() -> selector_pb2.SelectModelsResponse:
     return selection_to_proto(select(analysis, catalogue.models, history=parts["history"]), [])
 
 
-def _caching_interceptor() -> Any:
-    """The project's interceptor with one change: the wrapped handler is built once per method, not per call.
-
-    Measures the change proposed for ``orchestratex/grpc_server.py`` (not edited here).
-    """
-    from orchestratex.grpc_server import ServerInterceptor
-
-    class CachingInterceptor(ServerInterceptor):
-        def __init__(self) -> None:
-            self._wrapped: dict[str, Any] = {}
-
-        async def intercept_service(self, continuation: Any, details: Any) -> Any:
-            handler = await continuation(details)
-            if handler is None:
-                return None
-            cached = self._wrapped.get(details.method)
-            if cached is None or cached[0] is not handler:
-                cached = (handler, await super().intercept_service(_constant(handler), details))
-                self._wrapped[details.method] = cached
-            return cached[1]
-
-    return CachingInterceptor()
-
-
-def _constant(handler: Any) -> Any:
-    async def continuation(details: Any) -> Any:
-        return handler
-
-    return continuation
-
-
 async def _serve_floor(mode: str, listen: str) -> None:
-    from orchestratex.grpc_server import ServiceBinding, create_server, server_options
+    from orchestratex.grpc_server import ServiceBinding, create_server
 
     servicer = _FloorServicer(_typical_response())
-    if mode == "cached":
-        server = grpc.aio.server(interceptors=[_caching_interceptor()], options=server_options(8 * 1024 * 1024))
-        selector_pb2_grpc.add_SelectorServiceServicer_to_server(servicer, server)
-        server.add_insecure_port(listen)
-        await server.start()
-        await server.wait_for_termination()
-        return
-    if mode == "plain":
+    if mode in ("plain", "plain_asyncio"):
         server = grpc.aio.server()
         selector_pb2_grpc.add_SelectorServiceServicer_to_server(servicer, server)
         server.add_insecure_port(listen)
@@ -439,11 +404,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="load duration per gRPC run")
     parser.add_argument("--skip-grpc", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("bench/results/selector_perf.json"))
-    parser.add_argument("--serve-floor", choices=("plain", "orx", "cached"), help=argparse.SUPPRESS)
+    parser.add_argument("--serve-floor", choices=("plain", "plain_asyncio", "orx"), help=argparse.SUPPRESS)
     parser.add_argument("--listen", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_floor:
-        asyncio.run(_serve_floor(args.serve_floor, args.listen))
+        loop = "asyncio" if args.serve_floor == "plain_asyncio" else os.environ.get("ORX_EVENT_LOOP", "auto")
+        eventloop.run(_serve_floor(args.serve_floor, args.listen), loop)
         return
 
     result: dict[str, Any] = {
@@ -460,10 +426,15 @@ def main(argv: list[str] | None = None) -> None:
     print(json.dumps(result["in_process"], indent=2), flush=True)
     if not args.skip_grpc:
         prompts = [p for _, p in prompt_mix(4000, 99)]
-        floors = {"floor_plain": "plain", "floor_interceptor": "orx", "floor_interceptor_cached": "cached"}
-        grpc_runs: dict[str, list[dict[str, Any]]] = {"selector": [], **{name: [] for name in floors}}
+        floors = {"floor_plain": "plain", "floor_plain_asyncio": "plain_asyncio", "floor_interceptor": "orx"}
+        grpc_runs: dict[str, list[dict[str, Any]]] = {
+            "selector": [],
+            "selector_asyncio": [],
+            **{name: [] for name in floors},
+        }
         for _ in range(args.repeats):  # interleaved, so that a busy moment hits them all alike
             grpc_runs["selector"].append(over_grpc(args.seconds, prompts))
+            grpc_runs["selector_asyncio"].append(over_grpc(args.seconds, prompts, loop="asyncio"))
             for name, mode in floors.items():
                 grpc_runs[name].append(floor(args.seconds, prompts, mode))
         result["grpc_runs"] = grpc_runs
