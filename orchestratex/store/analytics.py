@@ -70,6 +70,7 @@ from orchestratex.store.analytics_model import (
     perf_row,
     score_milli,
     session_vector,
+    settle_shadows,
     shadow_int,
     shadow_outcome,
     usage_values,
@@ -836,12 +837,7 @@ async def _ingest(conn: aiosqlite.Connection, tenant: str, events: Sequence[Even
         )
         for row in rows:
             round1[row[0]].append((row[1], row[2], bool(row[3]), int(row[4])))
-    for event in new:
-        k = event.critique
-        if k is not None and k.round == 1:
-            round1[event.session_id].append((k.critic_model, k.author_model, k.shadow, score_milli(k.score)))
-    for sid in judged:
-        states[sid].shadow_state = shadow_int(shadow_outcome(round1[sid]))
+    settle_shadows(states, round1, new)
 
     await conn.executemany(_UPSERT_SESSION, [_state_row(states[sid]) for sid in touched])
     await conn.executemany(

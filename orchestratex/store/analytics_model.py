@@ -720,3 +720,21 @@ class SessionState:
 def shadow_int(outcome: bool | None) -> int | None:
     """A :func:`shadow_outcome` as stored: 1 hit, 0 miss, None not judged."""
     return None if outcome is None else int(outcome)
+
+
+def settle_shadows(
+    states: Mapping[str, SessionState],
+    round1: dict[str, list[tuple[str, str, bool, int]]],
+    new: Iterable[EventFacts],
+) -> None:
+    """Add the batch's round-1 critiques to the stored ones in ``round1`` and set each judged session's outcome.
+
+    ``round1`` maps every judged session to its stored round-1 critiques (critic, author, shadow, score
+    in thousandths), as both backends read them.
+    """
+    for event in new:
+        k = event.critique
+        if k is not None and k.round == 1:
+            round1[event.session_id].append((k.critic_model, k.author_model, k.shadow, score_milli(k.score)))
+    for sid, critiques in round1.items():
+        states[sid].shadow_state = shadow_int(shadow_outcome(critiques))

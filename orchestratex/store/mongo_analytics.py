@@ -80,8 +80,7 @@ from orchestratex.store.analytics_model import (
     perf_row,
     score_milli,
     session_vector,
-    shadow_int,
-    shadow_outcome,
+    settle_shadows,
     usage_values,
 )
 from orchestratex.store.mongo import (
@@ -412,12 +411,7 @@ class MongoAnalyticsStore(MongoStoreBase, AnalyticsStore):
                 round1[str(d["session_id"])].append(
                     (str(d["critic_model"]), str(d["author_model"]), bool(d["shadow"]), int(d["score_milli"]))
                 )
-        for event in new:
-            k = event.critique
-            if k is not None and k.round == 1:
-                round1[event.session_id].append((k.critic_model, k.author_model, k.shadow, score_milli(k.score)))
-        for sid in judged:
-            states[sid].shadow_state = shadow_int(shadow_outcome(round1[sid]))
+        settle_shadows(states, round1, new)
 
         calls: list[Document] = []
         critiques: list[Document] = []

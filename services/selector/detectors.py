@@ -157,7 +157,7 @@ class _Detector:
         for part in self.parts:
             if not part.chars <= scan.present:
                 continue
-            if part.needles and not _contains_any(text, part.needles):
+            if part.needles and not contains_any(text, part.needles):
                 continue
             if part.gate is not None and part.gate.search(text) is None:
                 continue
@@ -167,7 +167,8 @@ class _Detector:
         return False
 
 
-def _contains_any(text: str, needles: tuple[str, ...]) -> bool:
+def contains_any(text: str, needles: tuple[str, ...]) -> bool:
+    """True when one of ``needles`` occurs in ``text``."""
     for needle in needles:  # noqa: SIM110 - a loop, not any(): no generator to set up (hot path)
         if needle in text:
             return True
@@ -641,7 +642,7 @@ def _prose(text: str) -> str:
     else:
         # Same lines as splitlines: split at "\n", without the empty one after a final newline.
         body = text_without_blocks[:-1] if text_without_blocks.endswith("\n") else text_without_blocks
-        if not _contains_any(body, _CODE_CHARS) and not _indented(body):
+        if not contains_any(body, _CODE_CHARS) and not _indented(body):
             return body if _has_text(body) else text  # no code-looking line: most prose, at memchr speed
         lines = body.split("\n")
     # The test written out (not a function, not any()): a call per line costs more than the tests.

@@ -48,7 +48,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from services.selector.detectors import has_code
+from services.selector.detectors import contains_any, has_code
 
 RULES_REVISION = 1
 
@@ -145,25 +145,18 @@ class Signal:
         text = window.text
         if self.chars and self.chars.isdisjoint(window.chars):
             return False
-        if self.requires and not _contains_any(text, self.requires):
+        if self.requires and not contains_any(text, self.requires):
             return False
         for part in self.parts:
             if part.chars and part.chars.isdisjoint(window.chars):
                 continue
-            if part.needles and not _contains_any(text, part.needles):
+            if part.needles and not contains_any(text, part.needles):
                 continue
             if part.gate is not None and part.gate.search(text) is None:
                 continue
             if part.pattern.search(window.reversed if part.backwards else text) is not None:
                 return True
         return False
-
-
-def _contains_any(text: str, needles: tuple[str, ...]) -> bool:
-    for needle in needles:  # noqa: SIM110 - a loop, not any(): no generator to set up (hot path)
-        if needle in text:
-            return True
-    return False
 
 
 def _word_first(word: str, rest: str) -> Part:
