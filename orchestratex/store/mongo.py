@@ -26,6 +26,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from orchestratex.aio import uncancellable
 from orchestratex.config import Settings
 from orchestratex.store.sessions import (
     SessionPage,
@@ -241,11 +242,12 @@ class MongoStoreBase:
             await self._client.close()
 
     async def _shielded(self, work: Callable[[], Awaitable[T]]) -> T:
-        """Run a write to completion even if the caller is cancelled (no half-written batch)."""
+        """Run a write to completion even if the caller is cancelled (no half-written batch); the
+        caller's cancellation is raised once the write has ended."""
         task = asyncio.ensure_future(work())
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
-        return await asyncio.shield(task)
+        return await uncancellable(task)
 
 
 class MongoSessionStore(MongoStoreBase, SessionStore):
@@ -299,22 +301,19 @@ class MongoSessionStore(MongoStoreBase, SessionStore):
 
     async def create_session(self, tenant: str, session: orchestrator_pb2.Session) -> None:
         create_us = session.create_time.seconds * 1_000_000 + session.create_time.nanos // 1000
-        await self._sessions.insert_one(
-            {
-                "_id": session.session_id,
-                "tenant": tenant,
-                "status": int(session.status),
-                "thread_id": session.thread_id,
-                "create_us": create_us,
-                "record": session.SerializeToString(),
-            }
-        )
+        document: Document = {
+            "_id": session.session_id,
+            "tenant": tenant,
+            "status": int(session.status),
+            "thread_id": session.thread_id,
+            "create_us": create_us,
+            "record": session.SerializeToString(),
+        }
+        await self._shielded(lambda: self._sessions.insert_one(document))
 
     async def save_session(self, session: orchestrator_pb2.Session) -> None:
-        await self._sessions.update_one(
-            {"_id": session.session_id},
-            {"$set": {"status": int(session.status), "record": session.SerializeToString()}},
-        )
+        update = {"$set": {"status": int(session.status), "record": session.SerializeToString()}}
+        await self._shielded(lambda: self._sessions.update_one({"_id": session.session_id}, update))
 
     async def get_session(self, session_id: str, tenant: str) -> orchestrator_pb2.Session | None:
         query: Document = {"_id": session_id}
@@ -461,4 +460,6 @@ class MongoSessionStore(MongoStoreBase, SessionStore):
         return int(doc["position"]) if doc else 0
 
     async def set_cursor(self, name: str, position: int) -> None:
-        await self._cursors.update_one({"_id": name}, {"$max": {"position": position}}, upsert=True)
+        await self._shielded(
+            lambda: self._cursors.update_one({"_id": name}, {"$max": {"position": position}}, upsert=True)
+        )

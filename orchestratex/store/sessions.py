@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestratex.aio import uncancellable
 from orchestratex.store.sqlite import SqliteDatabase
 from orchestratex.v1 import orchestrator_pb2
 
@@ -161,7 +162,13 @@ class SqliteSessionStore(SessionStore):
     async def close(self) -> None:
         await self.db.close()
 
+    # Every write runs to its end even when its caller is cancelled (the cancellation is re-raised
+    # afterwards), so a cancelled session can never leave a write half done.
+
     async def create_session(self, tenant: str, session: orchestrator_pb2.Session) -> None:
+        await uncancellable(self._create_session(tenant, session))
+
+    async def _create_session(self, tenant: str, session: orchestrator_pb2.Session) -> None:
         create_us = session.create_time.seconds * 1_000_000 + session.create_time.nanos // 1000
         async with self.db.transaction() as writer:
             await writer.execute(
@@ -177,6 +184,9 @@ class SqliteSessionStore(SessionStore):
             )
 
     async def save_session(self, session: orchestrator_pb2.Session) -> None:
+        await uncancellable(self._save_session(session))
+
+    async def _save_session(self, session: orchestrator_pb2.Session) -> None:
         async with self.db.transaction() as writer:
             await writer.execute(
                 "UPDATE sessions SET status = ?, record = ? WHERE session_id = ?",
@@ -231,8 +241,10 @@ class SqliteSessionStore(SessionStore):
         return SessionPage([orchestrator_pb2.Session.FromString(r[2]) for r in rows], next_token)
 
     async def append_events(self, events: Sequence[tuple[str, int, bytes]]) -> None:
-        if not events:
-            return
+        if events:
+            await uncancellable(self._append_events(events))
+
+    async def _append_events(self, events: Sequence[tuple[str, int, bytes]]) -> None:
         async with self.db.transaction() as writer:
             await writer.executemany(
                 "INSERT OR IGNORE INTO events (session_id, sequence, payload) VALUES (?,?,?)", events
@@ -281,6 +293,9 @@ class SqliteSessionStore(SessionStore):
         return int(row[0]) if row else 0
 
     async def set_cursor(self, name: str, position: int) -> None:
+        await uncancellable(self._set_cursor(name, position))
+
+    async def _set_cursor(self, name: str, position: int) -> None:
         async with self.db.transaction() as writer:
             await writer.execute(
                 "INSERT INTO cursors (name, position) VALUES (?, ?) "

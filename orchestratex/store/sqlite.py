@@ -8,13 +8,46 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiosqlite
 
+from orchestratex.aio import uncancellable
+from orchestratex.errors import Unavailable
+
 log = logging.getLogger(__name__)
+
+# Primary result codes that mean "the storage cannot take writes now" rather than a bug in a statement:
+# the caller gets UNAVAILABLE (retry later) and the service reports NOT_SERVING until a write succeeds.
+_STORAGE_CODES = {
+    sqlite3.SQLITE_FULL: "the disk is full",
+    sqlite3.SQLITE_IOERR: "an I/O error",
+    sqlite3.SQLITE_READONLY: "the database is read-only",
+    sqlite3.SQLITE_CANTOPEN: "the database file cannot be opened",
+    sqlite3.SQLITE_BUSY: "the database is locked by another process",
+    sqlite3.SQLITE_CORRUPT: "the database file is damaged",
+    sqlite3.SQLITE_NOTADB: "the file is not a database",
+}
+
+
+class StorageUnavailable(Unavailable):
+    """The store cannot write now (disk full, I/O error, read-only...); retrying later may work."""
+
+
+def storage_problem(exc: BaseException) -> str | None:
+    """What stops the store from writing, when ``exc`` is such a condition (None for other errors)."""
+    if isinstance(exc, StorageUnavailable):
+        return exc.message
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is not None and code & 0xFF in _STORAGE_CODES:
+            return _STORAGE_CODES[code & 0xFF]
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    return None
 
 
 class SqliteDatabase:
@@ -35,16 +68,36 @@ class SqliteDatabase:
         """Serialise writers and wrap the block in one ``BEGIN IMMEDIATE`` ... ``COMMIT`` (rollback on error).
 
         Every write goes through here: statements of concurrent coroutines never interleave inside
-        another's transaction.
+        another's transaction. A cancellation can interrupt the block, but never a ``COMMIT`` or
+        ``ROLLBACK`` half way: both run to their end, so the connection is never left inside a
+        transaction (the next writer would fail with "cannot start a transaction within a
+        transaction"). A storage condition (disk full, I/O error) is raised as
+        :class:`StorageUnavailable`.
         """
         async with self._write_lock:
-            await self.writer.execute("BEGIN IMMEDIATE")
+            if self.writer.in_transaction:
+                # Only reachable if a transaction was abandoned by code outside this method.
+                log.error("the writer connection was left inside a transaction; rolling it back")
+                await uncancellable(self._rollback())
             try:
+                await self.writer.execute("BEGIN IMMEDIATE")
                 yield self.writer
-            except BaseException:
-                await self.writer.execute("ROLLBACK")
+                await uncancellable(self.writer.execute("COMMIT"))
+            except BaseException as exc:
+                await uncancellable(self._rollback())
+                problem = storage_problem(exc)
+                if problem is not None and not isinstance(exc, StorageUnavailable):
+                    raise StorageUnavailable(f"storage: cannot write {self.path.name}: {problem}") from exc
                 raise
-            await self.writer.execute("COMMIT")
+
+    async def _rollback(self) -> None:
+        # aiosqlite runs statements in order on one thread, so a BEGIN whose await was cancelled has
+        # run by the time this ROLLBACK does; when nothing is open (BEGIN itself failed) it is a no-op.
+        try:
+            await self.writer.execute("ROLLBACK")
+        except sqlite3.OperationalError as exc:
+            if "no transaction is active" not in str(exc):
+                raise
 
     @classmethod
     async def open(cls, path: Path, migrations: Sequence[str]) -> SqliteDatabase:

@@ -78,8 +78,12 @@ async def test_sessions_outbox_and_restart_on_mongodb(
         replay = await again.watch(interrupted)
         assert replay[-1].HasField("session_failed")
         assert [e.sequence for e in replay] == list(range(1, len(replay) + 1))
-        # the outbox resumed from its stored cursor: the first session is not delivered again
-        await wait_until(lambda: any(e.session_id == interrupted for e in again.analytics.events))
+        # the terminal event the shutdown wrote is the only one: recovery brought the record in line
+        assert [e for e in replay if e.HasField("session_failed")] == [replay[-1]]
+        # the outbox resumed from its stored cursor: a new session is delivered, the first one not again
+        again.providers.answers["m/alpha"] = ["another answer quality=9"]
+        fresh = (await again.run(prompt="And now?", max_rounds=1))[0].session_id
+        await wait_until(lambda: any(e.session_id == fresh for e in again.analytics.events))
         assert all(e.session_id != sid for e in again.analytics.events)
     finally:
         await stop_stack(again)
