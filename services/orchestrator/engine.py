@@ -516,10 +516,13 @@ class SessionRunner:
     # --------------------------------------------------------------- critics
 
     def _critics(self) -> list[str]:
-        chosen = [m for m in self.selection.critics if m != self.author][: self.config.critic_count]
+        """This round's critics: never the author, nor a model that has failed as an author in this
+        session (it just showed it cannot answer now; it would most likely fail as a critic too)."""
+        unfit = {self.author, *self.failed_authors}
+        chosen = [m for m in self.selection.critics if m not in unfit][: self.config.critic_count]
         if len(chosen) < self.config.critic_count:
             author_family = self.pricing.family(self.author)
-            spares = [c.model for c in self.selection.candidates if c.model != self.author and c.model not in chosen]
+            spares = [c.model for c in self.selection.candidates if c.model not in unfit and c.model not in chosen]
             spares.sort(key=lambda m: self.pricing.family(m) == author_family)
             chosen.extend(spares[: self.config.critic_count - len(chosen)])
         return chosen

@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health_pb2
 
 from orchestratex import context
 from orchestratex.config import Settings
@@ -33,7 +34,7 @@ from orchestratex.v1 import orchestrator_pb2 as pb
 from orchestratex.validation import check_enum, require_text
 from services.orchestrator import shadow
 from services.orchestrator.engine import Pricing, RunConfig, Selection, SessionRunner, estimate_tokens
-from services.orchestrator.hub import EventWriter, Hub, LiveSession, now_timestamp
+from services.orchestrator.hub import TERMINAL_KINDS, EventWriter, Hub, LiveSession, StoreHealth, now_timestamp
 from services.orchestrator.outbox import Outbox
 from services.orchestrator.prompts import PromptSet, load_prompts
 from services.orchestrator.requests import normalise
@@ -100,6 +101,7 @@ class SessionManager:
     async def start(self, request: pb.OrchestrateRequest, tenant: str) -> LiveSession:
         """Validate, select models, persist the record and launch the loop in the background."""
         req, rules = normalise(request, self.settings.max_prompt_chars)
+        self._check_writable()
         models = await self.catalogue.get()
         history, trimmed = await self._history(tenant, req.thread_id, models)
         context_tokens = sum(estimate_tokens(m.content) + 4 for m in history)
@@ -121,7 +123,18 @@ class SessionManager:
             primary_model=selection.primary,
             primary_domain=selection.analysis.primary_domain,
         )
-        await self.store.create_session(tenant, record)
+        self._check_writable()
+        try:
+            await self.store.create_session(tenant, record)
+        except asyncio.CancelledError:
+            # The record was written (store writes run to their end) but the caller is gone: run the
+            # session anyway, cancelled from the start, so it still ends with one terminal event.
+            cancelled = True
+        except Exception as exc:
+            self.health.report(exc)
+            raise
+        else:
+            cancelled = False
         live = self.hub.open(record.session_id, tenant)
         runner = SessionRunner(
             live=live,
@@ -147,17 +160,39 @@ class SessionManager:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         log.info("session %s started (primary %s)", record.session_id, selection.primary)
+        if cancelled:
+            self.cancel_now(live.session_id)
+            raise asyncio.CancelledError
         return live
+
+    def _check_writable(self) -> None:
+        if not self.health.ok:
+            raise Unavailable(f"storage: cannot write ({self.health.problem}); not accepting sessions until it can")
+
+    @property
+    def health(self) -> StoreHealth:
+        """Whether the store takes writes (shared with the event writer)."""
+        return self.hub.writer.health
 
     async def _run(self, runner: SessionRunner, live: LiveSession, record: pb.Session) -> None:
         async def save(event: pb.OrchestrationEvent) -> None:
             record.update_time.CopyFrom(event.time)
             record.last_sequence = event.sequence
-            await self.store.save_session(record)
+            try:
+                await self.store.save_session(record)
+            except Exception as exc:
+                self.health.report(exc)
+                raise
 
+        live.running = True
         try:
+            if live.cancel_requested:
+                # Cancelled before this task first ran (a task cancelled before its first step would
+                # never enter this try): deliver it now, inside the loop's handlers.
+                asyncio.current_task().cancel()  # type: ignore[union-attr]
             await runner.run()
         finally:
+            live.ending = True
             terminal = runner.terminal or {
                 "session_failed": pb.SessionFailed(reason="internal error", status=pb.SESSION_STATUS_FAILED)
             }
@@ -294,15 +329,23 @@ class SessionManager:
         return record
 
     def cancel_now(self, session_id: str, reason: str = "cancelled by the client") -> asyncio.Task[None] | None:
-        """Cancel a running session's loop; returns its task to await, or None if it is not running here."""
+        """Cancel a running session's loop; returns its task to await, or None if it is not running here.
+
+        Idempotent: only the first cancel of a session reaches its task, and none does once the
+        session is recording its end, so a cancel can never interrupt a terminal write.
+        """
         live = self.hub.get(session_id)
         if live is None or live.task is None or live.task.done():
             return None
+        if live.cancel_requested or live.ending:
+            return live.task
+        live.cancel_requested = True
         if self.stopping:
             reason = "interrupted: the orchestrator is shutting down"
             live.cancel_status = pb.SESSION_STATUS_FAILED
         live.cancel_reason = reason
-        live.task.cancel()
+        if live.running:
+            live.task.cancel()
         return live.task
 
     async def cancel(self, session_id: str, tenant: str, reason: str) -> pb.Session:
@@ -316,21 +359,39 @@ class SessionManager:
     # --------------------------------------------------------------- lifecycle
 
     async def recover(self) -> None:
-        """Mark sessions left running by a previous process as failed, with the reason, in their log."""
+        """End sessions left running by a previous process, each with exactly one terminal event.
+
+        A session whose log already ends with a terminal event (the process died between writing it
+        and saving the record) only gets its record brought in line. Any other gets a
+        ``session_failed`` after its last stored event: watchers only ever saw stored events, so no
+        client can have seen that sequence number already.
+        """
         for record in await self.store.running_sessions():
-            sequence = await self.store.last_sequence(record.session_id) + 1
-            reason = "interrupted: the orchestrator stopped while the session was running"
-            failure = pb.SessionFailed(reason=reason, status=pb.SESSION_STATUS_FAILED)
-            event = pb.OrchestrationEvent(
-                session_id=record.session_id, sequence=sequence, time=now_timestamp(), session_failed=failure
-            )
-            await self.store.append_events([(record.session_id, sequence, event.SerializeToString())])
-            record.status = pb.SESSION_STATUS_FAILED
-            record.failure.CopyFrom(failure)
-            record.last_sequence = sequence
-            record.update_time.CopyFrom(now_timestamp())
+            last = await self.store.last_sequence(record.session_id)
+            stored = await self.store.read_events(record.session_id, last - 1, 1) if last else []
+            final = pb.OrchestrationEvent.FromString(stored[0]) if stored else None
+            if final is not None and final.WhichOneof("kind") in TERMINAL_KINDS:
+                event = final
+                log.warning("session %s had recorded its end; record brought in line", record.session_id)
+            else:
+                reason = "interrupted: the orchestrator stopped while the session was running"
+                event = pb.OrchestrationEvent(
+                    session_id=record.session_id,
+                    sequence=last + 1,
+                    time=now_timestamp(),
+                    session_failed=pb.SessionFailed(reason=reason, status=pb.SESSION_STATUS_FAILED),
+                )
+                await self.store.append_events([(record.session_id, event.sequence, event.SerializeToString())])
+                log.warning("session %s was interrupted by a restart; marked failed", record.session_id)
+            if event.HasField("session_completed"):
+                record.status = pb.SESSION_STATUS_COMPLETED
+                record.result.CopyFrom(event.session_completed)
+            else:
+                record.status = event.session_failed.status or pb.SESSION_STATUS_FAILED
+                record.failure.CopyFrom(event.session_failed)
+            record.last_sequence = event.sequence
+            record.update_time.CopyFrom(event.time)
             await self.store.save_session(record)
-            log.warning("session %s was interrupted by a restart; marked failed", record.session_id)
 
     async def begin_shutdown(self) -> None:
         """From now on, sessions cut short are recorded as interrupted by the shutdown."""
@@ -425,6 +486,21 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         return pb.CancelSessionResponse(session=session)
 
 
+def follow_store_health(srv: GrpcServer, health: StoreHealth) -> None:
+    """Report NOT_SERVING (standard health service, so also the gateway's ``/readyz``) while the
+    store cannot write, and SERVING again once it can."""
+    pending: set[asyncio.Task[None]] = set()
+
+    def changed(ok: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in (SERVICE_NAME, ""):
+            task = asyncio.ensure_future(srv.health.set(name, status))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+
+    health.listeners.append(changed)
+
+
 def _micros(ts: Timestamp) -> int:
     return ts.seconds * 1_000_000 + ts.nanos // 1000
 
@@ -469,6 +545,7 @@ async def build(settings: Settings, listen: str | None = None) -> GrpcServer:
         for channel in channels.values():
             await channel.close(None)
 
+    follow_store_health(srv, writer.health)
     srv.on_drain.append(manager.begin_shutdown)
     srv.on_stop.extend([store.close, close_channels, writer.close, outbox.stop, manager.shutdown])
     return srv
