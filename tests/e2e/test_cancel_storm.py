@@ -7,6 +7,7 @@ Before issue 12's fixes, two cancels landing together left sessions RUNNING fore
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 from typing import Any
 
@@ -20,7 +21,7 @@ from tests.e2e.conftest import Suite
 
 pytestmark = pytest.mark.e2e
 
-REPETITIONS = 100
+REPETITIONS = int(os.environ.get("ORX_STORM_REPETITIONS", "100"))
 TERMINAL = ("session_completed", "session_failed")
 
 

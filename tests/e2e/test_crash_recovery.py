@@ -35,7 +35,7 @@ SERVICES = {
     "analytics": "orchestratex.v1.AnalyticsService",
     "orchestrator": "orchestratex.v1.OrchestratorService",
 }
-SESSIONS = 24
+SESSIONS = int(os.environ.get("ORX_CRASH_SESSIONS", "24"))
 TERMINAL = ("session_completed", "session_failed")
 
 
