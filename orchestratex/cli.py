@@ -2,7 +2,13 @@
 
 ``up`` runs the whole suite on one machine — each service in its own process, exactly as compose or
 Kubernetes would run them — waits until every one reports SERVING on the standard health service,
-prints where everything listens, and on Ctrl-C (or SIGTERM) stops them in reverse order, gracefully.
+prints where everything listens, and supervises them. A service whose process dies is restarted after
+an exponential backoff (:class:`~orchestratex.config.RestartPolicy`, ``ORX_RESTART_*``) while the others
+keep running. ``up`` gives up, stopping the rest gracefully and exiting non-zero, when a service exits
+with status 2 (a configuration error: restarting cannot fix it) or dies too often in a short time.
+On Ctrl-C, SIGTERM or SIGHUP it stops them in reverse order, gracefully. The services run in their own
+process groups, so a Ctrl-C in the terminal reaches only ``up``, which then stops them in that order;
+and should ``up`` itself die, even by SIGKILL, each service sees its stdin close and stops by itself.
 """
 
 from __future__ import annotations
@@ -10,23 +16,29 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import importlib
+import logging
 import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, NoReturn, TextIO
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from orchestratex import eventloop
-from orchestratex.config import SERVICES, Settings
+from orchestratex.config import GRPC_EXPOSURE_VAR, SERVICES, RestartPolicy, Settings, is_loopback
 from orchestratex.errors import ConfigError
+from orchestratex.grpc_server import ListenError
 from orchestratex.logging import register_secret, setup_logging
 from orchestratex.loopmon import LoopLagMonitor
 
@@ -38,6 +50,12 @@ SERVICE_NAMES = {
     "analytics": "orchestratex.v1.AnalyticsService",
 }
 READY_TIMEOUT = 60.0
+# The services that keep data under ORX_DATA_DIR (with the SQLite backend).
+STORE_SERVICES = ("orchestrator", "analytics")
+# The exit status of a process that stopped on a configuration error: `up` never restarts it.
+CONFIG_ERROR_EXIT = 2
+
+log = logging.getLogger(__name__)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -47,19 +65,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
-        print(f"orchestratex: configuration error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        _config_error(exc)
     register_secret(settings.openrouter_api_key.get())
     register_secret(settings.mongodb_uri.get())
     if args.command == "serve":
+        try:
+            _preflight([args.service], settings)
+        except ConfigError as exc:
+            _config_error(exc)
         setup_logging(args.service, settings.log_level, settings.log_format)
         try:
             with contextlib.suppress(KeyboardInterrupt):
                 eventloop.run(_serve(args.service, settings), settings.event_loop)
         except ConfigError as exc:
-            print(f"orchestratex: configuration error: {exc}", file=sys.stderr)
-            raise SystemExit(2) from None
+            _config_error(exc)
         except OSError as exc:
+            if not _is_listen_error(exc):
+                raise
             var = f"ORX_{args.service.upper()}_LISTEN"
             print(f"orchestratex: {args.service}: {exc} (set {var} to another address)", file=sys.stderr)
             raise SystemExit(1) from None
@@ -81,6 +103,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     else:
         parser.print_help()
         raise SystemExit(2)
+
+
+def _config_error(exc: ConfigError) -> NoReturn:
+    print(f"orchestratex: configuration error: {exc}", file=sys.stderr)
+    raise SystemExit(CONFIG_ERROR_EXIT) from None
+
+
+def _preflight(names: Iterable[str], settings: Settings) -> None:
+    """The start-up checks that need the world, made before anything runs (raise :class:`ConfigError`)."""
+    names = list(names)
+    for name in names:
+        if name in SERVICES:
+            settings.check_grpc_exposure(name)
+    if settings.storage_backend == "sqlite" and any(name in STORE_SERVICES for name in names):
+        settings.check_data_dir()
+
+
+def _is_listen_error(exc: OSError) -> bool:
+    """True when ``exc`` says the service cannot listen on its address (not, say, a file it cannot open)."""
+    return isinstance(exc, ListenError) or exc.errno in {errno.EADDRINUSE, errno.EADDRNOTAVAIL}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -150,6 +192,8 @@ async def _backup_or_restore(settings: Settings, args: argparse.Namespace) -> in
 
 
 async def _serve(name: str, settings: Settings) -> None:
+    if settings.stop_on_stdin_eof:
+        _stop_on_stdin_eof()
     monitor = None
     if settings.loop_monitor is not None:
         monitor = LoopLagMonitor()
@@ -162,6 +206,34 @@ async def _serve(name: str, settings: Settings) -> None:
             monitor.write(settings.loop_monitor)  # type: ignore[arg-type]
 
 
+def _stop_on_stdin_eof() -> None:
+    """SIGTERM this process (a graceful stop) once stdin, a pipe, reaches end of file.
+
+    ``up`` starts each service with a pipe as stdin and keeps its write end. Should ``up`` die in any way,
+    SIGKILL included, the kernel closes that end, and the service stops instead of running on, orphaned.
+    """
+    try:
+        if not stat.S_ISFIFO(os.fstat(0).st_mode):
+            return
+    except OSError:  # no stdin at all
+        return
+    loop = asyncio.get_running_loop()
+
+    def readable() -> None:
+        try:
+            data = os.read(0, 4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            loop.remove_reader(0)
+            log.warning("stdin closed (the supervising `orchestratex up` is gone): stopping")
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    loop.add_reader(0, readable)
+
+
 async def _serve_one(name: str, settings: Settings) -> None:
     from orchestratex.grpc_server import serve
 
@@ -169,6 +241,14 @@ async def _serve_one(name: str, settings: Settings) -> None:
         gateway_app = importlib.import_module("gateway.app")
         await gateway_app.serve(settings)
         return
+    host = settings.listen[name].host
+    if not is_loopback(host):  # allowed by check_grpc_exposure: say what that means
+        log.info(
+            "listening on %s, beyond loopback, as %s allows: every caller that reaches this port is trusted "
+            "to set x-orx-tenant",
+            host,
+            GRPC_EXPOSURE_VAR,
+        )
     module = importlib.import_module(f"services.{name}.server")
     srv = await module.build(settings)
     await serve(srv, settings.shutdown_grace)
@@ -178,17 +258,11 @@ async def _serve_one(name: str, settings: Settings) -> None:
 
 
 def _up(settings: Settings) -> int:
-    env = dict(os.environ)
-    env["ORX_DATA_DIR"] = str(settings.data_dir.resolve())
-    env.setdefault("ORX_LOG_FORMAT", "text" if sys.stderr.isatty() else "json")
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    children: list[tuple[str, subprocess.Popen[bytes]]] = []
-    stopping = False
-
-    def request_stop(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
+    try:
+        _preflight(START_ORDER, settings)
+    except ConfigError as exc:
+        print(f"orchestratex: configuration error: {exc}", file=sys.stderr)
+        return CONFIG_ERROR_EXIT
     busy = [name for name in START_ORDER if not _port_free(settings.listen[name].host, settings.listen[name].port)]
     if busy:
         for name in busy:
@@ -198,27 +272,16 @@ def _up(settings: Settings) -> int:
                 file=sys.stderr,
             )
         return 1
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    try:
-        for name in START_ORDER:
-            proc = subprocess.Popen([sys.executable, "-m", "orchestratex.cli", "serve", name], env=env)
-            children.append((name, proc))
-            if not asyncio.run(_wait_ready(name, settings, proc, lambda: stopping)):
-                if not stopping:
-                    print(f"orchestratex: {name} did not become ready; stopping", file=sys.stderr)
-                return 0 if stopping else 1
-        _print_banner(settings, sys.stdout)
-        while not stopping:
-            for name, proc in children:
-                if proc.poll() is not None:
-                    print(f"orchestratex: {name} exited with code {proc.returncode}; stopping", file=sys.stderr)
-                    return 1
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                children[0][1].wait(timeout=0.5)
-        return 0
-    finally:
-        _stop_all(children, settings.shutdown_grace)
+    log_format = settings.log_format if os.environ.get("ORX_LOG_FORMAT", "").strip() else None
+    log_format = log_format or ("text" if sys.stderr.isatty() else "json")
+    env = {
+        **os.environ,
+        "ORX_DATA_DIR": str(settings.data_dir.resolve()),
+        "ORX_LOG_FORMAT": log_format,
+        "ORX_STOP_ON_STDIN_EOF": "1",
+    }
+    setup_logging("up", settings.log_level, log_format)
+    return asyncio.run(_Supervisor(settings, env).run())
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -235,16 +298,218 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
-async def _wait_ready(name: str, settings: Settings, proc: subprocess.Popen[bytes], stopping: object) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + READY_TIMEOUT
-    while loop.time() < deadline:
-        if proc.poll() is not None or (callable(stopping) and stopping()):
+class _Restarts:
+    """The restart bookkeeping of one service under a :class:`RestartPolicy`; pure (time is passed in)."""
+
+    def __init__(self, policy: RestartPolicy) -> None:
+        self.policy = policy
+        self.count = 0
+        """Restarts since the last run that lasted ``policy.reset_after``."""
+        self.failures: deque[float] = deque()
+        """When the service died, within the last ``policy.window`` seconds."""
+
+    def after_exit(self, now: float, uptime: float) -> float | None:
+        """Record a death at ``now`` after ``uptime`` seconds of running: the wait before restarting it,
+        or None to give up."""
+        if uptime >= self.policy.reset_after:
+            self.count = 0
+        self.failures.append(now)
+        while self.failures[0] <= now - self.policy.window:
+            self.failures.popleft()
+        if len(self.failures) >= self.policy.max_failures:
+            return None
+        delay = self.policy.backoff(self.count)
+        self.count += 1
+        return delay
+
+
+@dataclass
+class _Child:
+    """One supervised service: its current process and its restart bookkeeping."""
+
+    name: str
+    restarts: _Restarts
+    proc: asyncio.subprocess.Process | None = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once the service has first reported SERVING."""
+
+
+class _Supervisor:
+    """Starts the services in order, restarts those that die, and stops them all in reverse order.
+
+    Each service runs in its own process group, so signals meant for ``up`` (a Ctrl-C in the terminal)
+    reach only ``up``, which stops the services itself, and never look like a crash to be restarted.
+    """
+
+    def __init__(self, settings: Settings, env: dict[str, str]) -> None:
+        self.settings = settings
+        self.env = env
+        self.children: list[_Child] = []
+        self.stopping = asyncio.Event()
+        self.exit_code = 0
+
+    async def run(self) -> int:
+        """Run until a stop signal (exit status 0), or until giving up on a service (non-zero)."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.add_signal_handler(sig, self.stopping.set)
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            for name in START_ORDER:
+                child = _Child(name, _Restarts(self.settings.restart))
+                self.children.append(child)
+                tasks.append(asyncio.create_task(self._keep_running(child), name=f"supervise {name}"))
+                if not await self._first_ready(child):
+                    return self.exit_code
+            _print_banner(self.settings, sys.stdout)
+            await self.stopping.wait()
+            return self.exit_code
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._stop_all()
+
+    async def _first_ready(self, child: _Child) -> bool:
+        """Wait until ``child`` first reports SERVING (restarts included); False on a stop or time-out."""
+        waits = [asyncio.ensure_future(child.ready.wait()), asyncio.ensure_future(self.stopping.wait())]
+        await asyncio.wait(waits, timeout=READY_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+        for wait in waits:
+            wait.cancel()
+        if self.stopping.is_set():
             return False
-        if await _probe(name, settings):
+        if child.ready.is_set():
             return True
-        await asyncio.sleep(0.1)
-    return False
+        log.error(
+            "%s did not become ready within %g s; stopping everything",
+            child.name,
+            READY_TIMEOUT,
+            extra={"event": "not_ready", "child": child.name},
+        )
+        self._give_up(1)
+        return False
+
+    async def _keep_running(self, child: _Child) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "orchestratex.cli",
+                "serve",
+                child.name,
+                env=self.env,
+                stdin=subprocess.PIPE,  # never written: it closes when `up` dies (_stop_on_stdin_eof)
+                process_group=0,
+            )
+            child.proc = proc
+            started = loop.time()
+            fields: dict[str, Any] = {"child": child.name, "pid": proc.pid, "restart": child.restarts.count}
+            log.info("started %s (pid %d)", child.name, proc.pid, extra={"event": "started", **fields})
+            watch = asyncio.create_task(self._watch_ready(child, proc, restarted=child.restarts.count > 0))
+            try:
+                code = await proc.wait()
+            finally:
+                watch.cancel()
+            if self.stopping.is_set():
+                return
+            now = loop.time()
+            delay = child.restarts.after_exit(now, uptime=now - started)
+            how, exit_code, sig = _describe_exit(code)
+            fields = {**fields, "exit_code": exit_code, "signal": sig, "failures": len(child.restarts.failures)}
+            if code == CONFIG_ERROR_EXIT:
+                log.error(
+                    "%s (pid %d) %s, a configuration error: not restarting it; stopping everything",
+                    child.name,
+                    proc.pid,
+                    how,
+                    extra={"event": "gave_up", **fields},
+                )
+                self._give_up(CONFIG_ERROR_EXIT)
+                return
+            if delay is None:
+                log.error(
+                    "%s (pid %d) %s: %d failures within %g s, giving up; stopping everything",
+                    child.name,
+                    proc.pid,
+                    how,
+                    len(child.restarts.failures),
+                    self.settings.restart.window,
+                    extra={"event": "gave_up", **fields},
+                )
+                self._give_up(1)
+                return
+            fields["restart"] = child.restarts.count
+            log.warning(
+                "%s (pid %d) %s; restarting it in %g s (restart %d)",
+                child.name,
+                proc.pid,
+                how,
+                delay,
+                child.restarts.count,
+                extra={"event": "restarting", "delay_s": delay, **fields},
+            )
+            await asyncio.sleep(delay)
+
+    async def _watch_ready(self, child: _Child, proc: asyncio.subprocess.Process, restarted: bool) -> None:
+        """Poll health until ``proc`` serves (it is cancelled if ``proc`` exits first)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + READY_TIMEOUT
+        fields = {"child": child.name, "pid": proc.pid}
+        while loop.time() < deadline:
+            if await _probe(child.name, self.settings):
+                child.ready.set()
+                if restarted:
+                    log.info("%s (pid %d) is serving again", child.name, proc.pid, extra={"event": "ready", **fields})
+                return
+            await asyncio.sleep(0.1)
+        if restarted:
+            log.warning(
+                "%s (pid %d) is still not serving %g s after its restart",
+                child.name,
+                proc.pid,
+                READY_TIMEOUT,
+                extra={"event": "not_ready", **fields},
+            )
+
+    def _give_up(self, code: int) -> None:
+        if not self.stopping.is_set():
+            self.exit_code = code
+            self.stopping.set()
+
+    async def _stop_all(self) -> None:
+        """SIGTERM each running service in reverse start order; SIGKILL one that outlives its grace."""
+        timeout = self.settings.shutdown_grace + 5
+        for child in reversed(self.children):
+            proc = child.proc
+            if proc is None or proc.returncode is not None:
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), timeout)
+            except TimeoutError:
+                log.error(
+                    "%s (pid %d) did not stop within %g s; killing it",
+                    child.name,
+                    proc.pid,
+                    timeout,
+                    extra={"event": "killed", "child": child.name, "pid": proc.pid},
+                )
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+
+
+def _describe_exit(code: int) -> tuple[str, int | None, str | None]:
+    """How a process ended, for people, and as (exit code, signal name) fields for log records."""
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"was killed by {name}", None, name
+    return f"exited with code {code}", code, None
 
 
 async def _probe(name: str, settings: Settings) -> bool:
@@ -264,18 +529,6 @@ async def _probe(name: str, settings: Settings) -> bool:
         except grpc.aio.AioRpcError:
             return False
         return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
-
-
-def _stop_all(children: list[tuple[str, subprocess.Popen[bytes]]], grace: float) -> None:
-    for name, proc in reversed(children):
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=grace + 5)
-            except subprocess.TimeoutExpired:
-                print(f"orchestratex: {name} did not stop in time; killing it", file=sys.stderr)
-                proc.kill()
-                proc.wait()
 
 
 def _print_banner(settings: Settings, out: TextIO) -> None:

@@ -2,11 +2,17 @@
 
 Every error names the variable, e.g. ``ORX_SELECTOR_LISTEN: expected host:port, got 'x'``.
 Secrets are wrapped in :class:`Secret` so they never print.
+
+Two checks need the world, not just the environment, and run when a process starts serving rather than
+in :meth:`Settings.from_env`: :meth:`Settings.check_data_dir` (the directory can be created and written)
+and :meth:`Settings.check_grpc_exposure` (a gRPC service listens beyond loopback only when told to).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +24,8 @@ T = TypeVar("T")
 
 SERVICES = ("selector", "providers", "orchestrator", "analytics")
 DEFAULT_PORTS = {"selector": 50051, "providers": 50052, "orchestrator": 50053, "analytics": 50054, "gateway": 8080}
+GRPC_EXPOSURE_VAR = "ORX_GRPC_ALLOW_NON_LOOPBACK"
+DATA_DIR_VAR = "ORX_DATA_DIR"
 
 
 class Secret:
@@ -64,6 +72,28 @@ class Address:
 
 
 @dataclass(frozen=True)
+class RestartPolicy:
+    """How ``orchestratex up`` restarts a service whose process died (``ORX_RESTART_*``)."""
+
+    delay: float = 0.5
+    """Seconds before the first restart; each further restart waits twice as long (``ORX_RESTART_DELAY``)."""
+    max_delay: float = 30.0
+    """The longest wait between restarts (``ORX_RESTART_MAX_DELAY``)."""
+    reset_after: float = 30.0
+    """A process that ran at least this many seconds starts the backoff again at ``delay``
+    (``ORX_RESTART_RESET_AFTER``)."""
+    max_failures: int = 5
+    """Give up, and stop the whole suite, when one service has died this many times within ``window``
+    seconds (``ORX_RESTART_MAX_FAILURES``)."""
+    window: float = 60.0
+    """The span, in seconds, over which ``max_failures`` is counted (``ORX_RESTART_WINDOW``)."""
+
+    def backoff(self, restarts: int) -> float:
+        """The wait before restart number ``restarts + 1`` since the last run that lasted."""
+        return min(self.delay * 2.0 ** min(restarts, 64), self.max_delay)
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything a process needs to know, read once at start-up."""
 
@@ -106,6 +136,44 @@ class Settings:
     gateway_max_body_bytes: int = 1024 * 1024
     gateway_max_frame_bytes: int = 1024 * 1024
     gateway_send_queue: int = 1024
+    grpc_allow_non_loopback: bool = False
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
+    stop_on_stdin_eof: bool = False
+
+    def check_data_dir(self) -> None:
+        """Create ``ORX_DATA_DIR`` if missing and prove it writable with a temporary file.
+
+        Raises :class:`ConfigError` with one line naming the variable, the absolute path and the reason,
+        e.g. ``ORX_DATA_DIR=/srv/orx: not writable (Read-only file system)``.
+        """
+        path = self.data_dir.absolute()
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise ConfigError(f"{DATA_DIR_VAR}={path}: not a directory") from None
+        except OSError as exc:
+            raise ConfigError(f"{DATA_DIR_VAR}={path}: cannot create ({exc.strerror or exc})") from None
+        try:
+            with tempfile.NamedTemporaryFile(dir=path, prefix=".orx-write-check-"):
+                pass
+        except OSError as exc:
+            raise ConfigError(f"{DATA_DIR_VAR}={path}: not writable ({exc.strerror or exc})") from None
+
+    def check_grpc_exposure(self, service: str) -> None:
+        """Refuse a gRPC listen address beyond loopback unless ``ORX_GRPC_ALLOW_NON_LOOPBACK`` is set.
+
+        The services trust the ``x-orx-tenant`` metadata of every call, so whoever reaches their port can
+        act as any tenant. Raises :class:`ConfigError` naming the variable and the opt-in.
+        """
+        host = self.listen[service].host
+        if self.grpc_allow_non_loopback or is_loopback(host):
+            return
+        raise ConfigError(
+            f"ORX_{service.upper()}_LISTEN: the {service} service would listen on {host!r}, beyond loopback, "
+            f"where anyone who can reach the port can act as any tenant (the services trust x-orx-tenant); "
+            f"listen on 127.0.0.1, or set {GRPC_EXPOSURE_VAR}=1 when only the gateway and trusted callers "
+            f"can reach it (a private network)"
+        )
 
     @property
     def simulated(self) -> bool:
@@ -179,7 +247,31 @@ class Settings:
             gateway_max_body_bytes=int(r.get("ORX_GATEWAY_MAX_BODY_BYTES", str(1024 * 1024), _number(1024, 1 << 30))),
             gateway_max_frame_bytes=int(r.get("ORX_GATEWAY_MAX_FRAME_BYTES", str(1024 * 1024), _number(1024, 1 << 30))),
             gateway_send_queue=int(r.get("ORX_GATEWAY_SEND_QUEUE", "1024", _number(1, 1_000_000))),
+            grpc_allow_non_loopback=r.get(GRPC_EXPOSURE_VAR, "0", _flag),
+            restart=RestartPolicy(
+                delay=r.get("ORX_RESTART_DELAY", "0.5", _number(0, 3600)),
+                max_delay=r.get("ORX_RESTART_MAX_DELAY", "30", _number(0, 3600)),
+                reset_after=r.get("ORX_RESTART_RESET_AFTER", "30", _number(0, 86400)),
+                max_failures=r.get("ORX_RESTART_MAX_FAILURES", "5", _integer(1, 1000)),
+                window=r.get("ORX_RESTART_WINDOW", "60", _number(0.001, 86400)),
+            ),
+            stop_on_stdin_eof=r.get("ORX_STOP_ON_STDIN_EOF", "0", _flag),
         )
+
+
+def is_loopback(host: str) -> bool:
+    """True when binding ``host`` accepts connections from this machine only.
+
+    ``localhost`` and loopback IPs (``127.0.0.0/8``, ``::1``, bracketed or not) are; wildcards (``0.0.0.0``,
+    ``::``), other IPs and other DNS names are not, since they may be reachable from elsewhere.
+    """
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 class _Reader:
@@ -236,6 +328,31 @@ def _number(low: float, high: float) -> Callable[[str], float]:
         return number
 
     return parse
+
+
+def _integer(low: int, high: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise ValueError(f"expected a whole number, got {value!r}") from None
+        if not low <= number <= high:
+            raise ValueError(f"must be between {low} and {high}, got {number}")
+        return number
+
+    return parse
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def _flag(value: str) -> bool:
+    if value.lower() in _TRUE:
+        return True
+    if value.lower() in _FALSE:
+        return False
+    raise ValueError(f"expected 1 or 0 (true/false, yes/no, on/off), got {value!r}")
 
 
 def _optional_number(low: float, high: float) -> Callable[[str], float | None]:

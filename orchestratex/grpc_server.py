@@ -4,6 +4,12 @@
 and one interceptor that (1) takes the request id and tenant from metadata, (2) writes an access log
 line per RPC, (3) maps exceptions to canonical status codes in one place, and (4) turns undecodable
 requests into INVALID_ARGUMENT. ``serve`` runs it until SIGTERM/SIGINT and shuts down gracefully.
+
+Trust boundary: the tenant comes from the caller's ``x-orx-tenant`` metadata and is believed as sent
+(no tenant means an internal caller that sees every tenant). Only the gateway, which sets it from a
+verified API key, and trusted internal callers may reach these ports; anyone else who can reach one can
+act as any tenant. So services listen on loopback unless ``ORX_GRPC_ALLOW_NON_LOOPBACK`` says the network
+is private (``Settings.check_grpc_exposure``).
 """
 
 from __future__ import annotations
@@ -37,6 +43,10 @@ if TYPE_CHECKING:
     _InterceptorBase = grpc.aio.ServerInterceptor[Any, Any]
 else:
     _InterceptorBase = grpc.aio.ServerInterceptor
+
+
+class ListenError(OSError):
+    """The server cannot listen on its address (in use, or not an address of this machine)."""
 
 
 @dataclass(frozen=True)
@@ -245,7 +255,7 @@ def create_server(
     except RuntimeError:
         port = 0
     if port == 0:
-        raise OSError(f"cannot listen on {listen}: the address is in use or not available")
+        raise ListenError(f"cannot listen on {listen}: the address is in use or not available")
     return GrpcServer(server=server, port=port, health=health_servicer, service_names=names)
 
 

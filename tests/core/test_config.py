@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestratex.config import Secret, Settings
+from orchestratex.config import RestartPolicy, Secret, Settings
 from orchestratex.errors import ConfigError
 
 
@@ -63,3 +63,81 @@ def test_key_file_and_secret_hiding(tmp_path: Path) -> None:
     forced = Settings.from_env({"OPENROUTER_API_KEY": "k" * 20, "ORX_PROVIDER_MODE": "simulated"})
     assert forced.simulated
     assert Secret("a") == Secret("a") and Secret("a") != Secret("b")
+
+
+def test_restart_policy_defaults_and_overrides() -> None:
+    assert Settings.from_env({}).restart == RestartPolicy(
+        delay=0.5, max_delay=30, reset_after=30, max_failures=5, window=60
+    )
+    custom = Settings.from_env(
+        {
+            "ORX_RESTART_DELAY": "0.1",
+            "ORX_RESTART_MAX_DELAY": "2",
+            "ORX_RESTART_RESET_AFTER": "10",
+            "ORX_RESTART_MAX_FAILURES": "3",
+            "ORX_RESTART_WINDOW": "20",
+        }
+    ).restart
+    assert custom == RestartPolicy(delay=0.1, max_delay=2, reset_after=10, max_failures=3, window=20)
+    assert [custom.backoff(n) for n in range(6)] == [0.1, 0.2, 0.4, 0.8, 1.6, 2]
+
+
+@pytest.mark.parametrize(
+    ("env", "var"),
+    [
+        ({"ORX_RESTART_DELAY": "-1"}, "ORX_RESTART_DELAY"),
+        ({"ORX_RESTART_MAX_FAILURES": "0"}, "ORX_RESTART_MAX_FAILURES"),
+        ({"ORX_RESTART_MAX_FAILURES": "2.5"}, "ORX_RESTART_MAX_FAILURES"),
+        ({"ORX_RESTART_WINDOW": "never"}, "ORX_RESTART_WINDOW"),
+        ({"ORX_GRPC_ALLOW_NON_LOOPBACK": "maybe"}, "ORX_GRPC_ALLOW_NON_LOOPBACK"),
+    ],
+)
+def test_new_settings_name_the_variable(env: dict[str, str], var: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env(env)
+    assert str(err.value).startswith(var + ":")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost", "LOCALHOST"])
+def test_loopback_listen_addresses_need_no_opt_in(host: str) -> None:
+    settings = Settings.from_env({"ORX_SELECTOR_LISTEN": f"{host}:0"})
+    settings.check_grpc_exposure("selector")
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "[::]", "10.0.0.7", "192.168.1.2", "selector", "example.com"])
+def test_grpc_listen_beyond_loopback_needs_the_opt_in(host: str) -> None:
+    env = {"ORX_PROVIDERS_LISTEN": f"{host}:50052"}
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env(env).check_grpc_exposure("providers")
+    message = str(err.value)
+    assert message.startswith("ORX_PROVIDERS_LISTEN: ") and "\n" not in message
+    assert repr(host) in message and "ORX_GRPC_ALLOW_NON_LOOPBACK=1" in message and "x-orx-tenant" in message
+    for yes in ("1", "true", "yes", "on", "TRUE"):
+        Settings.from_env({**env, "ORX_GRPC_ALLOW_NON_LOOPBACK": yes}).check_grpc_exposure("providers")
+    for no in ("0", "false", "no", "off", ""):
+        with pytest.raises(ConfigError):
+            Settings.from_env({**env, "ORX_GRPC_ALLOW_NON_LOOPBACK": no}).check_grpc_exposure("providers")
+
+
+def test_the_data_dir_is_created_and_checked_for_writing(tmp_path: Path) -> None:
+    fresh = tmp_path / "a" / "b"
+    Settings.from_env({"ORX_DATA_DIR": str(fresh)}).check_data_dir()
+    assert fresh.is_dir() and list(fresh.iterdir()) == []  # the probe file is gone again
+
+
+def test_a_data_dir_that_is_a_file_or_under_one_names_the_variable(tmp_path: Path) -> None:
+    file = tmp_path / "file"
+    file.write_text("")
+    with pytest.raises(ConfigError, match=r"^ORX_DATA_DIR=.*/file: not a directory$"):
+        Settings.from_env({"ORX_DATA_DIR": str(file)}).check_data_dir()
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({"ORX_DATA_DIR": str(file / "data")}).check_data_dir()
+    assert str(err.value) == f"ORX_DATA_DIR={file / 'data'}: cannot create (Not a directory)"
+
+
+def test_a_relative_data_dir_is_reported_as_an_absolute_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "file").write_text("")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({"ORX_DATA_DIR": "file/var"}).check_data_dir()
+    assert str(err.value).startswith(f"ORX_DATA_DIR={tmp_path / 'file' / 'var'}: ")
