@@ -2,7 +2,9 @@
 
 Services log through ``logging.getLogger(__name__)`` with lazy ``%s`` arguments. Prompts and
 completions are never logged at INFO. As a last line of defence, every registered secret is
-replaced by ``[REDACTED]`` in formatted records.
+replaced by ``[REDACTED]`` in formatted records — not only verbatim but in every form
+:class:`orchestratex.secrets.SecretScrubber` knows: any run of 16+ of its characters, URL-encoded or
+JSON-escaped.
 """
 
 from __future__ import annotations
@@ -15,24 +17,32 @@ from typing import Any, ClassVar
 import orjson
 
 from orchestratex import context
+from orchestratex.secrets import MIN_SECRET, SecretScrubber
 
 _RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
 class _Redactor:
     secrets: ClassVar[list[str]] = []
+    _scrubber: ClassVar[SecretScrubber] = SecretScrubber(())
+    _built_for: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def scrub(cls, text: str) -> str:
-        for secret in cls.secrets:
-            if secret in text:
-                text = text.replace(secret, "[REDACTED]")
-        return text
+        if not cls.secrets:
+            return text
+        current = tuple(cls.secrets)
+        if current != cls._built_for:  # registered since the last line (or restored by a test)
+            cls._scrubber, cls._built_for = SecretScrubber(current), current
+        return cls._scrubber.scrub(text)
 
 
 def register_secret(value: str) -> None:
-    """Make sure ``value`` never appears in any log line of this process."""
-    if value and len(value) >= 8 and value not in _Redactor.secrets:
+    """Make sure ``value`` — in any form a vendor may echo it — never appears in any log line of this process.
+
+    Values shorter than 8 characters are ignored (see :data:`orchestratex.secrets.MIN_SECRET`).
+    """
+    if value and len(value) >= MIN_SECRET and value not in _Redactor.secrets:
         _Redactor.secrets.append(value)
 
 

@@ -49,6 +49,8 @@ class FailureKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FAILURE_KIND_REFUSED: _ClassVar[FailureKind]
     FAILURE_KIND_CIRCUIT_OPEN: _ClassVar[FailureKind]
     FAILURE_KIND_CANCELLED: _ClassVar[FailureKind]
+    FAILURE_KIND_AUTH: _ClassVar[FailureKind]
+    FAILURE_KIND_CREDITS: _ClassVar[FailureKind]
 
 class CallPurpose(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -86,6 +88,8 @@ FAILURE_KIND_INVALID_REQUEST: FailureKind
 FAILURE_KIND_REFUSED: FailureKind
 FAILURE_KIND_CIRCUIT_OPEN: FailureKind
 FAILURE_KIND_CANCELLED: FailureKind
+FAILURE_KIND_AUTH: FailureKind
+FAILURE_KIND_CREDITS: FailureKind
 CALL_PURPOSE_UNSPECIFIED: CallPurpose
 CALL_PURPOSE_ANSWER: CallPurpose
 CALL_PURPOSE_CRITIQUE: CallPurpose
@@ -128,16 +132,18 @@ class DomainScore(_message.Message):
     def __init__(self, domain: _Optional[_Union[Domain, str]] = ..., score: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ModelHealth(_message.Message):
-    __slots__ = ("circuit_state", "consecutive_failures", "cooldown_remaining", "in_flight")
+    __slots__ = ("circuit_state", "consecutive_failures", "cooldown_remaining", "in_flight", "unavailable_reason")
     CIRCUIT_STATE_FIELD_NUMBER: _ClassVar[int]
     CONSECUTIVE_FAILURES_FIELD_NUMBER: _ClassVar[int]
     COOLDOWN_REMAINING_FIELD_NUMBER: _ClassVar[int]
     IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    UNAVAILABLE_REASON_FIELD_NUMBER: _ClassVar[int]
     circuit_state: CircuitState
     consecutive_failures: int
     cooldown_remaining: _duration_pb2.Duration
     in_flight: int
-    def __init__(self, circuit_state: _Optional[_Union[CircuitState, str]] = ..., consecutive_failures: _Optional[int] = ..., cooldown_remaining: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., in_flight: _Optional[int] = ...) -> None: ...
+    unavailable_reason: FailureKind
+    def __init__(self, circuit_state: _Optional[_Union[CircuitState, str]] = ..., consecutive_failures: _Optional[int] = ..., cooldown_remaining: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., in_flight: _Optional[int] = ..., unavailable_reason: _Optional[_Union[FailureKind, str]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
     __slots__ = ("id", "display_name", "family", "provider", "context_length", "max_output_tokens", "input_price_per_mtok", "output_price_per_mtok", "specialties", "simulated", "supports_json_mode", "health", "typical_ttft", "typical_tokens_per_second")

@@ -70,6 +70,11 @@ class FailureKind(StrEnum):
     INVALID_OUTPUT = "invalid_output"
     INVALID_REQUEST = "invalid_request"
     REFUSED = "refused"
+    """Moderation or a guardrail (403)."""
+    AUTH = "auth"
+    """The provider rejected our API key (401): every model of that provider fails the same way."""
+    CREDITS = "credits"
+    """The provider account cannot pay for the call (402)."""
 
 
 @dataclass(frozen=True)
@@ -148,9 +153,9 @@ class ErrorCategory(StrEnum):
     BAD_REQUEST = "bad_request"
     """400 / 413 / 422: the request can never succeed as sent (context length, bad parameters)."""
     UNAUTHENTICATED = "unauthenticated"
-    """401: the provider key is missing, invalid or disabled."""
+    """401: the provider key is missing, invalid or disabled (:attr:`FailureKind.AUTH`)."""
     INSUFFICIENT_CREDITS = "insufficient_credits"
-    """402: the account cannot pay for the request (or for its ``max_tokens``)."""
+    """402: the account cannot pay for the request, or for its ``max_tokens`` (:attr:`FailureKind.CREDITS`)."""
     FORBIDDEN = "forbidden"
     """403: a moderation flag or guardrail refused the input."""
     NOT_FOUND = "not_found"
@@ -172,7 +177,9 @@ _NOT_RETRYABLE_CATEGORIES = frozenset(
         ErrorCategory.NOT_FOUND,
     }
 )
-_NOT_RETRYABLE_KINDS = frozenset({FailureKind.INVALID_REQUEST, FailureKind.REFUSED})
+_NOT_RETRYABLE_KINDS = frozenset(
+    {FailureKind.INVALID_REQUEST, FailureKind.REFUSED, FailureKind.AUTH, FailureKind.CREDITS}
+)
 
 
 class BackendError(Exception):

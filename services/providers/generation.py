@@ -4,12 +4,13 @@ gRPC-free: the servicer turns :class:`Completion` and :class:`CallFailed` into p
 codes. Closing or cancelling :func:`generate` closes the backend stream, which stops the upstream
 work, releases the model's rate-limiter slot and leaves its circuit breaker untouched.
 
-With a :class:`~services.providers.resilience.Resilience` policy every attempt passes the model's
-circuit breaker and rate limiter, and failures before the first token are retried as the policy
-says (see :mod:`services.providers.resilience`). The contract seen by the caller is the same with or
-without a policy: deltas of exactly one attempt, then one :class:`Completion`; or :class:`CallFailed`
-carrying the usage of *every* attempt (each one that billed anything is paid for), the partial
-text, the last retry-after hint, the time to first token, the latency and the attempts made.
+With a :class:`~services.providers.resilience.Resilience` policy every attempt passes the holds on
+the model and its provider, the model's circuit breaker and its rate limiter; failures before the
+first token are retried as the policy says, and what they say beyond the call (a Retry-After window,
+a rejected key) is noted (see :mod:`services.providers.resilience`). The contract seen by the caller
+is the same with or without a policy: deltas of exactly one attempt, then one :class:`Completion`; or
+:class:`CallFailed` carrying the usage of *every* attempt (each one that billed anything is paid for),
+the partial text, the last retry-after hint, the time to first token, the latency and the attempts made.
 
 The deadline is enforced between attempts (no retry wait ends past it, no queueing past it); a
 running attempt is cut by the caller's cancellation (gRPC cancels the handler at the deadline),
@@ -140,7 +141,7 @@ async def generate(
         end: StreamEnd | None = None
         failure: BackendError | None = None
         try:
-            async with _admit(policy, model.id, deadline) as guard:
+            async with _admit(policy, model, deadline) as guard:
                 attempts += 1
                 try:
                     # aclosing: however this attempt ends (done, error, cancelled, closed by the consumer),
@@ -194,8 +195,7 @@ async def generate(
         streamed = ttft is not None
         decision = _NO_RETRY
         if policy is not None:
-            if failure.kind is FailureKind.RATE_LIMITED and failure.retry_after is not None and not streamed:
-                policy.note_retry_after(model.id, failure.retry_after)
+            policy.note_failure(model.id, failure, provider=model.provider, streamed=streamed)
             decision = policy.decide(failure, attempts=attempts, streamed=streamed, deadline=deadline)
         if not decision.retry:
             raise CallFailed(
@@ -229,11 +229,11 @@ async def generate(
 
 
 @contextlib.asynccontextmanager
-async def _admit(policy: Resilience | None, model_id: str, deadline: float | None) -> AsyncIterator[AttemptGuard]:
+async def _admit(policy: Resilience | None, model: ModelSpec, deadline: float | None) -> AsyncIterator[AttemptGuard]:
     if policy is None:
         yield AttemptGuard()
         return
-    async with policy.admit(model_id, deadline) as guard:
+    async with policy.admit(model.id, deadline, model.provider) as guard:
         yield guard
 
 

@@ -42,7 +42,10 @@ What this client does about OpenRouter's protocol (``docs/openrouter.md``):
   retry hints inside error metadata become :attr:`BackendError.retry_after`.
 
 Keys never leave this module except in the ``Authorization`` header: vendor text quoted in error
-messages is scrubbed of them (some vendors echo the key they rejected).
+messages (and the served model and generation id it reports) is scrubbed of every key this backend
+holds, in every form a vendor may echo one — without its prefix, URL-encoded, JSON-escaped, or any
+16+ character piece of it (:class:`orchestratex.secrets.SecretScrubber`) — and of anything shaped
+like an ``sk-…`` key.
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ from yarl import URL
 
 from orchestratex.config import Secret, Settings
 from orchestratex.errors import ConfigError
+from orchestratex.secrets import SecretScrubber
 from services.providers.backend import (
     BackendError,
     ErrorCategory,
@@ -129,7 +133,8 @@ _FINISH = {
     "tool_calls": FinishReason.STOP,
     "function_call": FinishReason.STOP,
 }
-_KEY_LIKE = re.compile(r"\bsk-[A-Za-z0-9_-]{8,}")
+# Literal first (a leading \b made re scan 30x slower); the word boundary is checked in _redact_key_like.
+_KEY_LIKE = re.compile(r"sk-[A-Za-z0-9_-]{8,}")
 _CONTEXT_LIMIT = re.compile(r"maximum context length is ([\d,]+) tokens", re.IGNORECASE)
 _CONTEXT_REQUESTED = re.compile(r"(?:requested|resulted in)(?: about)? ([\d,]+) tokens", re.IGNORECASE)
 _CONTEXT_INPUT = re.compile(r"([\d,]+) of text input", re.IGNORECASE)
@@ -311,7 +316,7 @@ class OpenRouterBackend:
                 url=f"{spec.base_url}/chat/completions",
                 openrouter=name == OPENROUTER_PROVIDER,
             )
-        self._secrets = tuple(key.get() for key in keys.values() if key)
+        self._scrubber = SecretScrubber(key.get() for key in keys.values() if key)
         names = list(self._endpoints)
         self._name = names[0] if len(names) == 1 else "+".join(names)
 
@@ -336,6 +341,11 @@ class OpenRouterBackend:
     def config(self) -> OpenRouterConfig:
         """The timeouts in force."""
         return self._config
+
+    @property
+    def secrets(self) -> SecretScrubber:
+        """The scrubber of every key this backend holds (no shortening, no ``sk-…`` guessing)."""
+        return self._scrubber
 
     def timing(self, model: ModelSpec) -> Timing:
         """The catalogue's typical latency of ``model``."""
@@ -464,12 +474,36 @@ class OpenRouterBackend:
         return headers
 
     def scrub(self, text: str) -> str:
-        """``text`` with every key (and anything shaped like one) replaced by ``[REDACTED]``, shortened."""
-        for secret in self._secrets:
-            text = text.replace(secret, "[REDACTED]")
-        text = _KEY_LIKE.sub("[REDACTED]", text)
+        """``text`` with every key in any form (and anything shaped like one) replaced by ``[REDACTED]``, shortened.
+
+        The whole text is scrubbed before it is shortened, so a cut can never keep a piece the scrubber
+        would have recognised whole.
+        """
+        text = _redact_key_like(self._scrubber.scrub(text))
         text = " ".join(text.split())
         return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 1] + "…"
+
+
+def _redact_key_like(text: str) -> str:
+    """Anything shaped like an ``sk-…`` key (another vendor's, or one we do not hold) as ``[REDACTED]``.
+
+    Same result as ``re.sub(r"\\bsk-[A-Za-z0-9_-]{8,}", ...)``, without the leading ``\\b`` that made
+    ``re`` scan character by character: a candidate not at a word boundary is skipped by one character.
+    """
+    if "sk-" not in text:
+        return text
+    out: list[str] = []
+    position = search = 0
+    while (match := _KEY_LIKE.search(text, search)) is not None:
+        start = match.start()
+        before = text[start - 1] if start else " "
+        if before.isalnum() or before == "_":  # inside a word: not a \b
+            search = start + 1
+            continue
+        out += [text[position:start], "[REDACTED]"]
+        position = search = match.end()
+    out.append(text[position:])
+    return "".join(out)
 
 
 async def _drain(reader: aiohttp.StreamReader) -> None:
@@ -642,11 +676,12 @@ class _Call:
             )
         if not self.produced:
             raise self._empty()
+        scrub = self.backend.secrets.scrub  # vendor-reported strings that reach clients and events
         return StreamEnd(
             finish_reason=_FINISH.get(self.finish or "stop", FinishReason.STOP),
-            served_model=self.served_model or self.model,
+            served_model=scrub(self.served_model) or self.model,
             usage=self.usage,
-            generation_id=self.generation_id,
+            generation_id=scrub(self.generation_id),
         )
 
     async def json_reply(self, response: aiohttp.ClientResponse) -> list[StreamEvent]:
@@ -769,10 +804,10 @@ class _Call:
             return FailureKind.INVALID_REQUEST, ErrorCategory.BAD_REQUEST, message, ""
         if code == 401:
             message = f"{model}: {provider} rejected the API key (missing, invalid or disabled)"
-            return FailureKind.UPSTREAM_ERROR, ErrorCategory.UNAUTHENTICATED, message, ""
+            return FailureKind.AUTH, ErrorCategory.UNAUTHENTICATED, message, ""
         if code == 402:
             message = f"{model}: insufficient credits on {provider}: {detail}"
-            return FailureKind.UPSTREAM_ERROR, ErrorCategory.INSUFFICIENT_CREDITS, message, ""
+            return FailureKind.CREDITS, ErrorCategory.INSUFFICIENT_CREDITS, message, ""
         if code == 403:
             reasons = metadata.get("reasons")
             if isinstance(reasons, list) and reasons:

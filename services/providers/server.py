@@ -8,12 +8,25 @@ Error contract (field paths are relative to the RPC's request message, see ``val
 * bad input -> INVALID_ARGUMENT naming the field; unknown model -> NOT_FOUND listing valid ids;
 * failure before the first token, by what the provider said:
   400 / 413 / 422 -> INVALID_ARGUMENT (a context-length error names ``messages`` and the token counts),
-  401 -> UNAUTHENTICATED, 402 -> FAILED_PRECONDITION (insufficient credits), 403 -> PERMISSION_DENIED
-  (with the moderation reasons), 404 / unknown model upstream -> NOT_FOUND listing valid ids,
+  401 -> UNAUTHENTICATED (kind AUTH: the provider rejected OUR key — this service has no caller
+  authentication, so it can mean nothing else), 402 -> FAILED_PRECONDITION (kind CREDITS: no retry
+  helps until the account is topped up), 403 -> PERMISSION_DENIED (kind REFUSED, with the moderation
+  reasons), 404 / unknown model upstream -> NOT_FOUND listing valid ids,
   429 -> RESOURCE_EXHAUSTED (trailing metadata ``retry-after`` = seconds, when known),
   5xx / connection errors / invalid replies -> UNAVAILABLE, timeouts (and 408) -> DEADLINE_EXCEEDED;
+* refused here without calling the vendor: an open circuit -> UNAVAILABLE; the client-side rate limit
+  -> RESOURCE_EXHAUSTED; a model held for the vendor's Retry-After window -> RESOURCE_EXHAUSTED (429) or
+  UNAVAILABLE (503); every model of a provider whose key was rejected -> UNAUTHENTICATED (see
+  ``resilience.policy``); RESOURCE_EXHAUSTED and UNAVAILABLE carry ``retry-after`` = the time left;
 * failure after tokens (StreamGenerate) -> a ``failed`` event (MID_STREAM_ERROR, usage of what was
   streamed, partial text), then the RPC ends with UNAVAILABLE. Generate ends with UNAVAILABLE.
+
+Every failed RPC carries the trailing metadata ``orx-failure-kind``: the ``FailureKind`` enum name
+(``FAILURE_KIND_AUTH``, ``FAILURE_KIND_CREDITS``, ``FAILURE_KIND_CIRCUIT_OPEN``...), so a caller need not
+infer the kind from the status code, and ``orx-usage-bin``: the ``Usage`` the call spent.
+
+Every message built from what a vendor sent is scrubbed of every provider key the service holds, in
+any form (``orchestratex.secrets``), before it reaches a status, an event, a trailer or a log.
 """
 
 from __future__ import annotations
@@ -28,7 +41,7 @@ from typing import Any
 import grpc
 from google.protobuf import duration_pb2
 
-from orchestratex.config import Settings
+from orchestratex.config import Secret, Settings
 from orchestratex.errors import (
     ConfigError,
     DeadlineExceeded,
@@ -43,6 +56,7 @@ from orchestratex.errors import (
 )
 from orchestratex.grpc_server import GrpcServer, ServiceBinding, create_server
 from orchestratex.logging import register_secret
+from orchestratex.secrets import SecretScrubber
 from orchestratex.v1 import common_pb2, providers_pb2, providers_pb2_grpc
 from services.providers import catalogue as cat
 from services.providers.backend import (
@@ -66,6 +80,8 @@ USAGE_TRAILER = "orx-usage-bin"
 """Trailing metadata key on a failed unary Generate: the serialised ``Usage`` the call spent."""
 RETRY_AFTER_METADATA = "retry-after"
 """Trailing metadata key carrying the vendor's retry-after, in seconds, on RESOURCE_EXHAUSTED."""
+FAILURE_KIND_METADATA = "orx-failure-kind"
+"""Trailing metadata key on every failed Generate / StreamGenerate: the ``FailureKind`` enum value name."""
 
 _FINISH = {
     FinishReason.STOP: providers_pb2.FINISH_REASON_STOP,
@@ -86,28 +102,40 @@ _FAILURE_KIND = {
     FailureKind.INVALID_OUTPUT: common_pb2.FAILURE_KIND_INVALID_OUTPUT,
     FailureKind.INVALID_REQUEST: common_pb2.FAILURE_KIND_INVALID_REQUEST,
     FailureKind.REFUSED: common_pb2.FAILURE_KIND_REFUSED,
+    FailureKind.AUTH: common_pb2.FAILURE_KIND_AUTH,
+    FailureKind.CREDITS: common_pb2.FAILURE_KIND_CREDITS,
 }
 
 
 class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
     """The gRPC face of the catalogue and the backend."""
 
-    def __init__(self, catalogue: cat.Catalogue, backend: Backend, max_prompt_chars: int, policy: Resilience) -> None:
+    def __init__(
+        self,
+        catalogue: cat.Catalogue,
+        backend: Backend,
+        max_prompt_chars: int,
+        policy: Resilience,
+        secrets: SecretScrubber | None = None,
+    ) -> None:
         self._catalogue = catalogue
         self._backend = backend
         self._max_prompt_chars = max_prompt_chars
         self._policy = policy
+        self._secrets = secrets or SecretScrubber(())
 
     async def ListModels(
         self, request: providers_pb2.ListModelsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> providers_pb2.ListModelsResponse:
-        """The catalogue with live health (circuit state, cooldown, in-flight calls).
+        """The catalogue with live health (circuit state, cooldown, in-flight calls, why a model is unavailable).
 
-        Models whose circuit is open are left out unless ``include_unavailable`` is set.
+        Models whose circuit is open — or that are held for a vendor's Retry-After window, or because
+        their provider rejected the API key (shown as OPEN, with the time left as cooldown) — are left
+        out unless ``include_unavailable`` is set.
         """
         models = []
         for model in self._catalogue:
-            health = _health(self._policy.health(model.id))
+            health = _health(self._policy.health(model.id, model.provider))
             if health.circuit_state == common_pb2.CIRCUIT_STATE_OPEN and not request.include_unavailable:
                 continue
             timing = self._backend.timing(model)
@@ -136,7 +164,7 @@ class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
                     if isinstance(event, Completion):
                         return _completion(event)
         except CallFailed as failure:
-            raise _fail(failure, context, "") from None
+            raise _fail(self._scrubbed(failure), context, "") from None
         raise Unavailable(f"{parsed.model.id}: no result")  # pragma: no cover - generate always ends or raises
 
     async def StreamGenerate(
@@ -158,6 +186,7 @@ class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
                 else:
                     yield providers_pb2.StreamGenerateResponse(sequence=sequence, completed=_completion(batch))
         except CallFailed as failure:
+            failure = self._scrubbed(failure)
             if failure.streamed:
                 yield providers_pb2.StreamGenerateResponse(sequence=sequence + 1, failed=_failed(failure))
             raise _fail(failure, context, "request.") from None
@@ -167,6 +196,11 @@ class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
         finally:
             # Stops the reader task, which closes the upstream stream and frees the rate-limit slot.
             await events.aclose()
+
+    def _scrubbed(self, failure: CallFailed) -> CallFailed:
+        """``failure`` with its message scrubbed of every provider key (a second net behind the backend's)."""
+        failure.message = self._secrets.scrub(failure.message)
+        return failure
 
 
 _END = object()
@@ -230,17 +264,35 @@ class _Batched:
 
 
 def _health(snapshot: HealthSnapshot) -> common_pb2.ModelHealth:
+    reason = common_pb2.FAILURE_KIND_UNSPECIFIED
+    if snapshot.held is not None:
+        reason = _FAILURE_KIND[snapshot.held]
+    elif snapshot.state is CircuitState.OPEN:
+        reason = common_pb2.FAILURE_KIND_CIRCUIT_OPEN
     return common_pb2.ModelHealth(
         circuit_state=_CIRCUIT[snapshot.state],
         consecutive_failures=snapshot.consecutive_failures,
         cooldown_remaining=_duration(snapshot.cooldown_remaining),
         in_flight=snapshot.in_flight,
+        unavailable_reason=reason,
     )
+
+
+def _kind(failure: CallFailed) -> common_pb2.FailureKind:
+    """The ``FailureKind`` a failure is reported with (trailer, ``StreamFailure.kind``)."""
+    if failure.streamed:
+        return common_pb2.FAILURE_KIND_MID_STREAM_ERROR
+    if failure.origin is Origin.CIRCUIT_OPEN:
+        return common_pb2.FAILURE_KIND_CIRCUIT_OPEN
+    return _FAILURE_KIND[failure.kind]
 
 
 def _fail(failure: CallFailed, context: grpc.aio.ServicerContext[Any, Any], prefix: str) -> OrxError:
     """The error to end the RPC with; trailers carry what the call spent and any retry-after."""
-    trailers: list[tuple[str, str | bytes]] = [(USAGE_TRAILER, _usage(failure.usage).SerializeToString())]
+    trailers: list[tuple[str, str | bytes]] = [
+        (USAGE_TRAILER, _usage(failure.usage).SerializeToString()),
+        (FAILURE_KIND_METADATA, common_pb2.FailureKind.Name(_kind(failure))),
+    ]
     error = _status(failure, prefix)
     if isinstance(error, ResourceExhausted | Unavailable) and failure.retry_after is not None:
         trailers.append((RETRY_AFTER_METADATA, f"{failure.retry_after:.3f}"))
@@ -286,6 +338,10 @@ def _status(failure: CallFailed, prefix: str) -> OrxError:
         return DeadlineExceeded(failure.message)
     if failure.kind is FailureKind.REFUSED:
         return PermissionDenied(failure.message)
+    if failure.kind is FailureKind.AUTH:
+        return Unauthenticated(failure.message)
+    if failure.kind is FailureKind.CREDITS:
+        return FailedPrecondition(failure.message)
     if failure.kind is FailureKind.INVALID_REQUEST:
         return FailedPrecondition(failure.message)
     return Unavailable(failure.message)
@@ -328,7 +384,7 @@ def _completion(done: Completion) -> providers_pb2.GenerateResponse:
 
 def _failed(failure: CallFailed) -> providers_pb2.StreamFailure:
     return providers_pb2.StreamFailure(
-        kind=_FAILURE_KIND[failure.kind] if not failure.streamed else common_pb2.FAILURE_KIND_MID_STREAM_ERROR,
+        kind=_kind(failure),
         message=failure.message,
         usage=_usage(failure.usage),
         partial_text=failure.partial_text,
@@ -353,13 +409,18 @@ async def build(
     Raises :class:`ConfigError` when live mode lacks the OpenRouter key.
     """
     catalogue = cat.load_catalogue(settings)
-    register_secret(settings.openrouter_api_key.get())
+    keys = resolve_keys(settings, catalogue)
+    secrets = [settings.openrouter_api_key.get(), *(key.get() for key in keys.values())]
+    for secret in secrets:
+        register_secret(secret)
     if backend is None:
         backend = (
-            Simulator.from_settings(settings, catalogue) if settings.simulated else _live_backend(settings, catalogue)
+            Simulator.from_settings(settings, catalogue)
+            if settings.simulated
+            else _live_backend(settings, catalogue, keys)
         )
     policy = resilience or Resilience.from_env()
-    servicer = ProviderServicer(catalogue, backend, settings.max_prompt_chars, policy)
+    servicer = ProviderServicer(catalogue, backend, settings.max_prompt_chars, policy, SecretScrubber(secrets))
     srv = create_server(
         [ServiceBinding(providers_pb2_grpc.add_ProviderServiceServicer_to_server, servicer, SERVICE_NAME)],
         listen or str(settings.listen["providers"]),
@@ -370,10 +431,8 @@ async def build(
     return srv
 
 
-def _live_backend(settings: Settings, catalogue: cat.Catalogue) -> OpenRouterBackend:
-    keys = resolve_keys(settings, catalogue)
+def _live_backend(settings: Settings, catalogue: cat.Catalogue, keys: dict[str, Secret]) -> OpenRouterBackend:
     for name, key in keys.items():
-        register_secret(key.get())
         spec = catalogue.providers[name]
         if key:
             continue

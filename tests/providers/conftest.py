@@ -24,11 +24,13 @@ SPEED = "1000"
 
 @pytest.fixture(autouse=True)
 def one_attempt_no_breaker(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Servers built by these tests make one attempt and never open a circuit, so each test sees the
-    fault it scripts. Retries and the breaker are tested on their own (test_resilience*.py) and through
-    the server with an explicit ``resilience=`` (test_resilience_server.py)."""
+    """Servers built by these tests make one attempt, never open a circuit and never hold a provider whose
+    key was rejected, so each test sees the fault it scripts. Retries, the breaker and holds are tested on
+    their own (test_resilience*.py) and through the server with an explicit ``resilience=``
+    (test_resilience_server.py)."""
     monkeypatch.setenv("ORX_PROVIDER_MAX_ATTEMPTS", "1")
     monkeypatch.setenv("ORX_PROVIDER_BREAKER_THRESHOLD", "1000")
+    monkeypatch.setenv("ORX_PROVIDER_AUTH_COOLDOWN", "0")
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ import contextlib
 import math
 import secrets
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
@@ -142,7 +142,10 @@ class Reply:
     ``keepalive_interval``); ``end_after=N`` (end the response cleanly: no finish reason, no error, no
     ``[DONE]`` — a dropped upstream); ``first_token_delay`` (seconds, with comments every
     ``keepalive_interval``); ``crlf`` line endings; ``send_done``; ``echo_auth`` (an error message that
-    echoes the caller's Authorization header, as careless vendors do).
+    echoes the caller's Authorization header, as careless vendors do); ``echo_key`` (the error — of a
+    non-200 reply, a 200 error body or a mid-stream error event — quotes the key it received, passed
+    through this function: without its prefix, URL-encoded, JSON-escaped..., in its message and in an
+    upstream ``metadata.raw`` JSON string).
     """
 
     content: Sequence[str] = ("Hello", " from", " the", " stand-in", ".")
@@ -171,6 +174,7 @@ class Reply:
     crlf: bool = False
     send_done: bool = True
     echo_auth: bool = False
+    echo_key: Callable[[str], str] | None = None
 
 
 def error_body(
@@ -494,6 +498,7 @@ class OpenRouterStandIn:
                 error = dict(reply.error or error_body(reply.status, "Error"))
                 if reply.echo_auth:
                     error["message"] = f"{error.get('message', '')} (received {record.headers.get('Authorization')})"
+                _echo_key(error, reply, record)
                 return _json(reply.status, {"error": error, "user_id": "user_standin"}, reply.headers)
             usage = reply.usage or self._usage(body, reply, served)
             if not stream:
@@ -708,10 +713,21 @@ class OpenRouterStandIn:
                     {"error_type": "provider_error", "provider_code": "ECONNRESET"},
                 )
             )
+            _echo_key(error, reply, record)
             await send(chunk({"content": ""}, "error", error=error))
         await response.write_eof()  # no [DONE]
         self._remember(gen_id, served, replace(reply, finish_reason="error"), usage, streamed=True, cancelled=False)
         return response
+
+
+def _echo_key(error: dict[str, Any], reply: Reply, record: RecordedRequest) -> None:
+    """Quote the received key (transformed by ``reply.echo_key``) in ``error``, as careless vendors do."""
+    if reply.echo_key is None:
+        return
+    echoed = reply.echo_key(record.key)
+    error["message"] = f"{error.get('message', '')} (invalid key: {echoed})"
+    upstream = orjson.dumps({"error": {"message": f"Incorrect API key provided: {echoed}"}}).decode()
+    error["metadata"] = {**dict(error.get("metadata") or {}), "raw": upstream, "provider_name": "Echo"}
 
 
 def _json(status: int, payload: Any, headers: Mapping[str, str] | None = None) -> web.Response:

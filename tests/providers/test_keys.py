@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote_plus
 
 import grpc
 import pytest
@@ -17,6 +19,7 @@ import pytest
 from orchestratex.logging import JsonFormatter, TextFormatter
 from orchestratex.v1 import providers_pb2
 from tests.providers.helpers import collect, request
+from tests.providers.leaks import ENCODINGS, Leaks
 from tests.providers.openrouter_standin import OpenRouterStandIn, Reply, error_body, error_reply, live_providers
 
 
@@ -118,3 +121,60 @@ async def test_the_key_appears_nowhere_but_the_authorization_header(
     record = logging.makeLogRecord({"msg": "oops %s", "args": (key,), "levelno": logging.ERROR})
     assert key not in JsonFormatter("providers").format(record)
     assert key not in TextFormatter("providers").format(record)
+
+
+# A key with characters that URL encoders escape (+ / =), so every encoding below differs from the raw key.
+def _echo_cases() -> dict[str, Callable[[str], str]]:
+    cases = {name: ENCODINGS[name] for name in ("raw", "quote", "quote_plus", "quote-lower-hex", "json-escaped-slash")}
+    cases["percent-every-byte-lower"] = ENCODINGS["percent-every-byte-lower"]
+    cases["json-unicode-every-char"] = ENCODINGS["json-unicode-every-char"]
+    cases["without-its-prefix"] = lambda key: key.removeprefix("sk-or-v1-")
+    cases["url-encoded-without-its-prefix"] = lambda key: quote_plus(key.removeprefix("sk-or-v1-"))
+    cases["a-20-character-fragment"] = lambda key: key[30:50]
+    return cases
+
+
+@pytest.mark.parametrize(("name", "echo"), list(_echo_cases().items()), ids=list(_echo_cases()))
+async def test_a_key_echoed_in_any_form_is_scrubbed_end_to_end(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, name: str, echo: Callable[[str], str]
+) -> None:
+    """The real server against the stand-in, which quotes the key it received (transformed) in its errors.
+
+    Nothing that leaves the service — status details, trailers, StreamFailure messages, log records
+    (before any formatter redacts them) — holds 16 consecutive characters of the key in any form.
+    """
+    key = f"sk-or-v1-{uuid.uuid4().hex}+/={uuid.uuid4().hex}"
+    caplog.set_level(logging.DEBUG)
+    outputs: list[str] = []
+    in_200 = Reply(error_in_200=True, error=error_body(503, "Overloaded"), echo_key=echo)
+    calls: list[tuple[Reply, str, grpc.StatusCode]] = [
+        (error_reply(402, echo_key=echo), "stream", grpc.StatusCode.FAILED_PRECONDITION),
+        (error_reply(500, echo_key=echo), "stream", grpc.StatusCode.UNAVAILABLE),
+        (in_200, "unary", grpc.StatusCode.UNAVAILABLE),
+        (Reply(error_after=2, echo_key=echo), "stream", grpc.StatusCode.UNAVAILABLE),  # after tokens: StreamFailure
+        # Last: a rejected key holds the whole provider for a while, so no later call would reach the vendor.
+        (error_reply(401, echo_key=echo), "unary", grpc.StatusCode.UNAUTHENTICATED),
+    ]
+    async with OpenRouterStandIn(api_key=key) as standin:
+        async with live_providers(standin, tmp_path, key=key) as live:
+            for reply, mode, code in calls:
+                standin.script.append(reply)
+                if mode == "stream":
+                    events, err = await collect(live.stub, request())
+                    outputs.extend(str(e) for e in events)
+                else:
+                    try:
+                        outputs.append(str(await live.stub.Generate(request())))
+                        err = None
+                    except grpc.aio.AioRpcError as exc:
+                        err = exc
+                assert err is not None and err.code() == code, (name, reply.status, err)
+                outputs += [err.details() or "", err.debug_error_string(), str(err.trailing_metadata())]
+        sent = standin.chat_requests()
+    assert len(sent) == len(calls) and all(r.key == key for r in sent)
+    outputs += [record.getMessage() for record in caplog.records]
+    outputs += [str(record.__dict__) for record in caplog.records]
+    leaks = Leaks(key)
+    for output in outputs:
+        assert not leaks.found(output), (name, output)
+    assert any("[REDACTED]" in output for output in outputs)  # the echo was there, and was scrubbed

@@ -81,8 +81,8 @@ async def fail(backend: OpenRouterBackend, settings: Settings) -> BackendError:
     ("status", "kind", "category", "retryable"),
     [
         (400, FailureKind.INVALID_REQUEST, ErrorCategory.BAD_REQUEST, False),
-        (401, FailureKind.UPSTREAM_ERROR, ErrorCategory.UNAUTHENTICATED, False),
-        (402, FailureKind.UPSTREAM_ERROR, ErrorCategory.INSUFFICIENT_CREDITS, False),
+        (401, FailureKind.AUTH, ErrorCategory.UNAUTHENTICATED, False),
+        (402, FailureKind.CREDITS, ErrorCategory.INSUFFICIENT_CREDITS, False),
         (403, FailureKind.REFUSED, ErrorCategory.FORBIDDEN, False),
         (404, FailureKind.INVALID_REQUEST, ErrorCategory.NOT_FOUND, False),
         (408, FailureKind.TIMEOUT, ErrorCategory.TIMEOUT, True),

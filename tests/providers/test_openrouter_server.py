@@ -23,7 +23,7 @@ from orchestratex.domains import DOMAINS
 from orchestratex.errors import ConfigError
 from orchestratex.v1 import common_pb2, providers_pb2
 from services.providers.backend import estimate_prompt_tokens, estimate_tokens
-from services.providers.server import RETRY_AFTER_METADATA, build
+from services.providers.server import FAILURE_KIND_METADATA, RETRY_AFTER_METADATA, build
 from tests.providers.helpers import collect, request, user
 from tests.providers.openrouter_standin import (
     DEFAULT_KEY,
@@ -376,6 +376,44 @@ def test_every_status_of_the_error_table_is_covered() -> None:
 
 @pytest.mark.parametrize("streaming", [False, True])
 @pytest.mark.parametrize(
+    ("reply", "code", "kind"),
+    [
+        pytest.param(error_reply(400), grpc.StatusCode.INVALID_ARGUMENT, "FAILURE_KIND_INVALID_REQUEST", id="400"),
+        pytest.param(error_reply(401), grpc.StatusCode.UNAUTHENTICATED, "FAILURE_KIND_AUTH", id="401"),
+        pytest.param(
+            Reply(error_in_200=True, error=error_body(401, "Incorrect API key", code="invalid_api_key")),
+            grpc.StatusCode.UNAUTHENTICATED,
+            "FAILURE_KIND_AUTH",
+            id="401-string-code-in-200",
+        ),
+        pytest.param(error_reply(402), grpc.StatusCode.FAILED_PRECONDITION, "FAILURE_KIND_CREDITS", id="402"),
+        pytest.param(
+            Reply(error_in_200=True, error=error_body(402, "You exceeded your quota", code="insufficient_quota")),
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "FAILURE_KIND_CREDITS",
+            id="402-string-code-in-200",
+        ),
+        pytest.param(error_reply(403), grpc.StatusCode.PERMISSION_DENIED, "FAILURE_KIND_REFUSED", id="403-moderation"),
+        pytest.param(error_reply(404), grpc.StatusCode.NOT_FOUND, "FAILURE_KIND_INVALID_REQUEST", id="404"),
+        pytest.param(error_reply(408), grpc.StatusCode.DEADLINE_EXCEEDED, "FAILURE_KIND_TIMEOUT", id="408"),
+        pytest.param(error_reply(429), grpc.StatusCode.RESOURCE_EXHAUSTED, "FAILURE_KIND_RATE_LIMITED", id="429"),
+        pytest.param(error_reply(502), grpc.StatusCode.UNAVAILABLE, "FAILURE_KIND_UPSTREAM_ERROR", id="502"),
+        pytest.param(Reply(content=[]), grpc.StatusCode.UNAVAILABLE, "FAILURE_KIND_INVALID_OUTPUT", id="empty"),
+    ],
+)
+async def test_401_and_402_have_their_own_failure_kinds_in_the_trailers(
+    live: LiveProviders, standin: OpenRouterStandIn, reply: Reply, code: grpc.StatusCode, kind: str, streaming: bool
+) -> None:
+    """Every failed call names its FailureKind in the ``orx-failure-kind`` trailer, so callers need not guess
+    it from the status code (FAILED_PRECONDITION, for one, is not only ever credits)."""
+    standin.script.append(reply)
+    events, err = await call(live, request(GLM), streaming)
+    assert err is not None and events == []
+    assert (err.code(), trailers(err).get(FAILURE_KIND_METADATA)) == (code, kind)
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+@pytest.mark.parametrize(
     ("reply", "low", "high"),
     [
         pytest.param(error_reply(429, retry_after="17"), 17.0, 17.0, id="retry-after-seconds"),
@@ -461,6 +499,7 @@ async def test_mid_stream_failure_sends_failed_event_with_estimated_usage(
     streamed = "".join(e.delta.text for e in events[:-1])
     assert streamed.startswith("Hello from") and failed.partial_text == streamed
     assert failed.kind == common_pb2.FAILURE_KIND_MID_STREAM_ERROR
+    assert trailers(err)[FAILURE_KIND_METADATA] == "FAILURE_KIND_MID_STREAM_ERROR"
     # The vendor sent no usage: what was streamed is estimated and priced from the catalogue.
     prompt, completion = estimate_prompt_tokens(["Explain TCP slow start."]), estimate_tokens(streamed)
     assert (failed.usage.prompt_tokens, failed.usage.completion_tokens) == (prompt, completion)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 from collections.abc import AsyncIterator, Callable
 
@@ -23,13 +24,18 @@ from services.providers.resilience import (
     CircuitOpen,
     CircuitState,
     ClientRateLimited,
+    HealthSnapshot,
+    Held,
+    HoldConfig,
     LimitOverride,
     LimitsConfig,
     ManualClock,
     ModelLimiter,
     ModelLimits,
+    Origin,
     Outcome,
     Resilience,
+    ResilienceConfig,
     RetryPolicy,
     classify,
     config_from_env,
@@ -655,3 +661,122 @@ async def test_the_limiter_queues_on_the_real_clock() -> None:
     await second.entered.wait()
     await second.done()
     assert (lim.in_flight, lim.queued) == (0, 0)
+
+
+# -- holds: the vendor's Retry-After window, a rejected key (issue 12) ------------------------------------
+
+
+def held_policy(clock: ManualClock, **holds: float) -> Resilience:
+    config = ResilienceConfig(retry=RetryPolicy(max_retry_after=30.0), holds=HoldConfig(**holds))
+    return Resilience(config, clock=clock)
+
+
+async def admitted(policy: Resilience, model: str, provider: str = "or", outcome: Outcome = Outcome.NEUTRAL) -> None:
+    async with policy.admit(model, None, provider) as guard:
+        guard.outcome = outcome
+
+
+async def test_a_window_within_max_retry_after_only_pauses_the_limiter() -> None:
+    clock = ManualClock(T0)
+    policy = held_policy(clock)
+    policy.note_failure("m/a", error(FailureKind.RATE_LIMITED, retry_after=30.0), provider="or")
+    health = policy.health("m/a", "or")
+    assert (health.state, health.held) == (CircuitState.CLOSED, None)
+    with pytest.raises(ClientRateLimited):  # a call that cannot wait 30 s is refused by the limiter, as before
+        async with policy.admit("m/a", T0 + 5, "or"):
+            pass
+
+
+@pytest.mark.parametrize(
+    ("kind", "status"), [(FailureKind.RATE_LIMITED, 429), (FailureKind.UPSTREAM_ERROR, 503), (FailureKind.TIMEOUT, 408)]
+)
+async def test_a_longer_window_holds_the_model_for_all_of_it(kind: FailureKind, status: int) -> None:
+    clock = ManualClock(T0)
+    policy = held_policy(clock)
+    policy.note_failure("m/a", error(kind, retry_after=120.0, http_status=status), provider="or")
+    clock.advance(100)
+    with pytest.raises(Held) as info:
+        await admitted(policy, "m/a")
+    assert (info.value.kind, info.value.retry_after, info.value.origin) == (kind, 20.0, Origin.VENDOR_HOLD)
+    health = policy.health("m/a", "or")
+    assert (health.state, health.held, health.cooldown_remaining) == (CircuitState.OPEN, kind, 20.0)
+    await admitted(policy, "m/b")  # other models, same provider: not held
+    clock.advance(20)
+    await admitted(policy, "m/a")
+    assert policy.health("m/a", "or") == HealthSnapshot(CircuitState.CLOSED, 0, 0.0, 0, 0)
+
+
+async def test_windows_are_capped_and_never_shortened() -> None:
+    clock = ManualClock(T0)
+    policy = held_policy(clock, max_window=600.0)
+    policy.note_retry_after("m/a", 86_400.0)
+    assert policy.health("m/a").cooldown_remaining == 600.0
+    policy.note_retry_after("m/a", 45.0)  # a shorter window later does not end the longer one
+    assert policy.health("m/a").cooldown_remaining == 600.0
+    policy.note_retry_after("m/a", 10.0)  # nor does a short one (it only pauses the limiter)
+    assert policy.health("m/a").state is CircuitState.OPEN
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        error(FailureKind.CREDITS, retry_after=120.0, http_status=402),  # not retryable: a hint means nothing
+        error(FailureKind.INVALID_REQUEST, retry_after=120.0, http_status=400),
+        error(FailureKind.RATE_LIMITED, retry_after=None, http_status=429),
+    ],
+)
+async def test_failures_that_hold_nothing(exc: BackendError) -> None:
+    clock = ManualClock(T0)
+    policy = held_policy(clock)
+    policy.note_failure("m/a", exc, provider="or")
+    policy.note_failure("m/a", error(FailureKind.RATE_LIMITED, retry_after=120.0), provider="or", streamed=True)
+    await admitted(policy, "m/a")
+    assert policy.health("m/a", "or").held is None
+
+
+async def test_a_rejected_key_holds_every_model_of_its_provider_until_the_cooldown_or_a_success() -> None:
+    clock = ManualClock(T0)
+    policy = held_policy(clock, auth_cooldown=60.0)
+    policy.note_failure("m/a", error(FailureKind.AUTH, http_status=401), provider="or")
+    for model in ("m/a", "m/b"):
+        with pytest.raises(Held) as info:
+            await admitted(policy, model, "or")
+        assert (info.value.kind, info.value.retry_after) == (FailureKind.AUTH, 60.0)
+        assert "or rejected the API key" in info.value.message
+        assert policy.health(model, "or").held is FailureKind.AUTH
+    await admitted(policy, "m/c", "other-provider")
+    clock.advance(60)
+    await admitted(policy, "m/b", "or", Outcome.FAILURE)  # the next call finds out
+    assert policy.health("m/a", "or").state is CircuitState.CLOSED
+
+    policy.note_failure("m/a", error(FailureKind.AUTH, http_status=401), provider="or")
+    policy.note_retry_after("m/a", 120.0)
+    assert policy.health("m/a", "or").held is FailureKind.AUTH  # the key problem is the one to report
+    clock.advance(61)
+    assert policy.health("m/a", "or").held is FailureKind.RATE_LIMITED
+
+
+async def test_a_success_ends_the_providers_hold() -> None:
+    clock = ManualClock(T0)
+    policy = held_policy(clock, auth_cooldown=60.0)
+    async with policy.admit("m/a", None, "or") as guard:  # admitted before the 401 of another call
+        policy.note_failure("m/b", error(FailureKind.AUTH, http_status=401), provider="or")
+        guard.outcome = Outcome.SUCCESS
+    await admitted(policy, "m/b", "or")
+
+
+async def test_auth_cooldown_zero_holds_nothing() -> None:
+    policy = held_policy(ManualClock(T0), auth_cooldown=0.0)
+    policy.note_failure("m/a", error(FailureKind.AUTH, http_status=401), provider="or")
+    await admitted(policy, "m/b", "or")
+
+
+def test_hold_config_from_env() -> None:
+    assert config_from_env({}).holds == HoldConfig(max_window=3600.0, auth_cooldown=60.0)
+    config = config_from_env({"ORX_PROVIDER_MAX_RATE_LIMIT_WINDOW": "900", "ORX_PROVIDER_AUTH_COOLDOWN": "0"})
+    assert config.holds == HoldConfig(max_window=900.0, auth_cooldown=0.0)
+    for var, value in (("ORX_PROVIDER_MAX_RATE_LIMIT_WINDOW", "-1"), ("ORX_PROVIDER_AUTH_COOLDOWN", "forever")):
+        with pytest.raises(ConfigError, match=var):
+            config_from_env({var: value})
+    with pytest.raises(ValueError, match="max_window"):
+        HoldConfig(max_window=math.inf)

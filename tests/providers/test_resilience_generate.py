@@ -276,6 +276,29 @@ async def test_a_huge_retry_after_is_not_waited_out(catalogue: Catalogue) -> Non
     assert (result.retry_after, backend.calls, clock.sleeps) == (3600.0, 1, [])
 
 
+async def test_a_long_rate_limit_window_is_honoured_to_its_end(catalogue: Catalogue) -> None:
+    """Issue 12: a Retry-After longer than max_retry_after fails the call at once AND keeps the model out of
+    use for the vendor's whole window (not just max_retry_after): calls in it never reach the backend."""
+    clock = ManualClock(T0, auto_advance=True)
+    backend = Scripted([Fail(FailureKind.RATE_LIMITED, retry_after=120.0), Ok()], clock)
+    policy = make_policy(clock, max_retry_after=30.0)
+    request = make_request(catalogue)
+    _, first = await run(backend, request, policy=policy)
+    assert isinstance(first, CallFailed) and (first.retry_after, backend.calls) == (120.0, 1)
+
+    clock.advance(119)
+    _, during = await run(backend, request, policy=policy)
+    assert isinstance(during, CallFailed)
+    assert (during.kind, during.attempts, backend.calls, clock.sleeps) == (FailureKind.RATE_LIMITED, 0, 1, [])
+    assert during.retry_after == pytest.approx(1.0)
+    assert policy.health(MODEL).state is CircuitState.OPEN
+
+    clock.advance(1)
+    _, after = await run(backend, request, policy=policy)
+    assert isinstance(after, Completion) and backend.calls == 2
+    assert policy.health(MODEL).state is CircuitState.CLOSED
+
+
 async def test_usage_of_every_attempt_is_accumulated(catalogue: Catalogue) -> None:
     clock = ManualClock(T0, auto_advance=True)
     request = make_request(catalogue)

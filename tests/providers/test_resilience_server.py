@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -16,8 +17,8 @@ import pytest
 from orchestratex.config import Settings
 from orchestratex.grpc_client import open_channel
 from orchestratex.v1 import common_pb2, providers_pb2, providers_pb2_grpc
-from services.providers.resilience import Resilience
-from services.providers.server import RETRY_AFTER_METADATA, USAGE_TRAILER, build
+from services.providers.resilience import SYSTEM_CLOCK, Clock, ManualClock, Resilience
+from services.providers.server import FAILURE_KIND_METADATA, RETRY_AFTER_METADATA, USAGE_TRAILER, build
 from tests.providers.helpers import request
 from tests.providers.openrouter_standin import DEFAULT_KEY, OpenRouterStandIn, Reply, error_reply
 
@@ -32,7 +33,7 @@ async def standin() -> AsyncIterator[OpenRouterStandIn]:
 
 @asynccontextmanager
 async def providers(
-    standin: OpenRouterStandIn, tmp_path: Path, **policy_env: str
+    standin: OpenRouterStandIn, tmp_path: Path, clock: Clock = SYSTEM_CLOCK, **policy_env: str
 ) -> AsyncIterator[providers_pb2_grpc.ProviderServiceStub]:
     settings = Settings.from_env(
         {
@@ -43,7 +44,7 @@ async def providers(
         }
     )
     policy = Resilience.from_env(
-        {"ORX_PROVIDER_BACKOFF_BASE": "0.01", "ORX_PROVIDER_BACKOFF_MAX": "0.02", **policy_env}
+        {"ORX_PROVIDER_BACKOFF_BASE": "0.01", "ORX_PROVIDER_BACKOFF_MAX": "0.02", **policy_env}, clock=clock
     )
     server = await build(settings, "127.0.0.1:0", resilience=policy)
     await server.start()
@@ -171,3 +172,132 @@ async def test_a_cancelled_stream_still_reports_what_it_used(standin: OpenRouter
     assert len(handler.records) == 1
     assert handler.records[0].__dict__["completion_tokens"] > 0
     assert handler.records[0].__dict__["cost_usd"] > 0
+
+
+# -- issue 12: the vendor's rate-limit window, provider-wide key failures ---------------------------------
+
+QWEN = "qwen/qwen3-coder"
+
+
+def _list(resp: providers_pb2.ListModelsResponse) -> list[str]:
+    return [m.id for m in resp.models]
+
+
+@pytest.mark.parametrize("header", ["retry-after-seconds", "retry-after-http-date", "x-ratelimit-reset"])
+async def test_a_long_rate_limit_window_holds_the_model_until_it_ends(
+    standin: OpenRouterStandIn, tmp_path: Path, header: str
+) -> None:
+    """A 429 whose window (120 s) is longer than ORX_PROVIDER_MAX_RETRY_AFTER (30 s): the call fails at once,
+    and the model stays unavailable for the vendor's whole window — calls fail fast without reaching the
+    vendor and ListModels shows it OPEN — then it is called again. The window is timed on a manual clock."""
+    if header == "retry-after-seconds":
+        standin.script.append(error_reply(429, retry_after="120"))
+    elif header == "retry-after-http-date":
+        standin.script.append(error_reply(429, retry_after=email.utils.formatdate(time.time() + 121, usegmt=True)))
+    else:
+        standin.script.append(error_reply(429, reset_ms=int((time.time() + 120.5) * 1000)))
+    clock = ManualClock()
+    async with providers(standin, tmp_path, clock, ORX_PROVIDER_MAX_ATTEMPTS="3") as stub:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.Generate(request(GLM))
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert len(standin.chat_requests()) == 1  # not retried: the window is longer than anyone waits
+
+        everything = await stub.ListModels(providers_pb2.ListModelsRequest(include_unavailable=True))
+        health = _health(everything, GLM)
+        assert health.circuit_state == common_pb2.CIRCUIT_STATE_OPEN
+        assert health.unavailable_reason == common_pb2.FAILURE_KIND_RATE_LIMITED
+        assert 118 <= health.cooldown_remaining.ToNanoseconds() / 1e9 <= 121
+        assert GLM not in _list(await stub.ListModels(providers_pb2.ListModelsRequest()))
+
+        clock.advance(117)
+        for streaming in (False, True):
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                if streaming:
+                    async for _ in stub.StreamGenerate(providers_pb2.StreamGenerateRequest(request=request(GLM))):
+                        pass
+                else:
+                    await stub.Generate(request(GLM))
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "rate-limit window" in (err.value.details() or "")
+            assert 1 <= float(_trailers(err.value)[RETRY_AFTER_METADATA]) <= 4
+            assert _trailers(err.value)[FAILURE_KIND_METADATA] == "FAILURE_KIND_RATE_LIMITED"
+        assert len(standin.chat_requests()) == 1  # the vendor never saw them
+
+        done = await stub.Generate(request(QWEN))  # the other models are not held
+        assert done.text == "Hello from the stand-in."
+
+        clock.advance(5)
+        assert (await stub.Generate(request(GLM))).text == "Hello from the stand-in."
+        health = _health(await stub.ListModels(providers_pb2.ListModelsRequest()), GLM)
+        assert health.circuit_state == common_pb2.CIRCUIT_STATE_CLOSED
+    assert [r.body["model"] for r in standin.chat_requests()] == [GLM, QWEN, GLM]
+
+
+async def test_the_window_is_bounded_by_the_configured_maximum(standin: OpenRouterStandIn, tmp_path: Path) -> None:
+    standin.script.append(error_reply(429, retry_after="86400"))  # "come back tomorrow"
+    clock = ManualClock()
+    async with providers(standin, tmp_path, clock, ORX_PROVIDER_MAX_RATE_LIMIT_WINDOW="600") as stub:
+        with pytest.raises(grpc.aio.AioRpcError):
+            await stub.Generate(request(GLM))
+        health = _health(await stub.ListModels(providers_pb2.ListModelsRequest(include_unavailable=True)), GLM)
+        assert health.cooldown_remaining.ToNanoseconds() == 600 * 10**9
+        clock.advance(600)
+        assert (await stub.Generate(request(GLM))).text == "Hello from the stand-in."
+
+
+async def test_a_short_retry_after_still_queues_instead_of_failing(standin: OpenRouterStandIn, tmp_path: Path) -> None:
+    """Within ORX_PROVIDER_MAX_RETRY_AFTER the old behaviour stays: wait for the window, then retry."""
+    standin.script.append(error_reply(429, retry_after="0.05"))
+    async with providers(standin, tmp_path, ORX_PROVIDER_MAX_ATTEMPTS="2") as stub:
+        done = await stub.Generate(request(GLM))
+        health = _health(await stub.ListModels(providers_pb2.ListModelsRequest()), GLM)
+    assert (done.attempts, health.circuit_state) == (2, common_pb2.CIRCUIT_STATE_CLOSED)
+
+
+async def test_a_rejected_key_makes_every_model_of_the_provider_unavailable(
+    standin: OpenRouterStandIn, tmp_path: Path
+) -> None:
+    """A 401 says the provider's key is bad: every model of that provider would fail the same way. For
+    ORX_PROVIDER_AUTH_COOLDOWN (60 s) no call goes to that provider; then one call finds out again."""
+    standin.script.append(error_reply(401))
+    clock = ManualClock()
+    async with providers(standin, tmp_path, clock) as stub:
+        with pytest.raises(grpc.aio.AioRpcError) as first:
+            await stub.Generate(request(GLM))
+        assert first.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.Generate(request(QWEN))  # another model, same provider, same key
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "rejected the API key" in (err.value.details() or "")
+        assert len(standin.chat_requests()) == 1
+        for failed in (first.value, err.value):
+            assert _trailers(failed)[FAILURE_KIND_METADATA] == "FAILURE_KIND_AUTH"
+
+        everything = await stub.ListModels(providers_pb2.ListModelsRequest(include_unavailable=True))
+        assert {m.health.circuit_state for m in everything.models} == {common_pb2.CIRCUIT_STATE_OPEN}
+        assert {m.health.unavailable_reason for m in everything.models} == {common_pb2.FAILURE_KIND_AUTH}
+        assert _list(await stub.ListModels(providers_pb2.ListModelsRequest())) == []
+
+        clock.advance(60)
+        assert (await stub.Generate(request(QWEN))).text == "Hello from the stand-in."  # the key works again
+        healthy = await stub.ListModels(providers_pb2.ListModelsRequest())
+        assert len(healthy.models) == len(everything.models)
+    assert len(standin.chat_requests()) == 2
+
+
+async def test_insufficient_credits_hold_nothing(standin: OpenRouterStandIn, tmp_path: Path) -> None:
+    """A 402 can depend on the request (max_tokens over what the balance affords) and the model (free variants
+    cost nothing), and a top-up fixes it at once: it fails that call only, with its own kind."""
+    standin.script.append(error_reply(402))
+    async with providers(standin, tmp_path) as stub:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.Generate(request(GLM))
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert _trailers(err.value)[FAILURE_KIND_METADATA] == "FAILURE_KIND_CREDITS"
+        assert (await stub.Generate(request(QWEN))).text == "Hello from the stand-in."
+        assert (await stub.Generate(request(GLM))).text == "Hello from the stand-in."
+        everything = await stub.ListModels(providers_pb2.ListModelsRequest(include_unavailable=True))
+    assert {m.health.circuit_state for m in everything.models} == {common_pb2.CIRCUIT_STATE_CLOSED}
+    assert len(standin.chat_requests()) == 3

@@ -3,10 +3,13 @@
 Pure asyncio, no gRPC; :func:`services.providers.generation.generate` applies it to every call when
 given a :class:`Resilience`. One call goes through, per attempt::
 
+    holds                      -> Held (kind the vendor gave, retry-after = time left) while the vendor's
+                                  Retry-After window runs, or its provider rejects the API key
     breaker.admit()            -> CircuitOpen (UNAVAILABLE, retry-after = cooldown left) when open
     limiter.slot(deadline)     -> ClientRateLimited (RESOURCE_EXHAUSTED) when no slot in time
       backend.stream(request)  -> deltas + end, or BackendError
     breaker.record(outcome)    -> success / counted failure / neutral
+    note_failure               -> a Retry-After window holds the model, a rejected key the provider
     retry decision             -> sleep (backoff, full jitter, >= Retry-After, inside the deadline) or give up
 
 Why each piece, with the evidence behind it:
@@ -35,7 +38,7 @@ from services.providers.resilience.breaker import (
     classify,
 )
 from services.providers.resilience.clock import SYSTEM_CLOCK, Clock, ManualClock, SystemClock
-from services.providers.resilience.errors import CircuitOpen, ClientRateLimited, Origin, Rejected
+from services.providers.resilience.errors import CircuitOpen, ClientRateLimited, Held, Origin, Rejected
 from services.providers.resilience.limiter import (
     FREE_SUFFIX,
     LimitOverride,
@@ -47,6 +50,7 @@ from services.providers.resilience.policy import (
     ENV_VARS,
     AttemptGuard,
     HealthSnapshot,
+    HoldConfig,
     Resilience,
     ResilienceConfig,
     config_from_env,
@@ -76,6 +80,8 @@ __all__ = [
     "ClientRateLimited",
     "Clock",
     "HealthSnapshot",
+    "Held",
+    "HoldConfig",
     "LimitOverride",
     "LimitsConfig",
     "ManualClock",

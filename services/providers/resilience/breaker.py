@@ -15,9 +15,11 @@ What counts (:func:`classify`): upstream errors, timeouts of the model's own (ti
 idle, total), rate limits, mid-stream breaks and invalid output. What never counts, because it says
 nothing about the model — the production-gateway lesson of "cooldowns that don't punish a model for
 the caller's own timeout" (docs/research.md): the caller cancelling, a timeout at or after the
-caller's deadline, and invalid requests (400/401/402/403/404/413/422, refusals) that would fail
-the same on any healthy model. Such neutral outcomes leave the count as it is; a neutral half-open
-trial simply lets the next call be the trial.
+caller's deadline, and requests refused as such (400/402/403/404/413/422: invalid, unaffordable,
+moderated) that would fail the same on any healthy model. A rejected key (401) says nothing about
+the model either: it is held provider-wide by :class:`~services.providers.resilience.policy.Resilience`
+instead. Such neutral outcomes leave the count as it is; a neutral half-open trial simply lets the
+next call be the trial.
 
 Outcomes of calls admitted before the circuit last opened are ignored (their news is stale).
 """

@@ -13,7 +13,8 @@ Policy (docs/openrouter.md, "Errors" and "Mistakes other clients made" 7):
   callers that failed together do not retry together.
 * Honour the provider's ``Retry-After`` / ``X-RateLimit-Reset`` (``BackendError.retry_after``):
   wait at least that long. A hint longer than ``max_retry_after`` (a daily quota, say) is not
-  waited out: the call fails at once and the caller gets the hint.
+  waited out: the call fails at once and the caller gets the hint — and the model is held for the
+  vendor's whole window, so later calls fail fast too (``policy.Resilience.note_failure``).
 * Stay inside the caller's deadline: when the next wait would end at or past it, fail at once with
   the last failure's kind (a 429 stays RESOURCE_EXHAUSTED with its retry-after, a timeout becomes
   DEADLINE_EXCEEDED) instead of sleeping into a deadline nobody is waiting for any more.
