@@ -30,6 +30,7 @@ import httpx
 
 from orchestratex.config import Settings
 from orchestratex.errors import ConfigError
+from orchestratex.secrets import SecretScrubber
 from services.providers.catalogue import DEFAULT_CATALOGUE, load_catalogue_file
 from services.providers.openrouter import OPENROUTER_KEY_ENV, resolve_keys
 
@@ -85,7 +86,8 @@ async def fetch_models(base_url: str, key: str, *, wait: float = 30.0) -> list[d
     except httpx.TransportError as exc:
         raise SyncError(f"{url}: cannot connect ({type(exc).__name__})") from None
     if response.status_code != 200:
-        raise SyncError(f"{url}: {_http_problem(response)}")
+        # the vendor's message may echo the key, in any form: never let it into the error
+        raise SyncError(f"{url}: {SecretScrubber([key]).scrub(_http_problem(response))}")
     try:
         payload = response.json()
     except ValueError:

@@ -40,8 +40,8 @@ _STATUS_KIND = {
     grpc.StatusCode.INVALID_ARGUMENT: common_pb2.FAILURE_KIND_INVALID_REQUEST,
     grpc.StatusCode.NOT_FOUND: common_pb2.FAILURE_KIND_INVALID_REQUEST,
     grpc.StatusCode.PERMISSION_DENIED: common_pb2.FAILURE_KIND_REFUSED,
-    grpc.StatusCode.UNAUTHENTICATED: common_pb2.FAILURE_KIND_REFUSED,
-    grpc.StatusCode.FAILED_PRECONDITION: common_pb2.FAILURE_KIND_REFUSED,
+    grpc.StatusCode.UNAUTHENTICATED: common_pb2.FAILURE_KIND_AUTH,
+    grpc.StatusCode.FAILED_PRECONDITION: common_pb2.FAILURE_KIND_CREDITS,
     grpc.StatusCode.CANCELLED: common_pb2.FAILURE_KIND_CANCELLED,
 }
 
@@ -55,6 +55,19 @@ def duration(seconds: float) -> Duration:
 
 USAGE_TRAILER = "orx-usage-bin"
 """Trailing metadata key on a failed provider call: the serialised ``Usage`` it spent."""
+KIND_TRAILER = "orx-failure-kind"
+"""Trailing metadata key on a failed provider call: the ``FailureKind`` name the providers service chose."""
+
+
+def failure_kind(err: grpc.aio.AioRpcError) -> common_pb2.FailureKind:
+    """The kind of a failed provider call: the providers service's own word, else read off the status."""
+    for key, value in err.trailing_metadata() or ():
+        if key == KIND_TRAILER and isinstance(value, str):
+            try:
+                return common_pb2.FailureKind.Value(value)
+            except ValueError:
+                break
+    return _STATUS_KIND.get(err.code(), common_pb2.FAILURE_KIND_UPSTREAM_ERROR)
 
 
 def _trailer_usage(metadata: object) -> common_pb2.Usage:
@@ -685,7 +698,7 @@ class SessionRunner:
         try:
             done = await call
         except grpc.aio.AioRpcError as err:
-            kind = _STATUS_KIND.get(err.code(), common_pb2.FAILURE_KIND_UPSTREAM_ERROR)
+            kind = failure_kind(err)
             usage = _trailer_usage(err.trailing_metadata())
             raise CallFailed(kind, f"{err.code().name}: {err.details()}", usage, time.monotonic() - started) from None
         except asyncio.CancelledError:
@@ -751,7 +764,7 @@ class SessionRunner:
                     ttft,
                     "".join(parts),
                 ) from None
-            kind = _STATUS_KIND.get(err.code(), common_pb2.FAILURE_KIND_UPSTREAM_ERROR)
+            kind = failure_kind(err)
             raise CallFailed(kind, f"{err.code().name}: {err.details()}", common_pb2.Usage(), latency, ttft) from None
         except asyncio.CancelledError:
             coalescer.discard()

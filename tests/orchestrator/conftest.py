@@ -49,6 +49,8 @@ class FakeProviders(providers_pb2_grpc.ProviderServiceServicer):
     critic_text: dict[str, str] = field(default_factory=dict)
     fail_before: dict[str, grpc.StatusCode] = field(default_factory=dict)
     fail_mid: set[str] = field(default_factory=set)
+    #: A FailureKind name sent in the ``orx-failure-kind`` trailer with a ``fail_before`` failure.
+    fail_kind: dict[str, str] = field(default_factory=dict)
     block: set[str] = field(default_factory=set)
     hang_after: dict[str, int] = field(default_factory=dict)
     calls: list[providers_pb2.GenerateRequest] = field(default_factory=list)
@@ -119,8 +121,12 @@ class FakeProviders(providers_pb2_grpc.ProviderServiceServicer):
         self.started.set()
         if req.model in self.fail_before:
             code = self.fail_before[req.model]
+            if req.model in self.fail_kind:
+                context.set_trailing_metadata((("orx-failure-kind", self.fail_kind[req.model]),))
             if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
                 raise ResourceExhausted("rate limited upstream", retry_after=1)
+            if code != grpc.StatusCode.UNAVAILABLE:
+                await context.abort(code, f"upstream said {code.name}")
             raise Unavailable("upstream returned 502")
         if req.model in self.block:
             try:

@@ -24,6 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from orchestratex.aio import uncancellable
 from orchestratex.store.sessions import SqliteSessionStore
 from orchestratex.store.sqlite import StorageUnavailable
+from orchestratex.v1 import common_pb2
 from orchestratex.v1 import orchestrator_pb2 as pb
 from services.orchestrator.hub import EventWriter, Hub, now_timestamp
 from services.orchestrator.server import SERVICE_NAME
@@ -302,6 +303,27 @@ async def test_a_model_that_failed_as_author_is_not_asked_to_critique(stack: Sta
     critics = [e.critique_completed.critic_model for e in events if e.HasField("critique_completed")]
     assert critics and "m/alpha" not in critics and "m/beta" not in critics
     assert [c.model for c in stack.providers.calls].count("m/alpha") == 1
+
+
+@pytest.mark.parametrize(
+    ("code", "trailer", "expected"),
+    [
+        (grpc.StatusCode.UNAUTHENTICATED, "", common_pb2.FAILURE_KIND_AUTH),
+        (grpc.StatusCode.FAILED_PRECONDITION, "", common_pb2.FAILURE_KIND_CREDITS),
+        (grpc.StatusCode.UNAVAILABLE, "FAILURE_KIND_AUTH", common_pb2.FAILURE_KIND_AUTH),
+        (grpc.StatusCode.UNAVAILABLE, "FAILURE_KIND_NO_SUCH_THING", common_pb2.FAILURE_KIND_UPSTREAM_ERROR),
+    ],
+)
+async def test_a_rejected_key_and_missing_credits_have_their_own_failure_kinds(
+    stack: Stack, code: grpc.StatusCode, trailer: str, expected: int
+) -> None:
+    stack.providers.fail_before["m/alpha"] = code
+    if trailer:
+        stack.providers.fail_kind["m/alpha"] = trailer
+    stack.providers.answers["m/beta"] = ["beta's answer quality=9"]
+    events = await stack.run(prompt="hello", max_rounds=1)
+    fallback = next(e.provider_fallback for e in events if e.HasField("provider_fallback"))
+    assert fallback.failed_model == "m/alpha" and fallback.failure_kind == expected
 
 
 # ---------------------------------------------------------------- a full disk

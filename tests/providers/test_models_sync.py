@@ -263,3 +263,19 @@ async def test_cli_subcommand(standin: OpenRouterStandIn, catalogue_copy: Path) 
     assert proc.returncode == 0, stderr.decode()
     assert "z-ai/glm-4.5\n  input_price_per_mtok   0.60 -> 0.7\n" in stdout.decode()
     assert "dry run, nothing written" in stdout.decode()
+
+
+async def test_a_vendor_error_that_echoes_the_key_in_any_form_never_shows_it(
+    standin: OpenRouterStandIn, catalogue_copy: Path
+) -> None:
+    from urllib.parse import quote
+
+    body = DEFAULT_KEY.split("-", 3)[-1]  # the key without its "sk-or-v1-" prefix
+    standin.models_reply = error_reply(500, message=f"bad token {body} (also {quote(DEFAULT_KEY, safe='')})")
+    err = io.StringIO()
+    code = await asyncio.to_thread(
+        run, settings_for(standin, catalogue_copy), Namespace(output=None, dry_run=False), io.StringIO(), err
+    )
+    assert code == 1 and "HTTP 500" in err.getvalue()
+    for fragment in (DEFAULT_KEY, body, body[:16], body[-16:], quote(DEFAULT_KEY, safe="")[:20]):
+        assert fragment not in err.getvalue()
