@@ -61,10 +61,11 @@ KIND_TRAILER = "orx-failure-kind"
 
 def failure_kind(err: grpc.aio.AioRpcError) -> common_pb2.FailureKind:
     """The kind of a failed provider call: the providers service's own word, else read off the status."""
-    for key, value in err.trailing_metadata() or ():
+    metadata: object = err.trailing_metadata()
+    for key, value in metadata or ():  # type: ignore[attr-defined]
         if key == KIND_TRAILER and isinstance(value, str):
             try:
-                return common_pb2.FailureKind.Value(value)
+                return common_pb2.FailureKind(common_pb2.FailureKind.Value(value))
             except ValueError:
                 break
     return _STATUS_KIND.get(err.code(), common_pb2.FAILURE_KIND_UPSTREAM_ERROR)

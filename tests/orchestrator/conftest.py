@@ -122,7 +122,8 @@ class FakeProviders(providers_pb2_grpc.ProviderServiceServicer):
         if req.model in self.fail_before:
             code = self.fail_before[req.model]
             if req.model in self.fail_kind:
-                context.set_trailing_metadata((("orx-failure-kind", self.fail_kind[req.model]),))
+                trailer = (("orx-failure-kind", self.fail_kind[req.model]),)
+                await context.abort(code, f"upstream said {code.name}", trailing_metadata=trailer)
             if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
                 raise ResourceExhausted("rate limited upstream", retry_after=1)
             if code != grpc.StatusCode.UNAVAILABLE:
