@@ -14,6 +14,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
@@ -65,7 +66,7 @@ def failure_kind(err: grpc.aio.AioRpcError) -> common_pb2.FailureKind:
     for key, value in metadata or ():  # type: ignore[attr-defined]
         if key == KIND_TRAILER and isinstance(value, str):
             try:
-                return common_pb2.FailureKind(common_pb2.FailureKind.Value(value))
+                return cast(common_pb2.FailureKind, common_pb2.FailureKind.Value(value))
             except ValueError:
                 break
     return _STATUS_KIND.get(err.code(), common_pb2.FAILURE_KIND_UPSTREAM_ERROR)
