@@ -3,14 +3,21 @@
 Resources live in ``cleanup_ctx`` (gRPC channels opened at startup, closed at cleanup) and in typed
 ``web.AppKey`` state (:mod:`gateway.state`). Two middlewares: the outer one gives every request a
 request id (propagated to the peers) and turns every failure into the JSON error body; the inner one
-admits ``/v1`` requests (origin, API key -> tenant, rate limit; see :mod:`gateway.security`).
+admits requests: the ``Host`` (DNS rebinding) and the declared body size on every path, then for ``/v1``
+the origin, API key -> tenant and rate limit (see :mod:`gateway.security`).
 ``on_shutdown`` closes WebSockets with 1001 GOING_AWAY.
+
+Slow clients: aiohttp's ``keepalive_timeout`` bounds the time to a complete request head (it runs from the
+connection's opening and from the end of each response, and is not reset by incoming bytes), handlers read
+bodies within ``body_timeout`` (408), and :class:`gateway.listener.GatewaySite` caps unauthenticated
+connections per address and closes connections without resetting them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,10 +29,12 @@ from aiohttp import web
 
 from gateway import openapi, rest, sse, ws
 from gateway.errors import GatewayError, error_response, from_orx, from_rpc
+from gateway.listener import ConnectionGuard, GatewaySite, mark_authenticated
 from gateway.security import Principal, Security, bearer_token, check_exposure
 from gateway.state import (
     BACKGROUND,
     CONNECTIONS,
+    GUARD,
     OPTIONS,
     PRINCIPAL,
     SECURITY,
@@ -88,15 +97,27 @@ def init_app(settings: Settings, options: GatewayOptions | None = None) -> web.A
     """
     options = options or GatewayOptions.from_settings(settings)
     app = web.Application(
-        middlewares=[_errors_middleware, _security_middleware], client_max_size=options.max_body_bytes
+        middlewares=[_errors_middleware, _security_middleware],
+        client_max_size=options.max_body_bytes,
+        handler_args={
+            # From the connection's opening (or the end of the previous response) to a complete request head;
+            # bytes trickling in do not extend it, so it is the header timeout as well as the idle limit.
+            "keepalive_timeout": options.header_timeout,
+            # How long an unread request body is drained after the answer (then listener.py lingers).
+            "lingering_time": options.linger_timeout,
+            # Request lines up to 32 KiB: every documented query parameter at its longest, percent-encoded.
+            "max_line_size": 32 * 1024,
+        },
     )
     app[SETTINGS] = settings
     app[OPTIONS] = options
-    app[SECURITY] = Security.from_settings(settings)
+    app[SECURITY] = Security.from_settings(settings, options.allowed_hosts)
+    app[GUARD] = ConnectionGuard(options.max_unauthenticated_connections, options.linger_timeout)
     app[CONNECTIONS] = set()
     app[BACKGROUND] = set()
     app.cleanup_ctx.append(_upstream_ctx)
     app.on_shutdown.append(ws.close_all)
+    app.on_cleanup.append(_abort_lingering)
     app.on_response_prepare.append(_common_headers)
     app.router.add_get(WS_PATH, ws.websocket_handler)
     rest.setup_routes(app)
@@ -114,12 +135,13 @@ async def start_gateway(
     Returns the runner (``await runner.cleanup()`` stops it gracefully) and the bound port. Raises
     :class:`ConfigError` when ``host`` is beyond loopback and no API keys are configured.
     """
+    options = options or GatewayOptions.from_settings(settings)
     app = init_app(settings, options)
     check_exposure(host, app[SECURITY].keys)
     runner = web.AppRunner(app, shutdown_timeout=settings.shutdown_grace)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
+        site = GatewaySite(runner, host, port, app[GUARD])
         await site.start()
         bound: int = runner.addresses[0][1]
     except BaseException:
@@ -178,13 +200,39 @@ async def _errors_middleware(request: web.Request, handler: Handler) -> web.Stre
         )
 
 
+async def _abort_lingering(app: web.Application) -> None:
+    app[GUARD].abort_all()
+
+
 @web.middleware
 async def _security_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Admit ``/v1`` requests: origin, key (-> tenant) and rate limit. Other paths pass through."""
+    """Admit requests: Host and declared body size on every path; for ``/v1`` also the origin, the key
+    (-> tenant) and the rate limit."""
+    security = request.app[SECURITY]
+    host = request.headers.get("Host")
+    if not security.hosts.permits(host):
+        raise GatewayError(
+            grpc.StatusCode.PERMISSION_DENIED,
+            f"host: this gateway does not answer to {(host or '')[:100]!r}; without API keys it answers to loopback"
+            " names (localhost, 127.0.0.1, [::1]) and to the names in ORX_GATEWAY_ALLOWED_HOSTS",
+            field="host",
+            http=421,
+            code_name="MISDIRECTED_REQUEST",
+        )
+    limit = request.app[OPTIONS].max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        # Answered at once: nothing of the body is read, and the connection closes after the answer.
+        raise GatewayError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"body: {request.content_length:,} bytes announced; the limit is {limit:,}",
+            field="body",
+            http=413,
+            code_name="PAYLOAD_TOO_LARGE",
+            close=True,
+        )
     path = request.path
     if not path.startswith("/v1/") or path in _PUBLIC_V1:
         return await handler(request)
-    security = request.app[SECURITY]
     origin = request.headers.get("Origin")
     if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
         return _preflight(security, origin, request)
@@ -203,6 +251,7 @@ async def _security_middleware(request: web.Request, handler: Handler) -> web.St
     if principal is not None:
         # Outbound gRPC calls made for this request (and tasks it starts) carry x-orx-tenant.
         context.tenant.set(principal.tenant)
+        mark_authenticated(request.transport)
     return await handler(request)
 
 
@@ -298,7 +347,10 @@ def _http_error(exc: web.HTTPException) -> web.Response:
     body = {"error": {"code": code, "status": exc.status, "message": message}}
     if exc.status == 413:
         body["error"]["field"] = "body"
-    return rest.json_response(body, status=exc.status, headers=headers)
+    response = rest.json_response(body, status=exc.status, headers=headers)
+    if exc.status == 413:
+        response.force_close()  # the rest of the body will not be read
+    return response
 
 
 async def _common_headers(request: web.Request, response: web.StreamResponse) -> None:
@@ -363,7 +415,8 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     address = settings.listen["gateway"]
     try:
-        runner, port = await start_gateway(settings, address.host, address.port)
+        options = GatewayOptions.from_env(settings, os.environ)
+        runner, port = await start_gateway(settings, address.host, address.port, options)
     except ConfigError as exc:
         log.error("configuration error: %s", exc)
         print(f"orchestratex: configuration error: {exc}", file=sys.stderr)

@@ -84,7 +84,8 @@ class GatewayError(Exception):
     """A failure to report to the client: a canonical status code and a message safe to show.
 
     ``field`` names the input at fault (INVALID_ARGUMENT and friends); ``retry_after`` (whole seconds)
-    is set on rate limits and becomes the ``Retry-After`` header.
+    is set on rate limits and becomes the ``Retry-After`` header. ``close`` ends the connection after the
+    answer (``Connection: close``): used when the rest of the request will not be read.
     """
 
     def __init__(
@@ -96,6 +97,7 @@ class GatewayError(Exception):
         retry_after: int | None = None,
         http: int | None = None,
         code_name: str | None = None,
+        close: bool = False,
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -107,6 +109,7 @@ class GatewayError(Exception):
         self.retry_after = retry_after
         self._http = http
         self._code_name = code_name
+        self.close = close
 
     @property
     def http_status(self) -> int:
@@ -151,7 +154,10 @@ def error_response(
 ) -> web.Response:
     """The REST response for ``exc``: its JSON body, HTTP status (``status`` overrides it) and headers."""
     merged = {**exc.headers(), **(headers or {})}
-    return web.json_response(exc.body(), status=status or exc.http_status, headers=merged, dumps=_dumps)
+    response = web.json_response(exc.body(), status=status or exc.http_status, headers=merged, dumps=_dumps)
+    if exc.close:
+        response.force_close()
+    return response
 
 
 def _dumps(data: object) -> str:

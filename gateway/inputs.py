@@ -13,11 +13,17 @@ from typing import Any, Final
 import orjson
 from google.protobuf import json_format, timestamp_pb2
 
+from gateway import schemas
 from gateway.errors import invalid
 from orchestratex.v1 import analytics_pb2, common_pb2, orchestrator_pb2
 
 MAX_ID_CHARS: Final = 128
+_INTEGER: Final = re.compile(r"-?[0-9]{1,32}", re.ASCII)
 _SNAKE: Final = re.compile(r"(?<=[a-z0-9])([A-Z])")
+# RFC 3339 as proto3 JSON writes it: ASCII digits, upper-case T and Z, 0-9 fractional digits, offsets to 23:59.
+_RFC3339: Final = re.compile(
+    r"(\d{4})-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)", re.ASCII
+)
 
 
 def parse_json_object(raw: bytes | str, what: str) -> dict[str, Any]:
@@ -37,13 +43,22 @@ def parse_orchestrate_request(
     """An ``OrchestrateRequest`` from its proto3 JSON form; ``field`` names the object and
     ``prompt_field`` its prompt in errors. The caller decides ``detached``.
 
-    Only the prompt is checked here (cheap, and the most common mistake); the orchestrator validates
-    the rest and its INVALID_ARGUMENT details are passed on to the client.
+    Checked against the published schema (:func:`gateway.schemas.orchestrate_request`: types, ranges,
+    lengths); rules across fields are the orchestrator's, whose INVALID_ARGUMENT details are passed on.
     """
     if data is None:
         raise invalid(field, "is required (an OrchestrateRequest object)")
     if not isinstance(data, dict):
         raise invalid(field, f"expected an OrchestrateRequest object, got {_json_type(data)}")
+    where = prompt_field.removesuffix("prompt").rstrip(".")
+    prompt = data.get("prompt")
+    if prompt is None or (isinstance(prompt, str) and not prompt.strip()):
+        raise invalid(prompt_field, "is required and must not be blank")
+    if isinstance(prompt, str) and len(prompt) > max_prompt_chars:
+        raise invalid(prompt_field, f"is {len(prompt):,} characters; the limit is {max_prompt_chars:,}")
+    renames: dict[str, str] = {}
+    data = schemas.proto_names(data, orchestrator_pb2.OrchestrateRequest.DESCRIPTOR, renames)
+    schemas.check(schemas.orchestrate_request(max_prompt_chars), data, where, renames)
     request = orchestrator_pb2.OrchestrateRequest()
     try:
         json_format.ParseDict(data, request)
@@ -89,14 +104,14 @@ def optional_int(data: dict[str, Any], field: str, default: int, low: int, high:
 
 
 def parse_int(value: object, field: str, low: int, high: int) -> int:
-    """An integer in ``[low, high]`` from a JSON number or decimal string."""
+    """An integer in ``[low, high]`` from a JSON number or a decimal string (ASCII digits, optional ``-``)."""
     if isinstance(value, bool):
         raise invalid(field, f"expected an integer, got {_json_type(value)}")
     number: int
     if isinstance(value, int):
         number = value
     elif (isinstance(value, float) and value.is_integer()) or (
-        isinstance(value, str) and value.strip().lstrip("+-").isdigit() and len(value) <= 32
+        isinstance(value, str) and _INTEGER.fullmatch(value) is not None
     ):
         number = int(value)
     else:
@@ -106,20 +121,24 @@ def parse_int(value: object, field: str, low: int, high: int) -> int:
     return number
 
 
+def enum_names(descriptor: Any, prefix: str) -> list[str]:
+    """The accepted spellings of an enum's values (UNSPECIFIED aside): short lower-case, then full names."""
+    values = [v for v in descriptor.values if v.number != 0]
+    return [v.name.removeprefix(prefix).lower() for v in values] + [v.name for v in values]
+
+
+def _parse_enum(value: str, field: str, descriptor: Any, prefix: str, what: str) -> int:
+    if value in enum_names(descriptor, prefix):
+        name = value if value.startswith(prefix) else prefix + value.upper()
+        number: int = descriptor.values_by_name[name].number
+        return number
+    short = ", ".join(enum_names(descriptor, prefix)[: len(descriptor.values) - 1])
+    raise invalid(field, f"unknown {what} {value[:40]!r}; expected one of {short} (or the full {prefix}* name)")
+
+
 def parse_session_status(value: str, field: str) -> int:
     """A ``SessionStatus`` from its full name (``SESSION_STATUS_RUNNING``) or short name (``running``)."""
-    enum = orchestrator_pb2.SessionStatus
-    name = value.strip().upper()
-    if not name.startswith("SESSION_STATUS_"):
-        name = "SESSION_STATUS_" + name
-    try:
-        number: int = enum.Value(name)
-    except ValueError:
-        allowed = ", ".join(
-            v.name.removeprefix("SESSION_STATUS_").lower() for v in enum.DESCRIPTOR.values if v.number != 0
-        )
-        raise invalid(field, f"unknown status {value!r}; expected one of {allowed}") from None
-    return number
+    return _parse_enum(value, field, orchestrator_pb2.SessionStatus.DESCRIPTOR, "SESSION_STATUS_", "status")
 
 
 def query_value(query: Mapping[str, str], camel: str) -> tuple[str, str] | None:
@@ -133,41 +152,37 @@ def query_value(query: Mapping[str, str], camel: str) -> tuple[str, str] | None:
 
 
 def parse_timestamp(value: str, field: str) -> timestamp_pb2.Timestamp:
-    """An RFC 3339 timestamp (``2025-01-31T00:00:00Z``)."""
+    """An RFC 3339 timestamp (``2025-01-31T00:00:00Z``) in the years the services can store
+    (:data:`gateway.schemas.FIRST_YEAR` to :data:`gateway.schemas.LAST_YEAR`)."""
+    text = value
+    match = _RFC3339.fullmatch(text)
+    if match is None:
+        raise invalid(field, f"expected an RFC 3339 timestamp such as 2025-01-31T00:00:00Z, got {value[:40]!r}")
+    year = int(match.group(1))
+    first, last = schemas.FIRST_YEAR, schemas.LAST_YEAR
+    if not first <= year <= last:
+        raise invalid(field, f"the year must be between {first} and {last} (what the services store), got {year}")
     stamp = timestamp_pb2.Timestamp()
     try:
-        stamp.FromJsonString(value.strip())
+        stamp.FromJsonString(text)
     except ValueError:
-        raise invalid(
-            field, f"expected an RFC 3339 timestamp such as 2025-01-31T00:00:00Z, got {value[:40]!r}"
-        ) from None
+        raise invalid(field, f"{value[:40]!r} is not a date and time that exists") from None
     return stamp
 
 
 def parse_domain(value: str, field: str) -> int:
     """A ``Domain`` from its full name (``DOMAIN_CODING``) or short name (``coding``)."""
-    enum = common_pb2.Domain
-    name = value.strip().upper()
-    if not name.startswith("DOMAIN_"):
-        name = "DOMAIN_" + name
-    try:
-        number: int = enum.Value(name)
-    except ValueError:
-        allowed = ", ".join(v.name.removeprefix("DOMAIN_").lower() for v in enum.DESCRIPTOR.values if v.number != 0)
-        raise invalid(field, f"unknown domain {value[:40]!r}; expected one of {allowed}") from None
-    return number
+    return _parse_enum(value, field, common_pb2.Domain.DESCRIPTOR, "DOMAIN_", "domain")
 
 
 def parse_feedback(data: dict[str, Any], session_id: str) -> analytics_pb2.SubmitFeedbackRequest:
     """A ``SubmitFeedbackRequest`` from a JSON body (the session id comes from the path)."""
-    body = {k: v for k, v in data.items() if k not in ("sessionId", "session_id")}
-    rating = body.get("rating")
+    rating = data.get("rating")
     if rating is None:
         raise invalid("rating", "is required (1 to 5)")
-    body["rating"] = parse_int(rating, "rating", 1, 5)
-    for name in ("comment", "userId", "user_id"):
-        if name in body and body[name] is not None and not isinstance(body[name], str):
-            raise invalid(name, f"expected a string, got {_json_type(body[name])}")
+    renames: dict[str, str] = {}
+    body = schemas.proto_names(data, analytics_pb2.SubmitFeedbackRequest.DESCRIPTOR, renames)
+    schemas.check(schemas.FEEDBACK, body, "", renames)
     request = analytics_pb2.SubmitFeedbackRequest()
     try:
         json_format.ParseDict(body, request)

@@ -14,8 +14,11 @@ from typing import Any, Final
 from aiohttp import web
 from google.protobuf.descriptor import FieldDescriptor
 
+from gateway import schemas
 from gateway.events_json import _INT64_TYPES
-from orchestratex.v1 import analytics_pb2, orchestrator_pb2, providers_pb2
+from gateway.inputs import enum_names
+from gateway.state import SETTINGS
+from orchestratex.v1 import analytics_pb2, common_pb2, orchestrator_pb2, providers_pb2
 
 Schema = dict[str, Any]
 
@@ -41,7 +44,7 @@ def setup_routes(app: web.Application) -> None:
 
 async def serve_document(request: web.Request) -> web.Response:
     """``GET /v1/openapi.json``: the OpenAPI 3.1 document."""
-    return web.json_response(document())
+    return web.json_response(document(request.app[SETTINGS].max_prompt_chars))
 
 
 def _ref(name: str) -> Schema:
@@ -128,6 +131,44 @@ _ERROR_SCHEMA: Final[Schema] = {
         }
     },
 }
+# OpenAPI 3.1 has no itemSchema (3.2): for an event stream, the schema describes each event, as parsed
+# ({"event", "data", "id", "retry"}), and contentSchema the JSON inside its data.
+_SSE_ID: Final[Schema] = {"type": "string", "pattern": "^[0-9]+$", "description": "the event's sequence"}
+_SSE_EVENT: Final[Schema] = {
+    "description": "One Server-Sent Event: an orchestration event, or an error that ends the stream",
+    "oneOf": [
+        {
+            "type": "object",
+            "required": ["event", "data", "id"],
+            "additionalProperties": False,
+            "properties": {
+                "event": {"const": "message"},
+                "id": _SSE_ID,
+                "retry": {"type": "integer", "minimum": 0},
+                "data": {
+                    "type": "string",
+                    "contentMediaType": "application/json",
+                    "contentSchema": {"$ref": "#/components/schemas/orchestratex.v1.OrchestrationEvent"},
+                },
+            },
+        },
+        {
+            "type": "object",
+            "required": ["event", "data"],
+            "additionalProperties": False,
+            "properties": {
+                "event": {"const": "error"},
+                "id": _SSE_ID,
+                "retry": {"type": "integer", "minimum": 0},
+                "data": {
+                    "type": "string",
+                    "contentMediaType": "application/json",
+                    "contentSchema": {"$ref": "#/components/schemas/Error"},
+                },
+            },
+        },
+    ],
+}
 _RETRY_AFTER: Final = {"Retry-After": {"schema": {"type": "integer", "minimum": 1}, "description": "seconds"}}
 
 
@@ -137,15 +178,17 @@ def _errors(*statuses: int) -> dict[str, Any]:
         401: "missing or invalid API key",
         403: "origin not allowed",
         404: "no such resource (or another tenant's)",
+        408: "the request body did not arrive in time (ORX_GATEWAY_BODY_TIMEOUT); the connection is closed",
         409: "the resource is not in the right state",
-        413: "request body too large",
+        413: "request body too large (ORX_GATEWAY_MAX_BODY_BYTES); the connection is closed",
+        421: "the Host is not one this gateway answers to (see ORX_GATEWAY_ALLOWED_HOSTS)",
         429: "rate limited",
         502: "a service behind the gateway failed",
         503: "a service behind the gateway is unavailable",
         504: "a service behind the gateway did not answer in time",
     }
     out: dict[str, Any] = {}
-    for status in (*statuses, 401, 403, 429, 502, 503, 504):
+    for status in sorted({*statuses, 401, 403, 413, 421, 429, 502, 503, 504}):
         out[str(status)] = _json(_ref("Error"), texts[status], _RETRY_AFTER if status == 429 else None)
     out["default"] = _json(_ref("Error"), "any other error")
     return out
@@ -161,16 +204,38 @@ def _query(name: str, description: str, schema: Schema | None = None) -> dict[st
     }
 
 
-_ID_PARAM: Final = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 128}}
+_ID_PARAM: Final = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "description": "the session id",
+    "schema": {"type": "string", "pattern": schemas.ID_PATTERN},
+}
+_TIME: Final[Schema] = {
+    "type": "string",
+    "pattern": schemas.TIME_PATTERN,
+    "description": f"RFC 3339 (2025-01-31T00:00:00Z), years {schemas.FIRST_YEAR} to {schemas.LAST_YEAR}",
+}
 _RANGE: Final = [
-    _query("startTime", "RFC 3339 inclusive start (default: 30 days ago)", {"type": "string", "format": "date-time"}),
-    _query("endTime", "RFC 3339 exclusive end (default: now)", {"type": "string", "format": "date-time"}),
+    _query("startTime", "inclusive start (default: 30 days before the end)", _TIME),
+    _query("endTime", "exclusive end (default: now); after startTime, at most 366 days later", _TIME),
 ]
+_SHORT_TEXT: Final[Schema] = {"type": "string", "maxLength": schemas.MAX_ID_CHARS}
+# Links from a created session to what can be done with it (Schemathesis follows them in stateful runs).
+_SESSION_LINKS: Final = {
+    name: {"operationId": operation, "parameters": {"id": "$response.body#/sessionId"}}
+    for name, operation in (
+        ("GetOrchestration", "getOrchestration"),
+        ("StreamOrchestrationEvents", "streamOrchestrationEvents"),
+        ("CancelOrchestration", "cancelOrchestration"),
+        ("SubmitFeedback", "submitFeedback"),
+    )
+}
 
 
 @functools.cache
-def document() -> dict[str, Any]:
-    """The OpenAPI 3.1 document (built once)."""
+def document(max_prompt_chars: int = 200_000) -> dict[str, Any]:
+    """The OpenAPI 3.1 document (built once per prompt limit, ``ORX_MAX_PROMPT_CHARS``)."""
     builder = _SchemaBuilder()
     for message in (
         orchestrator_pb2.OrchestrateRequest,
@@ -186,23 +251,25 @@ def document() -> dict[str, Any]:
         analytics_pb2.GetSatisfactionResponse,
     ):
         builder.message(message.DESCRIPTOR)
-    schemas = builder.schemas
-    # Input accepts lowerCamelCase too, and the orchestrator validates values: keep the input open.
-    request_schema: Schema = {"type": "object", "description": "An OrchestrateRequest (proto or lowerCamelCase names)"}
-    schemas["Error"] = _ERROR_SCHEMA
-    schemas["StartResponse"] = {
+    components = builder.schemas
+    components["OrchestrateInput"] = schemas.orchestrate_request(max_prompt_chars)
+    components["FeedbackInput"] = schemas.FEEDBACK
+    components["CancelInput"] = schemas.CANCEL
+    components["Error"] = _ERROR_SCHEMA
+    components["ServerSentEvent"] = _SSE_EVENT
+    components["StartResponse"] = {
         "type": "object",
         "required": ["sessionId"],
         "additionalProperties": False,
         "properties": {"sessionId": {"type": "string"}},
     }
-    schemas["Health"] = {
+    components["Health"] = {
         "type": "object",
         "required": ["status"],
         "additionalProperties": False,
         "properties": {"status": {"const": "ok"}},
     }
-    schemas["Readiness"] = {
+    components["Readiness"] = {
         "type": "object",
         "required": ["status", "checks"],
         "additionalProperties": False,
@@ -211,39 +278,47 @@ def document() -> dict[str, Any]:
             "checks": {"type": "object", "additionalProperties": {"type": "string"}},
         },
     }
-    feedback_body: Schema = {
-        "type": "object",
-        "required": ["rating"],
-        "properties": {
-            "rating": {"type": "integer", "minimum": 1, "maximum": 5},
-            "comment": {"type": "string", "maxLength": 5000},
-            "user_id": {"type": "string"},
-            "userId": {"type": "string"},
-        },
-    }
     paths: dict[str, Any] = {
         "/v1/orchestrations": {
             "post": {
                 "operationId": "startOrchestration",
                 "summary": "Start a session that runs on its own (detached); returns its id",
-                "requestBody": {"required": True, "content": {"application/json": {"schema": request_schema}}},
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("OrchestrateInput")}},
+                },
                 "responses": {
-                    "201": _json(
-                        _ref("StartResponse"),
-                        "the session started",
-                        {"Location": {"schema": {"type": "string"}, "description": "the session's URL"}},
-                    ),
-                    **_errors(400, 413),
+                    "201": {
+                        **_json(
+                            _ref("StartResponse"),
+                            "the session started",
+                            {"Location": {"schema": {"type": "string"}, "description": "the session's URL"}},
+                        ),
+                        "links": _SESSION_LINKS,
+                    },
+                    **_errors(400, 408),
                 },
             },
             "get": {
                 "operationId": "listOrchestrations",
                 "summary": "Sessions of the caller's tenant, newest first, paged",
                 "parameters": [
-                    _query("pageSize", "1 to 100 (default 20)", {"type": "integer"}),
-                    _query("pageToken", "next_page_token of the previous page"),
-                    _query("status", "running, completed, failed, cancelled (or SESSION_STATUS_...)"),
-                    _query("threadId", "only this thread"),
+                    _query("pageSize", "default 20", {"type": "integer", "minimum": 1, "maximum": 100}),
+                    _query(
+                        "pageToken",
+                        "next_page_token of the previous page",
+                        {
+                            "type": "string",
+                            "maxLength": schemas.MAX_PAGE_TOKEN_CHARS,
+                            "pattern": schemas.PAGE_TOKEN_PATTERN,
+                        },
+                    ),
+                    _query(
+                        "status",
+                        "only sessions in this state",
+                        {"enum": enum_names(orchestrator_pb2.SessionStatus.DESCRIPTOR, "SESSION_STATUS_")},
+                    ),
+                    _query("threadId", "only this thread (empty: any)", _SHORT_TEXT),
                     *_RANGE,
                 ],
                 "responses": {
@@ -272,22 +347,21 @@ def document() -> dict[str, Any]:
                         "name": "Last-Event-ID",
                         "in": "header",
                         "required": False,
-                        "schema": {"type": "string", "pattern": r"^\d+$"},
+                        "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
                         "description": "resume after this sequence",
                     },
                     _query(
-                        "after", "resume after this sequence (for clients that cannot set headers)", {"type": "integer"}
+                        "after",
+                        "resume after this sequence (for clients that cannot set headers)",
+                        {"type": "integer", "minimum": 0, "maximum": schemas.MAX_SEQUENCE},
                     ),
                 ],
                 "responses": {
                     "200": {
-                        "description": "the event stream",
-                        "content": {
-                            "text/event-stream": {
-                                "schema": {"type": "string"},
-                                "itemSchema": _ref("orchestratex.v1.OrchestrationEvent"),
-                            }
-                        },
+                        "description": "the event stream: `retry: 2000`, then per event `id: <sequence>` and "
+                        "`data: <OrchestrationEvent JSON>` (components/schemas/orchestratex.v1.OrchestrationEvent); "
+                        "`event: error` with `data: <Error JSON>` if the stream fails",
+                        "content": {"text/event-stream": {"schema": _ref("ServerSentEvent")}},
                     },
                     "204": {"description": "the session has ended and nothing is left after the resume point"},
                     **_errors(400, 404),
@@ -300,18 +374,11 @@ def document() -> dict[str, Any]:
                 "parameters": [_ID_PARAM],
                 "requestBody": {
                     "required": False,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "properties": {"reason": {"type": "string", "maxLength": 1000}},
-                            }
-                        }
-                    },
+                    "content": {"application/json": {"schema": _ref("CancelInput")}},
                 },
                 "responses": {
                     "200": _json(_ref("orchestratex.v1.CancelSessionResponse"), "the session after cancellation"),
-                    **_errors(400, 404, 413),
+                    **_errors(400, 404, 408),
                 },
             }
         },
@@ -319,17 +386,20 @@ def document() -> dict[str, Any]:
             "post": {
                 "operationId": "submitFeedback",
                 "parameters": [_ID_PARAM],
-                "requestBody": {"required": True, "content": {"application/json": {"schema": feedback_body}}},
+                "summary": "Rate a finished session (409 while it runs)",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("FeedbackInput")}}},
                 "responses": {
                     "200": _json(_ref("orchestratex.v1.SubmitFeedbackResponse"), "the stored feedback"),
-                    **_errors(400, 404, 409, 413),
+                    **_errors(400, 404, 408, 409),
                 },
             }
         },
         "/v1/models": {
             "get": {
                 "operationId": "listModels",
-                "parameters": [_query("includeUnavailable", "true to include models that cannot be called")],
+                "parameters": [
+                    _query("includeUnavailable", "include models that cannot be called", {"type": "boolean"})
+                ],
                 "responses": {
                     "200": _json(_ref("orchestratex.v1.ListModelsResponse"), "the catalogue with live health"),
                     **_errors(400),
@@ -339,7 +409,11 @@ def document() -> dict[str, Any]:
         "/v1/analytics/performance": {
             "get": {
                 "operationId": "getModelPerformance",
-                "parameters": [*_RANGE, _query("model", "only this model"), _query("domain", "coding, math, ...")],
+                "parameters": [
+                    *_RANGE,
+                    _query("model", "only this model (empty: any)", _SHORT_TEXT),
+                    _query("domain", "only this domain", {"enum": enum_names(common_pb2.Domain.DESCRIPTOR, "DOMAIN_")}),
+                ],
                 "responses": {
                     "200": _json(_ref("orchestratex.v1.GetModelPerformanceResponse"), "the performance report"),
                     **_errors(400),
@@ -349,7 +423,10 @@ def document() -> dict[str, Any]:
         "/v1/analytics/costs": {
             "get": {
                 "operationId": "getCostReport",
-                "parameters": [*_RANGE, _query("sessionLimit", "1 to 1000 (default 100)", {"type": "integer"})],
+                "parameters": [
+                    *_RANGE,
+                    _query("sessionLimit", "default 100", {"type": "integer", "minimum": 1, "maximum": 1000}),
+                ],
                 "responses": {
                     "200": _json(_ref("orchestratex.v1.GetCostReportResponse"), "the cost report"),
                     **_errors(400),
@@ -373,17 +450,6 @@ def document() -> dict[str, Any]:
                 "responses": {
                     "200": _json(_ref("orchestratex.v1.GetSatisfactionResponse"), "the satisfaction report"),
                     **_errors(400),
-                },
-            }
-        },
-        "/v1/ws": {
-            "get": {
-                "operationId": "webSocket",
-                "summary": "WebSocket upgrade; the JSON message protocol is described in docs/gateway.md",
-                "responses": {
-                    "101": {"description": "switching protocols"},
-                    "426": _json(_ref("Error"), "not a WebSocket upgrade request"),
-                    **_errors(),
                 },
             }
         },
@@ -422,7 +488,14 @@ def document() -> dict[str, Any]:
             "get": {
                 "operationId": "staticFile",
                 "security": [],
-                "parameters": [{"name": "path", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "parameters": [
+                    {
+                        "name": "path",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "examples": ["app.js", "style.css"]},
+                    }
+                ],
                 "responses": {
                     "200": {"description": "a file of the browser app"},
                     "404": _json(_ref("Error"), "no such file"),
@@ -436,14 +509,15 @@ def document() -> dict[str, Any]:
         "info": {
             "title": "OrchestrateX gateway",
             "version": "1",
-            "description": "REST, Server-Sent Events and WebSocket access to OrchestrateX. Protobuf payloads are "
-            "canonical proto3 JSON with the proto field names (what grpcurl prints).",
+            "description": "REST and Server-Sent Events access to OrchestrateX. Protobuf payloads are "
+            "canonical proto3 JSON with the proto field names (what grpcurl prints). The WebSocket endpoint "
+            "GET /v1/ws (JSON messages, described in docs/gateway.md) is outside what OpenAPI describes.",
         },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
         "paths": paths,
         "components": {
-            "schemas": schemas,
+            "schemas": components,
             "securitySchemes": {
                 "bearer": {
                     "type": "http",

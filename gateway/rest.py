@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from typing import Any, Final, TypeVar
 
 import grpc
@@ -42,6 +43,7 @@ import orjson
 from aiohttp import web
 from google.protobuf.message import Message
 
+from gateway import schemas
 from gateway.errors import GatewayError, from_rpc, invalid
 from gateway.events_json import message_to_dict
 from gateway.inputs import (
@@ -63,10 +65,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_MAX_TOKEN_CHARS: Final = 2048
-_MAX_REASON_CHARS: Final = 1000
-_INT32_MAX: Final = 2**31 - 1
-_BOOLEANS: Final = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+MAX_PAGE_SIZE: Final = 100
+MAX_SESSION_LIMIT: Final = 1000
+_BOOLEANS: Final = {"true": True, "false": False}
 
 
 def setup_routes(app: web.Application) -> None:
@@ -136,16 +137,15 @@ async def list_orchestrations(request: web.Request) -> web.Response:
     query = request.query
     message = orchestrator_pb2.ListSessionsRequest()
     if found := query_value(query, "pageSize"):
-        message.page_size = parse_int(found[1], found[0], 0, _INT32_MAX)
+        message.page_size = parse_int(found[1], found[0], 1, MAX_PAGE_SIZE)
     if found := query_value(query, "pageToken"):
-        name, token = found
-        if len(token) > _MAX_TOKEN_CHARS:
-            raise invalid(name, f"is {len(token)} characters; the limit is {_MAX_TOKEN_CHARS}")
-        message.page_token = token
-    if (found := query_value(query, "status")) and found[1]:
+        message.page_token = _bounded(found, schemas.MAX_PAGE_TOKEN_CHARS)
+        if re.fullmatch(schemas.PAGE_TOKEN_PATTERN, message.page_token) is None:
+            raise invalid(found[0], "is not a token returned by a previous page")
+    if found := query_value(query, "status"):
         message.status = parse_session_status(found[1], found[0])  # type: ignore[assignment]
-    if (found := query_value(query, "threadId")) and found[1]:
-        message.thread_id = check_id(found[1], found[0])
+    if found := query_value(query, "threadId"):
+        message.thread_id = _bounded(found, schemas.MAX_ID_CHARS)
     if found := query_value(query, "startTime"):
         message.start_time.CopyFrom(parse_timestamp(found[1], found[0]))
     if found := query_value(query, "endTime"):
@@ -170,13 +170,9 @@ async def cancel_orchestration(request: web.Request) -> web.Response:
     session_id = check_id(request.match_info["id"], "sessionId")
     body = await _read_json_body(request, required=False)
     reason = "cancelled over the REST API"
-    if body is not None and body.get("reason") is not None:
-        value = body["reason"]
-        if not isinstance(value, str):
-            raise invalid("reason", "expected a string")
-        if len(value) > _MAX_REASON_CHARS:
-            raise invalid("reason", f"is {len(value):,} characters; the limit is {_MAX_REASON_CHARS:,}")
-        reason = value
+    if body is not None:
+        schemas.check(schemas.CANCEL, body)
+        reason = body.get("reason") or reason
     upstream = request.app[UPSTREAM]
     message = orchestrator_pb2.CancelSessionRequest(session_id=session_id, reason=reason)
     response = await _unary("orchestrator", upstream.orchestrator.CancelSession(message))
@@ -184,14 +180,33 @@ async def cancel_orchestration(request: web.Request) -> web.Response:
 
 
 async def submit_feedback(request: web.Request) -> web.Response:
-    """``POST /v1/orchestrations/{id}/feedback``: rate a finished session (1-5)."""
+    """``POST /v1/orchestrations/{id}/feedback``: rate a finished session (1-5).
+
+    The orchestrator decides whether the session exists for this tenant and has finished: analytics hears of
+    sessions later (through the orchestrator's outbox), so asking it first would refuse a fresh session.
+    """
     session_id = check_id(request.match_info["id"], "sessionId")
     body = await _read_json_body(request, required=True)
     assert body is not None  # required=True
     message = parse_feedback(body, session_id)
     upstream = request.app[UPSTREAM]
+    found = await _unary(
+        "orchestrator", upstream.orchestrator.GetSession(orchestrator_pb2.GetSessionRequest(session_id=session_id))
+    )
+    if found.session.status == orchestrator_pb2.SESSION_STATUS_RUNNING:
+        raise GatewayError(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            f"sessionId: session {session_id!r} is still running; rate it once it has finished",
+        )
     response = await _unary("analytics", upstream.analytics.SubmitFeedback(message))
     return proto_response(response)
+
+
+def _bounded(found: tuple[str, str], limit: int) -> str:
+    name, value = found
+    if len(value) > limit:
+        raise invalid(name, f"is {len(value):,} characters; the limit is {limit:,}")
+    return value
 
 
 def _time_range(request: web.Request) -> analytics_pb2.TimeRange:
@@ -206,9 +221,9 @@ def _time_range(request: web.Request) -> analytics_pb2.TimeRange:
 async def analytics_performance(request: web.Request) -> web.Response:
     """``GET /v1/analytics/performance``: per-model (and per-model-and-domain) performance."""
     message = analytics_pb2.GetModelPerformanceRequest(range=_time_range(request))
-    if (found := query_value(request.query, "model")) and found[1]:
-        message.model = check_id(found[1], found[0])
-    if (found := query_value(request.query, "domain")) and found[1]:
+    if found := query_value(request.query, "model"):
+        message.model = _bounded(found, schemas.MAX_ID_CHARS)
+    if found := query_value(request.query, "domain"):
         message.domain = parse_domain(found[1], found[0])  # type: ignore[assignment]
     response = await _unary("analytics", request.app[UPSTREAM].analytics.GetModelPerformance(message))
     return proto_response(response)
@@ -218,7 +233,7 @@ async def analytics_costs(request: web.Request) -> web.Response:
     """``GET /v1/analytics/costs``: spending in total, per session, per model and per day."""
     message = analytics_pb2.GetCostReportRequest(range=_time_range(request))
     if found := query_value(request.query, "sessionLimit"):
-        message.session_limit = parse_int(found[1], found[0], 1, 1000)
+        message.session_limit = parse_int(found[1], found[0], 1, MAX_SESSION_LIMIT)
     response = await _unary("analytics", request.app[UPSTREAM].analytics.GetCostReport(message))
     return proto_response(response)
 
@@ -241,10 +256,9 @@ async def list_models(request: web.Request) -> web.Response:
     """``GET /v1/models``: the model catalogue with live health."""
     include = False
     if found := query_value(request.query, "includeUnavailable"):
-        raw = found[1].strip().lower()
-        if raw not in _BOOLEANS:
-            raise invalid(found[0], f"expected true or false, got {raw[:20]!r}")
-        include = _BOOLEANS[raw]
+        if found[1] not in _BOOLEANS:
+            raise invalid(found[0], f"expected true or false, got {found[1][:20]!r}")
+        include = _BOOLEANS[found[1]]
     upstream = request.app[UPSTREAM]
     response = await _unary(
         "providers", upstream.providers.ListModels(providers_pb2.ListModelsRequest(include_unavailable=include))
@@ -276,7 +290,19 @@ async def _unary(peer: str, call: grpc.aio.UnaryUnaryCall[Any, T]) -> T:
 
 
 async def _read_json_body(request: web.Request, *, required: bool) -> dict[str, Any] | None:
-    raw = await request.read()
+    limit = request.app[OPTIONS].body_timeout
+    try:
+        async with asyncio.timeout(limit):
+            raw = await request.read()
+    except TimeoutError:
+        raise GatewayError(
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            f"body: not received within {limit:g} s",
+            field="body",
+            http=408,
+            code_name="REQUEST_TIMEOUT",
+            close=True,
+        ) from None
     if not raw.strip():
         if required:
             raise invalid("body", "is required (a JSON object)")

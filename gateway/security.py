@@ -16,6 +16,12 @@ Tenants
 Exposure
     :func:`check_exposure` refuses to serve beyond loopback without keys.
 
+Host names (DNS rebinding)
+    Without keys, a web page whose DNS name was re-pointed at 127.0.0.1 would otherwise reach the gateway as
+    "same origin". :class:`HostPolicy` answers only requests whose ``Host`` is a loopback name (``localhost``,
+    127.0.0.0/8, ``[::1]``, any port) or a name in ``ORX_GATEWAY_ALLOWED_HOSTS``; others get 421. With keys,
+    the ``Host`` is checked only when ``ORX_GATEWAY_ALLOWED_HOSTS`` is set: a rebound page has no key.
+
 Rate limits
     A token bucket per key (per client address when there are no keys): ``ORX_GATEWAY_RATE_LIMIT``
     requests per minute, bursts of up to that many. REST requests, WebSocket upgrades and every WebSocket
@@ -161,6 +167,27 @@ def is_loopback(host: str) -> bool:
         return False  # a wildcard, empty or DNS name: may be reachable from elsewhere
 
 
+# A Host header value: a DNS name or IPv4 address, or a bracketed IPv6 address; an optional port.
+_HOST_RE: Final = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9_](?:[a-z0-9_.-]{0,252}))(?::([0-9]{1,5}))?", re.ASCII)
+
+
+def host_name(value: str) -> str | None:
+    """The host name of a ``Host`` header value (``Example.com:8080`` -> ``example.com``, ``[::1]:80`` ->
+    ``::1``), without a trailing dot; None when it is not a plausible host."""
+    match = _HOST_RE.fullmatch(value.strip().lower())
+    if match is None:
+        return None
+    name = match.group(1)
+    if name.startswith("["):
+        name = name[1:-1]
+        try:
+            ipaddress.IPv6Address(name)
+        except ValueError:
+            return None
+    name = name.rstrip(".")
+    return name or None
+
+
 def check_exposure(host: str, keys: KeyRing) -> None:
     """Refuse to serve beyond loopback without API keys (raises :class:`ConfigError`)."""
     if keys or is_loopback(host):
@@ -179,6 +206,24 @@ def bearer_token(authorization: str) -> str | None:
         return None
     token = token.strip()
     return token or None
+
+
+class HostPolicy:
+    """Which ``Host`` header values the gateway answers (see the module docstring)."""
+
+    def __init__(self, allowed: Iterable[str], *, keys_configured: bool) -> None:
+        #: Configured names besides the loopback ones (lowercase, no port).
+        self.allowed = frozenset(allowed)
+        #: False when every Host is answered (keys configured and no list).
+        self.enforced = not keys_configured or bool(self.allowed)
+
+    def permits(self, host: str | None) -> bool:
+        """True when a request with this ``Host`` header value (None: no header) may be answered."""
+        if not self.enforced or host is None:
+            # No Host at all is not a browser (every browser sends it), so it cannot be a rebound page.
+            return True
+        name = host_name(host)
+        return name is not None and (is_loopback(name) or name in self.allowed)
 
 
 class OriginPolicy:
@@ -251,14 +296,18 @@ class Security:
     keys: KeyRing
     origins: OriginPolicy
     limiter: RateLimiter
+    hosts: HostPolicy
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Security:
-        """Load keys (hashes), origins and the rate limit from the settings."""
+    def from_settings(cls, settings: Settings, allowed_hosts: Iterable[str] = ()) -> Security:
+        """Load keys (hashes), origins and the rate limit from the settings; ``allowed_hosts`` are the
+        ``ORX_GATEWAY_ALLOWED_HOSTS`` names."""
+        keys = load_keyring(settings)
         return cls(
-            keys=load_keyring(settings),
+            keys=keys,
             origins=OriginPolicy(settings.gateway_cors_origins),
             limiter=RateLimiter(settings.gateway_rate_limit),
+            hosts=HostPolicy(allowed_hosts, keys_configured=bool(keys)),
         )
 
     @property

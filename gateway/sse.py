@@ -18,12 +18,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from typing import Final
 
 import grpc
 from aiohttp import web
 
-from gateway.errors import from_rpc
+from gateway.errors import from_rpc, invalid
 from gateway.events_json import dumps, event_json, is_terminal
 from gateway.inputs import check_id, parse_int
 from gateway.state import OPTIONS, UPSTREAM
@@ -32,6 +33,7 @@ from orchestratex.v1 import orchestrator_pb2
 log = logging.getLogger(__name__)
 
 _MAX_SEQUENCE: Final = 2**63 - 1
+_SEQUENCE: Final = re.compile(r"[0-9]{1,19}", re.ASCII)
 RETRY_MS: Final = 2000
 
 
@@ -42,8 +44,11 @@ def setup_routes(app: web.Application) -> None:
 
 def _after(request: web.Request) -> int:
     header = request.headers.get("Last-Event-ID")
-    if header is not None and header.strip():
-        return parse_int(header.strip(), "Last-Event-ID", 0, _MAX_SEQUENCE)
+    if header is not None:
+        # EventSource sends only the id it last saw, which is a sequence: digits and nothing else.
+        if _SEQUENCE.fullmatch(header) is None:
+            raise invalid("Last-Event-ID", f"expected the id of an event (a sequence number), got {header[:40]!r}")
+        return parse_int(header, "Last-Event-ID", 0, _MAX_SEQUENCE)
     if "after" in request.query:
         return parse_int(request.query["after"], "after", 0, _MAX_SEQUENCE)
     return 0

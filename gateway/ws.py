@@ -38,8 +38,10 @@ Server -> client
     "retryAfter"?, "sessionId"?, "ref"?}``: a request was refused or an upstream stream failed (``code``
         is the gRPC status name, ``status`` the matching HTTP status).
 
-Close codes: 1001 server shutting down, 1003 binary frame received, 1008 consumer too slow (the
-per-socket send queue overflowed), 1009 message larger than the limit, 4401 unauthenticated.
+Close codes: 1001 server shutting down, 1003 binary frame received, 1007 a text message that is not valid
+UTF-8, 1008 consumer too slow (the per-socket send queue overflowed), 1009 message larger than the limit
+(fragmented or not; the rest of it is read and dropped so that the client receives the close frame),
+4401 unauthenticated.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from gateway.errors import GatewayError, error_response, from_rpc, invalid
 from gateway.events_json import dumps, event_frame, is_terminal
 from gateway.inputs import optional_int, parse_json_object, parse_orchestrate_request, require_id
+from gateway.listener import mark_authenticated
 from gateway.security import Principal
 from gateway.state import CONNECTIONS, OPTIONS, PRINCIPAL, SECURITY, SETTINGS, UPSTREAM, spawn
 from gateway.upstream import Upstream
@@ -106,9 +109,15 @@ class Connection:
     upstream streams started from it."""
 
     def __init__(
-        self, ws: web.WebSocketResponse, app: web.Application, principal: Principal | None, address: str
+        self,
+        ws: web.WebSocketResponse,
+        app: web.Application,
+        principal: Principal | None,
+        address: str,
+        transport: object = None,
     ) -> None:
         self._ws = ws
+        self._transport = transport
         self._app = app
         self._security = app[SECURITY]
         # None until the first message authenticates the socket.
@@ -227,6 +236,7 @@ class Connection:
             return
         self._principal = principal
         self._bucket = principal.bucket
+        mark_authenticated(self._transport)
         # Set in the handler's context: every stream task started from now on copies it, so their
         # gRPC calls carry x-orx-tenant.
         context.tenant.set(principal.tenant)
@@ -495,7 +505,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             headers={"Upgrade": "websocket"},
         )
     await ws.prepare(request)
-    connection = Connection(ws, app, request.get(PRINCIPAL), request.remote or "unknown")
+    connection = Connection(ws, app, request.get(PRINCIPAL), request.remote or "unknown", request.transport)
     # Registered until its release completes (see Connection.run), so shutdown can find it.
     app[CONNECTIONS].add(connection)
     log.debug("websocket opened")

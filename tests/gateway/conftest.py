@@ -10,6 +10,12 @@ The fake orchestrator's behaviour is chosen by the prompt's first word:
 * ``midfail ...``   one event, then UNAVAILABLE;
 * ``empty ...``     ends without any event;
 * ``flood N SIZE``  ``N`` deltas of ``SIZE`` characters, then blocks like ``block``.
+
+Any other first word behaves like ``block``. With ``FakeOrchestrator.finish_all`` set, every session runs to
+completion at once whatever its prompt (every scripted event stored, status COMPLETED) and whatever happens to
+the stream, as a real detached session eventually does. The fake analytics checks feedback against the
+orchestrator's sessions unless ``FakeAnalytics.knows_sessions`` is false (analytics not told yet: it then
+accepts feedback for any session, like the real service after its outbox catch-up fix).
 """
 
 from __future__ import annotations
@@ -168,6 +174,8 @@ class FakeOrchestrator(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         # Set when the client cancels an Orchestrate / WatchSession stream (the RPC, not the session).
         self.orchestrate_stream_cancelled = asyncio.Event()
         self.watch_stream_cancelled = asyncio.Event()
+        # Every session completes at once whatever its prompt (for the schema fuzzer).
+        self.finish_all = False
 
     def _record_metadata(self, context: Any) -> None:
         for key, value in context.invocation_metadata() or ():
@@ -193,6 +201,12 @@ class FakeOrchestrator(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             return
         session = FakeSession(f"sess-{uuid.uuid4().hex}", request, tenant=orx_context.tenant.get())
         self.sessions[session.session_id] = session
+        if self.finish_all:
+            session.events.extend(scripted_events(session.session_id, request))
+            session.status = pb.SESSION_STATUS_COMPLETED
+            for event in list(session.events):
+                yield pb.OrchestrateResponse(event=event)
+            return
         ended = False
         try:
             if mode == "complete":
@@ -314,6 +328,8 @@ class FakeAnalytics(analytics_pb2_grpc.AnalyticsServiceServicer):
         self.orchestrator = orchestrator
         self.tenants: list[str] = []
         self.requests: list[Any] = []
+        # False: this analytics has not been told about any session yet and accepts feedback for any id.
+        self.knows_sessions = True
 
     def _seen(self, request: Any) -> str:
         tenant = orx_context.tenant.get()
@@ -327,11 +343,12 @@ class FakeAnalytics(analytics_pb2_grpc.AnalyticsServiceServicer):
         self._seen(request)
         if not 1 <= request.rating <= 5:
             raise InvalidArgument("rating", f"must be between 1 and 5, got {request.rating}")
-        session = self.orchestrator._visible(request.session_id)
-        if session is None:
-            raise NotFound(f"session_id: no session {request.session_id!r}")
-        if session.status == pb.SESSION_STATUS_RUNNING:
-            raise FailedPrecondition(f"session_id: session {request.session_id!r} is still running")
+        if self.knows_sessions:
+            session = self.orchestrator._visible(request.session_id)
+            if session is None:
+                raise NotFound(f"session_id: no session {request.session_id!r}")
+            if session.status == pb.SESSION_STATUS_RUNNING:
+                raise FailedPrecondition(f"session_id: session {request.session_id!r} is still running")
         feedback = analytics_pb2.Feedback(
             session_id=request.session_id,
             rating=request.rating,
@@ -460,6 +477,16 @@ def settings(tmp_path: Path, peers: Peers) -> Settings:
 
 
 GatewayFactory = Callable[..., Any]
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
+    """Connection-level tests run on both event loops (the gateway serves on uvloop, whose transports are
+    not asyncio's); the others on asyncio's."""
+    if item.path.name != "test_connections.py":
+        return {"asyncio": asyncio.new_event_loop}
+    import uvloop
+
+    return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import grpc
 import pytest
 from aiohttp.test_utils import TestClient
 from google.protobuf import json_format
+from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2
 
 from gateway.errors import GatewayError, from_rpc, http_status
@@ -68,10 +69,14 @@ async def test_create_passes_request_ids_to_the_orchestrator(client: Client, pee
         (b"null", 400, "body: expected a JSON object, got null"),
         (b"{}", 400, "prompt: is required"),
         (b'{"prompt": ""}', 400, "prompt: is required"),
-        (b'{"prompt": 5}', 400, "body: Failed to parse prompt field"),
-        (b'{"prompt": "x", "maxRounds": "lots"}', 400, "body: Failed to parse maxRounds"),
-        (b'{"prompt": "x", "budget": 1}', 400, 'no field named "budget"'),
-        (b'{"prompt": "x", "preferences": {"qualityWeight": "high"}}', 400, "qualityWeight"),
+        (b'{"prompt": 5}', 400, "prompt: expected a string"),
+        (b'{"prompt": "x", "maxRounds": "lots"}', 400, "maxRounds: expected an integer"),
+        (b'{"prompt": "x", "budget": 1}', 400, "budget: unknown field"),
+        (
+            b'{"prompt": "x", "preferences": {"qualityWeight": "high"}}',
+            400,
+            "preferences.qualityWeight: expected a number",
+        ),
     ],
 )
 async def test_create_rejects_bad_bodies(client: Client, peers: Peers, body: bytes, status: int, expected: str) -> None:
@@ -171,9 +176,12 @@ async def test_list_with_full_status_name(client: Client, peers: Peers) -> None:
     ("query", "expected"),
     [
         ("pageSize=ten", "pageSize: expected an integer"),
-        ("pageSize=-1", "pageSize: must be between 0 and"),
+        ("pageSize=-1", "pageSize: must be between 1 and 100"),
+        ("pageSize=0", "pageSize: must be between 1 and 100"),
+        ("status=", "status: unknown status ''"),
+        ("status=RUNNING", "status: unknown status"),
         ("status=sleeping", "status: unknown status 'sleeping'"),
-        ("pageToken=" + "t" * 3000, "pageToken: is 3000 characters"),
+        ("pageToken=" + "t" * 3000, "pageToken: is 3,000 characters"),
     ],
 )
 async def test_list_rejects_bad_query_parameters(client: Client, peers: Peers, query: str, expected: str) -> None:
@@ -342,3 +350,101 @@ async def test_rest_started_session_survives_the_handler(client: Client, peers: 
     await wait_until(lambda: not client.app[BACKGROUND], what="the start tasks to finish")
     assert all(peers.orchestrator.sessions[i].status == pb.SESSION_STATUS_RUNNING for i in ids)
     assert peers.orchestrator.cancel_requests == []
+
+
+# ---- time ranges the services can represent ---------------------------------------------------------
+
+ANALYTICS_PATHS = [
+    "/v1/analytics/performance",
+    "/v1/analytics/costs",
+    "/v1/analytics/selection-accuracy",
+    "/v1/analytics/satisfaction",
+    "/v1/orchestrations",
+]
+
+
+@pytest.mark.parametrize("path", ANALYTICS_PATHS)
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("startTime", "0001-01-01T00:00:00Z"),  # a valid Timestamp, but beyond int64 nanoseconds
+        ("endTime", "9999-12-31T23:59:59Z"),
+        ("start_time", "1677-01-01T00:00:00Z"),
+        ("endTime", "2262-06-01T00:00:00Z"),
+        ("startTime", "0000-01-01T00:00:00Z"),  # not a Timestamp at all
+        ("endTime", "10000-01-01T00:00:00Z"),
+        ("startTime", "-0001-01-01T00:00:00Z"),
+        ("endTime", "2025-01-01T00:00:00+25:00"),  # an offset RFC 3339 does not allow
+        ("startTime", "٢٠٢٥-01-01T00:00:00Z"),  # non-ASCII digits
+        ("startTime", "2025-02-30T00:00:00Z"),
+        ("endTime", "2025-01-01T00:00:00.1234567891Z"),
+        ("endTime", ""),
+    ],
+)
+async def test_times_outside_what_the_services_store_are_400_naming_the_field(
+    client: Client, peers: Peers, path: str, name: str, value: str
+) -> None:
+    error = await error_of(await client.get(path, params={name: value}), 400)
+    assert error["code"] == "INVALID_ARGUMENT" and error["field"] == name
+    assert error["message"].startswith(f"{name}: ")
+    assert peers.analytics is not None and peers.analytics.requests == []
+    assert peers.orchestrator.list_requests == []
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "1678-01-01T00:00:00Z",
+        "2261-12-31T23:59:59.999999999Z",
+        "2024-02-29T12:00:00+05:30",
+        "2025-06-01T00:00:00-00:00",
+    ],
+)
+async def test_times_inside_the_range_are_passed_on(client: Client, peers: Peers, value: str) -> None:
+    response = await client.get("/v1/analytics/costs", params={"startTime": value})
+    assert response.status == 200, await response.text()
+    assert peers.analytics is not None
+    expected = Timestamp()
+    expected.FromJsonString(value)
+    assert peers.analytics.requests[-1].range.start_time == expected
+
+
+# ---- feedback: the orchestrator decides whether the session exists ----------------------------------
+
+
+async def test_feedback_asks_the_orchestrator_before_analytics(client: Client, peers: Peers) -> None:
+    assert peers.analytics is not None
+    # Analytics has not been told about any session yet (its outbox lags) and would accept anything.
+    peers.analytics.knows_sessions = False
+    missing = await error_of(await client.post("/v1/orchestrations/sess-nobody/feedback", json={"rating": 4}), 404)
+    assert missing["code"] == "NOT_FOUND"
+    running = (await (await client.post("/v1/orchestrations", json={"prompt": "block fb"})).json())["sessionId"]
+    busy = await error_of(await client.post(f"/v1/orchestrations/{running}/feedback", json={"rating": 4}), 409)
+    assert busy["code"] == "FAILED_PRECONDITION" and "still running" in busy["message"]
+    assert peers.analytics.requests == []  # neither reached analytics
+    # Finished in the orchestrator, unknown to analytics so far: accepted at once.
+    peers.orchestrator.sessions[running].status = pb.SESSION_STATUS_COMPLETED
+    done = await client.post(f"/v1/orchestrations/{running}/feedback", json={"rating": 5, "comment": "good"})
+    assert done.status == 200, await done.text()
+    assert (await done.json())["feedback"]["rating"] == 5
+    assert [r.session_id for r in peers.analytics.requests] == [running]
+
+
+async def test_feedback_on_another_tenants_session_is_404_before_analytics(
+    gateway_factory: GatewayFactory, tmp_path: Any, peers: Peers
+) -> None:
+    from .test_security import KEY_A, KEY_B, keyed_env
+
+    client = await gateway_factory(settings_=make_settings(tmp_path, **keyed_env(peers)))
+    assert peers.analytics is not None
+    peers.analytics.knows_sessions = False
+    created = await client.post(
+        "/v1/orchestrations", json={"prompt": "block t"}, headers={"Authorization": f"Bearer {KEY_A}"}
+    )
+    session_id = (await created.json())["sessionId"]
+    peers.orchestrator.sessions[session_id].status = pb.SESSION_STATUS_COMPLETED
+    response = await client.post(
+        f"/v1/orchestrations/{session_id}/feedback", json={"rating": 1}, headers={"Authorization": f"Bearer {KEY_B}"}
+    )
+    assert (await error_of(response, 404))["code"] == "NOT_FOUND"
+    assert peers.analytics.requests == []

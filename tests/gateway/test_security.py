@@ -394,3 +394,74 @@ async def test_keys_never_appear_in_logs_or_responses(
     for secret in (KEY_A, KEY_B, "wrong-guess-key-123"):
         assert secret not in logs
     await wait_until(lambda: True)
+
+
+# ---- Host names (DNS rebinding) ------------------------------------------------------------------------
+
+REBIND = "rebind.evil.example"
+
+
+def rebound(port: int | None = None) -> dict[str, str]:
+    """What a browser sends from a page at http://rebind.evil.example[:port] once its name points to 127.0.0.1."""
+    host = REBIND if port is None else f"{REBIND}:{port}"
+    return {"Host": host, "Origin": f"http://{host}"}
+
+
+async def _refused_as_misdirected(response: Any) -> None:
+    assert response.status == 421, await response.text()
+    error = (await response.json())["error"]
+    assert error["code"] == "MISDIRECTED_REQUEST" and error["status"] == 421 and error["field"] == "host"
+    assert "ORX_GATEWAY_ALLOWED_HOSTS" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "/v1/orchestrations", None),
+        ("POST", "/v1/orchestrations", {"prompt": "block rebind"}),
+        ("GET", "/v1/orchestrations/s-1/events", None),
+        ("GET", "/v1/models", None),
+        ("GET", "/", None),
+        ("GET", "/static/app.js", None),
+        ("GET", "/healthz", None),
+    ],
+)
+async def test_dns_rebinding_is_refused_without_keys(
+    client: Client, peers: Peers, method: str, path: str, body: Any
+) -> None:
+    response = await client.request(method, path, json=body, headers=rebound(client.port))
+    await _refused_as_misdirected(response)
+    assert peers.orchestrator.orchestrate_requests == [] and peers.orchestrator.list_requests == []
+
+
+async def test_dns_rebinding_websocket_upgrade_is_refused(client: Client, peers: Peers) -> None:
+    with pytest.raises(WSServerHandshakeError) as refused:
+        await client.ws_connect("/v1/ws", headers=rebound(client.port))
+    assert refused.value.status == 421
+
+
+@pytest.mark.parametrize("host", ["localhost", "LOCALHOST:9", "127.0.0.1", "127.1.2.3:8080", "[::1]", "[::1]:8080"])
+async def test_loopback_host_names_are_answered(client: Client, host: str) -> None:
+    response = await client.get("/v1/models", headers={"Host": host, "Origin": f"http://{host}"})
+    assert response.status == 200, await response.text()
+
+
+async def test_configured_host_names_are_answered(gateway_factory: GatewayFactory, settings: Any) -> None:
+    options = GatewayOptions.from_settings(settings, allowed_hosts=("orx.example.com",))
+    client = await gateway_factory(options)
+    assert (await client.get("/v1/models", headers={"Host": "orx.example.com:8443"})).status == 200
+    assert (await client.get("/v1/models", headers={"Host": "localhost:1"})).status == 200
+    await _refused_as_misdirected(await client.get("/v1/models", headers={"Host": "other.example.com"}))
+
+
+async def test_with_keys_the_host_is_checked_only_against_a_configured_list(
+    gateway_factory: GatewayFactory, tmp_path: Path, peers: Peers
+) -> None:
+    settings = make_settings(tmp_path, **keyed_env(peers))
+    open_client = await gateway_factory(settings_=settings)
+    # A rebinding page has no key: the key requirement already stops it.
+    assert (await open_client.get("/v1/models", headers=rebound())).status == 401
+    assert (await open_client.get("/v1/models", headers={**auth(KEY_A), "Host": "gw.internal:8080"})).status == 200
+    listed = await gateway_factory(GatewayOptions.from_settings(settings, allowed_hosts=("gw.internal",)), settings)
+    assert (await listed.get("/v1/models", headers={**auth(KEY_A), "Host": "gw.internal:8080"})).status == 200
+    await _refused_as_misdirected(await listed.get("/v1/models", headers={**auth(KEY_A), "Host": REBIND}))
