@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
-from orchestratex.config import Settings
+from orchestratex.config import Settings, is_loopback
 from orchestratex.errors import ConfigError
 
 DEFAULT_TENANT: Final = ""
@@ -154,17 +154,6 @@ def load_keyring(settings: Settings) -> KeyRing:
             raise ConfigError(f"{KEYS_FILE_VAR}: cannot read {str(path)!r} ({type(exc).__name__})") from None
         entries += parse_key_entries(text, f"{KEYS_FILE_VAR} ({path.name})", by_lines=True)
     return KeyRing(entries)
-
-
-def is_loopback(host: str) -> bool:
-    """True when binding ``host`` accepts connections from this machine only."""
-    name = host.strip().strip("[]").lower()
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False  # a wildcard, empty or DNS name: may be reachable from elsewhere
 
 
 # A Host header value: a DNS name or IPv4 address, or a bracketed IPv6 address; an optional port.

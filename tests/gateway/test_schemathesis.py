@@ -6,8 +6,8 @@ complete at once, so that event streams end); the ``schemathesis`` command runs 
 constraint, and values just outside them), random fuzzing of valid and invalid requests, and the stateful phase,
 which follows the document's links (start a session, then get, stream, cancel and rate it).
 
-``ORX_FUZZ_CASES`` (default 10) sets the examples per operation and ``ORX_FUZZ_SEED`` the seed (default a fixed
-one, so a failure is reproducible; ``random`` for a new one each run). Try ``ORX_FUZZ_CASES=500`` for a long run.
+``ORX_SCHEMATHESIS_CASES`` (default 10) sets the examples per operation and ``ORX_SCHEMATHESIS_SEED`` the seed (default a fixed
+one, so a failure is reproducible; ``random`` for a new one each run). Try ``ORX_SCHEMATHESIS_CASES=500`` for a long run.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from gateway.app import start_gateway
 from .conftest import Peers, make_settings
 from .test_security import KEY_A, keyed_env
 
-CASES = int(os.environ.get("ORX_FUZZ_CASES", "10"))
-SEED = os.environ.get("ORX_FUZZ_SEED", "20261214")
+CASES = int(os.environ.get("ORX_SCHEMATHESIS_CASES", "10"))
+SEED = os.environ.get("ORX_SCHEMATHESIS_SEED", "20261214")
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 
 pytestmark = pytest.mark.timeout(max(120, CASES * 30))
