@@ -6,8 +6,9 @@ complete at once, so that event streams end); the ``schemathesis`` command runs 
 constraint, and values just outside them), random fuzzing of valid and invalid requests, and the stateful phase,
 which follows the document's links (start a session, then get, stream, cancel and rate it).
 
-``ORX_SCHEMATHESIS_CASES`` (default 10) sets the examples per operation and ``ORX_SCHEMATHESIS_SEED`` the seed (default a fixed
-one, so a failure is reproducible; ``random`` for a new one each run). Try ``ORX_SCHEMATHESIS_CASES=500`` for a long run.
+``ORX_SCHEMATHESIS_CASES`` (default 10) sets the examples per operation and ``ORX_SCHEMATHESIS_SEED``
+the seed (default a fixed one, so a failure is reproducible; ``random`` for a new one each run). Try
+``ORX_SCHEMATHESIS_CASES=500`` for a long run.
 """
 
 from __future__ import annotations
