@@ -100,7 +100,7 @@ async def run_block(mode: str, sessions: int, events: int, pause: float) -> dict
 
 
 def _median(blocks: list[dict[str, Any]], key: str) -> float:
-    return statistics.median(b[key] for b in blocks)
+    return float(statistics.median(float(b[key]) for b in blocks))
 
 
 async def main_async(repeats: int, seconds: float) -> dict[str, Any]:
@@ -116,7 +116,7 @@ async def main_async(repeats: int, seconds: float) -> dict[str, Any]:
         for _ in range(repeats):
             for mode in ("immediate", "durable"):  # alternating blocks
                 blocks[mode].append(await run_block(mode, sessions, events, pause))
-        summary = {
+        summary: dict[str, Any] = {
             mode: {
                 key: round(_median(runs, key), 3)
                 for key in ("lag_p50_ms", "lag_p99_ms", "events_per_s", "cpu_us_per_event", "batches")
