@@ -25,8 +25,18 @@ $(STAMPS)/runtime: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e .
 	@mkdir -p $(STAMPS) && touch $@
 
+# The dev extra includes llama-cpp-python, which compiles llama.cpp from source the first time (about 10-20
+# minutes on two cores; pip's wheel cache makes every later install instant). It needs a C++ compiler
+# (build-essential, installed once with root or sudo when missing) and CMake (scikit-build-core fetches the
+# `cmake` wheel from PyPI when the system has none or too old a one). GGML_NATIVE=OFF builds for any x86-64
+# CPU rather than this one's, so the cached wheel also works on another machine.
 $(STAMPS)/dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[dev]'
+	@command -v g++ >/dev/null 2>&1 || { echo "no C++ compiler (llama-cpp-python needs one): installing build-essential"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends build-essential; }
+	@$(BIN)/python -c 'import llama_cpp' 2>/dev/null || \
+	  echo "building llama-cpp-python (llama.cpp from source; the first time takes 10-20 minutes)..."
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/pip install -q -e '.[dev]'
 	@mkdir -p $(STAMPS) && touch $@ $(STAMPS)/runtime
 
 # Browser tests drive Debian's Chromium through Playwright; Playwright's own browser download does not work

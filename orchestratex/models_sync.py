@@ -2,11 +2,14 @@
 
 For every catalogue model served by the ``openrouter`` provider, ``GET {base_url}/models`` gives
 ``pricing.prompt`` / ``pricing.completion`` (strings, USD per TOKEN — multiplied by 10^6 with exact
-decimal arithmetic into the catalogue's USD per MILLION tokens), ``context_length`` and
-``top_provider.max_completion_tokens``. Only those values are rewritten, in place on their own
-lines: comments, layout and everything else in the file stay as they are (``tomllib`` cannot write
-TOML, so this is a careful line edit). The result is re-parsed and validated as a catalogue before
-it replaces the file (atomically); ``--dry-run`` prints the changes and writes nothing.
+decimal arithmetic into the catalogue's USD per MILLION tokens), ``context_length``,
+``top_provider.max_completion_tokens`` and ``supported_parameters`` (``structured_outputs`` in it sets
+``supports_structured_outputs``: the model takes a JSON Schema). Only those values are rewritten, in
+place on their own lines (a missing ``supports_structured_outputs`` line is added after
+``supports_json_mode``): comments, layout and everything else in the file stay as they are
+(``tomllib`` cannot write TOML, so this is a careful line edit). The result is re-parsed and validated
+as a catalogue before it replaces the file (atomically); ``--dry-run`` prints the changes and writes
+nothing.
 """
 
 from __future__ import annotations
@@ -36,12 +39,17 @@ from services.providers.openrouter import OPENROUTER_KEY_ENV, resolve_keys
 
 PROVIDER = "openrouter"
 _MILLION = Decimal(1_000_000)
-_KEYS = ("input_price_per_mtok", "output_price_per_mtok", "context_length", "max_output_tokens")
+_STRUCTURED = "supports_structured_outputs"
+_KEYS = ("input_price_per_mtok", "output_price_per_mtok", "context_length", "max_output_tokens", _STRUCTURED)
+# A key that may be missing from a model's block (it is optional in the catalogue): the line it goes after.
+_INSERT_AFTER = {_STRUCTURED: "supports_json_mode"}
 _MODELS_HEADER = re.compile(r"^\s*\[\[\s*models\s*\]\]\s*(#.*)?$")
 _TABLE_HEADER = re.compile(r"^\s*\[")
 # `key = value  # comment` for the keys this command owns (values are numbers or a basic string).
 _ASSIGNMENT = re.compile(
-    r"^(?P<lead>\s*)(?P<key>id|" + "|".join(_KEYS) + r")(?P<eq>\s*=\s*)(?P<value>[^#]*?)(?P<tail>\s*(#.*)?)$"
+    r"^(?P<lead>\s*)(?P<key>id|"
+    + "|".join((*_KEYS, *_INSERT_AFTER.values()))
+    + r")(?P<eq>\s*=\s*)(?P<value>[^#]*?)(?P<tail>\s*(#.*)?)$"
 )
 
 
@@ -146,6 +154,9 @@ def plan(
         max_out = _positive_int(top.get("max_completion_tokens")) if isinstance(top, dict) else None
         if max_out is not None:
             values["max_output_tokens"] = min(max_out, context) if context is not None else max_out
+        parameters = entry.get("supported_parameters")
+        if isinstance(parameters, list):  # absent: the flag is kept as it is
+            values[_STRUCTURED] = "structured_outputs" in parameters
         updates[model_id] = values
     return updates, missing, warnings
 
@@ -170,14 +181,18 @@ def _positive_int(value: Any) -> int | None:
     return value
 
 
-def _format(value: int | Decimal) -> str:
+def _format(value: bool | int | Decimal) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, int):
         return str(value)
     text = format(value.normalize(), "f")
     return text if "." in text else f"{text}.0"
 
 
-def _same(current: Any, new: int | Decimal) -> bool:
+def _same(current: Any, new: bool | int | Decimal) -> bool:
+    if isinstance(new, bool):
+        return current is new
     if isinstance(current, bool) or not isinstance(current, int | float):
         return False
     if isinstance(new, int):
@@ -200,6 +215,7 @@ def rewrite(text: str, updates: Mapping[str, Mapping[str, Any]]) -> tuple[str, l
             current = None
         elif current is not None:
             current.append(index)
+    insertions: list[tuple[int, str]] = []  # (index of the line to insert after, the new line)
     for block in blocks:
         found: dict[str, tuple[int, re.Match[str]]] = {}
         for index in block:
@@ -213,6 +229,13 @@ def rewrite(text: str, updates: Mapping[str, Mapping[str, Any]]) -> tuple[str, l
         if not wanted:
             continue
         for key, new in wanted.items():
+            anchor = found.get(_INSERT_AFTER.get(key, ""))
+            if key not in found and anchor is not None:
+                index, match = anchor
+                ending = lines[index][len(lines[index].rstrip("\r\n")) :] or "\n"
+                insertions.append((index, f"{match.group('lead')}{key} = {_format(new)}{ending}"))
+                changes.append(Change(str(model_id), key, "(not set)", _format(new)))
+                continue
             if key not in found:
                 raise SyncError(f"{model_id}: {key} is not set on its own line in the catalogue; edit it by hand")
             index, match = found[key]
@@ -222,6 +245,10 @@ def rewrite(text: str, updates: Mapping[str, Mapping[str, Any]]) -> tuple[str, l
             ending = lines[index][len(lines[index].rstrip("\r\n")) :]
             lines[index] = f"{match.group('lead')}{key}{match.group('eq')}{_format(new)}{match.group('tail')}{ending}"
             changes.append(Change(str(model_id), key, old_text, _format(new)))
+    for index, line in sorted(insertions, reverse=True):
+        if not lines[index].endswith(("\n", "\r")):  # the anchor was the file's last line
+            lines[index] += line[len(line.rstrip("\r\n")) :]
+        lines.insert(index + 1, line)
     return "".join(lines), changes
 
 
@@ -309,7 +336,7 @@ def _atomic_write(path: Path, text: str) -> None:
 
 def report(result: SyncResult, target: Path, dry_run: bool, out: TextIO) -> None:
     """Print the changes (grouped by model), what was not found, and where it was written."""
-    width = max(len(k) for k in _KEYS)
+    width = max(len("output_price_per_mtok"), *(len(c.key) for c in result.changes))
     model = None
     for change in result.changes:
         if change.model != model:

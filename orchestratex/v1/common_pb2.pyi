@@ -146,7 +146,7 @@ class ModelHealth(_message.Message):
     def __init__(self, circuit_state: _Optional[_Union[CircuitState, str]] = ..., consecutive_failures: _Optional[int] = ..., cooldown_remaining: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., in_flight: _Optional[int] = ..., unavailable_reason: _Optional[_Union[FailureKind, str]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("id", "display_name", "family", "provider", "context_length", "max_output_tokens", "input_price_per_mtok", "output_price_per_mtok", "specialties", "simulated", "supports_json_mode", "health", "typical_ttft", "typical_tokens_per_second")
+    __slots__ = ("id", "display_name", "family", "provider", "context_length", "max_output_tokens", "input_price_per_mtok", "output_price_per_mtok", "specialties", "simulated", "supports_json_mode", "health", "typical_ttft", "typical_tokens_per_second", "supports_structured_outputs")
     ID_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     FAMILY_FIELD_NUMBER: _ClassVar[int]
@@ -161,6 +161,7 @@ class ModelInfo(_message.Message):
     HEALTH_FIELD_NUMBER: _ClassVar[int]
     TYPICAL_TTFT_FIELD_NUMBER: _ClassVar[int]
     TYPICAL_TOKENS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    SUPPORTS_STRUCTURED_OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     id: str
     display_name: str
     family: str
@@ -175,7 +176,8 @@ class ModelInfo(_message.Message):
     health: ModelHealth
     typical_ttft: _duration_pb2.Duration
     typical_tokens_per_second: float
-    def __init__(self, id: _Optional[str] = ..., display_name: _Optional[str] = ..., family: _Optional[str] = ..., provider: _Optional[str] = ..., context_length: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., input_price_per_mtok: _Optional[float] = ..., output_price_per_mtok: _Optional[float] = ..., specialties: _Optional[_Iterable[_Union[DomainScore, _Mapping]]] = ..., simulated: _Optional[bool] = ..., supports_json_mode: _Optional[bool] = ..., health: _Optional[_Union[ModelHealth, _Mapping]] = ..., typical_ttft: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., typical_tokens_per_second: _Optional[float] = ...) -> None: ...
+    supports_structured_outputs: bool
+    def __init__(self, id: _Optional[str] = ..., display_name: _Optional[str] = ..., family: _Optional[str] = ..., provider: _Optional[str] = ..., context_length: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., input_price_per_mtok: _Optional[float] = ..., output_price_per_mtok: _Optional[float] = ..., specialties: _Optional[_Iterable[_Union[DomainScore, _Mapping]]] = ..., simulated: _Optional[bool] = ..., supports_json_mode: _Optional[bool] = ..., health: _Optional[_Union[ModelHealth, _Mapping]] = ..., typical_ttft: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., typical_tokens_per_second: _Optional[float] = ..., supports_structured_outputs: _Optional[bool] = ...) -> None: ...
 
 class Preferences(_message.Message):
     __slots__ = ("quality_weight", "cost_weight", "latency_weight", "max_cost_usd", "allowed_models", "excluded_models", "pinned_model")

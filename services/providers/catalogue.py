@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
+from enum import StrEnum
 from pathlib import Path
 from typing import cast
 
@@ -37,13 +38,28 @@ class Specialty:
     reason: str
 
 
+class SchemaStyle(StrEnum):
+    """How an endpoint takes a JSON Schema in ``response_format`` (a provider's ``schema_style``)."""
+
+    JSON_SCHEMA = "json_schema"
+    """OpenAI's form, used by OpenRouter, vLLM, Ollama and llama.cpp's own ``llama-server``:
+    ``{"type": "json_schema", "json_schema": {"name", "strict", "schema"}}``."""
+    JSON_OBJECT = "json_object"
+    """llama-cpp-python's server, which rejects the form above and turns this one into a grammar:
+    ``{"type": "json_object", "schema": {...}}``."""
+
+
 @dataclass(frozen=True)
 class ProviderSpec:
     """An OpenAI-compatible endpoint. The key is read from ``api_key_env`` (never stored here).
 
     ``streaming``: call the endpoint with ``stream: true`` (the default; cancellable, and timeouts
     can tell a slow first token from a hung stream). ``max_connections``: size of the HTTP
-    connection pool kept for this endpoint.
+    connection pool kept for this endpoint. ``schema_style``: how the endpoint takes a JSON Schema
+    (:class:`SchemaStyle`). ``probe_broken_streams``: when a stream breaks before its first event, ask
+    the endpoint again without streaming and with ``max_tokens`` 1, and report ITS error; for servers
+    such as llama-cpp-python's that report a request they cannot serve (a prompt longer than the
+    context window) only as a status of a non-streaming call, and drop the connection of a stream.
     """
 
     name: str
@@ -51,6 +67,8 @@ class ProviderSpec:
     api_key_env: str
     streaming: bool = True
     max_connections: int = 100
+    schema_style: SchemaStyle = SchemaStyle.JSON_SCHEMA
+    probe_broken_streams: bool = False
 
 
 @dataclass(frozen=True)
@@ -67,6 +85,8 @@ class ModelSpec:
     input_price_per_mtok: float
     output_price_per_mtok: float
     supports_json_mode: bool
+    supports_structured_outputs: bool
+    """The model honours a JSON Schema (``RESPONSE_FORMAT_TYPE_JSON_SCHEMA``); optional in the file, default false."""
     typical_ttft_ms: float
     typical_tokens_per_second: float
     specialties: Mapping[str, Specialty]
@@ -144,6 +164,7 @@ def to_proto(
         ],
         simulated=simulated,
         supports_json_mode=model.supports_json_mode,
+        supports_structured_outputs=model.supports_structured_outputs,
         typical_ttft=ttft,
         typical_tokens_per_second=(model.typical_tokens_per_second if tokens_per_second is None else tokens_per_second),
     )
@@ -188,11 +209,22 @@ def _provider(table: Table, default_base_url: str) -> ProviderSpec:
         api_key_env=table.text("api_key_env"),
         streaming=table.boolean("streaming", True),
         max_connections=table.integer("max_connections", 1, 10_000, 100),
+        schema_style=_schema_style(table),
+        probe_broken_streams=table.boolean("probe_broken_streams", False),
     )
     table.finish()
     if not spec.base_url.startswith(("http://", "https://")):
         raise table.error("base_url", f"expected an http(s) URL, got {spec.base_url!r}")
     return spec
+
+
+def _schema_style(table: Table) -> SchemaStyle:
+    value = table.text("schema_style", SchemaStyle.JSON_SCHEMA.value)
+    try:
+        return SchemaStyle(value)
+    except ValueError:
+        choices = " or ".join(repr(s.value) for s in SchemaStyle)
+        raise table.error("schema_style", f"expected {choices}, got {value!r}") from None
 
 
 def _model(table: Table, default_max: int) -> ModelSpec:
@@ -216,6 +248,7 @@ def _model(table: Table, default_max: int) -> ModelSpec:
         input_price_per_mtok=table.number("input_price_per_mtok", 0.0, 10_000.0),
         output_price_per_mtok=table.number("output_price_per_mtok", 0.0, 10_000.0),
         supports_json_mode=table.boolean("supports_json_mode"),
+        supports_structured_outputs=table.boolean("supports_structured_outputs", False),
         typical_ttft_ms=table.number("typical_ttft_ms", 0.0, 600_000.0),
         typical_tokens_per_second=table.number("typical_tokens_per_second", 0.001, 1_000_000.0),
         specialties=scores,

@@ -219,7 +219,7 @@ async def generate(
         served_model=end.served_model or model.id,
         requested_model=model.id,
         finish_reason=end.finish_reason,
-        usage=_add(billed, _priced(model, end.usage or _estimate(request, full))),
+        usage=_add(billed, _priced(model, end.usage or _estimate(request, full, end.finish_reason))),
         generation_id=end.generation_id,
         simulated=backend.simulated,
         time_to_first_token=ttft,
@@ -265,8 +265,13 @@ def _final_message(message: str, attempts: int, decision: RetryDecision) -> str:
     return f"{message} ({'; '.join(notes)})" if notes else message
 
 
-def _estimate(request: GenerationRequest, completion: str) -> TokenUsage:
-    return TokenUsage(estimate_prompt_tokens([m.content for m in request.messages]), estimate_tokens(completion))
+def _estimate(request: GenerationRequest, completion: str, finish: FinishReason | None = None) -> TokenUsage:
+    """Usage for a vendor that reported none (llama-cpp-python never does in a stream): estimated from the
+    text, except that a reply stopped by ``max_tokens`` used exactly ``max_tokens`` tokens."""
+    prompt = estimate_prompt_tokens([m.content for m in request.messages])
+    if finish is FinishReason.LENGTH:
+        return TokenUsage(prompt, request.max_tokens)
+    return TokenUsage(prompt, estimate_tokens(completion))
 
 
 def _priced(model: ModelSpec, usage: TokenUsage) -> TokenUsage:

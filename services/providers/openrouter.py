@@ -41,6 +41,18 @@ What this client does about OpenRouter's protocol (``docs/openrouter.md``):
 * ``Retry-After`` (seconds or HTTP date), ``X-RateLimit-Reset`` (epoch milliseconds) and the
   retry hints inside error metadata become :attr:`BackendError.retry_after`.
 
+What it does about local OpenAI-compatible servers (llama-cpp-python's above all; ``tests/real_model``):
+
+* a JSON Schema goes in the form the provider entry names (``schema_style``: OpenAI's ``json_schema``,
+  or llama-cpp-python's ``json_object`` + ``schema``);
+* a stream that breaks before its first event is followed, when the provider has
+  ``probe_broken_streams``, by the same request without streaming and with ``max_tokens`` 1, whose
+  error is reported instead (llama-cpp-python refuses an over-long prompt only that way);
+* a stream that reaches ``[DONE]`` after text but without a finish reason was cut short by the server
+  (llama-cpp-python's ``--interrupt_requests``): a MID_STREAM_ERROR, never a complete answer;
+* context-length errors are read in OpenRouter's, OpenAI's / vLLM's / llama-cpp-python's ("... in the
+  messages, ... in the completion") and llama.cpp ``llama-server``'s ("context size") wording.
+
 Keys never leave this module except in the ``Authorization`` header: vendor text quoted in error
 messages (and the served model and generation id it reports) is scrubbed of every key this backend
 holds, in every form a vendor may echo one — without its prefix, URL-encoded, JSON-escaped, or any
@@ -60,7 +72,7 @@ import os
 import re
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import aiohttp
@@ -85,7 +97,7 @@ from services.providers.backend import (
     Timing,
     TokenUsage,
 )
-from services.providers.catalogue import Catalogue, ModelSpec, ProviderSpec
+from services.providers.catalogue import Catalogue, ModelSpec, ProviderSpec, SchemaStyle
 from services.providers.sse import EventStreamParser, ServerSentEvent
 
 log = logging.getLogger(__name__)
@@ -137,8 +149,10 @@ _FINISH = {
 _KEY_LIKE = re.compile(r"sk-[A-Za-z0-9_-]{8,}")
 _CONTEXT_LIMIT = re.compile(r"maximum context length is ([\d,]+) tokens", re.IGNORECASE)
 _CONTEXT_REQUESTED = re.compile(r"(?:requested|resulted in)(?: about)? ([\d,]+) tokens", re.IGNORECASE)
-_CONTEXT_INPUT = re.compile(r"([\d,]+) of text input", re.IGNORECASE)
-_CONTEXT_OUTPUT = re.compile(r"([\d,]+) in the output", re.IGNORECASE)
+# OpenRouter: "(135904 of text input, 4096 in the output)"; llama-cpp-python: "(2107 in the messages, 8 in
+# the completion)".
+_CONTEXT_INPUT = re.compile(r"([\d,]+) (?:of text input|in the messages)", re.IGNORECASE)
+_CONTEXT_OUTPUT = re.compile(r"([\d,]+) in the (?:output|completion)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -204,8 +218,19 @@ def resolve_keys(settings: Settings, catalogue: Catalogue, env: Mapping[str, str
     return keys
 
 
-def chat_body(request: GenerationRequest, *, stream: bool, openrouter: bool) -> dict[str, Any]:
-    """The JSON body of ``POST /chat/completions`` for ``request``."""
+def chat_body(
+    request: GenerationRequest,
+    *,
+    stream: bool,
+    openrouter: bool,
+    schema_style: SchemaStyle = SchemaStyle.JSON_SCHEMA,
+) -> dict[str, Any]:
+    """The JSON body of ``POST /chat/completions`` for ``request``.
+
+    A JSON Schema goes in the form the endpoint takes (``schema_style``, from the provider entry):
+    OpenAI's ``{"type": "json_schema", "json_schema": {...}}`` or llama-cpp-python's
+    ``{"type": "json_object", "schema": {...}}`` (always enforced: it becomes a grammar).
+    """
     body: dict[str, Any] = {
         "model": request.model.id,
         "messages": [{"role": m.role.value, "content": m.content} for m in request.messages],
@@ -224,6 +249,8 @@ def chat_body(request: GenerationRequest, *, stream: bool, openrouter: bool) -> 
     rf = request.response_format
     if rf.type is OutputFormat.JSON_OBJECT:
         body["response_format"] = {"type": "json_object"}
+    elif rf.type is OutputFormat.JSON_SCHEMA and schema_style is SchemaStyle.JSON_OBJECT:
+        body["response_format"] = {"type": "json_object", "schema": dict(rf.schema or {})}
     elif rf.type is OutputFormat.JSON_SCHEMA:
         body["response_format"] = {
             "type": "json_schema",
@@ -393,10 +420,13 @@ class OpenRouterBackend:
                 category=ErrorCategory.NOT_FOUND,
             )
         call = _Call(self, endpoint, request)
-        streaming = endpoint.spec.streaming
+        spec = endpoint.spec
+        streaming = spec.streaming
         session = self._session(endpoint)  # first: it resolves the proxy that _headers may name
         headers = self._headers(endpoint, streaming)
-        body = orjson.dumps(chat_body(request, stream=streaming, openrouter=endpoint.openrouter))
+        body = orjson.dumps(
+            chat_body(request, stream=streaming, openrouter=endpoint.openrouter, schema_style=spec.schema_style)
+        )
         response: aiohttp.ClientResponse | None = None
         try:
             response = await call.within(
@@ -421,6 +451,7 @@ class OpenRouterBackend:
             reader = response.content
             parser = EventStreamParser()
             call.watch(reader)
+            call.stream_open = True
             while not call.done:
                 if call.overdue:
                     call.recheck()
@@ -447,8 +478,15 @@ class OpenRouterBackend:
             raise call.expired() from None
         except aiohttp.ConnectionTimeoutError:
             raise call.timeout("connect", self._config.connect_timeout) from None
+        except BackendError as exc:
+            if call.broke_before_output() and spec.probe_broken_streams:
+                raise await self._probe(session, endpoint, request, call, exc) from None
+            raise
         except (aiohttp.ClientError, ConnectionError) as exc:
-            raise call.connection_error(exc) from None
+            error = call.connection_error(exc)
+            if call.broke_before_output() and spec.probe_broken_streams:
+                error = await self._probe(session, endpoint, request, call, error)
+            raise error from None
         except LineTooLong:
             raise call.invalid("a stream line is too long") from None
         finally:
@@ -457,6 +495,67 @@ class OpenRouterBackend:
                 # A response read to its end has already handed its connection back to the pool, and
                 # this does nothing; otherwise it closes the connection, which tells the vendor to stop.
                 response.close()
+
+    async def _probe(
+        self,
+        session: aiohttp.ClientSession,
+        endpoint: _Endpoint,
+        request: GenerationRequest,
+        call: _Call,
+        original: BackendError,
+    ) -> BackendError:
+        """Why a stream broke before its first event: the endpoint's error for the same request, sent
+        without streaming and with ``max_tokens`` 1 (``probe_broken_streams``).
+
+        llama-cpp-python's server checks a request (the prompt against its context window) only once the
+        stream has started; a failure then drops the connection with no event, while the same request
+        without streaming gets a status and a message. ``original`` is returned when the probe succeeds
+        (the failure was not the request's) or fails in its turn.
+        """
+        log.info("%s call to %s: the stream broke before its first event; asking why", endpoint.spec.name, call.model)
+        body = chat_body(
+            replace(request, max_tokens=1),
+            stream=False,
+            openrouter=endpoint.openrouter,
+            schema_style=endpoint.spec.schema_style,
+        )
+        # Twice at most: the broken stream's connection went back to the pool just before the server closed
+        # it, and the first attempt may pick it up (a reset, or aiohttp's ServerDisconnectedError).
+        for attempt in (1, 2):
+            try:
+                status, headers, raw = await self._post_once(session, endpoint, body, call)
+            except aiohttp.ClientConnectionError:
+                if attempt == 1:
+                    continue
+                return original
+            except (BackendError, aiohttp.ClientError, ConnectionError):
+                return original
+            if status == 200:
+                return original
+            call.probed = True
+            return call.http_error(status, headers, raw)
+        return original  # pragma: no cover - the loop always returns
+
+    async def _post_once(
+        self, session: aiohttp.ClientSession, endpoint: _Endpoint, body: Mapping[str, Any], call: _Call
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """One non-streaming request within the call's total deadline: status, headers and body."""
+        reply = await call.within(
+            session.post(
+                endpoint.target or endpoint.url,
+                data=orjson.dumps(body),
+                headers=self._headers(endpoint, streaming=False),
+                allow_redirects=False,
+                proxy=endpoint.proxy,
+                proxy_headers=endpoint.proxy_headers,
+            ),
+            call.total_deadline,
+        )
+        try:
+            raw = await call.within(reply.read(), call.total_deadline)
+        finally:
+            reply.release()
+        return reply.status, reply.headers, raw
 
     def _headers(self, endpoint: _Endpoint, streaming: bool) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
@@ -532,6 +631,7 @@ class _Call:
         self.backend = backend
         self.model = request.model.id
         self.provider = endpoint.spec.name
+        self.max_tokens = request.max_tokens
         config = backend.config
         self.idle_timeout = config.idle_timeout
         self.first_token_timeout = config.first_token_timeout
@@ -555,6 +655,14 @@ class _Call:
         self.usage: TokenUsage | None = None
         self.served_model = ""
         self.generation_id = ""
+        self.stream_open = False
+        """The endpoint answered 200 with an event stream (set before the first read)."""
+        self.probed = False
+        """The error being built is the reply to a probe sent with ``max_tokens`` 1 (see ``_probe``)."""
+
+    def broke_before_output(self) -> bool:
+        """True when an event stream was open and ended or broke before any data event."""
+        return self.stream_open and self.chunks == 0 and not self.done
 
     # -- deadlines
 
@@ -676,6 +784,16 @@ class _Call:
             )
         if not self.produced:
             raise self._empty()
+        if self.finish is None:
+            # [DONE] with no finish reason after text: the server cut the reply short. llama-cpp-python's
+            # server does that to a running stream when another request arrives (its --interrupt_requests,
+            # on by default); taking it for a complete answer would keep a truncated one.
+            raise BackendError(
+                FailureKind.MID_STREAM_ERROR,
+                f"{self.model}: the {self.provider} stream ended without a finish reason (cut short by the server)",
+                usage=self.usage,
+                category=ErrorCategory.UNAVAILABLE,
+            )
         scrub = self.backend.secrets.scrub  # vendor-reported strings that reach clients and events
         return StreamEnd(
             finish_reason=_FINISH.get(self.finish or "stop", FinishReason.STOP),
@@ -797,8 +915,11 @@ class _Call:
         lowered = f"{detail} {error.get('code', '')} {metadata.get('error_type', '')}".lower()
         if code == 400 and "not a valid model id" in lowered:
             code = 404
-        if code == 400 and ("context length" in lowered or "context_length" in lowered):
-            return FailureKind.INVALID_REQUEST, ErrorCategory.BAD_REQUEST, _context_message(model, detail), "messages"
+        # "context length" (OpenAI, OpenRouter, vLLM, llama-cpp-python); "context size" (llama.cpp's llama-server).
+        if code == 400 and any(words in lowered for words in ("context length", "context_length", "context size")):
+            # A probe asked for 1 token: the vendor's output count is then not the caller's max_tokens.
+            message = _context_message(model, detail, self.max_tokens if self.probed else None)
+            return FailureKind.INVALID_REQUEST, ErrorCategory.BAD_REQUEST, message, "messages"
         if code in (400, 422) or (400 <= code < 500 and code not in (401, 402, 403, 404, 408, 413, 429)):
             message = f"{model}: {provider} rejected the request ({code}): {detail}"
             return FailureKind.INVALID_REQUEST, ErrorCategory.BAD_REQUEST, message, ""
@@ -1028,13 +1149,20 @@ def _metadata_retry_after(error: Mapping[str, Any], metadata: Mapping[str, Any],
     return None
 
 
-def _context_message(model: str, detail: str) -> str:
+def _context_message(model: str, detail: str, max_tokens: int | None = None) -> str:
+    """The client-facing message of a context-length error, with the vendor's token counts.
+
+    ``max_tokens``: the caller's, when the vendor's count of output tokens is not it (a probe).
+    """
+
     def number(pattern: re.Pattern[str]) -> int | None:
         match = pattern.search(detail)
         return int(match.group(1).replace(",", "")) if match else None
 
     limit, requested = number(_CONTEXT_LIMIT), number(_CONTEXT_REQUESTED)
     prompt, output = number(_CONTEXT_INPUT), number(_CONTEXT_OUTPUT)
+    if max_tokens is not None and prompt is not None:
+        output, requested = max_tokens, prompt + max_tokens
     if limit is None or requested is None:
         return f"{model}: the request does not fit the model's context window: {detail}"
     if prompt is not None and output is not None:

@@ -329,12 +329,20 @@ def _draw_failure(u: float, rates: FailureRates) -> FailureKind | None:
     return None
 
 
+# The orchestrator fences untrusted text with a key that is random for every call; it is left out of
+# the digest so that a run still replays identically.
+_FENCE_KEY_RE = re.compile(r"<<<BEGIN [A-Z]+ ([0-9a-f]{8,64})>>>")
+
+
 def _digest(messages: Sequence[Message]) -> str:
     h = hashlib.sha256()
     for m in messages:
+        content = m.content
+        for key in set(_FENCE_KEY_RE.findall(content)):
+            content = content.replace(key, "")
         h.update(m.role.value.encode())
         h.update(b"\x00")
-        h.update(m.content.encode())
+        h.update(content.encode())
         h.update(b"\x01")
     return h.hexdigest()
 

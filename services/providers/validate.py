@@ -3,7 +3,9 @@
 Every problem raises :class:`InvalidArgument` whose field is a dotted path RELATIVE TO THE RPC'S
 REQUEST MESSAGE: ``messages[0].role`` for ``Generate`` and ``request.messages[0].role`` for
 ``StreamGenerate`` (whose request wraps the ``GenerateRequest`` in its ``request`` field). An unknown
-model raises :class:`NotFound` listing the valid ids.
+model raises :class:`NotFound` listing the valid ids. ``RESPONSE_FORMAT_TYPE_JSON_SCHEMA`` for a model
+whose catalogue entry lacks ``supports_structured_outputs`` is refused (``response_format.type``),
+never downgraded in silence: the caller picks JSON mode or text itself.
 """
 
 from __future__ import annotations
@@ -89,6 +91,14 @@ def parse_generate_request(
     temperature = check_range(msg.temperature, field("temperature"), 0.0, 2.0) if msg.HasField("temperature") else None
     top_p = check_range(msg.top_p, field("top_p"), 0.0, 1.0, low_open=True) if msg.HasField("top_p") else None
     response_format = _response_format(msg.response_format, field)
+    if response_format.type is OutputFormat.JSON_SCHEMA and not model.supports_structured_outputs:
+        # Explicit rather than a silent downgrade: the caller chooses what to do instead, from ModelInfo.
+        raise InvalidArgument(
+            field("response_format.type"),
+            f"{model.id} does not support structured outputs (ModelInfo.supports_structured_outputs is false); "
+            "ask it for RESPONSE_FORMAT_TYPE_JSON_OBJECT (when supports_json_mode) or plain text and describe the "
+            "format in the prompt",
+        )
     purpose = check_enum(
         msg.context.purpose, common_pb2.CallPurpose.DESCRIPTOR, field("context.purpose"), allow_unspecified=True
     )

@@ -96,6 +96,7 @@ def model_from_proto(info: common_pb2.ModelInfo) -> ModelEntry:
         display_name=info.display_name,
         provider=info.provider,
         simulated=info.simulated,
+        supports_structured_outputs=info.supports_structured_outputs,
     )
 
 

@@ -88,6 +88,8 @@ class ModelEntry:
     display_name: str = ""
     provider: str = ""
     simulated: bool = False
+    supports_structured_outputs: bool = False
+    """The model takes a JSON Schema (``ModelInfo.supports_structured_outputs``)."""
     clamped_specialties: Mapping[str, float] = field(init=False, compare=False, repr=False)
     """Derived: each domain's specialty clamped to 0-1, unscored domains at :data:`NEUTRAL_SPECIALTY`.
 

@@ -7,8 +7,11 @@ model through the providers service which of the nine domains the prompt belongs
 * **Model**: ``ORX_SELECTOR_SECOND_OPINION_MODEL``, or by default the catalogue's cheapest model for
   this short call (input and output prices; open circuits skipped).
 * **Question**: a fixed system message listing the domains, and the prompt's first and last
-  :data:`PROMPT_CHARS` characters (the instruction sits at one end; the cost stays bounded). JSON mode,
-  temperature 0, at most :data:`MAX_TOKENS` tokens out.
+  :data:`PROMPT_CHARS` characters (the instruction sits at one end; the cost stays bounded). Temperature
+  0, at most :data:`MAX_TOKENS` tokens out. The reply's shape is enforced as far as the model allows:
+  a JSON Schema (:data:`DOMAIN_SCHEMA`, an ``enum`` of the nine domains) when its ``ModelInfo`` says
+  ``supports_structured_outputs`` — a small local model then cannot answer anything else — and JSON
+  mode otherwise.
 * **Answer**: strictly ``{"domain": "<one of the nine>"}`` (a bare domain name is accepted too).
   Anything else keeps the classifier's answer, with a warning.
 * **Combination**: the answer is a vote that is right with probability :data:`ACCURACY`. By Bayes'
@@ -58,6 +61,16 @@ MAX_TOKENS = 20
 #: Token estimate of the fixed system message (for picking the cheapest model).
 _SYSTEM_TOKENS = 150
 
+#: Name of :data:`DOMAIN_SCHEMA` in ``response_format``.
+SCHEMA_NAME = "prompt_domain"
+#: What a model that supports structured outputs must answer.
+DOMAIN_SCHEMA: dict[str, object] = {
+    "type": "object",
+    "properties": {"domain": {"type": "string", "enum": list(DOMAINS)}},
+    "required": ["domain"],
+    "additionalProperties": False,
+}
+
 SYSTEM_PROMPT = (
     "You label prompts sent to an AI assistant with the one domain that best describes the task.\n"
     "Domains: " + ", ".join(DOMAINS) + ".\n"
@@ -104,9 +117,19 @@ def pick_model(models: Sequence[ModelEntry], configured: str, prompt_tokens: int
     return min(usable, key=cost).id
 
 
-def build_request(prompt: str, model: str) -> providers_pb2.GenerateRequest:
-    """The ``Generate`` call: system message, the prompt's two ends, JSON mode, temperature 0."""
+def build_request(prompt: str, model: str, *, structured: bool = False) -> providers_pb2.GenerateRequest:
+    """The ``Generate`` call: system message, the prompt's two ends, temperature 0; :data:`DOMAIN_SCHEMA`
+    when the model supports structured outputs (``structured``), JSON mode otherwise."""
     excerpt = prompt if len(prompt) <= 2 * PROMPT_CHARS else f"{prompt[:PROMPT_CHARS]}\n[...]\n{prompt[-PROMPT_CHARS:]}"
+    if structured:
+        response_format = providers_pb2.ResponseFormat(
+            type=providers_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA,
+            schema_name=SCHEMA_NAME,
+            json_schema=json.dumps(DOMAIN_SCHEMA),
+            strict=True,
+        )
+    else:
+        response_format = providers_pb2.ResponseFormat(type=providers_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT)
     return providers_pb2.GenerateRequest(
         model=model,
         messages=[
@@ -115,7 +138,7 @@ def build_request(prompt: str, model: str) -> providers_pb2.GenerateRequest:
         ],
         max_tokens=MAX_TOKENS,
         temperature=0.0,
-        response_format=providers_pb2.ResponseFormat(type=providers_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT),
+        response_format=response_format,
         context=providers_pb2.CallContext(purpose=common_pb2.CALL_PURPOSE_CLASSIFY),
     )
 
@@ -213,9 +236,12 @@ class SecondOpinionClient:
 
         if not model:
             return outcome("", 0.0, warning=_warning("no model available"))
+        structured = any(m.id == model and m.supports_structured_outputs for m in models)
         started = time.perf_counter()
         try:
-            response = await self._stub.Generate(build_request(prompt, model), timeout=self._timeout)
+            response = await self._stub.Generate(
+                build_request(prompt, model, structured=structured), timeout=self._timeout
+            )
         except grpc.aio.AioRpcError as err:
             log.warning("second opinion from %s failed: %s", model, err.code().name)
             reason = "no answer in time" if err.code() is grpc.StatusCode.DEADLINE_EXCEEDED else err.code().name

@@ -12,6 +12,7 @@ import grpc
 from google.protobuf.message import Message
 
 from orchestratex.config import Settings
+from orchestratex.domains import DOMAINS
 from orchestratex.v1 import common_pb2, providers_pb2, providers_pb2_grpc
 from services.providers.backend import GenerationRequest, StreamEvent, Timing
 from services.providers.catalogue import ModelSpec
@@ -105,3 +106,37 @@ async def collect(
     except grpc.aio.AioRpcError as err:
         return events, err
     return events, None
+
+
+def catalogue_text(base_url: str, provider_options: str = "", model_options: str = "") -> str:
+    """A catalogue of one model, ``acme/tiny``, served by provider ``local`` at ``base_url`` (key in ``LOCAL_KEY``),
+    with extra TOML lines for the provider and the model."""
+    specialties = "\n".join(f'specialties.{d} = {{ score = 0.5, reason = "Because." }}' for d in DOMAINS)
+    return f"""
+[[providers]]
+name = "local"
+base_url = "{base_url}"
+api_key_env = "LOCAL_KEY"
+{provider_options}
+
+[[models]]
+id = "acme/tiny"
+display_name = "Tiny"
+family = "acme"
+provider = "local"
+context_length = 8192
+max_output_tokens = 1024
+input_price_per_mtok = 0.0
+output_price_per_mtok = 0.0
+supports_json_mode = true
+{model_options}
+typical_ttft_ms = 10
+typical_tokens_per_second = 100
+{specialties}
+"""
+
+
+def trailers(err: grpc.aio.AioRpcError) -> dict[str, str]:
+    """The trailing metadata of a failed call, as a dict."""
+    metadata: Any = err.trailing_metadata() or ()
+    return {key: value for key, value in metadata}

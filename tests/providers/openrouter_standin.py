@@ -56,8 +56,18 @@ KEEPALIVE = ": OPENROUTER PROCESSING"
 DEFAULT_KEY = "sk-or-v1-standin-0000000000000000000000000000000000000000000000000000000000000000"
 
 
+_PARAMETERS = ["max_tokens", "temperature", "top_p", "seed", "stop", "response_format", "reasoning"]
+
+
 def _model(
-    model_id: str, name: str, context: int, max_out: int | None, prompt: str, completion: str, **extra: Any
+    model_id: str,
+    name: str,
+    context: int,
+    max_out: int | None,
+    prompt: str,
+    completion: str,
+    structured: bool = True,
+    **extra: Any,
 ) -> dict[str, Any]:
     return {
         "id": model_id,
@@ -70,7 +80,7 @@ def _model(
         "pricing": {"prompt": prompt, "completion": completion, "request": "0", "image": "0", **extra},
         "top_provider": {"context_length": context, "max_completion_tokens": max_out, "is_moderated": False},
         "per_request_limits": None,
-        "supported_parameters": ["max_tokens", "temperature", "top_p", "seed", "stop", "response_format", "reasoning"],
+        "supported_parameters": [*_PARAMETERS, "structured_outputs"] if structured else list(_PARAMETERS),
     }
 
 
@@ -87,7 +97,13 @@ def default_models() -> list[dict[str, Any]]:
         _model("moonshotai/kimi-k2", "MoonshotAI: Kimi K2", 131_072, 16_384, "0.00000057", "0.0000023"),
         _model("qwen/qwen3-coder", "Qwen: Qwen3 Coder", 262_144, 65_536, "0.00000022", "0.0000018"),
         _model(
-            "tngtech/deepseek-r1t2-chimera", "TNG: DeepSeek R1T2 Chimera", 163_840, 65_536, "0.0000003", "0.0000012"
+            "tngtech/deepseek-r1t2-chimera",
+            "TNG: DeepSeek R1T2 Chimera",
+            163_840,
+            65_536,
+            "0.0000003",
+            "0.0000012",
+            structured=False,
         ),
     ]
 
@@ -145,7 +161,9 @@ class Reply:
     echoes the caller's Authorization header, as careless vendors do); ``echo_key`` (the error — of a
     non-200 reply, a 200 error body or a mid-stream error event — quotes the key it received, passed
     through this function: without its prefix, URL-encoded, JSON-escaped..., in its message and in an
-    upstream ``metadata.raw`` JSON string).
+    upstream ``metadata.raw`` JSON string); ``abort_before_data`` (a streaming request gets its 200
+    event-stream headers, then the connection is dropped before any byte of the body, as
+    llama-cpp-python's server does when the request fails once the stream has started).
     """
 
     content: Sequence[str] = ("Hello", " from", " the", " stand-in", ".")
@@ -175,6 +193,7 @@ class Reply:
     send_done: bool = True
     echo_auth: bool = False
     echo_key: Callable[[str], str] | None = None
+    abort_before_data: bool = False
 
 
 def error_body(
@@ -470,6 +489,9 @@ class OpenRouterStandIn:
             return _json(400, {"error": error_body(400, "Invalid request: model and messages are required")})
         requested = body["model"]
         stream = body.get("stream") is True
+        refused = self._response_format_error(body)
+        if refused is not None:
+            return refused
         if self.script:
             reply = self.script.popleft()
         elif all(m["id"] != requested for m in self.models):
@@ -509,6 +531,37 @@ class OpenRouterStandIn:
         except asyncio.CancelledError:
             self._disconnect(record)
             raise
+
+    def _response_format_error(self, body: Mapping[str, Any]) -> web.Response | None:
+        """OpenRouter's checks of ``response_format``: its shape (400), and with ``provider.require_parameters``
+        a model none of whose endpoints supports it (404; ``structured_outputs`` for a JSON Schema)."""
+        rf = body.get("response_format")
+        if rf is None:
+            return None
+        kind = rf.get("type") if isinstance(rf, dict) else None
+        if kind not in ("text", "json_object", "json_schema"):
+            message = "Invalid request: response_format.type must be one of text, json_object, json_schema"
+            return _json(400, {"error": error_body(400, message)})
+        if kind == "json_schema":
+            spec = rf.get("json_schema")
+            if (
+                not isinstance(spec, dict)
+                or not isinstance(spec.get("name"), str)
+                or not spec["name"]
+                or not isinstance(spec.get("schema"), dict)
+                or not isinstance(spec.get("strict", False), bool)
+            ):
+                message = "Invalid request: response_format.json_schema needs a name and a schema object"
+                return _json(400, {"error": error_body(400, message)})
+        provider = body.get("provider")
+        if kind == "text" or not isinstance(provider, dict) or provider.get("require_parameters") is not True:
+            return None
+        needed = "structured_outputs" if kind == "json_schema" else "response_format"
+        entry = next((m for m in self.models if m["id"] == body.get("model")), None)
+        if entry is not None and needed not in entry.get("supported_parameters", ()):
+            message = "No endpoints found that can handle the requested parameters."
+            return _json(404, {"error": error_body(404, message)})
+        return None
 
     def _free_limit(self, model_id: str) -> web.Response | None:
         """OpenRouter's 20 requests/minute on ``:free`` variants, with its own rate-limit headers."""
@@ -606,6 +659,10 @@ class OpenRouterStandIn:
             },
         )
         await response.prepare(request)
+        if reply.abort_before_data:
+            assert request.transport is not None
+            request.transport.abort()
+            return response
         created = int(time.time())
 
         async def send(data: Mapping[str, Any] | str) -> None:

@@ -40,6 +40,11 @@ def text_of(path: Path) -> str:
     return path.read_text(encoding="utf-8")
 
 
+def write_text(path: Path, text: str) -> None:
+    """Replace the file's text (tiny local files, like :func:`text_of`)."""
+    path.write_text(text, encoding="utf-8")
+
+
 def settings_for(standin: OpenRouterStandIn, path: Path, key: str = DEFAULT_KEY) -> Settings:
     return Settings.from_env(
         {
@@ -279,3 +284,64 @@ async def test_a_vendor_error_that_echoes_the_key_in_any_form_never_shows_it(
     assert code == 1 and "HTTP 500" in err.getvalue()
     for fragment in (DEFAULT_KEY, body, body[:16], body[-16:], quote(DEFAULT_KEY, safe="")[:20]):
         assert fragment not in err.getvalue()
+
+
+async def test_sync_sets_structured_outputs_from_supported_parameters(
+    standin: OpenRouterStandIn, catalogue_copy: Path
+) -> None:
+    before = text_of(catalogue_copy)
+    qwen = upstream(standin, "qwen/qwen3-coder")
+    qwen["supported_parameters"] = [p for p in qwen["supported_parameters"] if p != "structured_outputs"]
+    upstream(standin, "tngtech/deepseek-r1t2-chimera")["supported_parameters"].append("structured_outputs")
+
+    result = await sync_catalogue(settings_for(standin, catalogue_copy))
+
+    assert [(c.model, c.key, c.old, c.new) for c in result.changes] == [
+        ("qwen/qwen3-coder", "supports_structured_outputs", "true", "false"),
+        ("tngtech/deepseek-r1t2-chimera", "supports_structured_outputs", "false", "true"),
+    ]
+    assert changed_lines(before, text_of(catalogue_copy)) == [
+        "-supports_structured_outputs = true",
+        "+supports_structured_outputs = false",
+        "-supports_structured_outputs = false",
+        "+supports_structured_outputs = true",
+    ]
+    catalogue = load_catalogue_file(catalogue_copy, BASE)
+    flags = {m.id: m.supports_structured_outputs for m in catalogue}
+    assert flags["qwen/qwen3-coder"] is False and flags["tngtech/deepseek-r1t2-chimera"] is True
+
+
+async def test_sync_adds_a_missing_structured_outputs_line_after_json_mode(
+    standin: OpenRouterStandIn, catalogue_copy: Path
+) -> None:
+    # A catalogue written before the flag existed: the key is optional (false) and absent.
+    old = text_of(catalogue_copy).replace("supports_structured_outputs = true\n", "")
+    write_text(catalogue_copy, old)
+    glm = load_catalogue_file(catalogue_copy, BASE).get("z-ai/glm-4.5")
+    assert glm is not None and glm.supports_structured_outputs is False
+
+    out = io.StringIO()
+    code = await asyncio.to_thread(
+        run, settings_for(standin, catalogue_copy), Namespace(output=None, dry_run=False), out, io.StringIO()
+    )
+
+    assert code == 0
+    new = text_of(catalogue_copy)
+    assert new == text_of(DEFAULT_CATALOGUE)  # each line back where the packaged file has it
+    assert "  supports_structured_outputs  (not set) -> true\n" in out.getvalue()
+    assert "5 change(s) in 5 model(s)" in out.getvalue()
+
+
+def test_rewrite_inserts_with_the_anchors_indent_and_line_ending() -> None:
+    text = '[[models]]\r\n  id = "a/b"\r\n  supports_json_mode = false\r\n  context_length = 10\r\n'
+    updates, _, _ = plan(["a/b"], [{"id": "a/b", "supported_parameters": ["structured_outputs"]}])
+    assert updates == {"a/b": {"supports_structured_outputs": True}}
+    new, changes = rewrite(text, updates)
+    assert new == (
+        '[[models]]\r\n  id = "a/b"\r\n  supports_json_mode = false\r\n  supports_structured_outputs = true\r\n'
+        "  context_length = 10\r\n"
+    )
+    assert [(c.key, c.old, c.new) for c in changes] == [("supports_structured_outputs", "(not set)", "true")]
+    without_anchor = '[[models]]\nid = "a/b"\n'
+    with pytest.raises(SyncError, match="supports_structured_outputs is not set on its own line"):
+        rewrite(without_anchor, updates)
