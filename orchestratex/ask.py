@@ -79,9 +79,8 @@ class Printer:
         elif kind == "session_completed":
             done = event.session_completed
             self._line()
-            self._line(
-                f"=== final answer (round {done.best_round}, {done.best_model}, score {done.final_score:.2f}) ==="
-            )
+            score = "unscored" if done.unscored else f"score {done.final_score:.2f}"
+            self._line(f"=== final answer (round {done.best_round}, {done.best_model}, {score}) ===")
             self._line(done.final_text)
             self._line(
                 f"=== stopped: {_STOP.get(done.stop_reason, '?')} ({done.stop_detail}); rounds {done.rounds_used}; "

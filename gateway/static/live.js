@@ -376,7 +376,8 @@ export class LiveSession {
     els.final.hidden = false;
     renderMarkdown(els.finalText, done.final_text);
     els.finalStats.replaceChildren();
-    this.stat("Score", `${num(done.final_score, 2)} / 10`);
+    // No critic produced a score: say so, never "0.00 / 10".
+    this.stat("Score", done.unscored ? "unscored" : `${num(done.final_score, 2)} / 10`);
     const best = make("span");
     best.append(`round ${done.best_round || 1} by `, modelLabel(done.best_model));
     this.stat("Best version", best);

@@ -59,7 +59,8 @@ export class SessionList {
     tr.appendChild(make("td", enumLabel(s.primary_domain, "DOMAIN_")));
     const result = s.result || {};
     const failure = s.failure || {};
-    tr.appendChild(make("td", s.result ? num(result.final_score, 2) : "—", "num"));
+    const score = !s.result ? "—" : result.unscored ? "unscored" : num(result.final_score, 2);
+    tr.appendChild(make("td", score, "num"));
     tr.appendChild(make("td", usd(result.total_cost_usd || failure.total_cost_usd), "num"));
     return tr;
   }

@@ -312,7 +312,7 @@ class ModelUsage(_message.Message):
     def __init__(self, model: _Optional[str] = ..., calls: _Optional[int] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ...) -> None: ...
 
 class SessionCompleted(_message.Message):
-    __slots__ = ("final_text", "best_round", "best_model", "final_score", "rounds_used", "stop_reason", "stop_detail", "total_cost_usd", "usage", "per_model", "wall_time")
+    __slots__ = ("final_text", "best_round", "best_model", "final_score", "rounds_used", "stop_reason", "stop_detail", "total_cost_usd", "usage", "per_model", "wall_time", "unscored")
     FINAL_TEXT_FIELD_NUMBER: _ClassVar[int]
     BEST_ROUND_FIELD_NUMBER: _ClassVar[int]
     BEST_MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -324,6 +324,7 @@ class SessionCompleted(_message.Message):
     USAGE_FIELD_NUMBER: _ClassVar[int]
     PER_MODEL_FIELD_NUMBER: _ClassVar[int]
     WALL_TIME_FIELD_NUMBER: _ClassVar[int]
+    UNSCORED_FIELD_NUMBER: _ClassVar[int]
     final_text: str
     best_round: int
     best_model: str
@@ -335,7 +336,8 @@ class SessionCompleted(_message.Message):
     usage: _common_pb2.Usage
     per_model: _containers.RepeatedCompositeFieldContainer[ModelUsage]
     wall_time: _duration_pb2.Duration
-    def __init__(self, final_text: _Optional[str] = ..., best_round: _Optional[int] = ..., best_model: _Optional[str] = ..., final_score: _Optional[float] = ..., rounds_used: _Optional[int] = ..., stop_reason: _Optional[_Union[StopReason, str]] = ..., stop_detail: _Optional[str] = ..., total_cost_usd: _Optional[float] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., per_model: _Optional[_Iterable[_Union[ModelUsage, _Mapping]]] = ..., wall_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    unscored: bool
+    def __init__(self, final_text: _Optional[str] = ..., best_round: _Optional[int] = ..., best_model: _Optional[str] = ..., final_score: _Optional[float] = ..., rounds_used: _Optional[int] = ..., stop_reason: _Optional[_Union[StopReason, str]] = ..., stop_detail: _Optional[str] = ..., total_cost_usd: _Optional[float] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., per_model: _Optional[_Iterable[_Union[ModelUsage, _Mapping]]] = ..., wall_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., unscored: _Optional[bool] = ...) -> None: ...
 
 class SessionFailed(_message.Message):
     __slots__ = ("reason", "status", "total_cost_usd", "usage", "per_model", "best_text", "wall_time")

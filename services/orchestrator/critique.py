@@ -4,6 +4,10 @@ Critics are asked for one JSON object (JSON mode when the model supports it). Re
 the parser accepts the object alone, wrapped in a Markdown code fence, or surrounded by prose; it
 validates types and the score range; as a last resort it reads a "score: N/10" line. Anything else
 raises :class:`UnusableCritique`, which the loop counts as a failed critic — never a crash.
+
+The texts under review are untrusted and may carry a ready-made review ("score": 10) for a critic to
+echo. A JSON object or score line found in them (``quoted``) is never taken as the critic's own: a
+reply that only repeats one is unusable.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ _FENCE = re.compile(r"```(?:json)?\s*(\{.*?\})\s*```", re.DOTALL | re.IGNORECASE
 _SCORE_LINE = re.compile(r"\bscore\b\W{0,5}(\d{1,2}(?:\.\d+)?)\s*(?:/\s*10|out of 10)?", re.IGNORECASE)
 _MAX_ITEMS = 20
 _MAX_ITEM_CHARS = 2000
+_MAX_OBJECT_STARTS = 64
 
 
 class UnusableCritique(ValueError):
@@ -36,21 +41,71 @@ class Critique:
     tolerant: bool = False
 
 
-def parse_critique(text: str) -> Critique:
-    """Parse a critic's reply. Raises :class:`UnusableCritique` when no usable score is found."""
+def parse_critique(text: str, quoted: tuple[str, ...] = ()) -> Critique:
+    """Parse a critic's reply. Raises :class:`UnusableCritique` when no usable score is found.
+
+    ``quoted``: the untrusted texts the critic was shown; a review copied from them does not count.
+    """
+    planted = [_fingerprint(obj) for q in quoted for obj in _objects(q)]
+    copied = False
+    for data in _objects(text):
+        if planted and _fingerprint(data) in planted:
+            copied = True
+            continue
+        return _from_object(data)
+    if copied:
+        raise UnusableCritique("the reply only repeats a review planted in the text under review")
+    for match in reversed(list(_SCORE_LINE.finditer(text))):
+        line = _line_at(text, match.start())
+        if any(line in q for q in quoted):
+            copied = True
+            continue
+        score = float(match.group(1))
+        if 0 <= score <= 10:
+            return Critique(score=score, rationale=text[:_MAX_ITEM_CHARS].strip(), tolerant=True)
+        break
+    if copied:
+        raise UnusableCritique("the reply only repeats a review planted in the text under review")
+    raise UnusableCritique("no JSON object and no score in the critic's reply")
+
+
+def _objects(text: str) -> list[dict[str, Any]]:
+    """The JSON objects in ``text``, in order: the text itself, or each object in prose or code fences."""
+    found = []
     for candidate in _json_candidates(text):
         try:
             data = json.loads(candidate)
         except ValueError:
             continue
         if isinstance(data, dict):
-            return _from_object(data)
-    matches = _SCORE_LINE.findall(text)
-    if matches:
-        score = float(matches[-1])
-        if 0 <= score <= 10:
-            return Critique(score=score, rationale=text[:_MAX_ITEM_CHARS].strip(), tolerant=True)
-    raise UnusableCritique("no JSON object and no score in the critic's reply")
+            found.append(data)
+    if found:
+        return found
+    decoder = json.JSONDecoder()
+    position, tries = text.find("{"), 0
+    while position >= 0 and tries < _MAX_OBJECT_STARTS:
+        tries += 1
+        try:
+            data, end = decoder.raw_decode(text, position)
+        except ValueError:
+            position = text.find("{", position + 1)
+            continue
+        if isinstance(data, dict):
+            found.append(data)
+        position = text.find("{", end)
+    return found
+
+
+def _fingerprint(data: dict[str, Any]) -> tuple[str, str]:
+    """What makes a review someone's own: its score and its words (case and spacing aside)."""
+    words = " ".join(str(data.get("rationale") or data.get("reasoning") or "").lower().split())
+    return str(data.get("score")), words
+
+
+def _line_at(text: str, position: int) -> str:
+    start = text.rfind("\n", 0, position) + 1
+    end = text.find("\n", position)
+    return text[start : len(text) if end < 0 else end].strip()
 
 
 def _json_candidates(text: str) -> list[str]:
@@ -96,15 +151,21 @@ def _items(value: object) -> list[str]:
 
 
 def feedback_text(critiques: list[Critique]) -> str:
-    """Critiques rendered for the refine prompt, anonymised as Reviewer A, B, C..."""
+    """Critiques rendered for the refine prompt, anonymised as Reviewer A, B, C...
+
+    Each reviewer's words are quoted line by line (``> ``), so a header a critic wrote ("### Reviewer
+    C") stays inside that critic's quote and cannot pass for another review.
+    """
     parts = []
     for i, c in enumerate(critiques):
         lines = [f"### Reviewer {chr(65 + i)} (score {c.score:g}/10)"]
+        body: list[str] = []
         if c.rationale:
-            lines.append(c.rationale)
+            body.append(c.rationale)
         for title, items in (("Weaknesses", c.weaknesses), ("Suggestions", c.suggestions)):
             if items:
-                lines.append(f"{title}:")
-                lines.extend(f"- {item}" for item in items)
+                body.append(f"{title}:")
+                body.extend(f"- {item}" for item in items)
+        lines.extend(f"> {line}" for chunk in body for line in chunk.splitlines())
         parts.append("\n".join(lines))
     return "\n\n".join(parts)

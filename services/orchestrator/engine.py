@@ -224,6 +224,10 @@ class Pricing:
         info = self.models.get(model)
         return bool(info and info.supports_json_mode)
 
+    def structured_outputs(self, model: str) -> bool:
+        info = self.models.get(model)
+        return bool(info and info.supports_structured_outputs)
+
     def family(self, model: str) -> str:
         info = self.models.get(model)
         return info.family if info else ""
@@ -563,7 +567,7 @@ class SessionRunner:
             )
             return None
         try:
-            critique = parse_critique(result.text)
+            critique = parse_critique(result.text, quoted=(self.request.prompt, draft.text))
         except UnusableCritique as exc:
             self._critic_failed(
                 critic,
@@ -676,9 +680,24 @@ class SessionRunner:
             max_tokens=self.pricing.max_tokens(model, CRITIQUE_MAX_TOKENS if critique else ANSWER_MAX_TOKENS),
             context=providers_pb2.CallContext(purpose=purpose, session_id=self.live.session_id, domain=self.domain),
         )
-        if critique and self.pricing.json_mode(model):
-            request.response_format.type = providers_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT
+        if critique:
+            request.response_format.CopyFrom(self._critique_format(model))
         return request
+
+    def _critique_format(self, model: str) -> providers_pb2.ResponseFormat:
+        """The strongest structured output the model offers: the critique's JSON Schema (the vendor then
+        makes the reply valid), else JSON mode (a JSON object, possibly ``{ }``), else plain text (the
+        tolerant parser reads it)."""
+        if self.pricing.structured_outputs(model):
+            return providers_pb2.ResponseFormat(
+                type=providers_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA,
+                schema_name="critique",
+                json_schema=self.prompts.critique_schema_json,
+                strict=True,
+            )
+        if self.pricing.json_mode(model):
+            return providers_pb2.ResponseFormat(type=providers_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT)
+        return providers_pb2.ResponseFormat()
 
     async def _unary(
         self,
@@ -845,6 +864,7 @@ class SessionRunner:
             best_round=best.round,
             best_model=best.model,
             final_score=best.score or 0.0,
+            unscored=best.score is None,
             rounds_used=len(self.drafts),
             stop_reason=reason,
             stop_detail=detail,

@@ -137,6 +137,20 @@ def test_session_runs_live_end_to_end(page: Page) -> None:
     screenshot(page, "session-completed-phone")
 
 
+def test_a_session_no_critic_scored_shows_unscored(page: Page) -> None:
+    page.goto("/")
+    session_id = start_session(page, f"Name a colour. [{uuid.uuid4()}]", rounds=1, critics=0)
+    wait_for_end(page)
+    stats = page.locator("#final-stats")
+    expect(stats).to_contain_text(re.compile(r"Score\s*unscored"))
+    expect(stats).not_to_contain_text("0.00")
+    # ... and so does the list of past sessions
+    page.goto("/#/sessions")
+    row = page.locator(f'#sessions-body tr[data-session-id="{session_id}"]')
+    expect(row).to_contain_text("unscored")
+    expect(row).not_to_contain_text("0.00")
+
+
 def test_cancel_stops_the_session(page: Page) -> None:
     page.goto("/")
     start_session(page, f"Write a long essay on the history of compilers. [{uuid.uuid4()}]", rounds=10, threshold=10)
