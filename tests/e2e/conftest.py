@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,9 +45,10 @@ def _pump(stream: object, sink: list[str], ready: threading.Event | None) -> Non
             ready.set()
 
 
-@pytest.fixture(scope="module")
-def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
-    data_dir = tmp_path_factory.mktemp("suite")
+@contextmanager
+def launch_suite(data_dir: Path, **extra_env: str) -> Iterator[Suite]:
+    """``orchestratex up`` on free ports with ``data_dir``, until it prints that it is ready; stopped with
+    Ctrl-C (SIGINT) at the end. ``extra_env`` adds or overrides settings."""
     ports = {name: free_port() for name in SERVICES}
     env = {
         **os.environ,
@@ -58,8 +60,10 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
         # the cancel storm sends hundreds of requests a second from one address
         "ORX_GATEWAY_RATE_LIMIT": "100000",
         **{f"ORX_{name.upper()}_LISTEN": f"127.0.0.1:{port}" for name, port in ports.items()},
+        **extra_env,
     }
-    env.pop("OPENROUTER_API_KEY", None)
+    if "OPENROUTER_API_KEY" not in extra_env:
+        env.pop("OPENROUTER_API_KEY", None)
     proc = subprocess.Popen(
         [str(BIN / "orchestratex"), "up"],
         env=env,
@@ -79,21 +83,29 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
     if not ready.wait(90):
         proc.kill()
         pytest.fail("orchestratex up did not become ready:\n" + "".join(suite.errors[-30:]))
-    yield suite
     try:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                raise
+        yield suite
     finally:
-        for pump in pumps:
-            pump.join(10)
-        for pipe in (proc.stdout, proc.stderr):
-            if pipe is not None:
-                pipe.close()
+        try:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    raise
+        finally:
+            for pump in pumps:
+                pump.join(10)
+            for pipe in (proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
+    with launch_suite(tmp_path_factory.mktemp("suite")) as running:
+        yield running
 
 
 def wait_for(predicate: object, within: float = 20.0) -> None:
