@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from orchestratex.aio import uncancellable
 from orchestratex.store.analytics_model import (
     I_ATTEMPTS,
     I_FAIL,
@@ -64,6 +65,7 @@ from orchestratex.store.analytics_model import (
     add_shadow,
     day_name,
     failure_slot,
+    feedback_may_join,
     histogram_bucket,
     merge_into,
     model_vector,
@@ -221,6 +223,21 @@ _MIGRATIONS = (
     DROP INDEX sessions_by_time;
     CREATE INDEX sessions_by_time_cost ON sessions (create_time_ns, cost_nanos, session_id, calls);
     CREATE INDEX sessions_by_tenant_cost ON sessions (tenant, create_time_ns, cost_nanos, session_id, calls)
+    """,
+    # Version 3: ratings given before their session is known, with the caller's tenant. Not in
+    # ``feedback``, whose rows must name a known session; joined (moved there) by the batch that
+    # creates the session.
+    """
+    CREATE TABLE pending_feedback (
+        session_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        rating INTEGER NOT NULL,
+        comment TEXT NOT NULL,
+        create_time_ns INTEGER NOT NULL,
+        update_time_ns INTEGER NOT NULL,
+        PRIMARY KEY (session_id, user_id)
+    ) WITHOUT ROWID
     """,
 )
 
@@ -496,10 +513,11 @@ class SqliteAnalyticsStore(AnalyticsStore):
         await self._db.close()
 
     async def _transaction(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
-        """Run ``work`` in one write transaction, shielded so a cancelled RPC cannot cut it in half.
+        """Run ``work`` in one write transaction, to its end even if the caller is cancelled meanwhile.
 
         A batch whose caller went away still commits (or rolls back) as a whole; the outbox redelivers
-        it and the duplicates are recognised.
+        it and the duplicates are recognised. The caller's cancellation is raised once the write has
+        ended, and the write's own error, if any, is then retrieved rather than left for asyncio to log.
         """
 
         async def run() -> T:
@@ -509,7 +527,7 @@ class SqliteAnalyticsStore(AnalyticsStore):
         task = asyncio.ensure_future(run())
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
-        return await asyncio.shield(task)
+        return await uncancellable(task)
 
     async def ingest(self, tenant: str, events: Sequence[EventFacts]) -> IngestResult:
         """Record a batch in one transaction; see :meth:`AnalyticsStore.ingest`."""
@@ -548,7 +566,7 @@ class SqliteAnalyticsStore(AnalyticsStore):
         )
 
     async def put_feedback(
-        self, session_id: str, user_id: str, rating: int, comment: str, now_ns: int
+        self, session_id: str, user_id: str, rating: int, comment: str, now_ns: int, *, tenant: str = ""
     ) -> tuple[FeedbackRecord, bool]:
         """See :meth:`AnalyticsStore.put_feedback`."""
 
@@ -560,8 +578,10 @@ class SqliteAnalyticsStore(AnalyticsStore):
                 )
             )
             if not sessions:
+                return await _put_pending(conn, session_id, user_id, rating, comment, now_ns, tenant)
+            owner, create_ns, primary_model, domain = sessions[0]
+            if tenant and owner != tenant:
                 raise LookupError(f"no session {session_id!r}")
-            tenant, create_ns, primary_model, domain = sessions[0]
             rows = list(
                 await conn.execute_fetchall(
                     "SELECT user_id, rating, create_time_ns FROM feedback WHERE session_id = ?", (session_id,)
@@ -579,7 +599,7 @@ class SqliteAnalyticsStore(AnalyticsStore):
             )
             after = {**before, user_id: rating}
             deltas: Vectors = {}
-            vector = session_vector(deltas, (tenant, int(create_ns) // NANOS_PER_HOUR, primary_model, int(domain)))
+            vector = session_vector(deltas, (owner, int(create_ns) // NANOS_PER_HOUR, primary_model, int(domain)))
             add_ratings(vector, list(before.values()), -1)
             add_ratings(vector, list(after.values()), 1)
             await _flush(conn, {}, deltas)
@@ -770,6 +790,70 @@ class SqliteAnalyticsStore(AnalyticsStore):
         )
 
 
+async def _put_pending(
+    conn: aiosqlite.Connection, session_id: str, user_id: str, rating: int, comment: str, now_ns: int, tenant: str
+) -> tuple[FeedbackRecord, bool]:
+    """Keep a rating of a session not known yet (see :meth:`AnalyticsStore.put_feedback`).
+
+    One per ``(session_id, user_id)``, the latest wins; it keeps its creation time only when the rating
+    it replaces came from the same tenant (another tenant's is none of this caller's business).
+    """
+    rows = list(
+        await conn.execute_fetchall(
+            "SELECT tenant, create_time_ns FROM pending_feedback WHERE session_id = ? AND user_id = ?",
+            (session_id, user_id),
+        )
+    )
+    replaced = bool(rows) and rows[0][0] == tenant
+    created = int(rows[0][1]) if replaced else now_ns
+    await conn.execute(
+        """INSERT INTO pending_feedback (session_id, user_id, tenant, rating, comment, create_time_ns, update_time_ns)
+           VALUES (?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT (session_id, user_id) DO UPDATE SET
+               tenant = excluded.tenant, rating = excluded.rating, comment = excluded.comment,
+               create_time_ns = excluded.create_time_ns, update_time_ns = excluded.update_time_ns""",
+        (session_id, user_id, tenant, rating, comment, created, now_ns),
+    )
+    return FeedbackRecord(session_id, user_id, rating, comment, created, now_ns, pending=True), replaced
+
+
+async def _join_pending(conn: aiosqlite.Connection, states: dict[str, SessionState], created: Sequence[str]) -> Vectors:
+    """Move the pending ratings of the sessions this batch ``created`` to ``feedback`` (or drop those of
+    another tenant); returns their session counter deltas."""
+    deltas: Vectors = {}
+    ratings: dict[str, list[int]] = {}
+    joined: list[tuple[Any, ...]] = []
+    for chunk in _chunks(created):
+        rows = await conn.execute_fetchall(
+            f"""SELECT session_id, user_id, tenant, rating, comment, create_time_ns, update_time_ns
+                FROM pending_feedback WHERE session_id IN ({_marks(chunk)})""",
+            chunk,
+        )
+        for sid, user, tenant, rating, comment, create_ns, update_ns in rows:
+            owner = states[sid].tenant
+            if feedback_may_join(owner, tenant):
+                joined.append((sid, user, int(rating), comment, int(create_ns), int(update_ns)))
+                ratings.setdefault(sid, []).append(int(rating))
+            else:
+                log.warning(
+                    "dropped a rating of session %s by tenant %r given before the session arrived: it belongs to %r",
+                    sid,
+                    tenant,
+                    owner,
+                )
+        if rows:
+            await conn.execute(f"DELETE FROM pending_feedback WHERE session_id IN ({_marks(chunk)})", chunk)
+    if joined:
+        await conn.executemany(
+            """INSERT INTO feedback (session_id, user_id, rating, comment, create_time_ns, update_time_ns)
+               VALUES (?, ?, ?, ?, ?, ?)""",
+            joined,
+        )
+    for sid, values in ratings.items():
+        add_ratings(session_vector(deltas, states[sid].hour_key), values, 1)
+    return deltas
+
+
 async def _ingest(conn: aiosqlite.Connection, tenant: str, events: Sequence[EventFacts]) -> IngestResult:
     """Record the new events of a batch and update the counters (inside the batch's transaction)."""
     unique: dict[tuple[str, int], EventFacts] = {}
@@ -840,6 +924,10 @@ async def _ingest(conn: aiosqlite.Connection, tenant: str, events: Sequence[Even
     settle_shadows(states, round1, new)
 
     await conn.executemany(_UPSERT_SESSION, [_state_row(states[sid]) for sid in touched])
+    # Sessions this batch creates take in the ratings given before they were known.
+    merge_into(
+        session_deltas, await _join_pending(conn, states, [s for s in touched if s not in before]), 1, SESSION_WIDTH
+    )
     await conn.executemany(
         "INSERT INTO events (session_id, sequence, kind, time_ns) VALUES (?, ?, ?, ?)",
         [(e.session_id, e.sequence, e.kind, e.time_ns) for e in new],

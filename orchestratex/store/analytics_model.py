@@ -48,6 +48,11 @@ Rules every implementation follows:
   the exact nearest-rank value between 1 ms and 10 min.
 * Shadow evaluation and feedback outcomes per session are defined by :func:`shadow_outcome` and
   :func:`feedback_hit`, shared by every implementation.
+* A rating may come before analytics knows its session (the orchestrator's outbox has not delivered the
+  session's events yet). It is kept aside, keyed like any rating by ``(session_id, user_id)``, with the
+  caller's tenant, and counts nowhere. The batch that creates the session joins it to the session, in
+  the same transaction, when :func:`feedback_may_join` allows (else it is dropped and logged, so one
+  tenant's rating never lands on another tenant's session). Reports count joined ratings only.
 
 Counter vectors
 ---------------
@@ -191,6 +196,15 @@ def feedback_hit(ratings: Sequence[int]) -> bool:
     return sum(ratings) >= 4 * len(ratings)
 
 
+def feedback_may_join(session_tenant: str, feedback_tenant: str) -> bool:
+    """Whether a rating given before its session was known may join the session once it arrives.
+
+    Only when it came from the session's own tenant, or from an internal caller (no tenant), which may
+    rate any session.
+    """
+    return not feedback_tenant or feedback_tenant == session_tenant
+
+
 @dataclass(frozen=True, slots=True)
 class TokenUsage:
     """Tokens and cost of one or more calls; cost in integer nano-dollars (USD * 1e9)."""
@@ -315,7 +329,7 @@ class SessionInfo:
 
 @dataclass(frozen=True, slots=True)
 class FeedbackRecord:
-    """A stored rating."""
+    """A stored rating. ``pending``: its session is not known yet, so it counts nowhere until it joins."""
 
     session_id: str
     user_id: str
@@ -323,6 +337,7 @@ class FeedbackRecord:
     comment: str
     create_time_ns: int
     update_time_ns: int
+    pending: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -497,12 +512,16 @@ class AnalyticsStore(ABC):
 
     @abstractmethod
     async def put_feedback(
-        self, session_id: str, user_id: str, rating: int, comment: str, now_ns: int
+        self, session_id: str, user_id: str, rating: int, comment: str, now_ns: int, *, tenant: str = ""
     ) -> tuple[FeedbackRecord, bool]:
         """Insert or replace the rating of ``(session_id, user_id)``, keeping its creation time, and
         update the session counters in the same transaction.
 
-        Returns the stored feedback and True when an earlier rating was replaced.
+        ``tenant`` is the caller's ("" = internal). A session of another tenant raises
+        :class:`LookupError`, as for a session that does not exist for that tenant. A session not known
+        yet gets a pending rating (``FeedbackRecord.pending``; see the module docstring), which the batch
+        that creates the session joins to it. Returns the stored feedback and True when an earlier rating
+        (of the same tenant, while pending) was replaced.
         """
 
     @abstractmethod

@@ -21,7 +21,9 @@ is conditional on the document's ``last_batch`` differing from the batch id (it 
 update) — so a journal left by a crash or a failed write is simply applied again before anything else,
 at start-up and before the next write. Writes are serialised by one lock: one analytics process per
 database, as with SQLite. A reader can see a batch half-applied for the moment it takes; nothing is
-ever lost or counted twice.
+ever lost or counted twice. A batch whose journal document would pass :data:`JOURNAL_MAX_BYTES` (MongoDB
+refuses documents over 16 MiB; 10,000 events with long ids come to about 40 MB) is recorded in parts,
+each journalled on its own.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Self, TypeVar
 
+import bson
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, InsertOne, ReplaceOne, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
@@ -75,6 +78,7 @@ from orchestratex.store.analytics_model import (
     add_ratings,
     add_shadow,
     day_name,
+    feedback_may_join,
     merge_into,
     model_vector,
     perf_row,
@@ -110,6 +114,9 @@ JOURNAL = "analytics_journal"
 _MODEL_KEY = ("tenant", "day", "model", "domain")
 _SESSION_KEY = ("tenant", "day", "primary_model", "domain")
 _IN_CHUNK = 1000
+# The largest journal document written: MongoDB's limit is 16 MiB (``maxBsonObjectSize``); the rest is
+# headroom for the write command around it. A batch whose journal would be larger is split.
+JOURNAL_MAX_BYTES = 12 * 1024 * 1024
 
 ANALYTICS_INDEXES: tuple[IndexSpec, ...] = (
     IndexSpec(
@@ -181,7 +188,24 @@ async def _analytics_v1(db: MongoDb) -> None:
     """Version 1: raw facts and daily counters (collections appear on first write; indexes at start-up)."""
 
 
-ANALYTICS_MIGRATIONS: tuple[Migration, ...] = (("raw facts and daily counters", _analytics_v1),)
+async def _analytics_v2(db: MongoDb) -> None:
+    """Version 2: ratings may wait for their session.
+
+    A rating given before its session is known is an ``analytics_feedback`` document with
+    ``pending: true`` and the caller's ``tenant``; the batch that creates the session joins it
+    (``pending: false``) or deletes it. Documents without ``pending`` are joined ones, so nothing is
+    rewritten; the version is recorded so that older code, which would count waiting ratings, refuses
+    the database.
+    """
+
+
+ANALYTICS_MIGRATIONS: tuple[Migration, ...] = (
+    ("raw facts and daily counters", _analytics_v1),
+    ("ratings before their session", _analytics_v2),
+)
+# Ratings that count: joined to a known session (documents written before version 2 have no ``pending``).
+_JOINED: Document = {"pending": {"$ne": True}}
+_DROPPED = "feedback_dropped"
 
 
 def _chunks(items: Sequence[T]) -> Iterable[Sequence[T]]:
@@ -342,6 +366,8 @@ class MongoAnalyticsStore(MongoStoreBase, AnalyticsStore):
             await self._c[FEEDBACK].replace_one(
                 {"session_id": doc["session_id"], "user_id": doc["user_id"]}, doc, upsert=True
             )
+        for session_id, user_id in entry.get(_DROPPED, []):
+            await self._c[FEEDBACK].delete_one({"session_id": session_id, "user_id": user_id, "pending": True})
         for name, key_names in ((MODEL_DAILY, _MODEL_KEY), (SESSION_DAILY, _SESSION_KEY)):
             ops = [
                 UpdateOne(
@@ -459,21 +485,62 @@ class MongoAnalyticsStore(MongoStoreBase, AnalyticsStore):
             )
             merge_into(model_deltas, new_models, 1, MODEL_WIDTH)
             merge_into(session_deltas, new_sessions, 1, SESSION_WIDTH)
+        # Sessions this batch creates take in the ratings given before they were known.
+        joined, dropped = await self._pending_for(states, [sid for sid in touched if sid not in before])
+        joined_ratings: dict[str, list[int]] = {}
+        for doc in joined:
+            joined_ratings.setdefault(str(doc["session_id"]), []).append(int(doc["rating"]))
+        for sid, values in joined_ratings.items():
+            add_ratings(session_vector(session_deltas, states[sid].key), values, 1)
 
-        await self._commit(
-            {
-                "sessions": [_state_doc(states[sid]) for sid in touched],
-                EVENTS: [
-                    {"session_id": e.session_id, "sequence": e.sequence, "kind": e.kind, "time_ns": e.time_ns}
-                    for e in new
-                ],
-                CALLS: calls,
-                CRITIQUES: critiques,
-                MODEL_DAILY: _counter_ops(MODEL_COLUMNS, model_deltas),
-                SESSION_DAILY: _counter_ops(SESSION_COLUMNS, session_deltas),
-            }
-        )
+        entry: Document = {
+            "sessions": [_state_doc(states[sid]) for sid in touched],
+            FEEDBACK: joined,
+            _DROPPED: dropped,
+            EVENTS: [
+                {"session_id": e.session_id, "sequence": e.sequence, "kind": e.kind, "time_ns": e.time_ns} for e in new
+            ],
+            CALLS: calls,
+            CRITIQUES: critiques,
+            MODEL_DAILY: _counter_ops(MODEL_COLUMNS, model_deltas),
+            SESSION_DAILY: _counter_ops(SESSION_COLUMNS, session_deltas),
+        }
+        if len(new) > 1 and len(bson.encode(entry)) > JOURNAL_MAX_BYTES:
+            # Too big for one journal document (MongoDB refuses documents over 16 MiB): record the batch
+            # in two halves, one after the other. Each half is atomic and idempotent; should the second
+            # fail, a redelivery of the batch finds the first half's events already recorded.
+            half = len(new) // 2
+            first = await self._ingest(tenant, new[:half])
+            second = await self._ingest(tenant, new[half:])
+            accepted = first.accepted + second.accepted
+            return IngestResult(accepted, len(events) - accepted)
+        await self._commit(entry)
         return IngestResult(len(new), len(events) - len(new))
+
+    async def _pending_for(
+        self, states: Mapping[str, SessionState], created: Sequence[str]
+    ) -> tuple[list[Document], list[list[str]]]:
+        """The waiting ratings of the sessions a batch ``created``: those that join (as joined documents)
+        and the ``[session_id, user_id]`` of those dropped, another tenant's."""
+        joined: list[Document] = []
+        dropped: list[list[str]] = []
+        for chunk in _chunks(created):
+            found = self._c[FEEDBACK].find({"session_id": {"$in": list(chunk)}, "pending": True})
+            for doc in await found.to_list(None):
+                sid, tenant = str(doc["session_id"]), str(doc.get("tenant", ""))
+                owner = states[sid].tenant
+                if feedback_may_join(owner, tenant):
+                    joined.append({**{k: v for k, v in doc.items() if k != "_id"}, "pending": False})
+                else:
+                    log.warning(
+                        "dropped a rating of session %s by tenant %r given before the session arrived: "
+                        "it belongs to %r",
+                        sid,
+                        tenant,
+                        owner,
+                    )
+                    dropped.append([sid, str(doc["user_id"])])
+        return joined, dropped
 
     async def _raw_vectors(
         self,
@@ -500,7 +567,8 @@ class MongoAnalyticsStore(MongoStoreBase, AnalyticsStore):
             calls += await self._c[CALLS].find(query).to_list(None)
             critiques += await self._c[CRITIQUES].find(query).to_list(None)
             if full:
-                for d in await self._c[FEEDBACK].find(query, {"session_id": 1, "rating": 1}).to_list(None):
+                found = self._c[FEEDBACK].find({**query, **_JOINED}, {"session_id": 1, "rating": 1})
+                for d in await found.to_list(None):
                     ratings.setdefault(str(d["session_id"]), []).append(int(d["rating"]))
         for d in calls:
             tenant, day, _, domain = states[str(d["session_id"])].key
@@ -526,16 +594,18 @@ class MongoAnalyticsStore(MongoStoreBase, AnalyticsStore):
         return models, sessions
 
     async def put_feedback(
-        self, session_id: str, user_id: str, rating: int, comment: str, now_ns: int
+        self, session_id: str, user_id: str, rating: int, comment: str, now_ns: int, *, tenant: str = ""
     ) -> tuple[FeedbackRecord, bool]:
         """See :meth:`AnalyticsStore.put_feedback`."""
 
         async def work() -> tuple[FeedbackRecord, bool]:
             session = await self._c[SESSIONS].find_one({"_id": session_id})
             if session is None:
-                raise LookupError(f"no session {session_id!r}")
+                return await self._put_pending(session_id, user_id, rating, comment, now_ns, tenant)
             state = _state_from(session)
-            rows = await self._c[FEEDBACK].find({"session_id": session_id}).to_list(None)
+            if tenant and state.tenant != tenant:
+                raise LookupError(f"no session {session_id!r}")
+            rows = await self._c[FEEDBACK].find({"session_id": session_id, **_JOINED}).to_list(None)
             before = {str(r["user_id"]): int(r["rating"]) for r in rows}
             created = next((int(r["create_time_ns"]) for r in rows if r["user_id"] == user_id), now_ns)
             after = {**before, user_id: rating}
@@ -562,6 +632,27 @@ class MongoAnalyticsStore(MongoStoreBase, AnalyticsStore):
             return record, user_id in before
 
         return await self._write(work)
+
+    async def _put_pending(
+        self, session_id: str, user_id: str, rating: int, comment: str, now_ns: int, tenant: str
+    ) -> tuple[FeedbackRecord, bool]:
+        """Keep a rating of a session not known yet (under the writer lock); as the SQLite store's
+        ``_put_pending``: the latest wins, and keeps its creation time only over the same tenant's."""
+        earlier = await self._c[FEEDBACK].find_one({"session_id": session_id, "user_id": user_id, "pending": True})
+        replaced = earlier is not None and str(earlier.get("tenant", "")) == tenant
+        created = int(earlier["create_time_ns"]) if earlier is not None and replaced else now_ns
+        doc: Document = {
+            "session_id": session_id,
+            "user_id": user_id,
+            "rating": rating,
+            "comment": comment,
+            "create_time_ns": created,
+            "update_time_ns": now_ns,
+            "tenant": tenant,
+            "pending": True,
+        }
+        await self._commit({FEEDBACK: [doc]})
+        return FeedbackRecord(session_id, user_id, rating, comment, created, now_ns, pending=True), replaced
 
     # ------------------------------------------------------------------------------------ reading
 

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from orchestratex.errors import InvalidArgument, PermissionDenied
 from orchestratex.v1 import analytics_pb2, common_pb2
-from orchestratex.validation import check_enum, check_max_len, require_text
-from services.analytics.ingest import MAX_ID_CHARS
+from orchestratex.validation import INT64_MIN, check_enum, check_max_len, check_timestamp, require_text
+from services.analytics.ingest import EARLIEST_NS, LATEST_NS, MAX_ID_CHARS
 
 NANOS_PER_SECOND = 1_000_000_000
 NANOS_PER_DAY = 86_400 * NANOS_PER_SECOND
@@ -24,26 +22,24 @@ MAX_COMMENT_CHARS = 5000
 MAX_USER_ID_CHARS = 128
 ANONYMOUS = "anonymous"
 
-# The range google.protobuf.Timestamp allows: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
-_MIN_SECONDS = -62_135_596_800
-_MAX_SECONDS = 253_402_300_799
-
 
 def time_window(time_range: analytics_pb2.TimeRange | None, now_ns: int) -> tuple[int, int]:
     """``[start_ns, end_ns)`` from an optional range.
 
     Unset end = now; unset start = 30 days before the end. The start must be before the end and the
-    window at most 366 days wide.
+    window at most 366 days wide. Both must be times the store can hold (nanoseconds in 64 bits: years
+    1677 to 2262); a default start before the earliest such time is cut there, since no session can be
+    older.
     """
     end_ns = now_ns
     start_ns: int | None = None
     if time_range is not None:
-        if time_range.HasField("end_time"):
-            end_ns = _timestamp_ns(time_range.end_time, "range.end_time")
         if time_range.HasField("start_time"):
-            start_ns = _timestamp_ns(time_range.start_time, "range.start_time")
+            start_ns = _stored_time(time_range, "start_time")
+        if time_range.HasField("end_time"):
+            end_ns = _stored_time(time_range, "end_time")
     if start_ns is None:
-        start_ns = end_ns - DEFAULT_WINDOW_NS
+        start_ns = max(end_ns - DEFAULT_WINDOW_NS, INT64_MIN)
     if start_ns >= end_ns:
         raise InvalidArgument("range", "start_time must be before end_time")
     if end_ns - start_ns > MAX_WINDOW_NS:
@@ -51,10 +47,9 @@ def time_window(time_range: analytics_pb2.TimeRange | None, now_ns: int) -> tupl
     return start_ns, end_ns
 
 
-def _timestamp_ns(value: Timestamp, field: str) -> int:
-    if not _MIN_SECONDS <= value.seconds <= _MAX_SECONDS or not 0 <= value.nanos < NANOS_PER_SECOND:
-        raise InvalidArgument(field, "is not a valid timestamp")
-    return value.ToNanoseconds()
+def _stored_time(time_range: analytics_pb2.TimeRange, name: str) -> int:
+    value = getattr(time_range, name)
+    return check_timestamp(value, f"range.{name}", earliest_ns=EARLIEST_NS, latest_ns=LATEST_NS)
 
 
 def session_limit(value: int) -> int:

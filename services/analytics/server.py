@@ -2,7 +2,12 @@
 
 Tenancy: every read is scoped to the caller's tenant (``orchestratex.context.tenant``) when it is set;
 an empty tenant is an internal caller and sees every tenant. Feedback on another tenant's session is
-NOT_FOUND, exactly as for a session that does not exist.
+NOT_FOUND.
+
+Feedback on a session analytics has not heard of is accepted: the orchestrator's outbox may not have
+delivered the session's events yet, and analytics cannot tell such a session from one that does not
+exist (the gateway asks the orchestrator first). The rating waits, with the caller's tenant, and joins
+the session when its events arrive (see ``orchestratex.store.analytics_model``).
 """
 
 from __future__ import annotations
@@ -77,17 +82,24 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
     async def SubmitFeedback(
         self, request: analytics_pb2.SubmitFeedbackRequest, ctx: Context
     ) -> analytics_pb2.SubmitFeedbackResponse:
-        """Record or replace a user's rating of a finished session."""
+        """Record or replace a user's rating of a finished session (or of one not delivered yet)."""
         feedback = feedback_input(request)
-        session = await self._store.get_session(feedback.session_id, context.tenant.get())
-        if session is None:
-            raise NotFound(f"session_id: no session {feedback.session_id!r}")
-        if session.status == STATUS_RUNNING:
+        tenant = context.tenant.get()
+        session = await self._store.get_session(feedback.session_id, tenant)
+        if session is not None and session.status == STATUS_RUNNING:
             raise FailedPrecondition(f"session_id: session {feedback.session_id!r} is still running")
-        record, updated = await self._store.put_feedback(
-            feedback.session_id, feedback.user_id, feedback.rating, feedback.comment, self._clock()
+        try:
+            record, updated = await self._store.put_feedback(
+                feedback.session_id, feedback.user_id, feedback.rating, feedback.comment, self._clock(), tenant=tenant
+            )
+        except LookupError:
+            raise NotFound(f"session_id: no session {feedback.session_id!r}") from None
+        log.info(
+            "feedback %s on session %s%s",
+            "updated" if updated else "recorded",
+            feedback.session_id,
+            " (waiting for its events)" if record.pending else "",
         )
-        log.info("feedback %s on session %s", "updated" if updated else "recorded", feedback.session_id)
         return analytics_pb2.SubmitFeedbackResponse(feedback=reports.feedback_proto(record), updated=updated)
 
     async def GetSatisfaction(

@@ -10,6 +10,7 @@ from typing import Any, TypeAlias
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from orchestratex.config import Settings
@@ -18,6 +19,7 @@ from orchestratex.store.analytics_model import HIST_RELATIVE_ERROR
 from orchestratex.v1 import analytics_pb2 as apb
 from orchestratex.v1 import analytics_pb2_grpc, common_pb2
 from orchestratex.v1 import orchestrator_pb2 as pb
+from services.analytics.ingest import MAX_CALL_COST_USD, MAX_CALL_TOKENS
 from services.analytics.server import build
 from services.selector.history import analytics_fetcher
 from tests.analytics.builders import DAY, HOUR, SECOND, FakeSession, day_start, new_id, now_ns, realistic, ts
@@ -419,7 +421,6 @@ async def test_bad_feedback_is_rejected(stub: Stub) -> None:
         (_feedback(sid, comment="x" * 5001), grpc.StatusCode.INVALID_ARGUMENT, "comment"),
         (_feedback(sid, user_id="u" * 129), grpc.StatusCode.INVALID_ARGUMENT, "user_id"),
         (_feedback(""), grpc.StatusCode.INVALID_ARGUMENT, "session_id"),
-        (_feedback(new_id()), grpc.StatusCode.NOT_FOUND, "session_id"),
         (_feedback(running.session_id), grpc.StatusCode.FAILED_PRECONDITION, "session_id"),
     ]
     for request, code, field in cases:
@@ -427,6 +428,36 @@ async def test_bad_feedback_is_rejected(stub: Stub) -> None:
     # The limits themselves are fine.
     ok = await stub.SubmitFeedback(_feedback(sid, comment="x" * 5000, user_id="u" * 128))
     assert len(ok.feedback.comment) == 5000
+
+
+async def test_feedback_before_the_sessions_events_arrive(stub: Stub) -> None:
+    # Regression: a rating given right after the session was created (the outbox had not delivered its
+    # events yet) was NOT_FOUND. It is kept and counts once the events arrive.
+    session = realistic(now_ns() - HOUR)
+    early = await stub.SubmitFeedback(_feedback(session.session_id, rating=5, user_id="u-1"), metadata=tenant("a"))
+    assert (early.feedback.rating, early.updated) == (5, False)
+    again = await stub.SubmitFeedback(_feedback(session.session_id, rating=4, user_id="u-1"), metadata=tenant("a"))
+    assert again.updated and again.feedback.create_time == early.feedback.create_time
+    assert (await stub.GetSatisfaction(apb.GetSatisfactionRequest())).overall.count == 0
+    await ingest(stub, [session], "a")
+    satisfaction = await stub.GetSatisfaction(apb.GetSatisfactionRequest(), metadata=tenant("a"))
+    assert (satisfaction.overall.count, satisfaction.overall.mean) == (1, 4.0)
+    accuracy = await stub.GetSelectionAccuracy(apb.GetSelectionAccuracyRequest(), metadata=tenant("a"))
+    assert (accuracy.feedback.sample_size, accuracy.feedback.hits) == (1, 1)
+
+
+async def test_early_feedback_never_lands_on_another_tenants_session(stub: Stub) -> None:
+    session = realistic(now_ns() - HOUR)
+    await stub.SubmitFeedback(_feedback(session.session_id, rating=1), metadata=tenant("b"))
+    await ingest(stub, [session], "a")
+    for caller in ((), tenant("a"), tenant("b")):
+        assert (await stub.GetSatisfaction(apb.GetSatisfactionRequest(), metadata=caller)).overall.count == 0
+    # Now that analytics knows the session, the other tenant gets NOT_FOUND as for any unknown session.
+    await expect_error(
+        stub.SubmitFeedback(_feedback(session.session_id), metadata=tenant("b")),
+        grpc.StatusCode.NOT_FOUND,
+        "session_id",
+    )
 
 
 async def test_bad_ranges_and_limits_are_rejected(stub: Stub) -> None:
@@ -517,3 +548,161 @@ async def test_the_selectors_history_reads_the_real_service(stub: Stub) -> None:
     assert history[("m/a", "math")].samples == 2
     assert history[("m/d", "coding")].mean_quality == pytest.approx(0.9)
     assert ("m/b", "coding") not in history  # a critic only: no score received
+
+
+# ------------------------------------------- values the store cannot hold
+
+# The earliest and latest instants a signed 64-bit count of nanoseconds since the epoch can hold.
+EARLIEST_NS = -(2**63)
+LATEST_NS = 2**63 - 1
+YEAR_1 = -62_135_596_800  # 0001-01-01T00:00:00Z, the first second a Timestamp allows
+YEAR_9999 = 253_402_300_799  # 9999-12-31T23:59:59Z, the last
+
+
+def _report_calls(stub: Stub, window: apb.TimeRange) -> list[object]:
+    return [
+        stub.GetCostReport(apb.GetCostReportRequest(range=window)),
+        stub.GetModelPerformance(apb.GetModelPerformanceRequest(range=window)),
+        stub.GetSelectionAccuracy(apb.GetSelectionAccuracyRequest(range=window)),
+        stub.GetSatisfaction(apb.GetSatisfactionRequest(range=window)),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("window", "field"),
+    [
+        (apb.TimeRange(start_time=Timestamp(seconds=YEAR_1), end_time=Timestamp(seconds=YEAR_1 + 86_400)), "start"),
+        (apb.TimeRange(end_time=Timestamp(seconds=YEAR_9999)), "end"),
+        (apb.TimeRange(end_time=Timestamp(seconds=YEAR_1 + 40 * 86_400)), "end"),
+        (apb.TimeRange(start_time=Timestamp(seconds=10**10), end_time=Timestamp(seconds=10**10 + 3600)), "start"),
+        (apb.TimeRange(start_time=ts(now_ns() - DAY), end_time=Timestamp(seconds=10**10)), "end"),
+        (apb.TimeRange(start_time=Timestamp(seconds=-(10**10)), end_time=ts(now_ns())), "start"),
+        (apb.TimeRange(start_time=Timestamp(seconds=0, nanos=-1), end_time=ts(now_ns())), "start"),
+        (apb.TimeRange(end_time=Timestamp(seconds=0, nanos=10**9)), "end"),
+        (apb.TimeRange(end_time=Timestamp(seconds=2**62)), "end"),
+    ],
+)
+async def test_time_ranges_the_store_cannot_hold_are_invalid(stub: Stub, window: apb.TimeRange, field: str) -> None:
+    # Regression: years the Timestamp allows but nanoseconds in 64 bits do not (before 1677, after 2262)
+    # reached the store and came back INTERNAL.
+    for call in _report_calls(stub, window):
+        await expect_error(call, grpc.StatusCode.INVALID_ARGUMENT, f"range.{field}_time")
+
+
+async def test_ranges_at_the_edges_of_what_the_store_holds(stub: Stub) -> None:
+    early = FakeSession(EARLIEST_NS + DAY).started().selected("m/early").response("m/early", 0.5).completed()
+    late = FakeSession(LATEST_NS - 2 * DAY).started().selected("m/late").response("m/late", 0.25).completed()
+    await ingest(stub, [early, late])
+    for session in (early, late):
+        window = apb.TimeRange(start_time=ts(session.start_ns - HOUR), end_time=ts(session.start_ns + HOUR))
+        report = await stub.GetCostReport(apb.GetCostReportRequest(range=window))
+        assert [s.session_id for s in report.sessions] == [session.session_id]
+        assert report.total_cost_usd == pytest.approx(math.fsum(session.call_costs))
+    # An end with no start looks back 30 days, which here starts before the earliest instant: that
+    # part cannot hold any session, so the window is cut there rather than refused.
+    near_start = apb.TimeRange(end_time=ts(EARLIEST_NS + 2 * DAY))
+    report = await stub.GetCostReport(apb.GetCostReportRequest(range=near_start))
+    assert [s.session_id for s in report.sessions] == [early.session_id]
+    for call in _report_calls(stub, near_start):
+        await call  # type: ignore[misc]
+
+
+def _event(seconds: int, nanos: int = 0) -> pb.OrchestrationEvent:
+    return pb.OrchestrationEvent(
+        session_id=new_id(),
+        sequence=1,
+        time=Timestamp(seconds=seconds, nanos=nanos),
+        session_started=pb.SessionStarted(),
+    )
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos"),
+    [
+        (YEAR_1, 0),
+        (YEAR_9999, 0),
+        (YEAR_9999 + 1, 0),
+        (-(2**62), 0),
+        (2**40, 0),
+        (LATEST_NS // SECOND + 1, 0),
+        (EARLIEST_NS // SECOND - 1, 0),
+        (0, 10**9),
+        (0, -5),
+    ],
+)
+async def test_event_times_the_store_cannot_hold_are_invalid(stub: Stub, seconds: int, nanos: int) -> None:
+    good = realistic(now_ns() - HOUR)
+    request = apb.IngestEventsRequest(events=[*good.events, _event(seconds, nanos)])
+    await expect_error(stub.IngestEvents(request), grpc.StatusCode.INVALID_ARGUMENT, f"events[{len(good.events)}].time")
+    assert (await stub.GetCostReport(apb.GetCostReportRequest())).session_count == 0
+
+
+def _call_event(**changes: object) -> FakeSession:
+    """A session whose one call has ``changes`` applied to its ``response_completed`` (dotted names)."""
+    session = FakeSession(now_ns() - HOUR).started().selected("m/a").response("m/a", 0.01)
+    done = session.events[-1].response_completed
+    for name, value in changes.items():
+        target: Any = done
+        *path, last = name.split(".")
+        for part in path:
+            target = getattr(target, part)
+        setattr(target, last, value)
+    return session
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"usage.cost_usd": 1e300}, "usage.cost_usd"),  # finite, but not in nano-dollars
+        ({"usage.cost_usd": 1e20}, "usage.cost_usd"),
+        ({"usage.prompt_tokens": 2**63 - 1}, "usage.prompt_tokens"),  # two of these overflow a counter
+        ({"usage.total_tokens": 2**40}, "usage.total_tokens"),
+        ({"latency.seconds": 315_576_000_000}, "latency"),  # the longest Duration: 3e20 ns
+        ({"time_to_first_token.seconds": 10**11}, "time_to_first_token"),
+        ({"model": "m" * 257}, "model"),
+    ],
+)
+async def test_call_figures_the_store_cannot_hold_are_invalid(
+    stub: Stub, changes: dict[str, object], field: str
+) -> None:
+    session = _call_event(**changes)
+    where = f"events[{len(session.events) - 1}].response_completed.{field}"
+    await expect_error(ingest(stub, [session]), grpc.StatusCode.INVALID_ARGUMENT, where)
+
+
+async def test_model_and_result_names_are_bounded(stub: Stub) -> None:
+    long_primary = FakeSession(now_ns() - HOUR).started().selected("p" * 257)
+    await expect_error(
+        ingest(stub, [long_primary]), grpc.StatusCode.INVALID_ARGUMENT, "events[1].model_selected.primary_model"
+    )
+    long_best = FakeSession(now_ns() - HOUR).started().completed(best_model="b" * 257)
+    await expect_error(
+        ingest(stub, [long_best]), grpc.StatusCode.INVALID_ARGUMENT, "events[1].session_completed.best_model"
+    )
+
+
+async def test_the_largest_accepted_figures_still_add_up(stub: Stub) -> None:
+    # Many calls at the per-call limits, in one hour of one model: every counter still holds the sum.
+    limits = {f"usage.{name}": MAX_CALL_TOKENS for name in ("prompt_tokens", "completion_tokens", "total_tokens")}
+    sessions = [_call_event(**limits, **{"usage.cost_usd": MAX_CALL_COST_USD}) for _ in range(20)]
+    await ingest(stub, sessions)
+    report = await stub.GetCostReport(apb.GetCostReportRequest())
+    assert report.calls == 20
+    assert report.usage.prompt_tokens == 20 * MAX_CALL_TOKENS
+    assert report.total_cost_usd == pytest.approx(20 * MAX_CALL_COST_USD)
+    perf = await stub.GetModelPerformance(apb.GetModelPerformanceRequest())
+    assert perf.models[0].usage.total_tokens == 20 * MAX_CALL_TOKENS
+
+
+async def test_an_unknown_domain_counts_as_not_known(stub: Stub) -> None:
+    # Regression: a domain number this version does not know (from a newer peer) was stored as is and
+    # every report that names domains failed with INTERNAL.
+    session = FakeSession(now_ns() - HOUR).started().selected("m/a", 99).response("m/a", 0.01).completed()
+    await ingest(stub, [session])
+    await stub.SubmitFeedback(apb.SubmitFeedbackRequest(session_id=session.session_id, rating=4))
+    satisfaction = await stub.GetSatisfaction(apb.GetSatisfactionRequest())
+    assert satisfaction.overall.count == 1 and not satisfaction.by_domain
+    perf = await stub.GetModelPerformance(apb.GetModelPerformanceRequest())
+    assert [r.model for r in perf.models] == ["m/a"] and not perf.by_domain
+    accuracy = await stub.GetSelectionAccuracy(apb.GetSelectionAccuracyRequest())
+    assert accuracy.feedback.sample_size == 1

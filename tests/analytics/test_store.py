@@ -424,3 +424,30 @@ async def test_a_version_1_database_is_migrated(tmp_path: Path) -> None:
         assert (await store.cost_summary(scope, 5)).usage.cost_nanos == 30
     finally:
         await store.close()
+
+
+async def test_a_version_2_database_is_migrated_and_keeps_early_ratings(tmp_path: Path) -> None:
+    path = tmp_path / "analytics.db"
+    now = now_ns()
+    db = await SqliteDatabase.open(path, _MIGRATIONS[:2])
+    async with db.transaction() as conn:
+        await conn.execute(
+            "INSERT INTO sessions (session_id, tenant, status, create_time_ns, started) VALUES ('old', 't', 2, ?, 1)",
+            (now,),
+        )
+    await db.close()
+
+    store = await SqliteAnalyticsStore.open(path)
+    try:
+        record, _ = await store.put_feedback("old", "u", 4, "", now, tenant="t")
+        assert not record.pending
+        session = FakeSession(now).started().selected("m/a").response("m/a", 0.01).completed()
+        record, _ = await store.put_feedback(session.session_id, "u", 2, "", now, tenant="t")
+        assert record.pending
+        await store.ingest("t", facts(session.events))
+        assert (await store.satisfaction(Scope("t", now - HOUR, now + HOUR))).overall.counts == (0, 1, 0, 1, 0)
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == len(_MIGRATIONS) == 3
+        assert raw.execute("SELECT COUNT(*) FROM pending_feedback").fetchone()[0] == 0

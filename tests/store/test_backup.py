@@ -17,7 +17,7 @@ from orchestratex.store.analytics import SqliteAnalyticsStore
 from orchestratex.store.analytics_model import EventFacts
 from orchestratex.store.backup import MANIFEST, BackupError, backup_mongo, restore_mongo
 from orchestratex.store.mongo import MongoSessionStore
-from orchestratex.store.mongo_analytics import MongoAnalyticsStore
+from orchestratex.store.mongo_analytics import ANALYTICS_MIGRATIONS, MongoAnalyticsStore
 from orchestratex.store.sessions import SqliteSessionStore
 from orchestratex.v1 import orchestrator_pb2 as pb
 from services.analytics.ingest import facts_from_event
@@ -274,7 +274,7 @@ async def test_mongo_round_trip(target: MongoTarget, tmp_path: Path) -> None:
     result = await backup_mongo(target.client, target.name, tmp_path / "m")
     assert result.counts["events"] == 116
     manifest = json.loads((tmp_path / "m" / MANIFEST).read_text())
-    assert manifest["schema_versions"] == {"analytics": 1, "sessions": 1}
+    assert manifest["schema_versions"] == {"analytics": len(ANALYTICS_MIGRATIONS), "sessions": 1}
     assert manifest["collections"]["analytics_calls"]["documents"] > 0
     if target.settings is None:
         assert manifest["consistency"] == "best-effort" and result.notes
