@@ -10,6 +10,13 @@ Each provider call appears as exactly one event:
 ``session_started``, ``model_selected``, ``session_completed`` and ``session_failed`` update the session;
 ``round_completed`` and warnings that are not about a call are only recorded for idempotency;
 ``response_delta`` events are skipped entirely (see :func:`facts_from_event`).
+
+Everything stored must fit the stores, which keep integers in 64 bits: event times are nanoseconds since
+the epoch (so between :data:`EARLIEST_NS` and :data:`LATEST_NS`, years 1677 to 2262), durations
+nanoseconds, costs nano-dollars. Per call, each token count is at most :data:`MAX_CALL_TOKENS` and the cost
+at most :data:`MAX_CALL_COST_USD`, far above any real call, so that the counters, which add up the calls of
+a tenant, a model and up to 64 days, cannot overflow either. Anything else is ``INVALID_ARGUMENT`` naming
+the field, before the store sees it.
 """
 
 from __future__ import annotations
@@ -32,9 +39,16 @@ from orchestratex.store.analytics_model import (
     TokenUsage,
 )
 from orchestratex.v1 import analytics_pb2, common_pb2, orchestrator_pb2
+from orchestratex.validation import INT64_MAX, INT64_MIN, check_max_len, check_timestamp
 
 MAX_BATCH = 10_000
 MAX_ID_CHARS = 256
+#: The earliest and latest event times the stores can hold (nanoseconds since the epoch in 64 bits).
+EARLIEST_NS = INT64_MIN
+LATEST_NS = INT64_MAX
+#: Per call: the most tokens of each kind, and the highest cost, accepted.
+MAX_CALL_TOKENS = 1_000_000_000
+MAX_CALL_COST_USD = 1_000.0
 
 
 def facts_from_request(request: analytics_pb2.IngestEventsRequest) -> tuple[list[EventFacts], int]:
@@ -68,13 +82,15 @@ def facts_from_event(event: orchestrator_pb2.OrchestrationEvent, path: str = "ev
         raise InvalidArgument(f"{path}.kind", "no event kind is set")
     if kind == "response_delta":
         return None
-    head = EventFacts(session_id, event.sequence, event.time.ToNanoseconds(), kind)
+    time_ns = check_timestamp(event.time, f"{path}.time", earliest_ns=EARLIEST_NS, latest_ns=LATEST_NS)
+    head = EventFacts(session_id, event.sequence, time_ns, kind)
     where = f"{path}.{kind}"
     if kind == "session_started":
         return replace(head, started=True)
     if kind == "model_selected":
         selected = event.model_selected
-        return replace(head, primary_model=selected.primary_model, primary_domain=selected.analysis.primary_domain)
+        primary = check_max_len(selected.primary_model, f"{where}.primary_model", MAX_ID_CHARS)
+        return replace(head, primary_model=primary, primary_domain=known_domain(selected.analysis.primary_domain))
     if kind == "response_completed":
         return replace(head, call=_response_call(event.response_completed, where))
     if kind == "critique_completed":
@@ -86,8 +102,10 @@ def facts_from_event(event: orchestrator_pb2.OrchestrationEvent, path: str = "ev
         return replace(head, call=_warning_call(event.warning, where))
     if kind == "session_completed":
         done = event.session_completed
-        score = _finite(done.final_score, f"{where}.final_score")
-        return replace(head, end=SessionEnd(STATUS_COMPLETED, score, done.best_model))
+        # An unscored session has no score: None, so it never pulls an average down like a 0 would.
+        score = None if done.unscored else _finite(done.final_score, f"{where}.final_score")
+        best = check_max_len(done.best_model, f"{where}.best_model", MAX_ID_CHARS)
+        return replace(head, end=SessionEnd(STATUS_COMPLETED, score, best))
     if kind == "session_failed":
         cancelled = event.session_failed.status == orchestrator_pb2.SESSION_STATUS_CANCELLED
         return replace(head, end=SessionEnd(STATUS_CANCELLED if cancelled else STATUS_FAILED))
@@ -163,11 +181,19 @@ def _warning_call(warning: orchestrator_pb2.SessionWarning, where: str) -> CallF
     )
 
 
+def known_domain(value: int) -> int:
+    """A ``Domain`` value; a number this version does not know (a newer peer's) counts as not known (0)."""
+    return value if value in common_pb2.Domain.values() else common_pb2.DOMAIN_UNSPECIFIED
+
+
 def usage_from_proto(usage: common_pb2.Usage, field: str = "usage") -> TokenUsage:
-    """Tokens as given and the cost in integer nano-dollars (rounded), so sums are exact."""
+    """Tokens as given and the cost in integer nano-dollars (rounded), so sums are exact.
+
+    Each count must be in [0, :data:`MAX_CALL_TOKENS`] and the cost in [0, :data:`MAX_CALL_COST_USD`].
+    """
     cost = _finite(usage.cost_usd, f"{field}.cost_usd")
-    if cost < 0:
-        raise InvalidArgument(f"{field}.cost_usd", f"must be >= 0, got {cost:g}")
+    if not 0 <= cost <= MAX_CALL_COST_USD:
+        raise InvalidArgument(f"{field}.cost_usd", f"must be in [0, {MAX_CALL_COST_USD:g}] per call, got {cost:g}")
     counts = (
         usage.prompt_tokens,
         usage.completion_tokens,
@@ -177,19 +203,23 @@ def usage_from_proto(usage: common_pb2.Usage, field: str = "usage") -> TokenUsag
     )
     names = ("prompt_tokens", "completion_tokens", "reasoning_tokens", "cached_tokens", "total_tokens")
     for name, value in zip(names, counts, strict=True):
-        if value < 0:
-            raise InvalidArgument(f"{field}.{name}", f"must be >= 0, got {value}")
+        if not 0 <= value <= MAX_CALL_TOKENS:
+            raise InvalidArgument(f"{field}.{name}", f"must be in [0, {MAX_CALL_TOKENS:,}] per call, got {value:,}")
     return TokenUsage(*counts, cost_nanos=round(cost * 1e9))
 
 
 def usage_to_proto(usage: TokenUsage) -> common_pb2.Usage:
-    """The inverse of :func:`usage_from_proto` (cost back in USD)."""
+    """The inverse of :func:`usage_from_proto` (cost back in USD).
+
+    Counts saturate at the int64 maximum rather than fail the report (sums of accepted calls never get
+    there; see the module docstring).
+    """
     return common_pb2.Usage(
-        prompt_tokens=usage.prompt_tokens,
-        completion_tokens=usage.completion_tokens,
-        reasoning_tokens=usage.reasoning_tokens,
-        cached_tokens=usage.cached_tokens,
-        total_tokens=usage.total_tokens,
+        prompt_tokens=min(usage.prompt_tokens, INT64_MAX),
+        completion_tokens=min(usage.completion_tokens, INT64_MAX),
+        reasoning_tokens=min(usage.reasoning_tokens, INT64_MAX),
+        cached_tokens=min(usage.cached_tokens, INT64_MAX),
+        total_tokens=min(usage.total_tokens, INT64_MAX),
         cost_usd=usage.cost_usd,
     )
 
@@ -212,6 +242,8 @@ def _duration(value: Duration, field: str) -> int:
     nanos = value.ToNanoseconds()
     if nanos < 0:
         raise InvalidArgument(field, "must not be negative")
+    if nanos > INT64_MAX:
+        raise InvalidArgument(field, f"must be at most {INT64_MAX // 1_000_000_000:,} seconds")
     return nanos
 
 

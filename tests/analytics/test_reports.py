@@ -418,3 +418,16 @@ def test_satisfaction_summary_lists_every_rating_value() -> None:
     assert summary.mean == pytest.approx(statistics.fmean([5, 5, 1]))
     empty = reports.satisfaction_summary("k", RatingCounts())
     assert (empty.count, empty.mean, len(empty.distribution)) == (0, 0.0, 5)
+
+
+def test_an_unscored_session_is_stored_without_a_score_never_as_zero() -> None:
+    def end(**fields: object) -> float | None:
+        session = FakeSession(NOW).started()
+        event = session.add(session_completed=pb.SessionCompleted(**fields))  # type: ignore[arg-type]
+        facts = facts_from_event(event)
+        assert facts is not None and facts.end is not None
+        return facts.end.final_score
+
+    assert end(final_text="an answer", unscored=True) is None
+    assert end(final_text="an answer", final_score=0.0) == 0.0  # a real 0 stays a 0
+    assert end(final_text="an answer", final_score=7.5) == 7.5
