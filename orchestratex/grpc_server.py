@@ -129,10 +129,10 @@ class _Scope:
     async def fail(self, exc: BaseException, ctx: Ctx) -> None:
         if isinstance(exc, OrxError):
             self.status = exc.code.name
-            await ctx.abort(exc.code, exc.message)
+            await _abort(ctx, exc.code, exc.message)
         self.status = "INTERNAL"
         log.error("unhandled error in %s", self.method, exc_info=exc)
-        await ctx.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {context.request_id.get()})")
+        await _abort(ctx, grpc.StatusCode.INTERNAL, f"internal error (request id {context.request_id.get()})")
 
     def done(self) -> None:
         access_log.info(
@@ -148,9 +148,21 @@ class _Scope:
         )
 
 
+async def _abort(ctx: Ctx, code: grpc.StatusCode, message: str) -> None:
+    """``ctx.abort``, for a call that may already have ended: when its deadline passed or its client left
+    just before, gRPC cannot send a status any more (``abort`` then raises another error than AbortError);
+    the call is then over, as a cancelled one, instead of failing a second time inside the error mapping."""
+    try:
+        await ctx.abort(code, message)
+    except grpc.aio.AbortError:
+        raise
+    except Exception:
+        raise asyncio.CancelledError from None
+
+
 async def _reject_undecodable(scope: _Scope, ctx: Ctx) -> None:
     scope.status = "INVALID_ARGUMENT"
-    await ctx.abort(grpc.StatusCode.INVALID_ARGUMENT, "request: not a valid protobuf message")
+    await _abort(ctx, grpc.StatusCode.INVALID_ARGUMENT, "request: not a valid protobuf message")
 
 
 class ServerInterceptor(_InterceptorBase):

@@ -87,9 +87,12 @@ def decode_page_token(token: str) -> tuple[int, str]:
     try:
         raw = base64.urlsafe_b64decode(token.encode()).decode()
         created, _, session_id = raw.partition("|")
-        return int(created), session_id
+        position = int(created)
     except (ValueError, UnicodeError) as exc:
         raise ValueError("malformed page token") from exc
+    if not -(2**63) <= position < 2**63:
+        raise ValueError("malformed page token")  # no store holds such a time: it was not ours
+    return position, session_id
 
 
 class SessionStore(abc.ABC):

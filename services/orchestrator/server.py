@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2
 
 from orchestratex import context
@@ -31,7 +30,7 @@ from orchestratex.v1 import (
     selector_pb2_grpc,
 )
 from orchestratex.v1 import orchestrator_pb2 as pb
-from orchestratex.validation import check_enum, require_text
+from orchestratex.validation import check_enum, check_timestamp, require_text
 from services.orchestrator import shadow
 from services.orchestrator.engine import Pricing, RunConfig, Selection, SessionRunner, estimate_tokens
 from services.orchestrator.hub import TERMINAL_KINDS, EventWriter, Hub, LiveSession, StoreHealth, now_timestamp
@@ -455,8 +454,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                 decode_page_token(request.page_token)
             except ValueError:
                 raise InvalidArgument("page_token", "is not a token returned by ListSessions") from None
-        start = _micros(request.start_time) if request.HasField("start_time") else None
-        end = _micros(request.end_time) if request.HasField("end_time") else None
+        start = check_timestamp(request.start_time, "start_time") // 1000 if request.HasField("start_time") else None
+        end = check_timestamp(request.end_time, "end_time") // 1000 if request.HasField("end_time") else None
         if start is not None and end is not None and start >= end:
             raise InvalidArgument("end_time", "must be after start_time")
         page = await self.manager.store.list_sessions(
@@ -499,10 +498,6 @@ def follow_store_health(srv: GrpcServer, health: StoreHealth) -> None:
             task.add_done_callback(pending.discard)
 
     health.listeners.append(changed)
-
-
-def _micros(ts: Timestamp) -> int:
-    return ts.seconds * 1_000_000 + ts.nanos // 1000
 
 
 async def build(settings: Settings, listen: str | None = None) -> GrpcServer:
