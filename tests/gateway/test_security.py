@@ -19,10 +19,10 @@ from gateway.security import (
     RateLimiter,
     check_exposure,
     hash_key,
-    is_loopback,
     parse_key_entries,
 )
 from gateway.state import GatewayOptions
+from orchestratex.config import is_loopback
 from orchestratex.errors import ConfigError
 
 from .conftest import GatewayFactory, Peers, make_settings, peer_env, wait_connections_closed, wait_until

@@ -19,6 +19,7 @@ import aiohttp
 import grpc
 import pytest
 from google.protobuf import json_format
+from google.protobuf.duration_pb2 import Duration
 
 from orchestratex.v1 import common_pb2, orchestrator_pb2_grpc, providers_pb2
 from orchestratex.v1 import orchestrator_pb2 as pb
@@ -111,6 +112,24 @@ async def test_a_whole_orchestration_over_the_gateway_websocket(real_suite: Suit
                 if data["type"] == "end":
                     break
     _check_session(events)
+
+
+async def test_several_sessions_at_once_on_a_server_that_decodes_one_request_at_a_time(real_suite: Suite) -> None:
+    """llama-cpp-python decodes one request at a time: three sessions' calls queue at the server. Each
+    session still ends (completed, or stopped at its own time limit with what it has), none hangs."""
+    limit = Duration(seconds=150)
+    async with grpc.aio.insecure_channel(real_suite.addr["orchestrator"]) as channel:
+        stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
+
+        async def one(i: int) -> list[pb.OrchestrationEvent]:
+            request = pb.OrchestrateRequest(prompt=f"{PROMPT} ({i})", max_rounds=1, critic_count=1, time_limit=limit)
+            return [r.event async for r in stub.Orchestrate(request, timeout=240)]
+
+        sessions = await asyncio.gather(*(one(i) for i in range(3)))
+    for events in sessions:
+        assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+        assert events[-1].HasField("session_completed"), _kinds(events)
+        assert events[-1].session_completed.final_text.strip()
 
 
 async def _critique(providers: RealProviders, model: str, prompt: str, answer: str) -> providers_pb2.GenerateResponse:
