@@ -50,6 +50,7 @@ from services.orchestrator import server as orchestrator_server
 from services.providers import server as providers_server
 from services.selector import server as selector_server
 from tests.analytics.builders import HOUR, FakeSession, realistic
+from tests.gateway.protogen import INT_RANGES
 
 PROTO_MODULES = (selector_pb2, providers_pb2, orchestrator_pb2, analytics_pb2)
 
@@ -178,19 +179,6 @@ async def _gather_targets(services: Services) -> None:
 
 
 # ------------------------------------------------------------------------------------- strategies
-
-_INT_RANGES = {
-    FieldDescriptor.TYPE_INT32: (-(2**31), 2**31 - 1),
-    FieldDescriptor.TYPE_SINT32: (-(2**31), 2**31 - 1),
-    FieldDescriptor.TYPE_SFIXED32: (-(2**31), 2**31 - 1),
-    FieldDescriptor.TYPE_UINT32: (0, 2**32 - 1),
-    FieldDescriptor.TYPE_FIXED32: (0, 2**32 - 1),
-    FieldDescriptor.TYPE_INT64: (INT64_MIN, INT64_MAX),
-    FieldDescriptor.TYPE_SINT64: (INT64_MIN, INT64_MAX),
-    FieldDescriptor.TYPE_SFIXED64: (INT64_MIN, INT64_MAX),
-    FieldDescriptor.TYPE_UINT64: (0, 2**64 - 1),
-    FieldDescriptor.TYPE_FIXED64: (0, 2**64 - 1),
-}
 
 
 def integers(low: int, high: int) -> st.SearchStrategy[int]:
@@ -417,8 +405,8 @@ def field_hints(hints: Hints, *, tame: bool) -> FieldHints:
 
 def _scalar(fd: Any) -> st.SearchStrategy[Any]:
     kind = fd.type
-    if kind in _INT_RANGES:
-        return integers(*_INT_RANGES[kind])
+    if kind in INT_RANGES:
+        return integers(*INT_RANGES[kind])
     if kind == FieldDescriptor.TYPE_DOUBLE:
         return FLOATS
     if kind == FieldDescriptor.TYPE_FLOAT:

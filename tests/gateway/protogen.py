@@ -8,7 +8,8 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from hypothesis import strategies as st
 
-_INT_RANGES = {
+INT_RANGES = {
+    # The range of each protobuf integer type (shared with the gRPC fuzzer, tests/e2e/grpc_fuzz.py).
     FieldDescriptor.TYPE_INT32: (-(2**31), 2**31 - 1),
     FieldDescriptor.TYPE_SINT32: (-(2**31), 2**31 - 1),
     FieldDescriptor.TYPE_SFIXED32: (-(2**31), 2**31 - 1),
@@ -24,8 +25,8 @@ _INT_RANGES = {
 
 def _scalar(field: FieldDescriptor) -> st.SearchStrategy[Any]:
     kind = field.type
-    if kind in _INT_RANGES:
-        low, high = _INT_RANGES[kind]
+    if kind in INT_RANGES:
+        low, high = INT_RANGES[kind]
         # Defaults and edges matter most: mix them in with any value.
         return st.one_of(st.sampled_from([0, 1, low, high]), st.integers(low, high))
     if kind == FieldDescriptor.TYPE_DOUBLE:
