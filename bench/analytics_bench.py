@@ -43,16 +43,16 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from bench._suite import cluster, free_port, percentile
 from orchestratex.grpc_server import ServiceBinding, create_server
-from orchestratex.store.analytics import SqliteAnalyticsStore
-from orchestratex.store.analytics_model import EventFacts, IngestResult
-from orchestratex.store.sessions import SqliteSessionStore
 from orchestratex.v1 import analytics_pb2 as apb
 from orchestratex.v1 import analytics_pb2_grpc, common_pb2, selector_pb2
 from orchestratex.v1 import orchestrator_pb2 as pb
 from services.analytics.ingest import facts_from_request
 from services.analytics.server import SERVICE_NAME, AnalyticsServicer
+from services.analytics.store.model import EventFacts, IngestResult
+from services.analytics.store.sqlite import SqliteAnalyticsStore
 from services.orchestrator.hub import EventWriter
 from services.orchestrator.outbox import Outbox
+from services.orchestrator.store.sqlite import SqliteSessionStore
 
 GENERATOR_VERSION = 3
 SECOND = 1_000_000_000

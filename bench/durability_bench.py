@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from bench._suite import percentile
-from orchestratex.store.sessions import SqliteSessionStore
 from orchestratex.v1 import orchestrator_pb2 as pb
 from services.orchestrator.hub import EventWriter, Hub, LiveSession
+from services.orchestrator.store.sqlite import SqliteSessionStore
 
 TICKS = os.sysconf("SC_CLK_TCK")
 

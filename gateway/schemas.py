@@ -33,7 +33,7 @@ MAX_SEQUENCE: Final = 2**63 - 1
 FIRST_YEAR: Final = 1678
 LAST_YEAR: Final = 2261
 
-#: Page tokens are base64url (``orchestratex.store.sessions.encode_page_token``).
+#: Page tokens are base64url (``services.orchestrator.store.base.encode_page_token``).
 PAGE_TOKEN_PATTERN: Final = r"^[A-Za-z0-9_=-]*$"
 #: Session and thread ids in paths: what the orchestrator issues (hex and dashes), and more.
 ID_PATTERN: Final = r"^[A-Za-z0-9._~-]{1,128}$"

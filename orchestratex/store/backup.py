@@ -40,8 +40,8 @@ from bson.json_util import CANONICAL_JSON_OPTIONS
 from pymongo import AsyncMongoClient
 
 from orchestratex.config import Settings
-from orchestratex.store.factory import ANALYTICS_FILE, SESSIONS_FILE
 from orchestratex.store.mongo import SCHEMA_COLLECTION, Document, MongoDb, connect
+from orchestratex.store.sqlite import ANALYTICS_FILE, SESSIONS_FILE
 
 MANIFEST = "manifest.json"
 FORMAT = "orchestratex-backup"

@@ -22,6 +22,10 @@ log = logging.getLogger(__name__)
 
 # Primary result codes that mean "the storage cannot take writes now" rather than a bug in a statement:
 # the caller gets UNAVAILABLE (retry later) and the service reports NOT_SERVING until a write succeeds.
+#: File names under ``settings.data_dir`` of the SQLite backend (the services' stores and backup use them).
+SESSIONS_FILE = "orchestrator.db"
+ANALYTICS_FILE = "analytics.db"
+
 _STORAGE_CODES = {
     sqlite3.SQLITE_FULL: "the disk is full",
     sqlite3.SQLITE_IOERR: "an I/O error",

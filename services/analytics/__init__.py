@@ -2,6 +2,6 @@
 
 Modules: ``ingest`` (events to storable facts), ``requests`` (request validation), ``reports`` (pure
 report functions), ``server`` (the servicer and ``build``). Storage: the ``AnalyticsStore`` interface in
-``orchestratex.store.analytics_model``, implemented by ``orchestratex.store.analytics`` (SQLite) and
-``orchestratex.store.mongo_analytics``.
+``services.analytics.store.model``, implemented by ``services.analytics.store.sqlite`` (SQLite) and
+``services.analytics.store.mongo``.
 """

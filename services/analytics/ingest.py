@@ -28,7 +28,9 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 
 from orchestratex.errors import InvalidArgument
-from orchestratex.store.analytics_model import (
+from orchestratex.v1 import analytics_pb2, common_pb2, orchestrator_pb2
+from orchestratex.validation import INT64_MAX, INT64_MIN, check_max_len, check_timestamp
+from services.analytics.store.model import (
     STATUS_CANCELLED,
     STATUS_COMPLETED,
     STATUS_FAILED,
@@ -38,8 +40,6 @@ from orchestratex.store.analytics_model import (
     SessionEnd,
     TokenUsage,
 )
-from orchestratex.v1 import analytics_pb2, common_pb2, orchestrator_pb2
-from orchestratex.validation import INT64_MAX, INT64_MIN, check_max_len, check_timestamp
 
 MAX_BATCH = 10_000
 MAX_ID_CHARS = 256

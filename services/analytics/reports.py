@@ -6,7 +6,7 @@ Definitions used throughout (also in docs/analytics.md):
   the model is not to blame). Cancelled calls still appear under ``failures`` and in ``usage``, because
   their tokens were paid for. The cost report's ``calls`` counts every call.
 * **Latency and TTFT percentiles** cover successful calls (TTFT only where reported). They come from
-  log-spaced histograms (:data:`~orchestratex.store.analytics_model.HIST_BUCKETS` buckets from 1 ms to 10 min):
+  log-spaced histograms (:data:`~services.analytics.store.model.HIST_BUCKETS` buckets from 1 ms to 10 min):
   the nearest-rank percentile's bucket, reported as the bucket's geometric middle, so within
   ``HIST_RELATIVE_ERROR`` (about 11.3%) of the exact nearest-rank value.
 * **Score as author** is the mean of every critique score an answer by the model received, shadow
@@ -27,7 +27,9 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from orchestratex.domains import from_proto
-from orchestratex.store.analytics_model import (
+from orchestratex.v1 import analytics_pb2
+from services.analytics.ingest import usage_to_proto
+from services.analytics.store.model import (
     AccuracySummary,
     CostSummary,
     FeedbackRecord,
@@ -37,8 +39,6 @@ from orchestratex.store.analytics_model import (
     SatisfactionData,
     histogram_quantile,
 )
-from orchestratex.v1 import analytics_pb2
-from services.analytics.ingest import usage_to_proto
 
 # Two-sided 95% normal quantile.
 Z_95 = 1.959963984540054

@@ -7,7 +7,7 @@ NOT_FOUND.
 Feedback on a session analytics has not heard of is accepted: the orchestrator's outbox may not have
 delivered the session's events yet, and analytics cannot tell such a session from one that does not
 exist (the gateway asks the orchestrator first). The rating waits, with the caller's tenant, and joins
-the session when its events arrive (see ``orchestratex.store.analytics_model``).
+the session when its events arrive (see ``services.analytics.store.model``).
 """
 
 from __future__ import annotations
@@ -23,8 +23,6 @@ from orchestratex import context
 from orchestratex.config import Settings
 from orchestratex.errors import FailedPrecondition, NotFound
 from orchestratex.grpc_server import GrpcServer, ServiceBinding, create_server
-from orchestratex.store.analytics_model import STATUS_RUNNING, AnalyticsStore, Scope
-from orchestratex.store.factory import open_analytics_store
 from orchestratex.v1 import analytics_pb2, analytics_pb2_grpc
 from services.analytics import reports
 from services.analytics.ingest import facts_from_request
@@ -36,6 +34,8 @@ from services.analytics.requests import (
     tenant_for_ingest,
     time_window,
 )
+from services.analytics.store import open_analytics_store
+from services.analytics.store.model import STATUS_RUNNING, AnalyticsStore, Scope
 
 log = logging.getLogger(__name__)
 

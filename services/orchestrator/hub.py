@@ -23,9 +23,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from orchestratex.aio import uncancellable
-from orchestratex.store.sessions import SessionStore
 from orchestratex.store.sqlite import storage_problem
 from orchestratex.v1 import orchestrator_pb2 as pb
+from services.orchestrator.store.base import SessionStore
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from itertools import groupby
 
 import grpc
 
-from orchestratex.store.sessions import SessionStore, StoredEvent
 from orchestratex.v1 import analytics_pb2, analytics_pb2_grpc
 from orchestratex.v1 import orchestrator_pb2 as pb
+from services.orchestrator.store.base import SessionStore, StoredEvent
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,6 @@ from orchestratex.config import Settings
 from orchestratex.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable, from_rpc_error
 from orchestratex.grpc_client import open_channel
 from orchestratex.grpc_server import GrpcServer, ServiceBinding, create_server
-from orchestratex.store.factory import open_session_store
-from orchestratex.store.sessions import SessionQuery, SessionStore, decode_page_token
 from orchestratex.v1 import (
     analytics_pb2_grpc,
     common_pb2,
@@ -37,6 +35,8 @@ from services.orchestrator.hub import TERMINAL_KINDS, EventWriter, Hub, LiveSess
 from services.orchestrator.outbox import Outbox
 from services.orchestrator.prompts import PromptSet, load_prompts
 from services.orchestrator.requests import normalise
+from services.orchestrator.store import open_session_store
+from services.orchestrator.store.base import SessionQuery, SessionStore, decode_page_token
 
 log = logging.getLogger(__name__)
 

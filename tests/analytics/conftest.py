@@ -10,9 +10,9 @@ import pytest
 
 from orchestratex.config import Settings
 from orchestratex.grpc_server import GrpcServer
-from orchestratex.store.analytics import SqliteAnalyticsStore
 from orchestratex.v1 import analytics_pb2_grpc
 from services.analytics.server import build
+from services.analytics.store.sqlite import SqliteAnalyticsStore
 
 
 @pytest.fixture

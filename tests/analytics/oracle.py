@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from orchestratex.store.analytics_model import (
+from services.analytics.store.model import (
     FAILURE_KINDS,
     HIST_BUCKETS,
     STATUS_RUNNING,

@@ -11,7 +11,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from orchestratex.errors import InvalidArgument, PermissionDenied
-from orchestratex.store.analytics_model import (
+from orchestratex.v1 import analytics_pb2, common_pb2
+from orchestratex.v1 import orchestrator_pb2 as pb
+from services.analytics import reports
+from services.analytics.ingest import facts_from_event, facts_from_request
+from services.analytics.requests import (
+    feedback_input,
+    session_limit,
+    tenant_for_ingest,
+    time_window,
+)
+from services.analytics.store.model import (
     HIST_BUCKETS,
     HIST_MAX_NS,
     HIST_MIN_NS,
@@ -27,16 +37,6 @@ from orchestratex.store.analytics_model import (
     histogram_quantile,
     histogram_value,
     shadow_outcome,
-)
-from orchestratex.v1 import analytics_pb2, common_pb2
-from orchestratex.v1 import orchestrator_pb2 as pb
-from services.analytics import reports
-from services.analytics.ingest import facts_from_event, facts_from_request
-from services.analytics.requests import (
-    feedback_input,
-    session_limit,
-    tenant_for_ingest,
-    time_window,
 )
 from tests.analytics.builders import DAY, SECOND, FakeSession, realistic
 

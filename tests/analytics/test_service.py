@@ -15,12 +15,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from orchestratex.config import Settings
 from orchestratex.grpc_server import GrpcServer
-from orchestratex.store.analytics_model import HIST_RELATIVE_ERROR
 from orchestratex.v1 import analytics_pb2 as apb
 from orchestratex.v1 import analytics_pb2_grpc, common_pb2
 from orchestratex.v1 import orchestrator_pb2 as pb
 from services.analytics.ingest import MAX_CALL_COST_USD, MAX_CALL_TOKENS
 from services.analytics.server import build
+from services.analytics.store.model import HIST_RELATIVE_ERROR
 from services.selector.history import analytics_fetcher
 from tests.analytics.builders import DAY, HOUR, SECOND, FakeSession, day_start, new_id, now_ns, realistic, ts
 

@@ -12,8 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from orchestratex.store.analytics import _MIGRATIONS, SqliteAnalyticsStore
-from orchestratex.store.analytics_model import (
+from orchestratex.store.sqlite import SqliteDatabase
+from orchestratex.v1 import common_pb2
+from orchestratex.v1 import orchestrator_pb2 as pb
+from services.analytics.ingest import facts_from_event
+from services.analytics.store.model import (
     STATUS_CANCELLED,
     STATUS_COMPLETED,
     STATUS_RUNNING,
@@ -23,10 +26,7 @@ from orchestratex.store.analytics_model import (
     TokenUsage,
     histogram_bucket,
 )
-from orchestratex.store.sqlite import SqliteDatabase
-from orchestratex.v1 import common_pb2
-from orchestratex.v1 import orchestrator_pb2 as pb
-from services.analytics.ingest import facts_from_event
+from services.analytics.store.sqlite import _MIGRATIONS, SqliteAnalyticsStore
 from tests.analytics.builders import DAY, HOUR, SECOND, FakeSession, now_ns, realistic
 from tests.analytics.oracle import Oracle
 

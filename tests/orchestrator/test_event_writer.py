@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestratex.store.sessions import SqliteSessionStore
 from orchestratex.v1 import orchestrator_pb2 as pb
 from services.orchestrator.hub import EventWriter
+from services.orchestrator.store.sqlite import SqliteSessionStore
 
 
 class CountingStore(SqliteSessionStore):

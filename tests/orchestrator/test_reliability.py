@@ -22,12 +22,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from orchestratex.aio import uncancellable
-from orchestratex.store.sessions import SqliteSessionStore
 from orchestratex.store.sqlite import StorageUnavailable
 from orchestratex.v1 import common_pb2
 from orchestratex.v1 import orchestrator_pb2 as pb
 from services.orchestrator.hub import EventWriter, Hub, now_timestamp
 from services.orchestrator.server import SERVICE_NAME
+from services.orchestrator.store.sqlite import SqliteSessionStore
 from tests.orchestrator.conftest import Stack, kinds, start_stack, stop_stack, wait_until
 
 

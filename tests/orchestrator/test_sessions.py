@@ -8,9 +8,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from orchestratex.store.sessions import SqliteSessionStore
 from orchestratex.v1 import common_pb2
 from orchestratex.v1 import orchestrator_pb2 as pb
+from services.orchestrator.store.sqlite import SqliteSessionStore
 from tests.orchestrator.conftest import Stack, kinds, start_stack, stop_stack, wait_until
 
 

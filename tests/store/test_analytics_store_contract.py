@@ -20,9 +20,11 @@ from pathlib import Path
 import bson
 import pytest
 
-from orchestratex.store import mongo_analytics
-from orchestratex.store.analytics import SqliteAnalyticsStore
-from orchestratex.store.analytics_model import (
+from orchestratex.v1 import common_pb2
+from orchestratex.v1 import orchestrator_pb2 as pb
+from services.analytics.ingest import facts_from_event
+from services.analytics.store import mongo as mongo_analytics
+from services.analytics.store.model import (
     STATUS_COMPLETED,
     STATUS_FAILED,
     STATUS_RUNNING,
@@ -30,10 +32,8 @@ from orchestratex.store.analytics_model import (
     EventFacts,
     Scope,
 )
-from orchestratex.store.mongo_analytics import JOURNAL, MongoAnalyticsStore
-from orchestratex.v1 import common_pb2
-from orchestratex.v1 import orchestrator_pb2 as pb
-from services.analytics.ingest import facts_from_event
+from services.analytics.store.mongo import JOURNAL, MongoAnalyticsStore
+from services.analytics.store.sqlite import SqliteAnalyticsStore
 from tests.analytics.builders import DAY, HOUR, SECOND, FakeSession, day_start, realistic
 from tests.store.conftest import MongoTarget
 

@@ -13,14 +13,14 @@ from typing import Any
 import pytest
 
 from orchestratex.cli import main
-from orchestratex.store.analytics import SqliteAnalyticsStore
-from orchestratex.store.analytics_model import EventFacts
 from orchestratex.store.backup import MANIFEST, BackupError, backup_mongo, restore_mongo
-from orchestratex.store.mongo import MongoSessionStore
-from orchestratex.store.mongo_analytics import ANALYTICS_MIGRATIONS, MongoAnalyticsStore
-from orchestratex.store.sessions import SqliteSessionStore
 from orchestratex.v1 import orchestrator_pb2 as pb
 from services.analytics.ingest import facts_from_event
+from services.analytics.store.model import EventFacts
+from services.analytics.store.mongo import ANALYTICS_MIGRATIONS, MongoAnalyticsStore
+from services.analytics.store.sqlite import SqliteAnalyticsStore
+from services.orchestrator.store.mongo import MongoSessionStore
+from services.orchestrator.store.sqlite import SqliteSessionStore
 from tests.analytics.builders import now_ns, realistic
 from tests.store.conftest import BACKENDS, MongoTarget
 from tests.store.test_session_store_contract import event, session, tenant

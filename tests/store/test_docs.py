@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestratex.store.mongo import SESSION_INDEXES
-from orchestratex.store.mongo_analytics import ANALYTICS_INDEXES
+from services.analytics.store.mongo import ANALYTICS_INDEXES
+from services.orchestrator.store.mongo import SESSION_INDEXES
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "storage.md"
 

@@ -9,11 +9,12 @@ import pytest
 
 from orchestratex.config import Settings
 from orchestratex.store import mongo
-from orchestratex.store.analytics import SqliteAnalyticsStore
-from orchestratex.store.factory import open_analytics_store, open_session_store
-from orchestratex.store.mongo import MongoSessionStore
-from orchestratex.store.mongo_analytics import MongoAnalyticsStore
-from orchestratex.store.sessions import SqliteSessionStore
+from services.analytics.store import open_analytics_store
+from services.analytics.store.mongo import MongoAnalyticsStore
+from services.analytics.store.sqlite import SqliteAnalyticsStore
+from services.orchestrator.store import open_session_store
+from services.orchestrator.store.mongo import MongoSessionStore
+from services.orchestrator.store.sqlite import SqliteSessionStore
 from tests.store.mongo_double import AsyncClientDouble
 
 

@@ -16,17 +16,14 @@ from pymongo.errors import BulkWriteError
 
 from orchestratex.config import Settings
 from orchestratex.store import mongo
-from orchestratex.store.mongo import (
+from orchestratex.store.mongo import SCHEMA_COLLECTION, client_options, connect, duplicate_indexes
+from services.orchestrator.store.mongo import (
     COUNTERS,
     EVENT_POSITIONS,
     EVENTS,
-    SCHEMA_COLLECTION,
     SESSION_INDEXES,
     SESSION_MIGRATIONS,
     MongoSessionStore,
-    client_options,
-    connect,
-    duplicate_indexes,
 )
 from tests.store.conftest import BACKENDS, MongoTarget
 from tests.store.test_session_store_contract import event, session, tenant

@@ -11,8 +11,8 @@ import pytest
 
 from orchestratex.config import Settings
 from orchestratex.store import mongo
-from orchestratex.store.mongo import MongoSessionStore
 from orchestratex.v1 import orchestrator_pb2 as pb
+from services.orchestrator.store.mongo import MongoSessionStore
 from tests.orchestrator.conftest import start_stack, stop_stack, wait_until
 from tests.store.conftest import BACKENDS, MONGODB_URI, MongoTarget
 

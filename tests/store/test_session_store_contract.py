@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestratex.store.mongo import MongoSessionStore
-from orchestratex.store.sessions import SessionQuery, SessionStore, SqliteSessionStore
 from orchestratex.v1 import orchestrator_pb2 as pb
+from services.orchestrator.store.base import SessionQuery, SessionStore
+from services.orchestrator.store.mongo import MongoSessionStore
+from services.orchestrator.store.sqlite import SqliteSessionStore
 from tests.store.conftest import MongoTarget
 
 Opener = Callable[[], Awaitable[SessionStore]]

@@ -1,8 +1,8 @@
 """The backend-neutral analytics model: the :class:`AnalyticsStore` interface, its values, and the pure
 helpers every implementation shares so that all of them give identical numbers.
 
-Implementations: :class:`~orchestratex.store.analytics.SqliteAnalyticsStore` (``orchestratex.store.analytics``)
-and :class:`~orchestratex.store.mongo_analytics.MongoAnalyticsStore` (``orchestratex.store.mongo_analytics``).
+Implementations: :class:`~services.analytics.store.sqlite.SqliteAnalyticsStore` (``services.analytics.store.sqlite``)
+and :class:`~services.analytics.store.mongo.MongoAnalyticsStore` (``services.analytics.store.mongo``).
 
 The analytics service turns orchestration events into :class:`EventFacts` (plain values, no protobuf)
 and hands them to a store. Reports are answered from **pre-aggregated counters**, never by reading every

@@ -1,7 +1,7 @@
 """The SQLite implementation of the analytics store: :class:`SqliteAnalyticsStore`.
 
 The model, the rules every implementation follows and the helpers shared with the MongoDB store live in
-:mod:`orchestratex.store.analytics_model`; this module holds only what is particular to SQLite: the schema
+:mod:`services.analytics.store.model`; this module holds only what is particular to SQLite: the schema
 and its migrations, the SQL, and the counter resolutions.
 
 Counters are kept at four resolutions — hours, UTC days, 8-day and 64-day blocks aligned to the epoch,
@@ -23,7 +23,8 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from orchestratex.aio import uncancellable
-from orchestratex.store.analytics_model import (
+from orchestratex.store.sqlite import SqliteDatabase
+from services.analytics.store.model import (
     I_ATTEMPTS,
     I_FAIL,
     I_GIVEN_MILLI,
@@ -77,7 +78,6 @@ from orchestratex.store.analytics_model import (
     shadow_outcome,
     usage_values,
 )
-from orchestratex.store.sqlite import SqliteDatabase
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The analytics store on MongoDB: :class:`MongoAnalyticsStore`.
 
-Same model as the SQLite store (see :mod:`orchestratex.store.analytics_model`, whose rules this follows
+Same model as the SQLite store (see :mod:`services.analytics.store.model`, whose rules this follows
 and whose pure helpers it shares with the SQLite store so both give identical numbers): raw facts
 (events ledger, calls, critiques, feedback, one document per session) plus daily counter documents
 updated with ``$inc``:
@@ -41,7 +41,17 @@ from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, InsertOne, ReplaceO
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
-from orchestratex.store.analytics_model import (
+from orchestratex.store.mongo import (
+    Document,
+    IndexSpec,
+    Migration,
+    MongoDb,
+    MongoStoreBase,
+    duplicate_indexes,
+    ensure_indexes,
+    ensure_schema,
+)
+from services.analytics.store.model import (
     I_ATTEMPTS,
     I_GIVEN_MILLI,
     I_GIVEN_N,
@@ -86,16 +96,6 @@ from orchestratex.store.analytics_model import (
     session_vector,
     settle_shadows,
     usage_values,
-)
-from orchestratex.store.mongo import (
-    Document,
-    IndexSpec,
-    Migration,
-    MongoDb,
-    MongoStoreBase,
-    duplicate_indexes,
-    ensure_indexes,
-    ensure_schema,
 )
 
 log = logging.getLogger(__name__)

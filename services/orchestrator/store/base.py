@@ -1,0 +1,121 @@
+"""Session records and event logs: the orchestrator's storage.
+
+The interface (:class:`SessionStore`) is backend-neutral; :class:`SqliteSessionStore` is the embedded
+implementation. Events are stored as serialised ``OrchestrationEvent`` protobufs keyed by
+``(session_id, sequence)``; every event also gets a store-wide increasing position, which the outbox
+uses as its delivery cursor to analytics.
+"""
+
+from __future__ import annotations
+
+import abc
+import base64
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from orchestratex.v1 import orchestrator_pb2
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """An event as stored: its store-wide position, its tenant and its bytes."""
+
+    position: int
+    tenant: str
+    session_id: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class SessionQuery:
+    """Filters and paging for :meth:`SessionStore.list_sessions`."""
+
+    tenant: str = ""
+    page_size: int = 20
+    page_token: str = ""
+    status: int = 0
+    thread_id: str = ""
+    start_us: int | None = None
+    end_us: int | None = None
+
+
+@dataclass(frozen=True)
+class SessionPage:
+    """One page of sessions."""
+
+    sessions: list[orchestrator_pb2.Session]
+    next_token: str
+
+
+def encode_page_token(create_us: int, session_id: str) -> str:
+    """Opaque keyset-pagination token."""
+    return base64.urlsafe_b64encode(f"{create_us}|{session_id}".encode()).decode()
+
+
+def decode_page_token(token: str) -> tuple[int, str]:
+    """Inverse of :func:`encode_page_token`; raises ``ValueError`` when malformed."""
+    try:
+        raw = base64.urlsafe_b64decode(token.encode()).decode()
+        created, _, session_id = raw.partition("|")
+        position = int(created)
+    except (ValueError, UnicodeError) as exc:
+        raise ValueError("malformed page token") from exc
+    if not -(2**63) <= position < 2**63:
+        raise ValueError("malformed page token")  # no store holds such a time: it was not ours
+    return position, session_id
+
+
+class SessionStore(abc.ABC):
+    """What the orchestrator needs from storage."""
+
+    @abc.abstractmethod
+    async def create_session(self, tenant: str, session: orchestrator_pb2.Session) -> None:
+        """Insert a new session record."""
+
+    @abc.abstractmethod
+    async def save_session(self, session: orchestrator_pb2.Session) -> None:
+        """Replace an existing session record (status, result...)."""
+
+    @abc.abstractmethod
+    async def get_session(self, session_id: str, tenant: str) -> orchestrator_pb2.Session | None:
+        """A session, or None when unknown or owned by another tenant (``tenant`` "" sees all)."""
+
+    @abc.abstractmethod
+    async def list_sessions(self, query: SessionQuery) -> SessionPage:
+        """Newest first, keyset-paged."""
+
+    @abc.abstractmethod
+    async def append_events(self, events: Sequence[tuple[str, int, bytes]]) -> None:
+        """Append ``(session_id, sequence, payload)`` rows in one transaction; duplicates are ignored."""
+
+    @abc.abstractmethod
+    async def read_events(self, session_id: str, after_sequence: int, limit: int = 1000) -> list[bytes]:
+        """Stored events of a session with sequence > ``after_sequence``, in order."""
+
+    @abc.abstractmethod
+    async def last_sequence(self, session_id: str) -> int:
+        """Highest stored sequence of a session (0 when none)."""
+
+    @abc.abstractmethod
+    async def running_sessions(self) -> list[orchestrator_pb2.Session]:
+        """Sessions still marked running (used at start-up to recover from a crash)."""
+
+    @abc.abstractmethod
+    async def thread_sessions(self, tenant: str, thread_id: str, limit: int) -> list[orchestrator_pb2.Session]:
+        """Completed sessions of a thread, oldest first (at most ``limit``, the most recent ones)."""
+
+    @abc.abstractmethod
+    async def events_after(self, position: int, limit: int) -> list[StoredEvent]:
+        """Events at store positions greater than ``position``, in order (for the outbox)."""
+
+    @abc.abstractmethod
+    async def get_cursor(self, name: str) -> int:
+        """A named delivery cursor (0 when never set)."""
+
+    @abc.abstractmethod
+    async def set_cursor(self, name: str, position: int) -> None:
+        """Advance a named delivery cursor."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections."""

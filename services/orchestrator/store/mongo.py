@@ -1,0 +1,306 @@
+"""The orchestrator's session store on MongoDB, through PyMongo's async API.
+
+``docs/storage.md`` lists every collection and index with the query it serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Self
+
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import BulkWriteError
+
+from orchestratex.store.mongo import (
+    Document,
+    IndexSpec,
+    Migration,
+    MongoDb,
+    MongoStoreBase,
+    duplicate_indexes,
+    ensure_indexes,
+    ensure_schema,
+)
+from orchestratex.v1 import orchestrator_pb2
+from services.orchestrator.store.base import (
+    SessionPage,
+    SessionQuery,
+    SessionStore,
+    StoredEvent,
+    decode_page_token,
+    encode_page_token,
+)
+
+log = logging.getLogger(__name__)
+
+SESSIONS = "sessions"
+EVENTS = "events"
+COUNTERS = "counters"
+CURSORS = "cursors"
+EVENT_POSITIONS = "event_positions"
+
+SESSION_INDEXES: tuple[IndexSpec, ...] = (
+    IndexSpec(
+        SESSIONS,
+        "tenant_time",
+        (("tenant", ASCENDING), ("create_us", DESCENDING), ("_id", DESCENDING)),
+        "list_sessions of one tenant, newest first, keyset-paged (also with status or time filters)",
+    ),
+    IndexSpec(
+        SESSIONS,
+        "time",
+        (("create_us", DESCENDING), ("_id", DESCENDING)),
+        "list_sessions across tenants (tenant ''), newest first, keyset-paged",
+    ),
+    IndexSpec(
+        SESSIONS,
+        "tenant_thread_time",
+        (("tenant", ASCENDING), ("thread_id", ASCENDING), ("create_us", DESCENDING)),
+        "thread_sessions (a thread's turns) and list_sessions filtered by thread",
+    ),
+    IndexSpec(SESSIONS, "status", (("status", ASCENDING),), "running_sessions (crash recovery at start-up)"),
+    IndexSpec(
+        EVENTS,
+        "session_sequence",
+        (("session_id", ASCENDING), ("sequence", ASCENDING)),
+        "read_events and last_sequence; uniqueness makes re-appending an event a no-op",
+        unique=True,
+    ),
+    IndexSpec(
+        EVENTS,
+        "position",
+        (("position", ASCENDING),),
+        "events_after (the outbox cursor), in position order",
+        unique=True,
+    ),
+)
+
+
+async def _sessions_v1(db: MongoDb) -> None:
+    """Version 1: the position counter document."""
+    await db[COUNTERS].update_one(
+        {"_id": EVENT_POSITIONS},
+        {"$setOnInsert": {"allocated": 0, "committed": 0}},
+        upsert=True,
+    )
+
+
+SESSION_MIGRATIONS: tuple[Migration, ...] = (("positions counter", _sessions_v1),)
+
+
+class MongoSessionStore(MongoStoreBase, SessionStore):
+    """:class:`SessionStore` on MongoDB.
+
+    Collections: ``sessions`` (``_id`` = session id, the serialised ``Session`` in ``record``),
+    ``events`` (one document per event, ``payload`` the serialised ``OrchestrationEvent``), ``cursors``
+    and ``counters``.
+
+    Store positions (the outbox cursor): each :meth:`append_events` batch reserves a contiguous range
+    with one ``$inc`` of ``counters.event_positions.allocated``, inserts the batch (unordered
+    ``insert_many``), and only then raises ``committed`` to the end of its range. :meth:`events_after`
+    reads positions up to ``committed`` only, so a reader never passes a position whose event could
+    still appear later. Batches are written one at a time (an ``asyncio.Lock``: the orchestrator is the
+    single writer of its database, as with SQLite), so ``committed`` rises in allocation order. A failed
+    batch does not raise ``committed``; the caller retries it (the :class:`EventWriter` does) and the
+    events that did land are recognised as duplicates, under the old range, which the retry's commit
+    then covers. Positions of duplicates are never used: the sequence has gaps, never reorderings.
+    """
+
+    def __init__(self, db: MongoDb, client: AsyncMongoClient[Document] | None = None) -> None:
+        super().__init__(db, client)
+        self._sessions: AsyncCollection[Document] = db[SESSIONS]
+        self._events: AsyncCollection[Document] = db[EVENTS]
+        self._counters: AsyncCollection[Document] = db[COUNTERS]
+        self._cursors: AsyncCollection[Document] = db[CURSORS]
+        self._write_lock = asyncio.Lock()
+
+    APPNAME = "orchestratex-orchestrator"
+
+    @classmethod
+    async def attach(cls, db: MongoDb, client: AsyncMongoClient[Document] | None = None) -> Self:
+        """A store on an already open database (closing the store closes ``client`` when given)."""
+        await ensure_indexes(db, SESSION_INDEXES)
+        await ensure_schema(db, "sessions", SESSION_MIGRATIONS)
+        store = cls(db, client)
+        await store._take_over_positions()
+        return store
+
+    async def _take_over_positions(self) -> None:
+        """At start-up, positions a previous process reserved but never committed are committed now.
+
+        Whatever of those batches landed is then visible to the outbox; nothing else can land there,
+        because the previous writer is gone (one orchestrator per database).
+        """
+        doc = await self._counters.find_one({"_id": EVENT_POSITIONS})
+        allocated, committed = (int(doc["allocated"]), int(doc["committed"])) if doc else (0, 0)
+        if allocated > committed:
+            await self._counters.update_one({"_id": EVENT_POSITIONS}, {"$max": {"committed": allocated}})
+            log.info("committed %d event positions left by a previous run", allocated - committed)
+
+    async def create_session(self, tenant: str, session: orchestrator_pb2.Session) -> None:
+        create_us = session.create_time.seconds * 1_000_000 + session.create_time.nanos // 1000
+        document: Document = {
+            "_id": session.session_id,
+            "tenant": tenant,
+            "status": int(session.status),
+            "thread_id": session.thread_id,
+            "create_us": create_us,
+            "record": session.SerializeToString(),
+        }
+        await self._shielded(lambda: self._sessions.insert_one(document))
+
+    async def save_session(self, session: orchestrator_pb2.Session) -> None:
+        update = {"$set": {"status": int(session.status), "record": session.SerializeToString()}}
+        await self._shielded(lambda: self._sessions.update_one({"_id": session.session_id}, update))
+
+    async def get_session(self, session_id: str, tenant: str) -> orchestrator_pb2.Session | None:
+        query: Document = {"_id": session_id}
+        if tenant:
+            query["tenant"] = tenant
+        doc = await self._sessions.find_one(query, {"record": 1})
+        return None if doc is None else orchestrator_pb2.Session.FromString(bytes(doc["record"]))
+
+    async def list_sessions(self, query: SessionQuery) -> SessionPage:
+        conditions: list[Document] = []
+        if query.tenant:
+            conditions.append({"tenant": query.tenant})
+        if query.status:
+            conditions.append({"status": int(query.status)})
+        if query.thread_id:
+            conditions.append({"thread_id": query.thread_id})
+        if query.start_us is not None:
+            conditions.append({"create_us": {"$gte": query.start_us}})
+        if query.end_us is not None:
+            conditions.append({"create_us": {"$lt": query.end_us}})
+        if query.page_token:
+            created, sid = decode_page_token(query.page_token)
+            conditions.append({"$or": [{"create_us": {"$lt": created}}, {"create_us": created, "_id": {"$lt": sid}}]})
+        filter_: Document = {"$and": conditions} if conditions else {}
+        cursor = (
+            self._sessions.find(filter_, {"create_us": 1, "record": 1})
+            .sort([("create_us", DESCENDING), ("_id", DESCENDING)])
+            .limit(query.page_size + 1)
+        )
+        docs = await cursor.to_list(None)
+        next_token = ""
+        if len(docs) > query.page_size:
+            docs = docs[: query.page_size]
+            next_token = encode_page_token(int(docs[-1]["create_us"]), str(docs[-1]["_id"]))
+        return SessionPage([orchestrator_pb2.Session.FromString(bytes(d["record"])) for d in docs], next_token)
+
+    async def append_events(self, events: Sequence[tuple[str, int, bytes]]) -> None:
+        if not events:
+            return
+        await self._shielded(lambda: self._append(events))
+
+    async def _append(self, events: Sequence[tuple[str, int, bytes]]) -> None:
+        async with self._write_lock:
+            counter = await self._counters.find_one_and_update(
+                {"_id": EVENT_POSITIONS},
+                {"$inc": {"allocated": len(events)}, "$setOnInsert": {"committed": 0}},
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
+            if counter is None:  # cannot happen with upsert and ReturnDocument.AFTER
+                raise RuntimeError("event position counter missing")
+            end = int(counter["allocated"])
+            start = end - len(events) + 1
+            docs = [
+                {"position": start + i, "session_id": sid, "sequence": seq, "payload": payload}
+                for i, (sid, seq, payload) in enumerate(events)
+            ]
+            try:
+                await self._events.insert_many(docs, ordered=False)
+            except BulkWriteError as exc:
+                duplicates = duplicate_indexes(exc)
+                if duplicates is None:
+                    raise
+                await self._check_duplicates([docs[i] for i in duplicates])
+            await self._counters.update_one({"_id": EVENT_POSITIONS}, {"$max": {"committed": end}})
+
+    async def _check_duplicates(self, docs: list[Document]) -> None:
+        """Every rejected event must already be stored under its (session_id, sequence).
+
+        A duplicate key on ``position`` instead would mean the counter went backwards (a restore into a
+        live database, say): that is corruption, not a replay, and is raised.
+        """
+        keys = [{"session_id": d["session_id"], "sequence": d["sequence"]} for d in docs]
+        found = await self._events.count_documents({"$or": keys})
+        if found != len(keys):
+            raise RuntimeError(f"{len(keys) - found} events collided on store position, not on (session_id, sequence)")
+
+    async def read_events(self, session_id: str, after_sequence: int, limit: int = 1000) -> list[bytes]:
+        cursor = (
+            self._events.find({"session_id": session_id, "sequence": {"$gt": after_sequence}}, {"payload": 1})
+            .sort("sequence", ASCENDING)
+            .limit(limit)
+        )
+        return [bytes(d["payload"]) for d in await cursor.to_list(None)]
+
+    async def last_sequence(self, session_id: str) -> int:
+        doc = await self._events.find_one({"session_id": session_id}, {"sequence": 1}, sort=[("sequence", DESCENDING)])
+        return int(doc["sequence"]) if doc else 0
+
+    async def running_sessions(self) -> list[orchestrator_pb2.Session]:
+        cursor = self._sessions.find({"status": int(orchestrator_pb2.SESSION_STATUS_RUNNING)}, {"record": 1})
+        return [orchestrator_pb2.Session.FromString(bytes(d["record"])) for d in await cursor.to_list(None)]
+
+    async def thread_sessions(self, tenant: str, thread_id: str, limit: int) -> list[orchestrator_pb2.Session]:
+        cursor = (
+            self._sessions.find(
+                {
+                    "tenant": tenant,
+                    "thread_id": thread_id,
+                    "status": int(orchestrator_pb2.SESSION_STATUS_COMPLETED),
+                },
+                {"record": 1},
+            )
+            .sort("create_us", DESCENDING)
+            .limit(limit)
+        )
+        docs = await cursor.to_list(None)
+        return [orchestrator_pb2.Session.FromString(bytes(d["record"])) for d in reversed(docs)]
+
+    async def committed_position(self) -> int:
+        """The highest position readers may see (every batch up to it is fully written)."""
+        doc = await self._counters.find_one({"_id": EVENT_POSITIONS})
+        return int(doc["committed"]) if doc else 0
+
+    async def events_after(self, position: int, limit: int) -> list[StoredEvent]:
+        committed = await self.committed_position()
+        out: list[StoredEvent] = []
+        tenants: dict[str, str | None] = {}
+        # Like the SQLite join, events of unknown sessions are left out; keep reading until ``limit``
+        # known ones are found so such events can never stall the outbox.
+        while len(out) < limit and position < committed:
+            cursor = (
+                self._events.find({"position": {"$gt": position, "$lte": committed}})
+                .sort("position", ASCENDING)
+                .limit(limit - len(out))
+            )
+            docs = await cursor.to_list(None)
+            if not docs:
+                break
+            unknown = sorted({d["session_id"] for d in docs} - tenants.keys())
+            if unknown:
+                found = self._sessions.find({"_id": {"$in": unknown}}, {"tenant": 1})
+                known = {str(d["_id"]): str(d["tenant"]) for d in await found.to_list(None)}
+                tenants.update({sid: known.get(sid) for sid in unknown})
+            for d in docs:
+                tenant = tenants[d["session_id"]]
+                if tenant is not None:
+                    out.append(StoredEvent(int(d["position"]), tenant, str(d["session_id"]), bytes(d["payload"])))
+            position = int(docs[-1]["position"])
+        return out
+
+    async def get_cursor(self, name: str) -> int:
+        doc = await self._cursors.find_one({"_id": name})
+        return int(doc["position"]) if doc else 0
+
+    async def set_cursor(self, name: str, position: int) -> None:
+        await self._shielded(
+            lambda: self._cursors.update_one({"_id": name}, {"$max": {"position": position}}, upsert=True)
+        )
