@@ -9,7 +9,7 @@ COPY pyproject.toml README.md ./
 COPY orchestratex ./orchestratex
 COPY services ./services
 COPY gateway ./gateway
-RUN pip install . && useradd --system --uid 10001 --home-dir /data orx && mkdir -p /data && chown orx /data
+RUN pip install '.[server]' && useradd --system --uid 10001 --home-dir /data orx && mkdir -p /data && chown orx /data
 
 USER orx
 ENV ORX_DATA_DIR=/data ORX_LOG_FORMAT=json

@@ -21,15 +21,16 @@ $(BIN)/python:
 	  apt-get update -qq && apt-get install -y -qq python3-venv && $(PY) -m venv $(VENV); }
 	$(BIN)/python -m pip install -q --upgrade pip
 
+# The `server` extra: what the services and the `orchestratex` command need (a plain install is stubs + client).
 $(STAMPS)/runtime: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q -e '.[server]'
 	@mkdir -p $(STAMPS) && touch $@
 
 # The dev extra includes llama-cpp-python, which compiles llama.cpp from source the first time (about 10-20
 # minutes on two cores; pip's wheel cache makes every later install instant). It needs a C++ compiler
 # (build-essential, installed once with root or sudo when missing) and CMake (scikit-build-core fetches the
 # `cmake` wheel from PyPI when the system has none or too old a one). GGML_NATIVE=OFF builds for any x86-64
-# CPU rather than this one's, so the cached wheel also works on another machine.
+# CPU rather than this one's, so the cached wheel also works on another machine. `dev` includes `server`.
 $(STAMPS)/dev: pyproject.toml | $(BIN)/python
 	@command -v g++ >/dev/null 2>&1 || { echo "no C++ compiler (llama-cpp-python needs one): installing build-essential"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

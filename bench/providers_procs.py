@@ -204,7 +204,7 @@ def providers_process(tmp: Path, standin: Proc, profile: Path | None = None) -> 
     if profile is None:
         argv = [str(BIN / "orchestratex"), "serve", "providers"]
     else:
-        argv = [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "orchestratex.cli", "serve", "providers"]
+        argv = [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "services.cli", "serve", "providers"]
     log = tmp / "providers.log"
     with _running(argv, env, log, subprocess.DEVNULL) as proc:
         try:

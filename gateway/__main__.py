@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Serve (no arguments), or run one of the key helpers."""
     args = list(sys.argv[1:] if argv is None else argv)
     if not args:
-        from orchestratex.cli import main as cli_main  # noqa: PLC0415 - only when serving
+        from services.cli import main as cli_main  # noqa: PLC0415 - only when serving
 
         cli_main(["serve", "gateway"])
         return

@@ -33,7 +33,6 @@ from gateway.listener import ConnectionGuard, GatewaySite, mark_authenticated
 from gateway.security import Principal, Security, bearer_token, check_exposure
 from gateway.state import (
     BACKGROUND,
-    CONNECTIONS,
     GUARD,
     OPTIONS,
     PRINCIPAL,
@@ -113,7 +112,7 @@ def init_app(settings: Settings, options: GatewayOptions | None = None) -> web.A
     app[OPTIONS] = options
     app[SECURITY] = Security.from_settings(settings, options.allowed_hosts)
     app[GUARD] = ConnectionGuard(options.max_unauthenticated_connections, options.linger_timeout)
-    app[CONNECTIONS] = set()
+    app[ws.CONNECTIONS] = set()
     app[BACKGROUND] = set()
     app.cleanup_ctx.append(_upstream_ctx)
     app.on_shutdown.append(ws.close_all)

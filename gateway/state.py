@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from gateway.listener import ConnectionGuard
     from gateway.security import Principal, Security
     from gateway.upstream import Upstream
-    from gateway.ws import Connection
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +155,6 @@ def _count(env: Mapping[str, str], var: str, default: int) -> int:
 SETTINGS: Final = web.AppKey("settings", Settings)
 OPTIONS: Final = web.AppKey("options", GatewayOptions)
 UPSTREAM: Final[web.AppKey[Upstream]] = web.AppKey("upstream")
-CONNECTIONS: Final[web.AppKey[set[Connection]]] = web.AppKey("connections")
 BACKGROUND: Final[web.AppKey[set[asyncio.Task[Any]]]] = web.AppKey("background_tasks")
 SECURITY: Final[web.AppKey[Security]] = web.AppKey("security")
 GUARD: Final[web.AppKey[ConnectionGuard]] = web.AppKey("connection_guard")

@@ -60,7 +60,7 @@ from gateway.events_json import dumps, event_frame, is_terminal
 from gateway.inputs import optional_int, parse_json_object, parse_orchestrate_request, require_id
 from gateway.listener import mark_authenticated
 from gateway.security import Principal
-from gateway.state import CONNECTIONS, OPTIONS, PRINCIPAL, SECURITY, SETTINGS, UPSTREAM, spawn
+from gateway.state import OPTIONS, PRINCIPAL, SECURITY, SETTINGS, UPSTREAM, spawn
 from gateway.upstream import Upstream
 from orchestratex import context
 from orchestratex.config import Settings
@@ -79,6 +79,9 @@ _MAX_REF_CHARS: Final = 256
 _CLOSE_TIMEOUT: Final = 10.0
 
 Ref = str | int | None
+
+#: The open sockets, registered until their release completes, so that shutdown can close each one.
+CONNECTIONS: Final[web.AppKey[set[Connection]]] = web.AppKey("connections")
 
 
 class _Stream:

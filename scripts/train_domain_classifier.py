@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from services.selector.classifier.classifier import DATA_PATH, MODEL_DIR, data_sha256, read_artefact
+from services.selector.classifier.artefact import DATA_PATH, MODEL_DIR, data_sha256
+from services.selector.classifier.classifier import read_artefact
 from services.selector.classifier.model import ArtefactError
 from services.selector.classifier.training import (
     DEFAULT_SPEC,

@@ -1,6 +1,6 @@
 """``python -m services.analytics``: run the analytics service (same as ``orchestratex serve analytics``)."""
 
-from orchestratex.cli import main
+from services.cli import main
 
 if __name__ == "__main__":
     main(["serve", "analytics"])

@@ -6,4 +6,5 @@ Public surface:
 * ``catalogue``: ``load_catalogue(settings)``, ``Catalogue.get/ids``, ``ModelSpec``, ``cost_usd``, ``to_proto``.
 * ``backend``: the ``Backend`` protocol and its request/event types (implemented by ``Simulator``).
 * ``simulator``: ``Simulator`` (``quality_of(draft_id)``, ``draft(draft_id)``), ``DRAFT_LABEL``, ``DRAFT_ID_RE``.
+* ``models_sync``: ``orchestratex models sync``, the catalogue's prices and limits refreshed from OpenRouter.
 """

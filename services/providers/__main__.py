@@ -1,6 +1,6 @@
 """``python -m services.providers``: run the providers service (same as ``orchestratex serve providers``)."""
 
-from orchestratex.cli import main
+from services.cli import main
 
 if __name__ == "__main__":
     main(["serve", "providers"])

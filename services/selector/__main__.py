@@ -1,6 +1,6 @@
 """``python -m services.selector``: run the selector service (same as ``orchestratex serve selector``)."""
 
-from orchestratex.cli import main
+from services.cli import main
 
 if __name__ == "__main__":
     main(["serve", "selector"])

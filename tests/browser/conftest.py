@@ -149,7 +149,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         keyed_log = data_dir / "keyed-gateway.log"
         with keyed_log.open("w") as log:
             keyed = subprocess.Popen(
-                [sys.executable, "-m", "orchestratex.cli", "serve", "gateway"],
+                [sys.executable, "-m", "services.cli", "serve", "gateway"],
                 env=keyed_env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -24,8 +24,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from orchestratex.cli import SERVICE_NAMES, _Restarts
 from orchestratex.config import RestartPolicy
+from services.launcher import SERVICE_NAMES, _Restarts
 from tests.ports import free_port
 
 pytestmark = pytest.mark.timeout(60)

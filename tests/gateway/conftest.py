@@ -32,7 +32,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import init_app
-from gateway.state import CONNECTIONS, GatewayOptions
+from gateway.state import GatewayOptions
+from gateway.ws import CONNECTIONS
 from orchestratex import context as orx_context
 from orchestratex.config import Settings
 from orchestratex.errors import FailedPrecondition, InvalidArgument, NotFound, OrxError, Unavailable

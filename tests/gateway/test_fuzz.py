@@ -18,7 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.app import init_app
-from gateway.state import CONNECTIONS, GatewayOptions
+from gateway.state import GatewayOptions
+from gateway.ws import CONNECTIONS
 
 from .conftest import Peers, wait_until
 

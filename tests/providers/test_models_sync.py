@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from orchestratex.config import Settings
-from orchestratex.models_sync import SyncError, plan, rewrite, run, sync_catalogue
 from services.providers.catalogue import DEFAULT_CATALOGUE, load_catalogue_file
+from services.providers.models_sync import SyncError, plan, rewrite, run, sync_catalogue
 from tests.providers.openrouter_standin import DEFAULT_KEY, OpenRouterStandIn, error_reply
 
 BASE = "https://openrouter.ai/api/v1"
@@ -256,7 +256,7 @@ async def test_cli_subcommand(standin: OpenRouterStandIn, catalogue_copy: Path) 
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "orchestratex.cli",
+        "services.cli",
         "models",
         "sync",
         "--dry-run",

@@ -34,7 +34,7 @@ from services.selector.classifier import (
     load_trained_classifier,
 )
 from services.selector.classifier import model as model_module
-from services.selector.classifier.classifier import METADATA_FILE, MODEL_FILE, data_sha256
+from services.selector.classifier.artefact import METADATA_FILE, MODEL_FILE, data_sha256
 from services.selector.classifier.features import char_ngrams, edge_ngrams, word_ngrams, zone
 from services.selector.classifier.rules import INSTRUCTION_CHARS
 from services.selector.classifier.training import (

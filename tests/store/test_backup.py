@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-from orchestratex.cli import main
 from orchestratex.store.backup import MANIFEST, BackupError, backup_mongo, restore_mongo
 from orchestratex.v1 import orchestrator_pb2 as pb
 from services.analytics.ingest import facts_from_event
 from services.analytics.store.model import EventFacts
 from services.analytics.store.mongo import ANALYTICS_MIGRATIONS, MongoAnalyticsStore
 from services.analytics.store.sqlite import SqliteAnalyticsStore
+from services.cli import main
 from services.orchestrator.store.mongo import MongoSessionStore
 from services.orchestrator.store.sqlite import SqliteSessionStore
 from tests.analytics.builders import now_ns, realistic
@@ -104,7 +104,7 @@ async def test_sqlite_round_trip(data_dir: Path, tmp_path: Path, capsys: pytest.
     manifest = json.loads((target / MANIFEST).read_text())
     assert manifest["backend"] == "sqlite"
     assert manifest["files"]["orchestrator.db"]["tables"]["events"] == 5 * 39
-    assert manifest["files"]["orchestrator.db"]["schema_version"] == 1
+    assert manifest["files"]["orchestrator.db"]["schema_version"] == 2
     assert "events: 195" in capsys.readouterr().out.replace("orchestrator.db:", "")
     wipe(data_dir)
     assert await run("restore", str(target)) == 0

@@ -12,9 +12,8 @@
 
 from __future__ import annotations
 
+from services.selector.classifier.artefact import DATA_PATH, MODEL_DIR
 from services.selector.classifier.classifier import (
-    DATA_PATH,
-    MODEL_DIR,
     TrainedClassifier,
     default_classifier,
     load_trained_classifier,

@@ -26,16 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from orchestratex.domains import DOMAINS
+from services.selector.classifier.artefact import DATA_PATH, METADATA_FILE, MODEL_DIR, MODEL_FILE, data_sha256
 from services.selector.classifier.model import ARTEFACT_FORMAT, ArtefactError, LinearTextModel
 from services.selector.classifier.rules import RuleLayer
 
 log = logging.getLogger(__name__)
-
-PACKAGE_DIR = Path(__file__).resolve().parent
-DATA_PATH = PACKAGE_DIR / "data" / "train.jsonl"
-MODEL_DIR = PACKAGE_DIR / "model"
-MODEL_FILE = "domain_model.npz"
-METADATA_FILE = "metadata.json"
 
 #: Domains whose model probability is at least this get a reason even without a rule firing.
 _REASON_THRESHOLD = 0.05
@@ -108,11 +103,6 @@ def read_artefact(model_dir: Path = MODEL_DIR, data_path: Path = DATA_PATH) -> T
 def default_classifier() -> TrainedClassifier:
     """The shipped classifier, loaded on first use and shared by the process (it is immutable)."""
     return load_trained_classifier()
-
-
-def data_sha256(path: Path) -> str:
-    """SHA-256 of a training file, CRLF normalised to LF (a checkout may convert line ends)."""
-    return hashlib.sha256(path.read_bytes().replace(b"\r\n", b"\n")).hexdigest()
 
 
 def _data_hash(path: Path) -> str | None:

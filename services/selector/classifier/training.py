@@ -30,7 +30,7 @@ from sklearn.pipeline import FeatureUnion, Pipeline  # type: ignore[import-untyp
 from sklearn.svm import LinearSVC  # type: ignore[import-untyped]
 
 from orchestratex.domains import DOMAINS
-from services.selector.classifier.classifier import DATA_PATH, METADATA_FILE, MODEL_DIR, MODEL_FILE, data_sha256
+from services.selector.classifier.artefact import DATA_PATH, METADATA_FILE, MODEL_DIR, MODEL_FILE, data_sha256
 from services.selector.classifier.model import (
     ANALYZERS,
     ARTEFACT_FORMAT,

@@ -1,4 +1,6 @@
-"""The ``orchestratex`` command: ``up``, ``serve``, ``ask``, ``backup``, ``restore``.
+"""The process launcher behind ``orchestratex up`` and ``orchestratex serve <service>``.
+
+``serve`` runs one service (a gRPC service or the gateway) in this process until SIGTERM or SIGINT.
 
 ``up`` runs the whole suite on one machine — each service in its own process, exactly as compose or
 Kubernetes would run them — waits until every one reports SERVING on the standard health service,
@@ -9,11 +11,14 @@ with status 2 (a configuration error: restarting cannot fix it) or dies too ofte
 On Ctrl-C, SIGTERM or SIGHUP it stops them in reverse order, gracefully. The services run in their own
 process groups, so a Ctrl-C in the terminal reaches only ``up``, which then stops them in that order;
 and should ``up`` itself die, even by SIGKILL, each service sees its stdin close and stops by itself.
+
+It lives here, beside the services, because it starts them: ``orchestratex`` (the library) imports
+nothing from ``services`` or ``gateway``. Each process imports only the service it runs (by name, with
+:func:`importlib.import_module`), so the providers process never loads scikit-learn, nor the selector aiohttp.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import errno
@@ -27,10 +32,10 @@ import stat
 import subprocess
 import sys
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import Any, TextIO
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -38,8 +43,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from orchestratex import eventloop
 from orchestratex.config import GRPC_EXPOSURE_VAR, SERVICES, RestartPolicy, Settings, is_loopback
 from orchestratex.errors import ConfigError
-from orchestratex.grpc_server import ListenError
-from orchestratex.logging import register_secret, setup_logging
+from orchestratex.grpc_server import ListenError, serve
+from orchestratex.logging import setup_logging
 from orchestratex.loopmon import LoopLagMonitor
 
 START_ORDER = ("providers", "analytics", "selector", "orchestrator", "gateway")
@@ -54,63 +59,19 @@ READY_TIMEOUT = 60.0
 STORE_SERVICES = ("orchestrator", "analytics")
 # The exit status of a process that stopped on a configuration error: `up` never restarts it.
 CONFIG_ERROR_EXIT = 2
+# How `up` starts each service: this very command, `serve <name>`, in a new process.
+SERVE_COMMAND = ("-m", "services.cli", "serve")
 
 log = logging.getLogger(__name__)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of the console script."""
-    parser = _parser()
-    args = parser.parse_args(argv)
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        _config_error(exc)
-    register_secret(settings.openrouter_api_key.get())
-    register_secret(settings.mongodb_uri.get())
-    if args.command == "serve":
-        try:
-            _preflight([args.service], settings)
-        except ConfigError as exc:
-            _config_error(exc)
-        setup_logging(args.service, settings.log_level, settings.log_format)
-        try:
-            with contextlib.suppress(KeyboardInterrupt):
-                eventloop.run(_serve(args.service, settings), settings.event_loop)
-        except ConfigError as exc:
-            _config_error(exc)
-        except OSError as exc:
-            if not _is_listen_error(exc):
-                raise
-            var = f"ORX_{args.service.upper()}_LISTEN"
-            print(f"orchestratex: {args.service}: {exc} (set {var} to another address)", file=sys.stderr)
-            raise SystemExit(1) from None
-    elif args.command == "up":
-        raise SystemExit(_up(settings))
-    elif args.command == "healthcheck":
-        raise SystemExit(0 if asyncio.run(_probe(args.service, settings)) else 1)
-    elif args.command == "ask":
-        setup_logging("ask", "WARNING", "text")
-        raise SystemExit(asyncio.run(_ask(settings, args)))
-    elif args.command == "models":
-        from orchestratex.models_sync import run as run_models_sync
-
-        setup_logging("models", "WARNING", "text")
-        raise SystemExit(run_models_sync(settings, args))
-    elif args.command in ("backup", "restore"):
-        setup_logging(args.command, "WARNING", "text")
-        raise SystemExit(asyncio.run(_backup_or_restore(settings, args)))
-    else:
-        parser.print_help()
-        raise SystemExit(2)
-
-
-def _config_error(exc: ConfigError) -> NoReturn:
+def config_error(exc: ConfigError) -> int:
+    """Say what is wrong with the configuration, on stderr; the exit status for it."""
     print(f"orchestratex: configuration error: {exc}", file=sys.stderr)
-    raise SystemExit(CONFIG_ERROR_EXIT) from None
+    return CONFIG_ERROR_EXIT
 
 
-def _preflight(names: Iterable[str], settings: Settings) -> None:
+def preflight(names: Iterable[str], settings: Settings) -> None:
     """The start-up checks that need the world, made before anything runs (raise :class:`ConfigError`)."""
     names = list(names)
     for name in names:
@@ -120,72 +81,34 @@ def _preflight(names: Iterable[str], settings: Settings) -> None:
         settings.check_data_dir()
 
 
+def run_service(name: str, settings: Settings) -> int:
+    """``orchestratex serve <name>``: run one service in this process until it is told to stop.
+
+    Returns the exit status: 0 after a graceful stop, 1 when it cannot listen on its address, 2 on a
+    configuration error (each explained on stderr, without a traceback).
+    """
+    try:
+        preflight([name], settings)
+    except ConfigError as exc:
+        return config_error(exc)
+    setup_logging(name, settings.log_level, settings.log_format)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            eventloop.run(_serve(name, settings), settings.event_loop)
+    except ConfigError as exc:
+        return config_error(exc)
+    except OSError as exc:
+        if not _is_listen_error(exc):
+            raise
+        var = f"ORX_{name.upper()}_LISTEN"
+        print(f"orchestratex: {name}: {exc} (set {var} to another address)", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _is_listen_error(exc: OSError) -> bool:
     """True when ``exc`` says the service cannot listen on its address (not, say, a file it cannot open)."""
     return isinstance(exc, ListenError) or exc.errno in {errno.EADDRINUSE, errno.EADDRNOTAVAIL}
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="orchestratex", description="Several LLMs, one excellent answer.")
-    sub = parser.add_subparsers(dest="command")
-    sub.add_parser("up", help="run the whole suite (four gRPC services and the gateway) on this machine")
-    serve = sub.add_parser("serve", help="run one service")
-    serve.add_argument("service", choices=[*SERVICES, "gateway"])
-    check = sub.add_parser("healthcheck", help="exit 0 when a service reports SERVING (for container probes)")
-    check.add_argument("service", choices=[*SERVICES, "gateway"])
-    ask = sub.add_parser("ask", help="run an orchestration from the terminal and watch it live")
-    ask.add_argument("prompt")
-    ask.add_argument("--rounds", type=int, default=None, help="max rounds, 1-10 (default 3)")
-    ask.add_argument("--threshold", type=float, default=None, help="quality threshold, 0-10 (default 8)")
-    ask.add_argument("--critics", type=int, default=None, help="number of critics, 0-5 (default 2)")
-    ask.add_argument("--budget", type=float, default=None, help="budget in USD")
-    ask.add_argument("--model", default="", help="pin the primary model")
-    ask.add_argument("--thread", default="", help="thread id for follow-up prompts")
-    ask.add_argument("--target", default="", help="orchestrator address (default ORX_ORCHESTRATOR_ADDR)")
-    models = sub.add_parser("models", help="manage the model catalogue")
-    models_actions = models.add_subparsers(dest="action", required=True)
-    sync = models_actions.add_parser(
-        "sync", help="refresh prices, context lengths and max output from OpenRouter's /models"
-    )
-    sync.add_argument(
-        "--output",
-        type=Path,
-        default=None,
-        help="file to write (default: the catalogue read, ORX_CATALOGUE or packaged)",
-    )
-    sync.add_argument("--dry-run", action="store_true", help="print the changes without writing anything")
-    backup = sub.add_parser(
-        "backup", help="back up the configured store (SQLite files or MongoDB) into a new directory"
-    )
-    backup.add_argument("directory", type=Path, help="where to write the backup (must not exist, or be empty)")
-    restore = sub.add_parser("restore", help="restore a backup made by `orchestratex backup` (stop the services first)")
-    restore.add_argument("directory", type=Path, help="the backup directory")
-    restore.add_argument("--force", action="store_true", help="replace a store that already holds data")
-    return parser
-
-
-# ------------------------------------------------------------ backup / restore
-
-
-async def _backup_or_restore(settings: Settings, args: argparse.Namespace) -> int:
-    """Run ``backup`` or ``restore``; a refused or failed one prints why and exits 2, having changed nothing."""
-    from orchestratex.store.backup import BackupError, run_backup, run_restore
-
-    try:
-        if args.command == "backup":
-            result = await run_backup(settings, args.directory)
-        else:
-            result = await run_restore(settings, args.directory, force=args.force)
-    except BackupError as exc:
-        print(f"orchestratex: {args.command}: {exc}", file=sys.stderr)
-        return 2
-    done = "backed up into" if args.command == "backup" else "restored from"
-    print(f"{result.backend}: {done} {result.path}")
-    for name, count in sorted(result.counts.items()):
-        print(f"  {name}: {count}")
-    for note in result.notes:
-        print(f"  note: {note}")
-    return 0
 
 
 # ------------------------------------------------------------------ serve
@@ -235,8 +158,6 @@ def _stop_on_stdin_eof() -> None:
 
 
 async def _serve_one(name: str, settings: Settings) -> None:
-    from orchestratex.grpc_server import serve
-
     if name == "gateway":
         gateway_app = importlib.import_module("gateway.app")
         await gateway_app.serve(settings)
@@ -257,12 +178,12 @@ async def _serve_one(name: str, settings: Settings) -> None:
 # --------------------------------------------------------------------- up
 
 
-def _up(settings: Settings) -> int:
+def up(settings: Settings) -> int:
+    """``orchestratex up``: start, supervise and finally stop the whole suite; the exit status."""
     try:
-        _preflight(START_ORDER, settings)
+        preflight(START_ORDER, settings)
     except ConfigError as exc:
-        print(f"orchestratex: configuration error: {exc}", file=sys.stderr)
-        return CONFIG_ERROR_EXIT
+        return config_error(exc)
     busy = [name for name in START_ORDER if not _port_free(settings.listen[name].host, settings.listen[name].port)]
     if busy:
         for name in busy:
@@ -394,9 +315,7 @@ class _Supervisor:
         while True:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
-                "-m",
-                "orchestratex.cli",
-                "serve",
+                *SERVE_COMMAND,
                 child.name,
                 env=self.env,
                 stdin=subprocess.PIPE,  # never written: it closes when `up` dies (_stop_on_stdin_eof)
@@ -457,7 +376,7 @@ class _Supervisor:
         deadline = loop.time() + READY_TIMEOUT
         fields = {"child": child.name, "pid": proc.pid}
         while loop.time() < deadline:
-            if await _probe(child.name, self.settings):
+            if await probe(child.name, self.settings):
                 child.ready.set()
                 if restarted:
                     log.info("%s (pid %d) is serving again", child.name, proc.pid, extra={"event": "ready", **fields})
@@ -512,9 +431,10 @@ def _describe_exit(code: int) -> tuple[str, int | None, str | None]:
     return f"exited with code {code}", code, None
 
 
-async def _probe(name: str, settings: Settings) -> bool:
+async def probe(name: str, settings: Settings) -> bool:
+    """True when service ``name`` answers its health check with SERVING within a second."""
     if name == "gateway":
-        import aiohttp
+        import aiohttp  # noqa: PLC0415 - 150 ms that only `up` and the gateway's probe need, not every service
 
         url = f"http://{settings.listen['gateway'].dialable()}/healthz"
         try:
@@ -569,16 +489,3 @@ def _command() -> str:
         return str(script.relative_to(Path.cwd()))
     except ValueError:
         return str(script)
-
-
-# -------------------------------------------------------------------- ask
-
-
-async def _ask(settings: Settings, args: argparse.Namespace) -> int:
-    from orchestratex.ask import run_ask
-
-    return await run_ask(settings, args)
-
-
-if __name__ == "__main__":
-    main()

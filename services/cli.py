@@ -1,0 +1,123 @@
+"""The ``orchestratex`` command: ``up``, ``serve``, ``healthcheck``, ``ask``, ``models sync``, ``backup``, ``restore``.
+
+The console script points here (``python -m services.cli`` is the same command). It sits beside the
+services because ``up`` and ``serve`` start them (:mod:`services.launcher`) and ``models sync`` edits the
+providers' catalogue (:mod:`services.providers.models_sync`); the client commands, ``ask``, ``backup`` and
+``restore``, are thin wrappers around the library (:mod:`orchestratex.ask`, :mod:`orchestratex.store.backup`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from orchestratex.config import SERVICES, Settings
+from orchestratex.errors import ConfigError
+from orchestratex.logging import register_secret, setup_logging
+from services import launcher
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        raise SystemExit(launcher.config_error(exc)) from None
+    register_secret(settings.openrouter_api_key.get())
+    register_secret(settings.mongodb_uri.get())
+    if args.command == "serve":
+        raise SystemExit(launcher.run_service(args.service, settings))
+    elif args.command == "up":
+        raise SystemExit(launcher.up(settings))
+    elif args.command == "healthcheck":
+        raise SystemExit(0 if asyncio.run(launcher.probe(args.service, settings)) else 1)
+    elif args.command == "ask":
+        setup_logging("ask", "WARNING", "text")
+        raise SystemExit(asyncio.run(_ask(settings, args)))
+    elif args.command == "models":
+        # Imported only for this command (as are those below): httpx and pymongo slow every start-up.
+        from services.providers.models_sync import run as run_models_sync
+
+        setup_logging("models", "WARNING", "text")
+        raise SystemExit(run_models_sync(settings, args))
+    elif args.command in ("backup", "restore"):
+        setup_logging(args.command, "WARNING", "text")
+        raise SystemExit(asyncio.run(_backup_or_restore(settings, args)))
+    else:
+        parser.print_help()
+        raise SystemExit(2)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="orchestratex", description="Several LLMs, one excellent answer.")
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("up", help="run the whole suite (four gRPC services and the gateway) on this machine")
+    serve = sub.add_parser("serve", help="run one service")
+    serve.add_argument("service", choices=[*SERVICES, "gateway"])
+    check = sub.add_parser("healthcheck", help="exit 0 when a service reports SERVING (for container probes)")
+    check.add_argument("service", choices=[*SERVICES, "gateway"])
+    ask = sub.add_parser("ask", help="run an orchestration from the terminal and watch it live")
+    ask.add_argument("prompt")
+    ask.add_argument("--rounds", type=int, default=None, help="max rounds, 1-10 (default 3)")
+    ask.add_argument("--threshold", type=float, default=None, help="quality threshold, 0-10 (default 8)")
+    ask.add_argument("--critics", type=int, default=None, help="number of critics, 0-5 (default 2)")
+    ask.add_argument("--budget", type=float, default=None, help="budget in USD")
+    ask.add_argument("--model", default="", help="pin the primary model")
+    ask.add_argument("--thread", default="", help="thread id for follow-up prompts")
+    ask.add_argument("--target", default="", help="orchestrator address (default ORX_ORCHESTRATOR_ADDR)")
+    models = sub.add_parser("models", help="manage the model catalogue")
+    models_actions = models.add_subparsers(dest="action", required=True)
+    sync = models_actions.add_parser(
+        "sync", help="refresh prices, context lengths and max output from OpenRouter's /models"
+    )
+    sync.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="file to write (default: the catalogue read, ORX_CATALOGUE or packaged)",
+    )
+    sync.add_argument("--dry-run", action="store_true", help="print the changes without writing anything")
+    backup = sub.add_parser(
+        "backup", help="back up the configured store (SQLite files or MongoDB) into a new directory"
+    )
+    backup.add_argument("directory", type=Path, help="where to write the backup (must not exist, or be empty)")
+    restore = sub.add_parser("restore", help="restore a backup made by `orchestratex backup` (stop the services first)")
+    restore.add_argument("directory", type=Path, help="the backup directory")
+    restore.add_argument("--force", action="store_true", help="replace a store that already holds data")
+    return parser
+
+
+async def _backup_or_restore(settings: Settings, args: argparse.Namespace) -> int:
+    """Run ``backup`` or ``restore``; a refused or failed one prints why and exits 2, having changed nothing."""
+    from orchestratex.store.backup import BackupError, run_backup, run_restore
+
+    try:
+        if args.command == "backup":
+            result = await run_backup(settings, args.directory)
+        else:
+            result = await run_restore(settings, args.directory, force=args.force)
+    except BackupError as exc:
+        print(f"orchestratex: {args.command}: {exc}", file=sys.stderr)
+        return 2
+    done = "backed up into" if args.command == "backup" else "restored from"
+    print(f"{result.backend}: {done} {result.path}")
+    for name, count in sorted(result.counts.items()):
+        print(f"  {name}: {count}")
+    for note in result.notes:
+        print(f"  note: {note}")
+    return 0
+
+
+async def _ask(settings: Settings, args: argparse.Namespace) -> int:
+    from orchestratex.ask import run_ask
+
+    return await run_ask(settings, args)
+
+
+if __name__ == "__main__":
+    main()
