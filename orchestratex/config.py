@@ -121,6 +121,7 @@ class Settings:
     sim_speed: float = 1.0
     shadow_sample_rate: float | None = None
     outbox_interval: float = 1.0
+    orchestrator_lease_ttl: float = 10.0
     history_refresh: float = 5.0
     loop_monitor: Path | None = None
     exploration: float = 1.0
@@ -232,6 +233,7 @@ class Settings:
             sim_speed=r.get("ORX_SIM_SPEED", "1", _number(0.001, 1000)),
             shadow_sample_rate=r.get("ORX_SHADOW_SAMPLE_RATE", "", _optional_number(0, 1)),
             outbox_interval=r.get("ORX_OUTBOX_INTERVAL", "1", _number(0.01, 3600)),
+            orchestrator_lease_ttl=r.get("ORX_ORCHESTRATOR_LEASE_TTL", "10", _number(0.5, 3600)),
             history_refresh=r.get("ORX_HISTORY_REFRESH", "5", _number(0.01, 3600)),
             loop_monitor=r.get("ORX_LOOP_MONITOR", "", lambda v: Path(v) if v else None),
             exploration=r.get("ORX_EXPLORATION", "1", _number(0, 10)),

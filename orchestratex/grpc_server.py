@@ -1,9 +1,16 @@
 """gRPC server bootstrap shared by every service.
 
-``create_server`` builds a ``grpc.aio`` server with the standard health service, server reflection,
-and one interceptor that (1) takes the request id and tenant from metadata, (2) writes an access log
-line per RPC, (3) maps exceptions to canonical status codes in one place, and (4) turns undecodable
-requests into INVALID_ARGUMENT. ``serve`` runs it until SIGTERM/SIGINT and shuts down gracefully.
+:func:`building` is the one shape of every service's ``build``: bind the port first (nothing acquired
+yet, so an address in use fails before any side effect), then acquire resources on an
+``AsyncExitStack``; if building fails, everything acquired is released in reverse and the port freed,
+and if it succeeds the server owns the stack and releases it after :meth:`GrpcServer.stop`.
+``create_server`` is the short form for servers without resources (tests, benchmarks).
+
+Every server has the standard health service, server reflection, and one interceptor that (1) takes
+the request id and tenant from metadata, (2) writes an access log line per RPC, (3) maps exceptions to
+canonical status codes in one place, and (4) turns undecodable requests into INVALID_ARGUMENT.
+``serve`` runs it until SIGTERM/SIGINT (or until the service sets ``stopping``) and shuts down
+gracefully.
 
 Trust boundary: the tenant comes from the caller's ``x-orx-tenant`` metadata and is believed as sent
 (no tenant means an internal caller that sees every tenant). Only the gateway, which sets it from a
@@ -20,6 +27,7 @@ import logging
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -60,14 +68,46 @@ class ServiceBinding:
 
 @dataclass
 class GrpcServer:
-    """A built (not yet started) server."""
+    """A bound (not yet started) server.
+
+    ``resources`` holds what the service acquired while building (stores, channels, background
+    tasks); :meth:`stop` releases it, last acquired first. ``stopping`` is set when the service asks
+    to stop itself (e.g. it lost its lease); :func:`serve` then shuts down as on SIGTERM.
+    """
 
     server: grpc.aio.Server
     port: int
     health: AioHealthServicer
-    service_names: list[str]
+    service_names: list[str] = field(default_factory=list)
     on_drain: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    resources: AsyncExitStack = field(default_factory=AsyncExitStack)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @classmethod
+    def bind(cls, listen: str, max_message_bytes: int = 8 * 1024 * 1024) -> GrpcServer:
+        """A server on ``listen`` (``host:port``; port 0 picks a free one) with the health service,
+        no application services yet. Raises :class:`ListenError` when the address cannot be used."""
+        server = grpc.aio.server(interceptors=[ServerInterceptor()], options=server_options(max_message_bytes))
+        health_servicer = AioHealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        try:
+            port = server.add_insecure_port(listen)
+        except RuntimeError:
+            port = 0
+        if port == 0:
+            raise ListenError(f"cannot listen on {listen}: the address is in use or not available")
+        return cls(server=server, port=port, health=health_servicer)
+
+    def add(self, *bindings: ServiceBinding) -> None:
+        """Register the application services (once) and enable reflection for them."""
+        if self.service_names:
+            raise RuntimeError("services are already registered on this server")
+        for binding in bindings:
+            binding.add(binding.servicer, self.server)
+        self.service_names = [b.name for b in bindings]
+        reflection.enable_server_reflection(
+            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
+        )
 
     async def start(self) -> None:
         """Start serving and mark every service SERVING."""
@@ -76,7 +116,7 @@ class GrpcServer:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     async def stop(self, grace: float) -> None:
-        """Flip health to NOT_SERVING, let in-flight RPCs drain for ``grace`` seconds, run cleanups.
+        """Flip health to NOT_SERVING, let in-flight RPCs drain for ``grace`` seconds, release resources.
 
         ``on_drain`` hooks run once health is NOT_SERVING and before the drain starts (e.g. to record
         that work cut short is being shut down rather than cancelled by its client).
@@ -85,11 +125,41 @@ class GrpcServer:
         for hook in self.on_drain:
             await hook()
         await self.server.stop(grace)
-        for cleanup in reversed(self.on_stop):
-            try:
-                await cleanup()
-            except Exception:
-                log.exception("cleanup failed during shutdown")
+        await release(self.resources)
+
+
+async def release(resources: AsyncExitStack) -> None:
+    """Close ``resources``, last acquired first; a failing cleanup is logged and the rest still run."""
+    try:
+        await resources.aclose()
+    except Exception:
+        # AsyncExitStack runs every callback even when one fails, then raises the (chained) errors.
+        log.exception("cleanup failed during shutdown")
+
+
+@asynccontextmanager
+async def building(listen: str, max_message_bytes: int) -> AsyncIterator[tuple[GrpcServer, AsyncExitStack]]:
+    """The shape of every service's ``build``::
+
+        async with building(address, max_bytes) as (srv, resources):
+            store = await resources.enter_async_context(...)   # or push_async_callback(store.close)
+            srv.add(ServiceBinding(...))
+        return srv
+
+    The port is bound before anything is acquired, so a start that cannot listen has no side effect.
+    If the block raises, everything on ``resources`` is released in reverse and the port is freed; if
+    it completes, the server owns ``resources`` and releases them in :meth:`GrpcServer.stop`.
+    """
+    srv = GrpcServer.bind(listen, max_message_bytes)
+    try:
+        async with AsyncExitStack() as resources:
+            yield srv, resources
+            if not srv.service_names:
+                raise RuntimeError("build registered no service")
+            srv.resources = resources.pop_all()
+    except BaseException:
+        await srv.server.stop(None)
+        raise
 
 
 class _Undecodable:
@@ -254,21 +324,10 @@ def create_server(
     listen: str,
     max_message_bytes: int = 8 * 1024 * 1024,
 ) -> GrpcServer:
-    """Build a server for ``bindings`` on ``listen`` (``host:port``; port 0 picks a free one)."""
-    server = grpc.aio.server(interceptors=[ServerInterceptor()], options=server_options(max_message_bytes))
-    for binding in bindings:
-        binding.add(binding.servicer, server)
-    health_servicer = AioHealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    names = [b.name for b in bindings]
-    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    try:
-        port = server.add_insecure_port(listen)
-    except RuntimeError:
-        port = 0
-    if port == 0:
-        raise ListenError(f"cannot listen on {listen}: the address is in use or not available")
-    return GrpcServer(server=server, port=port, health=health_servicer, service_names=names)
+    """A server for ``bindings`` that owns no resources (``listen`` as in :meth:`GrpcServer.bind`)."""
+    srv = GrpcServer.bind(listen, max_message_bytes)
+    srv.add(*bindings)
+    return srv
 
 
 async def serve(srv: GrpcServer, grace: float, ready: Callable[[int], None] | None = None) -> None:
@@ -284,7 +343,12 @@ async def serve(srv: GrpcServer, grace: float, ready: Callable[[int], None] | No
     log.info("serving %s on port %d (%s event loop)", ", ".join(srv.service_names), srv.port, loop_kind)
     if ready is not None:
         ready(srv.port)
-    await stop.wait()
+    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(srv.stopping.wait())]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
     log.info("shutting down (grace %.1fs)", grace)
     await srv.stop(grace)
     log.info("stopped")

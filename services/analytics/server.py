@@ -22,7 +22,7 @@ import grpc
 from orchestratex import context
 from orchestratex.config import Settings
 from orchestratex.errors import FailedPrecondition, NotFound
-from orchestratex.grpc_server import GrpcServer, ServiceBinding, create_server
+from orchestratex.grpc_server import GrpcServer, ServiceBinding, building
 from orchestratex.v1 import analytics_pb2, analytics_pb2_grpc
 from services.analytics import reports
 from services.analytics.ingest import facts_from_request
@@ -136,20 +136,13 @@ async def open_store(settings: Settings) -> AnalyticsStore:
 
 
 async def build(settings: Settings, listen: str | None = None) -> GrpcServer:
-    """Build the analytics server (not started); the store is closed by ``srv.stop``."""
-    store = await open_store(settings)
-    try:
-        srv = create_server(
-            [
-                ServiceBinding(
-                    analytics_pb2_grpc.add_AnalyticsServiceServicer_to_server, AnalyticsServicer(store), SERVICE_NAME
-                )
-            ],
-            listen or str(settings.listen["analytics"]),
-            settings.max_message_bytes,
+    """Build the analytics server (bound, not started); the store is closed by ``srv.stop``."""
+    async with building(listen or str(settings.listen["analytics"]), settings.max_message_bytes) as (srv, resources):
+        store = await open_store(settings)
+        resources.push_async_callback(store.close)
+        srv.add(
+            ServiceBinding(
+                analytics_pb2_grpc.add_AnalyticsServiceServicer_to_server, AnalyticsServicer(store), SERVICE_NAME
+            )
         )
-    except BaseException:
-        await store.close()
-        raise
-    srv.on_stop.append(store.close)
     return srv

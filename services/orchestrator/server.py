@@ -8,6 +8,7 @@ import statistics
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from typing import Any
 
 import grpc
@@ -17,7 +18,7 @@ from orchestratex import context
 from orchestratex.config import Settings
 from orchestratex.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable, from_rpc_error
 from orchestratex.grpc_client import open_channel
-from orchestratex.grpc_server import GrpcServer, ServiceBinding, create_server
+from orchestratex.grpc_server import GrpcServer, ServiceBinding, building
 from orchestratex.v1 import (
     analytics_pb2_grpc,
     common_pb2,
@@ -32,6 +33,7 @@ from orchestratex.validation import check_enum, check_timestamp, require_text
 from services.orchestrator import shadow
 from services.orchestrator.engine import Pricing, RunConfig, Selection, SessionRunner, estimate_tokens
 from services.orchestrator.hub import TERMINAL_KINDS, EventWriter, Hub, LiveSession, StoreHealth, now_timestamp
+from services.orchestrator.lease import OrchestratorLease
 from services.orchestrator.outbox import Outbox
 from services.orchestrator.prompts import PromptSet, load_prompts
 from services.orchestrator.requests import normalise
@@ -501,46 +503,67 @@ def follow_store_health(srv: GrpcServer, health: StoreHealth) -> None:
 
 
 async def build(settings: Settings, listen: str | None = None) -> GrpcServer:
-    """Open the store, recover interrupted sessions, start the writer and outbox, build the server."""
-    store = await open_session_store(settings)
-    writer = EventWriter(store)
-    writer.start()
-    hub = Hub(writer)
-    channels = {
-        name: open_channel(settings.peers[name], unary_timeout=settings.rpc_timeout)
-        for name in ("providers", "selector", "analytics")
-    }
-    providers = providers_pb2_grpc.ProviderServiceStub(channels["providers"])
-    manager = SessionManager(
-        settings,
-        store,
-        hub,
-        providers,
-        selector_pb2_grpc.SelectorServiceStub(channels["selector"]),
-        CatalogueCache(providers),
-        load_prompts(),
-    )
-    await manager.recover()
-    outbox = Outbox(store, analytics_pb2_grpc.AnalyticsServiceStub(channels["analytics"]), settings.outbox_interval)
-    manager.outbox = outbox
-    outbox.start()
-    srv = create_server(
-        [
+    """Bind, open the store, take its lease, recover interrupted sessions, start the writer and outbox.
+
+    The port is bound first and the lease taken before any session is touched, so neither a start that
+    cannot listen nor a second orchestrator on the same database changes anything (see
+    :mod:`services.orchestrator.lease`). Everything is released, last first, if a step fails.
+    """
+    async with building(listen or str(settings.listen["orchestrator"]), settings.max_message_bytes) as (srv, res):
+        store = await open_session_store(settings)
+        res.push_async_callback(store.close)
+        lease = OrchestratorLease(store, settings.orchestrator_lease_ttl)
+        await lease.acquire()
+        res.push_async_callback(lease.release)
+        lease.start()
+        watch_lease(srv, lease, res)
+        await store.take_over()
+        writer = EventWriter(store)
+        writer.start()
+        res.push_async_callback(writer.close)
+        channels = {
+            name: open_channel(settings.peers[name], unary_timeout=settings.rpc_timeout)
+            for name in ("providers", "selector", "analytics")
+        }
+        for channel in channels.values():
+            res.push_async_callback(channel.close, None)
+        providers = providers_pb2_grpc.ProviderServiceStub(channels["providers"])
+        manager = SessionManager(
+            settings,
+            store,
+            Hub(writer),
+            providers,
+            selector_pb2_grpc.SelectorServiceStub(channels["selector"]),
+            CatalogueCache(providers),
+            load_prompts(),
+        )
+        await manager.recover()
+        outbox = Outbox(store, analytics_pb2_grpc.AnalyticsServiceStub(channels["analytics"]), settings.outbox_interval)
+        manager.outbox = outbox
+        outbox.start()
+        res.push_async_callback(outbox.stop)
+        # Released first: running sessions end (recorded as interrupted) while the outbox still runs.
+        res.push_async_callback(manager.shutdown)
+        follow_store_health(srv, writer.health)
+        srv.on_drain.append(manager.begin_shutdown)
+        srv.add(
             ServiceBinding(
                 orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server,
                 OrchestratorServicer(manager),
                 SERVICE_NAME,
             )
-        ],
-        listen or str(settings.listen["orchestrator"]),
-        settings.max_message_bytes,
-    )
-
-    async def close_channels() -> None:
-        for channel in channels.values():
-            await channel.close(None)
-
-    follow_store_health(srv, writer.health)
-    srv.on_drain.append(manager.begin_shutdown)
-    srv.on_stop.extend([store.close, close_channels, writer.close, outbox.stop, manager.shutdown])
+        )
     return srv
+
+
+def watch_lease(srv: GrpcServer, lease: OrchestratorLease, resources: AsyncExitStack) -> None:
+    """Once the lease is lost: NOT_SERVING at once, then stop (as on SIGTERM)."""
+
+    async def watch() -> None:
+        await lease.lost.wait()
+        for name in (SERVICE_NAME, ""):
+            await srv.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        srv.stopping.set()
+
+    task = asyncio.ensure_future(watch())
+    resources.callback(task.cancel)

@@ -54,7 +54,7 @@ from orchestratex.errors import (
     Unauthenticated,
     Unavailable,
 )
-from orchestratex.grpc_server import GrpcServer, ServiceBinding, create_server
+from orchestratex.grpc_server import GrpcServer, ServiceBinding, building
 from orchestratex.logging import register_secret
 from orchestratex.secrets import SecretScrubber
 from orchestratex.v1 import common_pb2, providers_pb2, providers_pb2_grpc
@@ -408,26 +408,23 @@ async def build(
     (keys from the settings and the providers' ``api_key_env`` variables, timeouts from ``ORX_*_TIMEOUT``).
     Raises :class:`ConfigError` when live mode lacks the OpenRouter key.
     """
-    catalogue = cat.load_catalogue(settings)
-    keys = resolve_keys(settings, catalogue)
-    secrets = [settings.openrouter_api_key.get(), *(key.get() for key in keys.values())]
-    for secret in secrets:
-        register_secret(secret)
-    if backend is None:
-        backend = (
-            Simulator.from_settings(settings, catalogue)
-            if settings.simulated
-            else _live_backend(settings, catalogue, keys)
-        )
-    policy = resilience or Resilience.from_env()
-    servicer = ProviderServicer(catalogue, backend, settings.max_prompt_chars, policy, SecretScrubber(secrets))
-    srv = create_server(
-        [ServiceBinding(providers_pb2_grpc.add_ProviderServiceServicer_to_server, servicer, SERVICE_NAME)],
-        listen or str(settings.listen["providers"]),
-        settings.max_message_bytes,
-    )
-    srv.on_stop.append(backend.aclose)
-    log.info("providers: %d models, backend %s", len(catalogue), backend.name)
+    async with building(listen or str(settings.listen["providers"]), settings.max_message_bytes) as (srv, resources):
+        catalogue = cat.load_catalogue(settings)
+        keys = resolve_keys(settings, catalogue)
+        secrets = [settings.openrouter_api_key.get(), *(key.get() for key in keys.values())]
+        for secret in secrets:
+            register_secret(secret)
+        if backend is None:
+            backend = (
+                Simulator.from_settings(settings, catalogue)
+                if settings.simulated
+                else _live_backend(settings, catalogue, keys)
+            )
+        resources.push_async_callback(backend.aclose)
+        policy = resilience or Resilience.from_env()
+        servicer = ProviderServicer(catalogue, backend, settings.max_prompt_chars, policy, SecretScrubber(secrets))
+        srv.add(ServiceBinding(providers_pb2_grpc.add_ProviderServiceServicer_to_server, servicer, SERVICE_NAME))
+        log.info("providers: %d models, backend %s", len(catalogue), backend.name)
     return srv
 
 

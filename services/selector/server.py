@@ -14,7 +14,7 @@ import grpc
 
 from orchestratex.config import Settings
 from orchestratex.grpc_client import open_channel
-from orchestratex.grpc_server import GrpcServer, ServiceBinding, create_server
+from orchestratex.grpc_server import GrpcServer, ServiceBinding, building
 from orchestratex.v1 import analytics_pb2_grpc, providers_pb2_grpc, selector_pb2, selector_pb2_grpc
 from orchestratex.validation import check_range, require_text
 from services.selector.analysis import DomainClassifier, PromptAnalysis, analyze
@@ -167,58 +167,45 @@ async def build(
     model through the same providers channel, waiting at most ``second_opinion_timeout`` seconds
     (see :mod:`services.selector.second_opinion`).
     """
-    # Loaded once per process (tens of ms, more if the artefact must be retrained): off the event loop.
-    domain_classifier = classifier if classifier is not None else await asyncio.to_thread(default_classifier)
-    channel = open_channel(
-        settings.peers["providers"],
-        unary_timeout=settings.rpc_timeout,
-        max_message_bytes=settings.max_message_bytes,
-        options=_CHANNEL_OPTIONS,
-    )
-    cache = CatalogueCache(
-        providers_fetcher(providers_pb2_grpc.ProviderServiceStub(channel), timeout=settings.rpc_timeout),
-        interval=catalogue_refresh,
-        first_fetch_timeout=settings.rpc_timeout,
-    )
-    second_opinion = None
-    if settings.second_opinion:
-        second_opinion = SecondOpinionClient(
-            providers_pb2_grpc.ProviderServiceStub(channel),
-            model=settings.second_opinion_model,
-            below=settings.second_opinion_below,
-            timeout=min(second_opinion_timeout, settings.rpc_timeout),
+    async with building(listen or str(settings.listen["selector"]), settings.max_message_bytes) as (srv, resources):
+        # Loaded once per process (tens of ms, more if the artefact must be retrained): off the event loop.
+        domain_classifier = classifier if classifier is not None else await asyncio.to_thread(default_classifier)
+        channel = open_channel(
+            settings.peers["providers"],
+            unary_timeout=settings.rpc_timeout,
+            max_message_bytes=settings.max_message_bytes,
+            options=_CHANNEL_OPTIONS,
         )
-    servicer = SelectorServicer(settings, cache, domain_classifier, second_opinion)
-    history: HistoryCache | None = None
-    analytics_channel: grpc.aio.Channel | None = None
-    if settings.use_history:
-        analytics_channel = open_channel(
-            settings.peers["analytics"], unary_timeout=settings.rpc_timeout, options=_CHANNEL_OPTIONS
+        resources.push_async_callback(channel.close, None)
+        cache = CatalogueCache(
+            providers_fetcher(providers_pb2_grpc.ProviderServiceStub(channel), timeout=settings.rpc_timeout),
+            interval=catalogue_refresh,
+            first_fetch_timeout=settings.rpc_timeout,
         )
-        history = HistoryCache(
-            analytics_fetcher(analytics_pb2_grpc.AnalyticsServiceStub(analytics_channel), settings.rpc_timeout),
-            interval=settings.history_refresh,
-        )
-        servicer.history = history
-    binding = ServiceBinding(selector_pb2_grpc.add_SelectorServiceServicer_to_server, servicer, SERVICE_NAME)
-    try:
-        srv = create_server([binding], listen or str(settings.listen["selector"]), settings.max_message_bytes)
-    except BaseException:
-        await channel.close(None)
-        if analytics_channel is not None:
-            await analytics_channel.close(None)
-        raise
-
-    async def close_channel() -> None:
-        await channel.close(None)
-        if analytics_channel is not None:
-            await analytics_channel.close(None)
-
-    # on_stop runs in reverse: stop refreshing first, then close the channels they use.
-    srv.on_stop.append(close_channel)
-    srv.on_stop.append(cache.close)
-    cache.start()
-    if history is not None:
-        srv.on_stop.append(history.close)
-        history.start()
+        second_opinion = None
+        if settings.second_opinion:
+            second_opinion = SecondOpinionClient(
+                providers_pb2_grpc.ProviderServiceStub(channel),
+                model=settings.second_opinion_model,
+                below=settings.second_opinion_below,
+                timeout=min(second_opinion_timeout, settings.rpc_timeout),
+            )
+        servicer = SelectorServicer(settings, cache, domain_classifier, second_opinion)
+        if settings.use_history:
+            analytics_channel = open_channel(
+                settings.peers["analytics"], unary_timeout=settings.rpc_timeout, options=_CHANNEL_OPTIONS
+            )
+            resources.push_async_callback(analytics_channel.close, None)
+            history = HistoryCache(
+                analytics_fetcher(analytics_pb2_grpc.AnalyticsServiceStub(analytics_channel), settings.rpc_timeout),
+                interval=settings.history_refresh,
+            )
+            servicer.history = history
+            history.start()
+            resources.push_async_callback(history.close)
+        # Refreshing starts now, so the first request usually finds the catalogue loaded; it stops before
+        # the channels close (the stack releases in reverse).
+        cache.start()
+        resources.push_async_callback(cache.close)
+        srv.add(ServiceBinding(selector_pb2_grpc.add_SelectorServiceServicer_to_server, servicer, SERVICE_NAME))
     return srv

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from orchestratex.v1 import orchestrator_pb2 as pb
-from services.orchestrator.store.base import SessionQuery, SessionStore
+from services.orchestrator.store.base import LeaseRecord, SessionQuery, SessionStore
 from services.orchestrator.store.mongo import MongoSessionStore
 from services.orchestrator.store.sqlite import SqliteSessionStore
 from tests.store.conftest import MongoTarget
@@ -358,3 +358,46 @@ async def test_concurrent_writers_and_an_outbox_reader_miss_nothing(store: Sessi
     for rec in sessions:
         own = [seq for sid, seq in delivered if sid == rec.session_id]
         assert own == list(range(1, 61))
+
+
+# ------------------------------------------------------------------------------------------- leases
+
+
+async def test_a_lease_has_one_holder_until_it_expires(store: SessionStore) -> None:
+    name, now = f"lease-{uuid.uuid4().hex[:6]}", BASE_US
+    assert await store.claim_lease(name, "a", now, now + 10) == LeaseRecord("a", now + 10)
+    # another claimer is refused and told who holds it until when
+    assert await store.claim_lease(name, "b", now + 5, now + 15) == LeaseRecord("a", now + 10)
+    # the holder renews
+    assert await store.claim_lease(name, "a", now + 6, now + 16) == LeaseRecord("a", now + 16)
+    assert await store.claim_lease(name, "b", now + 12, now + 22) == LeaseRecord("a", now + 16)
+    # once expired, anyone may take it; the old holder is then refused
+    assert await store.claim_lease(name, "b", now + 16, now + 26) == LeaseRecord("b", now + 26)
+    assert await store.claim_lease(name, "a", now + 17, now + 27) == LeaseRecord("b", now + 26)
+
+
+async def test_a_lease_is_stolen_only_from_the_holder_named_dead(store: SessionStore) -> None:
+    name, now = f"lease-{uuid.uuid4().hex[:6]}", BASE_US
+    await store.claim_lease(name, "a", now, now + 10)
+    assert await store.claim_lease(name, "c", now, now + 10, steal_from="b") == LeaseRecord("a", now + 10)
+    assert await store.claim_lease(name, "c", now, now + 10, steal_from="a") == LeaseRecord("c", now + 10)
+
+
+async def test_only_the_holder_releases_a_lease(store: SessionStore) -> None:
+    name, now = f"lease-{uuid.uuid4().hex[:6]}", BASE_US
+    await store.claim_lease(name, "a", now, now + 10)
+    await store.release_lease(name, "b")
+    assert (await store.claim_lease(name, "b", now, now + 10)).holder == "a"
+    await store.release_lease(name, "a")
+    assert (await store.claim_lease(name, "b", now, now + 10)).holder == "b"
+
+
+async def test_concurrent_claims_from_separate_connections_have_one_winner(open_store: Opener) -> None:
+    stores = [await open_store() for _ in range(4)]
+    name, now = f"lease-{uuid.uuid4().hex[:6]}", BASE_US
+    claims = await asyncio.gather(
+        *(s.claim_lease(name, f"holder-{i}", now, now + 10) for i, s in enumerate(stores) for _ in range(3))
+    )
+    winners = {c.holder for c in claims}
+    assert len(winners) == 1
+    assert sum(c == LeaseRecord(next(iter(winners)), now + 10) for c in claims) == len(claims)

@@ -65,8 +65,37 @@ def decode_page_token(token: str) -> tuple[int, str]:
     return position, session_id
 
 
+@dataclass(frozen=True)
+class LeaseRecord:
+    """Who holds a named lease, and until when (unix microseconds, the claimer's clock)."""
+
+    holder: str
+    expires_us: int
+
+
 class SessionStore(abc.ABC):
     """What the orchestrator needs from storage."""
+
+    #: Whether processes on other machines can reach this store (then an orchestrator that cannot
+    #: renew its lease must assume another one took over).
+    shared: bool = False
+
+    @abc.abstractmethod
+    async def claim_lease(
+        self, name: str, holder: str, now_us: int, until_us: int, *, steal_from: str | None = None
+    ) -> LeaseRecord:
+        """Take or renew lease ``name`` for ``holder`` until ``until_us``, atomically, if it is free,
+        expired at ``now_us``, already ``holder``'s, or held by ``steal_from`` (a holder known to be
+        dead). Returns the lease as it stands afterwards: ``holder`` is someone else's when refused."""
+
+    @abc.abstractmethod
+    async def release_lease(self, name: str, holder: str) -> None:
+        """Give up lease ``name`` if ``holder`` still holds it."""
+
+    @abc.abstractmethod
+    async def take_over(self) -> None:
+        """Adopt what a previous holder of the orchestrator lease left behind; called once this
+        process holds the lease, before recovery."""
 
     @abc.abstractmethod
     async def create_session(self, tenant: str, session: orchestrator_pb2.Session) -> None:

@@ -12,7 +12,7 @@ from typing import Self
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from orchestratex.store.mongo import (
     Document,
@@ -26,6 +26,7 @@ from orchestratex.store.mongo import (
 )
 from orchestratex.v1 import orchestrator_pb2
 from services.orchestrator.store.base import (
+    LeaseRecord,
     SessionPage,
     SessionQuery,
     SessionStore,
@@ -40,6 +41,7 @@ SESSIONS = "sessions"
 EVENTS = "events"
 COUNTERS = "counters"
 CURSORS = "cursors"
+LEASES = "leases"
 EVENT_POSITIONS = "event_positions"
 
 SESSION_INDEXES: tuple[IndexSpec, ...] = (
@@ -118,21 +120,43 @@ class MongoSessionStore(MongoStoreBase, SessionStore):
         self._write_lock = asyncio.Lock()
 
     APPNAME = "orchestratex-orchestrator"
+    shared = True
 
     @classmethod
     async def attach(cls, db: MongoDb, client: AsyncMongoClient[Document] | None = None) -> Self:
         """A store on an already open database (closing the store closes ``client`` when given)."""
         await ensure_indexes(db, SESSION_INDEXES)
         await ensure_schema(db, "sessions", SESSION_MIGRATIONS)
-        store = cls(db, client)
-        await store._take_over_positions()
-        return store
+        return cls(db, client)
 
-    async def _take_over_positions(self) -> None:
-        """At start-up, positions a previous process reserved but never committed are committed now.
+    async def claim_lease(
+        self, name: str, holder: str, now_us: int, until_us: int, *, steal_from: str | None = None
+    ) -> LeaseRecord:
+        holders = [holder] if steal_from is None else [holder, steal_from]
+        free = {"_id": name, "$or": [{"expires_us": {"$lte": now_us}}, {"holder": {"$in": holders}}]}
+        try:
+            # Matches only a lease this holder may take; when none matches, the upsert inserts a
+            # document with the same _id, which fails with a duplicate key if someone else holds it.
+            await self._shielded(
+                lambda: self.db[LEASES].update_one(
+                    free, {"$set": {"holder": holder, "expires_us": until_us}}, upsert=True
+                )
+            )
+        except DuplicateKeyError:
+            doc = await self.db[LEASES].find_one({"_id": name})
+            if doc is not None:
+                return LeaseRecord(str(doc["holder"]), int(doc["expires_us"]))
+            raise
+        return LeaseRecord(holder, until_us)
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        await self._shielded(lambda: self.db[LEASES].delete_one({"_id": name, "holder": holder}))
+
+    async def take_over(self) -> None:
+        """Positions a previous holder reserved but never committed are committed now.
 
         Whatever of those batches landed is then visible to the outbox; nothing else can land there,
-        because the previous writer is gone (one orchestrator per database).
+        because the previous writer is gone (this process holds the orchestrator lease).
         """
         doc = await self._counters.find_one({"_id": EVENT_POSITIONS})
         allocated, committed = (int(doc["allocated"]), int(doc["committed"])) if doc else (0, 0)

@@ -9,6 +9,7 @@ from orchestratex.aio import uncancellable
 from orchestratex.store.sqlite import SqliteDatabase
 from orchestratex.v1 import orchestrator_pb2
 from services.orchestrator.store.base import (
+    LeaseRecord,
     SessionPage,
     SessionQuery,
     SessionStore,
@@ -42,6 +43,13 @@ _MIGRATIONS = [
         position INTEGER NOT NULL
     )
     """,
+    """
+    CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        expires_us INTEGER NOT NULL
+    )
+    """,
 ]
 
 
@@ -58,6 +66,34 @@ class SqliteSessionStore(SessionStore):
 
     async def close(self) -> None:
         await self.db.close()
+
+    async def claim_lease(
+        self, name: str, holder: str, now_us: int, until_us: int, *, steal_from: str | None = None
+    ) -> LeaseRecord:
+        return await uncancellable(self._claim_lease(name, holder, now_us, until_us, steal_from))
+
+    async def _claim_lease(
+        self, name: str, holder: str, now_us: int, until_us: int, steal_from: str | None
+    ) -> LeaseRecord:
+        # BEGIN IMMEDIATE (the transaction) makes read-then-write atomic across processes sharing the file.
+        async with self.db.transaction() as writer:
+            async with writer.execute("SELECT holder, expires_us FROM leases WHERE name = ?", (name,)) as cur:
+                row = await cur.fetchone()
+            if row is not None and row[1] > now_us and row[0] not in (holder, steal_from):
+                return LeaseRecord(str(row[0]), int(row[1]))
+            await writer.execute(
+                "INSERT INTO leases (name, holder, expires_us) VALUES (?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_us = excluded.expires_us",
+                (name, holder, until_us),
+            )
+        return LeaseRecord(holder, until_us)
+
+    async def take_over(self) -> None:
+        """Nothing to adopt: a transaction either committed or left no trace."""
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        async with self.db.transaction() as writer:
+            await writer.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))
 
     # Every write runs to its end even when its caller is cancelled (the cancellation is re-raised
     # afterwards), so a cancelled session can never leave a write half done.
