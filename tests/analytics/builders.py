@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 import uuid
 from collections.abc import Sequence
@@ -228,3 +229,33 @@ def realistic(start_ns: int, primary: str = "m/a", domain: int = common_pb2.DOMA
         .round_done(2, 9.0)
         .completed(9.0, "m/d")
     )
+
+
+#: The models and domains of :func:`random_session`.
+MODELS = ("m/a", "m/b", "m/c", "m/d")
+DOMAINS = (common_pb2.DOMAIN_CODING, common_pb2.DOMAIN_MATH, common_pb2.DOMAIN_FACTUAL)
+
+
+def random_session(rng: random.Random, start: int, session_id: str | None = None) -> FakeSession:
+    """A session with random calls, failures, critiques (some shadow) and a random end."""
+    primary, runner, *critics = rng.sample(MODELS, 4)
+    s = FakeSession(start, session_id=session_id or new_id()).started().selected(primary, rng.choice(DOMAINS), critics)
+    s.response(primary, rng.randint(0, 10**7) / 1e9, latency=rng.uniform(0.0005, 700), ttft=rng.choice([None, 0.2]))
+    for critic in critics:
+        if rng.random() < 0.8:
+            s.critique(critic, primary, rng.randint(0, 20) / 2, rng.randint(0, 10**6) / 1e9)
+    if rng.random() < 0.5:
+        s.response(runner, rng.randint(0, 10**6) / 1e9, shadow=True, latency=rng.uniform(0.1, 30))
+        for critic in critics:
+            if rng.random() < 0.8:
+                s.critique(critic, runner, rng.randint(0, 20) / 2, 0.0001, shadow=True)
+    if rng.random() < 0.3:
+        kind = rng.choice([common_pb2.FAILURE_KIND_TIMEOUT, common_pb2.FAILURE_KIND_CANCELLED, 42])
+        s.failed_call(critics[0], kind, rng.randint(0, 10**5) / 1e9, round_no=2)
+    if rng.random() < 0.3:
+        s.fallback(primary, runner, common_pb2.FAILURE_KIND_MID_STREAM_ERROR, 0.00123, round_no=2)
+    if rng.random() < 0.8:
+        s.completed(rng.uniform(0, 10), primary)
+    else:
+        s.failed(rng.choice([pb.SESSION_STATUS_FAILED, pb.SESSION_STATUS_CANCELLED]))
+    return s

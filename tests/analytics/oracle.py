@@ -1,7 +1,10 @@
 """A reference model of the analytics store: keeps every raw fact in memory and aggregates on demand.
 
-It is deliberately naive (no counters), so comparing a real store's answers with it checks the counters,
-the day/edge split and the re-attribution of sessions whose day or domain changed.
+It is deliberately naive (no counters, no time blocks) and independent of the store's planner and counters
+(``services.analytics.store.planner``/``counters``): it shares only the model's definitions (histogram
+buckets, shadow and feedback outcomes). Comparing a real store's answers with it checks the counters, the
+block/edge split and the re-attribution of sessions whose hour, day or domain changed; the planner's own
+invariants are tested in ``test_planner.py``.
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from services.analytics.store.model import (
-    FAILURE_KINDS,
     HIST_BUCKETS,
     STATUS_RUNNING,
     AccuracySummary,
@@ -29,6 +31,7 @@ from services.analytics.store.model import (
     TokenUsage,
     day_name,
     day_number,
+    failure_slot,
     feedback_hit,
     histogram_bucket,
     score_milli,
@@ -118,7 +121,7 @@ class Oracle:
                     if call.ttft_ns is not None:
                         r.ttft[histogram_bucket(call.ttft_ns)] += 1
                 else:
-                    kind = call.failure_kind if 0 < call.failure_kind < len(FAILURE_KINDS) else 0
+                    kind = failure_slot(call.failure_kind)
                     r.failures[kind] = r.failures.get(kind, 0) + 1
             for k in s.critiques:
                 author = rows.setdefault((k.author_model, s.primary_domain), _Perf())
@@ -200,9 +203,7 @@ class Oracle:
         )
 
     def satisfaction(self, scope: Scope) -> SatisfactionData:
-        def counts(values: list[int]) -> RatingCounts:
-            return RatingCounts(tuple(values.count(v) for v in range(1, 6)))  # type: ignore[arg-type]
-
+        counts = RatingCounts.of
         everything: list[int] = []
         by_model: dict[str, list[int]] = {}
         by_domain: dict[int, list[int]] = {}

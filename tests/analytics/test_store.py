@@ -26,8 +26,9 @@ from services.analytics.store.model import (
     TokenUsage,
     histogram_bucket,
 )
-from services.analytics.store.sqlite import _MIGRATIONS, SqliteAnalyticsStore
-from tests.analytics.builders import DAY, HOUR, SECOND, FakeSession, now_ns, realistic
+from services.analytics.store.sqlite import SqliteAnalyticsStore
+from services.analytics.store.sqlite_migrations import MIGRATIONS
+from tests.analytics.builders import DAY, DOMAINS, HOUR, SECOND, FakeSession, now_ns, random_session, realistic
 from tests.analytics.oracle import Oracle
 
 
@@ -260,34 +261,6 @@ async def test_costs_are_exact_in_nanodollars(store: SqliteAnalyticsStore) -> No
 
 # ------------------------------------------------- counters against the reference model
 
-MODELS = ("m/a", "m/b", "m/c", "m/d")
-DOMAINS = (common_pb2.DOMAIN_CODING, common_pb2.DOMAIN_MATH, common_pb2.DOMAIN_FACTUAL)
-
-
-def random_session(rng: random.Random, start: int) -> FakeSession:
-    """A session with random calls, failures, critiques (some shadow) and a random end."""
-    primary, runner, *critics = rng.sample(MODELS, 4)
-    s = FakeSession(start).started().selected(primary, rng.choice(DOMAINS), critics)
-    s.response(primary, rng.randint(0, 10**7) / 1e9, latency=rng.uniform(0.0005, 700), ttft=rng.choice([None, 0.2]))
-    for critic in critics:
-        if rng.random() < 0.8:
-            s.critique(critic, primary, rng.randint(0, 20) / 2, rng.randint(0, 10**6) / 1e9)
-    if rng.random() < 0.5:
-        s.response(runner, rng.randint(0, 10**6) / 1e9, shadow=True, latency=rng.uniform(0.1, 30))
-        for critic in critics:
-            if rng.random() < 0.8:
-                s.critique(critic, runner, rng.randint(0, 20) / 2, 0.0001, shadow=True)
-    if rng.random() < 0.3:
-        kind = rng.choice([common_pb2.FAILURE_KIND_TIMEOUT, common_pb2.FAILURE_KIND_CANCELLED, 42])
-        s.failed_call(critics[0], kind, rng.randint(0, 10**5) / 1e9, round_no=2)
-    if rng.random() < 0.3:
-        s.fallback(primary, runner, common_pb2.FAILURE_KIND_MID_STREAM_ERROR, 0.00123, round_no=2)
-    if rng.random() < 0.8:
-        s.completed(rng.uniform(0, 10), primary)
-    else:
-        s.failed(rng.choice([pb.SESSION_STATUS_FAILED, pb.SESSION_STATUS_CANCELLED]))
-    return s
-
 
 def deliveries(rng: random.Random, sessions: Sequence[FakeSession]) -> list[list[EventFacts]]:
     """Every event at least once, in random batches: shuffled, some duplicated, some sessions' first
@@ -392,7 +365,7 @@ async def test_counters_are_rebuilt_from_raw_facts_when_stale(tmp_path: Path) ->
 async def test_a_version_1_database_is_migrated(tmp_path: Path) -> None:
     path = tmp_path / "analytics.db"
     now = now_ns()
-    db = await SqliteDatabase.open(path, _MIGRATIONS[:1])
+    db = await SqliteDatabase.open(path, MIGRATIONS[:1])
     async with db.transaction() as conn:
         await conn.execute(
             """INSERT INTO sessions (session_id, tenant, status, create_time_ns, started, primary_model,
@@ -429,7 +402,7 @@ async def test_a_version_1_database_is_migrated(tmp_path: Path) -> None:
 async def test_a_version_2_database_is_migrated_and_keeps_early_ratings(tmp_path: Path) -> None:
     path = tmp_path / "analytics.db"
     now = now_ns()
-    db = await SqliteDatabase.open(path, _MIGRATIONS[:2])
+    db = await SqliteDatabase.open(path, MIGRATIONS[:2])
     async with db.transaction() as conn:
         await conn.execute(
             "INSERT INTO sessions (session_id, tenant, status, create_time_ns, started) VALUES ('old', 't', 2, ?, 1)",
@@ -449,5 +422,5 @@ async def test_a_version_2_database_is_migrated_and_keeps_early_ratings(tmp_path
     finally:
         await store.close()
     with sqlite3.connect(path) as raw:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == len(_MIGRATIONS) == 3
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 3
         assert raw.execute("SELECT COUNT(*) FROM pending_feedback").fetchone()[0] == 0

@@ -5,17 +5,21 @@ Besides direct expectations, every backend is checked against a reference SQLite
 events in order: the store under test gets them shuffled, split into random batches, partly twice,
 with session starts arriving late (so sessions change day and domain after being counted), and every
 report must come out identical for many scopes (whole days, partial days at both edges, tenants,
-domains, models).
+domains, models). Every backend also opens the databases the previous release made
+(``tests/analytics/previous_release.py``) and answers what that release answered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import random
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import bson
 import pytest
@@ -32,8 +36,18 @@ from services.analytics.store.model import (
     EventFacts,
     Scope,
 )
-from services.analytics.store.mongo import JOURNAL, MongoAnalyticsStore
+from services.analytics.store.mongo import (
+    ANALYTICS_MIGRATIONS,
+    DAY_COUNTERS,
+    JOURNAL,
+    META,
+    MODEL_COUNTERS,
+    SESSION_COUNTERS,
+    MongoAnalyticsStore,
+)
 from services.analytics.store.sqlite import SqliteAnalyticsStore
+from services.analytics.store.sqlite_migrations import MIGRATIONS
+from tests.analytics import previous_release
 from tests.analytics.builders import DAY, HOUR, SECOND, FakeSession, day_start, realistic
 from tests.store.conftest import MongoTarget
 
@@ -243,6 +257,32 @@ async def test_a_late_start_moves_the_session_to_its_day(store: AnalyticsStore) 
     assert sum(r.attempts for r in perf) == len(session.call_costs)
 
 
+async def test_a_late_start_in_the_same_day_moves_the_session_to_its_hour(store: AnalyticsStore) -> None:
+    # Counters are kept per hour on every backend: a start dated three hours before the rest of the
+    # session moves it within its day, and a report of the partial hours sees it where it belongs.
+    session = realistic(BASE + 5 * HOUR + 10 * SECOND, primary="m/a", domain=common_pb2.DOMAIN_MATH)
+    batch = facts(session.events)
+    await store.ingest("t", batch[1:])
+    await store.put_feedback(session.session_id, "u", 5, "", BASE + DAY, tenant="t")
+    moved = EventFacts(
+        batch[0].session_id, batch[0].sequence, BASE + 2 * HOUR + 30 * SECOND, batch[0].kind, started=True
+    )
+    await store.ingest("t", [moved])
+    calls = len(session.call_costs)
+    for start, end, expected in (
+        (BASE + 2 * HOUR, BASE + 3 * HOUR, calls),
+        (BASE + 2 * HOUR + 29 * SECOND, BASE + 2 * HOUR + 31 * SECOND, calls),
+        (BASE + 2 * HOUR + 31 * SECOND, BASE + DAY, 0),
+        (BASE, BASE + 2 * HOUR, 0),
+    ):
+        scope = Scope("t", start, end)
+        assert (await store.cost_summary(scope, 5)).calls == expected, (start - BASE, end - BASE)
+        assert sum(r.attempts for r in await store.performance(scope)) == expected
+        assert (await store.satisfaction(scope)).overall.total == (1 if expected else 0)
+    info = await store.get_session(session.session_id, "t")
+    assert info is not None and info.create_time_ns == moved.time_ns
+
+
 async def test_large_batch_in_one_call(store: AnalyticsStore) -> None:
     sessions = [realistic(BASE + i * 60 * SECOND, primary=f"m/{i % 3}") for i in range(84)]
     batch = [f for s in sessions for f in facts(s.events)]
@@ -396,7 +436,7 @@ async def test_an_interrupted_mongo_write_is_finished_at_restart(
         nonlocal calls
         calls += 1
         # write the raw facts and sessions, then "crash" before the counters
-        saved = {k: entry.pop(k) for k in ("analytics_model_daily", "analytics_session_daily")}
+        saved = {k: entry.pop(k) for k in (MODEL_COUNTERS, SESSION_COUNTERS, DAY_COUNTERS)}
         try:
             await real_apply(self, {**entry, "_id": "not-this-one"})
         finally:
@@ -445,3 +485,86 @@ async def test_a_batch_too_big_for_one_journal_document_is_recorded_in_parts(
     again = await store.ingest("t-a", [*batch, batch[0]])
     assert (again.accepted, again.duplicates) == (0, len(batch) + 1)
     await assert_same_reports(store, reference)
+
+
+# ---------------------------------------------------------------------- counters, releases, upgrades
+
+
+async def _damage_counters(backend: str, path: Path, mongo_target: MongoTarget | None) -> None:
+    """Wreck every counter and mark them stale, as a release that counts differently would find them."""
+    if mongo_target is None:
+        with sqlite3.connect(path) as raw:
+            raw.execute("DELETE FROM model_counters")
+            raw.execute("UPDATE session_counters SET r_5 = 99")
+            raw.execute("UPDATE day_counters SET cost_nanos = 1")
+            raw.execute("UPDATE meta SET value = 0 WHERE key = 'counters'")
+        raw.close()
+        return
+    db = mongo_target.db
+    await db[MODEL_COUNTERS].delete_many({})
+    await db[SESSION_COUNTERS].update_many({}, {"$set": {"r_5": 99}})
+    await db[DAY_COUNTERS].update_many({}, {"$set": {"cost_nanos": 1}})
+    await db[META].update_one({"_id": "counters"}, {"$set": {"value": 0}})
+
+
+async def test_stale_counters_are_rebuilt_from_the_raw_facts(
+    backend: str, open_store: Opener, tmp_path: Path, mongo_target: MongoTarget | None
+) -> None:
+    store = await open_store()
+    sessions, ratings = scenario(5)
+    for tenant, batch in sessions:
+        await store.ingest(tenant, batch)
+    for sid, user, rating, when in ratings:
+        await store.put_feedback(sid, user, rating, "", when)
+    expected = [
+        (await store.performance(scope), await store.cost_summary(scope, 5), await store.satisfaction(scope))
+        for scope in scopes()
+    ]
+    await _damage_counters(backend, tmp_path / "analytics.db", mongo_target)
+    reopened = await open_store()
+    got = [
+        (await reopened.performance(scope), await reopened.cost_summary(scope, 5), await reopened.satisfaction(scope))
+        for scope in scopes()
+    ]
+    assert got == expected
+
+
+def _plain(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return json.loads(json.dumps(reports))  # type: ignore[no-any-return]
+
+
+async def test_a_previous_release_database_upgrades(
+    backend: str, open_store: Opener, tmp_path: Path, mongo_target: MongoTarget | None
+) -> None:
+    # The databases release previous_release.RELEASE made (SQLite schema 3; MongoDB analytics schema 2
+    # with per-day counters and a batch left in the journal by a crash) open, are upgraded, answer what
+    # that release answered, and go on like a store that never was anything else.
+    if mongo_target is None:
+        previous_release.load_sqlite(tmp_path / "analytics.db")
+    else:
+        by_collection: dict[str, list[dict[str, Any]]] = {}
+        for name, doc in previous_release.mongo_documents():
+            by_collection.setdefault(name, []).append(doc)
+        for name, docs in by_collection.items():
+            await mongo_target.db[name].insert_many(docs)
+    store = await open_store()
+    assert _plain(await previous_release.reports(store)) == previous_release.expected_reports()
+
+    await previous_release.apply(store, previous_release.later())
+    fresh = await SqliteAnalyticsStore.open(tmp_path / "fresh.db")
+    try:
+        await previous_release.apply(fresh, [*previous_release.history(), *previous_release.later()])
+        assert await previous_release.reports(store) == await previous_release.reports(fresh)
+        assert (await store.satisfaction(previous_release.scopes()[0])).overall.total > 0
+    finally:
+        await fresh.close()
+    if mongo_target is None:
+        with sqlite3.connect(tmp_path / "analytics.db") as raw:
+            assert raw.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        raw.close()
+    else:
+        names = set(await mongo_target.db.list_collection_names())
+        assert not names & {"analytics_model_daily", "analytics_session_daily"}
+        assert await mongo_target.db[JOURNAL].count_documents({}) == 0
+        meta = await mongo_target.db["schema_meta"].find_one({"_id": "analytics"})
+        assert meta["version"] == len(ANALYTICS_MIGRATIONS)

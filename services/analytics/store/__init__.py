@@ -1,7 +1,9 @@
 """The analytics service's storage.
 
 :class:`~services.analytics.store.model.AnalyticsStore` is the backend-neutral interface (and the
-ingest model); :mod:`.sqlite` is the embedded implementation and :mod:`.mongo` the MongoDB one.
+ingest model). The logic is written once: :mod:`.buckets` (the time-bucketing scheme), :mod:`.counters`
+(named counters, and counter rows to reports) and :mod:`.planner` (write plans). :mod:`.sqlite` (embedded,
+schema in :mod:`.sqlite_migrations`) and :mod:`.mongo` are thin adapters over them.
 :func:`open_analytics_store` picks one from the settings.
 """
 

@@ -1,8 +1,17 @@
 """The backend-neutral analytics model: the :class:`AnalyticsStore` interface, its values, and the pure
-helpers every implementation shares so that all of them give identical numbers.
+definitions every implementation shares so that all of them give identical numbers.
 
-Implementations: :class:`~services.analytics.store.sqlite.SqliteAnalyticsStore` (``services.analytics.store.sqlite``)
-and :class:`~services.analytics.store.mongo.MongoAnalyticsStore` (``services.analytics.store.mongo``).
+How the store is built (one implementation per algorithm, each backend a thin adapter):
+
+* this module: the interface, the values it takes and returns, and the definitions (histograms,
+  :func:`shadow_outcome`, :func:`feedback_hit`, :class:`SessionState`);
+* :mod:`.buckets`: the one time-bucketing scheme of the counters (blocks of 1 hour, 1 UTC day, 8 and 64
+  days) and how a time range is covered by them;
+* :mod:`.counters`: the named counters (:class:`~.counters.ModelCounters`, :class:`~.counters.SessionCounters`,
+  :class:`~.counters.DayCounters`), their storage columns, raw facts to counters, and counter rows to reports;
+* :mod:`.planner`: given the stored state a batch (or a rating) touches, the write plan;
+* :mod:`.sqlite` and :mod:`.mongo`: the adapters — they load state, record seen events, apply plans and
+  read counter rows, nothing else.
 
 The analytics service turns orchestration events into :class:`EventFacts` (plain values, no protobuf)
 and hands them to a store. Reports are answered from **pre-aggregated counters**, never by reading every
@@ -12,67 +21,45 @@ raw row of a range: a store keeps
 * one row per session (tenant, status, creation time, primary model and domain, its own call/cost
   counters, its shadow-evaluation outcome) and the raw facts (one row per provider call, per critique,
   per rating), which are the source of truth the counters can always be rebuilt from;
-* **model counters** keyed by ``(tenant, time bucket, model, domain)``: calls, successes, failures by
+* **model counters** keyed by ``(block, tenant, model, domain)``: calls, successes, failures by
   kind, tokens, cost, latency and TTFT histograms (:data:`HIST_BUCKETS` log-spaced buckets), critique
   scores received as author and given as critic;
-* **session counters** keyed by ``(tenant, time bucket, primary_model, domain)``: shadow-evaluation
-  sample and hits, rated sessions and feedback hits, and the count of each rating 1-5.
-
-(The SQLite store keeps these at four resolutions — hours, UTC days, 8-day and 64-day blocks aligned to
-the epoch — plus narrow per-day totals for the per-day breakdowns; the MongoDB store per UTC day.)
+* **session counters** keyed by ``(block, tenant, primary_model, domain)``: shadow-evaluation
+  sample and hits, rated sessions and feedback hits, and the count of each rating 1-5;
+* **day counters** keyed by ``(block, tenant)`` (hour and day blocks only): calls, cost and ratings, for
+  the per-day breakdowns.
 
 Rules every implementation follows:
 
 * A batch is applied atomically; counters change only for newly recorded events, in the same
   transaction that records them. A duplicate event (same ``(session_id, sequence)``) changes nothing.
-* ``day`` is the UTC day of the **session's creation time** (``create_time_ns // NANOS_PER_DAY``), and
-  ``domain`` the session's primary domain (0 until ``model_selected`` is known). Every figure of a
-  session (its calls, critiques, shadow outcome and ratings) is attributed to that session's day and
-  domain, so the per-session, per-model and per-day breakdowns add up to the same total.
+* Every figure of a session (its calls, critiques, shadow outcome and ratings) is attributed to the
+  **hour of the session's creation time** (so to its UTC day, ``create_time_ns // NANOS_PER_DAY``) and to
+  the session's primary domain (0 until ``model_selected`` is known), so the per-session, per-model and
+  per-day breakdowns add up to the same total.
 * Events may arrive before their session's ``session_started``: the session is created lazily with
   the earliest event time seen as its creation time, replaced by the ``session_started`` time when
-  that arrives. When a session's day, domain or primary model changes after some of its figures were
+  that arrives. When a session's hour, domain or primary model changes after some of its figures were
   counted, its contributions move to the new key (subtracted from the old counters, added to the new)
   in the same transaction. Only terminal events change the status, so a late event never "reopens" a
   session. A session keeps the tenant of its first delivery.
 * Money is integer nano-dollars, scores integer milli-points (score x 1000, rounded), times integer
   nanoseconds since the Unix epoch (UTC), durations integer nanoseconds, so sums are exact.
 * Every query is scoped by :class:`Scope`: sessions of one tenant (or all when ``tenant`` is empty)
-  created in ``[start_ns, end_ns)``, **exactly** — not rounded to days or hours. The SQLite store covers
-  the whole hours inside the range with the fewest aligned counter blocks (at most two runs per
-  resolution, about 40-80 blocks for any range up to 366 days) and answers the partial hours at either
-  end from the raw facts of the sessions created in them; the results are identical to aggregating every
-  raw row.
+  created in ``[start_ns, end_ns)``, **exactly** — not rounded to days or hours. The whole hours inside
+  the range are read from the fewest aligned counter blocks (:func:`.buckets.cover`: at most two runs per
+  block size, about 40-80 blocks for any range up to 366 days) and the partial hours at either end from
+  the raw facts of the sessions created in them; the results are identical to aggregating every raw row.
 * Percentiles come from the histograms (:func:`histogram_quantile`): nearest rank, reported as the
   geometric middle of the bucket holding it, so within a factor ``sqrt(HIST_RATIO)`` (about 11.3%) of
   the exact nearest-rank value between 1 ms and 10 min.
 * Shadow evaluation and feedback outcomes per session are defined by :func:`shadow_outcome` and
-  :func:`feedback_hit`, shared by every implementation.
+  :func:`feedback_hit`.
 * A rating may come before analytics knows its session (the orchestrator's outbox has not delivered the
   session's events yet). It is kept aside, keyed like any rating by ``(session_id, user_id)``, with the
   caller's tenant, and counts nowhere. The batch that creates the session joins it to the session, in
   the same transaction, when :func:`feedback_may_join` allows (else it is dropped and logged, so one
   tenant's rating never lands on another tenant's session). Reports count joined ratings only.
-
-Counter vectors
----------------
-Both backends compute counter changes the same way, as plain integer lists ("vectors") keyed by a
-:data:`Key` ``(tenant, time bucket, model or primary_model, domain)`` and gathered in :data:`Vectors`;
-each backend then writes them its own way (SQL upserts, ``$inc`` updates).
-
-* A **model vector** has :data:`MODEL_WIDTH` counters named by :data:`MODEL_COLUMNS`, in this order:
-  ``attempts`` (:data:`I_ATTEMPTS`), ``successes`` (:data:`I_SUCCESSES`), one failure count per
-  :data:`FAILURE_KINDS` value (from :data:`I_FAIL`, slot per :func:`failure_slot`), the six
-  :data:`USAGE_NAMES` (from :data:`I_USAGE`), the latency and TTFT histograms (:data:`HIST_BUCKETS` each,
-  from :data:`I_LAT` and :data:`I_TTFT`), then critiques received and their milli-points
-  (:data:`I_RECV_N`, :data:`I_RECV_MILLI`) and given (:data:`I_GIVEN_N`, :data:`I_GIVEN_MILLI`).
-* A **session vector** has :data:`SESSION_WIDTH` counters named by :data:`SESSION_COLUMNS`: shadow sample
-  and hits, rated sessions and feedback hits, then the count of each rating 1-5.
-
-:func:`model_vector` / :func:`session_vector` fetch or create a vector, :func:`add_call`,
-:func:`add_ratings` and :func:`add_shadow` count into one, :func:`merge_into` adds (or subtracts) a whole
-set of vectors, and :func:`perf_row` turns a model vector into a :class:`PerfRow`. :class:`SessionState`
-is a session being updated by a batch, and knows each backend's counter key for it.
 """
 
 from __future__ import annotations
@@ -473,9 +460,21 @@ class RatingCounts:
         total = self.total
         return sum((i + 1) * c for i, c in enumerate(self.counts)) / total if total else 0.0
 
+    @classmethod
+    def of(cls, ratings: Iterable[int]) -> RatingCounts:
+        """The counts of ``ratings`` (each 1-5)."""
+        counts = [0, 0, 0, 0, 0]
+        for rating in ratings:
+            counts[rating - 1] += 1
+        return cls((counts[0], counts[1], counts[2], counts[3], counts[4]))
+
     def __add__(self, other: RatingCounts) -> RatingCounts:
         a, b = self.counts, other.counts
         return RatingCounts((a[0] + b[0], a[1] + b[1], a[2] + b[2], a[3] + b[3], a[4] + b[4]))
+
+    def __neg__(self) -> RatingCounts:
+        a = self.counts
+        return RatingCounts((-a[0], -a[1], -a[2], -a[3], -a[4]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -549,47 +548,10 @@ class AnalyticsStore(ABC):
         """Wait for writes in progress, then release the connections."""
 
 
-# ------------------------------------------------------------------------------ counter vectors
-# (see "Counter vectors" in the module docstring)
+# ------------------------------------------------------------------------------ stored sessions
 
-# The six usage counters, in the order of :class:`TokenUsage`'s fields (and of :func:`usage_values`).
+# The six usage counters, named as :class:`TokenUsage`'s fields (and stored under these names by every backend).
 USAGE_NAMES = ("prompt_tokens", "completion_tokens", "reasoning_tokens", "cached_tokens", "total_tokens", "cost_nanos")
-
-# The model counters, one integer column (or field) each; a model vector lists their values in this order.
-MODEL_COLUMNS: tuple[str, ...] = (
-    "attempts",
-    "successes",
-    *(f"fail_{k}" for k in FAILURE_KINDS),
-    *USAGE_NAMES,
-    *(f"lat_{i}" for i in range(HIST_BUCKETS)),
-    *(f"ttft_{i}" for i in range(HIST_BUCKETS)),
-    "recv_n",
-    "recv_milli",
-    "given_n",
-    "given_milli",
-)
-# Where each group of model counters starts in a model vector.
-I_ATTEMPTS = 0
-I_SUCCESSES = 1
-I_FAIL = 2
-I_USAGE = I_FAIL + len(FAILURE_KINDS)
-I_LAT = I_USAGE + len(USAGE_NAMES)
-I_TTFT = I_LAT + HIST_BUCKETS
-I_RECV_N = I_TTFT + HIST_BUCKETS
-I_RECV_MILLI = I_RECV_N + 1
-I_GIVEN_N = I_RECV_N + 2
-I_GIVEN_MILLI = I_RECV_N + 3
-MODEL_WIDTH = len(MODEL_COLUMNS)
-
-# The session counters, in the order of a session vector.
-SESSION_COLUMNS: tuple[str, ...] = ("shadow_n", "shadow_hits", "fb_n", "fb_hits", "r_1", "r_2", "r_3", "r_4", "r_5")
-SESSION_WIDTH = len(SESSION_COLUMNS)
-
-# A counter key: (tenant, time bucket, model, domain) for the model counters and
-# (tenant, time bucket, primary_model, domain) for the session counters. The time bucket is the session's
-# creation hour (SQLite, :attr:`SessionState.hour_key`) or UTC day (MongoDB, :attr:`SessionState.key`).
-Key = tuple[str, int, str, int]
-Vectors = dict[Key, list[int]]
 
 
 def usage_values(usage: TokenUsage) -> tuple[int, int, int, int, int, int]:
@@ -605,88 +567,13 @@ def usage_values(usage: TokenUsage) -> tuple[int, int, int, int, int, int]:
 
 
 def failure_slot(kind: int) -> int:
-    """The failure counter (offset from :data:`I_FAIL`) of a ``FailureKind`` value; unknown kinds count as 0."""
+    """The failure counter of a ``FailureKind`` value: itself when known (1-9), else 0 (unclassified)."""
     return kind if 0 < kind < len(FAILURE_KINDS) else 0
-
-
-def model_vector(vectors: Vectors, key: Key) -> list[int]:
-    """The model vector of ``key`` in ``vectors``, added as zeros when missing."""
-    vector = vectors.get(key)
-    if vector is None:
-        vector = vectors[key] = [0] * MODEL_WIDTH
-    return vector
-
-
-def session_vector(vectors: Vectors, key: Key) -> list[int]:
-    """The session vector of ``key`` in ``vectors``, added as zeros when missing."""
-    vector = vectors.get(key)
-    if vector is None:
-        vector = vectors[key] = [0] * SESSION_WIDTH
-    return vector
-
-
-def add_call(vector: list[int], call: CallFact) -> None:
-    """Count one provider call into a model vector (histograms for successful calls only)."""
-    vector[I_ATTEMPTS] += 1
-    if call.success:
-        vector[I_SUCCESSES] += 1
-        vector[I_LAT + histogram_bucket(call.latency_ns)] += 1
-        if call.ttft_ns is not None:
-            vector[I_TTFT + histogram_bucket(call.ttft_ns)] += 1
-    else:
-        vector[I_FAIL + failure_slot(call.failure_kind)] += 1
-    for i, value in enumerate(usage_values(call.usage)):
-        vector[I_USAGE + i] += value
-
-
-def add_ratings(vector: list[int], ratings: Sequence[int], sign: int) -> None:
-    """Add (``sign`` 1) or remove (-1) one session's ratings to session counters."""
-    if not ratings:
-        return
-    vector[2] += sign
-    vector[3] += sign * int(feedback_hit(ratings))
-    for rating in ratings:
-        vector[3 + rating] += sign
-
-
-def add_shadow(vector: list[int], state: int | None, sign: int) -> None:
-    """Add (``sign`` 1) or remove (-1) one session's shadow outcome (see :func:`shadow_int`) to session counters."""
-    if state is not None:
-        vector[0] += sign
-        vector[1] += sign * state
-
-
-def merge_into(target: Vectors, source: Vectors, sign: int, width: int) -> None:
-    """Add (``sign`` 1) or subtract (-1) every vector of ``source`` (``width`` counters each) into ``target``."""
-    for key, vector in source.items():
-        into = target.get(key)
-        if into is None:
-            into = target[key] = [0] * width
-        for i, value in enumerate(vector):
-            into[i] += sign * value
-
-
-def perf_row(model: str, domain: int, v: Sequence[int]) -> PerfRow:
-    """The :class:`PerfRow` of ``model`` in ``domain`` from its summed model vector ``v``."""
-    return PerfRow(
-        model=model,
-        domain=domain,
-        attempts=v[I_ATTEMPTS],
-        successes=v[I_SUCCESSES],
-        failures={k: v[I_FAIL + k] for k in FAILURE_KINDS if v[I_FAIL + k]},
-        usage=TokenUsage(*v[I_USAGE : I_USAGE + 6]),
-        latency_histogram=tuple(v[I_LAT : I_LAT + HIST_BUCKETS]),
-        ttft_histogram=tuple(v[I_TTFT : I_TTFT + HIST_BUCKETS]),
-        critiques_received=v[I_RECV_N],
-        score_received_milli=v[I_RECV_MILLI],
-        critiques_given=v[I_GIVEN_N],
-        score_given_milli=v[I_GIVEN_MILLI],
-    )
 
 
 @dataclass(slots=True)
 class SessionState:
-    """A session row (or document) being updated by a batch."""
+    """A session row (or document): what the store keeps of a session besides its raw facts."""
 
     session_id: str
     tenant: str
@@ -700,22 +587,25 @@ class SessionState:
     best_model: str = ""
     calls: int = 0
     failures: int = 0
-    usage: list[int] = field(default_factory=lambda: [0] * 6)
+    usage: TokenUsage = field(default_factory=TokenUsage)
+    #: The stored :func:`shadow_outcome`: 1 hit, 0 miss, None not judged.
     shadow_state: int | None = None
 
-    @property
-    def key(self) -> Key:
-        """``(tenant, UTC day, primary_model, domain)`` (the MongoDB store's counter key)."""
-        return (self.tenant, day_number(self.create_time_ns), self.primary_model, self.primary_domain)
-
-    @property
-    def hour_key(self) -> Key:
-        """``(tenant, creation hour, primary_model, domain)``: the SQLite session counters' key; the model
-        counters use the same with the called model."""
-        return (self.tenant, self.create_time_ns // NANOS_PER_HOUR, self.primary_model, self.primary_domain)
+    def info(self) -> SessionInfo:
+        """The session as :meth:`AnalyticsStore.get_session` returns it."""
+        return SessionInfo(
+            session_id=self.session_id,
+            tenant=self.tenant,
+            status=self.status,
+            create_time_ns=self.create_time_ns,
+            primary_model=self.primary_model,
+            primary_domain=self.primary_domain,
+            calls=self.calls,
+            usage=self.usage,
+        )
 
     def advance(self, event: EventFacts) -> None:
-        """Apply one newly recorded event."""
+        """Apply one newly recorded event (see the module docstring for the rules)."""
         if event.started:
             self.create_time_ns = event.time_ns
             self.started = True
@@ -727,8 +617,7 @@ class SessionState:
         if event.call is not None:
             self.calls += 1
             self.failures += 0 if event.call.success else 1
-            for i, value in enumerate(usage_values(event.call.usage)):
-                self.usage[i] += value
+            self.usage += event.call.usage
         if event.end is not None:
             self.status = event.end.status
             self.final_score = event.end.final_score
@@ -736,24 +625,10 @@ class SessionState:
             self.end_time_ns = event.time_ns
 
 
-def shadow_int(outcome: bool | None) -> int | None:
-    """A :func:`shadow_outcome` as stored: 1 hit, 0 miss, None not judged."""
-    return None if outcome is None else int(outcome)
+@dataclass(frozen=True, slots=True)
+class SessionFacts:
+    """The raw facts stored for one session: its calls, its critiques and its (joined) ratings."""
 
-
-def settle_shadows(
-    states: Mapping[str, SessionState],
-    round1: dict[str, list[tuple[str, str, bool, int]]],
-    new: Iterable[EventFacts],
-) -> None:
-    """Add the batch's round-1 critiques to the stored ones in ``round1`` and set each judged session's outcome.
-
-    ``round1`` maps every judged session to its stored round-1 critiques (critic, author, shadow, score
-    in thousandths), as both backends read them.
-    """
-    for event in new:
-        k = event.critique
-        if k is not None and k.round == 1:
-            round1[event.session_id].append((k.critic_model, k.author_model, k.shadow, score_milli(k.score)))
-    for sid, critiques in round1.items():
-        states[sid].shadow_state = shadow_int(shadow_outcome(critiques))
+    calls: Sequence[CallFact] = ()
+    critiques: Sequence[CritiqueFact] = ()
+    ratings: Sequence[int] = ()
