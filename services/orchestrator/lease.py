@@ -75,9 +75,7 @@ class Holder:
         """A stored holder, or None when it is not one of ours."""
         try:
             data = json.loads(text)
-            return cls(
-                str(data["host"]), str(data["boot"]), int(data["pid"]), int(data["started"]), str(data["token"])
-            )
+            return cls(str(data["host"]), str(data["boot"]), int(data["pid"]), int(data["started"]), str(data["token"]))
         except (ValueError, TypeError, KeyError):
             return None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -13,12 +14,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.ports import free_port
 
 SERVICES = ("selector", "providers", "orchestrator", "analytics", "gateway")
 BIN = Path(sys.executable).parent
+#: The gRPC services and their full names (for health checks).
+GRPC_SERVICES = {
+    "providers": "orchestratex.v1.ProviderService",
+    "selector": "orchestratex.v1.SelectorService",
+    "analytics": "orchestratex.v1.AnalyticsService",
+    "orchestrator": "orchestratex.v1.OrchestratorService",
+}
 
 
 @dataclass
@@ -115,3 +125,64 @@ def wait_for(predicate: object, within: float = 20.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.05)
+
+
+# ------------------------------------------------------------------ one process per service
+
+
+@dataclass
+class Processes:
+    env: dict[str, str]
+    addr: dict[str, str]
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, name: str, key: str | None = None, *, capture: bool = False, **env: str) -> subprocess.Popen[bytes]:
+        """``orchestratex serve <name>`` as process ``key`` (default ``name``); ``capture`` keeps stderr
+        in a pipe (read it with ``communicate``: a service that logs much would fill it)."""
+        proc = subprocess.Popen(
+            [str(BIN / "orchestratex"), "serve", name],
+            env={**self.env, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE if capture else subprocess.DEVNULL,
+        )
+        self.procs[key or name] = proc
+        return proc
+
+    async def healthy(self, name: str, within: float = 60) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        async with grpc.aio.insecure_channel(self.addr[name]) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while True:
+                assert self.procs[name].poll() is None, f"{name} exited with {self.procs[name].returncode}"
+                try:
+                    reply = await stub.Check(health_pb2.HealthCheckRequest(service=GRPC_SERVICES[name]), timeout=1)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.aio.AioRpcError:
+                    pass
+                assert loop.time() < deadline, f"{name} did not become healthy"
+                await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    ports = {name: free_port() for name in GRPC_SERVICES}
+    env = {
+        **os.environ,
+        "ORX_DATA_DIR": str(tmp_path),
+        "ORX_LOG_LEVEL": "WARNING",
+        # slow enough that every session is still answering when the orchestrator dies
+        "ORX_SIM_SPEED": "0.5",
+        "ORX_SHADOW_SAMPLE_RATE": "0",
+        **{f"ORX_{name.upper()}_LISTEN": f"127.0.0.1:{port}" for name, port in ports.items()},
+    }
+    env.pop("OPENROUTER_API_KEY", None)
+    procs = Processes(env, {name: f"127.0.0.1:{port}" for name, port in ports.items()})
+    try:
+        yield procs
+    finally:
+        for proc in procs.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(30)

@@ -12,85 +12,19 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from orchestratex.v1 import orchestrator_pb2 as pb
 from orchestratex.v1 import orchestrator_pb2_grpc
-from tests.ports import free_port
+from tests.e2e.conftest import GRPC_SERVICES as SERVICES
+from tests.e2e.conftest import Processes
 
 pytestmark = pytest.mark.e2e
 
-BIN = Path(sys.executable).parent
-SERVICES = {
-    "providers": "orchestratex.v1.ProviderService",
-    "selector": "orchestratex.v1.SelectorService",
-    "analytics": "orchestratex.v1.AnalyticsService",
-    "orchestrator": "orchestratex.v1.OrchestratorService",
-}
 SESSIONS = int(os.environ.get("ORX_CRASH_SESSIONS", "24"))
 TERMINAL = ("session_completed", "session_failed")
-
-
-@dataclass
-class Processes:
-    env: dict[str, str]
-    addr: dict[str, str]
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-
-    def start(self, name: str) -> None:
-        self.procs[name] = subprocess.Popen(
-            [str(BIN / "orchestratex"), "serve", name],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-    async def healthy(self, name: str, within: float = 60) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-        async with grpc.aio.insecure_channel(self.addr[name]) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            while True:
-                assert self.procs[name].poll() is None, f"{name} exited with {self.procs[name].returncode}"
-                try:
-                    reply = await stub.Check(health_pb2.HealthCheckRequest(service=SERVICES[name]), timeout=1)
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-                except grpc.aio.AioRpcError:
-                    pass
-                assert loop.time() < deadline, f"{name} did not become healthy"
-                await asyncio.sleep(0.05)
-
-
-@pytest.fixture
-def processes(tmp_path: Path) -> Iterator[Processes]:
-    ports = {name: free_port() for name in SERVICES}
-    env = {
-        **os.environ,
-        "ORX_DATA_DIR": str(tmp_path),
-        "ORX_LOG_LEVEL": "WARNING",
-        # slow enough that every session is still answering when the orchestrator dies
-        "ORX_SIM_SPEED": "0.5",
-        "ORX_SHADOW_SAMPLE_RATE": "0",
-        **{f"ORX_{name.upper()}_LISTEN": f"127.0.0.1:{port}" for name, port in ports.items()},
-    }
-    env.pop("OPENROUTER_API_KEY", None)
-    procs = Processes(env, {name: f"127.0.0.1:{port}" for name, port in ports.items()})
-    try:
-        yield procs
-    finally:
-        for proc in procs.procs.values():
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(30)
 
 
 async def _follow(

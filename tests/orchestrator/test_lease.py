@@ -129,7 +129,7 @@ class FailingClaims(SqliteSessionStore):
 
 @pytest.mark.parametrize("shared", [False, True])
 async def test_renewals_that_fail_lose_the_lease_only_on_a_shared_store(tmp_path: Path, shared: bool) -> None:
-    store = await FailingClaims.open(tmp_path / "orchestrator.db")
+    store = FailingClaims((await SqliteSessionStore.open(tmp_path / "orchestrator.db")).db)
     store.shared = shared
     clock = Clock()
     lease = OrchestratorLease(store, 0.3, clock=clock)
@@ -162,10 +162,11 @@ async def _running_session(stack: Stack) -> str:
     """A session whose author never answers (until cancelled): RUNNING for as long as the test wants."""
     stack.providers.block.add("m/alpha")
     call = stack.stub.Orchestrate(pb.OrchestrateRequest(prompt="hold on", detached=True), timeout=30)
-    first = (await call.read()).event
+    first = await call.read()
+    assert isinstance(first, pb.OrchestrateResponse)
     await wait_until(stack.providers.started.is_set)
     call.cancel()
-    return first.session_id
+    return first.event.session_id
 
 
 async def _state(settings: Settings, session_id: str) -> tuple[int, list[str]]:
