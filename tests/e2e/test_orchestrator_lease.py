@@ -23,7 +23,8 @@ async def _started(stub: orchestrator_pb2_grpc.OrchestratorServiceStub) -> str:
     try:
         async for response in call:
             if response.event.HasField("response_delta"):
-                return response.event.session_id
+                session_id: str = response.event.session_id
+                return session_id
     finally:
         call.cancel()
     raise AssertionError("the session ended before answering")
