@@ -57,8 +57,8 @@ from typing import Any
 import grpc
 
 from orchestratex.v1 import common_pb2, providers_pb2
+from services.orchestrator.calls import CRITIQUE_MAX_TOKENS
 from services.orchestrator.critique import UnusableCritique, parse_critique
-from services.orchestrator.engine import CRITIQUE_MAX_TOKENS
 from services.orchestrator.prompts import PromptSet, load_prompts
 from tests.real_model.llama import (
     MODELS,

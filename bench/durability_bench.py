@@ -42,8 +42,8 @@ def cpu_seconds() -> float:
 class ImmediateHub(Hub):
     """The reference: the previous design, every event visible as soon as it is emitted."""
 
-    def emit(self, live: LiveSession, **kind: object) -> pb.OrchestrationEvent:
-        event = super().emit(live, **kind)
+    def emit(self, live: LiveSession, event: pb.OrchestrationEvent) -> pb.OrchestrationEvent:
+        event = super().emit(live, event)
         live.mark_durable(event.sequence)
         return event
 
@@ -51,7 +51,8 @@ class ImmediateHub(Hub):
 async def _session(hub: Hub, sid: str, events: int, pause: float, sent: dict[tuple[str, int], float]) -> None:
     live = hub.open(sid, "")
     for _ in range(events):
-        event = hub.emit(live, response_delta=pb.ResponseDelta(round=1, model="m", text="some words of an answer"))
+        delta = pb.ResponseDelta(round=1, model="m", text="some words of an answer")
+        event = hub.emit(live, pb.OrchestrationEvent(response_delta=delta))
         sent[(sid, event.sequence)] = time.perf_counter()
         await asyncio.sleep(pause)
 

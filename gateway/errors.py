@@ -4,23 +4,23 @@ Everything that goes wrong while serving a client becomes a :class:`GatewayError
 and a message that is safe to show). REST turns it into
 ``{"error": {"code", "status", "message", "field"?, "retryAfter"?}}`` with the HTTP status from
 :func:`http_status`; the WebSocket sends the same fields in ``{"type": "error", ...}``.
-Peers' error details are passed on only when they were written for clients; transport noise
-(addresses, socket errors) and unexpected failures become generic messages.
+Peers' messages are passed on only when they were written for clients; transport noise
+(addresses, socket errors) and unexpected failures become generic messages. ``field`` and ``retryAfter``
+come from the peer's structured status details (``google.rpc.BadRequest`` and ``RetryInfo``, see
+``orchestratex.errors``), never from the message text.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-import re
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Final
 
 import grpc
 import orjson
 from aiohttp import web
 
-from orchestratex.errors import OrxError
+from orchestratex.errors import OrxError, error_details
 
 _MAX_MESSAGE_CHARS: Final = 1000
 
@@ -76,10 +76,6 @@ _TRANSPORT_NOISE: Final = (
 )
 
 
-# "field: problem" messages (ours and the services'): the field is a name or a dotted path.
-_FIELD_PREFIX: Final = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*|\[\d+\])*): ")
-
-
 class GatewayError(Exception):
     """A failure to report to the client: a canonical status code and a message safe to show.
 
@@ -102,9 +98,6 @@ class GatewayError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-        if field is None and code in _CLIENT_FACING:
-            match = _FIELD_PREFIX.match(message)
-            field = match.group(1) if match else None
         self.field = field
         self.retry_after = retry_after
         self._http = http
@@ -171,27 +164,30 @@ def invalid(field: str, problem: str) -> GatewayError:
 
 def from_orx(exc: OrxError) -> GatewayError:
     """Our own domain exceptions (raised by shared validation helpers) as a gateway error."""
-    retry = getattr(exc, "retry_after", None)
-    return GatewayError(exc.code, exc.message, retry_after=max(1, math.ceil(retry)) if retry else None)
+    retry = exc.retry_after if exc.code == grpc.StatusCode.RESOURCE_EXHAUSTED else None
+    return GatewayError(
+        exc.code,
+        exc.message,
+        field=exc.field if exc.code in _CLIENT_FACING else None,
+        retry_after=max(1, math.ceil(retry)) if retry else None,
+    )
 
 
 def from_rpc(err: grpc.aio.AioRpcError, peer: str) -> GatewayError:
-    """A peer's status as a gateway error; ``peer`` names the service in generic messages."""
+    """A peer's status as a gateway error; ``peer`` names the service in generic messages.
+
+    ``field`` is the peer's ``BadRequest`` field violation (on client-facing codes, whose message is passed
+    on); ``retry_after`` is its ``RetryInfo`` delay in whole seconds (at least 1) on RESOURCE_EXHAUSTED, or
+    1 when the peer gave none.
+    """
     code = err.code()
-    details = (err.details() or "").strip()
+    message = (err.details() or "").strip()
+    details = error_details(err)
     retry_after = None
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        retry_after = _retry_after(err)
-    return GatewayError(code, _safe_message(code, details, peer), retry_after=retry_after)
-
-
-def _retry_after(err: grpc.aio.AioRpcError) -> int:
-    metadata: Any = err.trailing_metadata() or ()
-    for key, value in metadata:
-        if key == "retry-after":
-            with contextlib.suppress(ValueError):
-                return max(1, math.ceil(float(value)))
-    return 1
+        retry_after = max(1, math.ceil(details.retry_after)) if details.retry_after else 1
+    field = details.field if code in _CLIENT_FACING and message else None
+    return GatewayError(code, _safe_message(code, message, peer), field=field, retry_after=retry_after)
 
 
 def _safe_message(code: grpc.StatusCode, details: str, peer: str) -> str:

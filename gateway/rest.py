@@ -197,6 +197,7 @@ async def submit_feedback(request: web.Request) -> web.Response:
         raise GatewayError(
             grpc.StatusCode.FAILED_PRECONDITION,
             f"sessionId: session {session_id!r} is still running; rate it once it has finished",
+            field="sessionId",
         )
     response = await _unary("analytics", upstream.analytics.SubmitFeedback(message))
     return proto_response(response)

@@ -280,7 +280,9 @@ class Connection:
         self._start(stream, lambda: self._upstream.orchestrator.Orchestrate(request))
 
     def _on_auth(self, data: dict[str, Any], ref: Ref) -> None:
-        raise GatewayError(grpc.StatusCode.FAILED_PRECONDITION, "type: this socket is already authenticated")
+        raise GatewayError(
+            grpc.StatusCode.FAILED_PRECONDITION, "type: this socket is already authenticated", field="type"
+        )
 
     def _on_watch(self, data: dict[str, Any], ref: Ref) -> None:
         session_id = _session_id(data)
@@ -289,7 +291,9 @@ class Connection:
         if session_id in self._active:
             self._send_error(
                 GatewayError(
-                    grpc.StatusCode.FAILED_PRECONDITION, "sessionId: this session is already streaming on this socket"
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "sessionId: this session is already streaming on this socket",
+                    field="sessionId",
                 ),
                 ref=ref,
                 session_id=session_id,
@@ -317,7 +321,9 @@ class Connection:
         if stream is None:
             self._send_error(
                 GatewayError(
-                    grpc.StatusCode.NOT_FOUND, "sessionId: no running session started on this socket has this id"
+                    grpc.StatusCode.NOT_FOUND,
+                    "sessionId: no running session started on this socket has this id",
+                    field="sessionId",
                 ),
                 ref=ref,
                 session_id=session_id,

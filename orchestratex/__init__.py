@@ -18,7 +18,8 @@ What a client needs is exported here, and pinned by tests/test_public_surface.py
 * :func:`open_channel`: a channel with default deadlines that carries the caller's request id
   (:data:`REQUEST_ID_HEADER`) and tenant (:data:`TENANT_HEADER`) on every call;
 * the exception hierarchy (:class:`OrxError` and its subclasses, one per gRPC status code),
-  :func:`from_rpc_error` to turn a failed call into one of them, and :class:`ConfigError`;
+  :func:`from_rpc_error` to turn a failed call into one of them with the status's structured details
+  (``field``, ``retry_after``, ``reason``: see :mod:`orchestratex.errors`), and :class:`ConfigError`;
 * the configuration primitives :class:`Address` (``host:port``) and :class:`Secret` (never prints).
 
 Every other module (``config.Settings``, ``grpc_server``, ``logging``, ``store``) serves the services and

@@ -8,7 +8,8 @@ and if it succeeds the server owns the stack and releases it after :meth:`GrpcSe
 
 Every server has the standard health service, server reflection, and one interceptor that (1) takes
 the request id and tenant from metadata, (2) writes an access log line per RPC, (3) maps exceptions to
-canonical status codes in one place, and (4) turns undecodable requests into INVALID_ARGUMENT.
+canonical status codes with their ``google.rpc`` details in one place (``context.abort_with_status``, see
+``orchestratex.errors``), and (4) turns undecodable requests into INVALID_ARGUMENT.
 ``serve`` runs it until SIGTERM/SIGINT (or until the service sets ``stopping``) and shuts down
 gracefully.
 
@@ -33,12 +34,14 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf.message import DecodeError
+from google.rpc import status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer as AioHealthServicer
 from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
 
 from orchestratex import context
-from orchestratex.errors import OrxError
+from orchestratex.errors import InvalidArgument, OrxError, internal_status, to_status
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("orchestratex.access")
@@ -197,12 +200,13 @@ class _Scope:
         context.tenant.set(metadata.get(context.TENANT_HEADER, "")[:128])
 
     async def fail(self, exc: BaseException, ctx: Ctx) -> None:
+        """End the call with the status for ``exc`` (the one mapping of exceptions to statuses)."""
         if isinstance(exc, OrxError):
             self.status = exc.code.name
-            await _abort(ctx, exc.code, exc.message)
+            await _abort(ctx, to_status(exc, context.request_id.get()))
         self.status = "INTERNAL"
         log.error("unhandled error in %s", self.method, exc_info=exc)
-        await _abort(ctx, grpc.StatusCode.INTERNAL, f"internal error (request id {context.request_id.get()})")
+        await _abort(ctx, internal_status(context.request_id.get()))
 
     def done(self) -> None:
         access_log.info(
@@ -218,12 +222,26 @@ class _Scope:
         )
 
 
-async def _abort(ctx: Ctx, code: grpc.StatusCode, message: str) -> None:
-    """``ctx.abort``, for a call that may already have ended: when its deadline passed or its client left
-    just before, gRPC cannot send a status any more (``abort`` then raises another error than AbortError);
-    the call is then over, as a cancelled one, instead of failing a second time inside the error mapping."""
+@dataclass(frozen=True)
+class _WireStatus(grpc.Status):
+    """A status as ``abort_with_status`` takes it: code, message and every trailer (details included)."""
+
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, str | bytes], ...]
+
+
+async def _abort(ctx: Ctx, status: status_pb2.Status) -> None:
+    """``ctx.abort_with_status``, keeping the trailers the handler set (e.g. the usage of a failed provider
+    call) beside the status details, for a call that may already have ended: when its deadline passed or
+    its client left just before, gRPC cannot send a status any more (``abort`` then raises another error
+    than AbortError); the call is then over, as a cancelled one, instead of failing a second time inside
+    the error mapping."""
+    wire = rpc_status.to_status(status)
+    trailers = (*(ctx.trailing_metadata() or ()), *wire.trailing_metadata)
     try:
-        await ctx.abort(code, message)
+        # grpc-stubs does not declare abort_with_status on the asyncio context; grpc.aio has it.
+        await ctx.abort_with_status(_WireStatus(wire.code, wire.details, trailers))  # type: ignore[attr-defined]
     except grpc.aio.AbortError:
         raise
     except Exception:
@@ -232,7 +250,7 @@ async def _abort(ctx: Ctx, code: grpc.StatusCode, message: str) -> None:
 
 async def _reject_undecodable(scope: _Scope, ctx: Ctx) -> None:
     scope.status = "INVALID_ARGUMENT"
-    await _abort(ctx, grpc.StatusCode.INVALID_ARGUMENT, "request: not a valid protobuf message")
+    await _abort(ctx, to_status(InvalidArgument("request", "not a valid protobuf message"), context.request_id.get()))
 
 
 class ServerInterceptor(_InterceptorBase):

@@ -102,5 +102,5 @@ def tenant_for_ingest(request_tenant: str, caller_tenant: str) -> str:
         # Also keeps the store's every-tenant counter name (which holds a NUL) out of reach.
         raise InvalidArgument("tenant", "must not contain control characters")
     if caller_tenant and request_tenant and request_tenant != caller_tenant:
-        raise PermissionDenied("tenant: differs from the caller's tenant")
+        raise PermissionDenied("tenant: differs from the caller's tenant", field="tenant")
     return request_tenant or caller_tenant

@@ -87,13 +87,15 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
         tenant = context.tenant.get()
         session = await self._store.get_session(feedback.session_id, tenant)
         if session is not None and session.status == STATUS_RUNNING:
-            raise FailedPrecondition(f"session_id: session {feedback.session_id!r} is still running")
+            raise FailedPrecondition(
+                f"session_id: session {feedback.session_id!r} is still running", field="session_id"
+            )
         try:
             record, updated = await self._store.put_feedback(
                 feedback.session_id, feedback.user_id, feedback.rating, feedback.comment, self._clock(), tenant=tenant
             )
         except LookupError:
-            raise NotFound(f"session_id: no session {feedback.session_id!r}") from None
+            raise NotFound(f"session_id: no session {feedback.session_id!r}", field="session_id") from None
         log.info(
             "feedback %s on session %s%s",
             "updated" if updated else "recorded",

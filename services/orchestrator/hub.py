@@ -278,17 +278,18 @@ class Hub:
                 live.mark_durable(sequence)
 
     @staticmethod
-    def _make(live: LiveSession, kind: dict[str, object]) -> pb.OrchestrationEvent:
-        return pb.OrchestrationEvent(
-            session_id=live.session_id,
-            sequence=live.next_sequence,
-            time=now_timestamp(),
-            **kind,  # type: ignore[arg-type]
-        )
+    def _stamp(live: LiveSession, event: pb.OrchestrationEvent) -> pb.OrchestrationEvent:
+        event.session_id = live.session_id
+        event.sequence = live.next_sequence
+        event.time.CopyFrom(now_timestamp())
+        return event
 
-    def emit(self, live: LiveSession, **kind: object) -> pb.OrchestrationEvent:
-        """Create the session's next event (exactly one oneof field in ``kind``), log and queue it."""
-        event = self._make(live, kind)
+    def emit(self, live: LiveSession, event: pb.OrchestrationEvent) -> pb.OrchestrationEvent:
+        """Make ``event`` (its kind set) the session's next: number it, log it and queue it for the store.
+
+        Sessions emit through :class:`services.orchestrator.events.Emitter`, one typed method per kind.
+        """
+        self._stamp(live, event)
         live.publish(event)
         self.writer.append(event)
         return event
@@ -296,16 +297,17 @@ class Hub:
     async def finish(
         self,
         live: LiveSession,
-        terminal: dict[str, object],
+        terminal: pb.OrchestrationEvent,
         save: Callable[[pb.OrchestrationEvent], Awaitable[None]],
     ) -> None:
-        """End a session: make the terminal event durable, ``save`` the record, then publish and forget.
+        """End a session with ``terminal`` (a ``session_completed`` or ``session_failed`` event, numbered
+        here): make it durable, ``save`` the record, then publish it and forget the session.
 
         Watchers see the terminal event only once the record says the session has ended, so a client
         that calls GetSession right after the last event always reads the final state. Nothing can
         cut this short: a cancellation that lands meanwhile is raised only after the end is recorded.
         """
-        event = self._make(live, terminal)
+        event = self._stamp(live, terminal)
         await uncancellable(self._finish(live, event, save))
 
     async def _finish(

@@ -16,12 +16,12 @@ Failure contract for implementers:
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
+from orchestratex.usage import estimate_tokens
 from services.providers.catalogue import ModelSpec
 
 
@@ -257,11 +257,6 @@ class Backend(Protocol):
     async def aclose(self) -> None:
         """Release resources (HTTP sessions, ...)."""
         ...
-
-
-def estimate_tokens(text: str) -> int:
-    """Rough token count used everywhere a tokenizer is not available: ``ceil(chars / 4)``."""
-    return math.ceil(len(text) / 4)
 
 
 def estimate_prompt_tokens(contents: Sequence[str]) -> int:

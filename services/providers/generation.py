@@ -25,6 +25,7 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, replace
 
+from orchestratex.usage import estimate_tokens
 from services.providers.backend import (
     Backend,
     BackendError,
@@ -35,7 +36,6 @@ from services.providers.backend import (
     TextDelta,
     TokenUsage,
     estimate_prompt_tokens,
-    estimate_tokens,
 )
 from services.providers.catalogue import ModelSpec, cost_usd
 from services.providers.resilience import (

@@ -12,18 +12,20 @@ Error contract (field paths are relative to the RPC's request message, see ``val
   authentication, so it can mean nothing else), 402 -> FAILED_PRECONDITION (kind CREDITS: no retry
   helps until the account is topped up), 403 -> PERMISSION_DENIED (kind REFUSED, with the moderation
   reasons), 404 / unknown model upstream -> NOT_FOUND listing valid ids,
-  429 -> RESOURCE_EXHAUSTED (trailing metadata ``retry-after`` = seconds, when known),
+  429 -> RESOURCE_EXHAUSTED (``RetryInfo`` = the vendor's Retry-After, when known),
   5xx / connection errors / invalid replies -> UNAVAILABLE, timeouts (and 408) -> DEADLINE_EXCEEDED;
 * refused here without calling the vendor: an open circuit -> UNAVAILABLE; the client-side rate limit
   -> RESOURCE_EXHAUSTED; a model held for the vendor's Retry-After window -> RESOURCE_EXHAUSTED (429) or
   UNAVAILABLE (503); every model of a provider whose key was rejected -> UNAUTHENTICATED (see
-  ``resilience.policy``); RESOURCE_EXHAUSTED and UNAVAILABLE carry ``retry-after`` = the time left;
+  ``resilience.policy``); RESOURCE_EXHAUSTED and UNAVAILABLE carry ``RetryInfo`` = the time left;
 * failure after tokens (StreamGenerate) -> a ``failed`` event (MID_STREAM_ERROR, usage of what was
   streamed, partial text), then the RPC ends with UNAVAILABLE. Generate ends with UNAVAILABLE.
 
-Every failed RPC carries the trailing metadata ``orx-failure-kind``: the ``FailureKind`` enum name
+Every failed call carries an ``ErrorInfo`` detail whose ``reason`` is the ``FailureKind`` enum name
 (``FAILURE_KIND_AUTH``, ``FAILURE_KIND_CREDITS``, ``FAILURE_KIND_CIRCUIT_OPEN``...), so a caller need not
-infer the kind from the status code, and ``orx-usage-bin``: the ``Usage`` the call spent.
+infer the kind from the status code, with the ``model`` and the failure's ``origin`` in its metadata; and
+the trailer ``orx-usage-bin`` (:data:`orchestratex.usage.USAGE_TRAILER`): the ``Usage`` the call spent.
+The details are set by the server interceptor from the exception (``orchestratex.errors``).
 
 Every message built from what a vendor sent is scrubbed of every provider key the service holds, in
 any form (``orchestratex.secrets``), before it reaches a status, an event, a trailer or a log.
@@ -57,6 +59,7 @@ from orchestratex.errors import (
 from orchestratex.grpc_server import GrpcServer, ServiceBinding, building
 from orchestratex.logging import register_secret
 from orchestratex.secrets import SecretScrubber
+from orchestratex.usage import USAGE_TRAILER
 from orchestratex.v1 import common_pb2, providers_pb2, providers_pb2_grpc
 from services.providers import catalogue as cat
 from services.providers.backend import (
@@ -76,12 +79,6 @@ from services.providers.validate import parse_generate_request
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "orchestratex.v1.ProviderService"
-USAGE_TRAILER = "orx-usage-bin"
-"""Trailing metadata key on a failed unary Generate: the serialised ``Usage`` the call spent."""
-RETRY_AFTER_METADATA = "retry-after"
-"""Trailing metadata key carrying the vendor's retry-after, in seconds, on RESOURCE_EXHAUSTED."""
-FAILURE_KIND_METADATA = "orx-failure-kind"
-"""Trailing metadata key on every failed Generate / StreamGenerate: the ``FailureKind`` enum value name."""
 
 _FINISH = {
     FinishReason.STOP: providers_pb2.FINISH_REASON_STOP,
@@ -164,7 +161,7 @@ class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
                     if isinstance(event, Completion):
                         return _completion(event)
         except CallFailed as failure:
-            raise _fail(self._scrubbed(failure), context, "") from None
+            raise _fail(self._scrubbed(failure), context, parsed.model.id, "") from None
         raise Unavailable(f"{parsed.model.id}: no result")  # pragma: no cover - generate always ends or raises
 
     async def StreamGenerate(
@@ -189,7 +186,7 @@ class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
             failure = self._scrubbed(failure)
             if failure.streamed:
                 yield providers_pb2.StreamGenerateResponse(sequence=sequence + 1, failed=_failed(failure))
-            raise _fail(failure, context, "request.") from None
+            raise _fail(failure, context, parsed.model.id, "request.") from None
         except asyncio.CancelledError:
             log.info("stream for %s cancelled by the caller after %d events", parsed.model.id, sequence)
             raise
@@ -279,7 +276,7 @@ def _health(snapshot: HealthSnapshot) -> common_pb2.ModelHealth:
 
 
 def _kind(failure: CallFailed) -> common_pb2.FailureKind:
-    """The ``FailureKind`` a failure is reported with (trailer, ``StreamFailure.kind``)."""
+    """The ``FailureKind`` a failure is reported with (``ErrorInfo.reason``, ``StreamFailure.kind``)."""
     if failure.streamed:
         return common_pb2.FAILURE_KIND_MID_STREAM_ERROR
     if failure.origin is Origin.CIRCUIT_OPEN:
@@ -287,16 +284,15 @@ def _kind(failure: CallFailed) -> common_pb2.FailureKind:
     return _FAILURE_KIND[failure.kind]
 
 
-def _fail(failure: CallFailed, context: grpc.aio.ServicerContext[Any, Any], prefix: str) -> OrxError:
-    """The error to end the RPC with; trailers carry what the call spent and any retry-after."""
-    trailers: list[tuple[str, str | bytes]] = [
-        (USAGE_TRAILER, _usage(failure.usage).SerializeToString()),
-        (FAILURE_KIND_METADATA, common_pb2.FailureKind.Name(_kind(failure))),
-    ]
+def _fail(failure: CallFailed, context: grpc.aio.ServicerContext[Any, Any], model: str, prefix: str) -> OrxError:
+    """The error to end the RPC with: its details name the failure kind (``ErrorInfo``) and any wait
+    (``RetryInfo``); the usage trailer carries what the call spent."""
+    context.set_trailing_metadata(((USAGE_TRAILER, _usage(failure.usage).SerializeToString()),))
     error = _status(failure, prefix)
+    error.reason = common_pb2.FailureKind.Name(_kind(failure))
+    error.metadata = {"model": model, "origin": failure.origin.value}
     if isinstance(error, ResourceExhausted | Unavailable) and failure.retry_after is not None:
-        trailers.append((RETRY_AFTER_METADATA, f"{failure.retry_after:.3f}"))
-    context.set_trailing_metadata(tuple(trailers))
+        error.retry_after = failure.retry_after
     return error
 
 

@@ -34,6 +34,7 @@ from typing import TypeVar
 
 from orchestratex.config import Settings
 from orchestratex.domains import DOMAINS
+from orchestratex.usage import estimate_tokens
 from services.providers import sim_text
 from services.providers.backend import (
     BackendError,
@@ -49,7 +50,6 @@ from services.providers.backend import (
     Timing,
     TokenUsage,
     estimate_prompt_tokens,
-    estimate_tokens,
 )
 from services.providers.catalogue import SIMULATED_PROVIDER, Catalogue, ModelSpec
 from services.providers.sim_profile import FailureRates, ModelProfile, SimProfile, load_profile

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from orchestratex.domains import DOMAINS
+from orchestratex.usage import estimate_tokens
 from services.selector.detectors import detect_language, has_code, has_data
 
 CLASSIFIER_VERSION = "rules-0.1"
@@ -33,15 +34,6 @@ DEFAULT_OUTPUT_TOKENS: Mapping[str, int] = {
     "brainstorming": 700,
 }
 FALLBACK_OUTPUT_TOKENS = 600
-
-#: Characters per token for the estimate. Crude, but vendor tokenisers differ anyway and the
-#: estimate only feeds cost ranking and a safety margin on context windows.
-CHARS_PER_TOKEN = 4
-
-
-def estimate_tokens(text: str) -> int:
-    """Estimated tokens of ``text``: ``ceil(chars / 4)``."""
-    return math.ceil(len(text) / CHARS_PER_TOKEN)
 
 
 def default_output_tokens(domain: str) -> int:

@@ -347,9 +347,11 @@ class FakeAnalytics(analytics_pb2_grpc.AnalyticsServiceServicer):
         if self.knows_sessions:
             session = self.orchestrator._visible(request.session_id)
             if session is None:
-                raise NotFound(f"session_id: no session {request.session_id!r}")
+                raise NotFound(f"session_id: no session {request.session_id!r}", field="session_id")
             if session.status == pb.SESSION_STATUS_RUNNING:
-                raise FailedPrecondition(f"session_id: session {request.session_id!r} is still running")
+                raise FailedPrecondition(
+                    f"session_id: session {request.session_id!r} is still running", field="session_id"
+                )
         feedback = analytics_pb2.Feedback(
             session_id=request.session_id,
             rating=request.rating,

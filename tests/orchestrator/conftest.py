@@ -17,11 +17,14 @@ from typing import Any
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 from orchestratex.config import Settings
-from orchestratex.errors import InvalidArgument, ResourceExhausted, Unavailable
+from orchestratex.errors import ERROR_DOMAIN, InvalidArgument, ResourceExhausted, Unavailable
 from orchestratex.grpc_client import open_channel
 from orchestratex.grpc_server import GrpcServer, ServiceBinding, create_server
+from orchestratex.usage import USAGE_TRAILER
 from orchestratex.v1 import (
     analytics_pb2,
     analytics_pb2_grpc,
@@ -34,7 +37,6 @@ from orchestratex.v1 import (
 )
 from orchestratex.v1 import orchestrator_pb2 as pb
 from services.orchestrator import server as orchestrator_server
-from services.orchestrator.engine import USAGE_TRAILER
 
 MODELS = [("m/alpha", "fa"), ("m/beta", "fb"), ("m/gamma", "fc"), ("m/delta", "fa")]
 _QUALITY = re.compile(r"quality=(\d+(?:\.\d+)?)")
@@ -49,7 +51,7 @@ class FakeProviders(providers_pb2_grpc.ProviderServiceServicer):
     critic_text: dict[str, str] = field(default_factory=dict)
     fail_before: dict[str, grpc.StatusCode] = field(default_factory=dict)
     fail_mid: set[str] = field(default_factory=set)
-    #: A FailureKind name sent in the ``orx-failure-kind`` trailer with a ``fail_before`` failure.
+    #: A FailureKind name sent as the ``ErrorInfo`` reason of a ``fail_before`` failure.
     fail_kind: dict[str, str] = field(default_factory=dict)
     block: set[str] = field(default_factory=set)
     hang_after: dict[str, int] = field(default_factory=dict)
@@ -122,8 +124,10 @@ class FakeProviders(providers_pb2_grpc.ProviderServiceServicer):
         if req.model in self.fail_before:
             code = self.fail_before[req.model]
             if req.model in self.fail_kind:
-                trailer = (("orx-failure-kind", self.fail_kind[req.model]),)
-                await context.abort(code, f"upstream said {code.name}", trailing_metadata=trailer)
+                info = error_details_pb2.ErrorInfo(reason=self.fail_kind[req.model], domain=ERROR_DOMAIN)
+                status = status_pb2.Status(code=code.value[0], message=f"upstream said {code.name}")
+                status.details.add().Pack(info)
+                await context.abort_with_status(rpc_status.to_status(status))
             if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
                 raise ResourceExhausted("rate limited upstream", retry_after=1)
             if code != grpc.StatusCode.UNAVAILABLE:

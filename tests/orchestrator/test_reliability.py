@@ -173,13 +173,15 @@ async def test_a_cancel_landing_on_the_final_flush_still_ends_the_session() -> N
     writer.start()
     hub = Hub(writer)
     live = hub.open("s", "")
-    hub.emit(live, session_started=pb.SessionStarted())
+    hub.emit(live, pb.OrchestrationEvent(session_started=pb.SessionStarted()))
     saved: list[int] = []
 
     async def save(event: pb.OrchestrationEvent) -> None:
         saved.append(event.sequence)
 
-    ending = asyncio.ensure_future(hub.finish(live, {"session_failed": pb.SessionFailed(reason="cancelled")}, save))
+    ending = asyncio.ensure_future(
+        hub.finish(live, pb.OrchestrationEvent(session_failed=pb.SessionFailed(reason="cancelled")), save)
+    )
     await store.writing.wait()
     ending.cancel()  # a second cancel, landing while the terminal event is being made durable
     store.gate.set()
@@ -197,7 +199,7 @@ async def test_watchers_see_only_durable_events() -> None:
     writer.start()
     hub = Hub(writer)
     live = hub.open("s", "")
-    hub.emit(live, session_started=pb.SessionStarted())
+    hub.emit(live, pb.OrchestrationEvent(session_started=pb.SessionStarted()))
     await store.writing.wait()
     assert live.last_sequence == 0  # emitted, not yet committed: nobody may see it
     seen: list[pb.OrchestrationEvent] = []

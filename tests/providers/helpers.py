@@ -134,9 +134,3 @@ typical_ttft_ms = 10
 typical_tokens_per_second = 100
 {specialties}
 """
-
-
-def trailers(err: grpc.aio.AioRpcError) -> dict[str, str]:
-    """The trailing metadata of a failed call, as a dict."""
-    metadata: Any = err.trailing_metadata() or ()
-    return {key: value for key, value in metadata}

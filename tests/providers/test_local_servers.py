@@ -16,10 +16,10 @@ from pathlib import Path
 import grpc
 import pytest
 
+from orchestratex.errors import error_details
 from orchestratex.v1 import common_pb2, providers_pb2
 from services.providers.backend import estimate_prompt_tokens
-from services.providers.server import FAILURE_KIND_METADATA
-from tests.providers.helpers import catalogue_text, collect, request, trailers
+from tests.providers.helpers import catalogue_text, collect, request
 from tests.providers.openrouter_standin import (
     DEFAULT_KEY,
     LiveProviders,
@@ -77,10 +77,6 @@ async def call(live: LiveProviders, req: providers_pb2.GenerateRequest, streamin
     return info.value
 
 
-def trailer(err: grpc.aio.AioRpcError, key: str) -> str:
-    return trailers(err)[key]
-
-
 @pytest.mark.parametrize("streaming", [False, True])
 async def test_llama_cpp_pythons_context_error_names_the_limit(
     standin: OpenRouterStandIn, local: Local, streaming: bool
@@ -94,7 +90,7 @@ async def test_llama_cpp_pythons_context_error_names_the_limit(
         f"{prefix}messages: {TINY}: the prompt is 2,107 tokens and max_tokens is 8; together 2,115 exceed the "
         "2,048-token context window"
     )
-    assert trailer(err, FAILURE_KIND_METADATA) == "FAILURE_KIND_INVALID_REQUEST"
+    assert error_details(err).reason == "FAILURE_KIND_INVALID_REQUEST"
 
 
 @pytest.mark.parametrize("streaming", [False, True])
@@ -130,7 +126,7 @@ async def test_a_probe_that_succeeds_keeps_the_original_failure(standin: OpenRou
         err = await call(live, request(TINY, max_tokens=100), True)
     assert err.code() == grpc.StatusCode.UNAVAILABLE
     assert "connection to local failed" in (err.details() or "")
-    assert trailer(err, FAILURE_KIND_METADATA) == "FAILURE_KIND_UPSTREAM_ERROR"
+    assert error_details(err).reason == "FAILURE_KIND_UPSTREAM_ERROR"
     assert len(standin.chat_requests()) == 2
 
 

@@ -20,10 +20,11 @@ import pytest
 
 from orchestratex.config import Settings
 from orchestratex.domains import DOMAINS
-from orchestratex.errors import ConfigError
+from orchestratex.errors import ConfigError, error_details
+from orchestratex.usage import estimate_tokens
 from orchestratex.v1 import common_pb2, providers_pb2
-from services.providers.backend import estimate_prompt_tokens, estimate_tokens
-from services.providers.server import FAILURE_KIND_METADATA, RETRY_AFTER_METADATA, build
+from services.providers.backend import estimate_prompt_tokens
+from services.providers.server import build
 from tests.providers.helpers import collect, request, user
 from tests.providers.openrouter_standin import (
     DEFAULT_KEY,
@@ -78,11 +79,6 @@ def completed(events: list[Any], streaming: bool) -> providers_pb2.GenerateRespo
     assert "".join(e.delta.text for e in events[:-1]) == done.text
     assert "".join(e.delta.reasoning for e in events[:-1]) == done.reasoning
     return done
-
-
-def trailers(err: grpc.aio.AioRpcError) -> dict[str, str]:
-    metadata: Any = err.trailing_metadata() or ()
-    return {key: value for key, value in metadata}
 
 
 # ------------------------------------------------------------------------------------------ success
@@ -364,7 +360,7 @@ async def test_failures_before_the_first_token_map_to_status_codes(
     assert err.code() == code
     assert fragment.format(p="request." if streaming else "") in (err.details() or "")
     # a wait hint travels only with the statuses a caller may retry, and only when the vendor gave one
-    if RETRY_AFTER_METADATA in trailers(err):
+    if error_details(err).retry_after is not None:
         assert code in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE)
         assert "Retry-After" in reply.headers or "retry_after" in str(reply.error)
 
@@ -401,15 +397,17 @@ def test_every_status_of_the_error_table_is_covered() -> None:
         pytest.param(Reply(content=[]), grpc.StatusCode.UNAVAILABLE, "FAILURE_KIND_INVALID_OUTPUT", id="empty"),
     ],
 )
-async def test_401_and_402_have_their_own_failure_kinds_in_the_trailers(
+async def test_401_and_402_have_their_own_failure_kinds_in_the_details(
     live: LiveProviders, standin: OpenRouterStandIn, reply: Reply, code: grpc.StatusCode, kind: str, streaming: bool
 ) -> None:
-    """Every failed call names its FailureKind in the ``orx-failure-kind`` trailer, so callers need not guess
-    it from the status code (FAILED_PRECONDITION, for one, is not only ever credits)."""
+    """Every failed call names its FailureKind as the reason of an ``ErrorInfo`` detail, so callers need not
+    guess it from the status code (FAILED_PRECONDITION, for one, is not only ever credits)."""
     standin.script.append(reply)
     events, err = await call(live, request(GLM), streaming)
     assert err is not None and events == []
-    assert (err.code(), trailers(err).get(FAILURE_KIND_METADATA)) == (code, kind)
+    details = error_details(err)
+    assert (err.code(), details.reason, details.domain) == (code, kind, "orchestratex.v1")
+    assert details.metadata == {"model": GLM, "origin": "upstream"}
 
 
 @pytest.mark.parametrize("streaming", [False, True])
@@ -435,10 +433,11 @@ async def test_rate_limits_are_resource_exhausted_with_retry_after(
     assert err is not None and events == []
     assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "z-ai/glm-4.5: rate limited by openrouter: Rate limit exceeded" in (err.details() or "")
+    retry_after = error_details(err).retry_after
     if high == 0.0:
-        assert RETRY_AFTER_METADATA not in trailers(err)
+        assert retry_after is None
     else:
-        assert low <= float(trailers(err)[RETRY_AFTER_METADATA]) <= high
+        assert retry_after is not None and low <= retry_after <= high
 
 
 @pytest.mark.parametrize("header", ["reset", "date"])
@@ -450,7 +449,7 @@ async def test_rate_limit_reset_and_http_date(live: LiveProviders, standin: Open
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await live.stub.Generate(request(GLM))
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert 20.0 <= float(trailers(info.value)[RETRY_AFTER_METADATA]) <= 30.0
+    assert 20.0 <= (error_details(info.value).retry_after or 0.0) <= 30.0
 
 
 async def test_unknown_model_upstream_is_not_found_listing_ids(live: LiveProviders, standin: OpenRouterStandIn) -> None:
@@ -499,7 +498,7 @@ async def test_mid_stream_failure_sends_failed_event_with_estimated_usage(
     streamed = "".join(e.delta.text for e in events[:-1])
     assert streamed.startswith("Hello from") and failed.partial_text == streamed
     assert failed.kind == common_pb2.FAILURE_KIND_MID_STREAM_ERROR
-    assert trailers(err)[FAILURE_KIND_METADATA] == "FAILURE_KIND_MID_STREAM_ERROR"
+    assert error_details(err).reason == "FAILURE_KIND_MID_STREAM_ERROR"
     # The vendor sent no usage: what was streamed is estimated and priced from the catalogue.
     prompt, completion = estimate_prompt_tokens(["Explain TCP slow start."]), estimate_tokens(streamed)
     assert (failed.usage.prompt_tokens, failed.usage.completion_tokens) == (prompt, completion)

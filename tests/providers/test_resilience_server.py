@@ -15,10 +15,12 @@ import grpc
 import pytest
 
 from orchestratex.config import Settings
+from orchestratex.errors import error_details
 from orchestratex.grpc_client import open_channel
+from orchestratex.usage import USAGE_TRAILER
 from orchestratex.v1 import common_pb2, providers_pb2, providers_pb2_grpc
 from services.providers.resilience import SYSTEM_CLOCK, Clock, ManualClock, Resilience
-from services.providers.server import FAILURE_KIND_METADATA, RETRY_AFTER_METADATA, USAGE_TRAILER, build
+from services.providers.server import build
 from tests.providers.helpers import request
 from tests.providers.openrouter_standin import DEFAULT_KEY, OpenRouterStandIn, Reply, error_reply
 
@@ -91,9 +93,8 @@ async def test_retry_after_past_the_deadline_fails_at_once(standin: OpenRouterSt
             await stub.Generate(request(GLM), timeout=5)
         elapsed = time.monotonic() - started
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    trailers = _trailers(err.value)
-    assert float(trailers[RETRY_AFTER_METADATA]) == pytest.approx(20, abs=1)
-    assert USAGE_TRAILER in trailers
+    assert error_details(err.value).retry_after == pytest.approx(20, abs=1)
+    assert USAGE_TRAILER in _trailers(err.value)
     assert elapsed < 4, "it waited for a retry that could not finish before the deadline"
     assert len(standin.chat_requests()) == 1
 
@@ -119,7 +120,8 @@ async def test_the_circuit_opens_shows_in_list_models_and_refuses_calls(
             await stub.Generate(request(GLM))
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
         assert "circuit open" in (err.value.details() or "")
-        assert RETRY_AFTER_METADATA in _trailers(err.value)
+        assert error_details(err.value).retry_after is not None
+        assert error_details(err.value).reason == "FAILURE_KIND_CIRCUIT_OPEN"
     assert len(standin.chat_requests()) == 2
 
 
@@ -220,8 +222,10 @@ async def test_a_long_rate_limit_window_holds_the_model_until_it_ends(
                     await stub.Generate(request(GLM))
             assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert "rate-limit window" in (err.value.details() or "")
-            assert 1 <= float(_trailers(err.value)[RETRY_AFTER_METADATA]) <= 4
-            assert _trailers(err.value)[FAILURE_KIND_METADATA] == "FAILURE_KIND_RATE_LIMITED"
+            details = error_details(err.value)
+            assert details.retry_after is not None and 1 <= details.retry_after <= 4
+            assert details.reason == "FAILURE_KIND_RATE_LIMITED"
+            assert details.metadata == {"model": GLM, "origin": "vendor_hold"}
         assert len(standin.chat_requests()) == 1  # the vendor never saw them
 
         done = await stub.Generate(request(QWEN))  # the other models are not held
@@ -273,7 +277,7 @@ async def test_a_rejected_key_makes_every_model_of_the_provider_unavailable(
         assert "rejected the API key" in (err.value.details() or "")
         assert len(standin.chat_requests()) == 1
         for failed in (first.value, err.value):
-            assert _trailers(failed)[FAILURE_KIND_METADATA] == "FAILURE_KIND_AUTH"
+            assert error_details(failed).reason == "FAILURE_KIND_AUTH"
 
         everything = await stub.ListModels(providers_pb2.ListModelsRequest(include_unavailable=True))
         assert {m.health.circuit_state for m in everything.models} == {common_pb2.CIRCUIT_STATE_OPEN}
@@ -295,7 +299,7 @@ async def test_insufficient_credits_hold_nothing(standin: OpenRouterStandIn, tmp
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.Generate(request(GLM))
         assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-        assert _trailers(err.value)[FAILURE_KIND_METADATA] == "FAILURE_KIND_CREDITS"
+        assert error_details(err.value).reason == "FAILURE_KIND_CREDITS"
         assert (await stub.Generate(request(QWEN))).text == "Hello from the stand-in."
         assert (await stub.Generate(request(GLM))).text == "Hello from the stand-in."
         everything = await stub.ListModels(providers_pb2.ListModelsRequest(include_unavailable=True))

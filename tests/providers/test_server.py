@@ -15,10 +15,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from orchestratex.domains import DOMAINS, from_proto
+from orchestratex.errors import error_details
 from orchestratex.grpc_client import open_channel
 from orchestratex.v1 import common_pb2, providers_pb2
 from services.providers.catalogue import cost_usd
-from services.providers.server import RETRY_AFTER_METADATA
 from tests.providers.helpers import Providers, collect, request
 
 LABEL = re.compile(r"^_\(simulated answer · draft ([0-9a-f]{8})\)_\n\n")
@@ -158,9 +158,7 @@ async def test_rate_limit_is_resource_exhausted_with_retry_after(
     assert err is not None
     assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "rate limited" in (err.details() or "")
-    trailers: Any = err.trailing_metadata() or ()  # grpc-stubs mistypes aio metadata
-    retry_after = [value for key, value in trailers if key == RETRY_AFTER_METADATA]
-    assert retry_after == ["0.003"]  # the profile's 3 s at 1000x speed
+    assert error_details(err).retry_after == pytest.approx(0.003)  # the profile's 3 s at 1000x speed
 
 
 @pytest.mark.parametrize("streaming", [False, True])

@@ -21,10 +21,9 @@ import httpx
 import jsonschema
 import pytest
 
+from orchestratex.errors import error_details
 from orchestratex.v1 import common_pb2, providers_pb2
 from services.providers.backend import estimate_prompt_tokens
-from services.providers.server import FAILURE_KIND_METADATA
-from tests.providers.helpers import trailers
 from tests.real_model.llama import (
     MODELS,
     LlamaServer,
@@ -235,7 +234,7 @@ async def test_a_prompt_longer_than_the_context_window_is_invalid_argument(
     assert match, details
     prompt_tokens = int(match.group(1).replace(",", ""))
     assert prompt_tokens > 2048 and int(match.group(2).replace(",", "")) == prompt_tokens + 16
-    assert trailers(err)[FAILURE_KIND_METADATA] == "FAILURE_KIND_INVALID_REQUEST"
+    assert error_details(err).reason == "FAILURE_KIND_INVALID_REQUEST"
     # The server's own words, in its log: the stream dropped, the probe answered.
     await llama_server.wait_for_log(rf"Requested tokens \({prompt_tokens}\) exceed context window of 2048", start=mark)
 
@@ -353,7 +352,7 @@ async def test_a_server_killed_mid_stream_is_unavailable_and_nothing_hangs(priva
         with pytest.raises(grpc.aio.AioRpcError) as again:
             await live.stub.Generate(request(WREN, "Say hello.", max_tokens=4), timeout=30)
         assert again.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert trailers(again.value)[FAILURE_KIND_METADATA] in (
+        assert error_details(again.value).reason in (
             "FAILURE_KIND_UPSTREAM_ERROR",
             "FAILURE_KIND_CIRCUIT_OPEN",
         )

@@ -8,12 +8,12 @@ import time
 import pytest
 
 from orchestratex.domains import DOMAINS
+from orchestratex.usage import estimate_tokens
 from services.selector.analysis import (
     CLASSIFIER_VERSION,
     DEFAULT_OUTPUT_TOKENS,
     RuleClassifier,
     analyze,
-    estimate_tokens,
     normalise_probabilities,
 )
 from services.selector.detectors import detect_language, has_code, has_data

@@ -1,0 +1,274 @@
+"""The session manager: starts sessions, follows and cancels them, and recovers the ones a previous
+process left running.
+
+:class:`SessionManager` validates a request, gathers what the session needs (the catalogue, the thread's
+history, the models from :mod:`~services.orchestrator.selection`), writes the record and launches a
+:class:`~services.orchestrator.engine.SessionRunner` in the background; when the loop ends it records the
+terminal event through the hub. Watching a session follows its live log here, else replays the stored
+one (:mod:`~services.orchestrator.replay`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+
+from orchestratex.config import Settings
+from orchestratex.errors import NotFound, Unavailable
+from orchestratex.usage import estimate_tokens
+from orchestratex.v1 import orchestrator_pb2 as pb
+from orchestratex.v1 import providers_pb2_grpc, selector_pb2_grpc
+from services.orchestrator import shadow
+from services.orchestrator.catalogue import CatalogueCache, Pricing
+from services.orchestrator.engine import RunConfig, SessionRunner
+from services.orchestrator.hub import TERMINAL_KINDS, Hub, LiveSession, StoreHealth, now_timestamp
+from services.orchestrator.outbox import Outbox
+from services.orchestrator.prompts import PromptSet
+from services.orchestrator.replay import stored_events
+from services.orchestrator.requests import normalise
+from services.orchestrator.selection import select
+from services.orchestrator.store.base import SessionStore
+from services.orchestrator.threads import thread_history
+
+log = logging.getLogger(__name__)
+
+
+class SessionManager:
+    """Owns running sessions: start, follow, cancel, recover."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: SessionStore,
+        hub: Hub,
+        providers: providers_pb2_grpc.ProviderServiceStub,
+        selector: selector_pb2_grpc.SelectorServiceStub,
+        catalogue: CatalogueCache,
+        prompts: PromptSet,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.hub = hub
+        self.providers = providers
+        self.selector = selector
+        self.catalogue = catalogue
+        self.prompts = prompts
+        self.outbox: Outbox | None = None
+        self.stopping = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------------ start
+
+    async def start(self, request: pb.OrchestrateRequest, tenant: str) -> LiveSession:
+        """Validate, select models, persist the record and launch the loop in the background."""
+        req, rules = normalise(request, self.settings.max_prompt_chars)
+        self._check_writable()
+        models = await self.catalogue.get()
+        history, trimmed = await thread_history(self.store, tenant, req.thread_id, models)
+        context_tokens = sum(estimate_tokens(m.content) + 4 for m in history)
+        selection = await select(self.selector, req, models, context_tokens)
+        now = now_timestamp()
+        session_id = uuid.uuid4().hex
+        if req.HasField("shadow_evaluation"):
+            sampled = req.shadow_evaluation
+        else:
+            rate = shadow.sample_rate(self.settings.shadow_sample_rate, self.catalogue.simulated)
+            sampled = shadow.sampled(session_id, rate)
+        record = pb.Session(
+            session_id=session_id,
+            status=pb.SESSION_STATUS_RUNNING,
+            request=req,
+            create_time=now,
+            update_time=now,
+            thread_id=req.thread_id,
+            primary_model=selection.primary,
+            primary_domain=selection.analysis.primary_domain,
+        )
+        self._check_writable()
+        try:
+            await self.store.create_session(tenant, record)
+        except asyncio.CancelledError:
+            # The record was written (store writes run to their end) but the caller is gone: run the
+            # session anyway, cancelled from the start, so it still ends with one terminal event.
+            cancelled = True
+        except Exception as exc:
+            self.health.report(exc)
+            raise
+        else:
+            cancelled = False
+        live = self.hub.open(record.session_id, tenant)
+        runner = SessionRunner(
+            live=live,
+            record=record,
+            config=RunConfig(
+                request=req,
+                rules=rules,
+                critic_count=req.critic_count,
+                history=history,
+                trimmed_turns=trimmed,
+                shadow=sampled,
+            ),
+            selection=selection,
+            providers=self.providers,
+            prompts=self.prompts,
+            pricing=Pricing(models),
+            hub=self.hub,
+            simulated=self.catalogue.simulated,
+        )
+        task = asyncio.create_task(self._run(runner, live, record), name=f"session-{record.session_id}")
+        live.task = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        log.info("session %s started (primary %s)", record.session_id, selection.primary)
+        if cancelled:
+            self.cancel_now(live.session_id)
+            raise asyncio.CancelledError
+        return live
+
+    def _check_writable(self) -> None:
+        if not self.health.ok:
+            raise Unavailable(f"storage: cannot write ({self.health.problem}); not accepting sessions until it can")
+
+    @property
+    def health(self) -> StoreHealth:
+        """Whether the store takes writes (shared with the event writer)."""
+        return self.hub.writer.health
+
+    async def _run(self, runner: SessionRunner, live: LiveSession, record: pb.Session) -> None:
+        async def save(event: pb.OrchestrationEvent) -> None:
+            record.update_time.CopyFrom(event.time)
+            record.last_sequence = event.sequence
+            try:
+                await self.store.save_session(record)
+            except Exception as exc:
+                self.health.report(exc)
+                raise
+
+        live.running = True
+        try:
+            if live.cancel_requested:
+                # Cancelled before this task first ran (a task cancelled before its first step would
+                # never enter this try): deliver it now, inside the loop's handlers.
+                asyncio.current_task().cancel()  # type: ignore[union-attr]
+            await runner.run()
+        finally:
+            live.ending = True
+            terminal = runner.terminal
+            if terminal is None:
+                terminal = pb.OrchestrationEvent(
+                    session_failed=pb.SessionFailed(reason="internal error", status=pb.SESSION_STATUS_FAILED)
+                )
+            try:
+                await self.hub.finish(live, terminal, save)
+            except Exception:
+                log.exception("could not record the end of session %s", record.session_id)
+            if self.outbox is not None:
+                self.outbox.kick()
+
+    # ---------------------------------------------------------------- follow
+
+    async def events(self, session_id: str, after: int, tenant: str) -> AsyncIterator[pb.OrchestrationEvent]:
+        """Stored events after ``after``, then live ones until the session ends."""
+        live = self.hub.get(session_id)
+        if live is not None and (not tenant or live.tenant == tenant):
+            async for event in live.follow(after):
+                yield event
+            return
+        if await self.store.get_session(session_id, tenant) is None:
+            raise NotFound(f"session {session_id} not found")
+        async with aclosing(stored_events(self.store, session_id, after)) as stored:
+            async for event in stored:
+                yield event
+
+    async def get(self, session_id: str, tenant: str) -> pb.Session:
+        """The session record (live sequence included), or NOT_FOUND."""
+        record = await self.store.get_session(session_id, tenant)
+        if record is None:
+            raise NotFound(f"session {session_id} not found")
+        live = self.hub.get(session_id)
+        if live is not None:
+            record.last_sequence = live.last_sequence
+        return record
+
+    def cancel_now(self, session_id: str, reason: str = "cancelled by the client") -> asyncio.Task[None] | None:
+        """Cancel a running session's loop; returns its task to await, or None if it is not running here.
+
+        Idempotent: only the first cancel of a session reaches its task, and none does once the
+        session is recording its end, so a cancel can never interrupt a terminal write.
+        """
+        live = self.hub.get(session_id)
+        if live is None or live.task is None or live.task.done():
+            return None
+        if live.cancel_requested or live.ending:
+            return live.task
+        live.cancel_requested = True
+        if self.stopping:
+            reason = "interrupted: the orchestrator is shutting down"
+            live.cancel_status = pb.SESSION_STATUS_FAILED
+        live.cancel_reason = reason
+        if live.running:
+            live.task.cancel()
+        return live.task
+
+    async def cancel(self, session_id: str, tenant: str, reason: str) -> pb.Session:
+        """Cancel and wait (briefly) for the session to record its end."""
+        await self.get(session_id, tenant)
+        task = self.cancel_now(session_id, f"cancelled: {reason}" if reason else "cancelled by the client")
+        if task is not None:
+            await asyncio.wait({task}, timeout=5)
+        return await self.get(session_id, tenant)
+
+    # --------------------------------------------------------------- lifecycle
+
+    async def recover(self) -> None:
+        """End sessions left running by a previous process, each with exactly one terminal event.
+
+        A session whose log already ends with a terminal event (the process died between writing it
+        and saving the record) only gets its record brought in line. Any other gets a
+        ``session_failed`` after its last stored event: watchers only ever saw stored events, so no
+        client can have seen that sequence number already.
+        """
+        for record in await self.store.running_sessions():
+            last = await self.store.last_sequence(record.session_id)
+            stored = await self.store.read_events(record.session_id, last - 1, 1) if last else []
+            final = pb.OrchestrationEvent.FromString(stored[0]) if stored else None
+            if final is not None and final.WhichOneof("kind") in TERMINAL_KINDS:
+                event = final
+                log.warning("session %s had recorded its end; record brought in line", record.session_id)
+            else:
+                reason = "interrupted: the orchestrator stopped while the session was running"
+                event = pb.OrchestrationEvent(
+                    session_id=record.session_id,
+                    sequence=last + 1,
+                    time=now_timestamp(),
+                    session_failed=pb.SessionFailed(reason=reason, status=pb.SESSION_STATUS_FAILED),
+                )
+                await self.store.append_events([(record.session_id, event.sequence, event.SerializeToString())])
+                log.warning("session %s was interrupted by a restart; marked failed", record.session_id)
+            if event.HasField("session_completed"):
+                record.status = pb.SESSION_STATUS_COMPLETED
+                record.result.CopyFrom(event.session_completed)
+            else:
+                record.status = event.session_failed.status or pb.SESSION_STATUS_FAILED
+                record.failure.CopyFrom(event.session_failed)
+            record.last_sequence = event.sequence
+            record.update_time.CopyFrom(event.time)
+            await self.store.save_session(record)
+
+    async def begin_shutdown(self) -> None:
+        """From now on, sessions cut short are recorded as interrupted by the shutdown."""
+        self.stopping = True
+
+    async def shutdown(self) -> None:
+        """Stop every running session (recorded as interrupted) and wait for them to save."""
+        tasks = []
+        for live in list(self.hub.sessions.values()):
+            live.cancel_status = pb.SESSION_STATUS_FAILED
+            task = self.cancel_now(live.session_id, "interrupted: the orchestrator is shutting down")
+            if task is not None:
+                tasks.append(task)
+        if tasks:
+            await asyncio.wait(tasks, timeout=10)
