@@ -8,7 +8,7 @@ BIN     := $(VENV)/bin
 STAMPS  := .stamps
 PROTOS  := $(wildcard protos/orchestratex/v1/*.proto)
 
-.PHONY: run test check lint typecheck protos buf-lint unit e2e clean help
+.PHONY: run test check lint typecheck check-js test-js protos buf-lint unit e2e clean help
 
 help:
 	@echo "make run    - install into .venv and start the whole suite (simulated models, SQLite)"
@@ -68,11 +68,20 @@ lint: $(STAMPS)/dev
 typecheck: $(STAMPS)/dev
 	$(BIN)/mypy
 
+# The browser app (gateway/static) is plain ES modules typed with JSDoc; TypeScript checks every module that
+# starts with `// @ts-check` (jsconfig.json). Its state logic (state.js, a pure reducer) has unit tests that
+# need only node: `node --test` runs tests/browser_unit/*.test.mjs.
+check-js: $(STAMPS)/npm
+	node_modules/.bin/tsc -p jsconfig.json
+
+test-js:
+	node --test --test-reporter=dot tests/browser_unit/
+
 unit: $(STAMPS)/dev $(STAMPS)/npm $(STAMPS)/chromium
 	$(BIN)/pytest
 
 test: $(STAMPS)/dev $(STAMPS)/npm $(STAMPS)/chromium
-	$(MAKE) --no-print-directory buf-lint lint typecheck
+	$(MAKE) --no-print-directory buf-lint lint typecheck check-js test-js
 	$(BIN)/pytest
 
 clean:

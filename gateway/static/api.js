@@ -1,8 +1,17 @@
+// @ts-check
 // REST client: JSON in and out, the API key as a Bearer token, and a prompt for the key on 401.
+import { byId } from "./render.js";
+
 const KEY_STORAGE = "orx.apiKey";
 const TIMEOUT_MS = 20000;
 
 export class ApiError extends Error {
+  /**
+   * @param {number} status HTTP status
+   * @param {string} code the API's error code, e.g. "INVALID_ARGUMENT"
+   * @param {string} message
+   * @param {string} [field] the offending field, when the API names one
+   */
   constructor(status, code, message, field) {
     super(message);
     this.status = status;
@@ -20,6 +29,7 @@ export function apiKey() {
   }
 }
 
+/** @param {string} key */
 function storeKey(key) {
   try {
     if (key) sessionStorage.setItem(KEY_STORAGE, key);
@@ -30,18 +40,24 @@ function storeKey(key) {
 }
 
 // One dialog at a time: concurrent 401s wait for the same answer.
+/** @type {Promise<string> | null} */
 let pendingKey = null;
 
-/** Ask the user for an API key (modal dialog). Resolves with the key, or "" if dismissed. */
+/**
+ * Ask the user for an API key (modal dialog). Resolves with the key, or "" if dismissed.
+ * @param {string} [message]
+ * @returns {Promise<string>}
+ */
 export function askForKey(message) {
   if (pendingKey) return pendingKey;
-  const dialog = document.getElementById("key-dialog");
-  const form = document.getElementById("key-form");
-  const input = document.getElementById("key-input");
-  const note = document.getElementById("key-message");
+  const dialog = byId("key-dialog", HTMLDialogElement);
+  const form = byId("key-form", HTMLFormElement);
+  const input = byId("key-input", HTMLInputElement);
+  const note = byId("key-message");
   note.textContent = message || "This gateway needs an API key.";
   input.value = "";
   pendingKey = new Promise((resolve) => {
+    /** @param {string} key */
     const done = (key) => {
       form.removeEventListener("submit", onSubmit);
       dialog.removeEventListener("cancel", onCancel);
@@ -49,6 +65,7 @@ export function askForKey(message) {
       pendingKey = null;
       resolve(key);
     };
+    /** @param {SubmitEvent} e */
     const onSubmit = (e) => {
       e.preventDefault();
       const key = input.value.trim();
@@ -72,6 +89,9 @@ export function forgetKey() {
 /**
  * Call the REST API. `body` is sent as JSON. Answers the parsed JSON (or null for 204).
  * On 401 the user is asked for a key once and the call is retried; other errors throw ApiError.
+ * @param {string} path
+ * @param {{method?: string, body?: unknown, query?: Record<string, unknown>}} [options]
+ * @returns {Promise<any>}
  */
 export async function api(path, { method = "GET", body, query } = {}) {
   let url = path;
@@ -82,6 +102,7 @@ export async function api(path, { method = "GET", body, query } = {}) {
     if (qs) url += "?" + qs;
   }
   for (let attempt = 0; ; attempt++) {
+    /** @type {Record<string, string>} */
     const headers = { Accept: "application/json" };
     if (body !== undefined) headers["Content-Type"] = "application/json";
     const key = apiKey();

@@ -1,14 +1,14 @@
+// @ts-check
 // OrchestrateX browser app: wiring, navigation (#/, #/session/<id>, #/sessions, #/dashboard) and the prompt form.
 import { api } from "./api.js";
 import { Dashboard } from "./dashboard.js";
 import { LiveSession } from "./live.js";
-import { catalogue, setModels, setPill } from "./render.js";
+import { byId, catalogue, setModels, setPill } from "./render.js";
 import { SessionList } from "./sessions.js";
 import { Channel } from "./ws.js";
 
-const $ = (id) => document.getElementById(id);
-
 // Selection weights (quality, cost, latency) per preference; "balanced" leaves the service defaults.
+/** @type {Record<string, {quality_weight: number, cost_weight: number, latency_weight: number} | null>} */
 const PREFERENCES = {
   balanced: null,
   quality: { quality_weight: 1, cost_weight: 0.05, latency_weight: 0.05 },
@@ -28,11 +28,13 @@ const live = new LiveSession(channel, {
 
 // ---- navigation ----------------------------------------------------------------------------------------
 
-const VIEWS = { ask: $("view-ask"), sessions: $("view-sessions"), dashboard: $("view-dashboard") };
+const VIEWS = { ask: byId("view-ask"), sessions: byId("view-sessions"), dashboard: byId("view-dashboard") };
 
+/** @param {keyof typeof VIEWS} view */
 function show(view) {
   for (const [name, el] of Object.entries(VIEWS)) el.hidden = name !== view;
   for (const link of document.querySelectorAll("nav.tabs a")) {
+    if (!(link instanceof HTMLElement)) continue;
     if (link.dataset.view === view) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
@@ -60,30 +62,40 @@ window.addEventListener("hashchange", route);
 // ---- connection status -----------------------------------------------------------------------------------
 
 channel.on("status", (status, code) => {
-  const pill = $("connection");
+  const pill = byId("connection");
   if (status === "connected") setPill(pill, "live", "good");
   else if (status === "connecting") setPill(pill, "connecting…", "muted");
   else if (status === "unauthenticated") setPill(pill, "API key needed", "bad");
   else setPill(pill, `reconnecting (${code})…`, "bad");
   pill.dataset.state = status;
-  $("start").disabled = status !== "connected" || live.running;
+  byId("start", HTMLButtonElement).disabled = status !== "connected" || live.running;
 });
 
 // ---- the form ----------------------------------------------------------------------------------------------
 
+/**
+ * The number in input `id`, or undefined when it holds none.
+ * @param {string} id
+ * @param {(value: string) => number} parse
+ */
 function number(id, parse) {
-  const value = parse($(id).value);
+  const value = parse(byId(id, HTMLInputElement).value);
   return Number.isFinite(value) ? value : undefined;
 }
 
-$("prompt-form").addEventListener("submit", (e) => {
+const promptField = byId("prompt", HTMLTextAreaElement);
+const promptForm = byId("prompt-form", HTMLFormElement);
+
+promptForm.addEventListener("submit", (e) => {
   e.preventDefault();
-  const prompt = $("prompt").value;
+  const prompt = promptField.value;
   if (!prompt.trim()) {
     live.showError("Write a prompt first.");
-    $("prompt").focus();
+    promptField.focus();
     return;
   }
+  /** @type {{prompt: string, max_rounds?: number, quality_threshold?: number, budget_usd?: number,
+   *   critic_count?: number, preferences?: {[key: string]: unknown}}} */
   const request = { prompt };
   const maxRounds = number("max-rounds", (v) => parseInt(v, 10));
   if (maxRounds !== undefined) request.max_rounds = maxRounds;
@@ -93,8 +105,9 @@ $("prompt-form").addEventListener("submit", (e) => {
   if (budget !== undefined && budget > 0) request.budget_usd = budget;
   const critics = number("critics", (v) => parseInt(v, 10));
   if (critics !== undefined) request.critic_count = critics;
-  const preferences = { ...(PREFERENCES[$("preference").value] || {}) };
-  const pinned = $("pinned-model").value;
+  /** @type {{[key: string]: unknown}} */
+  const preferences = { ...(PREFERENCES[byId("preference", HTMLSelectElement).value] || {}) };
+  const pinned = byId("pinned-model", HTMLSelectElement).value;
   if (pinned) preferences.pinned_model = pinned;
   if (Object.keys(preferences).length) request.preferences = preferences;
   show("ask");
@@ -102,8 +115,8 @@ $("prompt-form").addEventListener("submit", (e) => {
 });
 
 // Ctrl/Cmd+Enter in the prompt starts the session.
-$("prompt").addEventListener("keydown", (e) => {
-  if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) $("prompt-form").requestSubmit();
+promptField.addEventListener("keydown", (e) => {
+  if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) promptForm.requestSubmit();
 });
 
 // ---- start-up ------------------------------------------------------------------------------------------------
@@ -112,8 +125,8 @@ async function loadModels() {
   try {
     const response = await api("/v1/models");
     setModels(response || {});
-    $("sim-banner").hidden = !(response && response.simulated);
-    const select = $("pinned-model");
+    byId("sim-banner").hidden = !(response && response.simulated);
+    const select = byId("pinned-model", HTMLSelectElement);
     for (const m of catalogue()) {
       const option = document.createElement("option");
       option.value = m.id;
@@ -121,7 +134,7 @@ async function loadModels() {
       select.appendChild(option);
     }
   } catch (err) {
-    live.showError(`Could not load the model catalogue: ${err.message}`);
+    live.showError(`Could not load the model catalogue: ${err instanceof Error ? err.message : err}`);
   }
 }
 

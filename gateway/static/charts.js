@@ -1,17 +1,37 @@
+// @ts-check
 // Thin wrappers around Chart.js (vendor/chartjs/chart.umd.min.js, loaded as a classic script: window.Chart).
 // Every chart also gets a text summary as its aria-label, since a canvas says nothing to a screen reader.
 
+/**
+ * The parts of Chart.js this app uses (it is a classic script, so its types are not imported).
+ * @typedef {{data: {labels?: unknown[], datasets: object[]}, update(): void, destroy(): void}} ChartInstance
+ * @typedef {{
+ *   new (canvas: HTMLCanvasElement, config: {type: string, data: object, options: object}): ChartInstance,
+ *   getChart(canvas: HTMLCanvasElement): ChartInstance | undefined,
+ * }} ChartClass
+ * @typedef {{label?: string, data: (number | null)[], maxBarThickness?: number, [option: string]: unknown}} Dataset
+ */
+
+/** @returns {ChartClass | undefined} */
+const ChartJs = () => /** @type {{Chart?: ChartClass}} */ (/** @type {unknown} */ (window)).Chart;
+
 const PALETTE = ["#3056d3", "#d9480f", "#2b8a3e", "#ae3ec9", "#1098ad", "#e67700", "#c2255c", "#5c940d"];
 
+/**
+ * @param {string} name
+ * @param {string} fallback
+ */
 function css(name, fallback) {
   const value = getComputedStyle(document.documentElement).getPropertyValue(name).trim();
   return value || fallback;
 }
 
+/** @param {number} i */
 export function colour(i) {
   return PALETTE[i % PALETTE.length];
 }
 
+/** @returns {{[option: string]: any}} */
 function base() {
   const text = css("--text", "#1d2330");
   const grid = css("--border", "#dde1e7");
@@ -28,11 +48,28 @@ function base() {
   };
 }
 
-/** Make (or replace) a chart on `canvas`. */
-export function chart(canvas, type, data, options = {}, summary = "") {
-  if (!window.Chart) return null;
-  const existing = window.Chart.getChart(canvas);
+/**
+ * Remove the chart drawn on `canvas`, if any.
+ * @param {HTMLCanvasElement} canvas
+ */
+export function destroyChart(canvas) {
+  const existing = ChartJs()?.getChart(canvas);
   if (existing) existing.destroy();
+}
+
+/**
+ * Make (or replace) a chart on `canvas`.
+ * @param {HTMLCanvasElement} canvas
+ * @param {string} type
+ * @param {{labels: unknown[], datasets: Dataset[]}} data
+ * @param {{[option: string]: any}} [options] merged into the defaults (`scales` and `plugins` key by key)
+ * @param {string} [summary] the chart in words, for screen readers
+ * @returns {ChartInstance | null}
+ */
+export function chart(canvas, type, data, options = {}, summary = "") {
+  const Chart = ChartJs();
+  if (!Chart) return null;
+  destroyChart(canvas);
   const opts = base();
   for (const [k, v] of Object.entries(options)) {
     if (k === "scales") {
@@ -47,52 +84,39 @@ export function chart(canvas, type, data, options = {}, summary = "") {
   canvas.setAttribute("role", "img");
   if (summary) canvas.setAttribute("aria-label", summary);
   if (type === "bar") for (const ds of data.datasets) ds.maxBarThickness ??= 44;
-  return new window.Chart(canvas, { type, data, options: opts });
+  return new Chart(canvas, { type, data, options: opts });
 }
+
+/** @typedef {ReturnType<typeof import("./state.js").scoreSeries>} ScoreSeries */
 
 /** The live score chart of one session: the aggregate per round, each critic's score, the threshold. */
 export class ScoreChart {
+  /** @param {HTMLCanvasElement} canvas */
   constructor(canvas) {
     this.canvas = canvas;
-    this.threshold = null;
-    this.rounds = new Map(); // round -> {aggregate: number|null, critics: Map(model -> score)}
+    /** @type {ChartInstance | null} */
     this.chart = null;
   }
 
-  reset(threshold) {
-    this.threshold = threshold;
-    this.rounds.clear();
-    if (this.chart) this.chart.destroy();
-    this.chart = null;
-  }
-
-  round(n) {
-    let r = this.rounds.get(n);
-    if (!r) {
-      r = { aggregate: null, critics: new Map() };
-      this.rounds.set(n, r);
+  /**
+   * Draw `series` (see state.js `scoreSeries`); no rounds removes the chart.
+   * @param {ScoreSeries} series
+   */
+  draw(series) {
+    if (!series.rounds.length) {
+      if (this.chart) this.chart.destroy();
+      this.chart = null;
+      return;
     }
-    return r;
-  }
-
-  critique(roundNo, model, score) {
-    this.round(roundNo).critics.set(model, Number(score || 0));
-    this.draw();
-  }
-
-  aggregate(roundNo, score) {
-    this.round(roundNo).aggregate = Number(score || 0);
-    this.draw();
-  }
-
-  draw() {
-    const numbers = [...this.rounds.keys()].sort((a, b) => a - b);
-    const labels = numbers.map((n) => `Round ${n}`);
+    const labels = series.rounds.map((r) => `Round ${r.round}`);
+    const scores = series.rounds.map((r) => new Map(r.critics));
+    /** @type {Set<string>} */
     const critics = new Set();
-    for (const r of this.rounds.values()) for (const m of r.critics.keys()) critics.add(m);
+    for (const r of series.rounds) for (const [m] of r.critics) critics.add(m);
+    /** @type {Dataset[]} */
     const datasets = [{
       label: "Aggregate",
-      data: numbers.map((n) => this.rounds.get(n).aggregate),
+      data: series.rounds.map((r) => r.aggregate),
       borderColor: colour(0),
       backgroundColor: colour(0),
       borderWidth: 3,
@@ -102,7 +126,7 @@ export class ScoreChart {
     [...critics].forEach((m, i) => {
       datasets.push({
         label: m,
-        data: numbers.map((n) => this.rounds.get(n).critics.get(m) ?? null),
+        data: scores.map((s) => s.get(m) ?? null),
         borderColor: colour(i + 1),
         backgroundColor: colour(i + 1),
         borderWidth: 1,
@@ -112,20 +136,19 @@ export class ScoreChart {
         spanGaps: true,
       });
     });
-    if (this.threshold != null) {
+    const threshold = series.threshold;
+    if (threshold != null) {
       datasets.push({
         label: "Threshold",
-        data: numbers.map(() => this.threshold),
+        data: series.rounds.map(() => threshold),
         borderColor: css("--good", "#1a7f4b"),
         borderDash: [6, 4],
         borderWidth: 1.5,
         pointRadius: 0,
       });
     }
-    const summary = "Scores by round: " + numbers.map((n) => {
-      const a = this.rounds.get(n).aggregate;
-      return `round ${n} ${a == null ? "pending" : a.toFixed(2)}`;
-    }).join(", ");
+    const summary = "Scores by round: " + series.rounds.map((r) => (
+      `round ${r.round} ${r.aggregate == null ? "pending" : r.aggregate.toFixed(2)}`)).join(", ");
     if (this.chart) {
       this.chart.data.labels = labels;
       this.chart.data.datasets = datasets;

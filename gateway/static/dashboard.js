@@ -1,11 +1,22 @@
+// @ts-check
 // Analytics dashboard: performance per model and domain, cost over time, satisfaction, selection accuracy.
 import { api } from "./api.js";
-import { chart, colour } from "./charts.js";
-import { enumLabel, make, modelLabel, num, seconds, text, usd } from "./render.js";
+import { chart, colour, destroyChart } from "./charts.js";
+import { byId, enumLabel, make, modelLabel, num, seconds, text, usd } from "./render.js";
 
-const $ = (id) => document.getElementById(id);
+// The reports are proto JSON straight from the API: their shapes are documented in docs/contracts.md.
+/** @typedef {any} Report */
+
+/** @param {unknown} x */
 const pct = (x) => `${num(Number(x || 0) * 100, 0)}%`;
+/** @param {string} id */
+const canvasById = (id) => byId(id, HTMLCanvasElement);
 
+/**
+ * @param {string} label
+ * @param {string} value
+ * @param {string} [detail]
+ */
 function kpi(label, value, detail) {
   const div = make("div", null, "kpi");
   div.appendChild(make("div", value, "kpi-value"));
@@ -14,22 +25,37 @@ function kpi(label, value, detail) {
   return div;
 }
 
-function empty(canvas, message) {
+/**
+ * @param {HTMLCanvasElement} canvas
+ * @returns {HTMLElement}
+ */
+function chartBox(canvas) {
   const box = canvas.closest(".chart-box");
-  const existing = window.Chart && window.Chart.getChart(canvas);
-  if (existing) existing.destroy();
-  box.dataset.empty = "true";
-  text(box.querySelector(".chart-empty"), message);
+  if (!(box instanceof HTMLElement)) throw new Error(`#${canvas.id} is not in a .chart-box`);
+  return box;
 }
 
+/**
+ * @param {HTMLCanvasElement} canvas
+ * @param {string} message
+ */
+function empty(canvas, message) {
+  const box = chartBox(canvas);
+  destroyChart(canvas);
+  box.dataset.empty = "true";
+  const note = box.querySelector(".chart-empty");
+  if (note) text(note, message);
+}
+
+/** @param {HTMLCanvasElement} canvas */
 function filled(canvas) {
-  delete canvas.closest(".chart-box").dataset.empty;
+  delete chartBox(canvas).dataset.empty;
 }
 
 export class Dashboard {
   constructor() {
-    this.note = $("dashboard-note");
-    $("dashboard-refresh").addEventListener("click", () => this.load());
+    this.note = byId("dashboard-note");
+    byId("dashboard-refresh").addEventListener("click", () => this.load());
   }
 
   async load() {
@@ -41,18 +67,24 @@ export class Dashboard {
       api("/v1/analytics/selection-accuracy"),
     ]);
     const [perf, cost, sat, acc] = results.map((r) => (r.status === "fulfilled" ? r.value || {} : null));
-    const failed = results.filter((r) => r.status === "rejected").map((r) => r.reason.message);
+    const failed = results.map((r) => (r.status === "rejected" ? String(r.reason && r.reason.message) : null))
+      .filter((m) => m != null);
     text(this.note, failed.length ? `Some reports are unavailable: ${failed.join("; ")}` : "");
     this.kpis(cost, sat, acc);
     if (perf) this.performance(perf);
     if (cost) this.costs(cost);
     if (sat) this.satisfaction(sat);
     if (acc) this.accuracy(acc);
-    $("dashboard").dataset.loaded = "true";
+    byId("dashboard").dataset.loaded = "true";
   }
 
+  /**
+   * @param {Report} cost
+   * @param {Report} sat
+   * @param {Report} acc
+   */
   kpis(cost, sat, acc) {
-    const box = $("kpis");
+    const box = byId("kpis");
     box.replaceChildren();
     if (cost) {
       box.appendChild(kpi("Total cost", usd(cost.total_cost_usd), `${Number(cost.calls || 0)} provider calls`));
@@ -75,9 +107,11 @@ export class Dashboard {
     }
   }
 
+  /** @param {Report} perf */
   performance(perf) {
+    /** @type {Report[]} */
     const models = perf.models || [];
-    const canvas = $("chart-performance");
+    const canvas = canvasById("chart-performance");
     if (!models.length) {
       empty(canvas, "No provider calls recorded yet.");
     } else {
@@ -99,7 +133,7 @@ export class Dashboard {
         },
       }, "Mean author score per model: " + models.map((m) => `${m.model} ${num(m.mean_score_as_author, 2)}`).join(", "));
     }
-    const body = $("performance-body");
+    const body = byId("performance-body");
     body.replaceChildren();
     for (const m of models) {
       const tr = make("tr");
@@ -117,17 +151,21 @@ export class Dashboard {
     this.heatmap(perf.by_domain || []);
   }
 
-  // Model x domain mean author score, as a table with shaded cells (readable by screen readers too).
+  /**
+   * Model x domain mean author score, as a table with shaded cells (readable by screen readers too).
+   * @param {Report[]} rows
+   */
   heatmap(rows) {
-    const table = $("domain-table");
-    const head = table.querySelector("thead tr");
-    const body = table.querySelector("tbody");
+    const table = byId("domain-table", HTMLTableElement);
+    const head = table.tHead && table.tHead.rows[0];
+    const body = table.tBodies[0];
+    if (!head || !body) throw new Error("#domain-table needs a header row and a body");
     head.replaceChildren(make("th", "Model"));
     body.replaceChildren();
     const domains = [...new Set(rows.map((r) => r.domain).filter(Boolean))].sort();
     const models = [...new Set(rows.map((r) => r.model))].sort();
     table.hidden = !rows.length;
-    $("domain-empty").hidden = Boolean(rows.length);
+    byId("domain-empty").hidden = Boolean(rows.length);
     for (const d of domains) head.appendChild(make("th", enumLabel(d, "DOMAIN_")));
     const index = new Map(rows.map((r) => [`${r.model}|${r.domain}`, r]));
     for (const m of models) {
@@ -148,9 +186,11 @@ export class Dashboard {
     }
   }
 
+  /** @param {Report} cost */
   costs(cost) {
+    /** @type {Report[]} */
     const days = cost.days || [];
-    const canvas = $("chart-cost");
+    const canvas = canvasById("chart-cost");
     if (!days.length) {
       empty(canvas, "No spending recorded yet.");
     } else {
@@ -161,8 +201,9 @@ export class Dashboard {
       }, { scales: { y: { beginAtZero: true, title: { display: true, text: "USD" } } } },
       "Cost per day: " + days.map((d) => `${d.day} ${usd(d.cost_usd)}`).join(", "));
     }
+    /** @type {Report[]} */
     const models = cost.models || [];
-    const canvas2 = $("chart-cost-models");
+    const canvas2 = canvasById("chart-cost-models");
     if (!models.length) {
       empty(canvas2, "No spending per model yet.");
     } else {
@@ -175,10 +216,12 @@ export class Dashboard {
     }
   }
 
+  /** @param {Report} sat */
   satisfaction(sat) {
     const overall = sat.overall || {};
-    const dist = new Map((overall.distribution || []).map((d) => [Number(d.rating), Number(d.count || 0)]));
-    const canvas = $("chart-satisfaction");
+    /** @type {Map<number, number>} */
+    const dist = new Map((overall.distribution || []).map((/** @type {Report} */ d) => [Number(d.rating), Number(d.count || 0)]));
+    const canvas = canvasById("chart-satisfaction");
     if (!Number(overall.count || 0)) {
       empty(canvas, "No ratings yet: rate an answer to see it here.");
     } else {
@@ -190,8 +233,9 @@ export class Dashboard {
       }, { scales: { y: { beginAtZero: true, ticks: { precision: 0 } } }, plugins: { legend: { display: false } } },
       "Ratings: " + ratings.map((r) => `${r} stars ${dist.get(r) || 0}`).join(", "));
     }
+    /** @type {Report[]} */
     const byModel = sat.by_model || [];
-    const canvas2 = $("chart-satisfaction-models");
+    const canvas2 = canvasById("chart-satisfaction-models");
     if (!byModel.length) {
       empty(canvas2, "No ratings per model yet.");
     } else {
@@ -204,10 +248,12 @@ export class Dashboard {
     }
   }
 
+  /** @param {Report} acc */
   accuracy(acc) {
-    text($("accuracy-definition"), acc.definition || "");
-    const rows = (acc.by_domain || []).filter((d) => Number((d.shadow || {}).sample_size || 0) > 0);
-    const canvas = $("chart-accuracy");
+    text(byId("accuracy-definition"), acc.definition || "");
+    /** @type {Report[]} */
+    const rows = (acc.by_domain || []).filter((/** @type {Report} */ d) => Number((d.shadow || {}).sample_size || 0) > 0);
+    const canvas = canvasById("chart-accuracy");
     if (!rows.length) {
       empty(canvas, "No shadow evaluations yet (a sample of sessions also asks a runner-up).");
       return;

@@ -1,59 +1,120 @@
-// The live view of one session: starts or follows it over the WebSocket and renders its events.
-// Events are applied strictly in sequence: duplicates (replays after a resume) are dropped, and the
-// counters on #session (data-last-sequence, data-applied, data-gaps) make that observable.
+// @ts-check
+// The live view of one session: starts or follows it over the WebSocket and renders its state. What the view
+// knows lives in state.js (`reduce`, pure and unit-tested); this module sends messages, dispatches what
+// happens, and renders the state it gets back, touching only the parts that changed. The counters on #session
+// (data-last-sequence, data-applied, data-gaps) make the in-sequence application of events observable.
 import { api } from "./api.js";
 import { ScoreChart } from "./charts.js";
 import {
-  enumLabel, make, modelLabel, num, renderMarkdown, seconds, setPill, text, tokens, usd,
+  byId, enumLabel, make, modelLabel, num, renderMarkdown, seconds, setPill, text, tokens, usd,
 } from "./render.js";
+import { canCancel, initialState, needsWatch, reduce, scoreSeries } from "./state.js";
 
-const $ = (id) => document.getElementById(id);
+/** @typedef {import("./state.js").LiveState} LiveState */
+/** @typedef {import("./state.js").Action} Action */
+/** @typedef {import("./state.js").Round} Round */
+/** @typedef {import("./state.js").OrchestrationEvent} OrchestrationEvent */
+/** @typedef {import("./ws.js").Channel} Channel */
+
+/**
+ * The DOM of one round, and the round state it shows.
+ * @typedef {object} RoundView
+ * @property {HTMLElement} root
+ * @property {HTMLElement} answer
+ * @property {HTMLElement} critiques
+ * @property {HTMLElement} summary
+ * @property {HTMLElement} model
+ * @property {HTMLElement} meta
+ * @property {HTMLElement} score
+ * @property {Round | null} shown
+ * @property {boolean} queued  a Markdown render is waiting for the next frame
+ */
+
+/**
+ * @param {Element} root
+ * @param {string} selector
+ * @returns {HTMLElement}
+ */
+function part(root, selector) {
+  const el = root.querySelector(selector);
+  if (!(el instanceof HTMLElement)) throw new Error(`${selector} is missing from a template`);
+  return el;
+}
+
+/**
+ * A fresh copy of a <template>'s first element.
+ * @param {HTMLTemplateElement} template
+ * @returns {HTMLElement}
+ */
+function instantiate(template) {
+  const first = template.content.firstElementChild;
+  if (!first) throw new Error(`#${template.id} is empty`);
+  return /** @type {HTMLElement} */ (first.cloneNode(true));
+}
+
+/** @type {Record<string, [string, string]>} */
+const PILLS = {
+  idle: ["", "muted"],
+  starting: ["starting…", "warn"],
+  loading: ["loading…", "muted"],
+  running: ["running", "warn"],
+  cancelling: ["cancelling…", "warn"],
+  lost: ["unknown", "bad"],
+  not_found: ["not found", "bad"],
+};
 
 export class LiveSession {
+  /**
+   * @param {Channel} channel
+   * @param {{onSessionChanged?: (id: string) => void}} [options]
+   */
   constructor(channel, { onSessionChanged } = {}) {
     this.channel = channel;
     this.onSessionChanged = onSessionChanged || (() => {});
     this.els = {
-      session: $("session"),
-      sessionId: $("session-id"),
-      simulated: $("simulated"),
-      status: $("session-status"),
-      prompt: $("session-prompt"),
-      selection: $("selection"),
-      ranking: $("ranking"),
-      primary: $("primary-model"),
-      domain: $("domain"),
-      critics: $("critic-models"),
-      shadow: $("shadow-models"),
-      shadowLabel: $("shadow-label"),
-      candidates: $("candidates"),
-      chartBlock: $("score-block"),
-      rounds: $("rounds"),
-      notices: $("notices"),
-      final: $("final"),
-      finalText: $("final-text"),
-      finalStats: $("final-stats"),
-      perModel: $("per-model"),
-      failure: $("failure"),
-      failureReason: $("failure-reason"),
-      failureBest: $("failure-best"),
-      cancel: $("cancel"),
-      replay: $("replay"),
-      start: $("start"),
-      error: $("form-error"),
-      announcer: $("announcer"),
-      rating: $("rating"),
-      ratingForm: $("rating-form"),
-      ratingNote: $("rating-note"),
-      ratingComment: $("rating-comment"),
-      roundTemplate: $("round-template"),
-      critiqueTemplate: $("critique-template"),
+      session: byId("session"),
+      sessionId: byId("session-id"),
+      simulated: byId("simulated"),
+      status: byId("session-status"),
+      prompt: byId("session-prompt"),
+      selection: byId("selection"),
+      ranking: byId("ranking"),
+      primary: byId("primary-model"),
+      domain: byId("domain"),
+      critics: byId("critic-models"),
+      shadow: byId("shadow-models"),
+      shadowLabel: byId("shadow-label"),
+      candidates: byId("candidates"),
+      chartBlock: byId("score-block"),
+      rounds: byId("rounds"),
+      notices: byId("notices"),
+      final: byId("final"),
+      finalText: byId("final-text"),
+      finalStats: byId("final-stats"),
+      perModel: byId("per-model"),
+      failure: byId("failure"),
+      failureReason: byId("failure-reason"),
+      failureBest: byId("failure-best"),
+      cancel: byId("cancel", HTMLButtonElement),
+      replay: byId("replay", HTMLButtonElement),
+      start: byId("start", HTMLButtonElement),
+      error: byId("form-error"),
+      announcer: byId("announcer"),
+      rating: byId("rating"),
+      ratingForm: byId("rating-form", HTMLFormElement),
+      ratingNote: byId("rating-note"),
+      ratingComment: byId("rating-comment", HTMLInputElement),
+      roundTemplate: byId("round-template", HTMLTemplateElement),
+      critiqueTemplate: byId("critique-template", HTMLTemplateElement),
     };
-    this.chart = new ScoreChart($("score-chart"));
-    this.rounds = new Map();
-    this.renderQueued = new Set();
-    this.resetState();
-    this.log = []; // events applied, for replays
+    this.chart = new ScoreChart(byId("score-chart", HTMLCanvasElement));
+    this.chartKey = "";
+    /** @type {Map<number, RoundView>} */
+    this.roundViews = new Map();
+    /** The state on screen. */
+    this.state = initialState();
+    /** @type {OrchestrationEvent[]} events applied since the view was last reset, for Replay */
+    this.log = [];
     this.replayToken = 0;
 
     channel.on("open", () => this.resume());
@@ -66,279 +127,401 @@ export class LiveSession {
     });
   }
 
-  // ---- starting, following, resuming ---------------------------------------------------------------
-
-  /** Start a new session from an OrchestrateRequest (proto JSON). */
-  start(request) {
-    this.reset();
-    // Detached: the session survives a reload or a dropped socket; Cancel stops it explicitly.
-    const ref = this.channel.send({ type: "orchestrate", request: { ...request, detached: true } });
-    if (ref == null) {
-      this.showError("Not connected to the gateway yet; try again in a moment.");
-      return;
-    }
-    this.pendingRef = ref;
-    this.running = true;
-    this.els.session.hidden = false;
-    setPill(this.els.status, "starting…", "warn");
-    this.els.start.disabled = true;
+  /** True while a live stream is followed (app.js keeps Start disabled meanwhile). */
+  get running() {
+    return this.state.running;
   }
 
-  /** Show a past or running session: replay its events from the start, then follow live ones. */
+  // ---- starting, following, resuming ---------------------------------------------------------------
+
+  /**
+   * Start a new session from an OrchestrateRequest (proto JSON).
+   * @param {object} request
+   */
+  start(request) {
+    this.forget();
+    // Detached: the session survives a reload or a dropped socket; Cancel stops it explicitly.
+    const ref = this.channel.send({ type: "orchestrate", request: { ...request, detached: true } });
+    this.dispatch({ type: "start", ref });
+  }
+
+  /**
+   * Show a past or running session: replay its events from the start, then follow live ones.
+   * @param {string} sessionId
+   */
   follow(sessionId) {
-    if (sessionId === this.sessionId && (this.running || this.finished)) return;
-    this.reset();
-    this.setSession(sessionId);
-    this.running = true;
-    this.els.session.hidden = false;
-    setPill(this.els.status, "loading…", "muted");
+    const next = reduce(this.state, { type: "follow", sessionId });
+    if (next === this.state) return; // already shown
+    this.forget();
+    this.commit(next);
     this.watch();
   }
 
   /** After a (re)connect: pick the stream up where it stopped. */
   resume() {
-    if (this.sessionId && this.running) {
-      this.watch();
-    } else if (this.pendingRef != null && !this.sessionId) {
-      // The connection dropped before the session was named: it may exist, but it cannot be followed from here.
-      this.pendingRef = null;
-      this.stop();
-      setPill(this.els.status, "unknown", "bad");
-      this.showError("The connection dropped while the session was starting; look for it under Sessions.");
-    }
+    this.dispatch({ type: "reconnected" });
+    if (needsWatch(this.state)) this.watch();
   }
 
   watch() {
-    this.watchRef = this.channel.send({ type: "watch", sessionId: this.sessionId, afterSequence: this.lastSequence });
-  }
-
-  setSession(id) {
-    this.sessionId = id;
-    this.els.session.dataset.sessionId = id;
-    text(this.els.sessionId, id);
-    this.onSessionChanged(id);
+    const { sessionId, lastSequence } = this.state;
+    const ref = this.channel.send({ type: "watch", sessionId, afterSequence: lastSequence });
+    this.dispatch({ type: "watching", ref });
   }
 
   cancel() {
-    if (!this.sessionId) return;
-    this.channel.send({ type: "cancel", sessionId: this.sessionId });
-    this.els.cancel.disabled = true;
-    setPill(this.els.status, "cancelling…", "warn");
+    const next = reduce(this.state, { type: "cancel" });
+    if (next === this.state) return;
+    this.channel.send({ type: "cancel", sessionId: this.state.sessionId });
+    this.commit(next);
   }
 
-  // ---- server messages -------------------------------------------------------------------------------
+  /**
+   * @param {string} message shown under the form ("" hides it)
+   */
+  showError(message) {
+    this.dispatch({ type: "form_error", message });
+  }
 
+  /**
+   * A message from the gateway.
+   * @param {any} msg
+   */
   onMessage(msg) {
-    switch (msg.type) {
-      case "ack":
-        if (msg.action === "orchestrate" && msg.ref === this.pendingRef) {
-          this.pendingRef = null;
-          this.setSession(msg.sessionId);
-          this.els.cancel.disabled = false;
-        }
-        break;
-      case "event":
-        this.onEvent(msg.event || {});
-        break;
-      case "error":
-        if (msg.ref === this.pendingRef || msg.ref === this.watchRef
-            || (msg.sessionId && msg.sessionId === this.sessionId)) {
-          if (msg.ref === this.pendingRef || msg.ref === this.watchRef) this.stop();
-          this.pendingRef = null;
-          this.showError(`${msg.code}: ${msg.message}`);
-          if (msg.code === "NOT_FOUND") setPill(this.els.status, "not found", "bad");
-        }
-        break;
-      default:
-        break;
+    if (msg.type !== "ack" && msg.type !== "event" && msg.type !== "error") return;
+    const before = this.state.applied;
+    this.dispatch(msg);
+    if (this.state.applied > before) this.log.push(msg.event);
+  }
+
+  /** Play a finished session's events again, at twice their recorded pace (pauses capped at 1 s). */
+  async replay() {
+    const events = this.log.slice();
+    const id = this.state.sessionId;
+    if (!events.length || !id) return;
+    this.forget();
+    const token = this.replayToken;
+    this.dispatch({ type: "replay", sessionId: id });
+    /** @type {number | null} */
+    let previous = null;
+    for (const event of events) {
+      const at = Date.parse(event.time || "");
+      const pause = previous == null || Number.isNaN(at) ? 0 : Math.min(1000, Math.max(0, at - previous) / 2);
+      if (!Number.isNaN(at)) previous = at;
+      if (pause > 0) await new Promise((resolve) => window.setTimeout(resolve, pause));
+      if (token !== this.replayToken) return; // another session was opened meanwhile
+      this.onMessage({ type: "event", event });
+    }
+    this.dispatch({ type: "replay_done" });
+  }
+
+  /** Drop what belongs to the session shown so far: its event log, a running replay, the rating form. */
+  forget() {
+    this.replayToken += 1;
+    this.log = [];
+    text(this.els.ratingNote, "");
+    this.els.ratingForm.reset();
+    delete this.els.rating.dataset.rated;
+  }
+
+  // ---- rating ------------------------------------------------------------------------------------------
+
+  async rate() {
+    const choice = this.els.ratingForm.querySelector("input[name=rating]:checked");
+    if (!(choice instanceof HTMLInputElement)) {
+      text(this.els.ratingNote, "Pick 1 to 5 stars first.");
+      return;
+    }
+    /** @type {{rating: number, comment?: string}} */
+    const body = { rating: Number(choice.value) };
+    const comment = this.els.ratingComment.value.trim();
+    if (comment) body.comment = comment;
+    const submit = /** @type {HTMLButtonElement} */ (this.els.ratingForm.querySelector("button[type=submit]"));
+    submit.disabled = true;
+    try {
+      const res = await api(`/v1/orchestrations/${encodeURIComponent(this.state.sessionId || "")}/feedback`, {
+        method: "POST", body,
+      });
+      const verb = res && res.updated ? "updated" : "saved";
+      text(this.els.ratingNote, `Thanks: your rating (${body.rating}/5) was ${verb}.`);
+      this.els.rating.dataset.rated = String(body.rating);
+    } catch (err) {
+      text(this.els.ratingNote, `Could not save the rating: ${err instanceof Error ? err.message : err}`);
+    } finally {
+      submit.disabled = false;
     }
   }
 
-  onEvent(event) {
-    if (!this.sessionId || event.session_id !== this.sessionId) return;
-    const sequence = Number(event.sequence || 0);
-    if (sequence <= this.lastSequence) return; // already applied (replay overlap after a resume)
-    if (sequence !== this.lastSequence + 1) this.gaps += 1;
-    this.lastSequence = sequence;
-    this.applied += 1;
-    this.log.push(event);
-    const ds = this.els.session.dataset;
-    ds.lastSequence = String(sequence);
-    ds.applied = String(this.applied);
-    ds.gaps = String(this.gaps);
+  // ---- state -> DOM ------------------------------------------------------------------------------------
 
-    if (event.session_started) this.onStarted(event.session_started);
-    else if (event.model_selected) this.onSelected(event.model_selected);
-    else if (event.response_delta) this.onDelta(event.response_delta);
-    else if (event.response_completed) this.onResponse(event.response_completed);
-    else if (event.critique_completed) this.onCritique(event.critique_completed);
-    else if (event.round_completed) this.onRound(event.round_completed);
-    else if (event.provider_fallback) this.onFallback(event.provider_fallback);
-    else if (event.warning) this.onWarning(event.warning);
-    else if (event.session_completed) this.onCompleted(event.session_completed);
-    else if (event.session_failed) this.onFailed(event.session_failed);
+  /** @param {Action} action */
+  dispatch(action) {
+    this.commit(reduce(this.state, action));
   }
 
-  onStarted(started) {
-    this.els.simulated.hidden = !started.simulated;
-    const request = started.request || {};
-    text(this.els.prompt, request.prompt || "");
-    const threshold = request.quality_threshold != null ? Number(request.quality_threshold) : 8;
-    this.chart.reset(threshold);
-    setPill(this.els.status, "running", "warn");
-    this.els.cancel.disabled = false;
-    this.els.session.dataset.status = "running";
+  /** @param {LiveState} next */
+  commit(next) {
+    const prev = this.state;
+    if (next === prev) return;
+    this.state = next;
+    this.render(next, prev);
   }
 
-  onSelected(selected) {
+  /**
+   * Bring the DOM from showing `p` to showing `s`. Slices are compared by identity: the reducer replaces
+   * exactly the objects that changed.
+   * @param {LiveState} s
+   * @param {LiveState} p
+   */
+  render(s, p) {
     const els = this.els;
-    els.selection.hidden = false;
-    els.ranking.hidden = false;
-    els.primary.replaceChildren(modelLabel(selected.primary_model));
-    const analysis = selected.analysis || {};
-    const domain = enumLabel(analysis.primary_domain, "DOMAIN_");
-    text(els.domain, domain ? `${domain} · ${num((analysis.confidence || 0) * 100, 0)}% confidence` : "");
-    els.critics.replaceChildren();
-    for (const m of selected.critic_models || []) els.critics.appendChild(modelLabel(m));
-    if (!(selected.critic_models || []).length) els.critics.textContent = "none";
-    const shadow = selected.shadow_models || [];
+    if (s.sessionId && s.sessionId !== p.sessionId) this.onSessionChanged(s.sessionId);
+    els.session.hidden = !s.visible;
+    const ds = els.session.dataset;
+    setData(ds, "sessionId", s.sessionId);
+    setData(ds, "status", s.status);
+    setData(ds, "replaying", s.replaying ? "true" : "");
+    setData(ds, "lastSequence", s.applied ? String(s.lastSequence) : "");
+    setData(ds, "applied", s.applied ? String(s.applied) : "");
+    setData(ds, "gaps", s.applied ? String(s.gaps) : "");
+    text(els.sessionId, s.sessionId || "");
+    text(els.prompt, s.prompt);
+    els.simulated.hidden = !s.simulated;
+    if (s.phase !== p.phase || s.status !== p.status) this.renderPill(s);
+    els.start.disabled = s.running || !this.channel.ready;
+    els.cancel.disabled = !canCancel(s);
+    els.replay.hidden = !s.finished;
+    text(els.error, s.error);
+    els.error.hidden = !s.error;
+    if (s.announcement !== p.announcement) text(els.announcer, s.announcement);
+    if (s.selection !== p.selection) this.renderSelection(s.selection);
+    if (s.rounds !== p.rounds) this.renderRounds(s.rounds);
+    if (s.rounds !== p.rounds || s.threshold !== p.threshold) this.renderChart(s);
+    if (s.notices !== p.notices) els.notices.replaceChildren(...s.notices.map((n) => make("li", n)));
+    if (s.result !== p.result) this.renderResult(s.result);
+    if (s.failure !== p.failure) this.renderFailure(s.failure);
+  }
+
+  /** @param {LiveState} s */
+  renderPill(s) {
+    if (s.phase === "ended") {
+      setPill(this.els.status, s.status, s.status === "completed" ? "good" : "bad");
+    } else {
+      const [label, tone] = PILLS[s.phase];
+      setPill(this.els.status, label, tone);
+    }
+  }
+
+  /** @param {LiveState["selection"]} selected */
+  renderSelection(selected) {
+    const els = this.els;
+    els.selection.hidden = !selected;
+    els.ranking.hidden = !selected;
+    els.candidates.replaceChildren();
+    if (!selected) {
+      els.shadow.hidden = true;
+      els.shadowLabel.hidden = true;
+      return;
+    }
+    els.primary.replaceChildren(modelLabel(selected.primaryModel));
+    const domain = enumLabel(selected.domain, "DOMAIN_");
+    text(els.domain, domain ? `${domain} · ${num(selected.confidence * 100, 0)}% confidence` : "");
+    els.critics.replaceChildren(...selected.criticModels.map((m) => modelLabel(m)));
+    if (!selected.criticModels.length) els.critics.textContent = "none";
+    const shadow = selected.shadowModels;
     els.shadow.hidden = !shadow.length;
     els.shadowLabel.hidden = !shadow.length;
     els.shadow.replaceChildren(...shadow.map((m) => modelLabel(m)));
-    els.candidates.replaceChildren();
-    for (const c of selected.candidates || []) {
+    for (const c of selected.candidates) {
       const tr = make("tr");
-      if (c.model === selected.primary_model) tr.className = "chosen";
+      if (c.model === selected.primaryModel) tr.className = "chosen";
       tr.appendChild(make("td", c.rank || ""));
       const model = make("td");
       model.appendChild(modelLabel(c.model));
       tr.appendChild(model);
       tr.appendChild(make("td", num(c.score, 3), "num"));
-      tr.appendChild(make("td", usd(c.estimated_cost_usd), "num"));
-      tr.appendChild(make("td", c.reason || ""));
+      tr.appendChild(make("td", usd(c.costUsd), "num"));
+      tr.appendChild(make("td", c.reason));
       els.candidates.appendChild(tr);
     }
-    if (selected.from_defaults) this.notice("Selector unavailable: catalogue defaults were used.");
-    this.announce(`Selected ${selected.primary_model}`);
   }
 
-  round(number) {
-    const key = Number(number || 1);
-    let r = this.rounds.get(key);
-    if (!r) {
-      const root = this.els.roundTemplate.content.firstElementChild.cloneNode(true);
-      root.dataset.round = String(key);
-      r = {
-        root,
-        answer: root.querySelector(".answer"),
-        critiques: root.querySelector(".critiques"),
-        summary: root.querySelector(".round-summary"),
-        model: root.querySelector(".round-model"),
-        meta: root.querySelector(".round-meta"),
-        score: root.querySelector(".round-score"),
-        text: "",
-      };
-      text(root.querySelector(".round-title"), key === 1 ? "Round 1 · answer" : `Round ${key} · refinement`);
-      this.rounds.set(key, r);
-      this.els.rounds.appendChild(root);
+  /** @param {readonly Round[]} rounds */
+  renderRounds(rounds) {
+    const numbers = new Set(rounds.map((r) => r.number));
+    for (const [n, view] of this.roundViews) {
+      if (!numbers.has(n)) {
+        view.root.remove();
+        this.roundViews.delete(n);
+      }
     }
-    return r;
+    /** @type {HTMLElement | null} */
+    let previous = null;
+    for (const round of rounds) {
+      let view = this.roundViews.get(round.number);
+      if (!view) {
+        view = this.roundView(round.number);
+        if (previous) previous.after(view.root);
+        else this.els.rounds.prepend(view.root);
+      }
+      if (view.shown !== round) this.renderRound(view, round);
+      previous = view.root;
+    }
   }
 
-  // Streaming Markdown is re-rendered at most once per frame.
-  queueRender(r) {
-    if (this.renderQueued.has(r)) return;
-    this.renderQueued.add(r);
+  /**
+   * @param {number} number
+   * @returns {RoundView}
+   */
+  roundView(number) {
+    const root = instantiate(this.els.roundTemplate);
+    root.dataset.round = String(number);
+    text(part(root, ".round-title"), number === 1 ? "Round 1 · answer" : `Round ${number} · refinement`);
+    /** @type {RoundView} */
+    const view = {
+      root,
+      answer: part(root, ".answer"),
+      critiques: part(root, ".critiques"),
+      summary: part(root, ".round-summary"),
+      model: part(root, ".round-model"),
+      meta: part(root, ".round-meta"),
+      score: part(root, ".round-score"),
+      shown: null,
+      queued: false,
+    };
+    this.roundViews.set(number, view);
+    return view;
+  }
+
+  /**
+   * @param {RoundView} view
+   * @param {Round} round
+   */
+  renderRound(view, round) {
+    const old = view.shown;
+    view.shown = round;
+    if (round.progress) view.root.dataset.state = round.progress;
+    else delete view.root.dataset.state;
+    view.answer.classList.toggle("streaming", round.streaming);
+    if (round.streaming) view.answer.setAttribute("aria-busy", "true");
+    else view.answer.removeAttribute("aria-busy");
+    if (!old || old.model !== round.model || old.servedModel !== round.servedModel || old.answered !== round.answered) {
+      view.model.replaceChildren();
+      if (round.model || round.answered) view.model.appendChild(modelLabel(round.model));
+      if (round.servedModel && round.servedModel !== round.model) {
+        view.model.appendChild(make("span", " served by ", "muted"));
+        view.model.appendChild(modelLabel(round.servedModel));
+      }
+    }
+    if (!old || old.text !== round.text || old.streaming !== round.streaming) {
+      // Streaming Markdown is re-rendered at most once per frame; a complete answer at once.
+      if (round.streaming) this.queueMarkdown(view);
+      else renderMarkdown(view.answer, round.text);
+    }
+    if (!old || old.answered !== round.answered) {
+      const a = round.answered;
+      text(view.meta, a ? `${Number(a.usage.total_tokens || 0).toLocaleString()} tokens · ${usd(a.usage.cost_usd)}`
+        + (a.latency ? ` · ${seconds(a.latency)}` : "") : "");
+    }
+    if (!old || old.critiques !== round.critiques) {
+      view.critiques.replaceChildren(...round.critiques.map((c) => this.critiqueNode(c)));
+    }
+    if (!old || old.outcome !== round.outcome) {
+      const done = round.outcome;
+      view.score.hidden = !done;
+      if (!done) {
+        text(view.score, "");
+        text(view.summary, "");
+      } else {
+        const sign = done.change > 0 ? "+" : "";
+        const decision = enumLabel(done.decision, "ROUND_DECISION_") || "continue";
+        const stop = done.stopReason ? ` (${enumLabel(done.stopReason, "STOP_REASON_")})` : "";
+        text(view.score, num(done.aggregate, 2));
+        text(view.summary, `Aggregate ${num(done.aggregate, 2)}`
+          + (round.number > 1 ? ` (${sign}${num(done.change, 2)})` : "")
+          + ` · ${decision}${stop}` + (done.reason ? ` — ${done.reason}` : ""));
+      }
+    }
+  }
+
+  /** @param {RoundView} view */
+  queueMarkdown(view) {
+    if (view.queued) return;
+    view.queued = true;
     requestAnimationFrame(() => {
-      this.renderQueued.delete(r);
-      renderMarkdown(r.answer, r.text);
+      view.queued = false;
+      if (view.shown) renderMarkdown(view.answer, view.shown.text);
     });
   }
 
-  onDelta(delta) {
-    const r = this.round(delta.round);
-    if (delta.model && !r.model.childNodes.length) r.model.replaceChildren(modelLabel(delta.model));
-    r.answer.classList.add("streaming");
-    r.answer.setAttribute("aria-busy", "true");
-    r.root.dataset.state = "streaming";
-    r.text += delta.text || "";
-    this.queueRender(r);
-  }
-
-  onResponse(done) {
-    if (done.shadow) {
-      this.notice(`Shadow answer by ${done.model} (checks the selection; not part of the result).`);
-      return;
-    }
-    const r = this.round(done.round);
-    r.answer.classList.remove("streaming");
-    r.answer.removeAttribute("aria-busy");
-    r.root.dataset.state = "answered";
-    r.text = done.text || "";
-    renderMarkdown(r.answer, r.text); // the complete text replaces the streamed pieces
-    r.model.replaceChildren(modelLabel(done.model));
-    if (done.served_model && done.served_model !== done.model) {
-      r.model.appendChild(make("span", " served by ", "muted"));
-      r.model.appendChild(modelLabel(done.served_model));
-    }
-    const usage = done.usage || {};
-    text(r.meta, `${Number(usage.total_tokens || 0).toLocaleString()} tokens · ${usd(usage.cost_usd)}`
-      + (done.latency ? ` · ${seconds(done.latency)}` : ""));
-    this.announce(`Round ${done.round || 1} answer complete`);
-  }
-
-  onCritique(critique) {
-    if (critique.shadow) return;
-    const r = this.round(critique.round);
-    const node = this.els.critiqueTemplate.content.firstElementChild.cloneNode(true);
-    node.dataset.critic = critique.critic_model || "";
-    node.querySelector(".critic").appendChild(modelLabel(critique.critic_model));
-    const score = Number(critique.score || 0);
-    const badge = node.querySelector(".score");
+  /** @param {import("./state.js").Critique} critique */
+  critiqueNode(critique) {
+    const node = instantiate(this.els.critiqueTemplate);
+    node.dataset.critic = critique.critic;
+    part(node, ".critic").appendChild(modelLabel(critique.critic));
+    const badge = part(node, ".score");
+    const score = critique.score;
     text(badge, `${num(score, 1)} / 10`);
     badge.classList.add(score >= 8 ? "score-good" : score >= 6 ? "score-mid" : "score-low");
-    text(node.querySelector(".rationale"), critique.rationale);
-    const points = node.querySelector(".points");
-    const add = (items, cls, label) => {
-      for (const s of items || []) {
-        const li = make("li", s, cls);
+    text(part(node, ".rationale"), critique.rationale);
+    const points = part(node, ".points");
+    /**
+     * @param {readonly string[]} items
+     * @param {string} label
+     */
+    const add = (items, label) => {
+      for (const s of items) {
+        const li = make("li", s, label);
         li.setAttribute("aria-label", `${label}: ${s}`);
         points.appendChild(li);
       }
     };
-    add(critique.strengths, "strength", "strength");
-    add(critique.weaknesses, "weakness", "weakness");
-    add(critique.suggestions, "suggestion", "suggestion");
-    r.critiques.appendChild(node);
-    this.els.chartBlock.hidden = false;
-    this.chart.critique(Number(critique.round || 1), critique.critic_model, score);
-    this.announce(`${critique.critic_model} scored round ${critique.round || 1}: ${num(score, 1)}`);
+    add(critique.strengths, "strength");
+    add(critique.weaknesses, "weakness");
+    add(critique.suggestions, "suggestion");
+    return node;
   }
 
-  onRound(done) {
-    const r = this.round(done.round);
-    const change = Number(done.score_change || 0);
-    const sign = change > 0 ? "+" : "";
-    const decision = enumLabel(done.decision, "ROUND_DECISION_") || "continue";
-    const stop = done.stop_reason ? ` (${enumLabel(done.stop_reason, "STOP_REASON_")})` : "";
-    text(r.score, `${num(done.aggregate_score, 2)}`);
-    r.score.hidden = false;
-    text(r.summary, `Aggregate ${num(done.aggregate_score, 2)}`
-      + (Number(done.round || 1) > 1 ? ` (${sign}${num(change, 2)})` : "")
-      + ` · ${decision}${stop}` + (done.reason ? ` — ${done.reason}` : ""));
-    r.root.dataset.state = "done";
-    this.chart.aggregate(Number(done.round || 1), done.aggregate_score);
+  /** @param {LiveState} s */
+  renderChart(s) {
+    const series = scoreSeries(s);
+    const key = JSON.stringify(series);
+    if (key === this.chartKey) return;
+    this.chartKey = key;
+    this.chart.draw(series);
+    this.els.chartBlock.hidden = !s.rounds.some((r) => r.critiques.length);
   }
 
-  onFallback(fallback) {
-    this.notice(`Round ${fallback.round || 1}: ${fallback.failed_model} failed `
-      + `(${enumLabel(fallback.failure_kind, "FAILURE_KIND_")}); ${fallback.replacement_model} took over.`);
+  /** @param {LiveState["result"]} done */
+  renderResult(done) {
+    const els = this.els;
+    els.final.hidden = !done;
+    els.rating.hidden = !done;
+    els.finalStats.replaceChildren();
+    if (!done) {
+      els.finalText.replaceChildren();
+      this.renderPerModel([]);
+      return;
+    }
+    renderMarkdown(els.finalText, done.finalText);
+    // No critic produced a score: say so, never "0.00 / 10".
+    this.stat("Score", done.score == null ? "unscored" : `${num(done.score, 2)} / 10`);
+    const best = make("span");
+    best.append(`round ${done.bestRound} by `, modelLabel(done.bestModel));
+    this.stat("Best version", best);
+    this.stat("Rounds used", done.roundsUsed);
+    this.stat("Stop reason",
+      enumLabel(done.stopReason, "STOP_REASON_") + (done.stopDetail ? ` — ${done.stopDetail}` : ""));
+    this.stat("Cost", usd(done.costUsd));
+    this.stat("Tokens", tokens(done.usage));
+    if (done.wallTime) this.stat("Wall time", seconds(done.wallTime));
+    this.renderPerModel(done.perModel);
   }
 
-  onWarning(warning) {
-    this.notice(`${enumLabel(warning.code, "WARNING_CODE_")}: ${warning.message || ""}`);
-  }
-
+  /**
+   * @param {string} label
+   * @param {unknown} value
+   */
   stat(label, value) {
     this.els.finalStats.appendChild(make("dt", label));
     const dd = make("dd");
@@ -347,10 +530,11 @@ export class LiveSession {
     this.els.finalStats.appendChild(dd);
   }
 
-  perModel(rows) {
+  /** @param {readonly import("./state.js").ModelUsage[]} rows */
+  renderPerModel(rows) {
     const body = this.els.perModel;
     body.replaceChildren();
-    for (const row of rows || []) {
+    for (const row of rows) {
       const tr = make("tr");
       const m = make("td");
       m.appendChild(modelLabel(row.model));
@@ -360,171 +544,34 @@ export class LiveSession {
       tr.appendChild(make("td", usd((row.usage || {}).cost_usd), "num"));
       body.appendChild(tr);
     }
-    body.closest("table").hidden = !body.childNodes.length;
+    const table = body.closest("table");
+    if (table) table.hidden = !body.childNodes.length;
   }
 
-  endStreaming() {
-    for (const r of this.rounds.values()) {
-      r.answer.classList.remove("streaming");
-      r.answer.removeAttribute("aria-busy");
-    }
-  }
-
-  onCompleted(done) {
-    this.endStreaming();
+  /** @param {LiveState["failure"]} failed */
+  renderFailure(failed) {
     const els = this.els;
-    els.final.hidden = false;
-    renderMarkdown(els.finalText, done.final_text);
-    els.finalStats.replaceChildren();
-    // No critic produced a score: say so, never "0.00 / 10".
-    this.stat("Score", done.unscored ? "unscored" : `${num(done.final_score, 2)} / 10`);
-    const best = make("span");
-    best.append(`round ${done.best_round || 1} by `, modelLabel(done.best_model));
-    this.stat("Best version", best);
-    this.stat("Rounds used", done.rounds_used || 0);
-    this.stat("Stop reason", enumLabel(done.stop_reason, "STOP_REASON_") + (done.stop_detail ? ` — ${done.stop_detail}` : ""));
-    this.stat("Cost", usd(done.total_cost_usd));
-    this.stat("Tokens", tokens(done.usage));
-    if (done.wall_time) this.stat("Wall time", seconds(done.wall_time));
-    this.perModel(done.per_model);
-    setPill(els.status, "completed", "good");
-    els.session.dataset.status = "completed";
-    els.rating.hidden = false;
-    this.announce("Session completed");
-    this.finish();
-  }
-
-  onFailed(failed) {
-    this.endStreaming();
-    const els = this.els;
-    els.failure.hidden = false;
-    const status = enumLabel(failed.status, "SESSION_STATUS_") || "failed";
-    text(els.failureReason, `${failed.reason || status} · cost ${usd(failed.total_cost_usd)} · tokens ${tokens(failed.usage)}`);
-    if (failed.best_text) {
-      els.failureBest.hidden = false;
-      renderMarkdown(els.failureBest, failed.best_text);
-    }
-    setPill(els.status, status, "bad");
-    els.session.dataset.status = status;
-    this.announce(`Session ${status}`);
-    this.finish();
-  }
-
-  /** Play a finished session's events again, at twice their recorded pace (pauses capped at 1 s). */
-  async replay() {
-    const events = this.log.slice();
-    const id = this.sessionId;
-    if (!events.length || !id) return;
-    this.reset();
-    const token = this.replayToken;
-    this.setSession(id);
-    this.els.session.hidden = false;
-    this.els.session.dataset.replaying = "true";
-    let previous = null;
-    for (const event of events) {
-      const at = Date.parse(event.time || "");
-      const pause = previous == null || Number.isNaN(at) ? 0 : Math.min(1000, Math.max(0, at - previous) / 2);
-      if (!Number.isNaN(at)) previous = at;
-      if (pause > 0) await new Promise((resolve) => window.setTimeout(resolve, pause));
-      if (token !== this.replayToken) return; // another session was opened meanwhile
-      this.onEvent(event);
-    }
-    delete this.els.session.dataset.replaying;
-  }
-
-  // ---- rating ------------------------------------------------------------------------------------------
-
-  async rate() {
-    const choice = this.els.ratingForm.querySelector("input[name=rating]:checked");
-    if (!choice) {
-      text(this.els.ratingNote, "Pick 1 to 5 stars first.");
+    els.failure.hidden = !failed;
+    els.failureBest.hidden = !(failed && failed.bestText);
+    if (!failed) {
+      text(els.failureReason, "");
+      els.failureBest.replaceChildren();
       return;
     }
-    const body = { rating: Number(choice.value) };
-    const comment = this.els.ratingComment.value.trim();
-    if (comment) body.comment = comment;
-    const submit = this.els.ratingForm.querySelector("button[type=submit]");
-    submit.disabled = true;
-    try {
-      const res = await api(`/v1/orchestrations/${encodeURIComponent(this.sessionId)}/feedback`, {
-        method: "POST", body,
-      });
-      const verb = res && res.updated ? "updated" : "saved";
-      text(this.els.ratingNote, `Thanks: your rating (${body.rating}/5) was ${verb}.`);
-      this.els.rating.dataset.rated = String(body.rating);
-    } catch (err) {
-      text(this.els.ratingNote, `Could not save the rating: ${err.message}`);
-    } finally {
-      submit.disabled = false;
-    }
+    text(els.failureReason,
+      `${failed.reason || failed.status} · cost ${usd(failed.costUsd)} · tokens ${tokens(failed.usage)}`);
+    if (failed.bestText) renderMarkdown(els.failureBest, failed.bestText);
+    else els.failureBest.replaceChildren();
   }
+}
 
-  // ---- state -------------------------------------------------------------------------------------------
-
-  finish() {
-    this.running = false;
-    this.finished = true;
-    this.els.replay.hidden = false;
-    this.els.start.disabled = false;
-    this.els.cancel.disabled = true;
-  }
-
-  stop() {
-    this.running = false;
-    this.els.start.disabled = false;
-    this.els.cancel.disabled = true;
-  }
-
-  /** The followed session's bookkeeping, back to "no session" (no DOM work). */
-  resetState() {
-    this.sessionId = null;
-    this.pendingRef = null;
-    this.watchRef = null;
-    this.running = false;
-    this.finished = false;
-    this.lastSequence = 0;
-    this.applied = 0;
-    this.gaps = 0;
-    this.rounds.clear();
-  }
-
-  reset() {
-    const els = this.els;
-    this.replayToken += 1;
-    this.log = [];
-    els.replay.hidden = true;
-    delete els.session.dataset.replaying;
-    this.resetState();
-    this.chart.reset(null);
-    for (const k of ["sessionId", "lastSequence", "applied", "gaps", "status"]) delete els.session.dataset[k];
-    els.rounds.replaceChildren();
-    els.notices.replaceChildren();
-    els.candidates.replaceChildren();
-    els.finalStats.replaceChildren();
-    els.finalText.replaceChildren();
-    els.failureBest.replaceChildren();
-    els.perModel.replaceChildren();
-    text(els.sessionId, "");
-    text(els.prompt, "");
-    text(els.ratingNote, "");
-    els.ratingForm.reset();
-    delete els.rating.dataset.rated;
-    for (const el of [els.selection, els.ranking, els.shadow, els.shadowLabel, els.final, els.failure, els.failureBest, els.simulated, els.rating, els.chartBlock]) {
-      el.hidden = true;
-    }
-    this.showError("");
-  }
-
-  notice(message) {
-    this.els.notices.appendChild(make("li", message));
-  }
-
-  announce(message) {
-    text(this.els.announcer, message);
-  }
-
-  showError(message) {
-    text(this.els.error, message);
-    this.els.error.hidden = !message;
-  }
+/**
+ * Set a data attribute, or remove it when `value` is empty.
+ * @param {DOMStringMap} dataset
+ * @param {string} key
+ * @param {string | null} value
+ */
+function setData(dataset, key, value) {
+  if (value) dataset[key] = value;
+  else delete dataset[key];
 }

@@ -1,9 +1,14 @@
+// @ts-check
 // Rendering helpers. Model output is untrusted: it reaches the DOM only through renderMarkdown (marked,
 // raw HTML escaped, then DOMPurify with a strict allow-list, inserted as a DOM fragment) or as text nodes.
 import { Marked } from "./vendor/marked/marked.esm.js";
-import DOMPurify from "./vendor/dompurify/purify.es.js";
+import purify from "./vendor/dompurify/purify.es.js";
 
+export { enumLabel, num, seconds, tokens, usd, when } from "./format.js";
+
+/** @type {Record<string, string>} */
 const ESCAPES = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
+/** @param {unknown} s */
 const escapeHtml = (s) => String(s).replace(/[&<>"']/g, (c) => ESCAPES[c]);
 
 // Raw HTML in a model's Markdown is shown as text, not interpreted: `<script>` stays visible and inert.
@@ -12,14 +17,19 @@ const markdown = new Marked({
   breaks: false,
   async: false,
   renderer: {
+    /** @param {{text: string}} token */
     html(token) {
       return escapeHtml(token.text);
     },
   },
 });
 
+// The vendored file is dompurify's dist/purify.es.mjs: type it with that package's declarations.
+const DOMPurify = /** @type {import("dompurify").DOMPurify} */ (/** @type {unknown} */ (purify));
+
 // Second line of defence: whatever marked produces is filtered by an allow-list.
 // No style, no images, no forms or iframes; links only to http(s) and mailto.
+/** @type {import("dompurify").Config & {RETURN_DOM_FRAGMENT: true}} */
 const PURIFY = {
   ALLOWED_TAGS: [
     "p", "br", "hr", "h1", "h2", "h3", "h4", "h5", "h6", "strong", "em", "del", "s", "code", "pre",
@@ -33,7 +43,7 @@ const PURIFY = {
 };
 
 DOMPurify.addHook("afterSanitizeAttributes", (node) => {
-  if (node.nodeName === "A") {
+  if (node instanceof Element && node.nodeName === "A") {
     if (node.hasAttribute("href")) {
       node.setAttribute("rel", "noopener noreferrer nofollow");
       node.setAttribute("target", "_blank");
@@ -41,18 +51,48 @@ DOMPurify.addHook("afterSanitizeAttributes", (node) => {
   }
 });
 
-/** Replace `el`'s content with `text` rendered as sanitised Markdown. */
+/**
+ * Replace `el`'s content with `text` rendered as sanitised Markdown.
+ * @param {Element} el
+ * @param {string | null | undefined} text
+ */
 export function renderMarkdown(el, text) {
   const html = markdown.parse(String(text || ""));
   el.replaceChildren(DOMPurify.sanitize(html, PURIFY));
 }
 
-/** Set an element's text (never HTML). */
+/**
+ * The element with this id; throws when the page lacks it (a markup and script mismatch), so callers need no
+ * null checks. With `type`, also checks the element's class.
+ * @template {HTMLElement} T
+ * @param {string} id
+ * @param {new () => T} [type]
+ * @returns {T}
+ */
+export function byId(id, type) {
+  const el = document.getElementById(id);
+  if (!el) throw new Error(`#${id} is missing from the page`);
+  if (type && !(el instanceof type)) throw new Error(`#${id} is not a ${type.name}`);
+  return /** @type {T} */ (el);
+}
+
+/**
+ * Set an element's text (never HTML).
+ * @param {Element} el
+ * @param {unknown} value
+ */
 export function text(el, value) {
   el.textContent = value == null ? "" : String(value);
 }
 
-/** A new element with optional text and class. */
+/**
+ * A new element with optional text and class.
+ * @template {keyof HTMLElementTagNameMap} K
+ * @param {K} tag
+ * @param {unknown} [value]
+ * @param {string} [className]
+ * @returns {HTMLElementTagNameMap[K]}
+ */
 export function make(tag, value, className) {
   const el = document.createElement(tag);
   if (value != null) el.textContent = String(value);
@@ -62,17 +102,26 @@ export function make(tag, value, className) {
 
 // ---- models --------------------------------------------------------------------------------------
 
+/** @typedef {{id: string, simulated?: boolean}} ModelInfo */
+
+/** @type {Map<string, ModelInfo>} */
 const models = new Map(); // id -> ModelInfo (snake_case proto JSON)
 let allSimulated = false;
 
-/** Remember the catalogue (ListModelsResponse) so model names can carry a "simulated" mark. */
+/**
+ * Remember the catalogue (ListModelsResponse) so model names can carry a "simulated" mark.
+ * @param {{models?: ModelInfo[], simulated?: boolean}} response
+ */
 export function setModels(response) {
   models.clear();
   for (const m of response.models || []) models.set(m.id, m);
   allSimulated = Boolean(response.simulated);
 }
 
-/** True when the catalogue says this model is served by the simulator. */
+/**
+ * True when the catalogue says this model is served by the simulator.
+ * @param {string} id
+ */
 export function isSimulated(id) {
   const m = models.get(id);
   return m ? Boolean(m.simulated) : allSimulated;
@@ -82,7 +131,10 @@ export function catalogue() {
   return [...models.values()];
 }
 
-/** A model name element, with a visible SIM badge when the model is simulated. */
+/**
+ * A model name element, with a visible SIM badge when the model is simulated.
+ * @param {string | null | undefined} id
+ */
 export function modelLabel(id) {
   const span = make("span", null, "model");
   span.appendChild(make("span", id || "?", "model-id"));
@@ -95,43 +147,13 @@ export function modelLabel(id) {
   return span;
 }
 
-// ---- formatting ----------------------------------------------------------------------------------
+// ---- status pills ------------------------------------------------------------------------------
 
-/** "STOP_REASON_MAX_ROUNDS" -> "max rounds". */
-export function enumLabel(value, prefix) {
-  if (!value) return "";
-  return String(value).replace(prefix, "").toLowerCase().replace(/_/g, " ");
-}
-
-export function num(value, digits) {
-  const n = Number(value || 0);
-  return Number.isFinite(n) ? n.toFixed(digits) : String(value);
-}
-
-export function usd(value) {
-  const n = Number(value || 0);
-  return "$" + (n !== 0 && Math.abs(n) < 0.01 ? n.toFixed(5) : n.toFixed(4));
-}
-
-/** Proto Duration JSON ("1.530s") -> "1.53 s". */
-export function seconds(duration) {
-  if (!duration) return "";
-  const n = parseFloat(duration);
-  return Number.isFinite(n) ? `${n.toFixed(2)} s` : String(duration);
-}
-
-export function tokens(usage) {
-  const u = usage || {};
-  return `${Number(u.total_tokens || 0).toLocaleString()} (prompt ${Number(u.prompt_tokens || 0).toLocaleString()}, `
-    + `completion ${Number(u.completion_tokens || 0).toLocaleString()})`;
-}
-
-export function when(timestamp) {
-  if (!timestamp) return "";
-  const d = new Date(timestamp);
-  return Number.isNaN(d.getTime()) ? String(timestamp) : d.toLocaleString();
-}
-
+/**
+ * @param {Element} el
+ * @param {string} label
+ * @param {string} [tone] "good", "warn", "bad" or "muted"
+ */
 export function setPill(el, label, tone) {
   text(el, label);
   el.className = "pill pill-" + (tone || "muted");

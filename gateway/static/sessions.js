@@ -1,22 +1,36 @@
+// @ts-check
 // Past sessions: a paged list, newest first; each opens in the live view, which replays its events.
 import { api } from "./api.js";
-import { enumLabel, make, modelLabel, num, usd, when } from "./render.js";
+import { byId, enumLabel, make, modelLabel, num, usd, when } from "./render.js";
 
-const $ = (id) => document.getElementById(id);
 const PAGE_SIZE = 20;
 
+/** @type {Record<string, string>} */
 const TONES = { completed: "good", running: "warn", failed: "bad", cancelled: "bad" };
+
+/**
+ * One row of `GET /v1/orchestrations` (a stored Session, proto field names).
+ * @typedef {object} SessionRow
+ * @property {string} session_id
+ * @property {string} [create_time]
+ * @property {{prompt?: string}} [request]
+ * @property {string} [status]
+ * @property {string} [primary_model]
+ * @property {string} [primary_domain]
+ * @property {{unscored?: boolean, final_score?: number, total_cost_usd?: number}} [result]
+ * @property {{total_cost_usd?: number}} [failure]
+ */
 
 export class SessionList {
   constructor() {
-    this.body = $("sessions-body");
-    this.more = $("sessions-more");
-    this.note = $("sessions-note");
-    this.filter = $("sessions-status");
+    this.body = byId("sessions-body");
+    this.more = byId("sessions-more");
+    this.note = byId("sessions-note");
+    this.filter = byId("sessions-status", HTMLSelectElement);
     this.nextToken = "";
     this.more.addEventListener("click", () => this.load(false));
     this.filter.addEventListener("change", () => this.load(true));
-    $("sessions-refresh").addEventListener("click", () => this.load(true));
+    byId("sessions-refresh").addEventListener("click", () => this.load(true));
   }
 
   async load(fresh = true) {
@@ -34,10 +48,11 @@ export class SessionList {
       this.more.hidden = !this.nextToken;
       this.note.textContent = this.body.childNodes.length ? "" : "No sessions yet: ask something first.";
     } catch (err) {
-      this.note.textContent = `Could not load sessions: ${err.message}`;
+      this.note.textContent = `Could not load sessions: ${err instanceof Error ? err.message : err}`;
     }
   }
 
+  /** @param {SessionRow} s */
   row(s) {
     const tr = make("tr");
     tr.dataset.sessionId = s.session_id;

@@ -1,25 +1,46 @@
+// @ts-check
 // One WebSocket to /v1/ws that reconnects with backoff and authenticates with the first message.
 // Resuming streams after a reconnect is the listeners' job (they get an "open" callback each time).
 import { apiKey, askForKey, forgetKey } from "./api.js";
 
 const UNAUTHENTICATED = 4401;
 
+/**
+ * What a listener of each kind receives: "open" after every (re)connect, "message" each parsed server message,
+ * "status" the connection's state ("connecting", "connected", "disconnected" with the close code,
+ * "unauthenticated").
+ * @typedef {{open: () => void, message: (msg: any) => void, status: (status: string, code?: number) => void}} Listeners
+ */
+
 export class Channel {
   constructor() {
+    /** @type {WebSocket | null} */
     this.ws = null;
     this.retries = 0;
     this.ready = false; // open (and authenticated when a key is used)
     this.nextRef = 1;
+    /** @type {{[K in keyof Listeners]: Listeners[K][]}} */
     this.listeners = { open: [], message: [], status: [] };
-    this.timer = null;
+    /** @type {number | undefined} */
+    this.timer = undefined;
   }
 
+  /**
+   * @template {keyof Listeners} K
+   * @param {K} kind
+   * @param {Listeners[K]} fn
+   */
   on(kind, fn) {
     this.listeners[kind].push(fn);
   }
 
+  /**
+   * @template {keyof Listeners} K
+   * @param {K} kind
+   * @param {Parameters<Listeners[K]>} args
+   */
   emit(kind, ...args) {
-    for (const fn of this.listeners[kind]) fn(...args);
+    for (const fn of this.listeners[kind]) /** @type {(...a: Parameters<Listeners[K]>) => void} */ (fn)(...args);
   }
 
   connect() {
@@ -59,6 +80,10 @@ export class Channel {
     this.emit("open");
   }
 
+  /**
+   * @param {WebSocket} ws
+   * @param {CloseEvent} e
+   */
   async closed(ws, e) {
     if (this.ws !== ws) return;
     this.ws = null;
@@ -76,7 +101,11 @@ export class Channel {
     this.timer = window.setTimeout(() => this.connect(), delay);
   }
 
-  /** Send a client message; answers its ref, or null when not connected. */
+  /**
+   * Send a client message; answers its ref, or null when not connected.
+   * @param {object} message
+   * @returns {number | null}
+   */
   send(message) {
     if (!this.ready || !this.ws || this.ws.readyState !== WebSocket.OPEN) return null;
     const ref = this.nextRef++;
