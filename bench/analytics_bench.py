@@ -232,10 +232,10 @@ async def cached_history(sessions: int) -> tuple[Path, dict[str, Any]]:
     return path, meta
 
 
-def _range(rng: random.Random, now_ns: int) -> apb.TimeRange:
+def _range(rng: random.Random, now_ns: int) -> common_pb2.TimeRange:
     days = rng.choice([1, 7, 30, 90, 366])
     end = now_ns if rng.random() < 0.5 else now_ns - rng.randint(0, 60 * DAY)
-    return apb.TimeRange(start_time=_ts(end - days * DAY), end_time=_ts(end))
+    return common_pb2.TimeRange(start_time=_ts(end - days * DAY), end_time=_ts(end))
 
 
 async def measure_reads(path: Path, calls: int) -> dict[str, Any]:

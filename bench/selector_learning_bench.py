@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import sys
 import tempfile
@@ -98,6 +97,10 @@ async def run_policy(policy: str, prompts: list[str], profile: Path) -> dict[str
             "ORX_SELECTOR_SEED": "17",
             "ORX_EXPLORATION": "0" if policy == "prior-only" else "1",
             "ORX_SELECTOR_HISTORY": "off" if policy == "prior-only" else "on",
+            # Simulated time runs 1000x faster than the wall clock the providers' per-model rate limit counts
+            # in: at 10+ sessions a second, prior-only would send its one model more than the default 600 calls
+            # a minute and wait on the limiter instead of measuring selection.
+            "ORX_PROVIDER_RPM": "1000000",
         }
         rng = random.Random(5)
         chosen: list[str] = []
@@ -136,10 +139,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results/selector_learning.json"))
     args = parser.parse_args(argv)
     prompts = math_prompts(args.sessions)
-    # Simulated time runs 1000x faster than the wall clock the providers' per-model rate limit counts in
-    # (read from the environment): at 10+ sessions a second, prior-only would send its one model more
-    # than the default 600 calls a minute and wait on the limiter instead of measuring selection.
-    os.environ.setdefault("ORX_PROVIDER_RPM", "1000000")
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         profile = Path(tmp) / "profile.toml"

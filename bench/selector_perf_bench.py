@@ -408,7 +408,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--listen", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_floor:
-        loop = "asyncio" if args.serve_floor == "plain_asyncio" else os.environ.get("ORX_EVENT_LOOP", "auto")
+        loop = "asyncio" if args.serve_floor == "plain_asyncio" else Settings.from_env(sections=()).common.event_loop
         eventloop.run(_serve_floor(args.serve_floor, args.listen), loop)
         return
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -137,7 +136,7 @@ async def start_gateway(
     options = options or GatewayOptions.from_settings(settings)
     app = init_app(settings, options)
     check_exposure(host, app[SECURITY].keys)
-    runner = web.AppRunner(app, shutdown_timeout=settings.shutdown_grace)
+    runner = web.AppRunner(app, shutdown_timeout=settings.common.shutdown_grace)
     await runner.setup()
     try:
         site = GatewaySite(runner, host, port, app[GUARD])
@@ -155,9 +154,9 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     app[UPSTREAM] = upstream
     log.info(
         "gateway peers: orchestrator %s, providers %s, analytics %s",
-        settings.peers["orchestrator"],
-        settings.peers["providers"],
-        settings.peers["analytics"],
+        settings.common.peers["orchestrator"],
+        settings.common.peers["providers"],
+        settings.common.peers["analytics"],
     )
     try:
         yield
@@ -166,7 +165,7 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
         # the last upstream calls), then whatever is left is cancelled.
         background: set[asyncio.Task[Any]] = app[BACKGROUND]
         if background:
-            await asyncio.wait(list(background), timeout=settings.shutdown_grace)
+            await asyncio.wait(list(background), timeout=settings.common.shutdown_grace)
         tasks = list(background)
         for task in tasks:
             task.cancel()
@@ -406,15 +405,15 @@ def _setup_static(app: web.Application) -> None:
 
 
 async def serve(settings: Settings) -> None:
-    """Serve on ``settings.listen["gateway"]`` until SIGTERM/SIGINT, then shut down gracefully:
+    """Serve on ``settings.common.listen["gateway"]`` until SIGTERM/SIGINT, then shut down gracefully:
     stop accepting, close sockets with 1001, let requests finish, close the gRPC channels."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    address = settings.listen["gateway"]
+    address = settings.common.listen["gateway"]
     try:
-        options = GatewayOptions.from_env(settings, os.environ)
+        options = GatewayOptions.from_settings(settings)
         runner, port = await start_gateway(settings, address.host, address.port, options)
     except ConfigError as exc:
         log.error("configuration error: %s", exc)
@@ -423,7 +422,7 @@ async def serve(settings: Settings) -> None:
     log.info("gateway listening on %s:%d", address.host, port)
     try:
         await stop.wait()
-        log.info("shutting down (grace %.1fs)", settings.shutdown_grace)
+        log.info("shutting down (grace %.1fs)", settings.common.shutdown_grace)
     finally:
         await runner.cleanup()
         log.info("stopped")

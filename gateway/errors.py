@@ -2,10 +2,11 @@
 
 Everything that goes wrong while serving a client becomes a :class:`GatewayError` (a status code
 and a message that is safe to show). REST turns it into
-``{"error": {"code", "status", "message", "field"?, "retryAfter"?}}`` with the HTTP status from
-:func:`http_status`; the WebSocket sends the same fields in ``{"type": "error", ...}``.
+``{"error": {"code", "status", "message", "field"?, "retry_after"?}}`` with the HTTP status from
+:func:`http_status`; the WebSocket sends the same fields in ``{"type": "error", ...}`` (snake_case, as
+everything the gateway writes).
 Peers' messages are passed on only when they were written for clients; transport noise
-(addresses, socket errors) and unexpected failures become generic messages. ``field`` and ``retryAfter``
+(addresses, socket errors) and unexpected failures become generic messages. ``field`` and ``retry_after``
 come from the peer's structured status details (``google.rpc.BadRequest`` and ``RetryInfo``, see
 ``orchestratex.errors``), never from the message text.
 """
@@ -115,12 +116,12 @@ class GatewayError(Exception):
         return self._code_name or self.code.name
 
     def fields(self) -> dict[str, object]:
-        """The error's fields as sent to clients: code, status, message, field?, retryAfter?."""
+        """The error's fields as sent to clients: code, status, message, field?, retry_after?."""
         out: dict[str, object] = {"code": self.code_name, "status": self.http_status, "message": self.message}
         if self.field:
             out["field"] = self.field
         if self.retry_after is not None:
-            out["retryAfter"] = self.retry_after
+            out["retry_after"] = self.retry_after
         return out
 
     def body(self) -> dict[str, object]:

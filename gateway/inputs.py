@@ -2,6 +2,10 @@
 
 Shared by REST and WebSocket so both report the same problem the same way. Every function raises
 :class:`gateway.errors.GatewayError` (INVALID_ARGUMENT, message ``"<field>: <problem>"``).
+
+Names are snake_case (the proto field names), and every name a client sends may also be spelt in
+lowerCamelCase: body fields (:func:`gateway.schemas.proto_names`), WebSocket message keys and query
+parameters (:func:`spelt`). Errors name the field as the client spelt it.
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ from orchestratex.v1 import analytics_pb2, common_pb2, orchestrator_pb2
 
 MAX_ID_CHARS: Final = 128
 _INTEGER: Final = re.compile(r"-?[0-9]{1,32}", re.ASCII)
-_SNAKE: Final = re.compile(r"(?<=[a-z0-9])([A-Z])")
 # RFC 3339 as proto3 JSON writes it: ASCII digits, upper-case T and Z, 0-9 fractional digits, offsets to 23:59.
 _RFC3339: Final = re.compile(
     r"(\d{4})-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)", re.ASCII
@@ -141,14 +144,27 @@ def parse_session_status(value: str, field: str) -> int:
     return _parse_enum(value, field, orchestrator_pb2.SessionStatus.DESCRIPTOR, "SESSION_STATUS_", "status")
 
 
-def query_value(query: Mapping[str, str], camel: str) -> tuple[str, str] | None:
-    """A query parameter given as ``camel`` or its snake_case form: (the name used, its value)."""
-    if camel in query:
-        return camel, query[camel]
-    snake = _SNAKE.sub(r"_\1", camel).lower()
-    if snake in query:
-        return snake, query[snake]
-    return None
+def camel_case(name: str) -> str:
+    """The lowerCamelCase spelling of a snake_case name (``after_sequence`` -> ``afterSequence``)."""
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def spelt(data: Mapping[str, Any], name: str) -> str | None:
+    """The key under which ``data`` holds the input ``name`` (snake_case): ``name`` itself or its lowerCamelCase
+    spelling, or None when it holds neither. Both spellings at once is an error."""
+    camel = camel_case(name)
+    if camel == name or camel not in data:
+        return name if name in data else None
+    if name in data:
+        raise invalid(camel, f"is given twice (as {name} and {camel})")
+    return camel
+
+
+def query_value(query: Mapping[str, str], name: str) -> tuple[str, str] | None:
+    """A query parameter given as ``name`` (snake_case) or in lowerCamelCase: (the name used, its value)."""
+    key = spelt(query, name)
+    return None if key is None else (key, query[key])
 
 
 def parse_timestamp(value: str, field: str) -> timestamp_pb2.Timestamp:

@@ -95,7 +95,7 @@ def _too_many(limit: int) -> bytes:
                 "status": 429,
                 "message": f"too many unauthenticated connections from this address (limit {limit}); "
                 "authenticate on the ones you have or close them",
-                "retryAfter": _RETRY_AFTER_S,
+                "retry_after": _RETRY_AFTER_S,
             }
         }
     )

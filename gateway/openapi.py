@@ -1,9 +1,10 @@
 """The OpenAPI 3.1 description of the gateway, served at ``GET /v1/openapi.json``.
 
 Message schemas are generated from the proto descriptors with the same rules as the JSON encoder
-(:mod:`gateway.events_json`): proto field names, int64 as strings, enum names, Timestamp/Duration as
-strings, unknown fields refused (``additionalProperties: false``), so the tests can validate every real
-response against the document with a JSON Schema 2020-12 validator (the dialect OpenAPI 3.1 uses).
+(:mod:`gateway.events_json`): proto field names (snake_case, the convention of every name the gateway writes),
+int64 as strings, enum names, Timestamp/Duration as strings, unknown fields refused
+(``additionalProperties: false``), so the tests can validate every real response against the document with a
+JSON Schema 2020-12 validator (the dialect OpenAPI 3.1 uses).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def setup_routes(app: web.Application) -> None:
 
 async def serve_document(request: web.Request) -> web.Response:
     """``GET /v1/openapi.json``: the OpenAPI 3.1 document."""
-    return web.json_response(document(request.app[SETTINGS].max_prompt_chars))
+    return web.json_response(document(request.app[SETTINGS].common.max_prompt_chars))
 
 
 def _ref(name: str) -> Schema:
@@ -126,7 +127,7 @@ _ERROR_SCHEMA: Final[Schema] = {
                 "status": {"type": "integer", "description": "the HTTP status"},
                 "message": {"type": "string"},
                 "field": {"type": "string", "description": "the input at fault"},
-                "retryAfter": {"type": "integer", "minimum": 1, "description": "seconds (with 429)"},
+                "retry_after": {"type": "integer", "minimum": 1, "description": "seconds (with 429)"},
             },
         }
     },
@@ -217,13 +218,13 @@ _TIME: Final[Schema] = {
     "description": f"RFC 3339 (2025-01-31T00:00:00Z), years {schemas.FIRST_YEAR} to {schemas.LAST_YEAR}",
 }
 _RANGE: Final = [
-    _query("startTime", "inclusive start (default: 30 days before the end)", _TIME),
-    _query("endTime", "exclusive end (default: now); after startTime, at most 366 days later", _TIME),
+    _query("start_time", "inclusive start (default: 30 days before the end)", _TIME),
+    _query("end_time", "exclusive end (default: now); after start_time, at most 366 days later", _TIME),
 ]
 _SHORT_TEXT: Final[Schema] = {"type": "string", "maxLength": schemas.MAX_ID_CHARS}
 # Links from a created session to what can be done with it (Schemathesis follows them in stateful runs).
 _SESSION_LINKS: Final = {
-    name: {"operationId": operation, "parameters": {"id": "$response.body#/sessionId"}}
+    name: {"operationId": operation, "parameters": {"id": "$response.body#/session_id"}}
     for name, operation in (
         ("GetOrchestration", "getOrchestration"),
         ("StreamOrchestrationEvents", "streamOrchestrationEvents"),
@@ -259,9 +260,9 @@ def document(max_prompt_chars: int = 200_000) -> dict[str, Any]:
     components["ServerSentEvent"] = _SSE_EVENT
     components["StartResponse"] = {
         "type": "object",
-        "required": ["sessionId"],
+        "required": ["session_id"],
         "additionalProperties": False,
-        "properties": {"sessionId": {"type": "string"}},
+        "properties": {"session_id": {"type": "string"}},
     }
     components["Health"] = {
         "type": "object",
@@ -303,9 +304,9 @@ def document(max_prompt_chars: int = 200_000) -> dict[str, Any]:
                 "operationId": "listOrchestrations",
                 "summary": "Sessions of the caller's tenant, newest first, paged",
                 "parameters": [
-                    _query("pageSize", "default 20", {"type": "integer", "minimum": 1, "maximum": 100}),
+                    _query("page_size", "default 20", {"type": "integer", "minimum": 1, "maximum": 100}),
                     _query(
-                        "pageToken",
+                        "page_token",
                         "next_page_token of the previous page",
                         {
                             "type": "string",
@@ -318,7 +319,7 @@ def document(max_prompt_chars: int = 200_000) -> dict[str, Any]:
                         "only sessions in this state",
                         {"enum": enum_names(orchestrator_pb2.SessionStatus.DESCRIPTOR, "SESSION_STATUS_")},
                     ),
-                    _query("threadId", "only this thread (empty: any)", _SHORT_TEXT),
+                    _query("thread_id", "only this thread (empty: any)", _SHORT_TEXT),
                     *_RANGE,
                 ],
                 "responses": {
@@ -398,7 +399,7 @@ def document(max_prompt_chars: int = 200_000) -> dict[str, Any]:
             "get": {
                 "operationId": "listModels",
                 "parameters": [
-                    _query("includeUnavailable", "include models that cannot be called", {"type": "boolean"})
+                    _query("include_unavailable", "include models that cannot be called", {"type": "boolean"})
                 ],
                 "responses": {
                     "200": _json(_ref("orchestratex.v1.ListModelsResponse"), "the catalogue with live health"),
@@ -425,7 +426,7 @@ def document(max_prompt_chars: int = 200_000) -> dict[str, Any]:
                 "operationId": "getCostReport",
                 "parameters": [
                     *_RANGE,
-                    _query("sessionLimit", "default 100", {"type": "integer", "minimum": 1, "maximum": 1000}),
+                    _query("session_limit", "default 100", {"type": "integer", "minimum": 1, "maximum": 1000}),
                 ],
                 "responses": {
                     "200": _json(_ref("orchestratex.v1.GetCostReportResponse"), "the cost report"),
@@ -510,8 +511,10 @@ def document(max_prompt_chars: int = 200_000) -> dict[str, Any]:
             "title": "OrchestrateX gateway",
             "version": "1",
             "description": "REST and Server-Sent Events access to OrchestrateX. Protobuf payloads are "
-            "canonical proto3 JSON with the proto field names (what grpcurl prints). The WebSocket endpoint "
-            "GET /v1/ws (JSON messages, described in docs/gateway.md) is outside what OpenAPI describes.",
+            "canonical proto3 JSON with the proto field names (what grpcurl prints), and every name the "
+            "gateway writes or documents is snake_case; body fields and query parameters may also be spelt "
+            "in lowerCamelCase (maxRounds, pageSize). The WebSocket endpoint GET /v1/ws (JSON messages, "
+            "described in docs/gateway.md) is outside what OpenAPI describes.",
         },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],

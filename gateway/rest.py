@@ -1,24 +1,25 @@
 """REST endpoints (JSON). Bodies and responses are canonical proto3 JSON of the gRPC messages.
 
-Responses use the proto field names (as grpcurl prints them); bodies accept lowerCamelCase or proto
-names; query parameters accept lowerCamelCase or snake_case.
+Every name is snake_case, the proto field names (as grpcurl prints them): responses, error bodies, body
+fields and query parameters. On input, lowerCamelCase spellings are accepted too (``maxRounds``,
+``pageSize``); errors name the field as the client spelt it.
 
 =============================================  ==================================================
 ``POST /v1/orchestrations``                    body: ``OrchestrateRequest``; starts a session that
-                                               runs on its own; 201 ``{"sessionId": ...}``
-``GET  /v1/orchestrations``                    ``ListSessionsResponse``; query: ``pageSize``,
-                                               ``pageToken``, ``status``, ``threadId``,
-                                               ``startTime``, ``endTime``
+                                               runs on its own; 201 ``{"session_id": ...}``
+``GET  /v1/orchestrations``                    ``ListSessionsResponse``; query: ``page_size``,
+                                               ``page_token``, ``status``, ``thread_id``,
+                                               ``start_time``, ``end_time`` (its ``range``)
 ``GET  /v1/orchestrations/{id}``               ``GetSessionResponse`` (``{"session": {...}}``)
 ``GET  /v1/orchestrations/{id}/events``        Server-Sent Events (:mod:`gateway.sse`)
 ``POST /v1/orchestrations/{id}:cancel``        optional body ``{"reason": ...}``;
                                                ``CancelSessionResponse``
 ``POST /v1/orchestrations/{id}/feedback``      body ``{"rating", "comment"?, "user_id"?}``;
                                                ``SubmitFeedbackResponse``
-``GET  /v1/models``                            ``ListModelsResponse``; query: ``includeUnavailable``
-``GET  /v1/analytics/performance``             ``GetModelPerformanceResponse``; query: ``startTime``,
-                                               ``endTime``, ``model``, ``domain``
-``GET  /v1/analytics/costs``                   ``GetCostReportResponse``; + ``sessionLimit``
+``GET  /v1/models``                            ``ListModelsResponse``; query: ``include_unavailable``
+``GET  /v1/analytics/performance``             ``GetModelPerformanceResponse``; query: ``start_time``,
+                                               ``end_time``, ``model``, ``domain``
+``GET  /v1/analytics/costs``                   ``GetCostReportResponse``; + ``session_limit``
 ``GET  /v1/analytics/selection-accuracy``      ``GetSelectionAccuracyResponse``
 ``GET  /v1/analytics/satisfaction``            ``GetSatisfactionResponse``
 ``GET  /healthz``                              200 while the process is up
@@ -26,7 +27,8 @@ names; query parameters accept lowerCamelCase or snake_case.
                                                SERVING on the standard health service, else 503
 =============================================  ==================================================
 
-Errors: ``{"error": {"code": "<gRPC status name>", "status": <HTTP>, "message": "...", "field"?}}``
+Errors: ``{"error": {"code": "<gRPC status name>", "status": <HTTP>, "message": "...", "field"?,
+"retry_after"?}}``
 with the HTTP status from :func:`gateway.errors.http_status`. As in proto3 JSON, fields at their
 default value (empty lists, zeros, false) are omitted from responses.
 """
@@ -59,7 +61,7 @@ from gateway.inputs import (
 )
 from gateway.state import OPTIONS, SETTINGS, UPSTREAM, spawn
 from gateway.upstream import Upstream, check_health
-from orchestratex.v1 import analytics_pb2, orchestrator_pb2, providers_pb2
+from orchestratex.v1 import analytics_pb2, common_pb2, orchestrator_pb2, providers_pb2
 
 log = logging.getLogger(__name__)
 
@@ -101,17 +103,17 @@ async def create_orchestration(request: web.Request) -> web.Response:
     """``POST /v1/orchestrations``: start a detached session and return its id once it exists."""
     app = request.app
     body = await _read_json_body(request, required=True)
-    orchestrate = parse_orchestrate_request(body, "body", "prompt", app[SETTINGS].max_prompt_chars)
+    orchestrate = parse_orchestrate_request(body, "body", "prompt", app[SETTINGS].common.max_prompt_chars)
     # Detached: the session must outlive this request, and dropping the stream must not cancel it.
     orchestrate.detached = True
-    timeout = app[OPTIONS].first_event_timeout or app[SETTINGS].rpc_timeout
+    timeout = app[OPTIONS].first_event_timeout or app[SETTINGS].common.rpc_timeout
     # An application-owned task: if the client goes away mid-request, the start still completes
     # and the stream is still dropped cleanly.
     task = spawn(app, _start_detached(app[UPSTREAM], orchestrate, timeout), "rest-orchestrate")
     session_id = await asyncio.shield(task)
     log.info("session %s started over REST", session_id)
     return json_response(
-        {"sessionId": session_id}, status=201, headers={"Location": f"/v1/orchestrations/{session_id}"}
+        {"session_id": session_id}, status=201, headers={"Location": f"/v1/orchestrations/{session_id}"}
     )
 
 
@@ -136,20 +138,19 @@ async def list_orchestrations(request: web.Request) -> web.Response:
     """``GET /v1/orchestrations``: one page of sessions, newest first."""
     query = request.query
     message = orchestrator_pb2.ListSessionsRequest()
-    if found := query_value(query, "pageSize"):
+    if found := query_value(query, "page_size"):
         message.page_size = parse_int(found[1], found[0], 1, MAX_PAGE_SIZE)
-    if found := query_value(query, "pageToken"):
+    if found := query_value(query, "page_token"):
         message.page_token = _bounded(found, schemas.MAX_PAGE_TOKEN_CHARS)
         if re.fullmatch(schemas.PAGE_TOKEN_PATTERN, message.page_token) is None:
             raise invalid(found[0], "is not a token returned by a previous page")
     if found := query_value(query, "status"):
         message.status = parse_session_status(found[1], found[0])  # type: ignore[assignment]
-    if found := query_value(query, "threadId"):
+    if found := query_value(query, "thread_id"):
         message.thread_id = _bounded(found, schemas.MAX_ID_CHARS)
-    if found := query_value(query, "startTime"):
-        message.start_time.CopyFrom(parse_timestamp(found[1], found[0]))
-    if found := query_value(query, "endTime"):
-        message.end_time.CopyFrom(parse_timestamp(found[1], found[0]))
+    window = _time_range(request)
+    if window is not None:
+        message.range.CopyFrom(window)
     upstream = request.app[UPSTREAM]
     response = await _unary("orchestrator", upstream.orchestrator.ListSessions(message))
     return proto_response(response)
@@ -157,7 +158,7 @@ async def list_orchestrations(request: web.Request) -> web.Response:
 
 async def get_orchestration(request: web.Request) -> web.Response:
     """``GET /v1/orchestrations/{id}``: one session."""
-    session_id = check_id(request.match_info["id"], "sessionId")
+    session_id = check_id(request.match_info["id"], "session_id")
     upstream = request.app[UPSTREAM]
     response = await _unary(
         "orchestrator", upstream.orchestrator.GetSession(orchestrator_pb2.GetSessionRequest(session_id=session_id))
@@ -167,7 +168,7 @@ async def get_orchestration(request: web.Request) -> web.Response:
 
 async def cancel_orchestration(request: web.Request) -> web.Response:
     """``POST /v1/orchestrations/{id}:cancel``: cancel a running session."""
-    session_id = check_id(request.match_info["id"], "sessionId")
+    session_id = check_id(request.match_info["id"], "session_id")
     body = await _read_json_body(request, required=False)
     reason = "cancelled over the REST API"
     if body is not None:
@@ -185,7 +186,7 @@ async def submit_feedback(request: web.Request) -> web.Response:
     The orchestrator decides whether the session exists for this tenant and has finished: analytics hears of
     sessions later (through the orchestrator's outbox), so asking it first would refuse a fresh session.
     """
-    session_id = check_id(request.match_info["id"], "sessionId")
+    session_id = check_id(request.match_info["id"], "session_id")
     body = await _read_json_body(request, required=True)
     assert body is not None  # required=True
     message = parse_feedback(body, session_id)
@@ -196,8 +197,8 @@ async def submit_feedback(request: web.Request) -> web.Response:
     if found.session.status == orchestrator_pb2.SESSION_STATUS_RUNNING:
         raise GatewayError(
             grpc.StatusCode.FAILED_PRECONDITION,
-            f"sessionId: session {session_id!r} is still running; rate it once it has finished",
-            field="sessionId",
+            f"session_id: session {session_id!r} is still running; rate it once it has finished",
+            field="session_id",
         )
     response = await _unary("analytics", upstream.analytics.SubmitFeedback(message))
     return proto_response(response)
@@ -210,12 +211,17 @@ def _bounded(found: tuple[str, str], limit: int) -> str:
     return value
 
 
-def _time_range(request: web.Request) -> analytics_pb2.TimeRange:
-    window = analytics_pb2.TimeRange()
-    if found := query_value(request.query, "startTime"):
-        window.start_time.CopyFrom(parse_timestamp(found[1], found[0]))
-    if found := query_value(request.query, "endTime"):
-        window.end_time.CopyFrom(parse_timestamp(found[1], found[0]))
+def _time_range(request: web.Request) -> common_pb2.TimeRange | None:
+    """The ``start_time`` and ``end_time`` query parameters as a ``TimeRange``; None when neither is given."""
+    start = query_value(request.query, "start_time")
+    end = query_value(request.query, "end_time")
+    if start is None and end is None:
+        return None
+    window = common_pb2.TimeRange()
+    if start is not None:
+        window.start_time.CopyFrom(parse_timestamp(start[1], start[0]))
+    if end is not None:
+        window.end_time.CopyFrom(parse_timestamp(end[1], end[0]))
     return window
 
 
@@ -233,7 +239,7 @@ async def analytics_performance(request: web.Request) -> web.Response:
 async def analytics_costs(request: web.Request) -> web.Response:
     """``GET /v1/analytics/costs``: spending in total, per session, per model and per day."""
     message = analytics_pb2.GetCostReportRequest(range=_time_range(request))
-    if found := query_value(request.query, "sessionLimit"):
+    if found := query_value(request.query, "session_limit"):
         message.session_limit = parse_int(found[1], found[0], 1, MAX_SESSION_LIMIT)
     response = await _unary("analytics", request.app[UPSTREAM].analytics.GetCostReport(message))
     return proto_response(response)
@@ -256,7 +262,7 @@ async def analytics_satisfaction(request: web.Request) -> web.Response:
 async def list_models(request: web.Request) -> web.Response:
     """``GET /v1/models``: the model catalogue with live health."""
     include = False
-    if found := query_value(request.query, "includeUnavailable"):
+    if found := query_value(request.query, "include_unavailable"):
         if found[1] not in _BOOLEANS:
             raise invalid(found[0], f"expected true or false, got {found[1][:20]!r}")
         include = _BOOLEANS[found[1]]

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import math
 import re
 import time
@@ -43,7 +42,7 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
-from orchestratex.config import Settings, is_loopback
+from orchestratex.config import Settings, host_name, is_loopback
 from orchestratex.errors import ConfigError
 
 DEFAULT_TENANT: Final = ""
@@ -145,8 +144,8 @@ def parse_key_entries(text: str, source: str, *, by_lines: bool) -> list[KeyEntr
 
 def load_keyring(settings: Settings) -> KeyRing:
     """The keys from ``ORX_GATEWAY_API_KEYS`` and ``ORX_GATEWAY_API_KEYS_FILE``."""
-    entries = parse_key_entries(settings.gateway_api_keys, KEYS_VAR, by_lines=False)
-    path: Path | None = settings.gateway_api_keys_file
+    entries = parse_key_entries(settings.gateway.api_keys, KEYS_VAR, by_lines=False)
+    path: Path | None = settings.gateway.api_keys_file
     if path is not None:
         try:
             text = path.read_text(encoding="utf-8")
@@ -154,27 +153,6 @@ def load_keyring(settings: Settings) -> KeyRing:
             raise ConfigError(f"{KEYS_FILE_VAR}: cannot read {str(path)!r} ({type(exc).__name__})") from None
         entries += parse_key_entries(text, f"{KEYS_FILE_VAR} ({path.name})", by_lines=True)
     return KeyRing(entries)
-
-
-# A Host header value: a DNS name or IPv4 address, or a bracketed IPv6 address; an optional port.
-_HOST_RE: Final = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9_](?:[a-z0-9_.-]{0,252}))(?::([0-9]{1,5}))?", re.ASCII)
-
-
-def host_name(value: str) -> str | None:
-    """The host name of a ``Host`` header value (``Example.com:8080`` -> ``example.com``, ``[::1]:80`` ->
-    ``::1``), without a trailing dot; None when it is not a plausible host."""
-    match = _HOST_RE.fullmatch(value.strip().lower())
-    if match is None:
-        return None
-    name = match.group(1)
-    if name.startswith("["):
-        name = name[1:-1]
-        try:
-            ipaddress.IPv6Address(name)
-        except ValueError:
-            return None
-    name = name.rstrip(".")
-    return name or None
 
 
 def check_exposure(host: str, keys: KeyRing) -> None:
@@ -294,8 +272,8 @@ class Security:
         keys = load_keyring(settings)
         return cls(
             keys=keys,
-            origins=OriginPolicy(settings.gateway_cors_origins),
-            limiter=RateLimiter(settings.gateway_rate_limit),
+            origins=OriginPolicy(settings.gateway.cors_origins),
+            limiter=RateLimiter(settings.gateway.rate_limit),
             hosts=HostPolicy(allowed_hosts, keys_configured=bool(keys)),
         )
 

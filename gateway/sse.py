@@ -10,7 +10,8 @@ need control over when the response starts, to answer 404/204 as JSON/empty befo
 * resume with the ``Last-Event-ID`` header (EventSource sends it on reconnect) or ``?after=<sequence>``;
 * an unknown session (or another tenant's) is a 404 JSON error before the stream starts; resuming a
   session that has ended with nothing left answers 204, which makes EventSource stop reconnecting;
-* an upstream failure mid-stream is sent as ``event: error`` with ``data: {"error": {...}}``.
+* an upstream failure mid-stream is sent as ``event: error`` with ``data: {"error": {...}}`` (the REST error
+  body, snake_case like everything the gateway writes).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def _after(request: web.Request) -> int:
 
 async def session_events(request: web.Request) -> web.StreamResponse:
     """Stream a session's events after the resume point, then live ones, until the session ends."""
-    session_id = check_id(request.match_info["id"], "sessionId")
+    session_id = check_id(request.match_info["id"], "session_id")
     after = _after(request)
     upstream = request.app[UPSTREAM]
     try:

@@ -111,9 +111,9 @@ class Upstream:
         """Open channels to the orchestrator, providers and analytics peers (connections are lazy)."""
         channels = {
             name: open_channel(
-                settings.peers[name],
-                unary_timeout=settings.rpc_timeout,
-                max_message_bytes=settings.max_message_bytes,
+                settings.common.peers[name],
+                unary_timeout=settings.common.rpc_timeout,
+                max_message_bytes=settings.common.max_message_bytes,
             )
             for name in ("orchestrator", "providers", "analytics")
         }

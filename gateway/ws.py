@@ -1,14 +1,15 @@
 """WebSocket endpoint ``/v1/ws``: start, watch and cancel orchestrations, receive their events live.
 
 Protocol (JSON text frames; every client message may carry ``"ref"``, a string or integer echoed in
-the acks, ends and errors it causes, to correlate them):
+the acks, ends and errors it causes, to correlate them). Keys are snake_case, the proto field names, like
+everything the gateway writes; a client may spell any key in lowerCamelCase (``sessionId``) instead.
 
 Authentication (when the gateway has API keys): either offer the subprotocols ``orx.v1`` and
 ``orx.bearer.<key>`` (the server selects ``orx.v1``), send ``Authorization: Bearer <key>`` on the
 upgrade (non-browser clients), or make ``{"type": "auth", "key": "..."}`` the first message (within
 ``auth_timeout``; answered by ``{"type": "ack", "action": "auth"}``). A missing or bad key on the socket
 closes it with 4401. Each client message costs one rate-limit token; over the limit the message is
-refused with a ``RESOURCE_EXHAUSTED`` error carrying ``retryAfter`` (seconds), and the socket stays open.
+refused with a ``RESOURCE_EXHAUSTED`` error carrying ``retry_after`` (seconds), and the socket stays open.
 
 Client -> server
     ``{"type": "orchestrate", "request": {...}}``
@@ -17,25 +18,24 @@ Client -> server
         is cancelled unless the client sent ``detach`` for it (or set ``"detached": true`` in the
         request). Server-side shutdown (close 1001) never cancels sessions: clients reconnect and
         ``watch`` them.
-    ``{"type": "watch", "sessionId": "...", "afterSequence": N}``
+    ``{"type": "watch", "session_id": "...", "after_sequence": N}``
         Replay events after ``N`` (default 0), then follow live ones. Closing the socket only stops
         the stream. To resume after a reconnect, pass the last sequence received: no gap, no duplicate.
-        (``session_id`` / ``after_sequence`` are accepted too.)
-    ``{"type": "cancel", "sessionId": "..."}``
+    ``{"type": "cancel", "session_id": "..."}``
         Cancel a session (``CancelSession``).
-    ``{"type": "detach", "sessionId": "..."}``
+    ``{"type": "detach", "session_id": "..."}``
         Keep a session started on this socket running after the socket closes. Its events keep
         flowing while the socket is open.
 
 Server -> client
     ``{"type": "event", "event": {...}}``: an ``OrchestrationEvent`` in canonical proto3 JSON (proto
         field names, as grpcurl prints it; see :mod:`gateway.events_json`).
-    ``{"type": "ack", "action": "orchestrate"|"watch"|"cancel"|"detach", "sessionId": ..., "ref"?}``:
+    ``{"type": "ack", "action": "orchestrate"|"watch"|"cancel"|"detach", "session_id": ..., "ref"?}``:
         a request was accepted. For ``orchestrate`` it is sent just before the session's first event;
         for ``cancel`` it also carries the session's resulting ``status``.
-    ``{"type": "end", "sessionId": ..., "ref"?}``: an event stream finished normally.
+    ``{"type": "end", "session_id": ..., "ref"?}``: an event stream finished normally.
     ``{"type": "error", "code": "INVALID_ARGUMENT", "status": 400, "message": "...", "field"?,
-    "retryAfter"?, "sessionId"?, "ref"?}``: a request was refused or an upstream stream failed (``code``
+    "retry_after"?, "session_id"?, "ref"?}``: a request was refused or an upstream stream failed (``code``
         is the gRPC status name, ``status`` the matching HTTP status).
 
 Close codes: 1001 server shutting down, 1003 binary frame received, 1007 a text message that is not valid
@@ -57,7 +57,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from gateway.errors import GatewayError, error_response, from_rpc, invalid
 from gateway.events_json import dumps, event_frame, is_terminal
-from gateway.inputs import optional_int, parse_json_object, parse_orchestrate_request, require_id
+from gateway.inputs import optional_int, parse_json_object, parse_orchestrate_request, require_id, spelt
 from gateway.listener import mark_authenticated
 from gateway.security import Principal
 from gateway.state import OPTIONS, PRINCIPAL, SECURITY, SETTINGS, UPSTREAM, spawn
@@ -270,7 +270,7 @@ class Connection:
 
     def _on_orchestrate(self, data: dict[str, Any], ref: Ref) -> None:
         request = parse_orchestrate_request(
-            data.get("request"), "request", "request.prompt", self._settings.max_prompt_chars
+            data.get("request"), "request", "request.prompt", self._settings.common.max_prompt_chars
         )
         self._check_capacity()
         # The client's `detached` means "outlive this socket"; upstream it is always set so that
@@ -285,15 +285,14 @@ class Connection:
         )
 
     def _on_watch(self, data: dict[str, Any], ref: Ref) -> None:
-        session_id = _session_id(data)
-        after_field = "after_sequence" if "after_sequence" in data and "afterSequence" not in data else "afterSequence"
-        after = optional_int(data, after_field, 0, 0, _MAX_SEQUENCE)
+        field, session_id = _session_id(data)
+        after = optional_int(data, spelt(data, "after_sequence") or "after_sequence", 0, 0, _MAX_SEQUENCE)
         if session_id in self._active:
             self._send_error(
                 GatewayError(
                     grpc.StatusCode.FAILED_PRECONDITION,
-                    "sessionId: this session is already streaming on this socket",
-                    field="sessionId",
+                    f"{field}: this session is already streaming on this socket",
+                    field=field,
                 ),
                 ref=ref,
                 session_id=session_id,
@@ -302,12 +301,12 @@ class Connection:
         self._check_capacity()
         stream = _Stream("watch", ref, owned=False, detached=True, session_id=session_id)
         self._active[session_id] = stream
-        self._send({"type": "ack", "action": "watch", "sessionId": session_id}, ref)
+        self._send({"type": "ack", "action": "watch", "session_id": session_id}, ref)
         request = orchestrator_pb2.WatchSessionRequest(session_id=session_id, after_sequence=after)
         self._start(stream, lambda: self._upstream.orchestrator.WatchSession(request))
 
     def _on_cancel(self, data: dict[str, Any], ref: Ref) -> None:
-        session_id = _session_id(data)
+        _, session_id = _session_id(data)
         limit = self._options.max_streams_per_socket
         if len(self._tasks) >= limit:
             raise GatewayError(
@@ -316,21 +315,21 @@ class Connection:
         self._track(asyncio.create_task(self._cancel(session_id, ref), name="ws-cancel"))
 
     def _on_detach(self, data: dict[str, Any], ref: Ref) -> None:
-        session_id = _session_id(data)
+        field, session_id = _session_id(data)
         stream = self._owned.get(session_id)
         if stream is None:
             self._send_error(
                 GatewayError(
                     grpc.StatusCode.NOT_FOUND,
-                    "sessionId: no running session started on this socket has this id",
-                    field="sessionId",
+                    f"{field}: no running session started on this socket has this id",
+                    field=field,
                 ),
                 ref=ref,
                 session_id=session_id,
             )
             return
         stream.detached = True
-        self._send({"type": "ack", "action": "detach", "sessionId": session_id}, ref)
+        self._send({"type": "ack", "action": "detach", "session_id": session_id}, ref)
 
     def _check_capacity(self) -> None:
         limit = self._options.max_streams_per_socket
@@ -363,7 +362,7 @@ class Connection:
                 self._owned.pop(stream.session_id, None)
             end: dict[str, Any] = {"type": "end"}
             if stream.session_id is not None:
-                end["sessionId"] = stream.session_id
+                end["session_id"] = stream.session_id
             self._send(end, stream.ref)
         except grpc.aio.AioRpcError as err:
             if not self._closing:
@@ -383,7 +382,7 @@ class Connection:
         stream.session_id = session_id
         self._active[session_id] = stream
         self._owned[session_id] = stream
-        self._send({"type": "ack", "action": "orchestrate", "sessionId": session_id}, stream.ref)
+        self._send({"type": "ack", "action": "orchestrate", "session_id": session_id}, stream.ref)
 
     async def _cancel(self, session_id: str, ref: Ref) -> None:
         try:
@@ -392,11 +391,11 @@ class Connection:
             self._send_error(from_rpc(err, "orchestrator"), ref=ref, session_id=session_id)
             return
         status = orchestrator_pb2.SessionStatus.Name(response.session.status)
-        self._send({"type": "ack", "action": "cancel", "sessionId": session_id, "status": status}, ref)
+        self._send({"type": "ack", "action": "cancel", "session_id": session_id, "status": status}, ref)
 
     async def _cancel_session(self, session_id: str, reason: str) -> orchestrator_pb2.CancelSessionResponse:
         request = orchestrator_pb2.CancelSessionRequest(session_id=session_id, reason=reason)
-        return await self._upstream.orchestrator.CancelSession(request, timeout=self._settings.rpc_timeout)
+        return await self._upstream.orchestrator.CancelSession(request, timeout=self._settings.common.rpc_timeout)
 
     async def _release(self) -> None:
         """Stop every stream; cancel the sessions this socket owns unless detached or going away."""
@@ -444,7 +443,7 @@ class Connection:
     def _send_error(self, exc: GatewayError, *, ref: Ref, session_id: str | None = None) -> None:
         message: dict[str, Any] = {"type": "error", **exc.fields()}
         if session_id is not None:
-            message["sessionId"] = session_id
+            message["session_id"] = session_id
         self._send(message, ref)
 
     def _enqueue(self, data: bytes) -> None:
@@ -474,11 +473,10 @@ class Connection:
                 return  # the socket is gone; the receive loop notices and cleans up
 
 
-def _session_id(data: dict[str, Any]) -> str:
-    # lowerCamelCase as documented; the proto name is accepted too.
-    if "sessionId" not in data and "session_id" in data:
-        return require_id(data, "session_id")
-    return require_id(data, "sessionId")
+def _session_id(data: dict[str, Any]) -> tuple[str, str]:
+    """The message's session id, and its key as the client spelt it (for errors)."""
+    field = spelt(data, "session_id") or "session_id"
+    return field, require_id(data, field)
 
 
 def _parse_ref(data: dict[str, Any]) -> Ref:

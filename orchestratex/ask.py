@@ -95,8 +95,8 @@ class Printer:
 async def run_ask(settings: Settings, args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     """Run the orchestration; exit code 0 when it completed, 1 otherwise."""
     printer = Printer(out)
-    target = args.target or settings.peers["orchestrator"]
-    async with open_channel(target, unary_timeout=settings.rpc_timeout) as channel:
+    target = args.target or settings.common.peers["orchestrator"]
+    async with open_channel(target, unary_timeout=settings.common.rpc_timeout) as channel:
         stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
         completed = False
         try:

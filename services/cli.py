@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from orchestratex.config import SERVICES, Settings
+from orchestratex.config import SERVICES, Section, Settings
 from orchestratex.errors import ConfigError
 from orchestratex.logging import register_secret, setup_logging
 from services import launcher
@@ -25,11 +25,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        settings = Settings.from_env()
+        settings = Settings.from_env(sections=sections_of(args))
     except ConfigError as exc:
         raise SystemExit(launcher.config_error(exc)) from None
-    register_secret(settings.openrouter_api_key.get())
-    register_secret(settings.mongodb_uri.get())
+    for secret in settings.secrets():
+        register_secret(secret.get())
     if args.command == "serve":
         raise SystemExit(launcher.run_service(args.service, settings))
     elif args.command == "up":
@@ -51,6 +51,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     else:
         parser.print_help()
         raise SystemExit(2)
+
+
+def sections_of(args: argparse.Namespace) -> tuple[Section, ...] | None:
+    """The settings sections a command uses besides ``common`` (None: all of them, for ``up``).
+
+    Only these are parsed, so a bad variable of another service cannot stop this one.
+    """
+    if args.command == "up":
+        return None
+    if args.command == "serve":
+        return (args.service,)
+    if args.command == "models":
+        return ("providers",)
+    return ()
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -76,9 +76,9 @@ def preflight(names: Iterable[str], settings: Settings) -> None:
     names = list(names)
     for name in names:
         if name in SERVICES:
-            settings.check_grpc_exposure(name)
-    if settings.storage_backend == "sqlite" and any(name in STORE_SERVICES for name in names):
-        settings.check_data_dir()
+            settings.common.check_grpc_exposure(name)
+    if settings.common.storage_backend == "sqlite" and any(name in STORE_SERVICES for name in names):
+        settings.common.check_data_dir()
 
 
 def run_service(name: str, settings: Settings) -> int:
@@ -91,10 +91,10 @@ def run_service(name: str, settings: Settings) -> int:
         preflight([name], settings)
     except ConfigError as exc:
         return config_error(exc)
-    setup_logging(name, settings.log_level, settings.log_format)
+    setup_logging(name, settings.common.log_level, settings.common.log_format or "json")
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            eventloop.run(_serve(name, settings), settings.event_loop)
+            eventloop.run(_serve(name, settings), settings.common.event_loop)
     except ConfigError as exc:
         return config_error(exc)
     except OSError as exc:
@@ -115,10 +115,10 @@ def _is_listen_error(exc: OSError) -> bool:
 
 
 async def _serve(name: str, settings: Settings) -> None:
-    if settings.stop_on_stdin_eof:
+    if settings.common.stop_on_stdin_eof:
         _stop_on_stdin_eof()
     monitor = None
-    if settings.loop_monitor is not None:
+    if settings.common.loop_monitor is not None:
         monitor = LoopLagMonitor()
         monitor.start()
     try:
@@ -126,7 +126,7 @@ async def _serve(name: str, settings: Settings) -> None:
     finally:
         if monitor is not None:
             await monitor.stop()
-            monitor.write(settings.loop_monitor)  # type: ignore[arg-type]
+            monitor.write(settings.common.loop_monitor)  # type: ignore[arg-type]
 
 
 def _stop_on_stdin_eof() -> None:
@@ -162,7 +162,7 @@ async def _serve_one(name: str, settings: Settings) -> None:
         gateway_app = importlib.import_module("gateway.app")
         await gateway_app.serve(settings)
         return
-    host = settings.listen[name].host
+    host = settings.common.listen[name].host
     if not is_loopback(host):  # allowed by check_grpc_exposure: say what that means
         log.info(
             "listening on %s, beyond loopback, as %s allows: every caller that reaches this port is trusted "
@@ -172,7 +172,7 @@ async def _serve_one(name: str, settings: Settings) -> None:
         )
     module = importlib.import_module(f"services.{name}.server")
     srv = await module.build(settings)
-    await serve(srv, settings.shutdown_grace)
+    await serve(srv, settings.common.shutdown_grace)
 
 
 # --------------------------------------------------------------------- up
@@ -184,24 +184,24 @@ def up(settings: Settings) -> int:
         preflight(START_ORDER, settings)
     except ConfigError as exc:
         return config_error(exc)
-    busy = [name for name in START_ORDER if not _port_free(settings.listen[name].host, settings.listen[name].port)]
+    listen = settings.common.listen
+    busy = [name for name in START_ORDER if not _port_free(listen[name].host, listen[name].port)]
     if busy:
         for name in busy:
             print(
-                f"orchestratex: {settings.listen[name]} is already in use; stop what listens there "
+                f"orchestratex: {listen[name]} is already in use; stop what listens there "
                 f"or set ORX_{name.upper()}_LISTEN",
                 file=sys.stderr,
             )
         return 1
-    log_format = settings.log_format if os.environ.get("ORX_LOG_FORMAT", "").strip() else None
-    log_format = log_format or ("text" if sys.stderr.isatty() else "json")
+    log_format = settings.common.log_format or ("text" if sys.stderr.isatty() else "json")
     env = {
         **os.environ,
-        "ORX_DATA_DIR": str(settings.data_dir.resolve()),
+        "ORX_DATA_DIR": str(settings.common.data_dir.resolve()),
         "ORX_LOG_FORMAT": log_format,
         "ORX_STOP_ON_STDIN_EOF": "1",
     }
-    setup_logging("up", settings.log_level, log_format)
+    setup_logging("up", settings.common.log_level, log_format)
     return asyncio.run(_Supervisor(settings, env).run())
 
 
@@ -398,7 +398,7 @@ class _Supervisor:
 
     async def _stop_all(self) -> None:
         """SIGTERM each running service in reverse start order; SIGKILL one that outlives its grace."""
-        timeout = self.settings.shutdown_grace + 5
+        timeout = self.settings.common.shutdown_grace + 5
         for child in reversed(self.children):
             proc = child.proc
             if proc is None or proc.returncode is not None:
@@ -436,13 +436,13 @@ async def probe(name: str, settings: Settings) -> bool:
     if name == "gateway":
         import aiohttp  # noqa: PLC0415 - 150 ms that only `up` and the gateway's probe need, not every service
 
-        url = f"http://{settings.listen['gateway'].dialable()}/healthz"
+        url = f"http://{settings.common.listen['gateway'].dialable()}/healthz"
         try:
             async with aiohttp.ClientSession() as http, http.get(url, timeout=aiohttp.ClientTimeout(total=1)) as r:
                 return r.status == 200
         except (aiohttp.ClientError, TimeoutError):
             return False
-    async with grpc.aio.insecure_channel(settings.peers[name]) as channel:
+    async with grpc.aio.insecure_channel(settings.common.peers[name]) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             resp = await stub.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAMES[name]), timeout=1)
@@ -454,18 +454,19 @@ async def probe(name: str, settings: Settings) -> bool:
 def _print_banner(settings: Settings, out: TextIO) -> None:
     mode = (
         "SIMULATED models (set OPENROUTER_API_KEY for real ones)"
-        if settings.simulated
+        if settings.providers.simulated
         else "live models through OpenRouter"
     )
-    store = "MongoDB" if settings.storage_backend == "mongodb" else f"SQLite in {settings.data_dir.resolve()}"
-    gateway = settings.listen["gateway"].dialable()
-    orch = settings.listen["orchestrator"].dialable()
+    common = settings.common
+    store = "MongoDB" if common.storage_backend == "mongodb" else f"SQLite in {common.data_dir.resolve()}"
+    gateway = common.listen["gateway"].dialable()
+    orch = common.listen["orchestrator"].dialable()
     lines = [
         "",
         f"OrchestrateX is up — {mode}; store: {store}",
         f"  browser       http://{gateway}/",
-        *(f"  {name:<13} {settings.listen[name]}  ({SERVICE_NAMES[name]})" for name in SERVICES),
-        f"  gateway       {settings.listen['gateway']}  (WebSocket /v1/ws, REST /v1)",
+        *(f"  {name:<13} {common.listen[name]}  ({SERVICE_NAMES[name]})" for name in SERVICES),
+        f"  gateway       {common.listen['gateway']}  (WebSocket /v1/ws, REST /v1)",
         "",
         "Try:",
         f"  grpcurl -plaintext {orch} list",

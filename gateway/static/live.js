@@ -165,14 +165,14 @@ export class LiveSession {
 
   watch() {
     const { sessionId, lastSequence } = this.state;
-    const ref = this.channel.send({ type: "watch", sessionId, afterSequence: lastSequence });
+    const ref = this.channel.send({ type: "watch", session_id: sessionId, after_sequence: lastSequence });
     this.dispatch({ type: "watching", ref });
   }
 
   cancel() {
     const next = reduce(this.state, { type: "cancel" });
     if (next === this.state) return;
-    this.channel.send({ type: "cancel", sessionId: this.state.sessionId });
+    this.channel.send({ type: "cancel", session_id: this.state.sessionId });
     this.commit(next);
   }
 

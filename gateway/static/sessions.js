@@ -41,7 +41,7 @@ export class SessionList {
     this.note.textContent = "Loading…";
     try {
       const page = await api("/v1/orchestrations", {
-        query: { pageSize: PAGE_SIZE, pageToken: this.nextToken, status: this.filter.value },
+        query: { page_size: PAGE_SIZE, page_token: this.nextToken, status: this.filter.value },
       });
       for (const s of (page && page.sessions) || []) this.body.appendChild(this.row(s));
       this.nextToken = (page && page.next_page_token) || "";

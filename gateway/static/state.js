@@ -116,10 +116,11 @@ import { enumLabel, num } from "./format.js";
  */
 
 /**
- * Messages from the gateway's WebSocket that concern the live view.
- * @typedef {{type: "ack", action?: string, ref?: number | null, sessionId?: string}
+ * Messages from the gateway's WebSocket that concern the live view (snake_case keys, as everything the gateway
+ * writes).
+ * @typedef {{type: "ack", action?: string, ref?: number | null, session_id?: string}
  *   | {type: "event", event?: OrchestrationEvent}
- *   | {type: "error", ref?: number | null, sessionId?: string, code?: string, message?: string}} ServerMessage
+ *   | {type: "error", ref?: number | null, session_id?: string, code?: string, message?: string}} ServerMessage
  */
 
 /**
@@ -313,7 +314,7 @@ export function reduce(state, action) {
       return action.message === state.error ? state : { ...state, error: action.message };
     case "ack":
       if (action.action !== "orchestrate" || action.ref == null || action.ref !== state.pendingRef) return state;
-      return { ...state, pendingRef: null, sessionId: action.sessionId || null };
+      return { ...state, pendingRef: null, sessionId: action.session_id || null };
     case "error":
       return applyError(state, action);
     case "event":
@@ -362,12 +363,12 @@ export function scoreSeries(state) {
 
 /**
  * @param {LiveState} state
- * @param {{ref?: number | null, sessionId?: string, code?: string, message?: string}} error
+ * @param {{ref?: number | null, session_id?: string, code?: string, message?: string}} error
  * @returns {LiveState}
  */
 function applyError(state, error) {
   const answers = error.ref != null && (error.ref === state.pendingRef || error.ref === state.watchRef);
-  const about = Boolean(error.sessionId) && error.sessionId === state.sessionId;
+  const about = Boolean(error.session_id) && error.session_id === state.sessionId;
   if (!answers && !about) return state;
   /** @type {LiveState} */
   const next = { ...state, pendingRef: null, error: `${error.code}: ${error.message}` };

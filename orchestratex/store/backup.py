@@ -71,31 +71,31 @@ class Result:
 
 async def run_backup(settings: Settings, target: Path) -> Result:
     """Back up the configured backend into the new directory ``target``."""
-    if settings.storage_backend == "mongodb":
+    if settings.common.storage_backend == "mongodb":
         client = await _connect(settings)
         try:
-            return await backup_mongo(client, settings.mongodb_database, target)
+            return await backup_mongo(client, settings.common.mongodb.database, target)
         finally:
             await client.close()
-    return await asyncio.to_thread(backup_sqlite, settings.data_dir, target)
+    return await asyncio.to_thread(backup_sqlite, settings.common.data_dir, target)
 
 
 async def run_restore(settings: Settings, source: Path, *, force: bool = False) -> Result:
     """Restore the backup in ``source`` into the configured backend."""
     manifest = read_manifest(source)
     backend = manifest["backend"]
-    if backend != settings.storage_backend:
+    if backend != settings.common.storage_backend:
         raise BackupError(
-            f"{source} is a {backend} backup but the configured backend is {settings.storage_backend} "
+            f"{source} is a {backend} backup but the configured backend is {settings.common.storage_backend} "
             "(ORX_MONGODB_URI decides)"
         )
     if backend == "mongodb":
         client = await _connect(settings)
         try:
-            return await restore_mongo(client, settings.mongodb_database, source, force=force)
+            return await restore_mongo(client, settings.common.mongodb.database, source, force=force)
         finally:
             await client.close()
-    return await asyncio.to_thread(restore_sqlite, settings.data_dir, source, force=force)
+    return await asyncio.to_thread(restore_sqlite, settings.common.data_dir, source, force=force)
 
 
 async def _connect(settings: Settings) -> AsyncMongoClient[Document]:

@@ -56,33 +56,33 @@ def client_options(settings: Settings, appname: str) -> dict[str, Any]:
     Options written in the URI itself (``w=majority``, ``replicaSet``, TLS...) still apply; these keyword
     arguments override the same options in the URI.
     """
+    mongodb = settings.common.mongodb
     return {
         "appname": appname,
-        "maxPoolSize": settings.mongodb_max_pool_size,
-        "minPoolSize": settings.mongodb_min_pool_size,
-        "serverSelectionTimeoutMS": int(settings.mongodb_timeout * 1000),
-        "connectTimeoutMS": int(settings.mongodb_timeout * 1000),
-        "socketTimeoutMS": int(settings.mongodb_socket_timeout * 1000),
+        "maxPoolSize": mongodb.max_pool_size,
+        "minPoolSize": mongodb.min_pool_size,
+        "serverSelectionTimeoutMS": int(mongodb.timeout * 1000),
+        "connectTimeoutMS": int(mongodb.timeout * 1000),
+        "socketTimeoutMS": int(mongodb.socket_timeout * 1000),
         # Stored times are integers; keep the driver from guessing time zones anywhere.
         "tz_aware": True,
     }
 
 
 async def connect(settings: Settings, appname: str) -> AsyncMongoClient[Document]:
-    """A connected client for ``settings.mongodb_uri``; fails within ``mongodb_timeout`` when unreachable.
+    """A connected client for ``settings.common.mongodb.uri``; fails within its ``timeout`` when unreachable.
 
     Raises :class:`ConnectionError` with a message that names the variable, never the URI.
     """
-    client: AsyncMongoClient[Document] = AsyncMongoClient(
-        settings.mongodb_uri.get(), **client_options(settings, appname)
-    )
+    mongodb = settings.common.mongodb
+    client: AsyncMongoClient[Document] = AsyncMongoClient(mongodb.uri.get(), **client_options(settings, appname))
     try:
         await client.admin.command("ping")
     except Exception as exc:
         await client.close()
         # The driver's message names hosts, not credentials; still keep it out of our own text.
         raise ConnectionError(
-            f"MongoDB at ORX_MONGODB_URI is not reachable within {settings.mongodb_timeout:g}s ({type(exc).__name__})"
+            f"MongoDB at ORX_MONGODB_URI is not reachable within {mongodb.timeout:g}s ({type(exc).__name__})"
         ) from None
     return client
 
@@ -162,7 +162,7 @@ class MongoStoreBase:
         """Connect with ``settings``, then :meth:`attach` (indexes, migrations, recovery)."""
         client = await connect(settings, appname or cls.APPNAME)
         try:
-            return await cls.attach(client[settings.mongodb_database], client)
+            return await cls.attach(client[settings.common.mongodb.database], client)
         except BaseException:
             await client.close()
             raise

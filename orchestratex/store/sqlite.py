@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 # Primary result codes that mean "the storage cannot take writes now" rather than a bug in a statement:
 # the caller gets UNAVAILABLE (retry later) and the service reports NOT_SERVING until a write succeeds.
-#: File names under ``settings.data_dir`` of the SQLite backend (the services' stores and backup use them).
+#: File names under ``settings.common.data_dir`` of the SQLite backend (the services' stores and backup use them).
 SESSIONS_FILE = "orchestrator.db"
 ANALYTICS_FILE = "analytics.db"
 

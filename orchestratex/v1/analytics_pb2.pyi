@@ -12,14 +12,6 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
-class TimeRange(_message.Message):
-    __slots__ = ("start_time", "end_time")
-    START_TIME_FIELD_NUMBER: _ClassVar[int]
-    END_TIME_FIELD_NUMBER: _ClassVar[int]
-    start_time: _timestamp_pb2.Timestamp
-    end_time: _timestamp_pb2.Timestamp
-    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
-
 class FailureCount(_message.Message):
     __slots__ = ("kind", "count")
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -67,10 +59,10 @@ class GetModelPerformanceRequest(_message.Message):
     RANGE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
-    range: TimeRange
+    range: _common_pb2.TimeRange
     model: str
     domain: _common_pb2.Domain
-    def __init__(self, range: _Optional[_Union[TimeRange, _Mapping]] = ..., model: _Optional[str] = ..., domain: _Optional[_Union[_common_pb2.Domain, str]] = ...) -> None: ...
+    def __init__(self, range: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., model: _Optional[str] = ..., domain: _Optional[_Union[_common_pb2.Domain, str]] = ...) -> None: ...
 
 class GetModelPerformanceResponse(_message.Message):
     __slots__ = ("models", "by_domain")
@@ -118,9 +110,9 @@ class GetCostReportRequest(_message.Message):
     __slots__ = ("range", "session_limit")
     RANGE_FIELD_NUMBER: _ClassVar[int]
     SESSION_LIMIT_FIELD_NUMBER: _ClassVar[int]
-    range: TimeRange
+    range: _common_pb2.TimeRange
     session_limit: int
-    def __init__(self, range: _Optional[_Union[TimeRange, _Mapping]] = ..., session_limit: _Optional[int] = ...) -> None: ...
+    def __init__(self, range: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., session_limit: _Optional[int] = ...) -> None: ...
 
 class GetCostReportResponse(_message.Message):
     __slots__ = ("total_cost_usd", "calls", "usage", "sessions", "models", "days", "session_count")
@@ -157,8 +149,8 @@ class AccuracyEstimate(_message.Message):
 class GetSelectionAccuracyRequest(_message.Message):
     __slots__ = ("range",)
     RANGE_FIELD_NUMBER: _ClassVar[int]
-    range: TimeRange
-    def __init__(self, range: _Optional[_Union[TimeRange, _Mapping]] = ...) -> None: ...
+    range: _common_pb2.TimeRange
+    def __init__(self, range: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ...) -> None: ...
 
 class GetSelectionAccuracyResponse(_message.Message):
     __slots__ = ("shadow", "feedback", "definition", "by_domain")
@@ -239,8 +231,8 @@ class SatisfactionSummary(_message.Message):
 class GetSatisfactionRequest(_message.Message):
     __slots__ = ("range",)
     RANGE_FIELD_NUMBER: _ClassVar[int]
-    range: TimeRange
-    def __init__(self, range: _Optional[_Union[TimeRange, _Mapping]] = ...) -> None: ...
+    range: _common_pb2.TimeRange
+    def __init__(self, range: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ...) -> None: ...
 
 class GetSatisfactionResponse(_message.Message):
     __slots__ = ("overall", "by_model", "by_domain", "by_day")

@@ -23,35 +23,38 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1corchestratex/v1/common.proto\x12\x0forchestratex.v1\x1a\x1egoogle/protobuf/duration.proto\"C\n\x0b\x43hatMessage\x12#\n\x04role\x18\x01 \x01(\x0e\x32\x15.orchestratex.v1.Role\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\x92\x01\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x03\x12\x18\n\x10reasoning_tokens\x18\x03 \x01(\x03\x12\x15\n\rcached_tokens\x18\x04 \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\x05 \x01(\x03\x12\x10\n\x08\x63ost_usd\x18\x06 \x01(\x01\"U\n\x0b\x44omainScore\x12\'\n\x06\x64omain\x18\x01 \x01(\x0e\x32\x17.orchestratex.v1.Domain\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xe5\x01\n\x0bModelHealth\x12\x34\n\rcircuit_state\x18\x01 \x01(\x0e\x32\x1d.orchestratex.v1.CircuitState\x12\x1c\n\x14\x63onsecutive_failures\x18\x02 \x01(\x05\x12\x35\n\x12\x63ooldown_remaining\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\tin_flight\x18\x04 \x01(\x05\x12\x38\n\x12unavailable_reason\x18\x05 \x01(\x0e\x32\x1c.orchestratex.v1.FailureKind\"\xc8\x03\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x0e\n\x06\x66\x61mily\x18\x03 \x01(\t\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\x16\n\x0e\x63ontext_length\x18\x05 \x01(\x03\x12\x19\n\x11max_output_tokens\x18\x06 \x01(\x03\x12\x1c\n\x14input_price_per_mtok\x18\x07 \x01(\x01\x12\x1d\n\x15output_price_per_mtok\x18\x08 \x01(\x01\x12\x31\n\x0bspecialties\x18\t \x03(\x0b\x32\x1c.orchestratex.v1.DomainScore\x12\x11\n\tsimulated\x18\n \x01(\x08\x12\x1a\n\x12supports_json_mode\x18\x0b \x01(\x08\x12,\n\x06health\x18\x0c \x01(\x0b\x32\x1c.orchestratex.v1.ModelHealth\x12/\n\x0ctypical_ttft\x18\r \x01(\x0b\x32\x19.google.protobuf.Duration\x12!\n\x19typical_tokens_per_second\x18\x0e \x01(\x01\x12#\n\x1bsupports_structured_outputs\x18\x0f \x01(\x08\"\x8a\x02\n\x0bPreferences\x12\x1b\n\x0equality_weight\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x18\n\x0b\x63ost_weight\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x1b\n\x0elatency_weight\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x19\n\x0cmax_cost_usd\x18\x04 \x01(\x01H\x03\x88\x01\x01\x12\x16\n\x0e\x61llowed_models\x18\x05 \x03(\t\x12\x17\n\x0f\x65xcluded_models\x18\x06 \x03(\t\x12\x14\n\x0cpinned_model\x18\x07 \x01(\tB\x11\n\x0f_quality_weightB\x0e\n\x0c_cost_weightB\x11\n\x0f_latency_weightB\x0f\n\r_max_cost_usd*\xe9\x01\n\x06\x44omain\x12\x16\n\x12\x44OMAIN_UNSPECIFIED\x10\x00\x12\x11\n\rDOMAIN_CODING\x10\x01\x12\x0f\n\x0b\x44OMAIN_MATH\x10\x02\x12\x14\n\x10\x44OMAIN_REASONING\x10\x03\x12\x13\n\x0f\x44OMAIN_CREATIVE\x10\x04\x12\x12\n\x0e\x44OMAIN_FACTUAL\x10\x05\x12\x18\n\x14\x44OMAIN_SUMMARIZATION\x10\x06\x12\x15\n\x11\x44OMAIN_EXTRACTION\x10\x07\x12\x19\n\x15\x44OMAIN_CLASSIFICATION\x10\x08\x12\x18\n\x14\x44OMAIN_BRAINSTORMING\x10\t*P\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03*|\n\x0c\x43ircuitState\x12\x1d\n\x19\x43IRCUIT_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43IRCUIT_STATE_CLOSED\x10\x01\x12\x16\n\x12\x43IRCUIT_STATE_OPEN\x10\x02\x12\x1b\n\x17\x43IRCUIT_STATE_HALF_OPEN\x10\x03*\xf1\x02\n\x0b\x46\x61ilureKind\x12\x1c\n\x18\x46\x41ILURE_KIND_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x46\x41ILURE_KIND_RATE_LIMITED\x10\x01\x12\x1f\n\x1b\x46\x41ILURE_KIND_UPSTREAM_ERROR\x10\x02\x12\x18\n\x14\x46\x41ILURE_KIND_TIMEOUT\x10\x03\x12!\n\x1d\x46\x41ILURE_KIND_MID_STREAM_ERROR\x10\x04\x12\x1f\n\x1b\x46\x41ILURE_KIND_INVALID_OUTPUT\x10\x05\x12 \n\x1c\x46\x41ILURE_KIND_INVALID_REQUEST\x10\x06\x12\x18\n\x14\x46\x41ILURE_KIND_REFUSED\x10\x07\x12\x1d\n\x19\x46\x41ILURE_KIND_CIRCUIT_OPEN\x10\x08\x12\x1a\n\x16\x46\x41ILURE_KIND_CANCELLED\x10\t\x12\x15\n\x11\x46\x41ILURE_KIND_AUTH\x10\n\x12\x18\n\x14\x46\x41ILURE_KIND_CREDITS\x10\x0b*\xab\x01\n\x0b\x43\x61llPurpose\x12\x1c\n\x18\x43\x41LL_PURPOSE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43\x41LL_PURPOSE_ANSWER\x10\x01\x12\x19\n\x15\x43\x41LL_PURPOSE_CRITIQUE\x10\x02\x12\x17\n\x13\x43\x41LL_PURPOSE_REFINE\x10\x03\x12\x19\n\x15\x43\x41LL_PURPOSE_CLASSIFY\x10\x04\x12\x16\n\x12\x43\x41LL_PURPOSE_OTHER\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1corchestratex/v1/common.proto\x12\x0forchestratex.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"C\n\x0b\x43hatMessage\x12#\n\x04role\x18\x01 \x01(\x0e\x32\x15.orchestratex.v1.Role\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\x92\x01\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x03\x12\x18\n\x10reasoning_tokens\x18\x03 \x01(\x03\x12\x15\n\rcached_tokens\x18\x04 \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\x05 \x01(\x03\x12\x10\n\x08\x63ost_usd\x18\x06 \x01(\x01\"U\n\x0b\x44omainScore\x12\'\n\x06\x64omain\x18\x01 \x01(\x0e\x32\x17.orchestratex.v1.Domain\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xe5\x01\n\x0bModelHealth\x12\x34\n\rcircuit_state\x18\x01 \x01(\x0e\x32\x1d.orchestratex.v1.CircuitState\x12\x1c\n\x14\x63onsecutive_failures\x18\x02 \x01(\x05\x12\x35\n\x12\x63ooldown_remaining\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\tin_flight\x18\x04 \x01(\x05\x12\x38\n\x12unavailable_reason\x18\x05 \x01(\x0e\x32\x1c.orchestratex.v1.FailureKind\"\xc8\x03\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x0e\n\x06\x66\x61mily\x18\x03 \x01(\t\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\x16\n\x0e\x63ontext_length\x18\x05 \x01(\x03\x12\x19\n\x11max_output_tokens\x18\x06 \x01(\x03\x12\x1c\n\x14input_price_per_mtok\x18\x07 \x01(\x01\x12\x1d\n\x15output_price_per_mtok\x18\x08 \x01(\x01\x12\x31\n\x0bspecialties\x18\t \x03(\x0b\x32\x1c.orchestratex.v1.DomainScore\x12\x11\n\tsimulated\x18\n \x01(\x08\x12\x1a\n\x12supports_json_mode\x18\x0b \x01(\x08\x12,\n\x06health\x18\x0c \x01(\x0b\x32\x1c.orchestratex.v1.ModelHealth\x12/\n\x0ctypical_ttft\x18\r \x01(\x0b\x32\x19.google.protobuf.Duration\x12!\n\x19typical_tokens_per_second\x18\x0e \x01(\x01\x12#\n\x1bsupports_structured_outputs\x18\x0f \x01(\x08\"\x8a\x02\n\x0bPreferences\x12\x1b\n\x0equality_weight\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x18\n\x0b\x63ost_weight\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x1b\n\x0elatency_weight\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x19\n\x0cmax_cost_usd\x18\x04 \x01(\x01H\x03\x88\x01\x01\x12\x16\n\x0e\x61llowed_models\x18\x05 \x03(\t\x12\x17\n\x0f\x65xcluded_models\x18\x06 \x03(\t\x12\x14\n\x0cpinned_model\x18\x07 \x01(\tB\x11\n\x0f_quality_weightB\x0e\n\x0c_cost_weightB\x11\n\x0f_latency_weightB\x0f\n\r_max_cost_usd\"i\n\tTimeRange\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xe9\x01\n\x06\x44omain\x12\x16\n\x12\x44OMAIN_UNSPECIFIED\x10\x00\x12\x11\n\rDOMAIN_CODING\x10\x01\x12\x0f\n\x0b\x44OMAIN_MATH\x10\x02\x12\x14\n\x10\x44OMAIN_REASONING\x10\x03\x12\x13\n\x0f\x44OMAIN_CREATIVE\x10\x04\x12\x12\n\x0e\x44OMAIN_FACTUAL\x10\x05\x12\x18\n\x14\x44OMAIN_SUMMARIZATION\x10\x06\x12\x15\n\x11\x44OMAIN_EXTRACTION\x10\x07\x12\x19\n\x15\x44OMAIN_CLASSIFICATION\x10\x08\x12\x18\n\x14\x44OMAIN_BRAINSTORMING\x10\t*P\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03*|\n\x0c\x43ircuitState\x12\x1d\n\x19\x43IRCUIT_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43IRCUIT_STATE_CLOSED\x10\x01\x12\x16\n\x12\x43IRCUIT_STATE_OPEN\x10\x02\x12\x1b\n\x17\x43IRCUIT_STATE_HALF_OPEN\x10\x03*\xf1\x02\n\x0b\x46\x61ilureKind\x12\x1c\n\x18\x46\x41ILURE_KIND_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x46\x41ILURE_KIND_RATE_LIMITED\x10\x01\x12\x1f\n\x1b\x46\x41ILURE_KIND_UPSTREAM_ERROR\x10\x02\x12\x18\n\x14\x46\x41ILURE_KIND_TIMEOUT\x10\x03\x12!\n\x1d\x46\x41ILURE_KIND_MID_STREAM_ERROR\x10\x04\x12\x1f\n\x1b\x46\x41ILURE_KIND_INVALID_OUTPUT\x10\x05\x12 \n\x1c\x46\x41ILURE_KIND_INVALID_REQUEST\x10\x06\x12\x18\n\x14\x46\x41ILURE_KIND_REFUSED\x10\x07\x12\x1d\n\x19\x46\x41ILURE_KIND_CIRCUIT_OPEN\x10\x08\x12\x1a\n\x16\x46\x41ILURE_KIND_CANCELLED\x10\t\x12\x15\n\x11\x46\x41ILURE_KIND_AUTH\x10\n\x12\x18\n\x14\x46\x41ILURE_KIND_CREDITS\x10\x0b*\xab\x01\n\x0b\x43\x61llPurpose\x12\x1c\n\x18\x43\x41LL_PURPOSE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43\x41LL_PURPOSE_ANSWER\x10\x01\x12\x19\n\x15\x43\x41LL_PURPOSE_CRITIQUE\x10\x02\x12\x17\n\x13\x43\x41LL_PURPOSE_REFINE\x10\x03\x12\x19\n\x15\x43\x41LL_PURPOSE_CLASSIFY\x10\x04\x12\x16\n\x12\x43\x41LL_PURPOSE_OTHER\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'orchestratex.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DOMAIN']._serialized_start=1347
-  _globals['_DOMAIN']._serialized_end=1580
-  _globals['_ROLE']._serialized_start=1582
-  _globals['_ROLE']._serialized_end=1662
-  _globals['_CIRCUITSTATE']._serialized_start=1664
-  _globals['_CIRCUITSTATE']._serialized_end=1788
-  _globals['_FAILUREKIND']._serialized_start=1791
-  _globals['_FAILUREKIND']._serialized_end=2160
-  _globals['_CALLPURPOSE']._serialized_start=2163
-  _globals['_CALLPURPOSE']._serialized_end=2334
-  _globals['_CHATMESSAGE']._serialized_start=81
-  _globals['_CHATMESSAGE']._serialized_end=148
-  _globals['_USAGE']._serialized_start=151
-  _globals['_USAGE']._serialized_end=297
-  _globals['_DOMAINSCORE']._serialized_start=299
-  _globals['_DOMAINSCORE']._serialized_end=384
-  _globals['_MODELHEALTH']._serialized_start=387
-  _globals['_MODELHEALTH']._serialized_end=616
-  _globals['_MODELINFO']._serialized_start=619
-  _globals['_MODELINFO']._serialized_end=1075
-  _globals['_PREFERENCES']._serialized_start=1078
-  _globals['_PREFERENCES']._serialized_end=1344
+  _globals['_DOMAIN']._serialized_start=1487
+  _globals['_DOMAIN']._serialized_end=1720
+  _globals['_ROLE']._serialized_start=1722
+  _globals['_ROLE']._serialized_end=1802
+  _globals['_CIRCUITSTATE']._serialized_start=1804
+  _globals['_CIRCUITSTATE']._serialized_end=1928
+  _globals['_FAILUREKIND']._serialized_start=1931
+  _globals['_FAILUREKIND']._serialized_end=2300
+  _globals['_CALLPURPOSE']._serialized_start=2303
+  _globals['_CALLPURPOSE']._serialized_end=2474
+  _globals['_CHATMESSAGE']._serialized_start=114
+  _globals['_CHATMESSAGE']._serialized_end=181
+  _globals['_USAGE']._serialized_start=184
+  _globals['_USAGE']._serialized_end=330
+  _globals['_DOMAINSCORE']._serialized_start=332
+  _globals['_DOMAINSCORE']._serialized_end=417
+  _globals['_MODELHEALTH']._serialized_start=420
+  _globals['_MODELHEALTH']._serialized_end=649
+  _globals['_MODELINFO']._serialized_start=652
+  _globals['_MODELINFO']._serialized_end=1108
+  _globals['_PREFERENCES']._serialized_start=1111
+  _globals['_PREFERENCES']._serialized_end=1377
+  _globals['_TIMERANGE']._serialized_start=1379
+  _globals['_TIMERANGE']._serialized_end=1484
 # @@protoc_insertion_point(module_scope)

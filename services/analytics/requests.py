@@ -23,7 +23,7 @@ MAX_USER_ID_CHARS = 128
 ANONYMOUS = "anonymous"
 
 
-def time_window(time_range: analytics_pb2.TimeRange | None, now_ns: int) -> tuple[int, int]:
+def time_window(time_range: common_pb2.TimeRange | None, now_ns: int) -> tuple[int, int]:
     """``[start_ns, end_ns)`` from an optional range.
 
     Unset end = now; unset start = 30 days before the end. The start must be before the end and the
@@ -47,7 +47,7 @@ def time_window(time_range: analytics_pb2.TimeRange | None, now_ns: int) -> tupl
     return start_ns, end_ns
 
 
-def _stored_time(time_range: analytics_pb2.TimeRange, name: str) -> int:
+def _stored_time(time_range: common_pb2.TimeRange, name: str) -> int:
     value = getattr(time_range, name)
     return check_timestamp(value, f"range.{name}", earliest_ns=EARLIEST_NS, latest_ns=LATEST_NS)
 

@@ -23,7 +23,7 @@ from orchestratex import context
 from orchestratex.config import Settings
 from orchestratex.errors import FailedPrecondition, NotFound
 from orchestratex.grpc_server import GrpcServer, ServiceBinding, building
-from orchestratex.v1 import analytics_pb2, analytics_pb2_grpc
+from orchestratex.v1 import analytics_pb2, analytics_pb2_grpc, common_pb2
 from services.analytics import reports
 from services.analytics.ingest import facts_from_request
 from services.analytics.requests import (
@@ -52,7 +52,7 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
         self._store = store
         self._clock = clock
 
-    def _scope(self, time_range: analytics_pb2.TimeRange | None, domain: int = 0) -> Scope:
+    def _scope(self, time_range: common_pb2.TimeRange | None, domain: int = 0) -> Scope:
         start_ns, end_ns = time_window(time_range, self._clock())
         return Scope(tenant=context.tenant.get(), start_ns=start_ns, end_ns=end_ns, domain=domain)
 
@@ -128,7 +128,7 @@ def _range(
     | analytics_pb2.GetCostReportRequest
     | analytics_pb2.GetSelectionAccuracyRequest
     | analytics_pb2.GetSatisfactionRequest,
-) -> analytics_pb2.TimeRange | None:
+) -> common_pb2.TimeRange | None:
     return request.range if request.HasField("range") else None
 
 
@@ -139,7 +139,8 @@ async def open_store(settings: Settings) -> AnalyticsStore:
 
 async def build(settings: Settings, listen: str | None = None) -> GrpcServer:
     """Build the analytics server (bound, not started); the store is closed by ``srv.stop``."""
-    async with building(listen or str(settings.listen["analytics"]), settings.max_message_bytes) as (srv, resources):
+    common = settings.common
+    async with building(listen or str(common.listen["analytics"]), common.max_message_bytes) as (srv, resources):
         store = await open_store(settings)
         resources.push_async_callback(store.close)
         srv.add(

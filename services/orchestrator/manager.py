@@ -64,7 +64,7 @@ class SessionManager:
 
     async def start(self, request: pb.OrchestrateRequest, tenant: str) -> LiveSession:
         """Validate, select models, persist the record and launch the loop in the background."""
-        req, rules = normalise(request, self.settings.max_prompt_chars)
+        req, rules = normalise(request, self.settings.common.max_prompt_chars)
         self._check_writable()
         models = await self.catalogue.get()
         history, trimmed = await thread_history(self.store, tenant, req.thread_id, models)
@@ -75,7 +75,7 @@ class SessionManager:
         if req.HasField("shadow_evaluation"):
             sampled = req.shadow_evaluation
         else:
-            rate = shadow.sample_rate(self.settings.shadow_sample_rate, self.catalogue.simulated)
+            rate = shadow.sample_rate(self.settings.orchestrator.shadow_sample_rate, self.catalogue.simulated)
             sampled = shadow.sampled(session_id, rate)
         record = pb.Session(
             session_id=session_id,

@@ -84,10 +84,15 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                 decode_page_token(request.page_token)
             except ValueError:
                 raise InvalidArgument("page_token", "is not a token returned by ListSessions") from None
-        start = check_timestamp(request.start_time, "start_time") // 1000 if request.HasField("start_time") else None
-        end = check_timestamp(request.end_time, "end_time") // 1000 if request.HasField("end_time") else None
+        bounds = request.range
+        start: int | None = None
+        end: int | None = None
+        if bounds.HasField("start_time"):
+            start = check_timestamp(bounds.start_time, "range.start_time") // 1000
+        if bounds.HasField("end_time"):
+            end = check_timestamp(bounds.end_time, "range.end_time") // 1000
         if start is not None and end is not None and start >= end:
-            raise InvalidArgument("end_time", "must be after start_time")
+            raise InvalidArgument("range", "start_time must be before end_time")
         page = await self.manager.store.list_sessions(
             SessionQuery(
                 tenant=context.tenant.get(),
@@ -137,10 +142,11 @@ async def build(settings: Settings, listen: str | None = None) -> GrpcServer:
     cannot listen nor a second orchestrator on the same database changes anything (see
     :mod:`services.orchestrator.lease`). Everything is released, last first, if a step fails.
     """
-    async with building(listen or str(settings.listen["orchestrator"]), settings.max_message_bytes) as (srv, res):
+    common, own = settings.common, settings.orchestrator
+    async with building(listen or str(common.listen["orchestrator"]), common.max_message_bytes) as (srv, res):
         store = await open_session_store(settings)
         res.push_async_callback(store.close)
-        lease = OrchestratorLease(store, settings.orchestrator_lease_ttl)
+        lease = OrchestratorLease(store, own.lease_ttl)
         await lease.acquire()
         res.push_async_callback(lease.release)
         lease.start()
@@ -150,7 +156,7 @@ async def build(settings: Settings, listen: str | None = None) -> GrpcServer:
         writer.start()
         res.push_async_callback(writer.close)
         channels = {
-            name: open_channel(settings.peers[name], unary_timeout=settings.rpc_timeout)
+            name: open_channel(common.peers[name], unary_timeout=common.rpc_timeout)
             for name in ("providers", "selector", "analytics")
         }
         for channel in channels.values():
@@ -166,7 +172,7 @@ async def build(settings: Settings, listen: str | None = None) -> GrpcServer:
             load_prompts(),
         )
         await manager.recover()
-        outbox = Outbox(store, analytics_pb2_grpc.AnalyticsServiceStub(channels["analytics"]), settings.outbox_interval)
+        outbox = Outbox(store, analytics_pb2_grpc.AnalyticsServiceStub(channels["analytics"]), own.outbox_interval)
         manager.outbox = outbox
         outbox.start()
         res.push_async_callback(outbox.stop)

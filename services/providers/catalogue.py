@@ -1,6 +1,6 @@
 """The model catalogue: limits, prices, typical speed and per-domain specialty priors of each model.
 
-Loaded from ``catalogue.toml`` next to this module, or from ``settings.catalogue_path``
+Loaded from ``catalogue.toml`` next to this module, or from ``settings.providers.catalogue_path``
 (``ORX_CATALOGUE``). Prices are USD per million tokens; :func:`cost_usd` computes a call's cost
 exactly (decimal arithmetic, rounded to 1e-9 USD).
 """
@@ -174,8 +174,9 @@ def to_proto(
 
 
 def load_catalogue(settings: Settings) -> Catalogue:
-    """The catalogue at ``settings.catalogue_path``, or the packaged default."""
-    return load_catalogue_file(settings.catalogue_path or DEFAULT_CATALOGUE, settings.openrouter_base_url)
+    """The catalogue at ``settings.providers.catalogue_path``, or the packaged default."""
+    own = settings.providers
+    return load_catalogue_file(own.catalogue_path or DEFAULT_CATALOGUE, own.openrouter_base_url)
 
 
 def load_catalogue_file(path: Path, default_base_url: str) -> Catalogue:

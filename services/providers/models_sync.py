@@ -284,14 +284,14 @@ def _verify(old_text: str, new_text: str, updates: Mapping[str, Mapping[str, Any
 
 
 async def sync_catalogue(settings: Settings, output: Path | None = None, *, dry_run: bool = False) -> SyncResult:
-    """Update the catalogue (``settings.catalogue_path`` or the packaged one) from ``/models``.
+    """Update the catalogue (``settings.providers.catalogue_path`` or the packaged one) from ``/models``.
 
     Writes to ``output`` (default: the catalogue read) unless ``dry_run``. Raises :class:`SyncError`.
     """
-    source = settings.catalogue_path or DEFAULT_CATALOGUE
+    source = settings.providers.catalogue_path or DEFAULT_CATALOGUE
     target = output or source
     try:
-        catalogue = load_catalogue_file(source, settings.openrouter_base_url)
+        catalogue = load_catalogue_file(source, settings.providers.openrouter_base_url)
         text = source.read_text(encoding="utf-8")
     except (ConfigError, OSError) as exc:
         raise SyncError(f"cannot read the catalogue: {exc}") from None
@@ -360,7 +360,7 @@ def report(result: SyncResult, target: Path, dry_run: bool, out: TextIO) -> None
 def run(settings: Settings, args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     """The ``models sync`` command: 0 on success, 1 on failure (the reason on ``err``)."""
     output: Path | None = args.output
-    target = output or settings.catalogue_path or DEFAULT_CATALOGUE
+    target = output or settings.providers.catalogue_path or DEFAULT_CATALOGUE
     try:
         result = asyncio.run(sync_catalogue(settings, output, dry_run=args.dry_run))
     except SyncError as exc:

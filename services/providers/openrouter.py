@@ -81,7 +81,7 @@ from aiohttp.helpers import get_env_proxy_for_url
 from aiohttp.http_exceptions import LineTooLong
 from yarl import URL
 
-from orchestratex.config import Secret, Settings
+from orchestratex.config import MAX_UPSTREAM_TIMEOUT, ProvidersSettings, Secret, Settings
 from orchestratex.errors import ConfigError
 from orchestratex.secrets import SecretScrubber
 from services.providers.backend import (
@@ -105,7 +105,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 OPENROUTER_KEY_ENV = "OPENROUTER_API_KEY"
-"""Providers whose ``api_key_env`` is this take their key from ``Settings.openrouter_api_key``
+"""Providers whose ``api_key_env`` is this take their key from ``Settings.providers.openrouter_api_key``
 (which also reads ``ORX_OPENROUTER_API_KEY_FILE``)."""
 OPENROUTER_PROVIDER = "openrouter"
 """The provider name that gets OpenRouter's extras (attribution headers, ``provider`` routing)."""
@@ -117,7 +117,7 @@ _TIMEOUT_ENV = {
     "idle_timeout": "ORX_IDLE_TIMEOUT",
     "total_timeout": "ORX_TOTAL_TIMEOUT",
 }
-_MAX_TIMEOUT = 86_400.0
+_MAX_TIMEOUT = MAX_UPSTREAM_TIMEOUT
 _MAX_DETAIL = 300
 _DRAIN_SECONDS = 1.0
 _MAX_LINE = 1 << 20
@@ -178,26 +178,22 @@ class OpenRouterConfig:
                 raise ConfigError(f"{var}: must be more than 0 and at most {_MAX_TIMEOUT:g} seconds, got {value!r}")
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> OpenRouterConfig:
-        """Defaults overridden by ``ORX_CONNECT_TIMEOUT``, ``ORX_FIRST_TOKEN_TIMEOUT``,
-        ``ORX_IDLE_TIMEOUT`` and ``ORX_TOTAL_TIMEOUT`` (seconds). Errors name the variable."""
-        env = os.environ if env is None else env
-        values: dict[str, float] = {}
-        for name, var in _TIMEOUT_ENV.items():
-            raw = env.get(var, "").strip()
-            if not raw:
-                continue
-            try:
-                value = float(raw)
-            except ValueError:
-                raise ConfigError(f"{var}: expected a number of seconds, got {raw!r}") from None
-            if not (math.isfinite(value) and 0 < value <= _MAX_TIMEOUT):
-                raise ConfigError(f"{var}: must be more than 0 and at most {_MAX_TIMEOUT:g} seconds, got {raw!r}")
-            values[name] = value
-        app_url = env.get("ORX_APP_URL", "").strip()
-        if app_url and not app_url.startswith(("http://", "https://")):
-            raise ConfigError(f"ORX_APP_URL: expected an http(s) URL, got {app_url!r}")
-        return cls(**values, app_url=app_url)
+    def from_settings(cls, settings: ProvidersSettings) -> OpenRouterConfig:
+        """The timeouts and app URL of ``settings`` (``Settings.providers``, parsed by :mod:`orchestratex.config`)."""
+        timeouts = settings.timeouts
+        return cls(
+            connect_timeout=timeouts.connect,
+            first_token_timeout=timeouts.first_token,
+            idle_timeout=timeouts.idle,
+            total_timeout=timeouts.total,
+            app_url=settings.app_url,
+        )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> OpenRouterConfig:
+        """:meth:`from_settings` of ``ORX_CONNECT_TIMEOUT``, ``ORX_FIRST_TOKEN_TIMEOUT``, ``ORX_IDLE_TIMEOUT``,
+        ``ORX_TOTAL_TIMEOUT`` (seconds) and ``ORX_APP_URL`` in ``env``. Errors name the variable."""
+        return cls.from_settings(ProvidersSettings.from_env(env))
 
 
 def resolve_keys(settings: Settings, catalogue: Catalogue, env: Mapping[str, str] | None = None) -> dict[str, Secret]:
@@ -212,7 +208,7 @@ def resolve_keys(settings: Settings, catalogue: Catalogue, env: Mapping[str, str
     for name in _used_providers(catalogue):
         spec = catalogue.providers[name]
         if spec.api_key_env == OPENROUTER_KEY_ENV:
-            keys[name] = settings.openrouter_api_key
+            keys[name] = settings.providers.openrouter_api_key
         else:
             keys[name] = Secret(env.get(spec.api_key_env, "").strip())
     return keys
@@ -351,8 +347,9 @@ class OpenRouterBackend:
     def from_settings(
         cls, settings: Settings, catalogue: Catalogue, env: Mapping[str, str] | None = None
     ) -> OpenRouterBackend:
-        """A backend with keys from :func:`resolve_keys` and timeouts from :meth:`OpenRouterConfig.from_env`."""
-        return cls(catalogue, resolve_keys(settings, catalogue, env), OpenRouterConfig.from_env(env))
+        """A backend with keys from :func:`resolve_keys` and timeouts from ``settings.providers``."""
+        config = OpenRouterConfig.from_settings(settings.providers)
+        return cls(catalogue, resolve_keys(settings, catalogue, env), config)
 
     @property
     def name(self) -> str:

@@ -1,6 +1,6 @@
 """ProviderService: ListModels, Generate and StreamGenerate over a :class:`Backend`.
 
-The backend is the simulator when ``settings.simulated`` (everything labelled ``simulated=true``),
+The backend is the simulator when ``settings.providers.simulated`` (everything labelled ``simulated=true``),
 otherwise :class:`OpenRouterBackend` (OpenRouter and any OpenAI-compatible endpoint of the catalogue).
 
 Error contract (field paths are relative to the RPC's request message, see ``validate``):
@@ -400,25 +400,26 @@ async def build(
 ) -> GrpcServer:
     """The ProviderService server (not started).
 
-    ``backend`` defaults to the simulator when ``settings.simulated``, else to :class:`OpenRouterBackend`
-    (keys from the settings and the providers' ``api_key_env`` variables, timeouts from ``ORX_*_TIMEOUT``).
+    ``backend`` defaults to the simulator when ``settings.providers.simulated``, else to :class:`OpenRouterBackend`
+    (keys from the settings and the providers' ``api_key_env`` variables, timeouts from ``settings.providers``).
     Raises :class:`ConfigError` when live mode lacks the OpenRouter key.
     """
-    async with building(listen or str(settings.listen["providers"]), settings.max_message_bytes) as (srv, resources):
+    common, own = settings.common, settings.providers
+    async with building(listen or str(common.listen["providers"]), common.max_message_bytes) as (srv, resources):
         catalogue = cat.load_catalogue(settings)
         keys = resolve_keys(settings, catalogue)
-        secrets = [settings.openrouter_api_key.get(), *(key.get() for key in keys.values())]
+        secrets = [own.openrouter_api_key.get(), *(key.get() for key in keys.values())]
         for secret in secrets:
             register_secret(secret)
         if backend is None:
             backend = (
                 Simulator.from_settings(settings, catalogue)
-                if settings.simulated
+                if own.simulated
                 else _live_backend(settings, catalogue, keys)
             )
         resources.push_async_callback(backend.aclose)
-        policy = resilience or Resilience.from_env()
-        servicer = ProviderServicer(catalogue, backend, settings.max_prompt_chars, policy, SecretScrubber(secrets))
+        policy = resilience or Resilience.from_settings(own.resilience)
+        servicer = ProviderServicer(catalogue, backend, common.max_prompt_chars, policy, SecretScrubber(secrets))
         srv.add(ServiceBinding(providers_pb2_grpc.add_ProviderServiceServicer_to_server, servicer, SERVICE_NAME))
         log.info("providers: %d models, backend %s", len(catalogue), backend.name)
     return srv
@@ -435,4 +436,4 @@ def _live_backend(settings: Settings, catalogue: cat.Catalogue, keys: dict[str, 
                 "ORX_OPENROUTER_API_KEY_FILE, or use ORX_PROVIDER_MODE=simulated"
             )
         log.info("provider %s: %s is not set; calling %s without a key", name, spec.api_key_env, spec.base_url)
-    return OpenRouterBackend(catalogue, keys, OpenRouterConfig.from_env())
+    return OpenRouterBackend(catalogue, keys, OpenRouterConfig.from_settings(settings.providers))

@@ -1,6 +1,6 @@
 """Simulator profile: per-model speed, failure rates and hidden skill, loaded from TOML.
 
-The packaged ``sim_profile.toml`` documents every key; ``settings.sim_profile`` (``ORX_SIM_PROFILE``)
+The packaged ``sim_profile.toml`` documents every key; ``settings.providers.sim_profile`` (``ORX_SIM_PROFILE``)
 replaces it. Values resolve key by key: built-in default < catalogue < ``[defaults]`` < ``[models."<id>"]``.
 """
 

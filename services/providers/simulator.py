@@ -124,8 +124,9 @@ class Simulator:
 
     @classmethod
     def from_settings(cls, settings: Settings, catalogue: Catalogue) -> Simulator:
-        """A simulator with ``settings.sim_profile`` (or the packaged profile) and ``settings.sim_speed``."""
-        return cls(catalogue, load_profile(settings.sim_profile, catalogue), speed=settings.sim_speed)
+        """A simulator with ``settings.providers.sim_profile`` (or the packaged profile) and its ``sim_speed``."""
+        own = settings.providers
+        return cls(catalogue, load_profile(own.sim_profile, catalogue), speed=own.sim_speed)
 
     @property
     def name(self) -> str:

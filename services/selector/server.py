@@ -53,11 +53,11 @@ class SelectorServicer(selector_pb2_grpc.SelectorServiceServicer):
         classifier: DomainClassifier,
         second_opinion: SecondOpinionClient | None = None,
     ) -> None:
-        self._max_prompt_chars = settings.max_prompt_chars
+        self._max_prompt_chars = settings.common.max_prompt_chars
         self._catalogue = catalogue
         self._classifier = classifier
-        self._quality_model = QualityModel(exploration=settings.exploration)
-        self._rng = random.Random(settings.selector_seed)
+        self._quality_model = QualityModel(exploration=settings.selector.exploration)
+        self._rng = random.Random(settings.selector.seed)
         self._second_opinion = second_opinion
         self.history: HistoryCache | None = None
         """Measured performance from analytics; None ranks on catalogue priors only."""
@@ -160,45 +160,46 @@ async def build(
 ) -> GrpcServer:
     """Build the selector server (not started).
 
-    The catalogue comes from ``settings.peers["providers"]``; its background refresh (every
+    The catalogue comes from ``settings.common.peers["providers"]``; its background refresh (every
     ``catalogue_refresh`` seconds) starts now, so the first request usually finds it loaded.
     ``classifier`` replaces the trained domain classifier (``RuleClassifier`` is the rule-only one).
-    With ``settings.second_opinion`` on, low-confidence prompts get a second opinion from a cheap
+    With ``settings.selector.second_opinion`` on, low-confidence prompts get a second opinion from a cheap
     model through the same providers channel, waiting at most ``second_opinion_timeout`` seconds
     (see :mod:`services.selector.second_opinion`).
     """
-    async with building(listen or str(settings.listen["selector"]), settings.max_message_bytes) as (srv, resources):
+    common, own = settings.common, settings.selector
+    async with building(listen or str(common.listen["selector"]), common.max_message_bytes) as (srv, resources):
         # Loaded once per process (tens of ms, more if the artefact must be retrained): off the event loop.
         domain_classifier = classifier if classifier is not None else await asyncio.to_thread(default_classifier)
         channel = open_channel(
-            settings.peers["providers"],
-            unary_timeout=settings.rpc_timeout,
-            max_message_bytes=settings.max_message_bytes,
+            common.peers["providers"],
+            unary_timeout=common.rpc_timeout,
+            max_message_bytes=common.max_message_bytes,
             options=_CHANNEL_OPTIONS,
         )
         resources.push_async_callback(channel.close, None)
         cache = CatalogueCache(
-            providers_fetcher(providers_pb2_grpc.ProviderServiceStub(channel), timeout=settings.rpc_timeout),
+            providers_fetcher(providers_pb2_grpc.ProviderServiceStub(channel), timeout=common.rpc_timeout),
             interval=catalogue_refresh,
-            first_fetch_timeout=settings.rpc_timeout,
+            first_fetch_timeout=common.rpc_timeout,
         )
         second_opinion = None
-        if settings.second_opinion:
+        if own.second_opinion:
             second_opinion = SecondOpinionClient(
                 providers_pb2_grpc.ProviderServiceStub(channel),
-                model=settings.second_opinion_model,
-                below=settings.second_opinion_below,
-                timeout=min(second_opinion_timeout, settings.rpc_timeout),
+                model=own.second_opinion_model,
+                below=own.second_opinion_below,
+                timeout=min(second_opinion_timeout, common.rpc_timeout),
             )
         servicer = SelectorServicer(settings, cache, domain_classifier, second_opinion)
-        if settings.use_history:
+        if own.use_history:
             analytics_channel = open_channel(
-                settings.peers["analytics"], unary_timeout=settings.rpc_timeout, options=_CHANNEL_OPTIONS
+                common.peers["analytics"], unary_timeout=common.rpc_timeout, options=_CHANNEL_OPTIONS
             )
             resources.push_async_callback(analytics_channel.close, None)
             history = HistoryCache(
-                analytics_fetcher(analytics_pb2_grpc.AnalyticsServiceStub(analytics_channel), settings.rpc_timeout),
-                interval=settings.history_refresh,
+                analytics_fetcher(analytics_pb2_grpc.AnalyticsServiceStub(analytics_channel), common.rpc_timeout),
+                interval=own.history_refresh,
             )
             servicer.history = history
             history.start()

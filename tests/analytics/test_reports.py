@@ -113,16 +113,16 @@ def test_utc_day() -> None:
 
 def test_default_window_is_the_last_30_days() -> None:
     assert time_window(None, NOW) == (NOW - 30 * DAY, NOW)
-    assert time_window(analytics_pb2.TimeRange(), NOW) == (NOW - 30 * DAY, NOW)
+    assert time_window(common_pb2.TimeRange(), NOW) == (NOW - 30 * DAY, NOW)
 
 
 def test_unset_start_is_30_days_before_the_given_end() -> None:
     end = NOW - 100 * DAY
-    assert time_window(analytics_pb2.TimeRange(end_time=stamp(end)), NOW) == (end - 30 * DAY, end)
+    assert time_window(common_pb2.TimeRange(end_time=stamp(end)), NOW) == (end - 30 * DAY, end)
 
 
 def test_explicit_range_is_kept() -> None:
-    r = analytics_pb2.TimeRange(start_time=stamp(NOW - 366 * DAY), end_time=stamp(NOW))
+    r = common_pb2.TimeRange(start_time=stamp(NOW - 366 * DAY), end_time=stamp(NOW))
     assert time_window(r, NOW) == (NOW - 366 * DAY, NOW)
 
 
@@ -131,7 +131,7 @@ def test_explicit_range_is_kept() -> None:
     [(NOW, NOW), (NOW, NOW - SECOND), (NOW - 366 * DAY - 1, NOW), (NOW - 400 * DAY, None)],
 )
 def test_bad_ranges_name_the_range(start: int, end: int | None) -> None:
-    r = analytics_pb2.TimeRange(start_time=stamp(start))
+    r = common_pb2.TimeRange(start_time=stamp(start))
     if end is not None:
         r.end_time.CopyFrom(stamp(end))
     with pytest.raises(InvalidArgument) as info:
@@ -140,7 +140,7 @@ def test_bad_ranges_name_the_range(start: int, end: int | None) -> None:
 
 
 def test_invalid_timestamp_is_rejected() -> None:
-    r = analytics_pb2.TimeRange(start_time=Timestamp(seconds=1, nanos=-5))
+    r = common_pb2.TimeRange(start_time=Timestamp(seconds=1, nanos=-5))
     with pytest.raises(InvalidArgument) as info:
         time_window(r, NOW)
     assert info.value.field == "range.start_time"

@@ -6,7 +6,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from orchestratex.errors import InvalidArgument
-from orchestratex.v1 import analytics_pb2 as apb
+from orchestratex.v1 import common_pb2
 from orchestratex.validation import (
     INT64_MAX,
     INT64_MIN,
@@ -61,6 +61,6 @@ def test_check_timestamp_narrows_to_what_a_store_holds() -> None:
 
 def test_the_default_window_is_cut_at_the_earliest_storable_time() -> None:
     end = INT64_MIN + DEFAULT_WINDOW_NS // 2
-    assert time_window(apb.TimeRange(end_time=_ts(end)), now_ns=0) == (INT64_MIN, end)
+    assert time_window(common_pb2.TimeRange(end_time=_ts(end)), now_ns=0) == (INT64_MIN, end)
     later = INT64_MIN + 2 * DEFAULT_WINDOW_NS
-    assert time_window(apb.TimeRange(end_time=_ts(later)), now_ns=0) == (later - DEFAULT_WINDOW_NS, later)
+    assert time_window(common_pb2.TimeRange(end_time=_ts(later)), now_ns=0) == (later - DEFAULT_WINDOW_NS, later)

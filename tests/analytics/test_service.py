@@ -242,7 +242,7 @@ async def test_range_selects_sessions_by_creation_time(stub: Stub) -> None:
     await ingest(stub, [recent, old])
     default = await stub.GetCostReport(apb.GetCostReportRequest())
     assert [s.session_id for s in default.sessions] == [recent.session_id]
-    window = apb.TimeRange(start_time=ts(now - 41 * DAY), end_time=ts(now - 39 * DAY))
+    window = common_pb2.TimeRange(start_time=ts(now - 41 * DAY), end_time=ts(now - 39 * DAY))
     past = await stub.GetCostReport(apb.GetCostReportRequest(range=window))
     assert [s.session_id for s in past.sessions] == [old.session_id]
     perf = await stub.GetModelPerformance(apb.GetModelPerformanceRequest(range=window, model="m/a"))
@@ -462,10 +462,10 @@ async def test_early_feedback_never_lands_on_another_tenants_session(stub: Stub)
 
 async def test_bad_ranges_and_limits_are_rejected(stub: Stub) -> None:
     now = now_ns()
-    inverted = apb.TimeRange(start_time=ts(now), end_time=ts(now - HOUR))
-    empty = apb.TimeRange(start_time=ts(now), end_time=ts(now))
-    too_wide = apb.TimeRange(start_time=ts(now - 367 * DAY), end_time=ts(now))
-    open_ended = apb.TimeRange(start_time=ts(now - 400 * DAY))  # no end: up to now, too wide
+    inverted = common_pb2.TimeRange(start_time=ts(now), end_time=ts(now - HOUR))
+    empty = common_pb2.TimeRange(start_time=ts(now), end_time=ts(now))
+    too_wide = common_pb2.TimeRange(start_time=ts(now - 367 * DAY), end_time=ts(now))
+    open_ended = common_pb2.TimeRange(start_time=ts(now - 400 * DAY))  # no end: up to now, too wide
     for window in (inverted, empty, too_wide, open_ended):
         await expect_error(
             stub.GetCostReport(apb.GetCostReportRequest(range=window)), grpc.StatusCode.INVALID_ARGUMENT, "range"
@@ -501,7 +501,7 @@ async def test_bad_ranges_and_limits_are_rejected(stub: Stub) -> None:
 
 async def test_build_serves_health_and_closes_the_store(settings: Settings) -> None:
     srv: GrpcServer = await build(settings, "127.0.0.1:0")
-    assert (settings.data_dir / "analytics.db").exists()
+    assert (settings.common.data_dir / "analytics.db").exists()
     await srv.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}") as channel:
@@ -558,7 +558,7 @@ YEAR_1 = -62_135_596_800  # 0001-01-01T00:00:00Z, the first second a Timestamp a
 YEAR_9999 = 253_402_300_799  # 9999-12-31T23:59:59Z, the last
 
 
-def _report_calls(stub: Stub, window: apb.TimeRange) -> list[object]:
+def _report_calls(stub: Stub, window: common_pb2.TimeRange) -> list[object]:
     return [
         stub.GetCostReport(apb.GetCostReportRequest(range=window)),
         stub.GetModelPerformance(apb.GetModelPerformanceRequest(range=window)),
@@ -570,18 +570,26 @@ def _report_calls(stub: Stub, window: apb.TimeRange) -> list[object]:
 @pytest.mark.parametrize(
     ("window", "field"),
     [
-        (apb.TimeRange(start_time=Timestamp(seconds=YEAR_1), end_time=Timestamp(seconds=YEAR_1 + 86_400)), "start"),
-        (apb.TimeRange(end_time=Timestamp(seconds=YEAR_9999)), "end"),
-        (apb.TimeRange(end_time=Timestamp(seconds=YEAR_1 + 40 * 86_400)), "end"),
-        (apb.TimeRange(start_time=Timestamp(seconds=10**10), end_time=Timestamp(seconds=10**10 + 3600)), "start"),
-        (apb.TimeRange(start_time=ts(now_ns() - DAY), end_time=Timestamp(seconds=10**10)), "end"),
-        (apb.TimeRange(start_time=Timestamp(seconds=-(10**10)), end_time=ts(now_ns())), "start"),
-        (apb.TimeRange(start_time=Timestamp(seconds=0, nanos=-1), end_time=ts(now_ns())), "start"),
-        (apb.TimeRange(end_time=Timestamp(seconds=0, nanos=10**9)), "end"),
-        (apb.TimeRange(end_time=Timestamp(seconds=2**62)), "end"),
+        (
+            common_pb2.TimeRange(start_time=Timestamp(seconds=YEAR_1), end_time=Timestamp(seconds=YEAR_1 + 86_400)),
+            "start",
+        ),
+        (common_pb2.TimeRange(end_time=Timestamp(seconds=YEAR_9999)), "end"),
+        (common_pb2.TimeRange(end_time=Timestamp(seconds=YEAR_1 + 40 * 86_400)), "end"),
+        (
+            common_pb2.TimeRange(start_time=Timestamp(seconds=10**10), end_time=Timestamp(seconds=10**10 + 3600)),
+            "start",
+        ),
+        (common_pb2.TimeRange(start_time=ts(now_ns() - DAY), end_time=Timestamp(seconds=10**10)), "end"),
+        (common_pb2.TimeRange(start_time=Timestamp(seconds=-(10**10)), end_time=ts(now_ns())), "start"),
+        (common_pb2.TimeRange(start_time=Timestamp(seconds=0, nanos=-1), end_time=ts(now_ns())), "start"),
+        (common_pb2.TimeRange(end_time=Timestamp(seconds=0, nanos=10**9)), "end"),
+        (common_pb2.TimeRange(end_time=Timestamp(seconds=2**62)), "end"),
     ],
 )
-async def test_time_ranges_the_store_cannot_hold_are_invalid(stub: Stub, window: apb.TimeRange, field: str) -> None:
+async def test_time_ranges_the_store_cannot_hold_are_invalid(
+    stub: Stub, window: common_pb2.TimeRange, field: str
+) -> None:
     # Regression: years the Timestamp allows but nanoseconds in 64 bits do not (before 1677, after 2262)
     # reached the store and came back INTERNAL.
     for call in _report_calls(stub, window):
@@ -593,13 +601,13 @@ async def test_ranges_at_the_edges_of_what_the_store_holds(stub: Stub) -> None:
     late = FakeSession(LATEST_NS - 2 * DAY).started().selected("m/late").response("m/late", 0.25).completed()
     await ingest(stub, [early, late])
     for session in (early, late):
-        window = apb.TimeRange(start_time=ts(session.start_ns - HOUR), end_time=ts(session.start_ns + HOUR))
+        window = common_pb2.TimeRange(start_time=ts(session.start_ns - HOUR), end_time=ts(session.start_ns + HOUR))
         report = await stub.GetCostReport(apb.GetCostReportRequest(range=window))
         assert [s.session_id for s in report.sessions] == [session.session_id]
         assert report.total_cost_usd == pytest.approx(math.fsum(session.call_costs))
     # An end with no start looks back 30 days, which here starts before the earliest instant: that
     # part cannot hold any session, so the window is cut there rather than refused.
-    near_start = apb.TimeRange(end_time=ts(EARLIEST_NS + 2 * DAY))
+    near_start = common_pb2.TimeRange(end_time=ts(EARLIEST_NS + 2 * DAY))
     report = await stub.GetCostReport(apb.GetCostReportRequest(range=near_start))
     assert [s.session_id for s in report.sessions] == [early.session_id]
     for call in _report_calls(stub, near_start):

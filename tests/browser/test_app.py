@@ -183,7 +183,7 @@ def test_reload_mid_session_resumes(page: Page) -> None:
 
 
 def test_dropped_websocket_resumes_without_gap_or_duplicate(page: Page) -> None:
-    # Per connection: the sequences the server sent, and the afterSequence of the page's watch requests.
+    # Per connection: the sequences the server sent, and the after_sequence of the page's watch requests.
     sent: list[list[int]] = []
     watched: list[list[int]] = []
     cut = threading.Event()
@@ -197,7 +197,7 @@ def test_dropped_websocket_resumes_without_gap_or_duplicate(page: Page) -> None:
         def from_page(message: str | bytes) -> None:
             data = json.loads(message)
             if data.get("type") == "watch":
-                watched[index].append(int(data.get("afterSequence", 0)))
+                watched[index].append(int(data.get("after_sequence", 0)))
             server.send(message)
 
         def from_server(message: str | bytes) -> None:
@@ -273,7 +273,7 @@ def test_rating_and_dashboard(page: Page, stack: Stack) -> None:
 def test_past_sessions_can_be_browsed_and_replayed(page: Page, stack: Stack) -> None:
     marker = uuid.uuid4().hex[:10]
     created = stack.rest("POST", "/v1/orchestrations", {"prompt": f"Name three primary colours ({marker})."})
-    session_id = created["sessionId"]
+    session_id = created["session_id"]
     deadline = time.monotonic() + 30
     while stack.rest("GET", f"/v1/orchestrations/{session_id}")["session"].get("status") == "SESSION_STATUS_RUNNING":
         assert time.monotonic() < deadline, "the session did not finish"

@@ -9,7 +9,7 @@ import { deepFreeze, following, run, session } from "./helpers.mjs";
 function acknowledged(s) {
   return run(initialState(), [
     { type: "start", ref: 7 },
-    { type: "ack", action: "orchestrate", ref: 7, sessionId: s.id },
+    { type: "ack", action: "orchestrate", ref: 7, session_id: s.id },
   ]);
 }
 
@@ -46,13 +46,13 @@ describe("starting and following", () => {
 
   test("the ack for the pending orchestrate names the session; other acks change nothing", () => {
     const started = reduce(initialState(), { type: "start", ref: 3 });
-    assert.equal(reduce(started, { type: "ack", action: "orchestrate", ref: 4, sessionId: "x" }), started);
-    assert.equal(reduce(started, { type: "ack", action: "cancel", ref: 3, sessionId: "x" }), started);
-    const named = reduce(started, { type: "ack", action: "orchestrate", ref: 3, sessionId: "x" });
+    assert.equal(reduce(started, { type: "ack", action: "orchestrate", ref: 4, session_id: "x" }), started);
+    assert.equal(reduce(started, { type: "ack", action: "cancel", ref: 3, session_id: "x" }), started);
+    const named = reduce(started, { type: "ack", action: "orchestrate", ref: 3, session_id: "x" });
     assert.equal(named.sessionId, "x");
     assert.equal(named.pendingRef, null);
     assert.equal(named.running, true);
-    const late = { type: "ack", action: "orchestrate", ref: 3, sessionId: "y" };
+    const late = { type: "ack", action: "orchestrate", ref: 3, session_id: "y" };
     assert.equal(reduce(named, late), named, "a late duplicate ack");
   });
 
@@ -485,7 +485,7 @@ describe("errors", () => {
   test("an error about the session (not a request) is shown but the stream goes on", () => {
     const s = session();
     const live = acknowledged(s);
-    const next = reduce(live, { type: "error", sessionId: s.id, code: "UNAVAILABLE", message: "cancel failed" });
+    const next = reduce(live, { type: "error", session_id: s.id, code: "UNAVAILABLE", message: "cancel failed" });
     assert.equal(next.error, "UNAVAILABLE: cancel failed");
     assert.equal(next.running, true);
   });
@@ -495,7 +495,7 @@ describe("errors", () => {
     const live = acknowledged(s);
     assert.equal(live.watchRef, null);
     assert.equal(reduce(live, { type: "error", ref: 99, code: "X", message: "y" }), live);
-    assert.equal(reduce(live, { type: "error", sessionId: "other", code: "X", message: "y" }), live);
+    assert.equal(reduce(live, { type: "error", session_id: "other", code: "X", message: "y" }), live);
     assert.equal(reduce(live, { type: "error", ref: null, code: "X", message: "y" }), live);
     assert.equal(reduce(live, { type: "error", code: "X", message: "y" }), live);
   });
@@ -535,7 +535,7 @@ describe("purity", () => {
       s.event("session_failed", { status: "SESSION_STATUS_CANCELLED" }),
       { type: "replay", sessionId: s.id },
       { type: "replay_done" },
-      { type: "error", sessionId: s.id, code: "X", message: "y" },
+      { type: "error", session_id: s.id, code: "X", message: "y" },
     ].map(deepFreeze);
     for (const action of actions) state = deepFreeze(reduce(state, action));
     assert.equal(state.error, "X: y");

@@ -88,7 +88,7 @@ def test_grpc_services_listen_beyond_loopback_only_with_the_explicit_opt_in() ->
         env = {k: str(v) for k, v in services[name]["environment"].items() if not k.endswith("_FILE")}
         assert env[f"ORX_{name.upper()}_LISTEN"].startswith("0.0.0.0:"), name
         assert env["ORX_GRPC_ALLOW_NON_LOOPBACK"] == "1", name
-        Settings.from_env(env).check_grpc_exposure(name)
+        Settings.from_env(env).common.check_grpc_exposure(name)
         without = {k: v for k, v in env.items() if k != "ORX_GRPC_ALLOW_NON_LOOPBACK"}
         with pytest.raises(ConfigError):
-            Settings.from_env(without).check_grpc_exposure(name)
+            Settings.from_env(without).common.check_grpc_exposure(name)

@@ -12,22 +12,22 @@ from orchestratex.errors import ConfigError
 
 def test_defaults_bind_loopback_with_the_documented_ports() -> None:
     s = Settings.from_env({})
-    assert {k: (str(v)) for k, v in s.listen.items()} == {
+    assert {k: (str(v)) for k, v in s.common.listen.items()} == {
         "selector": "127.0.0.1:50051",
         "providers": "127.0.0.1:50052",
         "orchestrator": "127.0.0.1:50053",
         "analytics": "127.0.0.1:50054",
         "gateway": "127.0.0.1:8080",
     }
-    assert s.peers["orchestrator"] == "127.0.0.1:50053"
-    assert s.data_dir == Path("./var")
-    assert s.simulated and s.storage_backend == "sqlite"
+    assert s.common.peers["orchestrator"] == "127.0.0.1:50053"
+    assert s.common.data_dir == Path("./var")
+    assert s.providers.simulated and s.common.storage_backend == "sqlite"
 
 
 def test_peers_follow_a_wildcard_listen_address_to_loopback() -> None:
     s = Settings.from_env({"ORX_SELECTOR_LISTEN": "0.0.0.0:6000", "ORX_PROVIDERS_ADDR": "providers:50052"})
-    assert s.peers["selector"] == "127.0.0.1:6000"
-    assert s.peers["providers"] == "providers:50052"
+    assert s.common.peers["selector"] == "127.0.0.1:6000"
+    assert s.common.peers["providers"] == "providers:50052"
 
 
 @pytest.mark.parametrize(
@@ -56,12 +56,12 @@ def test_key_file_and_secret_hiding(tmp_path: Path) -> None:
     key = tmp_path / "key"
     key.write_text("sk-or-v1-supersecret\n")
     s = Settings.from_env({"ORX_OPENROUTER_API_KEY_FILE": str(key)})
-    assert s.openrouter_api_key.get() == "sk-or-v1-supersecret"
-    assert not s.simulated
-    assert "supersecret" not in repr(s) and "supersecret" not in str(s.openrouter_api_key)
-    assert "supersecret" not in f"{s.openrouter_api_key}"
+    assert s.providers.openrouter_api_key.get() == "sk-or-v1-supersecret"
+    assert not s.providers.simulated
+    assert "supersecret" not in repr(s) and "supersecret" not in str(s.providers.openrouter_api_key)
+    assert "supersecret" not in f"{s.providers.openrouter_api_key}"
     forced = Settings.from_env({"OPENROUTER_API_KEY": "k" * 20, "ORX_PROVIDER_MODE": "simulated"})
-    assert forced.simulated
+    assert forced.providers.simulated
     assert Secret("a") == Secret("a") and Secret("a") != Secret("b")
 
 
@@ -101,27 +101,27 @@ def test_new_settings_name_the_variable(env: dict[str, str], var: str) -> None:
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost", "LOCALHOST"])
 def test_loopback_listen_addresses_need_no_opt_in(host: str) -> None:
     settings = Settings.from_env({"ORX_SELECTOR_LISTEN": f"{host}:0"})
-    settings.check_grpc_exposure("selector")
+    settings.common.check_grpc_exposure("selector")
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "[::]", "10.0.0.7", "192.168.1.2", "selector", "example.com"])
 def test_grpc_listen_beyond_loopback_needs_the_opt_in(host: str) -> None:
     env = {"ORX_PROVIDERS_LISTEN": f"{host}:50052"}
     with pytest.raises(ConfigError) as err:
-        Settings.from_env(env).check_grpc_exposure("providers")
+        Settings.from_env(env).common.check_grpc_exposure("providers")
     message = str(err.value)
     assert message.startswith("ORX_PROVIDERS_LISTEN: ") and "\n" not in message
     assert repr(host) in message and "ORX_GRPC_ALLOW_NON_LOOPBACK=1" in message and "x-orx-tenant" in message
     for yes in ("1", "true", "yes", "on", "TRUE"):
-        Settings.from_env({**env, "ORX_GRPC_ALLOW_NON_LOOPBACK": yes}).check_grpc_exposure("providers")
+        Settings.from_env({**env, "ORX_GRPC_ALLOW_NON_LOOPBACK": yes}).common.check_grpc_exposure("providers")
     for no in ("0", "false", "no", "off", ""):
         with pytest.raises(ConfigError):
-            Settings.from_env({**env, "ORX_GRPC_ALLOW_NON_LOOPBACK": no}).check_grpc_exposure("providers")
+            Settings.from_env({**env, "ORX_GRPC_ALLOW_NON_LOOPBACK": no}).common.check_grpc_exposure("providers")
 
 
 def test_the_data_dir_is_created_and_checked_for_writing(tmp_path: Path) -> None:
     fresh = tmp_path / "a" / "b"
-    Settings.from_env({"ORX_DATA_DIR": str(fresh)}).check_data_dir()
+    Settings.from_env({"ORX_DATA_DIR": str(fresh)}).common.check_data_dir()
     assert fresh.is_dir() and list(fresh.iterdir()) == []  # the probe file is gone again
 
 
@@ -129,9 +129,9 @@ def test_a_data_dir_that_is_a_file_or_under_one_names_the_variable(tmp_path: Pat
     file = tmp_path / "file"
     file.write_text("")
     with pytest.raises(ConfigError, match=r"^ORX_DATA_DIR=.*/file: not a directory$"):
-        Settings.from_env({"ORX_DATA_DIR": str(file)}).check_data_dir()
+        Settings.from_env({"ORX_DATA_DIR": str(file)}).common.check_data_dir()
     with pytest.raises(ConfigError) as err:
-        Settings.from_env({"ORX_DATA_DIR": str(file / "data")}).check_data_dir()
+        Settings.from_env({"ORX_DATA_DIR": str(file / "data")}).common.check_data_dir()
     assert str(err.value) == f"ORX_DATA_DIR={file / 'data'}: cannot create (Not a directory)"
 
 
@@ -139,5 +139,5 @@ def test_a_relative_data_dir_is_reported_as_an_absolute_path(tmp_path: Path, mon
     (tmp_path / "file").write_text("")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError) as err:
-        Settings.from_env({"ORX_DATA_DIR": "file/var"}).check_data_dir()
+        Settings.from_env({"ORX_DATA_DIR": "file/var"}).common.check_data_dir()
     assert str(err.value).startswith(f"ORX_DATA_DIR={tmp_path / 'file' / 'var'}: ")

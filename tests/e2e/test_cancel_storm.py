@@ -28,8 +28,8 @@ TERMINAL = ("session_completed", "session_failed")
 async def _ws_cancels(ws: aiohttp.ClientWebSocketResponse, acks: dict[str, list[dict[str, Any]]]) -> None:
     async for message in ws:
         data = message.json()
-        if data.get("type") in ("ack", "error") and data.get("sessionId"):
-            acks.setdefault(data["sessionId"], []).append(data)
+        if data.get("type") in ("ack", "error") and data.get("session_id"):
+            acks.setdefault(data["session_id"], []).append(data)
 
 
 async def test_concurrent_cancels_through_every_surface(suite: Suite) -> None:
@@ -50,7 +50,7 @@ async def test_concurrent_cancels_through_every_surface(suite: Suite) -> None:
                 f"{base}/v1/orchestrations", json={"prompt": f"Cancel me, number {i}", "maxRounds": 3}
             ) as created:
                 assert created.status == 201, await created.text()
-                session_id = (await created.json())["sessionId"]
+                session_id = (await created.json())["session_id"]
             session_ids.append(session_id)
             cancels: list[Any] = []
             for _ in range(rng.randint(2, 5)):
@@ -61,7 +61,7 @@ async def test_concurrent_cancels_through_every_surface(suite: Suite) -> None:
                     cancels.append(stub.CancelSession(pb.CancelSessionRequest(session_id=session_id), timeout=30))
                 else:
                     sent_ws[session_id] = sent_ws.get(session_id, 0) + 1
-                    cancels.append(ws.send_json({"type": "cancel", "sessionId": session_id}))
+                    cancels.append(ws.send_json({"type": "cancel", "session_id": session_id}))
             for result in await asyncio.gather(*(_settle(c) for c in cancels)):
                 assert result in ("ok", "sent"), result
         loop = asyncio.get_running_loop()

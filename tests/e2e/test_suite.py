@@ -94,7 +94,7 @@ def test_orchestrate_through_grpcurl(suite: Suite) -> None:
     assert done["stop_reason"].startswith("STOP_REASON_")
     sid = events[0]["session_id"]
     replay = suite.grpcurl(
-        "-d", json.dumps({"sessionId": sid}), suite.addr["orchestrator"], f"{FULL_NAMES['orchestrator']}/WatchSession"
+        "-d", json.dumps({"session_id": sid}), suite.addr["orchestrator"], f"{FULL_NAMES['orchestrator']}/WatchSession"
     )
     assert [m["event"] for m in _json_stream(replay.stdout)] == events
 
@@ -140,8 +140,8 @@ def test_bad_input_through_grpcurl(suite: Suite) -> None:
     assert "InvalidArgument" in enum.stderr and "status" in enum.stderr
 
 
-def _inverted() -> analytics_pb2.TimeRange:
-    return analytics_pb2.TimeRange(start_time=Timestamp(seconds=2_000_000_000), end_time=Timestamp(seconds=1))
+def _inverted() -> common_pb2.TimeRange:
+    return common_pb2.TimeRange(start_time=Timestamp(seconds=2_000_000_000), end_time=Timestamp(seconds=1))
 
 
 def _bad_requests() -> list[tuple[str, str, Any, str]]:

@@ -100,7 +100,7 @@ async def test_a_tenant_sees_only_its_own_sessions_events_and_costs(stack: Stack
     async with aiohttp.ClientSession(base_url=stack.base) as http:
         async with http.post("/v1/orchestrations", json={"prompt": prompt, "maxRounds": 1}, headers=a) as resp:
             assert resp.status == 201, await resp.text()
-            session_id = (await _json(resp))["sessionId"]
+            session_id = (await _json(resp))["session_id"]
 
         async def finished() -> bool:
             async with http.get(f"/v1/orchestrations/{session_id}", headers=a) as resp:

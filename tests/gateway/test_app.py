@@ -53,13 +53,13 @@ async def test_script_and_stylesheet_content_types(client: Client) -> None:
 
 def test_page_never_inserts_markup() -> None:
     # Model output is untrusted: the page may only use textContent / text nodes.
-    js = (STATIC_DIR / "app.js").read_text(encoding="utf-8")
+    js = "\n".join(path.read_text(encoding="utf-8") for path in sorted(STATIC_DIR.glob("*.js")))
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
         assert sink not in js, sink
     html = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
     assert "http://" not in html and "https://" not in html  # no CDN
-    # Every element the script looks up exists in the page.
-    ids = set(re.findall(r'\$\("([a-z-]+)"\)', js))
+    # Every element the modules look up exists in the page.
+    ids = set(re.findall(r'byId\("([a-z-]+)"', js))
     assert ids and all(f'id="{i}"' in html for i in ids), ids - set(re.findall(r'id="([a-z-]+)"', html))
 
 
@@ -81,7 +81,7 @@ async def test_shutdown_closes_sockets_with_1001_and_leaves_sessions_running(set
         async with aiohttp.ClientSession() as http, http.ws_connect(f"http://127.0.0.1:{port}/v1/ws") as ws:
             await ws.send_json({"type": "orchestrate", "request": {"prompt": "block"}})
             ack = json.loads((await ws.receive(timeout=5)).data)
-            session_id = ack["sessionId"]
+            session_id = ack["session_id"]
             cleanup = asyncio.create_task(runner.cleanup())
             while True:
                 msg = await ws.receive(timeout=10)

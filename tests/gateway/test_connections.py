@@ -43,7 +43,8 @@ async def start(settings: Settings) -> AsyncIterator[Start]:
     runners: list[web.AppRunner] = []
 
     async def start_(settings_: Settings | None = None, **options: Any) -> int:
-        chosen = dataclasses.replace(settings_ or settings, gateway_rate_limit=0)
+        base = settings_ or settings
+        chosen = dataclasses.replace(base, gateway=dataclasses.replace(base.gateway, rate_limit=0))
         runner, port = await start_gateway(chosen, "127.0.0.1", 0, GatewayOptions.from_settings(chosen, **options))
         runners.append(runner)
         return port
@@ -269,19 +270,17 @@ async def test_invalid_utf8_closes_with_1007(start: Start) -> None:
 def test_gateway_env_settings_are_parsed_with_clear_errors(tmp_path: Path) -> None:
     from orchestratex.errors import ConfigError
 
-    settings = make_settings(tmp_path)
-    options = GatewayOptions.from_env(
-        settings,
-        {
-            "ORX_GATEWAY_ALLOWED_HOSTS": "Orx.Example.com:8443, [::1], orx.example.com",
-            "ORX_GATEWAY_HEADER_TIMEOUT": "2.5",
-            "ORX_GATEWAY_BODY_TIMEOUT": "7",
-            "ORX_GATEWAY_MAX_UNAUTHENTICATED_CONNECTIONS": "0",
-        },
+    settings = make_settings(
+        tmp_path,
+        ORX_GATEWAY_ALLOWED_HOSTS="Orx.Example.com:8443, [::1], orx.example.com",
+        ORX_GATEWAY_HEADER_TIMEOUT="2.5",
+        ORX_GATEWAY_BODY_TIMEOUT="7",
+        ORX_GATEWAY_MAX_UNAUTHENTICATED_CONNECTIONS="0",
     )
+    options = GatewayOptions.from_settings(settings)
     assert options.allowed_hosts == ("orx.example.com", "::1")
     assert (options.header_timeout, options.body_timeout, options.max_unauthenticated_connections) == (2.5, 7.0, 0)
-    defaults = GatewayOptions.from_env(settings, {})
+    defaults = GatewayOptions.from_settings(make_settings(tmp_path))
     assert (defaults.header_timeout, defaults.body_timeout, defaults.max_unauthenticated_connections) == (15, 30, 64)
     for var, value in (
         ("ORX_GATEWAY_ALLOWED_HOSTS", "*.example.com"),
@@ -291,4 +290,4 @@ def test_gateway_env_settings_are_parsed_with_clear_errors(tmp_path: Path) -> No
         ("ORX_GATEWAY_MAX_UNAUTHENTICATED_CONNECTIONS", "-1"),
     ):
         with pytest.raises(ConfigError, match=var):
-            GatewayOptions.from_env(settings, {var: value})
+            make_settings(tmp_path, **{var: value})

@@ -1,4 +1,4 @@
-"""The gateway fills ``field`` and ``retryAfter`` of its error bodies from a peer's structured status details
+"""The gateway fills ``field`` and ``retry_after`` of its error bodies from a peer's structured status details
 (``google.rpc.BadRequest``, ``RetryInfo``), never from the message text; the bodies keep their shape."""
 
 from __future__ import annotations
@@ -77,14 +77,14 @@ async def _error(client: Client, status: int) -> tuple[dict[str, Any], Any]:
                 "code": "RESOURCE_EXHAUSTED",
                 "status": 429,
                 "message": "z-ai/glm-4.5: rate limited; retry after 2.2s",
-                "retryAfter": 3,
+                "retry_after": 3,
             },
             id="retry-info-rounded-up",
         ),
         pytest.param(
             errors.ResourceExhausted("slow down"),
             429,
-            {"code": "RESOURCE_EXHAUSTED", "status": 429, "message": "slow down", "retryAfter": 1},
+            {"code": "RESOURCE_EXHAUSTED", "status": 429, "message": "slow down", "retry_after": 1},
             id="no-retry-info",
         ),
         pytest.param(
@@ -102,8 +102,8 @@ async def test_rest_error_bodies_come_from_the_details(
     peers.providers.fail_with = exc
     error, headers = await _error(client, status)
     assert error == body
-    if "retryAfter" in body:
-        assert headers["Retry-After"] == str(body["retryAfter"])
+    if "retry_after" in body:
+        assert headers["Retry-After"] == str(body["retry_after"])
     else:
         assert "Retry-After" not in headers
 
@@ -138,7 +138,7 @@ def test_a_peer_in_another_language_is_read_the_same_way() -> None:
         "code": "RESOURCE_EXHAUSTED",
         "status": 429,
         "message": "Quota exceeded.",
-        "retryAfter": 41,
+        "retry_after": 41,
     }
 
 
@@ -164,5 +164,5 @@ def test_local_domain_errors_keep_their_field_and_wait() -> None:
         "code": "RESOURCE_EXHAUSTED",
         "status": 429,
         "message": "busy",
-        "retryAfter": 1,
+        "retry_after": 1,
     }

@@ -40,11 +40,13 @@ FIELDS = [
     "budgetUsd",
     "timeLimit",
     "threadId",
+    "thread_id",
     "detached",
     "patience",
     "rating",
     "comment",
     "userId",
+    "user_id",
     "reason",
 ]
 # Objects that look like real requests, with generated values in real fields.
@@ -55,7 +57,9 @@ ws_messages = st.one_of(
         {"type": st.sampled_from(["orchestrate", "watch", "cancel", "detach", "auth", "bogus"])},
         optional={
             "request": st.one_of(plausible, json_values),
+            "session_id": json_values,
             "sessionId": json_values,
+            "after_sequence": json_values,
             "afterSequence": json_values,
             "ref": json_values,
         },
@@ -66,13 +70,13 @@ REST_TARGETS = [
     ("POST", "/v1/orchestrations/s-1:cancel"),
     ("POST", "/v1/orchestrations/s-1/feedback"),
 ]
-ERROR_KEYS = {"code", "status", "message", "field", "retryAfter"}
+ERROR_KEYS = {"code", "status", "message", "field", "retry_after"}
 FUZZ_SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 
 
 async def _start(settings_: Any) -> Client:
     # Rate limits are tested elsewhere; hundreds of generated requests would trip them here.
-    settings_ = dataclasses.replace(settings_, gateway_rate_limit=0)
+    settings_ = dataclasses.replace(settings_, gateway=dataclasses.replace(settings_.gateway, rate_limit=0))
     app = init_app(settings_, GatewayOptions.from_settings(settings_, max_ws_message_bytes=4096))
     client: Client = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()
@@ -116,7 +120,7 @@ async def test_ws_frames_never_crash_or_leak_sessions(settings: Any, peers: Peer
                 for message in messages:
                     await ws.send_str(json.dumps(message))
                 await ws.send_str(raw.decode("utf-8", "replace"))
-                await ws.send_json({"type": "detach", "sessionId": "probe", "ref": "probe"})
+                await ws.send_json({"type": "detach", "session_id": "probe", "ref": "probe"})
                 while True:  # the socket still answers after everything above
                     reply = await ws.receive(timeout=10)
                     assert reply.type is WSMsgType.TEXT, reply

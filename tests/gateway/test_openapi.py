@@ -65,6 +65,34 @@ def test_the_document_passes_the_openapi_31_meta_schema() -> None:
     schemathesis.openapi.from_dict(DOC).validate()
 
 
+def test_every_name_in_the_document_is_snake_case() -> None:
+    """One JSON naming convention: body fields, response fields and query parameters are snake_case."""
+    snake = re.compile(r"^[a-z][a-z0-9_]*$")
+    names: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            names.extend(node.get("properties", {}))
+            names.extend(node.get("required", []))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(DOC["components"]["schemas"])
+    for item in DOC["paths"].values():
+        for operation in item.values():
+            names.extend(p["name"] for p in operation.get("parameters", []) if p["in"] == "query")
+            walk(operation.get("responses", {}))
+    assert names and [n for n in names if not snake.match(n)] == []
+    links = [
+        link["parameters"]["id"]
+        for link in DOC["paths"]["/v1/orchestrations"]["post"]["responses"]["201"]["links"].values()
+    ]
+    assert set(links) == {"$response.body#/session_id"}
+
+
 async def test_every_route_is_documented(client: Client) -> None:
     documented = {(m.upper(), p) for p, item in DOC["paths"].items() for m in item}
     for route in client.app.router.routes():
@@ -87,7 +115,7 @@ async def completed_session(client: Client) -> str:
     """Run a whole scripted session over the WebSocket (the fake completes only while streamed)."""
     async with client.ws_connect("/v1/ws") as ws:
         await ws.send_json({"type": "orchestrate", "request": {"prompt": "complete it", "detached": True}})
-        session_id: str = (await recv(ws))["sessionId"]
+        session_id: str = (await recv(ws))["session_id"]
         while (await recv(ws))["type"] != "end":
             pass
     return session_id
@@ -96,7 +124,9 @@ async def completed_session(client: Client) -> str:
 async def test_rest_responses_match_the_document(client: Client, peers: Peers) -> None:
     await call(client, "POST", "/v1/orchestrations", 201, json={"prompt": "complete doc check"})
     session_id = await completed_session(client)
-    await call(client, "GET", "/v1/orchestrations", 200, params={"page_size": "5", "startTime": "2025-01-01T00:00:00Z"})
+    await call(
+        client, "GET", "/v1/orchestrations", 200, params={"page_size": "5", "start_time": "2025-01-01T00:00:00Z"}
+    )
     await call(client, "GET", f"/v1/orchestrations/{session_id}", 200)
     await call(client, "POST", f"/v1/orchestrations/{session_id}:cancel", 200)
     await call(client, "GET", "/v1/models", 200)
@@ -107,7 +137,7 @@ async def test_rest_responses_match_the_document(client: Client, peers: Peers) -
     perf = await call(client, "GET", "/v1/analytics/performance", 200, params={"domain": "coding", "model": "m"})
     assert perf["models"][0]["ttft_p50"] == "0.250s"
     assert peers.analytics is not None and peers.analytics.requests[-1].domain == 1
-    await call(client, "GET", "/v1/analytics/costs", 200, params={"sessionLimit": "10"})
+    await call(client, "GET", "/v1/analytics/costs", 200, params={"session_limit": "10"})
     await call(client, "GET", "/v1/analytics/selection-accuracy", 200)
     await call(client, "GET", "/v1/analytics/satisfaction", 200, params={"endTime": "2030-01-01T00:00:00Z"})
     await call(client, "GET", "/healthz", 200)
@@ -120,7 +150,7 @@ async def test_rest_responses_match_the_document(client: Client, peers: Peers) -
         ("POST", "/v1/orchestrations", {"data": b"{"}, 400, "body"),
         ("POST", "/v1/orchestrations", {"json": {"prompt": " "}}, 400, "prompt"),
         ("POST", "/v1/orchestrations", {"json": {"prompt": "invalid"}}, 400, "max_rounds"),
-        ("GET", "/v1/orchestrations?pageSize=x", {}, 400, "pageSize"),
+        ("GET", "/v1/orchestrations?page_size=x", {}, 400, "page_size"),
         ("GET", "/v1/orchestrations?startTime=yesterday", {}, 400, "startTime"),
         ("GET", "/v1/orchestrations/sess-missing", {}, 404, None),
         ("GET", "/v1/orchestrations/sess-missing/events", {}, 404, None),
@@ -130,7 +160,7 @@ async def test_rest_responses_match_the_document(client: Client, peers: Peers) -
         ("POST", "/v1/orchestrations/s1/feedback", {"json": {"rating": 3, "comment": 5}}, 400, "comment"),
         ("POST", "/v1/orchestrations/s1/feedback", {"json": {"rating": 3, "stars": 5}}, 400, "stars"),
         ("GET", "/v1/analytics/performance?domain=cooking", {}, 400, "domain"),
-        ("GET", "/v1/analytics/costs?sessionLimit=0", {}, 400, "sessionLimit"),
+        ("GET", "/v1/analytics/costs?session_limit=0", {}, 400, "session_limit"),
         ("GET", "/v1/analytics/satisfaction?end_time=nope", {}, 400, "end_time"),
         ("POST", "/v1/orchestrations", {"data": io.BytesIO(b"x" * (1024 * 1024 + 10))}, 413, "body"),
     ],
@@ -154,7 +184,7 @@ async def test_the_websocket_endpoint_without_an_upgrade_is_426(client: Client) 
 
 async def test_feedback_on_a_running_session_is_409(client: Client, peers: Peers) -> None:
     started = await call(client, "POST", "/v1/orchestrations", 201, json={"prompt": "block fb"})
-    body = await call(client, "POST", f"/v1/orchestrations/{started['sessionId']}/feedback", 409, json={"rating": 2})
+    body = await call(client, "POST", f"/v1/orchestrations/{started['session_id']}/feedback", 409, json={"rating": 2})
     assert body["error"]["code"] == "FAILED_PRECONDITION"
 
 
@@ -201,7 +231,7 @@ async def test_sse_streams_a_session_and_resumes(client: Client, peers: Peers) -
 
 async def test_sse_follows_a_live_session_until_its_end(client: Client, peers: Peers) -> None:
     started = await call(client, "POST", "/v1/orchestrations", 201, json={"prompt": "block sse"})
-    session_id = started["sessionId"]
+    session_id = started["session_id"]
     response = await client.get(f"/v1/orchestrations/{session_id}/events")
     assert response.status == 200
     first = await response.content.readuntil(b"\n\n")
@@ -223,7 +253,7 @@ async def test_sse_heartbeat_and_client_disconnect_stop_the_watch(
     client = await gateway_factory(GatewayOptions(sse_heartbeat=0.05))
     async with client.ws_connect("/v1/ws") as ws:
         await ws.send_json({"type": "orchestrate", "request": {"prompt": "block hb", "detached": True}})
-        session_id = (await recv(ws))["sessionId"]
+        session_id = (await recv(ws))["session_id"]
     response = await client.get(f"/v1/orchestrations/{session_id}/events")
     seen = b""
     while b": ping" not in seen:
@@ -244,6 +274,6 @@ async def test_a_last_event_id_that_is_not_a_sequence_is_400(client: Client, val
 
 async def test_a_long_non_ascii_page_token_is_a_json_400(client: Client, peers: Peers) -> None:
     # 2,048 characters, 12 KiB once percent-encoded: beyond aiohttp's default 8 KiB request line.
-    body = await call(client, "GET", "/v1/orchestrations", 400, params={"pageToken": "Å" * 2048})
-    assert body["error"]["field"] == "pageToken"
+    body = await call(client, "GET", "/v1/orchestrations", 400, params={"page_token": "Å" * 2048})
+    assert body["error"]["field"] == "page_token"
     assert peers.orchestrator.list_requests == []

@@ -29,7 +29,7 @@ async def error_of(response: Any, status: int) -> dict[str, str]:
     assert response.content_type == "application/json"
     body = await response.json()
     assert set(body) == {"error"}
-    assert {"code", "status", "message"} <= set(body["error"]) <= {"code", "status", "message", "field", "retryAfter"}
+    assert {"code", "status", "message"} <= set(body["error"]) <= {"code", "status", "message", "field", "retry_after"}
     assert body["error"]["status"] == response.status
     error: dict[str, str] = body["error"]
     return error
@@ -42,8 +42,8 @@ async def test_create_returns_the_session_id_and_leaves_the_session_running(clie
     response = await client.post("/v1/orchestrations", json={"prompt": "block for a while", "criticCount": 1})
     assert response.status == 201
     body = await response.json()
-    session_id = body["sessionId"]
-    assert body == {"sessionId": session_id}
+    session_id = body["session_id"]
+    assert body == {"session_id": session_id}
     assert response.headers["Location"] == f"/v1/orchestrations/{session_id}"
     upstream = peers.orchestrator.orchestrate_requests[-1]
     assert upstream.detached is True and upstream.critic_count == 1
@@ -131,14 +131,14 @@ async def test_orchestrator_down_is_503_with_a_clean_message(gateway_factory: Ga
 
 async def test_get_list_and_cancel_sessions(client: Client, peers: Peers) -> None:
     created = await client.post("/v1/orchestrations", json={"prompt": "block", "threadId": "t-1"})
-    session_id = (await created.json())["sessionId"]
+    session_id = (await created.json())["session_id"]
 
     got = await client.get(f"/v1/orchestrations/{session_id}")
     assert got.status == 200
     expected = pb.GetSessionResponse(session=peers.orchestrator.sessions[session_id].proto())
     assert await got.json() == json_format.MessageToDict(expected, preserving_proto_field_name=True)
 
-    listed = await client.get("/v1/orchestrations?pageSize=5&pageToken=abc&status=running&threadId=t-1")
+    listed = await client.get("/v1/orchestrations?page_size=5&page_token=abc&status=running&thread_id=t-1")
     assert listed.status == 200
     body = await listed.json()
     assert [s["session_id"] for s in body["sessions"]] == [session_id]
@@ -159,10 +159,26 @@ async def test_get_list_and_cancel_sessions(client: Client, peers: Peers) -> Non
 
 async def test_cancel_without_a_body_uses_a_default_reason(client: Client, peers: Peers) -> None:
     created = await client.post("/v1/orchestrations", json={"prompt": "block"})
-    session_id = (await created.json())["sessionId"]
+    session_id = (await created.json())["session_id"]
     response = await client.post(f"/v1/orchestrations/{session_id}:cancel")
     assert response.status == 200
     assert peers.orchestrator.cancel_requests[-1].reason == "cancelled over the REST API"
+
+
+async def test_list_accepts_camel_case_parameters_and_maps_the_time_range(client: Client, peers: Peers) -> None:
+    query = "pageSize=5&pageToken=abc&threadId=t-1&startTime=2025-01-01T00:00:00Z&endTime=2025-02-01T00:00:00Z"
+    assert (await client.get(f"/v1/orchestrations?{query}")).status == 200
+    sent = peers.orchestrator.list_requests[-1]
+    assert (sent.page_size, sent.page_token, sent.thread_id) == (5, "abc", "t-1")
+    assert sent.range.start_time.ToJsonString() == "2025-01-01T00:00:00Z"
+    assert sent.range.end_time.ToJsonString() == "2025-02-01T00:00:00Z"
+    assert (await client.get("/v1/orchestrations?end_time=2025-02-01T00:00:00Z")).status == 200
+    sent = peers.orchestrator.list_requests[-1]
+    assert sent.HasField("range") and not sent.range.HasField("start_time")
+    assert (await client.get("/v1/orchestrations")).status == 200
+    assert not peers.orchestrator.list_requests[-1].HasField("range")
+    both = await error_of(await client.get("/v1/orchestrations?page_size=5&pageSize=5"), 400)
+    assert both["field"] == "pageSize" and "given twice" in both["message"]
 
 
 async def test_list_with_full_status_name(client: Client, peers: Peers) -> None:
@@ -175,13 +191,13 @@ async def test_list_with_full_status_name(client: Client, peers: Peers) -> None:
 @pytest.mark.parametrize(
     ("query", "expected"),
     [
-        ("pageSize=ten", "pageSize: expected an integer"),
-        ("pageSize=-1", "pageSize: must be between 1 and 100"),
-        ("pageSize=0", "pageSize: must be between 1 and 100"),
+        ("page_size=ten", "page_size: expected an integer"),
+        ("page_size=-1", "page_size: must be between 1 and 100"),
+        ("pageSize=0", "pageSize: must be between 1 and 100"),  # errors name the parameter as it was spelt
         ("status=", "status: unknown status ''"),
         ("status=RUNNING", "status: unknown status"),
         ("status=sleeping", "status: unknown status 'sleeping'"),
-        ("pageToken=" + "t" * 3000, "pageToken: is 3,000 characters"),
+        ("page_token=" + "t" * 3000, "page_token: is 3,000 characters"),
     ],
 )
 async def test_list_rejects_bad_query_parameters(client: Client, peers: Peers, query: str, expected: str) -> None:
@@ -211,14 +227,14 @@ async def test_cancel_rejects_bad_bodies(client: Client, peers: Peers) -> None:
 
 async def test_over_long_session_id_is_400(client: Client) -> None:
     error = await error_of(await client.get("/v1/orchestrations/" + "s" * 200), 400)
-    assert error["message"].startswith("sessionId: is 200 characters")
+    assert error["message"].startswith("session_id: is 200 characters")
 
 
 # ---- models --------------------------------------------------------------------------------------
 
 
 async def test_list_models(client: Client, peers: Peers) -> None:
-    response = await client.get("/v1/models?includeUnavailable=true")
+    response = await client.get("/v1/models?include_unavailable=true")
     assert response.status == 200
     body = await response.json()
     expected = await peers.providers.ListModels(providers_pb2.ListModelsRequest(), None)
@@ -345,7 +361,7 @@ async def test_unknown_route_and_wrong_method_are_json(client: Client) -> None:
 async def test_rest_started_session_survives_the_handler(client: Client, peers: Peers) -> None:
     # Several starts at once: each gets its own session, none is cancelled.
     responses = await asyncio.gather(*(client.post("/v1/orchestrations", json={"prompt": "block"}) for _ in range(5)))
-    ids = {(await r.json())["sessionId"] for r in responses}
+    ids = {(await r.json())["session_id"] for r in responses}
     assert len(ids) == 5
     await wait_until(lambda: not client.app[BACKGROUND], what="the start tasks to finish")
     assert all(peers.orchestrator.sessions[i].status == pb.SESSION_STATUS_RUNNING for i in ids)
@@ -367,11 +383,11 @@ ANALYTICS_PATHS = [
 @pytest.mark.parametrize(
     ("name", "value"),
     [
-        ("startTime", "0001-01-01T00:00:00Z"),  # a valid Timestamp, but beyond int64 nanoseconds
-        ("endTime", "9999-12-31T23:59:59Z"),
+        ("start_time", "0001-01-01T00:00:00Z"),  # a valid Timestamp, but beyond int64 nanoseconds
+        ("end_time", "9999-12-31T23:59:59Z"),
         ("start_time", "1677-01-01T00:00:00Z"),
-        ("endTime", "2262-06-01T00:00:00Z"),
-        ("startTime", "0000-01-01T00:00:00Z"),  # not a Timestamp at all
+        ("end_time", "2262-06-01T00:00:00Z"),
+        ("startTime", "0000-01-01T00:00:00Z"),  # not a Timestamp at all (camelCase is accepted too)
         ("endTime", "10000-01-01T00:00:00Z"),
         ("startTime", "-0001-01-01T00:00:00Z"),
         ("endTime", "2025-01-01T00:00:00+25:00"),  # an offset RFC 3339 does not allow
@@ -401,7 +417,7 @@ async def test_times_outside_what_the_services_store_are_400_naming_the_field(
     ],
 )
 async def test_times_inside_the_range_are_passed_on(client: Client, peers: Peers, value: str) -> None:
-    response = await client.get("/v1/analytics/costs", params={"startTime": value})
+    response = await client.get("/v1/analytics/costs", params={"start_time": value})
     assert response.status == 200, await response.text()
     assert peers.analytics is not None
     expected = Timestamp()
@@ -418,7 +434,7 @@ async def test_feedback_asks_the_orchestrator_before_analytics(client: Client, p
     peers.analytics.knows_sessions = False
     missing = await error_of(await client.post("/v1/orchestrations/sess-nobody/feedback", json={"rating": 4}), 404)
     assert missing["code"] == "NOT_FOUND"
-    running = (await (await client.post("/v1/orchestrations", json={"prompt": "block fb"})).json())["sessionId"]
+    running = (await (await client.post("/v1/orchestrations", json={"prompt": "block fb"})).json())["session_id"]
     busy = await error_of(await client.post(f"/v1/orchestrations/{running}/feedback", json={"rating": 4}), 409)
     assert busy["code"] == "FAILED_PRECONDITION" and "still running" in busy["message"]
     assert peers.analytics.requests == []  # neither reached analytics
@@ -441,7 +457,7 @@ async def test_feedback_on_another_tenants_session_is_404_before_analytics(
     created = await client.post(
         "/v1/orchestrations", json={"prompt": "block t"}, headers={"Authorization": f"Bearer {KEY_A}"}
     )
-    session_id = (await created.json())["sessionId"]
+    session_id = (await created.json())["session_id"]
     peers.orchestrator.sessions[session_id].status = pb.SESSION_STATUS_COMPLETED
     response = await client.post(
         f"/v1/orchestrations/{session_id}/feedback", json={"rating": 1}, headers={"Authorization": f"Bearer {KEY_B}"}

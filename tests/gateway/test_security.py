@@ -164,7 +164,7 @@ async def test_rest_requires_a_valid_key(keyed: Client) -> None:
 async def test_each_key_is_a_tenant_that_sees_only_its_own_sessions(keyed: Client, peers: Peers) -> None:
     created = await keyed.post("/v1/orchestrations", json={"prompt": "block a"}, headers=auth(KEY_A))
     assert created.status == 201
-    session_id = (await created.json())["sessionId"]
+    session_id = (await created.json())["session_id"]
     assert peers.orchestrator.sessions[session_id].tenant == "tenant-a"  # x-orx-tenant reached the service
     # The other tenant: NOT_FOUND everywhere, never the data.
     for method, path, body in (
@@ -197,7 +197,7 @@ def pb_running() -> int:
 
 async def test_without_keys_requests_run_as_the_default_tenant(client: Client, peers: Peers) -> None:
     created = await client.post("/v1/orchestrations", json={"prompt": "block d"})
-    session_id = (await created.json())["sessionId"]
+    session_id = (await created.json())["session_id"]
     assert peers.orchestrator.sessions[session_id].tenant == ""
 
 
@@ -223,13 +223,13 @@ async def test_ws_key_in_the_first_message_and_tenant_isolation(keyed: Client, p
         assert await recv(ws) == {"type": "ack", "action": "auth", "ref": 1}
         await ws.send_json(orchestrate("block iso", detached=True))
         ack = await recv(ws)
-        session_id = ack["sessionId"]
+        session_id = ack["session_id"]
         await recv(ws), await recv(ws)
     assert peers.orchestrator.sessions[session_id].tenant == "tenant-a"
     async with keyed.ws_connect("/v1/ws", protocols=("orx.v1", f"orx.bearer.{KEY_B}")) as other:
         for message in (
-            {"type": "watch", "sessionId": session_id},
-            {"type": "cancel", "sessionId": session_id},
+            {"type": "watch", "session_id": session_id},
+            {"type": "cancel", "session_id": session_id},
         ):
             await other.send_json(message)
             replies = await recv_until(other, lambda m: m["type"] == "error")
@@ -299,7 +299,7 @@ async def test_rest_rate_limit_is_429_with_retry_after(
     retry = int(limited.headers["Retry-After"])
     assert retry >= 1
     body = await limited.json()
-    assert body["error"]["code"] == "RESOURCE_EXHAUSTED" and body["error"]["retryAfter"] == retry
+    assert body["error"]["code"] == "RESOURCE_EXHAUSTED" and body["error"]["retry_after"] == retry
     # Another key has its own bucket; health probes are never limited.
     assert (await client.get("/v1/models", headers=auth(KEY_B))).status == 200
     assert (await client.get("/healthz")).status == 200
@@ -310,14 +310,14 @@ async def test_ws_messages_count_against_the_rate_limit(
 ) -> None:
     client = await gateway_factory(settings_=make_settings(tmp_path, **peer_env(peers), ORX_GATEWAY_RATE_LIMIT="3"))
     async with client.ws_connect("/v1/ws") as ws:  # the upgrade costs one token
-        await ws.send_json({"type": "detach", "sessionId": "s1", "ref": 1})
+        await ws.send_json({"type": "detach", "session_id": "s1", "ref": 1})
         assert (await recv(ws))["code"] == "NOT_FOUND"
-        await ws.send_json({"type": "detach", "sessionId": "s1", "ref": 2})
+        await ws.send_json({"type": "detach", "session_id": "s1", "ref": 2})
         assert (await recv(ws))["code"] == "NOT_FOUND"
-        await ws.send_json({"type": "detach", "sessionId": "s1", "ref": 3})
+        await ws.send_json({"type": "detach", "session_id": "s1", "ref": 3})
         limited = await recv(ws)
         assert limited["code"] == "RESOURCE_EXHAUSTED" and limited["status"] == 429
-        assert limited["retryAfter"] >= 1 and limited["ref"] == 3
+        assert limited["retry_after"] >= 1 and limited["ref"] == 3
         assert not ws.closed  # refused, not disconnected
 
 

@@ -47,8 +47,8 @@ async def start_blocking(ws: Any, peers: Peers, **fields: Any) -> str:
     """Start a session that stays running; returns its id after its two first events."""
     await ws.send_json(orchestrate("block until cancelled", ref="b1", **fields))
     ack = await recv(ws)
-    assert ack == {"type": "ack", "action": "orchestrate", "sessionId": ack["sessionId"], "ref": "b1"}
-    session_id: str = ack["sessionId"]
+    assert ack == {"type": "ack", "action": "orchestrate", "session_id": ack["session_id"], "ref": "b1"}
+    session_id: str = ack["session_id"]
     first, second = await recv(ws), await recv(ws)
     assert "session_started" in first["event"] and "model_selected" in second["event"]
     assert session_id in peers.orchestrator.sessions
@@ -63,9 +63,9 @@ async def test_orchestrate_streams_every_event_in_order_as_canonical_json(client
         await ws.send_json(orchestrate("complete write add()", ref=7, maxRounds=2, qualityThreshold=7.5))
         messages = await recv_until(ws, lambda m: m["type"] == "end")
     ack, *event_messages, end = messages
-    session_id = ack["sessionId"]
-    assert ack == {"type": "ack", "action": "orchestrate", "sessionId": session_id, "ref": 7}
-    assert end == {"type": "end", "sessionId": session_id, "ref": 7}
+    session_id = ack["session_id"]
+    assert ack == {"type": "ack", "action": "orchestrate", "session_id": session_id, "ref": 7}
+    assert end == {"type": "end", "session_id": session_id, "ref": 7}
     expected = [
         json_format.MessageToDict(e, preserving_proto_field_name=True)
         for e in peers.orchestrator.sessions[session_id].events
@@ -96,8 +96,8 @@ async def test_closing_the_socket_cancels_the_stream_and_the_session(client: Cli
 async def test_detach_keeps_the_session_running_after_close(client: Client, peers: Peers) -> None:
     async with client.ws_connect("/v1/ws") as ws:
         session_id = await start_blocking(ws, peers)
-        await ws.send_json({"type": "detach", "sessionId": session_id, "ref": "d"})
-        assert await recv(ws) == {"type": "ack", "action": "detach", "sessionId": session_id, "ref": "d"}
+        await ws.send_json({"type": "detach", "session_id": session_id, "ref": "d"})
+        assert await recv(ws) == {"type": "ack", "action": "detach", "session_id": session_id, "ref": "d"}
     await asyncio.wait_for(peers.orchestrator.orchestrate_stream_cancelled.wait(), 5)
     await wait_connections_closed(client)
     assert peers.orchestrator.cancel_requests == []
@@ -116,7 +116,7 @@ async def test_detached_in_the_request_means_detached_from_the_start(client: Cli
 async def test_cancel_message_cancels_the_session(client: Client, peers: Peers) -> None:
     async with client.ws_connect("/v1/ws") as ws:
         session_id = await start_blocking(ws, peers)
-        await ws.send_json({"type": "cancel", "sessionId": session_id, "ref": 3})
+        await ws.send_json({"type": "cancel", "session_id": session_id, "ref": 3})
         messages = await recv_until(ws, lambda m: m["type"] == "end")
         kinds = [m["type"] for m in messages]
         assert sorted(kinds) == ["ack", "end", "event"]
@@ -124,7 +124,7 @@ async def test_cancel_message_cancels_the_session(client: Client, peers: Peers) 
         assert ack == {
             "type": "ack",
             "action": "cancel",
-            "sessionId": session_id,
+            "session_id": session_id,
             "status": "SESSION_STATUS_CANCELLED",
             "ref": 3,
         }
@@ -160,7 +160,7 @@ async def test_upstream_error_mid_stream_names_the_session(client: Client, peers
         "code": "UNAVAILABLE",
         "status": 503,
         "message": "providers are unavailable: every model's circuit is open",
-        "sessionId": ack["sessionId"],
+        "session_id": ack["session_id"],
     }
 
 
@@ -183,11 +183,11 @@ async def test_watch_replays_after_sequence_then_ends(client: Client, peers: Pee
     async with client.ws_connect("/v1/ws") as ws:
         await ws.send_json(orchestrate("complete"))
         first = await recv_until(ws, lambda m: m["type"] == "end")
-        session_id = first[0]["sessionId"]
-        await ws.send_json({"type": "watch", "sessionId": session_id, "afterSequence": "3", "ref": "w"})
+        session_id = first[0]["session_id"]
+        await ws.send_json({"type": "watch", "session_id": session_id, "after_sequence": "3", "ref": "w"})
         messages = await recv_until(ws, lambda m: m["type"] == "end")
-    assert messages[0] == {"type": "ack", "action": "watch", "sessionId": session_id, "ref": "w"}
-    assert messages[-1] == {"type": "end", "sessionId": session_id, "ref": "w"}
+    assert messages[0] == {"type": "ack", "action": "watch", "session_id": session_id, "ref": "w"}
+    assert messages[-1] == {"type": "end", "session_id": session_id, "ref": "w"}
     expected = [
         json_format.MessageToDict(e, preserving_proto_field_name=True)
         for e in peers.orchestrator.sessions[session_id].events[3:]
@@ -196,19 +196,36 @@ async def test_watch_replays_after_sequence_then_ends(client: Client, peers: Pee
     assert peers.orchestrator.watch_requests[-1].after_sequence == 3
 
 
+async def test_envelopes_are_snake_case_and_camel_case_input_is_accepted(client: Client, peers: Peers) -> None:
+    async with client.ws_connect("/v1/ws") as ws:
+        await ws.send_json(orchestrate("complete"))
+        session_id = (await recv_until(ws, lambda m: m["type"] == "end"))[0]["session_id"]
+        await ws.send_json({"type": "watch", "sessionId": session_id, "afterSequence": 3, "ref": "w"})
+        messages = await recv_until(ws, lambda m: m["type"] == "end")
+        assert messages[0] == {"type": "ack", "action": "watch", "session_id": session_id, "ref": "w"}
+        assert messages[-1] == {"type": "end", "session_id": session_id, "ref": "w"}
+        assert peers.orchestrator.watch_requests[-1].after_sequence == 3
+        await ws.send_json({"type": "cancel", "sessionId": session_id, "ref": "c"})
+        ack = await recv(ws)
+        assert ack["action"] == "cancel" and ack["session_id"] == session_id and "sessionId" not in ack
+        await ws.send_json({"type": "detach", "sessionId": "sess-other", "ref": "d"})
+        refused = await recv(ws)
+        assert refused["field"] == "sessionId" and refused["session_id"] == "sess-other"
+
+
 async def test_closing_a_watch_only_cancels_the_stream(client: Client, peers: Peers) -> None:
     started = await client.post("/v1/orchestrations", json={"prompt": "block"})
     assert started.status == 201
-    session_id = (await started.json())["sessionId"]
+    session_id = (await started.json())["session_id"]
     async with client.ws_connect("/v1/ws") as ws:
-        await ws.send_json({"type": "watch", "sessionId": session_id})
+        await ws.send_json({"type": "watch", "session_id": session_id})
         assert (await recv(ws))["action"] == "watch"
         replayed = [await recv(ws), await recv(ws)]
         assert [m["event"]["sequence"] for m in replayed] == ["1", "2"]
         # A second stream of the same session on one socket is refused.
-        await ws.send_json({"type": "watch", "sessionId": session_id})
+        await ws.send_json({"type": "watch", "session_id": session_id})
         refused = await recv(ws)
-        assert refused["code"] == "FAILED_PRECONDITION" and refused["sessionId"] == session_id
+        assert refused["code"] == "FAILED_PRECONDITION" and refused["session_id"] == session_id
     await asyncio.wait_for(peers.orchestrator.watch_stream_cancelled.wait(), 5)
     await wait_connections_closed(client)
     assert peers.orchestrator.cancel_requests == []
@@ -217,7 +234,7 @@ async def test_closing_a_watch_only_cancels_the_stream(client: Client, peers: Pe
 
 async def test_watch_unknown_session_is_not_found(client: Client, peers: Peers) -> None:
     async with client.ws_connect("/v1/ws") as ws:
-        await ws.send_json({"type": "watch", "sessionId": "sess-nope"})
+        await ws.send_json({"type": "watch", "session_id": "sess-nope"})
         assert (await recv(ws))["type"] == "ack"
         error = await recv(ws)
     assert error == {
@@ -225,7 +242,7 @@ async def test_watch_unknown_session_is_not_found(client: Client, peers: Peers) 
         "code": "NOT_FOUND",
         "status": 404,
         "message": "session 'sess-nope' not found",
-        "sessionId": "sess-nope",
+        "session_id": "sess-nope",
     }
 
 
@@ -248,14 +265,19 @@ BAD_MESSAGES: list[tuple[str, str]] = [
     ),
     ('{"type": "orchestrate", "request": {"prompt": "x", "colour": 1}}', "request.colour: unknown field"),
     ('{"type": "orchestrate", "request": {"prompt": "x", "timeLimit": "5"}}', "request.timeLimit: expected a duration"),
-    ('{"type": "watch"}', "sessionId: is required"),
+    ('{"type": "watch"}', "session_id: is required"),
+    ('{"type": "watch", "session_id": 12}', "session_id: expected a string, got a number"),
+    ('{"type": "watch", "session_id": ""}', "session_id: must not be blank"),
+    ('{"type": "watch", "session_id": "s", "after_sequence": "soon"}', "after_sequence: expected an integer"),
+    ('{"type": "watch", "session_id": "s", "after_sequence": -1}', "after_sequence: must be between 0 and"),
+    ('{"type": "cancel"}', "session_id: is required"),
+    ('{"type": "detach"}', "session_id: is required"),
+    ('{"type": "cancel", "session_id": "s", "ref": [1]}', "ref: expected a string or an integer"),
+    # lowerCamelCase input is accepted, and errors name the field as the client spelt it
     ('{"type": "watch", "sessionId": 12}', "sessionId: expected a string, got a number"),
-    ('{"type": "watch", "sessionId": ""}', "sessionId: must not be blank"),
-    ('{"type": "watch", "sessionId": "s", "afterSequence": "soon"}', "afterSequence: expected an integer"),
     ('{"type": "watch", "sessionId": "s", "afterSequence": -1}', "afterSequence: must be between 0 and"),
-    ('{"type": "cancel"}', "sessionId: is required"),
-    ('{"type": "detach"}', "sessionId: is required"),
-    ('{"type": "cancel", "sessionId": "s", "ref": [1]}', "ref: expected a string or an integer"),
+    ('{"type": "cancel", "sessionId": "s", "session_id": "s"}', "sessionId: is given twice"),
+    ('{"type": "watch", "session_id": "s", "after_sequence": 1, "afterSequence": 1}', "afterSequence: is given twice"),
 ]
 
 
@@ -272,10 +294,10 @@ async def test_bad_messages_get_clear_errors_and_the_socket_survives(client: Cli
         await ws.send_json({"type": "watch", "ref": "r-1"})
         assert (await recv(ws))["ref"] == "r-1"
         # Detaching a session this socket did not start is refused with the id.
-        await ws.send_json({"type": "detach", "sessionId": "sess-other"})
+        await ws.send_json({"type": "detach", "session_id": "sess-other"})
         detach = await recv(ws)
-        assert detach["code"] == "NOT_FOUND" and detach["sessionId"] == "sess-other"
-        assert "sessionId" in detach["message"]
+        assert detach["code"] == "NOT_FOUND" and detach["session_id"] == "sess-other"
+        assert "session_id" in detach["message"]
         # Still usable.
         await ws.send_json(orchestrate("complete"))
         messages = await recv_until(ws, lambda m: m["type"] == "end")
@@ -372,7 +394,7 @@ async def test_reconnect_resumes_with_no_gap_and_no_duplicate(client: Client, pe
     received: list[int] = []
     ws = await client.ws_connect("/v1/ws")
     await ws.send_json(orchestrate("flood 40 10", detached=True))
-    session_id = (await recv(ws))["sessionId"]
+    session_id = (await recv(ws))["session_id"]
     while len(received) < 15:
         message = await recv(ws)
         if message["type"] == "event":
@@ -382,14 +404,14 @@ async def test_reconnect_resumes_with_no_gap_and_no_duplicate(client: Client, pe
     await wait_connections_closed(client)
     assert peers.orchestrator.sessions[session_id].status == pb.SESSION_STATUS_RUNNING  # detached: still running
     async with client.ws_connect("/v1/ws") as again:
-        await again.send_json({"type": "watch", "sessionId": session_id, "afterSequence": received[-1]})
+        await again.send_json({"type": "watch", "session_id": session_id, "after_sequence": received[-1]})
         assert (await recv(again))["action"] == "watch"
         total = len(peers.orchestrator.sessions[session_id].events)  # 42: started, selected, 40 deltas
         while received[-1] < total:
             message = await recv(again)
             assert message["type"] == "event", message
             received.append(int(message["event"]["sequence"]))
-        await again.send_json({"type": "cancel", "sessionId": session_id})
+        await again.send_json({"type": "cancel", "session_id": session_id})
         rest = await recv_until(again, lambda m: m["type"] == "end")
     received += [int(m["event"]["sequence"]) for m in rest if m["type"] == "event"]
     assert received == list(range(1, total + 2))  # every event exactly once, the terminal one included

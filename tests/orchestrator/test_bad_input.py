@@ -11,6 +11,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from orchestratex.v1 import orchestrator_pb2 as pb
+from orchestratex.v1.common_pb2 import TimeRange
 from tests.orchestrator.conftest import Stack
 
 
@@ -74,9 +75,13 @@ async def test_unknown_session_is_not_found_everywhere(stack: Stack) -> None:
         (pb.ListSessionsRequest(page_token="%%%not-a-token"), "page_token"),
         (pb.ListSessionsRequest(status=42), "status"),  # type: ignore[arg-type]
         # times no store can hold, and invalid Timestamps (issue 12: these were INTERNAL or accepted)
-        (pb.ListSessionsRequest(end_time=Timestamp(seconds=-(2**63))), "end_time"),
-        (pb.ListSessionsRequest(start_time=Timestamp(seconds=10**12)), "start_time"),
-        (pb.ListSessionsRequest(start_time=Timestamp(seconds=0, nanos=-1)), "start_time"),
+        (pb.ListSessionsRequest(range=TimeRange(end_time=Timestamp(seconds=-(2**63)))), "range.end_time"),
+        (pb.ListSessionsRequest(range=TimeRange(start_time=Timestamp(seconds=10**12))), "range.start_time"),
+        (pb.ListSessionsRequest(range=TimeRange(start_time=Timestamp(seconds=0, nanos=-1))), "range.start_time"),
+        (
+            pb.ListSessionsRequest(range=TimeRange(start_time=Timestamp(seconds=9), end_time=Timestamp(seconds=9))),
+            "range",
+        ),
         (pb.ListSessionsRequest(page_token=base64.urlsafe_b64encode(b"9223372036854775808|x").decode()), "page_token"),
         (pb.ListSessionsRequest(page_token=base64.urlsafe_b64encode(b"1" + b"0" * 30 + b"|x").decode()), "page_token"),
     ],

@@ -170,7 +170,7 @@ async def _running_session(stack: Stack) -> str:
 
 
 async def _state(settings: Settings, session_id: str) -> tuple[int, list[str]]:
-    store = await SqliteSessionStore.open(settings.data_dir / "orchestrator.db")
+    store = await SqliteSessionStore.open(settings.common.data_dir / "orchestrator.db")
     try:
         record = await store.get_session(session_id, "")
         assert record is not None

@@ -203,6 +203,15 @@ async def test_list_sessions_pages_and_filters(stack: Stack) -> None:
     assert {s.session_id for s in threaded.sessions} == {ids[1], ids[3]}
     done = await stack.stub.ListSessions(pb.ListSessionsRequest(status=pb.SESSION_STATUS_COMPLETED))
     assert len(done.sessions) == 5
+    created = {s.session_id: s.create_time for s in done.sessions}
+    # range: at or after its start, before its end (the TimeRange shared with analytics)
+    window = common_pb2.TimeRange(start_time=created[ids[1]], end_time=created[ids[3]])
+    ranged = await stack.stub.ListSessions(pb.ListSessionsRequest(range=window))
+    assert [s.session_id for s in ranged.sessions] == [ids[2], ids[1]]
+    since = await stack.stub.ListSessions(
+        pb.ListSessionsRequest(range=common_pb2.TimeRange(start_time=created[ids[3]]))
+    )
+    assert [s.session_id for s in since.sessions] == [ids[4], ids[3]]
 
 
 async def test_thread_follow_up_carries_earlier_turns(stack: Stack) -> None:

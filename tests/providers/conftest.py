@@ -16,29 +16,24 @@ from orchestratex.v1 import providers_pb2_grpc
 from services.providers.catalogue import Catalogue, load_catalogue
 from services.providers.server import build
 from services.providers.simulator import Simulator
-from tests.providers.helpers import ObservedBackend, Providers
+from tests.providers.helpers import ONE_ATTEMPT_NO_BREAKER, ObservedBackend, Providers
 
 # Tests run the simulator 1000x faster than real time (the maximum ORX_SIM_SPEED accepts).
 SPEED = "1000"
 
 
-@pytest.fixture(autouse=True)
-def one_attempt_no_breaker(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Servers built by these tests make one attempt, never open a circuit and never hold a provider whose
-    key was rejected, so each test sees the fault it scripts. Retries, the breaker and holds are tested on
-    their own (test_resilience*.py) and through the server with an explicit ``resilience=``
-    (test_resilience_server.py)."""
-    monkeypatch.setenv("ORX_PROVIDER_MAX_ATTEMPTS", "1")
-    monkeypatch.setenv("ORX_PROVIDER_BREAKER_THRESHOLD", "1000")
-    monkeypatch.setenv("ORX_PROVIDER_AUTH_COOLDOWN", "0")
-
-
 @pytest.fixture
 def make_settings(tmp_path: Path) -> Callable[..., Settings]:
-    """Settings for a test; keyword arguments are extra environment variables."""
+    """Settings for a test (one attempt, no breaker: :data:`ONE_ATTEMPT_NO_BREAKER`); keyword arguments are extra
+    environment variables."""
 
     def make(**env: str) -> Settings:
-        base = {"ORX_DATA_DIR": str(tmp_path), "ORX_SIM_SPEED": SPEED, "ORX_PROVIDER_MODE": "simulated"}
+        base = {
+            "ORX_DATA_DIR": str(tmp_path),
+            "ORX_SIM_SPEED": SPEED,
+            "ORX_PROVIDER_MODE": "simulated",
+            **ONE_ATTEMPT_NO_BREAKER,
+        }
         base.update(env)
         return Settings.from_env(base)
 

@@ -18,6 +18,15 @@ from services.providers.backend import GenerationRequest, StreamEvent, Timing
 from services.providers.catalogue import ModelSpec
 from services.providers.simulator import Simulator
 
+ONE_ATTEMPT_NO_BREAKER = {
+    "ORX_PROVIDER_MAX_ATTEMPTS": "1",
+    "ORX_PROVIDER_BREAKER_THRESHOLD": "1000",
+    "ORX_PROVIDER_AUTH_COOLDOWN": "0",
+}
+"""Settings variables of the servers these tests build: one attempt, never an open circuit, never a provider held
+for a rejected key, so each test sees the fault it scripts. Retries, the breaker and holds are tested on their own
+(test_resilience*.py) and through the server with an explicit ``resilience=`` (test_resilience_server.py)."""
+
 
 class ObservedBackend:
     """Wraps a backend and records whether its streams started, completed, or stopped early."""

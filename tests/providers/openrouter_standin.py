@@ -51,6 +51,7 @@ from orchestratex.grpc_client import open_channel
 from orchestratex.grpc_server import GrpcServer
 from orchestratex.v1 import providers_pb2_grpc
 from services.providers.server import build
+from tests.providers.helpers import ONE_ATTEMPT_NO_BREAKER
 
 KEEPALIVE = ": OPENROUTER PROCESSING"
 DEFAULT_KEY = "sk-or-v1-standin-0000000000000000000000000000000000000000000000000000000000000000"
@@ -810,11 +811,12 @@ async def live_providers(
 ) -> AsyncIterator[LiveProviders]:
     """Build and start the real providers server (``build(settings, "127.0.0.1:0")``) against ``standin``.
 
-    ``key`` defaults to the stand-in's accepted key; ``env`` adds settings variables (``ORX_CATALOGUE``...).
-    Timeouts (``ORX_IDLE_TIMEOUT``...) are read from the process environment: set them with monkeypatch.
+    ``key`` defaults to the stand-in's accepted key; ``env`` adds settings variables (``ORX_CATALOGUE``,
+    ``ORX_IDLE_TIMEOUT``...) to :data:`~tests.providers.helpers.ONE_ATTEMPT_NO_BREAKER`.
     """
     settings = Settings.from_env(
         {
+            **ONE_ATTEMPT_NO_BREAKER,
             "ORX_DATA_DIR": str(data_dir),
             "ORX_PROVIDER_MODE": "live",
             "OPENROUTER_API_KEY": key if key is not None else (standin.api_key or DEFAULT_KEY),

@@ -24,10 +24,9 @@ from tests.providers.openrouter_standin import OpenRouterStandIn, Reply, error_b
 
 
 async def test_the_key_appears_nowhere_but_the_authorization_header(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     key = f"sk-or-v1-LEAKCANARY{uuid.uuid4().hex}{uuid.uuid4().hex}"
-    monkeypatch.setenv("ORX_FIRST_TOKEN_TIMEOUT", "0.3")
     caplog.set_level(logging.DEBUG)
     outputs: list[str] = []
 
@@ -66,7 +65,7 @@ async def test_the_key_appears_nowhere_but_the_authorization_header(
     ]
     codes: list[grpc.StatusCode] = []
     async with OpenRouterStandIn(api_key=key) as standin:
-        async with live_providers(standin, tmp_path, key=key) as live:
+        async with live_providers(standin, tmp_path, key=key, ORX_FIRST_TOKEN_TIMEOUT="0.3") as live:
             keep(repr(live.settings))
             keep(await live.stub.ListModels(providers_pb2.ListModelsRequest()))
             for reply, mode in cases:

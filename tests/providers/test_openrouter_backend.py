@@ -125,7 +125,7 @@ async def test_503_availability_retry_after_and_context_length_field(
 async def test_connection_errors_and_timeouts_are_retryable(settings: Settings) -> None:
     catalogue = load_catalogue(
         Settings.from_env(
-            {"ORX_DATA_DIR": str(settings.data_dir), "ORX_OPENROUTER_BASE_URL": "http://127.0.0.1:9/api/v1"}
+            {"ORX_DATA_DIR": str(settings.common.data_dir), "ORX_OPENROUTER_BASE_URL": "http://127.0.0.1:9/api/v1"}
         )
     )
     backend = OpenRouterBackend(catalogue, {"openrouter": Secret("k" * 20)})

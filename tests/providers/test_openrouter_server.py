@@ -526,13 +526,10 @@ async def test_generate_mid_stream_failure_is_unavailable(live: LiveProviders, s
 # ----------------------------------------------------------------------------- timeouts, cancellation
 
 
-async def test_hung_stream_is_cut_by_the_idle_timeout(
-    standin: OpenRouterStandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("ORX_IDLE_TIMEOUT", "0.3")
+async def test_hung_stream_is_cut_by_the_idle_timeout(standin: OpenRouterStandIn, tmp_path: Path) -> None:
     # OpenRouter keeps a hung stream "alive" with comments: they must not count as progress.
     standin.script.append(Reply(hang_after=2, keepalive_while_hung=True))
-    async with live_providers(standin, tmp_path) as live:
+    async with live_providers(standin, tmp_path, ORX_IDLE_TIMEOUT="0.3") as live:
         started = time.perf_counter()
         events, err = await collect(live.stub, request(GLM))
         elapsed = time.perf_counter() - started
@@ -549,11 +546,10 @@ async def test_hung_stream_is_cut_by_the_idle_timeout(
 
 @pytest.mark.parametrize("streaming", [False, True])
 async def test_no_first_token_in_time_is_deadline_exceeded(
-    standin: OpenRouterStandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, streaming: bool
+    standin: OpenRouterStandIn, tmp_path: Path, streaming: bool
 ) -> None:
-    monkeypatch.setenv("ORX_FIRST_TOKEN_TIMEOUT", "0.3")
     standin.script.append(Reply(hang_after=0, keepalive_while_hung=True))
-    async with live_providers(standin, tmp_path) as live:
+    async with live_providers(standin, tmp_path, ORX_FIRST_TOKEN_TIMEOUT="0.3") as live:
         events, err = await call(live, request(GLM), streaming)
         await standin.wait_for_disconnect()
     assert err is not None and events == []
@@ -561,24 +557,18 @@ async def test_no_first_token_in_time_is_deadline_exceeded(
     assert "z-ai/glm-4.5: no output within 0.3s (time to first token)" in (err.details() or "")
 
 
-async def test_total_timeout_is_deadline_exceeded(
-    standin: OpenRouterStandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("ORX_TOTAL_TIMEOUT", "0.3")
+async def test_total_timeout_is_deadline_exceeded(standin: OpenRouterStandIn, tmp_path: Path) -> None:
     standin.script.append(Reply(hang_after=0))
-    async with live_providers(standin, tmp_path) as live:
+    async with live_providers(standin, tmp_path, ORX_TOTAL_TIMEOUT="0.3") as live:
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await live.stub.Generate(request(GLM))
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert "exceeded its total timeout of 0.3s" in (info.value.details() or "")
 
 
-async def test_bad_timeout_setting_names_the_variable(
-    standin: OpenRouterStandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("ORX_IDLE_TIMEOUT", "soon")
+async def test_bad_timeout_setting_names_the_variable(standin: OpenRouterStandIn, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="ORX_IDLE_TIMEOUT: expected a number of seconds, got 'soon'"):
-        async with live_providers(standin, tmp_path):
+        async with live_providers(standin, tmp_path, ORX_IDLE_TIMEOUT="soon"):
             pass
 
 
@@ -708,16 +698,14 @@ async def test_any_openai_compatible_endpoint_non_streaming(local: tuple[OpenRou
 )
 async def test_non_streaming_failures(
     local: tuple[OpenRouterStandIn, LiveProviders],
-    monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
     reply: Reply,
     code: grpc.StatusCode,
     fragment: str,
 ) -> None:
     server, _ = local
-    monkeypatch.setenv("ORX_TOTAL_TIMEOUT", "0.4")
     path = tmp_path / "catalogue.toml"
-    async with live_providers(server, tmp_path / "b", key="", ORX_CATALOGUE=str(path)) as live:
+    async with live_providers(server, tmp_path / "b", key="", ORX_CATALOGUE=str(path), ORX_TOTAL_TIMEOUT="0.4") as live:
         server.script.append(reply)
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await live.stub.Generate(request("acme/tiny", max_tokens=100))

@@ -23,8 +23,8 @@ log = logging.getLogger(__name__)
 async def open_analytics_store(settings: Settings) -> AnalyticsStore:
     """:class:`MongoAnalyticsStore` when ``ORX_MONGODB_URI`` is set, else :class:`SqliteAnalyticsStore`
     (``analytics.db`` under the data directory)."""
-    if settings.storage_backend == "mongodb":
+    if settings.common.storage_backend == "mongodb":
         analytics = await MongoAnalyticsStore.open(settings)
-        log.info("analytics store: MongoDB database %s", settings.mongodb_database)
+        log.info("analytics store: MongoDB database %s", settings.common.mongodb.database)
         return analytics
-    return await SqliteAnalyticsStore.open(settings.data_dir / ANALYTICS_FILE)
+    return await SqliteAnalyticsStore.open(settings.common.data_dir / ANALYTICS_FILE)

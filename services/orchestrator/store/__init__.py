@@ -21,8 +21,8 @@ log = logging.getLogger(__name__)
 async def open_session_store(settings: Settings) -> SessionStore:
     """:class:`MongoSessionStore` when ``ORX_MONGODB_URI`` is set, else :class:`SqliteSessionStore`
     (``orchestrator.db`` under the data directory)."""
-    if settings.storage_backend == "mongodb":
+    if settings.common.storage_backend == "mongodb":
         store = await MongoSessionStore.open(settings)
-        log.info("session store: MongoDB database %s", settings.mongodb_database)
+        log.info("session store: MongoDB database %s", settings.common.mongodb.database)
         return store
-    return await SqliteSessionStore.open(settings.data_dir / SESSIONS_FILE)
+    return await SqliteSessionStore.open(settings.common.data_dir / SESSIONS_FILE)

@@ -54,6 +54,7 @@ from services.providers.resilience.policy import (
     Resilience,
     ResilienceConfig,
     config_from_env,
+    config_from_settings,
 )
 from services.providers.resilience.retry import (
     CLIENT_ERROR_STATUSES,
@@ -98,6 +99,7 @@ __all__ = [
     "Ticket",
     "classify",
     "config_from_env",
+    "config_from_settings",
     "is_client_error",
     "is_retryable",
 ]

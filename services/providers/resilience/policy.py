@@ -1,8 +1,8 @@
-"""The per-server call policy: retries, per-model limiters and breakers, their configuration from env.
+"""The per-server call policy: retries, per-model limiters and breakers, their configuration from settings.
 
-One :class:`Resilience` is built per server (``Resilience.from_env()`` in ``build``) and shared by
-every call; limiters and breakers are created lazily per model id (ids are validated against the
-catalogue before a call gets here, so the maps stay bounded).
+One :class:`Resilience` is built per server (``Resilience.from_settings(settings.providers.resilience)``
+in ``build``) and shared by every call; limiters and breakers are created lazily per model id (ids are
+validated against the catalogue before a call gets here, so the maps stay bounded).
 
 **Holds: what a vendor says about more than the call it answers** (:meth:`Resilience.note_failure`):
 
@@ -26,7 +26,8 @@ catalogue before a call gets here, so the maps stay bounded).
   (``max_tokens`` more than the balance affords) and the model (``:free`` variants cost nothing), a
   top-up fixes it at once, and the vendor answers it fast and free. It fails that call only.
 
-Environment (all optional; a bad value is a ``ConfigError`` naming the variable):
+Environment (all optional; parsed by :class:`orchestratex.config.ResilienceSettings`, where a bad value is a
+``ConfigError`` naming the variable):
 
 ==================================== ======= ==============================================================
 variable                             default meaning
@@ -56,13 +57,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import random
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
 
-from orchestratex.errors import ConfigError
+from orchestratex.config import ResilienceSettings
 from services.providers.backend import BackendError, FailureKind
 from services.providers.resilience.breaker import (
     BreakerConfig,
@@ -74,8 +73,6 @@ from services.providers.resilience.clock import SYSTEM_CLOCK, Clock
 from services.providers.resilience.errors import Held
 from services.providers.resilience.limiter import LimitOverride, LimitsConfig, ModelLimiter
 from services.providers.resilience.retry import RetryDecision, RetryPolicy, is_retryable
-
-T = TypeVar("T", int, float)
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +93,8 @@ ENV_VARS = (
     "ORX_PROVIDER_QUEUE_WAIT",
     "ORX_PROVIDER_MODEL_LIMITS",
 )
-"""Every environment variable :meth:`Resilience.from_env` reads (all optional)."""
+"""Every environment variable of the policy (all optional), parsed by
+:class:`orchestratex.config.ResilienceSettings`."""
 
 
 @dataclass(frozen=True)
@@ -177,15 +175,26 @@ class Resilience:
         self._provider_holds: dict[str, _Hold] = {}
 
     @classmethod
-    def from_env(
+    def from_settings(
         cls,
-        env: Mapping[str, str] | None = None,
+        settings: ResilienceSettings,
         *,
         clock: Clock = SYSTEM_CLOCK,
         rng: random.Random | None = None,
     ) -> Resilience:
-        """Read :data:`ENV_VARS` (``os.environ`` when ``env`` is None); :class:`ConfigError` names a bad one."""
-        return cls(config_from_env(os.environ if env is None else env), clock=clock, rng=rng)
+        """The policy ``settings`` (``Settings.providers.resilience``) configure."""
+        return cls(config_from_settings(settings), clock=clock, rng=rng)
+
+    @classmethod
+    def from_env(
+        cls,
+        env: Mapping[str, str],
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        rng: random.Random | None = None,
+    ) -> Resilience:
+        """:meth:`from_settings` of :data:`ENV_VARS` in ``env`` (tests); :class:`ConfigError` names a bad one."""
+        return cls(config_from_env(env), clock=clock, rng=rng)
 
     @property
     def config(self) -> ResilienceConfig:
@@ -348,77 +357,35 @@ class Resilience:
         raise Held(message, left, hold.kind)
 
 
+def config_from_settings(settings: ResilienceSettings) -> ResilienceConfig:
+    """The policy's configuration from its settings section (parsed by :mod:`orchestratex.config`)."""
+    return ResilienceConfig(
+        retry=RetryPolicy(
+            max_attempts=settings.max_attempts,
+            base_delay=settings.backoff_base,
+            max_delay=settings.backoff_max,
+            max_retry_after=settings.max_retry_after,
+        ),
+        limits=LimitsConfig(
+            rpm=settings.rpm,
+            free_rpm=settings.free_rpm,
+            max_concurrent=settings.concurrency,
+            max_queue=settings.queue,
+            max_wait=settings.queue_wait,
+            overrides={
+                model_id: LimitOverride(rpm=limit.rpm, max_concurrent=limit.concurrency)
+                for model_id, limit in settings.model_limits.items()
+            },
+        ),
+        breaker=BreakerConfig(
+            threshold=settings.breaker_threshold,
+            cooldown=settings.breaker_cooldown,
+            max_cooldown=settings.breaker_max_cooldown,
+        ),
+        holds=HoldConfig(max_window=settings.max_rate_limit_window, auth_cooldown=settings.auth_cooldown),
+    )
+
+
 def config_from_env(env: Mapping[str, str]) -> ResilienceConfig:
-    """Parse :data:`ENV_VARS`; unset or blank variables keep the defaults."""
-    retry_defaults, limit_defaults, breaker_defaults = RetryPolicy(), LimitsConfig(), BreakerConfig()
-    retry = RetryPolicy(
-        max_attempts=_read(env, "ORX_PROVIDER_MAX_ATTEMPTS", retry_defaults.max_attempts, int, 1, 20),
-        base_delay=_read(env, "ORX_PROVIDER_BACKOFF_BASE", retry_defaults.base_delay, float, 0, 60),
-        max_delay=_read(env, "ORX_PROVIDER_BACKOFF_MAX", retry_defaults.max_delay, float, 0, 600),
-        max_retry_after=_read(env, "ORX_PROVIDER_MAX_RETRY_AFTER", retry_defaults.max_retry_after, float, 0, 3600),
-    )
-    hold_defaults = HoldConfig()
-    holds = HoldConfig(
-        max_window=_read(env, "ORX_PROVIDER_MAX_RATE_LIMIT_WINDOW", hold_defaults.max_window, float, 0, 86400),
-        auth_cooldown=_read(env, "ORX_PROVIDER_AUTH_COOLDOWN", hold_defaults.auth_cooldown, float, 0, 86400),
-    )
-    cooldown = _read(env, "ORX_PROVIDER_BREAKER_COOLDOWN", breaker_defaults.cooldown, float, 0, 3600)
-    max_cooldown = _read(
-        env, "ORX_PROVIDER_BREAKER_MAX_COOLDOWN", max(breaker_defaults.max_cooldown, cooldown), float, 0, 86400
-    )
-    if max_cooldown < cooldown:
-        raise ConfigError(
-            f"ORX_PROVIDER_BREAKER_MAX_COOLDOWN: must be >= ORX_PROVIDER_BREAKER_COOLDOWN ({cooldown:g}), "
-            f"got {max_cooldown:g}"
-        )
-    breaker = BreakerConfig(
-        threshold=_read(env, "ORX_PROVIDER_BREAKER_THRESHOLD", breaker_defaults.threshold, int, 1, 1000),
-        cooldown=cooldown,
-        max_cooldown=max_cooldown,
-    )
-    limits = LimitsConfig(
-        rpm=_read(env, "ORX_PROVIDER_RPM", limit_defaults.rpm, int, 1, 1_000_000),
-        free_rpm=_read(env, "ORX_PROVIDER_FREE_RPM", limit_defaults.free_rpm, int, 1, 1_000_000),
-        max_concurrent=_read(env, "ORX_PROVIDER_CONCURRENCY", limit_defaults.max_concurrent, int, 1, 100_000),
-        max_queue=_read(env, "ORX_PROVIDER_QUEUE", limit_defaults.max_queue, int, 0, 100_000),
-        max_wait=_read(env, "ORX_PROVIDER_QUEUE_WAIT", limit_defaults.max_wait, float, 0, 3600),
-        overrides=_model_limits(env.get("ORX_PROVIDER_MODEL_LIMITS", "")),
-    )
-    return ResilienceConfig(retry=retry, limits=limits, breaker=breaker, holds=holds)
-
-
-def _read(env: Mapping[str, str], var: str, default: T, kind: Callable[[str], T], low: T, high: T) -> T:
-    raw = env.get(var, "").strip()
-    if not raw:
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        noun = "an integer" if kind is int else "a number"
-        raise ConfigError(f"{var}: expected {noun}, got {raw!r}") from None
-    if not (isinstance(value, int) or math.isfinite(value)) or not low <= value <= high:
-        raise ConfigError(f"{var}: must be between {low:g} and {high:g}, got {raw!r}")
-    return value
-
-
-def _model_limits(raw: str) -> dict[str, LimitOverride]:
-    """``id=RPM[/CONCURRENCY],...`` e.g. ``z-ai/glm-4.5=120/8,openai/gpt-oss-120b:free=10,x/y=/2``."""
-    var = "ORX_PROVIDER_MODEL_LIMITS"
-    overrides: dict[str, LimitOverride] = {}
-    for item in (part.strip() for part in raw.split(",")):
-        if not item:
-            continue
-        model_id, sep, spec = item.rpartition("=")
-        model_id = model_id.strip()
-        if not sep or not model_id:
-            raise ConfigError(f"{var}: expected MODEL=RPM[/CONCURRENCY], got {item!r}")
-        rpm_text, _, concurrency_text = spec.partition("/")
-        try:
-            rpm = int(rpm_text) if rpm_text.strip() else None
-            concurrency = int(concurrency_text) if concurrency_text.strip() else None
-        except ValueError:
-            raise ConfigError(f"{var}: {model_id}: expected integers in RPM[/CONCURRENCY], got {spec!r}") from None
-        if (rpm is None and concurrency is None) or any(v is not None and v < 1 for v in (rpm, concurrency)):
-            raise ConfigError(f"{var}: {model_id}: limits must be integers >= 1, got {spec!r}")
-        overrides[model_id] = LimitOverride(rpm=rpm, max_concurrent=concurrency)
-    return overrides
+    """Parse :data:`ENV_VARS` of ``env``; unset or blank variables keep the defaults."""
+    return config_from_settings(ResilienceSettings.from_env(env))

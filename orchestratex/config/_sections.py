@@ -1,0 +1,542 @@
+"""The sections of :class:`~orchestratex.config.Settings`: one small frozen object per consumer, each parsed
+from the environment by its own ``from_env`` (the only code that reads ``ORX_*`` variables)."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, get_args
+
+from orchestratex.config import _parse as p
+from orchestratex.config._values import Address, Secret, is_loopback
+from orchestratex.errors import ConfigError
+
+SERVICES = ("selector", "providers", "orchestrator", "analytics")
+"""The gRPC services, in the order of their default ports."""
+DEFAULT_PORTS = {"selector": 50051, "providers": 50052, "orchestrator": 50053, "analytics": 50054, "gateway": 8080}
+GRPC_EXPOSURE_VAR = "ORX_GRPC_ALLOW_NON_LOOPBACK"
+DATA_DIR_VAR = "ORX_DATA_DIR"
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+LogFormat = Literal["json", "text"]
+EventLoop = Literal["auto", "asyncio", "uvloop"]
+StorageBackend = Literal["sqlite", "mongodb"]
+ProviderMode = Literal["auto", "simulated", "live"]
+
+
+def _default_listen() -> dict[str, Address]:
+    return {name: Address("127.0.0.1", port) for name, port in DEFAULT_PORTS.items()}
+
+
+def _default_peers() -> dict[str, str]:
+    return {name: address.dialable() for name, address in _default_listen().items()}
+
+
+# --------------------------------------------------------------------------------------------- common
+
+
+@dataclass(frozen=True)
+class MongoSettings:
+    """MongoDB, which holds the stores instead of the embedded SQLite files when ``uri`` is set."""
+
+    uri: Secret = field(default_factory=lambda: Secret(""))
+    """``ORX_MONGODB_URI``; empty: SQLite under ``data_dir``. A secret, since it may carry credentials."""
+    database: str = "orchestratex"
+    """``ORX_MONGODB_DATABASE``."""
+    max_pool_size: int = 100
+    """Connections per process at most (``ORX_MONGODB_MAX_POOL_SIZE``)."""
+    min_pool_size: int = 0
+    """Connections per process kept open (``ORX_MONGODB_MIN_POOL_SIZE``)."""
+    timeout: float = 5.0
+    """Seconds for server selection and for connecting (``ORX_MONGODB_TIMEOUT``)."""
+    socket_timeout: float = 30.0
+    """Seconds a socket read may take (``ORX_MONGODB_SOCKET_TIMEOUT``)."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> MongoSettings:
+        """Parse ``ORX_MONGODB_*``; raises :class:`ConfigError` naming the variable."""
+        r = p.Reader(env)
+        return cls(
+            uri=Secret(r.raw("ORX_MONGODB_URI")),
+            database=r.get("ORX_MONGODB_DATABASE", "orchestratex", p.nonempty),
+            max_pool_size=r.get("ORX_MONGODB_MAX_POOL_SIZE", "100", p.whole(1, 100_000)),
+            min_pool_size=r.get("ORX_MONGODB_MIN_POOL_SIZE", "0", p.whole(0, 100_000)),
+            timeout=r.get("ORX_MONGODB_TIMEOUT", "5", p.number(0.01, 600)),
+            socket_timeout=r.get("ORX_MONGODB_SOCKET_TIMEOUT", "30", p.number(0.01, 3600)),
+        )
+
+
+@dataclass(frozen=True)
+class CommonSettings:
+    """What every process reads: where everything listens, logging, the event loop, limits, storage."""
+
+    listen: Mapping[str, Address] = field(default_factory=_default_listen)
+    """Where each service (and the gateway) listens (``ORX_<SERVICE>_LISTEN``). The whole suite's map, so every
+    process validates every entry."""
+    peers: Mapping[str, str] = field(default_factory=_default_peers)
+    """Where each service is dialled (``ORX_<SERVICE>_ADDR``; default: its listen address, wildcards as
+    loopback)."""
+    data_dir: Path = Path("./var")
+    """The SQLite files' directory (``ORX_DATA_DIR``), checked by :meth:`check_data_dir` at start."""
+    log_level: LogLevel = "INFO"
+    """``ORX_LOG_LEVEL``."""
+    log_format: LogFormat | None = None
+    """``ORX_LOG_FORMAT``; None when unset: a service logs JSON, ``orchestratex up`` text on a terminal."""
+    event_loop: EventLoop = "auto"
+    """``ORX_EVENT_LOOP``: ``auto`` is uvloop where installed."""
+    shutdown_grace: float = 10.0
+    """Seconds in-flight work gets to finish after SIGTERM (``ORX_SHUTDOWN_GRACE``)."""
+    rpc_timeout: float = 10.0
+    """Default deadline of outbound unary calls, in seconds (``ORX_RPC_TIMEOUT``)."""
+    max_message_bytes: int = 8 * 1024 * 1024
+    """gRPC message size limit (``ORX_MAX_MESSAGE_BYTES``)."""
+    max_prompt_chars: int = 200_000
+    """Longest prompt accepted, by every service that takes one (``ORX_MAX_PROMPT_CHARS``)."""
+    grpc_allow_non_loopback: bool = False
+    """A gRPC service may listen beyond loopback (``ORX_GRPC_ALLOW_NON_LOOPBACK``; see
+    :meth:`check_grpc_exposure`)."""
+    loop_monitor: Path | None = None
+    """Sample this process's event-loop lag and write a summary to this path at shutdown (``ORX_LOOP_MONITOR``)."""
+    stop_on_stdin_eof: bool = False
+    """Stop when stdin, a pipe, closes (``ORX_STOP_ON_STDIN_EOF``; ``up`` sets it for its children)."""
+    mongodb: MongoSettings = field(default_factory=MongoSettings)
+    """The MongoDB connection (``ORX_MONGODB_*``)."""
+
+    @property
+    def storage_backend(self) -> StorageBackend:
+        """``mongodb`` when a URI is configured, else the embedded ``sqlite``."""
+        return "mongodb" if self.mongodb.uri else "sqlite"
+
+    def check_data_dir(self) -> None:
+        """Create ``ORX_DATA_DIR`` if missing and prove it writable with a temporary file.
+
+        Raises :class:`ConfigError` with one line naming the variable, the absolute path and the reason,
+        e.g. ``ORX_DATA_DIR=/srv/orx: not writable (Read-only file system)``.
+        """
+        path = self.data_dir.absolute()
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise ConfigError(f"{DATA_DIR_VAR}={path}: not a directory") from None
+        except OSError as exc:
+            raise ConfigError(f"{DATA_DIR_VAR}={path}: cannot create ({exc.strerror or exc})") from None
+        try:
+            with tempfile.NamedTemporaryFile(dir=path, prefix=".orx-write-check-"):
+                pass
+        except OSError as exc:
+            raise ConfigError(f"{DATA_DIR_VAR}={path}: not writable ({exc.strerror or exc})") from None
+
+    def check_grpc_exposure(self, service: str) -> None:
+        """Refuse a gRPC listen address beyond loopback unless ``ORX_GRPC_ALLOW_NON_LOOPBACK`` is set.
+
+        The services trust the ``x-orx-tenant`` metadata of every call, so whoever reaches their port can
+        act as any tenant. Raises :class:`ConfigError` naming the variable and the opt-in.
+        """
+        host = self.listen[service].host
+        if self.grpc_allow_non_loopback or is_loopback(host):
+            return
+        raise ConfigError(
+            f"ORX_{service.upper()}_LISTEN: the {service} service would listen on {host!r}, beyond loopback, "
+            f"where anyone who can reach the port can act as any tenant (the services trust x-orx-tenant); "
+            f"listen on 127.0.0.1, or set {GRPC_EXPOSURE_VAR}=1 when only the gateway and trusted callers "
+            f"can reach it (a private network)"
+        )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> CommonSettings:
+        """Parse the common variables; raises :class:`ConfigError` naming the variable."""
+        r = p.Reader(env)
+        listen: dict[str, Address] = {}
+        peers: dict[str, str] = {}
+        for name, port in DEFAULT_PORTS.items():
+            listen[name] = r.get(f"ORX_{name.upper()}_LISTEN", f"127.0.0.1:{port}", p.address)
+            peers[name] = r.get(f"ORX_{name.upper()}_ADDR", listen[name].dialable(), p.target)
+        return cls(
+            listen=listen,
+            peers=peers,
+            data_dir=Path(r.get(DATA_DIR_VAR, "./var", str)),
+            log_level=r.get("ORX_LOG_LEVEL", "INFO", p.choice(*get_args(LogLevel))),
+            log_format=r.value("ORX_LOG_FORMAT", None, p.choice(*get_args(LogFormat))),
+            event_loop=r.get("ORX_EVENT_LOOP", "auto", p.choice(*get_args(EventLoop))),
+            shutdown_grace=r.get("ORX_SHUTDOWN_GRACE", "10", p.number(0, 600)),
+            rpc_timeout=r.get("ORX_RPC_TIMEOUT", "10", p.number(0.01, 3600)),
+            max_message_bytes=r.get("ORX_MAX_MESSAGE_BYTES", str(8 * 1024 * 1024), p.whole(1024, 1 << 30)),
+            max_prompt_chars=r.get("ORX_MAX_PROMPT_CHARS", "200000", p.whole(1, 10_000_000)),
+            grpc_allow_non_loopback=r.get(GRPC_EXPOSURE_VAR, "0", p.flag),
+            loop_monitor=r.get("ORX_LOOP_MONITOR", "", p.optional_path),
+            stop_on_stdin_eof=r.get("ORX_STOP_ON_STDIN_EOF", "0", p.flag),
+            mongodb=MongoSettings.from_env(env),
+        )
+
+
+# ------------------------------------------------------------------------------------------- selector
+
+
+@dataclass(frozen=True)
+class SelectorSettings:
+    """How the selector ranks models and learns from analytics."""
+
+    exploration: float = 1.0
+    """Thompson-sampling exploration; 0 ranks greedily on the posterior mean (``ORX_EXPLORATION``)."""
+    use_history: bool = True
+    """Learn from analytics' measured quality per model and domain (``ORX_SELECTOR_HISTORY``, on/off)."""
+    history_refresh: float = 5.0
+    """Seconds between history refreshes from analytics (``ORX_HISTORY_REFRESH``)."""
+    seed: int | None = None
+    """Seed of the exploration RNG, for reproducible runs (``ORX_SELECTOR_SEED``)."""
+    second_opinion: bool = False
+    """Ask a cheap model for the domain of prompts the classifier is unsure of
+    (``ORX_SELECTOR_SECOND_OPINION``, on/off)."""
+    second_opinion_model: str = ""
+    """The model asked; empty: the cheapest (``ORX_SELECTOR_SECOND_OPINION_MODEL``)."""
+    second_opinion_below: float = 0.5
+    """Ask only when the primary domain's probability is below this (``ORX_SELECTOR_SECOND_OPINION_BELOW``)."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> SelectorSettings:
+        """Parse the selector's variables; raises :class:`ConfigError` naming the variable."""
+        r = p.Reader(env)
+        return cls(
+            exploration=r.get("ORX_EXPLORATION", "1", p.number(0, 10)),
+            use_history=r.get("ORX_SELECTOR_HISTORY", "on", p.choice("on", "off")) == "on",
+            history_refresh=r.get("ORX_HISTORY_REFRESH", "5", p.number(0.01, 3600)),
+            seed=r.get("ORX_SELECTOR_SEED", "", p.optional_seed),
+            second_opinion=r.get("ORX_SELECTOR_SECOND_OPINION", "off", p.choice("on", "off")) == "on",
+            second_opinion_model=r.get("ORX_SELECTOR_SECOND_OPINION_MODEL", "", str),
+            second_opinion_below=r.get("ORX_SELECTOR_SECOND_OPINION_BELOW", "0.5", p.number(0, 1)),
+        )
+
+
+# ------------------------------------------------------------------------------------------ providers
+
+MAX_UPSTREAM_TIMEOUT = 86_400.0
+"""The longest upstream timeout accepted, in seconds."""
+
+
+@dataclass(frozen=True)
+class UpstreamTimeouts:
+    """Timeouts of the providers' calls to model vendors, in seconds (each more than 0, at most a day)."""
+
+    connect: float = 10.0
+    """TCP/TLS connect and request write (``ORX_CONNECT_TIMEOUT``)."""
+    first_token: float = 120.0
+    """From sending the request to the first text or reasoning delta (``ORX_FIRST_TOKEN_TIMEOUT``)."""
+    idle: float = 60.0
+    """Longest silence between two data events once text has started (``ORX_IDLE_TIMEOUT``)."""
+    total: float = 600.0
+    """The whole call (``ORX_TOTAL_TIMEOUT``)."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> UpstreamTimeouts:
+        """Parse ``ORX_{CONNECT,FIRST_TOKEN,IDLE,TOTAL}_TIMEOUT``; raises :class:`ConfigError` naming the variable."""
+        r = p.Reader(env)
+        seconds = p.seconds_up_to(MAX_UPSTREAM_TIMEOUT)
+        defaults = cls()
+        return cls(
+            connect=r.value("ORX_CONNECT_TIMEOUT", defaults.connect, seconds),
+            first_token=r.value("ORX_FIRST_TOKEN_TIMEOUT", defaults.first_token, seconds),
+            idle=r.value("ORX_IDLE_TIMEOUT", defaults.idle, seconds),
+            total=r.value("ORX_TOTAL_TIMEOUT", defaults.total, seconds),
+        )
+
+
+@dataclass(frozen=True)
+class ModelLimit:
+    """One model's own client-side limits (an entry of ``ORX_PROVIDER_MODEL_LIMITS``); None keeps the default."""
+
+    rpm: int | None = None
+    """Requests per minute."""
+    concurrency: int | None = None
+    """Requests in flight."""
+
+
+def _model_limits(raw: str) -> dict[str, ModelLimit]:
+    """``id=RPM[/CONCURRENCY],...`` e.g. ``z-ai/glm-4.5=120/8,openai/gpt-oss-120b:free=10,x/y=/2``."""
+    limits: dict[str, ModelLimit] = {}
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        model_id, sep, spec = item.rpartition("=")
+        model_id = model_id.strip()
+        if not sep or not model_id:
+            raise ValueError(f"expected MODEL=RPM[/CONCURRENCY], got {item!r}")
+        rpm_text, _, concurrency_text = spec.partition("/")
+        try:
+            rpm = int(rpm_text) if rpm_text.strip() else None
+            concurrency = int(concurrency_text) if concurrency_text.strip() else None
+        except ValueError:
+            raise ValueError(f"{model_id}: expected integers in RPM[/CONCURRENCY], got {spec!r}") from None
+        if (rpm is None and concurrency is None) or any(v is not None and v < 1 for v in (rpm, concurrency)):
+            raise ValueError(f"{model_id}: limits must be integers >= 1, got {spec!r}")
+        limits[model_id] = ModelLimit(rpm=rpm, concurrency=concurrency)
+    return limits
+
+
+@dataclass(frozen=True)
+class ResilienceSettings:
+    """Retries, holds, circuit breakers and client-side limits of the providers' calls (``ORX_PROVIDER_*``).
+
+    The providers service turns them into its ``ResilienceConfig`` (``services/providers/resilience``,
+    whose module docstring explains each).
+    """
+
+    max_attempts: int = 3
+    """Attempts per call, the first included; 1 = no retries (``ORX_PROVIDER_MAX_ATTEMPTS``)."""
+    backoff_base: float = 0.5
+    """Seconds; cap of the jittered wait after the first failure (``ORX_PROVIDER_BACKOFF_BASE``)."""
+    backoff_max: float = 8.0
+    """Seconds; the backoff cap never grows beyond this (``ORX_PROVIDER_BACKOFF_MAX``)."""
+    max_retry_after: float = 30.0
+    """Seconds; a longer Retry-After fails the call at once and holds the model (``ORX_PROVIDER_MAX_RETRY_AFTER``)."""
+    max_rate_limit_window: float = 3600.0
+    """Seconds; the longest vendor window honoured (``ORX_PROVIDER_MAX_RATE_LIMIT_WINDOW``)."""
+    auth_cooldown: float = 60.0
+    """Seconds a provider is held after it rejected the key; 0 never (``ORX_PROVIDER_AUTH_COOLDOWN``)."""
+    breaker_threshold: int = 5
+    """Consecutive counted failures that open a model's circuit (``ORX_PROVIDER_BREAKER_THRESHOLD``)."""
+    breaker_cooldown: float = 30.0
+    """Seconds open after the first trip, doubled per trip in a row (``ORX_PROVIDER_BREAKER_COOLDOWN``)."""
+    breaker_max_cooldown: float = 300.0
+    """Seconds; cap of the growing cooldown, at least ``breaker_cooldown`` (``ORX_PROVIDER_BREAKER_MAX_COOLDOWN``;
+    unset: 300, or ``breaker_cooldown`` when that is longer)."""
+    rpm: int = 600
+    """Requests per minute per model (``ORX_PROVIDER_RPM``)."""
+    free_rpm: int = 20
+    """Requests per minute for ``:free`` model ids (``ORX_PROVIDER_FREE_RPM``)."""
+    concurrency: int = 32
+    """Requests in flight per model (``ORX_PROVIDER_CONCURRENCY``)."""
+    queue: int = 64
+    """Calls that may wait for a slot per model; 0 = no queueing (``ORX_PROVIDER_QUEUE``)."""
+    queue_wait: float = 30.0
+    """Seconds a call may wait for a slot, never past its deadline (``ORX_PROVIDER_QUEUE_WAIT``)."""
+    model_limits: Mapping[str, ModelLimit] = field(default_factory=dict)
+    """Per-model limits by model id (``ORX_PROVIDER_MODEL_LIMITS``: ``ID=RPM[/CONCURRENCY]``, comma-separated)."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> ResilienceSettings:
+        """Parse ``ORX_PROVIDER_*``; unset or blank variables keep the defaults. Raises :class:`ConfigError`
+        naming the variable."""
+        r = p.Reader(env)
+        d = cls()
+        cooldown = r.value("ORX_PROVIDER_BREAKER_COOLDOWN", d.breaker_cooldown, p.bounded(float, 0.0, 3600.0))
+        max_cooldown = r.value(
+            "ORX_PROVIDER_BREAKER_MAX_COOLDOWN",
+            max(d.breaker_max_cooldown, cooldown),
+            p.bounded(float, 0.0, 86400.0),
+        )
+        if max_cooldown < cooldown:
+            raise ConfigError(
+                f"ORX_PROVIDER_BREAKER_MAX_COOLDOWN: must be >= ORX_PROVIDER_BREAKER_COOLDOWN ({cooldown:g}), "
+                f"got {max_cooldown:g}"
+            )
+        return cls(
+            max_attempts=r.value("ORX_PROVIDER_MAX_ATTEMPTS", d.max_attempts, p.bounded(int, 1, 20)),
+            backoff_base=r.value("ORX_PROVIDER_BACKOFF_BASE", d.backoff_base, p.bounded(float, 0.0, 60.0)),
+            backoff_max=r.value("ORX_PROVIDER_BACKOFF_MAX", d.backoff_max, p.bounded(float, 0.0, 600.0)),
+            max_retry_after=r.value("ORX_PROVIDER_MAX_RETRY_AFTER", d.max_retry_after, p.bounded(float, 0.0, 3600.0)),
+            max_rate_limit_window=r.value(
+                "ORX_PROVIDER_MAX_RATE_LIMIT_WINDOW", d.max_rate_limit_window, p.bounded(float, 0.0, 86400.0)
+            ),
+            auth_cooldown=r.value("ORX_PROVIDER_AUTH_COOLDOWN", d.auth_cooldown, p.bounded(float, 0.0, 86400.0)),
+            breaker_threshold=r.value("ORX_PROVIDER_BREAKER_THRESHOLD", d.breaker_threshold, p.bounded(int, 1, 1000)),
+            breaker_cooldown=cooldown,
+            breaker_max_cooldown=max_cooldown,
+            rpm=r.value("ORX_PROVIDER_RPM", d.rpm, p.bounded(int, 1, 1_000_000)),
+            free_rpm=r.value("ORX_PROVIDER_FREE_RPM", d.free_rpm, p.bounded(int, 1, 1_000_000)),
+            concurrency=r.value("ORX_PROVIDER_CONCURRENCY", d.concurrency, p.bounded(int, 1, 100_000)),
+            queue=r.value("ORX_PROVIDER_QUEUE", d.queue, p.bounded(int, 0, 100_000)),
+            queue_wait=r.value("ORX_PROVIDER_QUEUE_WAIT", d.queue_wait, p.bounded(float, 0.0, 3600.0)),
+            model_limits=r.value("ORX_PROVIDER_MODEL_LIMITS", {}, _model_limits),
+        )
+
+
+@dataclass(frozen=True)
+class ProvidersSettings:
+    """Which models the providers service serves and how it calls their vendors."""
+
+    mode: ProviderMode = "auto"
+    """``ORX_PROVIDER_MODE``: ``auto`` is simulated when no OpenRouter key is configured."""
+    openrouter_api_key: Secret = field(default_factory=lambda: Secret(""))
+    """``OPENROUTER_API_KEY``, or the content of the file ``ORX_OPENROUTER_API_KEY_FILE``."""
+    openrouter_base_url: str = "https://openrouter.ai/api/v1"
+    """Any OpenAI-compatible endpoint (``ORX_OPENROUTER_BASE_URL``)."""
+    catalogue_path: Path | None = None
+    """A model catalogue TOML; None: the packaged one (``ORX_CATALOGUE``)."""
+    sim_profile: Path | None = None
+    """A simulator profile TOML; None: the packaged one (``ORX_SIM_PROFILE``)."""
+    sim_speed: float = 1.0
+    """Speeds simulated latency up (``ORX_SIM_SPEED``)."""
+    app_url: str = ""
+    """Sent as ``HTTP-Referer`` for OpenRouter's app attribution when set (``ORX_APP_URL``)."""
+    timeouts: UpstreamTimeouts = field(default_factory=UpstreamTimeouts)
+    """Timeouts of upstream calls (``ORX_*_TIMEOUT``)."""
+    resilience: ResilienceSettings = field(default_factory=ResilienceSettings)
+    """Retries, holds, breakers and limits (``ORX_PROVIDER_*``)."""
+
+    @property
+    def simulated(self) -> bool:
+        """True when models are served by the simulator."""
+        if self.mode == "simulated":
+            return True
+        if self.mode == "live":
+            return False
+        return not self.openrouter_api_key
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> ProvidersSettings:
+        """Parse the providers' variables (the key file is read here); raises :class:`ConfigError` naming the
+        variable."""
+        r = p.Reader(env)
+        key = r.raw("OPENROUTER_API_KEY")
+        key_file = r.raw("ORX_OPENROUTER_API_KEY_FILE")
+        if key_file and not key:
+            try:
+                key = Path(key_file).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"ORX_OPENROUTER_API_KEY_FILE: cannot read {key_file!r} ({exc.strerror})") from None
+        return cls(
+            mode=r.get("ORX_PROVIDER_MODE", "auto", p.choice(*get_args(ProviderMode))),
+            openrouter_api_key=Secret(key),
+            openrouter_base_url=r.get("ORX_OPENROUTER_BASE_URL", "https://openrouter.ai/api/v1", p.url),
+            catalogue_path=r.get("ORX_CATALOGUE", "", p.optional_file),
+            sim_profile=r.get("ORX_SIM_PROFILE", "", p.optional_file),
+            sim_speed=r.get("ORX_SIM_SPEED", "1", p.number(0.001, 1000)),
+            app_url=r.value("ORX_APP_URL", "", p.http_url),
+            timeouts=UpstreamTimeouts.from_env(env),
+            resilience=ResilienceSettings.from_env(env),
+        )
+
+
+# --------------------------------------------------------------------------------------- orchestrator
+
+
+@dataclass(frozen=True)
+class OrchestratorSettings:
+    """The orchestrator's delivery to analytics, its lease on the session store, and shadow sampling."""
+
+    outbox_interval: float = 1.0
+    """Seconds between outbox deliveries to analytics; a session's end triggers one at once
+    (``ORX_OUTBOX_INTERVAL``)."""
+    lease_ttl: float = 10.0
+    """Seconds the orchestrator's lease on its store lives unrenewed (``ORX_ORCHESTRATOR_LEASE_TTL``)."""
+    shadow_sample_rate: float | None = None
+    """Share of sessions whose runner-up models also answer round 1 (``ORX_SHADOW_SAMPLE_RATE``); None: 0.25
+    with simulated models, 0 with live ones."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> OrchestratorSettings:
+        """Parse the orchestrator's variables; raises :class:`ConfigError` naming the variable."""
+        r = p.Reader(env)
+        return cls(
+            outbox_interval=r.get("ORX_OUTBOX_INTERVAL", "1", p.number(0.01, 3600)),
+            lease_ttl=r.get("ORX_ORCHESTRATOR_LEASE_TTL", "10", p.number(0.5, 3600)),
+            shadow_sample_rate=r.get("ORX_SHADOW_SAMPLE_RATE", "", p.optional_number(0, 1)),
+        )
+
+
+# ------------------------------------------------------------------------------------------ analytics
+
+
+@dataclass(frozen=True)
+class AnalyticsSettings:
+    """The analytics service's own settings: none yet (it reads only the common section: its address and the
+    store). The section exists so that the service has one place for them."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> AnalyticsSettings:
+        """Nothing to parse."""
+        return cls()
+
+
+# -------------------------------------------------------------------------------------------- gateway
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """The gateway's authentication, limits and connection handling (``ORX_GATEWAY_*``)."""
+
+    api_keys: str = ""
+    """``tenant:sha256:<hex>`` entries, comma-separated (``ORX_GATEWAY_API_KEYS``); the gateway parses them into
+    its key ring at start."""
+    api_keys_file: Path | None = None
+    """A file of such entries, one per line (``ORX_GATEWAY_API_KEYS_FILE``)."""
+    cors_origins: tuple[str, ...] = ()
+    """Origins allowed to call the API from a browser; empty: same origin only (``ORX_GATEWAY_CORS_ORIGINS``)."""
+    rate_limit: float = 120.0
+    """Requests (and WebSocket messages) per minute per key; 0 turns it off (``ORX_GATEWAY_RATE_LIMIT``)."""
+    max_body_bytes: int = MIB
+    """Largest REST request body; larger ones get 413 (``ORX_GATEWAY_MAX_BODY_BYTES``)."""
+    max_frame_bytes: int = MIB
+    """Largest WebSocket message; larger ones close the socket with 1009 (``ORX_GATEWAY_MAX_FRAME_BYTES``)."""
+    send_queue: int = 1024
+    """Events queued per socket; a slower client is closed with 1008 (``ORX_GATEWAY_SEND_QUEUE``)."""
+    allowed_hosts: tuple[str, ...] = ()
+    """``Host`` names answered besides the loopback ones, lowercase, no port (``ORX_GATEWAY_ALLOWED_HOSTS``)."""
+    header_timeout: float = 15.0
+    """Seconds to receive a request's head; also the keep-alive idle limit (``ORX_GATEWAY_HEADER_TIMEOUT``)."""
+    body_timeout: float = 30.0
+    """Seconds to receive a request's body; 408 beyond (``ORX_GATEWAY_BODY_TIMEOUT``)."""
+    max_unauthenticated_connections: int = 64
+    """Open connections per client address before any of their requests authenticated; 0 = no limit
+    (``ORX_GATEWAY_MAX_UNAUTHENTICATED_CONNECTIONS``)."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> GatewaySettings:
+        """Parse the gateway's variables; raises :class:`ConfigError` naming the variable."""
+        r = p.Reader(env)
+        return cls(
+            api_keys=r.raw("ORX_GATEWAY_API_KEYS"),
+            api_keys_file=r.get("ORX_GATEWAY_API_KEYS_FILE", "", p.optional_file),
+            cors_origins=r.get("ORX_GATEWAY_CORS_ORIGINS", "", p.origins),
+            rate_limit=r.get("ORX_GATEWAY_RATE_LIMIT", "120", p.number(0, 1_000_000)),
+            max_body_bytes=r.get("ORX_GATEWAY_MAX_BODY_BYTES", str(MIB), p.whole(1024, 1 << 30)),
+            max_frame_bytes=r.get("ORX_GATEWAY_MAX_FRAME_BYTES", str(MIB), p.whole(1024, 1 << 30)),
+            send_queue=r.get("ORX_GATEWAY_SEND_QUEUE", "1024", p.whole(1, 1_000_000)),
+            allowed_hosts=r.get("ORX_GATEWAY_ALLOWED_HOSTS", "", p.host_names),
+            header_timeout=r.value("ORX_GATEWAY_HEADER_TIMEOUT", 15.0, p.seconds_between(0.01, 3600)),
+            body_timeout=r.value("ORX_GATEWAY_BODY_TIMEOUT", 30.0, p.seconds_between(0.01, 3600)),
+            max_unauthenticated_connections=r.value(
+                "ORX_GATEWAY_MAX_UNAUTHENTICATED_CONNECTIONS", 64, p.count_or_unlimited(1_000_000)
+            ),
+        )
+
+
+# -------------------------------------------------------------------------------------------- restart
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """How ``orchestratex up`` restarts a service whose process died (``ORX_RESTART_*``)."""
+
+    delay: float = 0.5
+    """Seconds before the first restart; each further restart waits twice as long (``ORX_RESTART_DELAY``)."""
+    max_delay: float = 30.0
+    """The longest wait between restarts (``ORX_RESTART_MAX_DELAY``)."""
+    reset_after: float = 30.0
+    """A process that ran at least this many seconds starts the backoff again at ``delay``
+    (``ORX_RESTART_RESET_AFTER``)."""
+    max_failures: int = 5
+    """Give up, and stop the whole suite, when one service has died this many times within ``window``
+    seconds (``ORX_RESTART_MAX_FAILURES``)."""
+    window: float = 60.0
+    """The span, in seconds, over which ``max_failures`` is counted (``ORX_RESTART_WINDOW``)."""
+
+    def backoff(self, restarts: int) -> float:
+        """The wait before restart number ``restarts + 1`` since the last run that lasted."""
+        return min(self.delay * 2.0 ** min(restarts, 64), self.max_delay)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> RestartPolicy:
+        """Parse ``ORX_RESTART_*``; raises :class:`ConfigError` naming the variable."""
+        r = p.Reader(env)
+        return cls(
+            delay=r.get("ORX_RESTART_DELAY", "0.5", p.number(0, 3600)),
+            max_delay=r.get("ORX_RESTART_MAX_DELAY", "30", p.number(0, 3600)),
+            reset_after=r.get("ORX_RESTART_RESET_AFTER", "30", p.number(0, 86400)),
+            max_failures=r.get("ORX_RESTART_MAX_FAILURES", "5", p.integer(1, 1000)),
+            window=r.get("ORX_RESTART_WINDOW", "60", p.number(0.001, 86400)),
+        )
