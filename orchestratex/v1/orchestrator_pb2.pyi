@@ -3,6 +3,7 @@ import datetime
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from orchestratex.v1 import common_pb2 as _common_pb2
+from orchestratex.v1 import providers_pb2 as _providers_pb2
 from orchestratex.v1 import selector_pb2 as _selector_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -76,7 +77,7 @@ WARNING_CODE_SHADOW_FAILED: WarningCode
 WARNING_CODE_CALL_CANCELLED: WarningCode
 
 class OrchestrateRequest(_message.Message):
-    __slots__ = ("prompt", "max_rounds", "quality_threshold", "critic_count", "preferences", "budget_usd", "time_limit", "thread_id", "detached", "plateau_epsilon", "patience", "shadow_evaluation")
+    __slots__ = ("prompt", "max_rounds", "quality_threshold", "critic_count", "preferences", "budget_usd", "time_limit", "thread_id", "detached", "plateau_epsilon", "patience", "shadow_evaluation", "messages", "author_options")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     MAX_ROUNDS_FIELD_NUMBER: _ClassVar[int]
     QUALITY_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +90,8 @@ class OrchestrateRequest(_message.Message):
     PLATEAU_EPSILON_FIELD_NUMBER: _ClassVar[int]
     PATIENCE_FIELD_NUMBER: _ClassVar[int]
     SHADOW_EVALUATION_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    AUTHOR_OPTIONS_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     max_rounds: int
     quality_threshold: float
@@ -101,7 +104,27 @@ class OrchestrateRequest(_message.Message):
     plateau_epsilon: float
     patience: int
     shadow_evaluation: bool
-    def __init__(self, prompt: _Optional[str] = ..., max_rounds: _Optional[int] = ..., quality_threshold: _Optional[float] = ..., critic_count: _Optional[int] = ..., preferences: _Optional[_Union[_common_pb2.Preferences, _Mapping]] = ..., budget_usd: _Optional[float] = ..., time_limit: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., thread_id: _Optional[str] = ..., detached: _Optional[bool] = ..., plateau_epsilon: _Optional[float] = ..., patience: _Optional[int] = ..., shadow_evaluation: _Optional[bool] = ...) -> None: ...
+    messages: _containers.RepeatedCompositeFieldContainer[_common_pb2.ChatMessage]
+    author_options: AuthorOptions
+    def __init__(self, prompt: _Optional[str] = ..., max_rounds: _Optional[int] = ..., quality_threshold: _Optional[float] = ..., critic_count: _Optional[int] = ..., preferences: _Optional[_Union[_common_pb2.Preferences, _Mapping]] = ..., budget_usd: _Optional[float] = ..., time_limit: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., thread_id: _Optional[str] = ..., detached: _Optional[bool] = ..., plateau_epsilon: _Optional[float] = ..., patience: _Optional[int] = ..., shadow_evaluation: _Optional[bool] = ..., messages: _Optional[_Iterable[_Union[_common_pb2.ChatMessage, _Mapping]]] = ..., author_options: _Optional[_Union[AuthorOptions, _Mapping]] = ...) -> None: ...
+
+class AuthorOptions(_message.Message):
+    __slots__ = ("temperature", "top_p", "max_tokens", "seed", "stop_sequences", "response_format", "end_user")
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    TOP_P_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    STOP_SEQUENCES_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    END_USER_FIELD_NUMBER: _ClassVar[int]
+    temperature: float
+    top_p: float
+    max_tokens: int
+    seed: int
+    stop_sequences: _containers.RepeatedScalarFieldContainer[str]
+    response_format: _providers_pb2.ResponseFormat
+    end_user: str
+    def __init__(self, temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., max_tokens: _Optional[int] = ..., seed: _Optional[int] = ..., stop_sequences: _Optional[_Iterable[str]] = ..., response_format: _Optional[_Union[_providers_pb2.ResponseFormat, _Mapping]] = ..., end_user: _Optional[str] = ...) -> None: ...
 
 class OrchestrateResponse(_message.Message):
     __slots__ = ("event",)

@@ -26,17 +26,17 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from orchestratex.v1 import common_pb2 as orchestratex_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1forchestratex/v1/providers.proto\x12\x0forchestratex.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1corchestratex/v1/common.proto\"}\n\x0eResponseFormat\x12\x31\n\x04type\x18\x01 \x01(\x0e\x32#.orchestratex.v1.ResponseFormatType\x12\x13\n\x0bschema_name\x18\x02 \x01(\t\x12\x13\n\x0bjson_schema\x18\x03 \x01(\t\x12\x0e\n\x06strict\x18\x04 \x01(\x08\"y\n\x0b\x43\x61llContext\x12-\n\x07purpose\x18\x01 \x01(\x0e\x32\x1c.orchestratex.v1.CallPurpose\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\'\n\x06\x64omain\x18\x03 \x01(\x0e\x32\x17.orchestratex.v1.Domain\"0\n\x11ListModelsRequest\x12\x1b\n\x13include_unavailable\x18\x01 \x01(\x08\"S\n\x12ListModelsResponse\x12*\n\x06models\x18\x01 \x03(\x0b\x32\x1a.orchestratex.v1.ModelInfo\x12\x11\n\tsimulated\x18\x02 \x01(\x08\"\xb1\x02\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12.\n\x08messages\x18\x02 \x03(\x0b\x32\x1c.orchestratex.v1.ChatMessage\x12\x12\n\nmax_tokens\x18\x03 \x01(\x05\x12\x18\n\x0btemperature\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x11\n\x04seed\x18\x06 \x01(\x03H\x02\x88\x01\x01\x12\x38\n\x0fresponse_format\x18\x07 \x01(\x0b\x32\x1f.orchestratex.v1.ResponseFormat\x12-\n\x07\x63ontext\x18\x08 \x01(\x0b\x32\x1c.orchestratex.v1.CallContextB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seed\"\xdf\x02\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\treasoning\x18\x02 \x01(\t\x12\x14\n\x0cserved_model\x18\x03 \x01(\t\x12\x17\n\x0frequested_model\x18\x04 \x01(\t\x12\x34\n\rfinish_reason\x18\x05 \x01(\x0e\x32\x1d.orchestratex.v1.FinishReason\x12%\n\x05usage\x18\x06 \x01(\x0b\x32\x16.orchestratex.v1.Usage\x12\x15\n\rgeneration_id\x18\x07 \x01(\t\x12\x11\n\tsimulated\x18\x08 \x01(\x08\x12\x36\n\x13time_to_first_token\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12*\n\x07latency\x18\n \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08\x61ttempts\x18\x0b \x01(\x05\"J\n\x15StreamGenerateRequest\x12\x31\n\x07request\x18\x01 \x01(\x0b\x32 .orchestratex.v1.GenerateRequest\".\n\x0bStreamDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\treasoning\x18\x02 \x01(\t\"\xaf\x02\n\rStreamFailure\x12*\n\x04kind\x18\x01 \x01(\x0e\x32\x1c.orchestratex.v1.FailureKind\x12\x0f\n\x07message\x18\x02 \x01(\t\x12%\n\x05usage\x18\x03 \x01(\x0b\x32\x16.orchestratex.v1.Usage\x12\x14\n\x0cpartial_text\x18\x04 \x01(\t\x12.\n\x0bretry_after\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x36\n\x13time_to_first_token\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12*\n\x07latency\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08\x61ttempts\x18\x08 \x01(\x05\"\xcc\x01\n\x16StreamGenerateResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12-\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x1c.orchestratex.v1.StreamDeltaH\x00\x12\x36\n\tcompleted\x18\x03 \x01(\x0b\x32!.orchestratex.v1.GenerateResponseH\x00\x12\x30\n\x06\x66\x61iled\x18\x04 \x01(\x0b\x32\x1e.orchestratex.v1.StreamFailureH\x00\x42\x07\n\x05\x65vent*\x86\x01\n\x12ResponseFormatType\x12$\n RESPONSE_FORMAT_TYPE_UNSPECIFIED\x10\x00\x12$\n RESPONSE_FORMAT_TYPE_JSON_OBJECT\x10\x01\x12$\n RESPONSE_FORMAT_TYPE_JSON_SCHEMA\x10\x02*\xb7\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12 \n\x1c\x46INISH_REASON_CONTENT_FILTER\x10\x03\x12\x17\n\x13\x46INISH_REASON_ERROR\x10\x04\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x05\x32\x9e\x02\n\x0fProviderService\x12U\n\nListModels\x12\".orchestratex.v1.ListModelsRequest\x1a#.orchestratex.v1.ListModelsResponse\x12O\n\x08Generate\x12 .orchestratex.v1.GenerateRequest\x1a!.orchestratex.v1.GenerateResponse\x12\x63\n\x0eStreamGenerate\x12&.orchestratex.v1.StreamGenerateRequest\x1a\'.orchestratex.v1.StreamGenerateResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1forchestratex/v1/providers.proto\x12\x0forchestratex.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1corchestratex/v1/common.proto\"}\n\x0eResponseFormat\x12\x31\n\x04type\x18\x01 \x01(\x0e\x32#.orchestratex.v1.ResponseFormatType\x12\x13\n\x0bschema_name\x18\x02 \x01(\t\x12\x13\n\x0bjson_schema\x18\x03 \x01(\t\x12\x0e\n\x06strict\x18\x04 \x01(\x08\"y\n\x0b\x43\x61llContext\x12-\n\x07purpose\x18\x01 \x01(\x0e\x32\x1c.orchestratex.v1.CallPurpose\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\'\n\x06\x64omain\x18\x03 \x01(\x0e\x32\x17.orchestratex.v1.Domain\"0\n\x11ListModelsRequest\x12\x1b\n\x13include_unavailable\x18\x01 \x01(\x08\"S\n\x12ListModelsResponse\x12*\n\x06models\x18\x01 \x03(\x0b\x32\x1a.orchestratex.v1.ModelInfo\x12\x11\n\tsimulated\x18\x02 \x01(\x08\"\xdb\x02\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12.\n\x08messages\x18\x02 \x03(\x0b\x32\x1c.orchestratex.v1.ChatMessage\x12\x12\n\nmax_tokens\x18\x03 \x01(\x05\x12\x18\n\x0btemperature\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x11\n\x04seed\x18\x06 \x01(\x03H\x02\x88\x01\x01\x12\x38\n\x0fresponse_format\x18\x07 \x01(\x0b\x32\x1f.orchestratex.v1.ResponseFormat\x12-\n\x07\x63ontext\x18\x08 \x01(\x0b\x32\x1c.orchestratex.v1.CallContext\x12\x16\n\x0estop_sequences\x18\t \x03(\t\x12\x10\n\x08\x65nd_user\x18\n \x01(\tB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seed\"\xdf\x02\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\treasoning\x18\x02 \x01(\t\x12\x14\n\x0cserved_model\x18\x03 \x01(\t\x12\x17\n\x0frequested_model\x18\x04 \x01(\t\x12\x34\n\rfinish_reason\x18\x05 \x01(\x0e\x32\x1d.orchestratex.v1.FinishReason\x12%\n\x05usage\x18\x06 \x01(\x0b\x32\x16.orchestratex.v1.Usage\x12\x15\n\rgeneration_id\x18\x07 \x01(\t\x12\x11\n\tsimulated\x18\x08 \x01(\x08\x12\x36\n\x13time_to_first_token\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12*\n\x07latency\x18\n \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08\x61ttempts\x18\x0b \x01(\x05\"J\n\x15StreamGenerateRequest\x12\x31\n\x07request\x18\x01 \x01(\x0b\x32 .orchestratex.v1.GenerateRequest\".\n\x0bStreamDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\treasoning\x18\x02 \x01(\t\"\xaf\x02\n\rStreamFailure\x12*\n\x04kind\x18\x01 \x01(\x0e\x32\x1c.orchestratex.v1.FailureKind\x12\x0f\n\x07message\x18\x02 \x01(\t\x12%\n\x05usage\x18\x03 \x01(\x0b\x32\x16.orchestratex.v1.Usage\x12\x14\n\x0cpartial_text\x18\x04 \x01(\t\x12.\n\x0bretry_after\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x36\n\x13time_to_first_token\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12*\n\x07latency\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08\x61ttempts\x18\x08 \x01(\x05\"\xcc\x01\n\x16StreamGenerateResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12-\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x1c.orchestratex.v1.StreamDeltaH\x00\x12\x36\n\tcompleted\x18\x03 \x01(\x0b\x32!.orchestratex.v1.GenerateResponseH\x00\x12\x30\n\x06\x66\x61iled\x18\x04 \x01(\x0b\x32\x1e.orchestratex.v1.StreamFailureH\x00\x42\x07\n\x05\x65vent*\x86\x01\n\x12ResponseFormatType\x12$\n RESPONSE_FORMAT_TYPE_UNSPECIFIED\x10\x00\x12$\n RESPONSE_FORMAT_TYPE_JSON_OBJECT\x10\x01\x12$\n RESPONSE_FORMAT_TYPE_JSON_SCHEMA\x10\x02*\xb7\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12 \n\x1c\x46INISH_REASON_CONTENT_FILTER\x10\x03\x12\x17\n\x13\x46INISH_REASON_ERROR\x10\x04\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x05\x32\x9e\x02\n\x0fProviderService\x12U\n\nListModels\x12\".orchestratex.v1.ListModelsRequest\x1a#.orchestratex.v1.ListModelsResponse\x12O\n\x08Generate\x12 .orchestratex.v1.GenerateRequest\x1a!.orchestratex.v1.GenerateResponse\x12\x63\n\x0eStreamGenerate\x12&.orchestratex.v1.StreamGenerateRequest\x1a\'.orchestratex.v1.StreamGenerateResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'orchestratex.v1.providers_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RESPONSEFORMATTYPE']._serialized_start=1799
-  _globals['_RESPONSEFORMATTYPE']._serialized_end=1933
-  _globals['_FINISHREASON']._serialized_start=1936
-  _globals['_FINISHREASON']._serialized_end=2119
+  _globals['_RESPONSEFORMATTYPE']._serialized_start=1841
+  _globals['_RESPONSEFORMATTYPE']._serialized_end=1975
+  _globals['_FINISHREASON']._serialized_start=1978
+  _globals['_FINISHREASON']._serialized_end=2161
   _globals['_RESPONSEFORMAT']._serialized_start=114
   _globals['_RESPONSEFORMAT']._serialized_end=239
   _globals['_CALLCONTEXT']._serialized_start=241
@@ -46,17 +46,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTMODELSRESPONSE']._serialized_start=414
   _globals['_LISTMODELSRESPONSE']._serialized_end=497
   _globals['_GENERATEREQUEST']._serialized_start=500
-  _globals['_GENERATEREQUEST']._serialized_end=805
-  _globals['_GENERATERESPONSE']._serialized_start=808
-  _globals['_GENERATERESPONSE']._serialized_end=1159
-  _globals['_STREAMGENERATEREQUEST']._serialized_start=1161
-  _globals['_STREAMGENERATEREQUEST']._serialized_end=1235
-  _globals['_STREAMDELTA']._serialized_start=1237
-  _globals['_STREAMDELTA']._serialized_end=1283
-  _globals['_STREAMFAILURE']._serialized_start=1286
-  _globals['_STREAMFAILURE']._serialized_end=1589
-  _globals['_STREAMGENERATERESPONSE']._serialized_start=1592
-  _globals['_STREAMGENERATERESPONSE']._serialized_end=1796
-  _globals['_PROVIDERSERVICE']._serialized_start=2122
-  _globals['_PROVIDERSERVICE']._serialized_end=2408
+  _globals['_GENERATEREQUEST']._serialized_end=847
+  _globals['_GENERATERESPONSE']._serialized_start=850
+  _globals['_GENERATERESPONSE']._serialized_end=1201
+  _globals['_STREAMGENERATEREQUEST']._serialized_start=1203
+  _globals['_STREAMGENERATEREQUEST']._serialized_end=1277
+  _globals['_STREAMDELTA']._serialized_start=1279
+  _globals['_STREAMDELTA']._serialized_end=1325
+  _globals['_STREAMFAILURE']._serialized_start=1328
+  _globals['_STREAMFAILURE']._serialized_end=1631
+  _globals['_STREAMGENERATERESPONSE']._serialized_start=1634
+  _globals['_STREAMGENERATERESPONSE']._serialized_end=1838
+  _globals['_PROVIDERSERVICE']._serialized_start=2164
+  _globals['_PROVIDERSERVICE']._serialized_end=2450
 # @@protoc_insertion_point(module_scope)
