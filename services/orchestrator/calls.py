@@ -2,9 +2,11 @@
 
 :class:`Caller` makes them, each with the session's deadline: ``Generate`` for critics and shadow answers
 (nothing to stream to the client), ``StreamGenerate`` for the author, whose text reaches the client as
-coalesced ``response_delta`` events. A finished call returns a :class:`CallResult`; a failed one raises
-:class:`CallFailed` with the usage the providers service reported (the :data:`USAGE_TRAILER` trailer,
-or the stream's ``failed`` event), for the caller to account and report. A call cut short by
+coalesced ``response_delta`` events and whose requests carry the caller's ``author_options`` (sampling,
+stop sequences, end-user id, output format, and ``max_tokens`` within the model's ceiling). A finished
+call returns a :class:`CallResult`; a failed one raises :class:`CallFailed` with the usage the providers
+service reported (the :data:`USAGE_TRAILER` trailer, or the stream's ``failed`` event), for the caller
+to account and report. A call cut short by
 cancellation accounts an estimate of what it spent and reports it (a ``CALL_CANCELLED`` warning) before
 the cancellation goes on.
 """
@@ -128,7 +130,11 @@ class Caller:
         self.deadline = deadline
 
     def _request(
-        self, model: str, messages: Sequence[common_pb2.ChatMessage], purpose: common_pb2.CallPurpose
+        self,
+        model: str,
+        messages: Sequence[common_pb2.ChatMessage],
+        purpose: common_pb2.CallPurpose,
+        options: pb.AuthorOptions | None = None,
     ) -> providers_pb2.GenerateRequest:
         critique = purpose == common_pb2.CALL_PURPOSE_CRITIQUE
         request = providers_pb2.GenerateRequest(
@@ -139,6 +145,8 @@ class Caller:
         )
         if critique:
             request.response_format.CopyFrom(self._critique_format(model))
+        if options is not None:
+            _apply(request, options, self.pricing.max_tokens(model, options.max_tokens))
         return request
 
     def _critique_format(self, model: str) -> providers_pb2.ResponseFormat:
@@ -204,12 +212,14 @@ class Caller:
         messages: Sequence[common_pb2.ChatMessage],
         purpose: common_pb2.CallPurpose,
         round_no: int,
+        options: pb.AuthorOptions | None = None,
     ) -> CallResult:
-        """One StreamGenerate call, its text streamed to the client as coalesced deltas.
+        """One StreamGenerate call, its text streamed to the client as coalesced deltas; ``options``
+        are the caller's settings for an author's call.
 
         Raises CallFailed (with usage) or CancelledError (after recording the estimated usage).
         """
-        request = self._request(model, messages, purpose)
+        request = self._request(model, messages, purpose, options)
         started = time.monotonic()
         ttft: float | None = None
         parts: list[str] = []
@@ -300,3 +310,18 @@ class Caller:
             latency=latency,
             purpose=purpose,
         )
+
+
+def _apply(request: providers_pb2.GenerateRequest, options: pb.AuthorOptions, max_tokens: int) -> None:
+    """The caller's settings on an author's request; ``max_tokens`` is theirs within the model's ceiling."""
+    if options.max_tokens:
+        request.max_tokens = max_tokens
+    if options.HasField("temperature"):
+        request.temperature = options.temperature
+    if options.HasField("top_p"):
+        request.top_p = options.top_p
+    if options.HasField("seed"):
+        request.seed = options.seed
+    request.stop_sequences.extend(options.stop_sequences)
+    request.end_user = options.end_user
+    request.response_format.CopyFrom(options.response_format)

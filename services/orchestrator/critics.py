@@ -53,13 +53,24 @@ def choose_critics(
 class CriticPanel:
     """Asks critics to score drafts of one session's answer."""
 
-    def __init__(self, *, caller: Caller, ledger: Ledger, events: Emitter, prompts: PromptSet, prompt: str) -> None:
+    def __init__(
+        self,
+        *,
+        caller: Caller,
+        ledger: Ledger,
+        events: Emitter,
+        prompts: PromptSet,
+        prompt: str,
+        context: Sequence[common_pb2.ChatMessage] = (),
+    ) -> None:
         self.caller = caller
         self.ledger = ledger
         self.events = events
         self.prompts = prompts
         #: The user's prompt: the task every draft answers.
         self.prompt = prompt
+        #: The conversation before the prompt, shown to critics as data.
+        self.context = list(context)
 
     async def score(self, draft: Draft, critics: Sequence[str], *, shadow: bool = False) -> list[Critique]:
         """Every critic's critique of ``draft``, asked in parallel; the ones that failed are left out."""
@@ -69,7 +80,7 @@ class CriticPanel:
         return [c for c in results if c is not None]
 
     async def _critique(self, critic: str, draft: Draft, *, shadow: bool) -> Critique | None:
-        system, user = self.prompts.critique(self.prompt, draft.text)
+        system, user = self.prompts.critique(self.prompt, draft.text, self.context)
         messages = [
             common_pb2.ChatMessage(role=common_pb2.ROLE_SYSTEM, content=system),
             common_pb2.ChatMessage(role=common_pb2.ROLE_USER, content=user),
@@ -82,7 +93,8 @@ class CriticPanel:
             self._failed(critic, draft.round, failure.kind, failure.message, failure.usage, failure.latency, shadow)
             return None
         try:
-            critique = parse_critique(result.text, quoted=(self.prompt, draft.text))
+            quoted = (self.prompt, draft.text, *(m.content for m in self.context))
+            critique = parse_critique(result.text, quoted=quoted)
         except UnusableCritique as exc:
             self._failed(
                 critic,

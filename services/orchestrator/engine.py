@@ -2,6 +2,9 @@
 
 select (done by the caller) -> the author answers (streamed, coalesced deltas) -> critics of other
 families score it in parallel -> aggregate -> stop or refine the best version so far -> ...
+The session's context (the conversation before its prompt) goes to every author call and, as data, to
+every critic; the caller's ``author_options`` go to the author's calls only (fallback authors included),
+never to critics or shadow answers.
 Every provider call ends up in exactly one event that carries its usage (``response_completed``,
 ``critique_completed``, ``provider_fallback`` or a ``warning``), so the event log is also the ledger.
 
@@ -20,7 +23,7 @@ from dataclasses import dataclass
 
 from google.protobuf.duration_pb2 import Duration
 
-from orchestratex.v1 import common_pb2, providers_pb2_grpc
+from orchestratex.v1 import common_pb2, providers_pb2, providers_pb2_grpc
 from orchestratex.v1 import orchestrator_pb2 as pb
 from services.orchestrator import policy, shadow
 from services.orchestrator.calls import Caller, CallFailed, CallResult
@@ -51,6 +54,7 @@ class RunConfig:
     request: pb.OrchestrateRequest
     rules: policy.StopRules
     critic_count: int
+    #: The conversation before the prompt: the caller's earlier messages, or the thread's earlier turns.
     history: list[common_pb2.ChatMessage]
     trimmed_turns: int = 0
     #: Whether this session is sampled for shadow evaluation (see shadow.py).
@@ -103,7 +107,18 @@ class SessionRunner:
             deadline=self.deadline,
         )
         self.panel = CriticPanel(
-            caller=self.calls, ledger=self.ledger, events=self.events, prompts=prompts, prompt=self.request.prompt
+            caller=self.calls,
+            ledger=self.ledger,
+            events=self.events,
+            prompts=prompts,
+            prompt=self.request.prompt,
+            context=config.history,
+        )
+        #: Whether a model may author: with a JSON Schema asked for, only models that follow one.
+        self._can_author: Callable[[str], bool] = (
+            pricing.structured_outputs
+            if self.request.author_options.response_format.type == providers_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA
+            else lambda model: True
         )
         ranked = [c.model for c in selection.candidates]
         self._shadow_critics = self._critics()
@@ -122,7 +137,8 @@ class SessionRunner:
         so its totals include every call the session made. Never raises, except for a second
         cancellation during cleanup.
         """
-        self.events.session_started(self.request, simulated=self.simulated, thread_turns=len(self.config.history) // 2)
+        turns = sum(1 for m in self.config.history if m.role == common_pb2.ROLE_USER)
+        self.events.session_started(self.request, simulated=self.simulated, thread_turns=turns)
         if self.config.trimmed_turns:
             self.events.warning(
                 pb.WARNING_CODE_CONTEXT_TRIMMED,
@@ -250,19 +266,11 @@ class SessionRunner:
     # -------------------------------------------------------------- messages
 
     def _answer_messages(self) -> list[common_pb2.ChatMessage]:
-        return [
-            common_pb2.ChatMessage(role=common_pb2.ROLE_SYSTEM, content=self.prompts.answer_system),
-            *self.config.history,
-            common_pb2.ChatMessage(role=common_pb2.ROLE_USER, content=self.request.prompt),
-        ]
+        return self.prompts.answer_messages(self.request.prompt, self.config.history)
 
     def _refine_messages(self, best: Draft) -> list[common_pb2.ChatMessage]:
-        system, user = self.prompts.refine(self.request.prompt, best.text, feedback_text(best.critiques))
-        return [
-            common_pb2.ChatMessage(role=common_pb2.ROLE_SYSTEM, content=system),
-            *self.config.history,
-            common_pb2.ChatMessage(role=common_pb2.ROLE_USER, content=user),
-        ]
+        feedback = feedback_text(best.critiques)
+        return self.prompts.refine_messages(self.request.prompt, best.text, feedback, self.config.history)
 
     # ---------------------------------------------------------------- author
 
@@ -275,7 +283,7 @@ class SessionRunner:
             model = self.author
             started = time.monotonic()
             try:
-                result = await self.calls.stream(model, messages, purpose, round_no)
+                result = await self.calls.stream(model, messages, purpose, round_no, self.request.author_options)
             except CallFailed as failure:
                 self.ledger.account(model, failure.usage)
                 self.failed_authors.add(model)
@@ -306,7 +314,7 @@ class SessionRunner:
 
     def _next_author(self) -> str | None:
         for cand in self.selection.candidates:
-            if cand.model not in self.failed_authors:
+            if cand.model not in self.failed_authors and self._can_author(cand.model):
                 return cand.model
         return None
 

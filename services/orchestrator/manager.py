@@ -1,10 +1,11 @@
 """The session manager: starts sessions, follows and cancels them, and recovers the ones a previous
 process left running.
 
-:class:`SessionManager` validates a request, gathers what the session needs (the catalogue, the thread's
-history, the models from :mod:`~services.orchestrator.selection`), writes the record and launches a
-:class:`~services.orchestrator.engine.SessionRunner` in the background; when the loop ends it records the
-terminal event through the hub. Watching a session follows its live log here, else replays the stored
+:class:`SessionManager` validates a request, gathers what the session needs (the catalogue, its context
+— the caller's earlier messages or the thread's history —, the models from
+:mod:`~services.orchestrator.selection`), writes the record and launches a
+:class:`~services.orchestrator.engine.SessionRunner` in the background; when the loop ends it records
+the terminal event through the hub. Watching a session follows its live log here, else replays the stored
 one (:mod:`~services.orchestrator.replay`).
 """
 
@@ -20,7 +21,7 @@ from orchestratex.config import Settings
 from orchestratex.errors import NotFound, Unavailable
 from orchestratex.usage import estimate_tokens
 from orchestratex.v1 import orchestrator_pb2 as pb
-from orchestratex.v1 import providers_pb2_grpc, selector_pb2_grpc
+from orchestratex.v1 import providers_pb2, providers_pb2_grpc, selector_pb2_grpc
 from services.orchestrator import shadow
 from services.orchestrator.catalogue import CatalogueCache, Pricing
 from services.orchestrator.engine import RunConfig, SessionRunner
@@ -28,10 +29,10 @@ from services.orchestrator.hub import TERMINAL_KINDS, Hub, LiveSession, StoreHea
 from services.orchestrator.outbox import Outbox
 from services.orchestrator.prompts import PromptSet
 from services.orchestrator.replay import stored_events
-from services.orchestrator.requests import normalise
-from services.orchestrator.selection import select
+from services.orchestrator.requests import check_for_catalogue, normalise
+from services.orchestrator.selection import select, structured_author
 from services.orchestrator.store.base import SessionStore
-from services.orchestrator.threads import thread_history
+from services.orchestrator.threads import session_context
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +68,13 @@ class SessionManager:
         req, rules = normalise(request, self.settings.common.max_prompt_chars)
         self._check_writable()
         models = await self.catalogue.get()
-        history, trimmed = await thread_history(self.store, tenant, req.thread_id, models)
+        check_for_catalogue(req, models)
+        history, trimmed = await session_context(self.store, tenant, req, models)
         context_tokens = sum(estimate_tokens(m.content) + 4 for m in history)
         selection = await select(self.selector, req, models, context_tokens)
+        pricing = Pricing(models)
+        if req.author_options.response_format.type == providers_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA:
+            selection = structured_author(selection, pricing.structured_outputs)
         now = now_timestamp()
         session_id = uuid.uuid4().hex
         if req.HasField("shadow_evaluation"):
@@ -114,7 +119,7 @@ class SessionManager:
             selection=selection,
             providers=self.providers,
             prompts=self.prompts,
-            pricing=Pricing(models),
+            pricing=pricing,
             hub=self.hub,
             simulated=self.catalogue.simulated,
         )

@@ -3,12 +3,15 @@
 :func:`select` asks the selector, with its own short deadline. A request the selector rejects is the
 client's error and is raised as such; any other failure falls back to :func:`catalogue_ranking`: the
 eligible models by mean specialty, the others as critics (other families first), and a
-``SELECTOR_UNAVAILABLE`` warning for the session to emit.
+``SELECTOR_UNAVAILABLE`` warning for the session to emit. A session that asks its author for a JSON
+Schema is authored by the best-ranked model that follows one (:func:`structured_author`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import grpc
@@ -111,4 +114,20 @@ def catalogue_ranking(req: pb.OrchestrateRequest, models: dict[str, common_pb2.M
         analysis=analysis,
         from_defaults=True,
         warnings=[why],
+    )
+
+
+def structured_author(selection: Selection, capable: Callable[[str], bool]) -> Selection:
+    """``selection`` with an author that follows a JSON Schema: its primary when it does, else the
+    best-ranked candidate that does (FAILED_PRECONDITION when none does)."""
+    if capable(selection.primary):
+        return selection
+    for candidate in selection.candidates:
+        if capable(candidate.model):
+            return dataclasses.replace(selection, primary=candidate.model)
+    field = "author_options.response_format.type"
+    raise FailedPrecondition(
+        f"{field}: no eligible model supports structured outputs (ModelInfo.supports_structured_outputs); "
+        "ask for RESPONSE_FORMAT_TYPE_JSON_OBJECT or plain text",
+        field=field,
     )

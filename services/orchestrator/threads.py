@@ -1,19 +1,32 @@
-"""Thread history: a thread's earlier turns as context for its next session.
+"""A session's context: the conversation before the prompt it answers.
 
-A session with a ``thread_id`` sees the thread's last :data:`THREAD_TURNS` prompts and final answers as
-messages, oldest dropped first until they fit half of the smallest context window in the catalogue
-(the session then emits a ``CONTEXT_TRIMMED`` warning saying how many were left out).
+A session from ``messages`` has the caller's earlier messages (system, user and assistant turns, as
+given: the caller decides what to send, so nothing is trimmed). A session with a ``thread_id`` sees the
+thread's last :data:`THREAD_TURNS` prompts and final answers as messages, oldest dropped first until
+they fit half of the smallest context window in the catalogue (the session then emits a
+``CONTEXT_TRIMMED`` warning saying how many were left out). How each call shows the context is
+:mod:`~services.orchestrator.prompts`' business.
 """
 
 from __future__ import annotations
 
 from orchestratex.usage import estimate_tokens
 from orchestratex.v1 import common_pb2
+from orchestratex.v1 import orchestrator_pb2 as pb
 from services.orchestrator.store.base import SessionStore
 
 THREAD_TURNS = 20
 DEFAULT_CONTEXT_WINDOW = 32_768
 """Assumed when no model in the catalogue states its context length."""
+
+
+async def session_context(
+    store: SessionStore, tenant: str, req: pb.OrchestrateRequest, models: dict[str, common_pb2.ModelInfo]
+) -> tuple[list[common_pb2.ChatMessage], int]:
+    """The messages before the prompt of a (normalised) request, and how many thread turns were left out."""
+    if req.messages:
+        return list(req.messages[:-1]), 0
+    return await thread_history(store, tenant, req.thread_id, models)
 
 
 async def thread_history(

@@ -105,6 +105,10 @@ class GenerationRequest:
     temperature: float | None = None
     top_p: float | None = None
     seed: int | None = None
+    stop: tuple[str, ...] = ()
+    """Sequences at which generation stops; the text ends before the first one (finish reason STOP)."""
+    end_user: str = ""
+    """An end-user id for vendors that take one (abuse monitoring); empty when not given."""
     response_format: ResponseFormat = field(default_factory=ResponseFormat)
     purpose: Purpose = Purpose.OTHER
     domain: str = ""

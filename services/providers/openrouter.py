@@ -225,7 +225,8 @@ def chat_body(
 
     A JSON Schema goes in the form the endpoint takes (``schema_style``, from the provider entry):
     OpenAI's ``{"type": "json_schema", "json_schema": {...}}`` or llama-cpp-python's
-    ``{"type": "json_object", "schema": {...}}`` (always enforced: it becomes a grammar).
+    ``{"type": "json_object", "schema": {...}}`` (always enforced: it becomes a grammar). Stop sequences
+    go as ``stop`` and the end-user id as ``user``, OpenAI's names, only when set.
     """
     body: dict[str, Any] = {
         "model": request.model.id,
@@ -242,6 +243,10 @@ def chat_body(
         body["top_p"] = request.top_p
     if request.seed is not None:
         body["seed"] = request.seed
+    if request.stop:
+        body["stop"] = list(request.stop)
+    if request.end_user:
+        body["user"] = request.end_user
     rf = request.response_format
     if rf.type is OutputFormat.JSON_OBJECT:
         body["response_format"] = {"type": "json_object"}

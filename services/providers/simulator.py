@@ -12,6 +12,8 @@ orchestrator and the benchmarks rely on:
   ``suggestions``, ``score`` (0-10, one decimal), in that order — or, with the profile's
   ``invalid_json`` probability, unusable text.
 * CLASSIFY replies are one domain name.
+* A reply ends before the first of the request's stop sequences it contains (finish reason STOP),
+  then is cut to ``max_tokens`` (finish reason LENGTH), as a vendor's would.
 * The draft under review / being refined is the LAST ``draft <id>`` found in the messages.
 
 Determinism: each call's random generator is seeded from (profile seed, model, purpose, sha256 of the
@@ -226,6 +228,7 @@ class Simulator:
                 text += "\n\n" + prof.answer_suffix
 
         finish = FinishReason.STOP
+        text = _cut_at_stop(text, request.stop)
         if estimate_tokens(text) > request.max_tokens:
             text, finish = text[: request.max_tokens * 4], FinishReason.LENGTH
 
@@ -369,6 +372,12 @@ def _prompt_text(messages: Sequence[Message]) -> str:
     text = "\n".join(m.content for m in messages if m.role is Role.USER)
     head = text.split(DRAFT_LABEL.split("{", 1)[0], 1)[0]
     return head if head.strip() else text
+
+
+def _cut_at_stop(text: str, stops: Sequence[str]) -> str:
+    """``text`` up to the earliest of ``stops`` (excluded), as a vendor stops at a stop sequence."""
+    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=len(text))
+    return text[:cut]
 
 
 def _chunks(text: str) -> list[str]:

@@ -5,22 +5,17 @@ REQUEST MESSAGE: ``messages[0].role`` for ``Generate`` and ``request.messages[0]
 ``StreamGenerate`` (whose request wraps the ``GenerateRequest`` in its ``request`` field). An unknown
 model raises :class:`NotFound` listing the valid ids. ``RESPONSE_FORMAT_TYPE_JSON_SCHEMA`` for a model
 whose catalogue entry lacks ``supports_structured_outputs`` is refused (``response_format.type``),
-never downgraded in silence: the caller picks JSON mode or text itself.
+never downgraded in silence: the caller picks JSON mode or text itself. The sampling settings
+(temperature, top_p, seed, stop sequences, end-user id, response format) are checked by
+:func:`services.sampling.check_sampling`, as the orchestrator checks its ``author_options``.
 """
 
 from __future__ import annotations
 
-import json
-import re
-from collections.abc import Callable, Mapping
-from typing import Any
-
-import jsonschema
-
 from orchestratex.domains import from_proto as domain_from_proto
 from orchestratex.errors import InvalidArgument, NotFound
 from orchestratex.v1 import common_pb2, providers_pb2
-from orchestratex.validation import check_enum, check_max_len, check_range, require_text
+from orchestratex.validation import check_enum, check_max_len, require_text
 from services.providers.backend import (
     GenerationRequest,
     Message,
@@ -31,6 +26,7 @@ from services.providers.backend import (
     estimate_prompt_tokens,
 )
 from services.providers.catalogue import Catalogue
+from services.sampling import check_sampling
 
 _ROLES = {
     common_pb2.ROLE_SYSTEM: Role.SYSTEM,
@@ -45,13 +41,12 @@ _PURPOSES: dict[int, Purpose] = {
     common_pb2.CALL_PURPOSE_CLASSIFY: Purpose.CLASSIFY,
     common_pb2.CALL_PURPOSE_OTHER: Purpose.OTHER,
 }
-# OpenAI-compatible APIs accept schema names of this shape.
-_SCHEMA_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_FORMATS = {
+    providers_pb2.RESPONSE_FORMAT_TYPE_UNSPECIFIED: OutputFormat.TEXT,
+    providers_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT: OutputFormat.JSON_OBJECT,
+    providers_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA: OutputFormat.JSON_SCHEMA,
+}
 _MAX_SESSION_ID = 128
-
-
-class _NoMetaSchema:
-    """Sentinel: ``validator_for`` found no known ``$schema``."""
 
 
 def parse_generate_request(
@@ -88,9 +83,11 @@ def parse_generate_request(
         raise InvalidArgument(
             field("max_tokens"), f"is {msg.max_tokens:,}; {model.id} allows at most {model.max_output_tokens:,}"
         )
-    temperature = check_range(msg.temperature, field("temperature"), 0.0, 2.0) if msg.HasField("temperature") else None
-    top_p = check_range(msg.top_p, field("top_p"), 0.0, 1.0, low_open=True) if msg.HasField("top_p") else None
-    response_format = _response_format(msg.response_format, field)
+    sampling = check_sampling(msg, prefix)
+    response_format = ResponseFormat()
+    if sampling.format != providers_pb2.RESPONSE_FORMAT_TYPE_UNSPECIFIED:
+        rf = msg.response_format
+        response_format = ResponseFormat(_FORMATS[sampling.format], rf.schema_name, sampling.schema, rf.strict)
     if response_format.type is OutputFormat.JSON_SCHEMA and not model.supports_structured_outputs:
         # Explicit rather than a silent downgrade: the caller chooses what to do instead, from ModelInfo.
         raise InvalidArgument(
@@ -131,61 +128,13 @@ def parse_generate_request(
         model=model,
         messages=tuple(messages),
         max_tokens=max_tokens,
-        temperature=temperature,
-        top_p=top_p,
-        seed=msg.seed if msg.HasField("seed") else None,
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        seed=sampling.seed,
+        stop=sampling.stop,
+        end_user=sampling.end_user,
         response_format=response_format,
         purpose=_PURPOSES[purpose],
         domain=domain_from_proto(domain),
         session_id=msg.context.session_id,
     )
-
-
-def _response_format(rf: providers_pb2.ResponseFormat, field: Callable[[str], str]) -> ResponseFormat:
-    kind = check_enum(
-        rf.type, providers_pb2.ResponseFormatType.DESCRIPTOR, field("response_format.type"), allow_unspecified=True
-    )
-    if kind != providers_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA:
-        for name in ("schema_name", "json_schema"):
-            if getattr(rf, name):
-                raise InvalidArgument(
-                    field(f"response_format.{name}"), "is only allowed when type is RESPONSE_FORMAT_TYPE_JSON_SCHEMA"
-                )
-        if kind == providers_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT:
-            return ResponseFormat(OutputFormat.JSON_OBJECT, strict=rf.strict)
-        return ResponseFormat()
-    name_field = field("response_format.schema_name")
-    require_text(rf.schema_name, name_field)
-    if not _SCHEMA_NAME.match(rf.schema_name):
-        raise InvalidArgument(name_field, "must be 1-64 letters, digits, underscores or dashes")
-    schema = parse_json_schema(rf.json_schema, field("response_format.json_schema"))
-    return ResponseFormat(OutputFormat.JSON_SCHEMA, rf.schema_name, schema, rf.strict)
-
-
-def parse_json_schema(text: str, field: str) -> Mapping[str, Any]:
-    """Parse and check a JSON Schema for an object (root ``"type": "object"``), raising InvalidArgument."""
-    if not text.strip():
-        raise InvalidArgument(field, "is required when type is RESPONSE_FORMAT_TYPE_JSON_SCHEMA")
-    try:
-        schema = json.loads(text)
-    except ValueError as exc:
-        detail = f"{exc.msg} at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
-        raise InvalidArgument(field, f"is not valid JSON ({detail})") from None
-    if not isinstance(schema, dict):
-        raise InvalidArgument(field, f"must be a JSON object (a JSON Schema document), got {type(schema).__name__}")
-    declared = schema.get("$schema")
-    if declared is not None and not isinstance(declared, str):
-        raise InvalidArgument(field, "$schema must be a string")
-    # An explicit default makes validator_for return it (rather than warn) for an unknown $schema.
-    validator: Any = jsonschema.validators.validator_for(schema, default=_NoMetaSchema)
-    if validator is _NoMetaSchema:
-        if declared is not None:
-            raise InvalidArgument(field, f"$schema {declared[:200]!r} is not a supported JSON Schema draft")
-        validator = jsonschema.Draft202012Validator
-    try:
-        validator.check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        raise InvalidArgument(field, f"is not a valid JSON Schema: {exc.message[:200]}") from None
-    if schema.get("type") != "object":
-        raise InvalidArgument(field, 'must describe a JSON object (top-level "type": "object")')
-    return schema

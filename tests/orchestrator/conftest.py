@@ -59,6 +59,8 @@ class FakeProviders(providers_pb2_grpc.ProviderServiceServicer):
     started: asyncio.Event = field(default_factory=asyncio.Event)
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     chunk_pause: float = 0.0
+    #: Models whose catalogue entry says they follow a JSON Schema (supports_structured_outputs).
+    structured: set[str] = field(default_factory=set)
 
     async def ListModels(self, request: Any, context: Any) -> providers_pb2.ListModelsResponse:
         models = [
@@ -71,6 +73,7 @@ class FakeProviders(providers_pb2_grpc.ProviderServiceServicer):
                 input_price_per_mtok=1.0,
                 output_price_per_mtok=2.0,
                 supports_json_mode=True,
+                supports_structured_outputs=mid in self.structured,
                 simulated=True,
                 specialties=[common_pb2.DomainScore(domain=common_pb2.DOMAIN_FACTUAL, score=0.9 - i / 10)],
                 health=common_pb2.ModelHealth(circuit_state=common_pb2.CIRCUIT_STATE_CLOSED),
@@ -189,8 +192,10 @@ class FakeSelector(selector_pb2_grpc.SelectorServiceServicer):
     """Ranks MODELS in order; alpha is primary; critics are the others, other families first."""
 
     down: bool = False
+    requests: list[selector_pb2.SelectModelsRequest] = field(default_factory=list)
 
     async def SelectModels(self, request: Any, context: Any) -> selector_pb2.SelectModelsResponse:
+        self.requests.append(request)
         if self.down:
             raise Unavailable("selector is down")
         prefs = request.preferences

@@ -94,9 +94,9 @@ def request(
         context=providers_pb2.CallContext(purpose=purpose, domain=domain, session_id=uuid.uuid4().hex),
     )
     for key, value in fields.items():
-        if key == "messages":
-            del msg.messages[:]
-            msg.messages.extend(value)
+        if isinstance(value, list):
+            del getattr(msg, key)[:]
+            getattr(msg, key).extend(value)
         elif isinstance(value, Message):
             getattr(msg, key).CopyFrom(value)
         else:

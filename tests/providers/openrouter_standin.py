@@ -4,6 +4,7 @@ It reproduces the behaviours and faults listed in ``docs/openrouter.md``: keep-a
 ``\\r\\n`` line endings, usage in a final chunk with empty ``choices`` (or on a chunk that still has a
 choice), 200 bodies that are errors, mid-stream error events without ``[DONE]``, bare error events,
 ``error.code`` as int or string, a served ``model`` that differs from the requested one,
+the shapes of ``stop`` and ``user`` checked and a reply cut before the first stop sequence it contains,
 ``reasoning`` / ``reasoning_details`` deltas, every status of the error table, hung streams and slow
 first tokens.
 
@@ -490,7 +491,7 @@ class OpenRouterStandIn:
             return _json(400, {"error": error_body(400, "Invalid request: model and messages are required")})
         requested = body["model"]
         stream = body.get("stream") is True
-        refused = self._response_format_error(body)
+        refused = self._response_format_error(body) or _stop_and_user_error(body)
         if refused is not None:
             return refused
         if self.script:
@@ -499,6 +500,7 @@ class OpenRouterStandIn:
             return _json(400, {"error": error_body(400, f"{requested} is not a valid model ID")})
         else:
             reply = self.by_model.get(requested, self.default)
+        reply = _stopped(reply, body.get("stop"))
         limited = self._free_limit(requested)
         if limited is not None:
             return limited
@@ -776,6 +778,34 @@ class OpenRouterStandIn:
         await response.write_eof()  # no [DONE]
         self._remember(gen_id, served, replace(reply, finish_reason="error"), usage, streamed=True, cancelled=False)
         return response
+
+
+def _stop_and_user_error(body: Mapping[str, Any]) -> web.Response | None:
+    """OpenAI's shapes: ``stop`` is a string or a list of at most 4 strings, ``user`` a string."""
+    stop = body.get("stop")
+    listed = isinstance(stop, list) and len(stop) <= 4 and all(isinstance(s, str) for s in stop)
+    if stop is not None and not isinstance(stop, str) and not listed:
+        message = "Invalid request: stop must be a string or an array of at most 4 strings"
+        return _json(400, {"error": error_body(400, message)})
+    if "user" in body and not isinstance(body["user"], str):
+        return _json(400, {"error": error_body(400, "Invalid request: user must be a string")})
+    return None
+
+
+def _stopped(reply: Reply, stop: Any) -> Reply:
+    """``reply`` with its content cut before the first stop sequence it contains, as a model stops."""
+    stops = [stop] if isinstance(stop, str) else list(stop or ())
+    text = "".join(reply.content)
+    found = [i for i in (text.find(s) for s in stops if s) if i >= 0]
+    if not found:
+        return reply
+    cut, pieces, used = min(found), [], 0
+    for piece in reply.content:
+        if used >= cut:
+            break
+        pieces.append(piece[: cut - used])
+        used += len(piece)
+    return replace(reply, content=tuple(pieces), finish_reason="stop")
 
 
 def _echo_key(error: dict[str, Any], reply: Reply, record: RecordedRequest) -> None:

@@ -17,7 +17,8 @@ import pytest
 from orchestratex.errors import InvalidArgument
 from orchestratex.v1 import common_pb2, providers_pb2
 from services.providers.catalogue import Catalogue
-from services.providers.validate import parse_generate_request, parse_json_schema
+from services.providers.validate import parse_generate_request
+from services.sampling import parse_json_schema
 from tests.providers.helpers import Providers, collect, request, user
 
 CRITIQUE_SCHEMA = {
@@ -184,6 +185,34 @@ CASES: list[tuple[str, providers_pb2.GenerateRequest, grpc.StatusCode, str, str]
         "only allowed when type is RESPONSE_FORMAT_TYPE_JSON_SCHEMA",
     ),
     (
+        "five stop sequences",
+        request(stop_sequences=["a", "b", "c", "d", "e"]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "stop_sequences",
+        "at most 4 sequences, got 5",
+    ),
+    (
+        "empty stop sequence",
+        request(stop_sequences=["\n", ""]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "stop_sequences[1]",
+        "must not be empty",
+    ),
+    (
+        "stop sequence too long",
+        request(stop_sequences=["x" * 257]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "stop_sequences[0]",
+        "257 characters; the limit is 256",
+    ),
+    (
+        "end user too long",
+        request(end_user="u" * 129),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "end_user",
+        "129 characters; the limit is 128",
+    ),
+    (
         "unknown purpose",
         request(context=with_context(purpose=42)),
         grpc.StatusCode.INVALID_ARGUMENT,
@@ -245,6 +274,17 @@ async def test_a_valid_json_schema_request_is_accepted(strict_providers: Provide
         request(response_format=schema_format(), temperature=0.0, top_p=1.0, seed=7, max_tokens=0)
     )
     assert reply.text
+
+
+def test_stop_sequences_and_the_end_user_reach_the_backend_request(catalogue: Catalogue) -> None:
+    # whitespace is a stop sequence like any other (only empty ones are refused)
+    parsed = parse_generate_request(
+        request(stop_sequences=["\n", " ", "END"], end_user="u" * 128), catalogue, max_prompt_chars=LIMIT
+    )
+    assert parsed.stop == ("\n", " ", "END")
+    assert parsed.end_user == "u" * 128
+    plain = parse_generate_request(request(), catalogue, max_prompt_chars=LIMIT)
+    assert (plain.stop, plain.end_user) == ((), "")
 
 
 def test_max_tokens_zero_means_the_model_default(catalogue: Catalogue) -> None:
