@@ -26,9 +26,10 @@ from typing import Any, Final
 import grpc
 from aiohttp import web
 
-from gateway import openapi, rest, sse, ws
+from gateway import openai_api, openai_errors, openapi, rest, sse, ws
 from gateway.errors import GatewayError, error_response, from_orx, from_rpc
 from gateway.listener import ConnectionGuard, GatewaySite, mark_authenticated
+from gateway.openai_schemas import PREFIX as OPENAI_PREFIX
 from gateway.security import Principal, Security, bearer_token, check_exposure
 from gateway.state import (
     BACKGROUND,
@@ -77,11 +78,13 @@ _HTTP_CODES: Final = {
 }
 # Paths under /v1 that need no key (the API description is public).
 _PUBLIC_V1: Final = frozenset({"/v1/openapi.json"})
+# The prefixes behind keys, origins and the rate limit: REST and the OpenAI-compatible surface.
+_API_PREFIXES: Final = ("/v1/", OPENAI_PREFIX + "/")
 WS_PATH: Final = "/v1/ws"
 # WebSocket subprotocol ``orx.bearer.<key>`` carries the key (the server selects ``orx.v1``, see ws.py).
 WS_BEARER_PREFIX: Final = "orx.bearer."
 _CORS_ALLOW_HEADERS: Final = "Authorization, Content-Type, Last-Event-ID, X-Request-Id"
-_CORS_EXPOSE_HEADERS: Final = "Retry-After, X-Request-Id, Location, WWW-Authenticate"
+_CORS_EXPOSE_HEADERS: Final = "Retry-After, X-Request-Id, Location, WWW-Authenticate, X-OrchestrateX-Session-Id"
 _CORS_MAX_AGE: Final = "600"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -120,6 +123,7 @@ def init_app(settings: Settings, options: GatewayOptions | None = None) -> web.A
     app.router.add_get(WS_PATH, ws.websocket_handler)
     rest.setup_routes(app)
     sse.setup_routes(app)
+    openai_api.setup_routes(app)
     openapi.setup_routes(app)
     _setup_static(app)
     return app
@@ -178,24 +182,25 @@ async def _errors_middleware(request: web.Request, handler: Handler) -> web.Stre
     rid = request.headers.get(context.REQUEST_ID_HEADER, "")
     # Set per request: outbound gRPC calls made while handling it carry the same id.
     context.request_id.set(rid if context.valid_request_id(rid) else context.new_request_id())
+    # The OpenAI-compatible surface answers in OpenAI's error shape; the rest in the gateway's.
+    openai = request.path.startswith(OPENAI_PREFIX + "/")
+    render = openai_errors.error_response if openai else error_response
     try:
         return await handler(request)
     except GatewayError as exc:
-        return error_response(exc)
+        return render(exc)
     except OrxError as exc:
-        return error_response(from_orx(exc))
+        return render(from_orx(exc))
     except grpc.aio.AioRpcError as err:
-        return error_response(from_rpc(err, "upstream"))
+        return render(from_rpc(err, "upstream"))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return _http_error(exc)
+        return openai_errors.http_error(exc) if openai else _http_error(exc)
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
-        return error_response(
-            GatewayError(grpc.StatusCode.INTERNAL, f"internal error (request id {context.request_id.get()})"),
-            status=500,
-        )
+        rid = context.request_id.get()
+        return render(GatewayError(grpc.StatusCode.INTERNAL, f"internal error (request id {rid})", http=500))
 
 
 async def _abort_lingering(app: web.Application) -> None:
@@ -204,8 +209,8 @@ async def _abort_lingering(app: web.Application) -> None:
 
 @web.middleware
 async def _security_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Admit requests: Host and declared body size on every path; for ``/v1`` also the origin, the key
-    (-> tenant) and the rate limit."""
+    """Admit requests: Host and declared body size on every path; for ``/v1`` and ``/openai/v1`` also the
+    origin, the key (-> tenant) and the rate limit."""
     security = request.app[SECURITY]
     host = request.headers.get("Host")
     if not security.hosts.permits(host):
@@ -229,7 +234,7 @@ async def _security_middleware(request: web.Request, handler: Handler) -> web.St
             close=True,
         )
     path = request.path
-    if not path.startswith("/v1/") or path in _PUBLIC_V1:
+    if not path.startswith(_API_PREFIXES) or path in _PUBLIC_V1:
         return await handler(request)
     origin = request.headers.get("Origin")
     if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
@@ -357,7 +362,7 @@ async def _common_headers(request: web.Request, response: web.StreamResponse) ->
         response.headers["X-Request-Id"] = rid
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     origin = request.headers.get("Origin")
-    if origin is not None and request.path.startswith("/v1/"):
+    if origin is not None and request.path.startswith(_API_PREFIXES):
         # On every response, errors included, so a permitted page can read 401/429 bodies.
         response.headers.setdefault("Vary", "Origin")
         if request.app[SECURITY].origins.is_cross_origin_allowed(origin):

@@ -15,7 +15,7 @@ from typing import Any, Final
 from aiohttp import web
 from google.protobuf.descriptor import FieldDescriptor
 
-from gateway import schemas
+from gateway import openai_schemas, schemas
 from gateway.events_json import _INT64_TYPES
 from gateway.inputs import enum_names
 from gateway.state import SETTINGS
@@ -195,6 +195,91 @@ def _errors(*statuses: int) -> dict[str, Any]:
     return out
 
 
+def _openai_errors(*statuses: int) -> dict[str, Any]:
+    """The error responses of the OpenAI-compatible surface (OpenAI's shape)."""
+    texts = {
+        400: "invalid input; param names the parameter",
+        401: "missing or invalid API key",
+        403: "origin not allowed",
+        404: "unknown model",
+        408: "the request body did not arrive in time; the connection is closed",
+        413: "request body too large (ORX_GATEWAY_MAX_BODY_BYTES); the connection is closed",
+        421: "the Host is not one this gateway answers to",
+        429: "rate limited; retry after Retry-After seconds",
+        502: "a service behind the gateway failed, or the session ended without an answer (x-should-retry: false)",
+        503: "a service behind the gateway is unavailable (Retry-After when known)",
+        504: "a service behind the gateway did not answer in time",
+    }
+    out: dict[str, Any] = {}
+    for status in sorted({*statuses, 401, 403, 413, 421, 429, 502, 503, 504}):
+        headers = _RETRY_AFTER if status in (429, 503) else None
+        out[str(status)] = _json(_ref("OpenAIError"), texts[status], headers)
+    out["default"] = _json(_ref("OpenAIError"), "any other error")
+    return out
+
+
+def _openai_paths(prefix: str) -> dict[str, Any]:
+    """The OpenAI-compatible surface (``/openai/v1``); see docs/gateway.md "OpenAI-compatible API"."""
+    session_header = {
+        "X-OrchestrateX-Session-Id": {
+            "schema": {"type": "string"},
+            "description": "the session behind an orchestratex answer (GET /v1/orchestrations/{id})",
+        }
+    }
+    return {
+        f"{prefix}/chat/completions": {
+            "post": {
+                "operationId": "createChatCompletion",
+                "summary": "OpenAI's chat completion: orchestratex models run a session, catalogue ids one call",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("OpenAIChatCompletionInput")}},
+                },
+                "responses": {
+                    "200": {
+                        "description": "a chat.completion; with stream true, Server-Sent Events: chunks (progress "
+                        "as reasoning deltas, then the answer as content, then usage), then data: [DONE]",
+                        "headers": session_header,
+                        "content": {
+                            "application/json": {"schema": _ref("OpenAIChatCompletion")},
+                            "text/event-stream": {"schema": _ref("OpenAIServerSentEvent")},
+                        },
+                    },
+                    **_openai_errors(400, 404, 408),
+                },
+            }
+        },
+        f"{prefix}/models": {
+            "get": {
+                "operationId": "listOpenAIModels",
+                "summary": "orchestratex, orchestratex/<id> and <id> for each catalogue model",
+                "responses": {
+                    "200": _json(_ref("OpenAIModelList"), "the models"),
+                    **_openai_errors(),
+                },
+            }
+        },
+        f"{prefix}/models/{{id}}": {
+            "get": {
+                "operationId": "getOpenAIModel",
+                "parameters": [
+                    {
+                        "name": "id",
+                        "in": "path",
+                        "required": True,
+                        "description": "a model id (catalogue ids contain '/')",
+                        "schema": {"type": "string", "minLength": 1, "examples": ["orchestratex"]},
+                    }
+                ],
+                "responses": {
+                    "200": _json(_ref("OpenAIModel"), "the model"),
+                    **_openai_errors(404),
+                },
+            }
+        },
+    }
+
+
 def _query(name: str, description: str, schema: Schema | None = None) -> dict[str, Any]:
     return {
         "name": name,
@@ -264,6 +349,15 @@ def document(max_prompt_chars: int = 200_000) -> dict[str, Any]:
         "additionalProperties": False,
         "properties": {"session_id": {"type": "string"}},
     }
+    components["OpenAIChatCompletionInput"] = openai_schemas.chat_request(max_prompt_chars)
+    components["OpenAIChatCompletion"] = openai_schemas.CHAT_COMPLETION
+    components["OpenAIChatCompletionChunk"] = openai_schemas.CHAT_COMPLETION_CHUNK
+    components["OpenAIServerSentEvent"] = openai_schemas.sse_event(
+        _REF + "OpenAIChatCompletionChunk", _REF + "OpenAIError"
+    )
+    components["OpenAIError"] = openai_schemas.ERROR
+    components["OpenAIModel"] = openai_schemas.MODEL
+    components["OpenAIModelList"] = openai_schemas.MODEL_LIST
     components["Health"] = {
         "type": "object",
         "required": ["status"],
@@ -454,6 +548,7 @@ def document(max_prompt_chars: int = 200_000) -> dict[str, Any]:
                 },
             }
         },
+        **_openai_paths(openai_schemas.PREFIX),
         "/v1/openapi.json": {
             "get": {
                 "operationId": "openApi",
@@ -514,7 +609,8 @@ def document(max_prompt_chars: int = 200_000) -> dict[str, Any]:
             "canonical proto3 JSON with the proto field names (what grpcurl prints), and every name the "
             "gateway writes or documents is snake_case; body fields and query parameters may also be spelt "
             "in lowerCamelCase (maxRounds, pageSize). The WebSocket endpoint GET /v1/ws (JSON messages, "
-            "described in docs/gateway.md) is outside what OpenAPI describes.",
+            "described in docs/gateway.md) is outside what OpenAPI describes. Under /openai/v1, an "
+            "OpenAI-compatible API (OpenAI's names, objects and error shape) serves OrchestrateX as a model.",
         },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],

@@ -51,6 +51,11 @@ TIME_LIMIT_PATTERN: Final = (
     r"|0\.(?=[0-9]*[1-9])[0-9]{1,9}|3600(?:\.0{1,9})?)s$"
 )
 
+#: Text that is not blank: it has a character that is white space for neither regex engine that reads the
+#: document's patterns (ECMA-262, as Schemathesis and browsers read them, and Python's ``re``, as the gateway
+#: does; ``\\S`` differs between them on U+001C-U+001F, U+0085 and U+FEFF).
+NOT_BLANK_PATTERN: Final = r"[^\t\n\v\f\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]"
+
 _MODEL_ID: Final[Schema] = {"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS}
 _WEIGHT: Final[Schema] = {"type": "number", "minimum": 0, "maximum": 1e9}
 
@@ -193,6 +198,7 @@ def _join(where: str, name: str) -> str:
 
 _PATTERN_PROBLEMS: Final = {
     r"\S": "is required and must not be blank",
+    NOT_BLANK_PATTERN: "is required and must not be blank",
     TIME_LIMIT_PATTERN: "expected a duration above 0s and at most 3600s, such as 90s or 1.5s",
     TIME_PATTERN: f"expected an RFC 3339 time in the years {FIRST_YEAR} to {LAST_YEAR}, such as 2025-01-31T00:00:00Z",
     ID_PATTERN: "expected 1 to 128 letters, digits, '.', '_', '~' or '-'",
