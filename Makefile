@@ -8,7 +8,7 @@ BIN     := $(VENV)/bin
 STAMPS  := .stamps
 PROTOS  := $(wildcard protos/orchestratex/v1/*.proto)
 
-.PHONY: run test check lint typecheck check-js test-js protos buf-lint unit e2e clean help
+.PHONY: buf-breaking run test check lint typecheck check-js test-js protos buf-lint unit e2e clean help
 
 help:
 	@echo "make run    - install into .venv and start the whole suite (simulated models, SQLite)"
@@ -60,6 +60,11 @@ protos: $(STAMPS)/dev
 
 buf-lint: $(STAMPS)/npm
 	cd protos && ../node_modules/.bin/buf lint
+
+# Compatibility of the contracts with an earlier commit (FILE rules): `make buf-breaking AGAINST=<ref>`.
+AGAINST ?= main
+buf-breaking: $(STAMPS)/npm
+	node_modules/.bin/buf breaking protos --against '.git#ref=$(AGAINST),subdir=protos'
 
 lint: $(STAMPS)/dev
 	$(BIN)/ruff check .
