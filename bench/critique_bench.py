@@ -500,7 +500,8 @@ def ceiling_summary(calls: list[Call], mode: str) -> dict[str, Any]:
         "resent_calls": summarise(redone) if redone else {},
     }
     if redone and len(redone) == cut:
-        usable = sum(c.usable for c in main) + sum(c.usable for c in redone)
+        # A cut-off call counts as it came out at the engine's ceiling, in place of its first outcome.
+        usable = sum(c.usable for c in main if c.finish_reason != "LENGTH") + sum(c.usable for c in redone)
         low, high = wilson(usable, len(main))
         out["usable_at_engine_ceiling"] = usable
         out["usable_rate_at_engine_ceiling"] = round(usable / len(main), 4)
