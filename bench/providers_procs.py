@@ -26,6 +26,8 @@ from bench._suite import BIN, _wait_healthy, free_port
 from tests.providers.openrouter_standin import DEFAULT_KEY
 
 LITELLM_VENV = Path(__file__).resolve().parent / ".litellm-venv"
+# Pinned: on this registry the newest releases need litellm-proxy(-extras) versions that are not published.
+LITELLM_PROXY = "litellm[proxy]==1.106.12"
 """LiteLLM lives in its own virtual environment (gitignored) so it never touches the project's."""
 LITELLM_MASTER_KEY = "sk-bench-litellm-master-key-not-a-secret-0000000000000000"
 """LiteLLM's proxy refuses to start without a master key; this one only guards a local benchmark."""
@@ -219,10 +221,10 @@ def ensure_litellm_venv() -> Path:
     exe = LITELLM_VENV / "bin" / "litellm"
     if exe.exists():
         return exe
-    print(f"creating {LITELLM_VENV} and installing 'litellm[proxy]' (once; it is gitignored)", file=sys.stderr)
+    print(f"creating {LITELLM_VENV} and installing {LITELLM_PROXY!r} (once; it is gitignored)", file=sys.stderr)
     subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True)
     pip = LITELLM_VENV / "bin" / "pip"
-    subprocess.run([str(pip), "install", "--quiet", "litellm[proxy]"], check=True)
+    subprocess.run([str(pip), "install", "--quiet", LITELLM_PROXY], check=True)
     return exe
 
 

@@ -1,10 +1,9 @@
 """The clients people already use, against the OpenAI-compatible surface of the real gateway in front of the real
 services on the simulator: the official ``openai`` SDK (sync and async, streaming and not, its typed exceptions
-and its retries), langchain-openai's ``ChatOpenAI`` (invoke and stream) and curl ``-N``.
+and its retries), langchain-openai's ``ChatOpenAI`` (invoke and stream), litellm as a client (an ``openai/``
+model prefix and an ``api_base``; sync and async, streaming and not, with the network refused) and curl ``-N``.
 
 The sync clients block, so they run in a worker thread while the gateway serves on the test's event loop.
-litellm is not a dev dependency (see pyproject.toml): it speaks the same protocol through the same ``openai``
-client with an ``openai/`` model prefix and an ``api_base``.
 """
 
 from __future__ import annotations
@@ -12,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -249,6 +249,122 @@ async def test_langchain_chat_openai_invokes_and_streams(stack: Stack) -> None:
             pieces = [chunk.content async for chunk in chat.astream(f"{PROMPT} ({uuid.uuid4().hex[:8]})")]
             assert "".join(str(p) for p in pieces)
     assert len(await sessions(stack)) == 2
+
+
+# -------------------------------------------------------------------------------------------------- litellm
+
+_LOOPBACK = ("127.", "::1", "localhost")
+
+
+@pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The network beyond loopback refused (name lookups and TCP connects from Python), and every attempt
+    recorded: litellm must work without the internet, and must not even try (it would swallow the error)."""
+    attempts: list[str] = []
+    connect, getaddrinfo = socket.socket.connect, socket.getaddrinfo
+
+    def guarded_connect(sock: socket.socket, address: Any) -> None:
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and not str(address[0]).startswith(_LOOPBACK):
+            attempts.append(f"connect {address[0]}")
+            raise OSError(f"no network in this test: connect to {address[0]}")
+        connect(sock, address)
+
+    def guarded_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        name = host.decode() if isinstance(host, bytes) else host
+        if name is not None and not str(name).startswith(_LOOPBACK):
+            attempts.append(f"lookup {name}")
+            raise OSError(f"no network in this test: look up {name}")
+        return getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
+    monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
+    # Read when litellm is imported: its bundled price map, not a download from GitHub.
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    monkeypatch.setenv("LITELLM_TELEMETRY", "False")
+    yield attempts
+
+
+def _litellm(stack: Stack) -> dict[str, Any]:
+    """What litellm needs to call us: an ``openai/`` model, our base URL and a gateway key."""
+    return {"model": "openai/orchestratex", "api_base": stack.openai_base, "api_key": stack.key_a, "num_retries": 0}
+
+
+async def test_litellm_completes_and_streams_offline(stack: Stack, offline: list[str]) -> None:
+    import litellm
+
+    def run() -> tuple[Any, list[Any]]:
+        completion = litellm.completion(
+            **_litellm(stack), messages=messages(), extra_body={"orchestratex": {"max_rounds": 1}}
+        )
+        chunks = list(
+            litellm.completion(
+                **_litellm(stack),
+                messages=messages(),
+                stream=True,
+                stream_options={"include_usage": True},
+                temperature=0.2,
+                max_tokens=500,
+                extra_body={"orchestratex": {"max_rounds": 1}},
+            )
+        )
+        return completion, chunks
+
+    completion, chunks = await asyncio.to_thread(run)
+    session_id = completion.id.removeprefix("chatcmpl-")
+    # litellm keeps the response headers, prefixed, among its hidden parameters.
+    headers = completion._hidden_params["additional_headers"]
+    assert headers["llm_provider-x-orchestratex-session-id"] == session_id
+    _, found = await session_of(stack, session_id)
+    assert completion.choices[0].message.content == found["session"]["result"]["final_text"]
+    assert completion.choices[0].finish_reason == "stop"
+    assert "Selected " in completion.choices[0].message.reasoning_content
+    assert completion.usage.total_tokens > 0
+    assert completion.usage.cost == pytest.approx(found["session"]["result"]["total_cost_usd"])
+
+    reasoning = "".join(getattr(c.choices[0].delta, "reasoning_content", None) or "" for c in chunks if c.choices)
+    content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert "Selected " in reasoning and " scores " in reasoning and content
+    streamed = chunks[0].id.removeprefix("chatcmpl-")
+    _, found = await session_of(stack, streamed)
+    assert content == found["session"]["result"]["final_text"]
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].usage.cost == pytest.approx(found["session"]["result"]["total_cost_usd"])
+    assert len(await sessions(stack)) == 2
+    assert offline == []
+
+
+async def test_litellm_async_streams_passes_through_and_raises_offline(stack: Stack, offline: list[str]) -> None:
+    import litellm
+
+    stream = await litellm.acompletion(**_litellm(stack), messages=messages(), stream=True)
+    kinds = []
+    async for chunk in stream:
+        for choice in chunk.choices:
+            reasoning = getattr(choice.delta, "reasoning_content", None)
+            kinds.append("reasoning" if reasoning else "content" if choice.delta.content else "-")
+    assert kinds.index("content") > kinds.index("reasoning")
+    assert "reasoning" not in kinds[kinds.index("content") :]
+
+    # A plain catalogue id through the same base URL: one call, no session.
+    async with openai.AsyncOpenAI(base_url=stack.openai_base, api_key=stack.key_a, max_retries=0) as client:
+        models = [m.id async for m in client.models.list()]
+    plain = next(m for m in models if not m.startswith("orchestratex"))
+    single = await litellm.acompletion(
+        **{**_litellm(stack), "model": f"openai/{plain}"}, messages=messages(), max_tokens=200
+    )
+    assert single.model.endswith(plain) and single.choices[0].message.content
+    assert len(await sessions(stack)) == 1
+
+    # Our errors arrive as litellm's typed exceptions (its mapping of the status codes).
+    with pytest.raises(litellm.exceptions.BadRequestError, match="critic_count"):
+        await litellm.acompletion(
+            **_litellm(stack), messages=messages(), extra_body={"orchestratex": {"critic_count": 9}}
+        )
+    with pytest.raises(litellm.exceptions.NotFoundError, match="gpt-4o"):
+        await litellm.acompletion(**{**_litellm(stack), "model": "openai/gpt-4o"}, messages=messages())
+    with pytest.raises(litellm.exceptions.AuthenticationError):
+        await litellm.acompletion(**{**_litellm(stack), "api_key": "orx_wrong"}, messages=messages())
+    assert offline == []
 
 
 # ---------------------------------------------------------------------------------------------------- curl
