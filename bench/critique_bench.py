@@ -58,7 +58,7 @@ import grpc
 
 from orchestratex.v1 import common_pb2, providers_pb2
 from services.orchestrator.calls import CRITIQUE_MAX_TOKENS
-from services.orchestrator.critique import UnusableCritique, parse_critique
+from services.orchestrator.critique import UnusableCritique, json_objects, parse_critique
 from services.orchestrator.prompts import PromptSet, load_prompts
 from tests.real_model.llama import (
     MODELS,
@@ -308,20 +308,6 @@ def _lenient_json(text: str) -> bool:
     return False
 
 
-def _objects(text: str) -> list[dict[str, Any]]:
-    decoder, found, position = json.JSONDecoder(), [], text.find("{")
-    while position >= 0:
-        try:
-            data, end = decoder.raw_decode(text, position)
-        except ValueError:
-            position = text.find("{", position + 1)
-            continue
-        if isinstance(data, dict):
-            found.append(data)
-        position = text.find("{", end)
-    return found
-
-
 async def critique_call(
     stub: Any,
     mode: Mode,
@@ -390,7 +376,7 @@ async def critique_call(
         score=score,
         tolerant=tolerant,
         equals_planted=equals_planted,
-        reply_has_planted=any(_is_planted(obj) for obj in _objects(text)),
+        reply_has_planted=any(_is_planted(obj) for obj in json_objects(text)),
         legacy_equals_planted=legacy_planted,
         finish_reason=finish,
         prompt_tokens=usage.prompt_tokens,

@@ -47,10 +47,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.metadata
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -69,7 +67,7 @@ import httpx
 import orjson
 
 from bench._suite import BIN, Cluster, cluster, free_port, percentile
-from bench.providers_bench import CallError, chat_body, grpc_caller, http_caller
+from bench.providers_bench import CallError, chat_body, grpc_caller, http_caller, versions
 from bench.providers_procs import (
     LITELLM_MASTER_KEY,
     MODEL,
@@ -77,13 +75,12 @@ from bench.providers_procs import (
     Load,
     Proc,
     _running,
-    _tail,
     base_url,
     litellm_process,
-    litellm_version,
     providers_process,
     standin_process,
     tree_cpu_seconds,
+    wait_for_http,
 )
 from bench.providers_standin_proc import reply_chunks
 from gateway.openai_request import orchestrate_request, parse_chat_request
@@ -278,18 +275,7 @@ def gateway_process(tmp: Path, env: Mapping[str, str], port: int, probe: str = "
     log = tmp / "gateway.log"
     argv = [str(BIN / "orchestratex"), "serve", "gateway"]
     with _running(argv, env, log, subprocess.DEVNULL) as proc:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the gateway exited with {proc.returncode}:\n{_tail(log)}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}{probe}", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the gateway was not ready in 60 s:\n{_tail(log)}")
-            time.sleep(0.1)
+        wait_for_http(proc, f"http://127.0.0.1:{port}{probe}", log, "the gateway", 60, 0.1)
         yield Proc("gateway", proc, port, log)
 
 
@@ -684,16 +670,6 @@ def run_passthrough(mode: Mode, skip_litellm: bool) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ the run
-
-
-def versions(skip_litellm: bool) -> dict[str, str]:
-    """Versions of what is measured and what measures."""
-    out = {"python": platform.python_version()}
-    for dist in ("grpcio", "protobuf", "aiohttp", "httpx", "httpx-sse", "orjson"):
-        out[dist] = importlib.metadata.version(dist)
-    if not skip_litellm:
-        out["litellm_proxy"] = litellm_version()
-    return out
 
 
 NOTES = [

@@ -291,16 +291,23 @@ def litellm_process(tmp: Path, standin: Proc) -> Iterator[Proc]:
     ]
     log = tmp / "litellm.log"
     with _running(argv, env, log, subprocess.DEVNULL) as proc:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"LiteLLM's proxy exited with {proc.returncode}:\n{_tail(log)}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health/liveliness", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"LiteLLM's proxy did not become ready in 180 s:\n{_tail(log)}")
-            time.sleep(0.25)
+        wait_for_http(proc, f"http://127.0.0.1:{port}/health/liveliness", log, "LiteLLM's proxy", 180, 0.25)
         yield Proc("litellm", proc, port, log)
+
+
+def wait_for_http(
+    proc: subprocess.Popen[bytes], url: str, log: Path, name: str, within: float, interval: float
+) -> None:
+    """Poll ``url`` until it answers 200; fail with the log's tail if ``proc`` exits or time runs out."""
+    deadline = time.monotonic() + within
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with {proc.returncode}:\n{_tail(log)}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{name} was not ready in {within:.0f} s:\n{_tail(log)}")
+        time.sleep(interval)

@@ -22,7 +22,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Final, TypeVar
 
 import grpc
@@ -341,14 +341,29 @@ async def _stream_session(
     events: AsyncIterator[orchestrator_pb2.OrchestrateResponse],
     params: ParamMap,
 ) -> web.StreamResponse:
-    response = web.StreamResponse(headers=ChunkStream.headers(first.session_id))
+    return await _streamed(
+        request,
+        ChunkStream.headers(first.session_id),
+        lambda stream: _pump_session(stream, chat, completions, first, events, params),
+        f"session {first.session_id}",
+    )
+
+
+async def _streamed(
+    request: web.Request,
+    headers: Mapping[str, str],
+    pump: Callable[[ChunkStream], Awaitable[None]],
+    what: str,
+) -> web.StreamResponse:
+    """Send ``pump``'s chunks as SSE with keep-alives; a client that goes away cancels the work."""
+    response = web.StreamResponse(headers=headers)
     await response.prepare(request)
     stream = ChunkStream(response, request.app[OPTIONS].sse_heartbeat)
     stream.start()
     try:
-        await _unless_gone(request, _pump_session(stream, chat, completions, first, events, params))
+        await _unless_gone(request, pump(stream))
     except (_ClientGone, ConnectionError, RuntimeError):
-        log.info("OpenAI client of session %s went away; the session is cancelled", first.session_id)
+        log.info("OpenAI client of %s went away; it is cancelled", what)
     finally:
         await stream.close()
     return response
@@ -415,17 +430,12 @@ async def _pass_through(request: web.Request, chat: ChatRequest) -> web.StreamRe
             raise _ended_early()
         completions = Completions(f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), chat.model, chat.reasoning_field)
         if chat.stream:
-            response = web.StreamResponse(headers=ChunkStream.headers())
-            await response.prepare(request)
-            stream = ChunkStream(response, request.app[OPTIONS].sse_heartbeat)
-            stream.start()
-            try:
-                await _unless_gone(request, _pump_call(stream, chat, completions, first, items, params))
-            except (_ClientGone, ConnectionError, RuntimeError):
-                log.info("OpenAI client of a %s call went away; the call is cancelled", chat.model)
-            finally:
-                await stream.close()
-            return response
+            return await _streamed(
+                request,
+                ChunkStream.headers(),
+                lambda stream: _pump_call(stream, chat, completions, first, items, params),
+                f"a {chat.model} call",
+            )
         return await _unless_gone(request, _complete_call(completions, first, items, params))
     finally:
         call.cancel()

@@ -46,9 +46,9 @@ def parse_critique(text: str, quoted: tuple[str, ...] = ()) -> Critique:
 
     ``quoted``: the untrusted texts the critic was shown; a review copied from them does not count.
     """
-    planted = [_fingerprint(obj) for q in quoted for obj in _objects(q)]
+    planted = [_fingerprint(obj) for q in quoted for obj in json_objects(q)]
     copied = False
-    for data in _objects(text):
+    for data in json_objects(text):
         if planted and _fingerprint(data) in planted:
             copied = True
             continue
@@ -69,7 +69,7 @@ def parse_critique(text: str, quoted: tuple[str, ...] = ()) -> Critique:
     raise UnusableCritique("no JSON object and no score in the critic's reply")
 
 
-def _objects(text: str) -> list[dict[str, Any]]:
+def json_objects(text: str) -> list[dict[str, Any]]:
     """The JSON objects in ``text``, in order: the text itself, or each object in prose or code fences."""
     found = []
     for candidate in _json_candidates(text):

@@ -7,87 +7,23 @@ tenant B must not be able to read, follow, cancel or rate it, nor see it (or its
 
 from __future__ import annotations
 
-import asyncio
-import secrets
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
-from gateway.app import start_gateway
-from gateway.security import hash_key
-from orchestratex.config import Settings
-from orchestratex.grpc_server import GrpcServer
+from tests.gateway.live_stack import Stack, poll, running_stack
 
 pytestmark = pytest.mark.e2e
-
-DEADLINE_S = 15.0
-
-
-@dataclass
-class Stack:
-    """The running services and the gateway's base URL with one key per tenant."""
-
-    base: str
-    key_a: str
-    key_b: str
 
 
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    from services.analytics import server as analytics_server
-    from services.orchestrator import server as orchestrator_server
-    from services.providers import server as providers_server
-    from services.selector import server as selector_server
-
-    key_a, key_b = "orx_" + secrets.token_urlsafe(24), "orx_" + secrets.token_urlsafe(24)
-    env = {
-        "ORX_DATA_DIR": str(tmp_path),
-        "ORX_SIM_SPEED": "1000",
-        "ORX_OUTBOX_INTERVAL": "0.05",
-        "ORX_LOG_LEVEL": "WARNING",
-        "ORX_GATEWAY_API_KEYS": f"tenant-a:{hash_key(key_a)},tenant-b:{hash_key(key_b)}",
-    }
-    servers: list[GrpcServer] = []
-    runner: web.AppRunner | None = None
-    builders: list[tuple[str, Callable[[Settings], Awaitable[GrpcServer]]]] = [
-        ("providers", lambda s: providers_server.build(s, "127.0.0.1:0")),
-        ("analytics", lambda s: analytics_server.build(s, "127.0.0.1:0")),
-        ("selector", lambda s: selector_server.build(s, "127.0.0.1:0")),
-        ("orchestrator", lambda s: orchestrator_server.build(s, "127.0.0.1:0")),
-    ]
-    try:
-        for name, build in builders:
-            srv = await build(Settings.from_env(env))
-            await srv.start()
-            servers.append(srv)
-            env[f"ORX_{name.upper()}_ADDR"] = f"127.0.0.1:{srv.port}"
-        runner, port = await start_gateway(Settings.from_env(env), "127.0.0.1", 0)
-        yield Stack(f"http://127.0.0.1:{port}", key_a, key_b)
-    finally:
-        if runner is not None:
-            await runner.cleanup()
-        for srv in reversed(servers):
-            await srv.stop(0)
-
-
-async def _poll(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Poll ``check`` until it holds, failing after the deadline (never a fixed sleep as synchronisation)."""
-    deadline = time.monotonic() + DEADLINE_S
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {DEADLINE_S} s")
-        await asyncio.sleep(0.05)
-
-
-def _auth(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
+    async with running_stack(tmp_path, sim_speed=1000) as running:
+        yield running
 
 
 async def _json(resp: aiohttp.ClientResponse) -> Any:
@@ -95,7 +31,7 @@ async def _json(resp: aiohttp.ClientResponse) -> Any:
 
 
 async def test_a_tenant_sees_only_its_own_sessions_events_and_costs(stack: Stack) -> None:
-    a, b = _auth(stack.key_a), _auth(stack.key_b)
+    a, b = stack.auth(stack.key_a), stack.auth(stack.key_b)
     prompt = f"Write a Python function that merges two sorted lists ({uuid.uuid4()})"
     async with aiohttp.ClientSession(base_url=stack.base) as http:
         async with http.post("/v1/orchestrations", json={"prompt": prompt, "maxRounds": 1}, headers=a) as resp:
@@ -109,7 +45,7 @@ async def test_a_tenant_sees_only_its_own_sessions_events_and_costs(stack: Stack
                 assert status in ("SESSION_STATUS_RUNNING", "SESSION_STATUS_COMPLETED"), status
                 return bool(status == "SESSION_STATUS_COMPLETED")
 
-        await _poll(finished, "tenant A's session completes")
+        await poll(finished, "tenant A's session completes")
 
         # Tenant B: the session does not exist for it, whichever way it asks.
         forbidden: list[tuple[str, str, dict[str, Any] | None]] = [
@@ -153,7 +89,7 @@ async def test_a_tenant_sees_only_its_own_sessions_events_and_costs(stack: Stack
             cost_a.update(report)
             return any(s.get("session_id") == session_id for s in report.get("sessions", []))
 
-        await _poll(a_has_cost, "tenant A's session reaches analytics")
+        await poll(a_has_cost, "tenant A's session reaches analytics")
         assert cost_a["total_cost_usd"] > 0
         assert int(cost_a["session_count"]) == 1
         (mine,) = [s for s in cost_a["sessions"] if s["session_id"] == session_id]

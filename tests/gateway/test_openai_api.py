@@ -1,5 +1,5 @@
 """The OpenAI-compatible surface (``/openai/v1``) through the real gateway, in front of the real services on the
-simulator (tests/gateway/openai_stack.py), with a plain HTTP client: what goes on the wire.
+simulator (tests/gateway/live_stack.py), with a plain HTTP client: what goes on the wire.
 
 Every response body is validated against the OpenAPI document's schemas; the sessions the surface starts are
 read back over REST (``/v1/orchestrations``) to check the mapping, the tenant and the outcome.
@@ -24,7 +24,7 @@ from gateway.openai_stream import Progress
 from gateway.openapi import document
 from orchestratex.v1 import orchestrator_pb2 as pb
 
-from .openai_stack import Stack, poll, running_stack, session_of, sessions
+from .live_stack import Stack, poll, running_stack, session_of, sessions
 
 DOC = document()
 SESSION_HEADER = "X-OrchestrateX-Session-Id"

@@ -23,7 +23,7 @@ import pytest
 
 from gateway.state import SECURITY
 
-from .openai_stack import Stack, poll, running_stack, session_of, sessions
+from .live_stack import Stack, poll, running_stack, session_of, sessions
 
 PROMPT = "Write a Python function that merges two sorted lists"
 

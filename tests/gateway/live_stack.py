@@ -1,5 +1,6 @@
 """The real services on the simulator, built in this process on port 0, with the real gateway in front of them
-on a real port (the OpenAI SDKs need a URL): what tests/gateway/test_openai_*.py talk to.
+on a real port (the OpenAI SDKs need a URL): what tests/gateway/test_openai_*.py and tests/e2e/test_tenancy.py
+talk to.
 
 Two API keys, one per tenant (``tenant-a``, ``tenant-b``). The simulator runs ``sim_speed`` times faster than
 its profile; shadow evaluation is off so every session makes the same calls.
