@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.core.serving import lines_until
 from tests.ports import free_port
 
 BIN = Path(sys.executable).parent
@@ -116,7 +117,7 @@ def test_services_without_a_store_do_not_need_the_data_dir(tmp_path: Path) -> No
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     env = {**os.environ, "ORX_DATA_DIR": str(blocker / "data"), "ORX_PROVIDERS_LISTEN": "127.0.0.1:0"}
-    assert "serving" in _lines_until_serving(["serve", "providers"], env)[-1]
+    assert "serving" in lines_until(["serve", "providers"], env)[-1]
 
 
 # ------------------------------------------------------------- gRPC listen addresses beyond loopback
@@ -147,7 +148,7 @@ def test_serve_listens_beyond_loopback_with_the_opt_in(tmp_path: Path) -> None:
         "ORX_GRPC_ALLOW_NON_LOOPBACK": "1",
         "ORX_LOG_FORMAT": "text",
     }
-    lines = _lines_until_serving(["serve", "analytics"], env)
+    lines = lines_until(["serve", "analytics"], env)
     (line,) = [line for line in lines if "beyond loopback" in line]
     assert "ORX_GRPC_ALLOW_NON_LOOPBACK" in line and "x-orx-tenant" in line
 
@@ -155,20 +156,3 @@ def test_serve_listens_beyond_loopback_with_the_opt_in(tmp_path: Path) -> None:
 def _free_listen() -> dict[str, str]:
     """Every service on a free loopback port, so `up` never collides with a running suite."""
     return {f"ORX_{name.upper()}_LISTEN": f"127.0.0.1:{free_port()}" for name in SERVICES}
-
-
-def _lines_until_serving(args: list[str], env: dict[str, str]) -> list[str]:
-    """Run a service until it logs that it is serving (or dies), then stop it with SIGTERM; its log lines."""
-    proc = subprocess.Popen([str(BIN / "orchestratex"), *args], env=env, stderr=subprocess.PIPE, text=True)
-    lines: list[str] = []
-    try:
-        assert proc.stderr is not None
-        for line in proc.stderr:  # EOF if it dies first
-            lines.append(line)
-            if "serving" in line:
-                break
-    finally:
-        proc.terminate()
-        proc.communicate(timeout=30)
-    assert proc.returncode == 0, lines
-    return lines

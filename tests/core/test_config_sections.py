@@ -28,6 +28,7 @@ from orchestratex.errors import ConfigError
 from services.cli import sections_of
 from services.providers.openrouter import OpenRouterConfig
 from services.providers.resilience import LimitOverride, ResilienceConfig, config_from_settings
+from tests.core.serving import lines_until
 from tests.ports import free_port
 
 BIN = Path(sys.executable).parent
@@ -191,16 +192,5 @@ def test_a_bad_selector_variable_does_not_stop_the_gateway(tmp_path: Path) -> No
         "ORX_GATEWAY_LISTEN": f"127.0.0.1:{free_port()}",
         "ORX_LOG_FORMAT": "text",
     }
-    proc = subprocess.Popen([str(BIN / "orchestratex"), "serve", "gateway"], env=env, stderr=subprocess.PIPE, text=True)
-    lines: list[str] = []
-    try:
-        assert proc.stderr is not None
-        for line in proc.stderr:  # EOF if it dies first
-            lines.append(line)
-            if "gateway listening on" in line:
-                break
-    finally:
-        proc.terminate()
-        proc.communicate(timeout=30)
+    lines = lines_until(["serve", "gateway"], env, "gateway listening on")
     assert any("gateway listening on" in line for line in lines), lines
-    assert proc.returncode == 0, lines
