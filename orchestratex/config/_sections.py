@@ -366,6 +366,9 @@ class ProvidersSettings:
     """A model catalogue TOML; None: the packaged one (``ORX_CATALOGUE``)."""
     sim_profile: Path | None = None
     """A simulator profile TOML; None: the packaged one (``ORX_SIM_PROFILE``)."""
+    sim_answer_key: Path | None = None
+    """A JSONL answer key of checkable benchmark items, so simulated answers can be right or wrong; a
+    simulation hook for ``orchestratex eval``, never applied to real providers (``ORX_SIM_ANSWER_KEY``)."""
     sim_speed: float = 1.0
     """Speeds simulated latency up (``ORX_SIM_SPEED``)."""
     app_url: str = ""
@@ -402,6 +405,7 @@ class ProvidersSettings:
             openrouter_base_url=r.get("ORX_OPENROUTER_BASE_URL", "https://openrouter.ai/api/v1", p.url),
             catalogue_path=r.get("ORX_CATALOGUE", "", p.optional_file),
             sim_profile=r.get("ORX_SIM_PROFILE", "", p.optional_file),
+            sim_answer_key=r.get("ORX_SIM_ANSWER_KEY", "", p.optional_file),
             sim_speed=r.get("ORX_SIM_SPEED", "1", p.number(0.001, 1000)),
             app_url=r.value("ORX_APP_URL", "", p.http_url),
             timeouts=UpstreamTimeouts.from_env(env),

@@ -61,6 +61,7 @@ class CallPurpose(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CALL_PURPOSE_REFINE: _ClassVar[CallPurpose]
     CALL_PURPOSE_CLASSIFY: _ClassVar[CallPurpose]
     CALL_PURPOSE_OTHER: _ClassVar[CallPurpose]
+    CALL_PURPOSE_AGGREGATE: _ClassVar[CallPurpose]
 DOMAIN_UNSPECIFIED: Domain
 DOMAIN_CODING: Domain
 DOMAIN_MATH: Domain
@@ -97,6 +98,7 @@ CALL_PURPOSE_CRITIQUE: CallPurpose
 CALL_PURPOSE_REFINE: CallPurpose
 CALL_PURPOSE_CLASSIFY: CallPurpose
 CALL_PURPOSE_OTHER: CallPurpose
+CALL_PURPOSE_AGGREGATE: CallPurpose
 
 class ChatMessage(_message.Message):
     __slots__ = ("role", "content")

@@ -41,6 +41,8 @@ class Purpose(StrEnum):
     REFINE = "refine"
     CLASSIFY = "classify"
     OTHER = "other"
+    AGGREGATE = "aggregate"
+    """Combining several candidate answers into one (panel judge, mixture of agents)."""
 
 
 class OutputFormat(StrEnum):

@@ -59,6 +59,8 @@ class SimProfile:
     regress_rate: float
     models: Mapping[str, ModelProfile]
     latency_jitter: bool = True
+    critic_error_penalty: float = 2.5
+    """Score points a critic of skill 1 takes off an answer that is wrong on a keyed item (scaled by its skill)."""
 
 
 _RATES = tuple(f.name for f in fields(FailureRates) if f.name != "retry_after_seconds")
@@ -72,6 +74,7 @@ def load_profile(path: Path | None, catalogue: Catalogue) -> SimProfile:
     noise = root.number("quality_noise_sd", 0.0, 1.0, 0.08)
     gain = root.number("refine_gain", 0.0, 1.0, 0.5)
     regress = root.number("regress_rate", 0.0, 1.0, 0.3)
+    penalty = root.number("critic_error_penalty", 0.0, 10.0, 2.5)
     jitter = root.boolean("latency_jitter", True)
     defaults = _overrides(root.table("defaults"), allow_skill=False)
     per_model: dict[str, dict[str, Any]] = {}
@@ -90,6 +93,7 @@ def load_profile(path: Path | None, catalogue: Catalogue) -> SimProfile:
         regress_rate=regress,
         models=models,
         latency_jitter=jitter,
+        critic_error_penalty=penalty,
     )
 
 

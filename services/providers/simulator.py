@@ -6,7 +6,7 @@ noise that shrinks as the critic's skill grows, and a self-enhancement bias for 
 refinements raise it with diminishing returns and sometimes make it worse. This is the contract the
 orchestrator and the benchmarks rely on:
 
-* Answers (purpose ANSWER, REFINE, OTHER, unspecified) start with ``_(simulated answer · draft
+* Answers (purpose ANSWER, REFINE, AGGREGATE, OTHER, unspecified) start with ``_(simulated answer · draft
   <8 lowercase hex>)_``, a blank line, then the body.
 * CRITIQUE replies are one JSON object with keys ``rationale``, ``strengths``, ``weaknesses``,
   ``suggestions``, ``score`` (0-10, one decimal), in that order — or, with the profile's
@@ -15,10 +15,30 @@ orchestrator and the benchmarks rely on:
 * A reply ends before the first of the request's stop sequences it contains (finish reason STOP),
   then is cut to ``max_tokens`` (finish reason LENGTH), as a vendor's would.
 * The draft under review / being refined is the LAST ``draft <id>`` found in the messages.
+* AGGREGATE combines candidates: the distinct known draft ids in the LAST user message. The aggregator
+  keeps the best candidate (highest hidden quality) with probability equal to its skill in the domain,
+  else a uniformly random one, and improves it by one refinement step (the REFINE formula: gain or
+  regression); the new draft's parent is the chosen candidate. With no known candidate it is an ANSWER.
+
+Answer key (SIMULATION ONLY). ``orchestratex eval`` measures strategies on checkable suites (GSM8K's
+final number, HumanEval's functions). For that, and only in simulation, ``ORX_SIM_ANSWER_KEY`` names a
+JSONL answer key (:mod:`services.providers.sim_answers`): an explicit test hook through which the
+simulator reads an item's expected answer. It never applies to real providers, and scores obtained with
+it are simulated results, never to be mixed with real ones. When a line of a call's user messages
+matches an item of the key, the answer draft also gets a latent draw ``u`` in [0, 1) and is correct
+when ``u < quality``. A first answer draws ``u``; a refinement or an aggregate inherits its parent's, so
+a refinement that raises quality can only turn wrong into right and one that lowers it only right into
+wrong. The body is then checkable: for ``number`` items a few worked steps ending in the line
+``Answer: <n>`` (the expected number when correct, else a different one), for ``python`` items a
+fenced block with the item's prompt + its canonical body when correct, the prompt + a wrong body
+otherwise. Critics take ``critic_error_penalty × skill`` points off a wrong draft. Unkeyed calls are
+unaffected.
 
 Determinism: each call's random generator is seeded from (profile seed, model, purpose, sha256 of the
-messages, attempt number of that triple), so a retry differs from the first try while a whole run
-replays identically from a fresh simulator.
+messages without their random fence keys, attempt number of that triple), so a retry differs from the
+first try while a whole run replays identically from a fresh simulator. Keyed items and AGGREGATE draw
+their extra values after the others, so without an answer key (and for calls no key item matches) every
+output is what it was before the key existed.
 """
 
 from __future__ import annotations
@@ -31,13 +51,14 @@ import random
 import re
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from orchestratex.config import Settings
 from orchestratex.domains import DOMAINS
+from orchestratex.errors import ConfigError
 from orchestratex.usage import estimate_tokens
-from services.providers import sim_text
+from services.providers import sim_answers, sim_text
 from services.providers.backend import (
     BackendError,
     FailureKind,
@@ -54,6 +75,7 @@ from services.providers.backend import (
     estimate_prompt_tokens,
 )
 from services.providers.catalogue import SIMULATED_PROVIDER, Catalogue, ModelSpec
+from services.providers.sim_answers import AnswerKey, KeyedItem, load_answer_key
 from services.providers.sim_profile import FailureRates, ModelProfile, SimProfile, load_profile
 
 log = logging.getLogger(__name__)
@@ -86,6 +108,12 @@ class Draft:
     refinements: int
     """How many refinements led to this draft (0 for a first answer)."""
     parent: str | None = None
+    """The draft this one refines (REFINE) or was aggregated from (AGGREGATE)."""
+    latent: float | None = None
+    """Keyed items only: the draw u in [0, 1) that, against the quality, decides correctness. A first answer
+    draws it; a refinement or an aggregate inherits its parent's."""
+    correct: bool | None = None
+    """Keyed items only: ``latent < quality``. None when the prompt matches no item of the answer key."""
 
 
 @dataclass(frozen=True)
@@ -114,11 +142,13 @@ class Simulator:
         profile: SimProfile,
         speed: float = 1.0,
         max_remembered: int = MAX_REMEMBERED,
+        answer_key: AnswerKey | None = None,
     ) -> None:
         if speed <= 0:
             raise ValueError("speed must be positive")
         self._catalogue = catalogue
         self._profile = profile
+        self._answer_key = answer_key if answer_key is not None and len(answer_key) else None
         self._speed = speed
         self._max = max_remembered
         self._drafts: OrderedDict[str, Draft] = OrderedDict()
@@ -126,9 +156,23 @@ class Simulator:
 
     @classmethod
     def from_settings(cls, settings: Settings, catalogue: Catalogue) -> Simulator:
-        """A simulator with ``settings.providers.sim_profile`` (or the packaged profile) and its ``sim_speed``."""
+        """A simulator with ``settings.providers.sim_profile`` (or the packaged profile), its ``sim_speed`` and,
+        when set, the answer key ``sim_answer_key``. A bad key raises :class:`ConfigError` naming
+        ``ORX_SIM_ANSWER_KEY``, the file and the line."""
         own = settings.providers
-        return cls(catalogue, load_profile(own.sim_profile, catalogue), speed=own.sim_speed)
+        profile = load_profile(own.sim_profile, catalogue)
+        key = None
+        if own.sim_answer_key is not None:
+            try:
+                key = load_answer_key(own.sim_answer_key)
+            except ConfigError as exc:
+                raise ConfigError(f"ORX_SIM_ANSWER_KEY: {exc}") from None
+            log.info(
+                "simulator: answer key %s (%d items); answers to them are simulated as right or wrong",
+                own.sim_answer_key,
+                len(key),
+            )
+        return cls(catalogue, profile, speed=own.sim_speed, answer_key=key)
 
     @property
     def name(self) -> str:
@@ -144,6 +188,11 @@ class Simulator:
     def profile(self) -> SimProfile:
         """The loaded profile."""
         return self._profile
+
+    @property
+    def answer_key(self) -> AnswerKey | None:
+        """The answer key of checkable items, or None (then no answer is right or wrong)."""
+        return self._answer_key
 
     def quality_of(self, draft_id: str) -> float | None:
         """Hidden quality (0-1) of a draft this simulator wrote, or None if unknown."""
@@ -219,10 +268,14 @@ class Simulator:
         elif request.purpose is Purpose.CLASSIFY:
             text = self._classify(rng, request, prof)
         else:
-            draft = self._next_draft(rng, request, prof, digest)
-            body = sim_text.answer_body(
-                rng, sim_text.keywords(_prompt_text(request.messages)), draft.domain, draft.quality
-            )
+            item = self._keyed_item(request.messages)
+            draft = self._next_draft(rng, request, prof, digest, item)
+            if item is None:
+                body = sim_text.answer_body(
+                    rng, sim_text.keywords(_prompt_text(request.messages)), draft.domain, draft.quality
+                )
+            else:
+                body = sim_answers.answer_body(rng, item, bool(draft.correct), _prompt_text(request.messages))
             text = DRAFT_LABEL.format(draft_id=draft.draft_id) + "\n\n" + body
             if prof.answer_suffix:
                 text += "\n\n" + prof.answer_suffix
@@ -255,27 +308,78 @@ class Simulator:
             generation_id=generation_id,
         )
 
-    def _next_draft(self, rng: random.Random, request: GenerationRequest, prof: ModelProfile, digest: str) -> Draft:
-        """A first answer (ANSWER/OTHER) or a refinement (REFINE) and its hidden quality."""
+    def _next_draft(
+        self,
+        rng: random.Random,
+        request: GenerationRequest,
+        prof: ModelProfile,
+        digest: str,
+        item: KeyedItem | None,
+    ) -> Draft:
+        """A first answer (ANSWER/OTHER), a refinement (REFINE) or an aggregate (AGGREGATE) and its hidden
+        quality; for a keyed ``item`` also its latent draw and correctness (drawn after everything else)."""
         draft_id = self._new_id(rng)
+        if request.purpose is Purpose.AGGREGATE:
+            candidates = self._candidates(request.messages)
+            if candidates:
+                return self._aggregate(rng, request, prof, draft_id, candidates, item)
         if request.purpose is not Purpose.REFINE:
             skill = prof.skill(request.domain)
             quality = _clamp(rng.gauss(skill, self._profile.quality_noise_sd), 0.0, 1.0)
-            return Draft(draft_id, quality, request.model.id, request.domain, refinements=0)
+            first = Draft(draft_id, quality, request.model.id, request.domain, refinements=0)
+            return _keyed(rng, first, item, None)
         parent_id = _last_draft_id(request.messages)
         parent = self._drafts.get(parent_id) if parent_id else None
         if parent is None:
             before, done, domain = _hash_quality(parent_id or digest), 0, request.domain
         else:
             before, done, domain = parent.quality, parent.refinements, request.domain or parent.domain
-        skill = prof.skill(domain)
+        quality = self._refined(rng, before, done, prof.skill(domain))
+        draft = Draft(draft_id, quality, request.model.id, domain, refinements=done + 1, parent=parent_id)
+        return _keyed(rng, draft, item, parent.latent if parent is not None else None)
+
+    def _refined(self, rng: random.Random, before: float, done: int, skill: float) -> float:
+        """One refinement step from quality ``before`` after ``done`` earlier ones: usually a gain, sometimes a drop."""
         regress, drop = rng.random(), rng.uniform(0.02, 0.15)
         if regress < self._profile.regress_rate * (1 - skill):
-            quality = max(0.0, before - drop)
-        else:
-            gain = self._profile.refine_gain * skill * REFINE_DECAY**done
-            quality = before + (1 - before) * gain
-        return Draft(draft_id, quality, request.model.id, domain, refinements=done + 1, parent=parent_id)
+            return max(0.0, before - drop)
+        gain = self._profile.refine_gain * skill * REFINE_DECAY**done
+        return before + (1 - before) * gain
+
+    def _candidates(self, messages: Sequence[Message]) -> list[Draft]:
+        """The known drafts quoted in the last user message, distinct, in order of appearance."""
+        last = next((m for m in reversed(messages) if m.role is Role.USER), None)
+        if last is None:
+            return []
+        found = dict.fromkeys(DRAFT_ID_RE.findall(last.content))
+        return [draft for draft in (self._drafts.get(i) for i in found) if draft is not None]
+
+    def _aggregate(
+        self,
+        rng: random.Random,
+        request: GenerationRequest,
+        prof: ModelProfile,
+        draft_id: str,
+        candidates: Sequence[Draft],
+        item: KeyedItem | None,
+    ) -> Draft:
+        """The aggregator keeps the best candidate with probability = its skill (else a random one), then
+        improves it by one refinement step."""
+        best = max(candidates, key=lambda d: d.quality)
+        domain = request.domain or best.domain
+        skill = prof.skill(domain)
+        chosen = best if rng.random() < skill else candidates[rng.randrange(len(candidates))]
+        quality = self._refined(rng, chosen.quality, chosen.refinements, skill)
+        draft = Draft(
+            draft_id, quality, request.model.id, domain, refinements=chosen.refinements + 1, parent=chosen.draft_id
+        )
+        return _keyed(rng, draft, item, chosen.latent)
+
+    def _keyed_item(self, messages: Sequence[Message]) -> KeyedItem | None:
+        """The answer-key item the call's user messages are about (first matching line wins), or None."""
+        if self._answer_key is None:
+            return None
+        return self._answer_key.lookup("\n".join(m.content for m in messages if m.role is Role.USER))
 
     def _critique(self, rng: random.Random, request: GenerationRequest, prof: ModelProfile, digest: str) -> str:
         reviewed_id = _last_draft_id(request.messages)
@@ -289,7 +393,10 @@ class Simulator:
         skill = prof.skill(domain)
         noise = rng.gauss(0.0, CRITIC_NOISE_BASE + CRITIC_NOISE_PER_MISSING_SKILL * (1 - skill))
         bias = SELF_BIAS if author_family == request.model.family else 0.0
-        score = _clamp(10 * quality + noise + bias, 0.0, 10.0)
+        raw = 10 * quality + noise + bias
+        if reviewed is not None and reviewed.correct is False:
+            raw -= self._profile.critic_error_penalty * skill  # a skilled critic spots a wrong answer
+        score = _clamp(raw, 0.0, 10.0)
         review = sim_text.critique(rng, sim_text.keywords(_prompt_text(request.messages)), score)
         if rng.random() < prof.failures.invalid_json:
             return sim_text.unusable_critique(rng, review)
@@ -307,6 +414,14 @@ class Simulator:
             draft_id = f"{rng.getrandbits(32):08x}"
             if draft_id not in self._drafts:
                 return draft_id
+
+
+def _keyed(rng: random.Random, draft: Draft, item: KeyedItem | None, latent: float | None) -> Draft:
+    """``draft`` with its latent draw (``latent``, else a new one) and correctness when ``item`` is keyed."""
+    if item is None:
+        return draft
+    u = latent if latent is not None else rng.random()
+    return replace(draft, latent=u, correct=u < draft.quality)
 
 
 def _early_failure(plan: _Plan, model: str) -> BackendError:
@@ -333,17 +448,21 @@ def _draw_failure(u: float, rates: FailureRates) -> FailureKind | None:
     return None
 
 
-# The orchestrator fences untrusted text with a key that is random for every call; it is left out of
-# the digest so that a run still replays identically.
-_FENCE_KEY_RE = re.compile(r"<<<BEGIN [A-Z]+ ([0-9a-f]{8,64})>>>")
+# The orchestrator and `orchestratex eval` fence untrusted text with a key that is random for every call
+# (fences such as ``<<<BEGIN CANDIDATE_2 <key>>>>``; a system prompt may name the key too). Every occurrence,
+# in any of the call's messages, is left out of the digest so that a run still replays identically.
+_FENCE_KEY_RE = re.compile(r"<<<BEGIN [A-Z][A-Z0-9_]* ([0-9a-f]{8,64})>>>")
 
 
 def _digest(messages: Sequence[Message]) -> str:
+    found = {key for m in messages for key in _FENCE_KEY_RE.findall(m.content)}
+    keys = sorted(found, key=lambda k: (-len(k), k))  # longest first, so one key never leaves part of another
     h = hashlib.sha256()
     for m in messages:
         content = m.content
-        for key in set(_FENCE_KEY_RE.findall(content)):
-            content = content.replace(key, "")
+        for key in keys:
+            if key in content:
+                content = content.replace(key, "")
         h.update(m.role.value.encode())
         h.update(b"\x00")
         h.update(content.encode())

@@ -40,6 +40,7 @@ _PURPOSES: dict[int, Purpose] = {
     common_pb2.CALL_PURPOSE_REFINE: Purpose.REFINE,
     common_pb2.CALL_PURPOSE_CLASSIFY: Purpose.CLASSIFY,
     common_pb2.CALL_PURPOSE_OTHER: Purpose.OTHER,
+    common_pb2.CALL_PURPOSE_AGGREGATE: Purpose.AGGREGATE,
 }
 _FORMATS = {
     providers_pb2.RESPONSE_FORMAT_TYPE_UNSPECIFIED: OutputFormat.TEXT,

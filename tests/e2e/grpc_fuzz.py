@@ -388,7 +388,7 @@ def field_hints(hints: Hints, *, tame: bool) -> FieldHints:
         f"{v1}GenerateRequest.top_p": _or(st.floats(0.01, 1), FLOATS),
         f"{v1}ResponseFormat.type": _or(st.integers(0, 2), _ENUMS_PROVIDERS["ResponseFormatType"]),
         f"{v1}ResponseFormat.schema_name": _or(st.from_regex(r"[A-Za-z0-9_-]{1,64}", fullmatch=True), STRINGS),
-        f"{v1}CallContext.purpose": _or(st.integers(0, 5), _ENUMS["CallPurpose"]),
+        f"{v1}CallContext.purpose": _or(st.integers(0, 6), _ENUMS["CallPurpose"]),
         f"{v1}CallContext.domain": _or(st.integers(0, 9), _ENUMS["Domain"]),
         f"{v1}OrchestrateRequest.critic_count": _or(st.integers(1, 2), i32),
     }
