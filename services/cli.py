@@ -1,4 +1,5 @@
-"""The ``orchestratex`` command: ``up``, ``serve``, ``healthcheck``, ``ask``, ``models sync``, ``backup``, ``restore``.
+"""The ``orchestratex`` command: ``up``, ``serve``, ``healthcheck``, ``ask``, ``eval``, ``models sync``, ``backup``,
+``restore``.
 
 The console script points here (``python -m services.cli`` is the same command). It sits beside the
 services because ``up`` and ``serve`` start them (:mod:`services.launcher`) and ``models sync`` edits the
@@ -45,6 +46,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         setup_logging("models", "WARNING", "text")
         raise SystemExit(run_models_sync(settings, args))
+    elif args.command == "eval":
+        setup_logging("eval", "WARNING", "text")
+        raise SystemExit(_eval(settings, args))
     elif args.command in ("backup", "restore"):
         setup_logging(args.command, "WARNING", "text")
         raise SystemExit(asyncio.run(_backup_or_restore(settings, args)))
@@ -100,6 +104,9 @@ def _parser() -> argparse.ArgumentParser:
         "backup", help="back up the configured store (SQLite files or MongoDB) into a new directory"
     )
     backup.add_argument("directory", type=Path, help="where to write the backup (must not exist, or be empty)")
+    from services.evaluation.command import add_parser as add_eval_parser
+
+    add_eval_parser(sub)
     restore = sub.add_parser("restore", help="restore a backup made by `orchestratex backup` (stop the services first)")
     restore.add_argument("directory", type=Path, help="the backup directory")
     restore.add_argument("--force", action="store_true", help="replace a store that already holds data")
@@ -125,6 +132,15 @@ async def _backup_or_restore(settings: Settings, args: argparse.Namespace) -> in
     for note in result.notes:
         print(f"  note: {note}")
     return 0
+
+
+def _eval(settings: Settings, args: argparse.Namespace) -> int:
+    from services.evaluation.command import run_command
+
+    try:
+        return asyncio.run(run_command(settings, args))
+    except KeyboardInterrupt:
+        return 130
 
 
 async def _ask(settings: Settings, args: argparse.Namespace) -> int:
