@@ -19,7 +19,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Literal
 
-from services.evaluation.records import Verdict
+from services.evaluation.records import PairOutcome, Verdict
 from services.evaluation.suites import Item, normalise_number
 from services.orchestrator.critique import json_objects
 
@@ -163,7 +163,7 @@ def parse_pairwise(reply: str) -> PairVerdict | None:
     return verdict
 
 
-def combine_swapped(first_order: PairVerdict | None, second_order: PairVerdict | None) -> str:
+def combine_swapped(first_order: PairVerdict | None, second_order: PairVerdict | None) -> PairOutcome:
     """``win``/``loss``/``tie`` for answer A from two judgements, the second with A and B swapped;
     ``inconsistent`` when the orders disagree (counted as a tie in win rates), ``unparsed`` when either failed."""
     if first_order is None or second_order is None:
@@ -171,4 +171,5 @@ def combine_swapped(first_order: PairVerdict | None, second_order: PairVerdict |
     swapped_back = {"A": "B", "B": "A", "C": "C"}[second_order]
     if first_order != swapped_back:
         return "inconsistent"
-    return {"A": "win", "B": "loss", "C": "tie"}[first_order]
+    outcomes: dict[PairVerdict, PairOutcome] = {"A": "win", "B": "loss", "C": "tie"}
+    return outcomes[first_order]

@@ -56,6 +56,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--output", type=Path, default=None, help="run directory (default eval-runs/<suite>)")
     p.add_argument("--budget-usd", type=float, default=None, help="stop starting items when this is spent")
     p.add_argument("--judge-model", default="", help="the LLM judge for mt-bench and custom files")
+    p.add_argument(
+        "--pairwise-baseline",
+        default=None,
+        metavar="STRATEGY",
+        help="judged suites: also compare every strategy with this one pairwise (judge asked in both orders)",
+    )
     p.add_argument("--pass-score", type=float, default=7.0, help="judge score counted as correct (default 7)")
     p.add_argument(
         "--data-dir",
@@ -96,6 +102,8 @@ async def run_command(
         return _fail("no strategy given", err)
     if len({s.text for s in specs}) != len(specs):
         return _fail("a strategy is listed twice", err)
+    if args.pairwise_baseline is not None and args.pairwise_baseline not in {s.text for s in specs}:
+        return _fail(f"--pairwise-baseline {args.pairwise_baseline!r} is not one of the strategies", err)
     if args.limit is not None and args.limit < 1:
         return _fail("--limit must be at least 1", err)
     if not 1 <= args.concurrency <= 256:
@@ -173,6 +181,7 @@ async def _run(
         limit=args.limit,
         progress=not args.no_progress,
         sandbox=SandboxLimits(timeout_s=args.code_timeout),
+        pairwise_baseline=args.pairwise_baseline if suite.judged else None,
     )
     est = runner.estimate(config, models, suite.items)
     simulated = any(m.simulated for m in models.values())

@@ -72,6 +72,18 @@ class Round(TypedDict):
     """Set for checkable suites (every round is checked, so accuracy by round can be reported)."""
 
 
+PairOutcome = Literal["win", "loss", "tie", "inconsistent", "unparsed"]
+"""A pairwise judgement of this record's answer against the baseline's, asked in both orders: ``inconsistent``
+when the two orders disagree (position bias), ``unparsed`` when the judge's verdict could not be read."""
+
+
+class Pairwise(TypedDict):
+    """Pairwise judgements against ``--pairwise-baseline`` (judged suites only), one per turn."""
+
+    baseline: str
+    outcomes: list[PairOutcome]
+
+
 class Record(TypedDict):
     """One item run through one strategy: a line of ``results.jsonl``."""
 
@@ -101,6 +113,8 @@ class Record(TypedDict):
     round_history: list[Round]
     category: str
     """The item's category (MT-Bench) or the suite name."""
+    pairwise: NotRequired[Pairwise]
+    """Set with ``--pairwise-baseline`` on judged items, for strategies other than the baseline."""
 
 
 class Manifest(TypedDict):
@@ -114,6 +128,8 @@ class Manifest(TypedDict):
     seed: int
     judge_model: str
     pass_score: float | None
+    pairwise_baseline: NotRequired[str | None]
+    """The strategy every other one is compared with pairwise (judged suites), if any."""
     """The judge score counted as correct (None when no item is judged)."""
     simulated: bool
     """True when the providers service listed simulated models (in its simulated mode every model is): the

@@ -425,6 +425,41 @@ def critic_agreement(records: Sequence[Record]) -> dict[str, Any] | None:
     }
 
 
+def pairwise_summary(records: Sequence[Record]) -> list[dict[str, Any]]:
+    """Per strategy: pairwise outcomes against the baseline over every judged turn.
+
+    The win rate counts a tie, and a verdict that flipped with the order (``inconsistent``), as half a win;
+    unreadable verdicts are left out. The inconsistent share measures the judge's position bias.
+    """
+    rows: dict[str, dict[str, Any]] = {}
+    for record in records:
+        pairwise = record.get("pairwise")
+        if record["status"] != "ok" or not pairwise:
+            continue
+        row = rows.setdefault(
+            record["strategy"],
+            {
+                "strategy": record["strategy"],
+                "baseline": pairwise["baseline"],
+                "win": 0,
+                "tie": 0,
+                "loss": 0,
+                "inconsistent": 0,
+                "unparsed": 0,
+            },
+        )
+        for outcome in pairwise["outcomes"]:
+            row[outcome] += 1
+    out = []
+    for row in rows.values():
+        read = row["win"] + row["tie"] + row["loss"] + row["inconsistent"]
+        row["judgements"] = read + row["unparsed"]
+        row["win_rate"] = _ratio(row["win"] + 0.5 * (row["tie"] + row["inconsistent"]), read)
+        row["inconsistent_rate"] = _ratio(row["inconsistent"], read)
+        out.append(row)
+    return out
+
+
 def _conclusion(p_value: float, direction: float) -> str:
     if p_value < ALPHA and direction != 0:
         return "better" if direction > 0 else "worse"
@@ -600,6 +635,7 @@ def build_report(
         "critic_calibration": critic_calibration(unique),
         "critic_agreement": critic_agreement(unique),
         "paired_tests": paired,
+        "pairwise": pairwise_summary(unique),
         "notes": notes,
         "charts": [],
     }
@@ -780,6 +816,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     lines += _rounds_section(report)
     lines += _critics_section(report)
     lines += _paired_section(report)
+    lines += _pairwise_section(report)
     if report.get("charts"):
         lines += ["## Charts", ""]
         for path in report["charts"]:
@@ -934,6 +971,48 @@ def _paired_section(report: Mapping[str, Any]) -> list[str]:
     counts = "A higher / B higher / ties" if judged else "Only A right / only B right"
     header = ["A", "B", "Items", "Difference A - B [95% CI]", counts, "Test", "p", "A is"]
     return ["## Paired tests", "", *_table(header, rows)]
+
+
+def _pairwise_section(report: Mapping[str, Any]) -> list[str]:
+    rows = report.get("pairwise") or []
+    if not rows:
+        return []
+    header = [
+        "Strategy",
+        "Baseline",
+        "Judgements",
+        "Wins",
+        "Ties",
+        "Losses",
+        "Order-dependent",
+        "Unreadable",
+        "Win rate",
+        "Order-dependent share",
+    ]
+    body = [
+        [
+            md_escape(r["strategy"]),
+            md_escape(r["baseline"]),
+            str(r["judgements"]),
+            str(r["win"]),
+            str(r["tie"]),
+            str(r["loss"]),
+            str(r["inconsistent"]),
+            str(r["unparsed"]),
+            _pct(r["win_rate"]),
+            _pct(r["inconsistent_rate"]),
+        ]
+        for r in rows
+    ]
+    return [
+        "## Pairwise (judge asked in both orders)",
+        "",
+        *_table(header, body),
+        "",
+        "- A verdict counts only when both orders agree; order-dependent verdicts (position bias) and ties count as "
+        "half a win in the win rate.",
+        "",
+    ]
 
 
 def _how_to_read(report: Mapping[str, Any]) -> list[str]:

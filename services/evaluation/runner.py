@@ -31,7 +31,7 @@ import grpc
 from orchestratex.v1 import common_pb2, providers_pb2
 from services.evaluation import checkers, strategies
 from services.evaluation.humaneval import check_humaneval
-from services.evaluation.records import SCHEMA_VERSION, Call, Manifest, Record, Verdict
+from services.evaluation.records import SCHEMA_VERSION, Call, Manifest, PairOutcome, Pairwise, Record, Verdict
 from services.evaluation.sandbox import SandboxLimits
 from services.evaluation.strategies import Services, StrategyFailed, StrategySpec
 from services.evaluation.suites import Item, Suite
@@ -65,6 +65,8 @@ class RunConfig:
     progress: bool = True
     sandbox: SandboxLimits = field(default_factory=SandboxLimits)
     sandbox_concurrency: int = 2
+    pairwise_baseline: str | None = None
+    """Judged items: compare every other strategy's answers with this one's, pairwise, both orders."""
 
 
 @dataclass
@@ -117,6 +119,8 @@ def estimate(config: RunConfig, models: dict[str, common_pb2.ModelInfo], items: 
             if item.check == "judge":
                 j_in, j_out = price(config.judge_model, True)
                 judge = len(item.turns) * ((prompt_tokens + 2 * out_tokens) * j_in + _JUDGE_TOKENS * j_out) / 1e6
+                if config.pairwise_baseline and spec.text != config.pairwise_baseline:
+                    judge *= 3  # and two pairwise judgements, one in each order
                 item_typical += judge
                 item_worst += judge
         total_typical += item_typical
@@ -179,6 +183,7 @@ def prepare(config: RunConfig, models: dict[str, common_pb2.ModelInfo], est: Est
         seed=config.seed,
         judge_model=config.judge_model,
         pass_score=config.pass_score if config.suite.judged else None,
+        pairwise_baseline=config.pairwise_baseline,
         simulated=simulated,
         models=sorted(models),
         started=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -262,7 +267,8 @@ class Runner:
                 self.spent += est.per_item_typical  # reserved now, settled when the item is done
         if over:
             return [_skipped(item, spec, budget) for spec in specs]
-        records = await asyncio.gather(*(self._one(item, spec) for spec in specs))
+        records = list(await asyncio.gather(*(self._one(item, spec) for spec in specs)))
+        await self._pairwise(item, records)
         async with self._lock:
             self.spent += sum(r["cost_usd"] + r["judge_cost_usd"] for r in records) - est.per_item_typical
         return list(records)
@@ -292,6 +298,52 @@ class Runner:
         record["stop_reason"] = outcome.stop_reason
         record["round_history"] = outcome.history
         return record
+
+    async def _pairwise(self, item: Item, records: list[Record]) -> None:
+        """Judge each record's answers against the baseline's of the same item, in both orders (MT-Bench's
+        pairwise prompt; a verdict counts only when both orders agree). Only records of this batch: the
+        baseline has to have run in it (a resumed run re-runs what it compares)."""
+        baseline_name = self.config.pairwise_baseline
+        if baseline_name is None or item.check != "judge":
+            return
+        baseline = next((r for r in records if r["strategy"] == baseline_name and r["status"] == "ok"), None)
+        if baseline is None:
+            return
+        for record in records:
+            if record is baseline or record["status"] != "ok":
+                continue
+            calls: list[Call] = []
+            outcomes: list[PairOutcome] = []
+            for turn, question in enumerate(item.shown_questions[: len(record["answers"])]):
+                mine, theirs = record["answers"][turn], baseline["answers"][turn]
+                first = await self._pair_verdict(question, mine, theirs, calls)
+                second = await self._pair_verdict(question, theirs, mine, calls)
+                outcomes.append(checkers.combine_swapped(first, second))
+            record["pairwise"] = Pairwise(baseline=baseline_name, outcomes=outcomes)
+            record["calls"] = [*record["calls"], *calls]
+            record["judge_cost_usd"] = round(record["judge_cost_usd"] + sum(c["cost_usd"] for c in calls), 8)
+
+    async def _pair_verdict(
+        self, question: str, first: str, second: str, calls: list[Call]
+    ) -> checkers.PairVerdict | None:
+        prompt = checkers.pairwise_prompt(question, first, second)
+        try:
+            text, call = await strategies.generate(
+                self.services,
+                self.config.judge_model,
+                [
+                    common_pb2.ChatMessage(role=common_pb2.ROLE_SYSTEM, content=prompt.system),
+                    common_pb2.ChatMessage(role=common_pb2.ROLE_USER, content=prompt.user),
+                ],
+                common_pb2.CALL_PURPOSE_CRITIQUE,
+                "judge",
+                max_tokens=1024,
+                temperature=0.0,
+            )
+        except grpc.aio.AioRpcError:
+            return None
+        calls.append(call)
+        return checkers.parse_pairwise(text)
 
     async def _check(self, item: Item, answers: list[str], judge_calls: list[Call]) -> Verdict:
         final = answers[-1]

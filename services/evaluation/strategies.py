@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 import grpc
 
+from orchestratex.errors import error_details
 from orchestratex.v1 import common_pb2, orchestrator_pb2, providers_pb2, selector_pb2
 from services.evaluation.records import Call, CallRole, CriticScore, Round
 from services.evaluation.suites import Item
@@ -159,6 +160,10 @@ class Services:
     prompts: PromptSet
     call_timeout: float = 600.0
     max_tokens: int = ANSWER_MAX_TOKENS
+    attempts: int = 4
+    """Tries per model call on RESOURCE_EXHAUSTED / UNAVAILABLE (see :func:`_with_retries`)."""
+    backoff: float = 1.0
+    """Seconds before the first retry when the server gives no retry delay (doubling after)."""
 
     def max_tokens_for(self, model: str, wanted: int) -> int:
         """``wanted``, clipped to the model's maximum output when the catalogue gives one."""
@@ -239,7 +244,9 @@ async def generate(
     if response_format is not None:
         request.response_format.CopyFrom(response_format)
     started = time.perf_counter()
-    response = await services.providers.Generate(request, timeout=services.call_timeout)
+    response = await _with_retries(
+        services, lambda: services.providers.Generate(request, timeout=services.call_timeout)
+    )
     call = Call(
         role=role,
         model=response.served_model or model,
@@ -252,16 +259,34 @@ async def generate(
     return response.text, call
 
 
+RETRYABLE = frozenset({grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE})
+
+
+async def _with_retries(services: Services, call: Callable[[], Awaitable[Any]]) -> Any:
+    """``call()``, tried again on RESOURCE_EXHAUSTED and UNAVAILABLE (rate limits, a model's circuit open) after
+    the server's retry delay (google.rpc RetryInfo) or an exponential backoff, at most ``services.attempts``
+    times in all; the last error is raised. An evaluation is long: one throttled call should not cost an item."""
+    for attempt in range(1, services.attempts + 1):
+        try:
+            return await call()
+        except grpc.aio.AioRpcError as err:
+            if err.code() not in RETRYABLE or attempt == services.attempts:
+                raise
+            hinted = error_details(err).retry_after
+            await asyncio.sleep(min(60.0, hinted if hinted is not None else services.backoff * 2 ** (attempt - 1)))
+    raise AssertionError("unreachable")
+
+
 async def select(
     services: Services, prompt: str, context: Sequence[common_pb2.ChatMessage], outcome: Outcome
 ) -> selector_pb2.SelectModelsResponse:
     """The selector's ranking for this prompt (recorded as a free ``select`` call)."""
     started = time.perf_counter()
-    response: selector_pb2.SelectModelsResponse = await services.selector.SelectModels(
-        selector_pb2.SelectModelsRequest(
-            prompt=prompt, critic_count=0, context_tokens=sum(len(m.content) for m in context) // 4
-        ),
-        timeout=services.call_timeout,
+    request = selector_pb2.SelectModelsRequest(
+        prompt=prompt, critic_count=0, context_tokens=sum(len(m.content) for m in context) // 4
+    )
+    response: selector_pb2.SelectModelsResponse = await _with_retries(
+        services, lambda: services.selector.SelectModels(request, timeout=services.call_timeout)
     )
     if not response.primary_model:
         raise StrategyFailed("the selector returned no model")

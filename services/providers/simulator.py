@@ -15,6 +15,10 @@ orchestrator and the benchmarks rely on:
 * A reply ends before the first of the request's stop sequences it contains (finish reason STOP),
   then is cut to ``max_tokens`` (finish reason LENGTH), as a vendor's would.
 * The draft under review / being refined is the LAST ``draft <id>`` found in the messages.
+* A CRITIQUE request whose last message asks for a pairwise verdict (it contains both ``[[A]]`` and ``[[B]]``,
+  as MT-Bench's pairwise judge prompt does) and quotes two drafts compares the last two quoted (A, then B):
+  the reply is a sentence ending in ``[[A]]``, ``[[B]]`` or ``[[C]]`` (a tie), from each draft's quality as
+  this critic perceives it (its noise, self bias and error penalty, as for a score).
 * AGGREGATE combines candidates: the distinct known draft ids in the LAST user message. The aggregator
   keeps the best candidate (highest hidden quality) with probability equal to its skill in the domain,
   else a uniformly random one, and improves it by one refinement step (the REFINE formula: gain or
@@ -382,6 +386,11 @@ class Simulator:
         return self._answer_key.lookup("\n".join(m.content for m in messages if m.role is Role.USER))
 
     def _critique(self, rng: random.Random, request: GenerationRequest, prof: ModelProfile, digest: str) -> str:
+        last = request.messages[-1].content if request.messages else ""
+        if "[[A]]" in last and "[[B]]" in last:
+            pair = DRAFT_ID_RE.findall(last)[-2:]
+            if len(pair) == 2 and all(d in self._drafts for d in pair):
+                return self._compare(rng, request, prof, self._drafts[pair[0]], self._drafts[pair[1]])
         reviewed_id = _last_draft_id(request.messages)
         reviewed = self._drafts.get(reviewed_id) if reviewed_id else None
         if reviewed is None:
@@ -401,6 +410,22 @@ class Simulator:
         if rng.random() < prof.failures.invalid_json:
             return sim_text.unusable_critique(rng, review)
         return json.dumps(review, ensure_ascii=False, indent=2)
+
+    def _perceived(self, rng: random.Random, request: GenerationRequest, prof: ModelProfile, draft: Draft) -> float:
+        """A draft's quality (0-10) as this critic sees it: noise, self bias and error penalty as for a score."""
+        author = self._catalogue.get(draft.model)
+        skill = prof.skill(request.domain or draft.domain)
+        noise = rng.gauss(0.0, CRITIC_NOISE_BASE + CRITIC_NOISE_PER_MISSING_SKILL * (1 - skill))
+        bias = SELF_BIAS if author is not None and author.family == request.model.family else 0.0
+        penalty = self._profile.critic_error_penalty * skill if draft.correct is False else 0.0
+        return 10 * draft.quality + noise + bias - penalty
+
+    def _compare(self, rng: random.Random, request: GenerationRequest, prof: ModelProfile, a: Draft, b: Draft) -> str:
+        """A pairwise verdict between drafts ``a`` and ``b`` (``[[C]]`` within half a point)."""
+        gap = self._perceived(rng, request, prof, a) - self._perceived(rng, request, prof, b)
+        verdict = "A" if gap > 0.5 else "B" if gap < -0.5 else "C"
+        better = {"A": "Assistant A's answer is better", "B": "Assistant B's answer is better", "C": "It is a tie"}
+        return f"Comparing the two answers on accuracy and helpfulness: {better[verdict]}. [[{verdict}]]"
 
     def _classify(self, rng: random.Random, request: GenerationRequest, prof: ModelProfile) -> str:
         guess = sim_text.guess_domain(_prompt_text(request.messages))

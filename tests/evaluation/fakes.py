@@ -40,6 +40,8 @@ class FakeProviders:
     reply: Callable[[providers_pb2.GenerateRequest], str]
     down: set[str] = field(default_factory=set)
     requests: list[providers_pb2.GenerateRequest] = field(default_factory=list)
+    throttled: int = 0
+    """The first ``throttled`` calls fail with RESOURCE_EXHAUSTED (a rate limit)."""
 
     async def Generate(
         self,
@@ -49,6 +51,9 @@ class FakeProviders:
         self.requests.append(request)
         if request.model in self.down:
             raise rpc_error(grpc.StatusCode.UNAVAILABLE, f"{request.model} is down")
+        if self.throttled > 0:
+            self.throttled -= 1
+            raise rpc_error(grpc.StatusCode.RESOURCE_EXHAUSTED, "rate limited")
         return providers_pb2.GenerateResponse(
             text=self.reply(request),
             served_model=request.model,
@@ -117,7 +122,13 @@ def services(
         )
         for m in MODELS
     }
+    # No waiting between retries here: what is tested is which errors are retried and how often.
     svc = Services(
-        providers=providers, selector=selector, orchestrator=orchestrator, models=models, prompts=load_prompts()
+        backoff=0.0,
+        providers=providers,
+        selector=selector,
+        orchestrator=orchestrator,
+        models=models,
+        prompts=load_prompts(),
     )
     return svc, providers, selector, orchestrator

@@ -142,7 +142,7 @@ def test_humaneval_answers_run_in_the_sandbox(keyed_suite: Suite, tmp_path: Path
     assert any(r["verdict"]["correct"] for r in records)
 
 
-def test_mt_bench_is_judged_and_the_judge_cost_is_recorded(keyed_suite: Suite, tmp_path: Path) -> None:
+def test_mt_bench_is_judged_pairwise_too_and_the_judge_cost_is_recorded(keyed_suite: Suite, tmp_path: Path) -> None:
     out = tmp_path / "run"
     done = _eval(
         keyed_suite,
@@ -154,6 +154,8 @@ def test_mt_bench_is_judged_and_the_judge_cost_is_recorded(keyed_suite: Suite, t
         "single:selected,self-moa:samples=2",
         "--judge-model",
         "z-ai/glm-4.5",
+        "--pairwise-baseline",
+        "single:selected",
         "--output",
         str(out),
     )
@@ -164,7 +166,15 @@ def test_mt_bench_is_judged_and_the_judge_cost_is_recorded(keyed_suite: Suite, t
         assert r["status"] == "ok" and len(r["answers"]) == 2
         assert 1 <= r["verdict"]["score"] <= 10 and r["verdict"]["detail"].count("turn") == 2
         judge_calls = [c for c in r["calls"] if c["role"] == "judge"]
-        assert len(judge_calls) == 2 and {c["model"] for c in judge_calls} == {"z-ai/glm-4.5"}
+        # Two single-answer judgements, and for the non-baseline strategy two pairwise ones per turn.
+        paired = r["strategy"] != "single:selected"
+        assert len(judge_calls) == (6 if paired else 2) and {c["model"] for c in judge_calls} == {"z-ai/glm-4.5"}
+        if paired:
+            assert r["pairwise"]["baseline"] == "single:selected"
+            outcomes = r["pairwise"]["outcomes"]
+            assert len(outcomes) == 2 and set(outcomes) <= {"win", "loss", "tie", "inconsistent"}
+        else:
+            assert "pairwise" not in r
         assert r["judge_cost_usd"] == pytest.approx(sum(c["cost_usd"] for c in judge_calls), abs=1e-8)
         assert r["judge_cost_usd"] > 0
 
@@ -177,6 +187,10 @@ def test_mt_bench_is_judged_and_the_judge_cost_is_recorded(keyed_suite: Suite, t
         (("--suite", "gsm8k", "--strategies", "orchestrate:rounds=0"), "rounds must be between 1 and 10"),
         (("--suite", "gsm8k", "--strategies", "single:nobody/none"), "unknown model(s) nobody/none"),
         (("--suite", "gsm8k", "--limit", "0"), "--limit must be at least 1"),
+        (
+            ("--suite", "mt-bench", "--pairwise-baseline", "panel-judge"),
+            "--pairwise-baseline 'panel-judge' is not one of",
+        ),
         (("--suite", "gsm8k", "--budget-usd", "0.0000001"), "is too small for one item"),
     ],
 )

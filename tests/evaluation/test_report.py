@@ -10,7 +10,16 @@ from typing import Any
 import pytest
 
 from services.evaluation import charts
-from services.evaluation.records import SCHEMA_VERSION, CriticScore, Manifest, Record, RecordStatus, Round, Verdict
+from services.evaluation.records import (
+    SCHEMA_VERSION,
+    CriticScore,
+    Manifest,
+    Pairwise,
+    Record,
+    RecordStatus,
+    Round,
+    Verdict,
+)
 from services.evaluation.report import build_report, md_escape, render_markdown, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -595,3 +604,22 @@ def test_md_escape_neutralises_table_and_html_syntax() -> None:
     assert md_escape("[link](http://x)") == "\\[link\\](http://x)"
     assert md_escape("two\nlines") == "two lines"
     assert md_escape("openai/gpt-oss-120b") == "openai/gpt-oss-120b"
+
+
+def test_pairwise_outcomes_are_counted_and_order_dependent_verdicts_are_half_wins() -> None:
+    records = []
+    outcomes = [["win", "win"], ["tie", "loss"], ["inconsistent", "unparsed"], ["win", "loss"]]
+    for i, pair in enumerate(outcomes):
+        records.append(rec(f"q{i}", "single:selected", score=6.0))
+        mine = rec(f"q{i}", "orchestrate", score=7.0)
+        mine["pairwise"] = Pairwise(baseline="single:selected", outcomes=pair)  # type: ignore[typeddict-item]
+        records.append(mine)
+    report = build_report(manifest(["single:selected", "orchestrate"], suite="mt-bench"), records, resamples=200)
+    (row,) = report["pairwise"]
+    assert (row["strategy"], row["baseline"]) == ("orchestrate", "single:selected")
+    assert (row["win"], row["tie"], row["loss"], row["inconsistent"], row["unparsed"]) == (3, 1, 2, 1, 1)
+    assert row["judgements"] == 8 and row["win_rate"] == pytest.approx((3 + 0.5 * 2) / 7)
+    assert row["inconsistent_rate"] == pytest.approx(1 / 7)
+    markdown = render_markdown(report)
+    assert "## Pairwise (judge asked in both orders)" in markdown
+    assert "| orchestrate | single:selected | 8 | 3 | 1 | 2 | 1 | 1 | 57.1% | 14.3% |" in markdown

@@ -166,7 +166,8 @@ async def test_panel_judge_drops_a_failed_panelist_and_merges_the_rest() -> None
         down={"lab/beta"},
     )
     outcome = await strategies.run(svc, parse_strategy("panel-judge"), ITEM)
-    assert sorted(r.model for r in providers.of(common_pb2.CALL_PURPOSE_ANSWER)) == sorted(MODELS)
+    # The failed panelist was tried four times (UNAVAILABLE is retried), the others once.
+    assert sorted(r.model for r in providers.of(common_pb2.CALL_PURPOSE_ANSWER)) == sorted([*MODELS, *["lab/beta"] * 3])
     (merge,) = providers.of(common_pb2.CALL_PURPOSE_AGGREGATE)
     assert merge.model == MODELS[0] and "from lab/alpha" in merge.messages[-1].content
     assert "from lab/beta" not in merge.messages[-1].content and outcome.answers == ["merged"]
@@ -252,3 +253,19 @@ async def test_a_grpc_error_from_a_single_call_reaches_the_runner() -> None:
     svc, _, _, _ = services(lambda r: "x", down={"lab/alpha"})
     with pytest.raises(grpc.aio.AioRpcError):
         await strategies.run(svc, parse_strategy("single:lab/alpha"), ITEM)
+
+
+async def test_a_rate_limited_call_is_tried_again_and_other_errors_are_not() -> None:
+    svc, providers, _, _ = services(lambda r: "Answer: 42")
+    providers.throttled = 3
+    outcome = await strategies.run(svc, parse_strategy("single:lab/alpha"), ITEM)
+    assert outcome.answers == ["Answer: 42"] and len(providers.requests) == 4
+    providers.throttled = 4  # one more than the attempts allow
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await strategies.run(svc, parse_strategy("single:lab/alpha"), ITEM)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and len(providers.requests) == 8
+    svc.attempts = 1
+    providers.throttled = 1
+    with pytest.raises(grpc.aio.AioRpcError):
+        await strategies.run(svc, parse_strategy("single:lab/alpha"), ITEM)
+    assert len(providers.requests) == 9

@@ -466,3 +466,38 @@ async def test_a_bad_key_file_stops_the_providers_service_naming_the_variable(
     sim = Simulator.from_settings(make_settings(ORX_SIM_ANSWER_KEY=str(good)), catalogue)
     assert sim.answer_key is not None and len(sim.answer_key) == 1
     assert Simulator.from_settings(make_settings(), catalogue).answer_key is None
+
+
+def pairwise_prompt(task: str, first: str, second: str) -> str:
+    return (
+        f'Output "[[A]]" if assistant A is better, "[[B]]" if assistant B is better, "[[C]]" for a tie.\n\n'
+        f"## Question\n\n{task}\n\n## Assistant A\n\n{first}\n\n## Assistant B\n\n{second}"
+    )
+
+
+async def test_a_pairwise_request_compares_the_two_quoted_drafts_and_the_order_does_not_decide(
+    catalogue: Catalogue,
+) -> None:
+    """A skilled critic prefers the better of two drafts (more often the wider the quality gap), whichever is A."""
+    sim = simulator(catalogue, number_key(120))
+    verdicts: list[tuple[float, str, str]] = []
+    for i in range(120):
+        one = await run(sim, req(catalogue, LLAMA, question(i)))
+        two = await run(sim, req(catalogue, GLM, question(i)))
+        gap = record(sim, one.text).quality - record(sim, two.text).quality
+        ab = await run(
+            sim, req(catalogue, KIMI, pairwise_prompt(question(i), one.text, two.text), purpose=Purpose.CRITIQUE)
+        )
+        ba = await run(
+            sim, req(catalogue, KIMI, pairwise_prompt(question(i), two.text, one.text), purpose=Purpose.CRITIQUE)
+        )
+        verdicts.append((gap, ab.text[-5:], ba.text[-5:]))
+    assert {v for _, ab, ba in verdicts for v in (ab, ba)} <= {"[[A]]", "[[B]]", "[[C]]"}
+    clear = [(gap, ab, ba) for gap, ab, ba in verdicts if abs(gap) > 0.15]
+    assert len(clear) >= 10
+    # With a clear gap the better draft wins in both orders (noise: at most one in five may go astray).
+    right = sum((ab, ba) == (("[[A]]", "[[B]]") if gap > 0 else ("[[B]]", "[[A]]")) for gap, ab, ba in clear)
+    assert right >= 0.8 * len(clear), (right, len(clear))
+    # An ordinary critique of the same drafts is still a JSON score.
+    review = await run(sim, req(catalogue, KIMI, critique_prompt(question(0), "x"), purpose=Purpose.CRITIQUE))
+    assert "score" in json.loads(review.text)
