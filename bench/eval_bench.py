@@ -14,7 +14,8 @@ subprocess:
   threshold 7/9, rounds 5, patience 2 (one setting changed at a time from the server's defaults);
 - HumanEval (first ``--humaneval``; code runs in the sandbox): ``single:selected``, ``orchestrate``,
   ``self-refine``, ``self-moa``;
-- MT-Bench (first ``--mt-bench``, judged): ``single:selected``, ``orchestrate``, ``self-moa``.
+- MT-Bench (first ``--mt-bench``, judged by ``z-ai/glm-4.5``, and pairwise against ``single:selected``):
+  ``single:selected``, ``orchestrate``, ``self-moa``.
 
 Each suite's strategies run in one ``eval`` invocation (so every item meets every strategy while the services
 are in the same state, and item order alternates strategies naturally); the report's figures and the run's wall
@@ -121,7 +122,16 @@ def simulated(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     key = out / "answer-key.jsonl"
     key.write_text("".join(keys), encoding="utf-8")
     summary: dict[str, Any] = {"simulated": True}
-    env = {"ORX_SIM_ANSWER_KEY": str(key), "ORX_SIM_SPEED": str(args.sim_speed), "ORX_SHADOW_SAMPLE_RATE": "0"}
+    # The simulator is no vendor: the providers' per-model limits (600 requests a minute by default) are raised so
+    # the run measures the pipeline, not our own limiter.
+    env = {
+        "ORX_SIM_ANSWER_KEY": str(key),
+        "ORX_SIM_SPEED": str(args.sim_speed),
+        "ORX_SHADOW_SAMPLE_RATE": "0",
+        "ORX_PROVIDER_RPM": "1000000",
+        "ORX_PROVIDER_CONCURRENCY": "512",
+        "ORX_PROVIDER_QUEUE": "4096",
+    }
     with cluster(out / "data", env) as c:
         for name in ("analytics", "selector", "providers", "orchestrator"):
             c.start(name)
@@ -161,7 +171,11 @@ def simulated(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                 ",".join(strategies),
                 "--output",
                 str(run_dir),
-                *(("--judge-model", "z-ai/glm-4.5") if suite == "mt-bench" else ()),
+                *(
+                    ("--judge-model", "z-ai/glm-4.5", "--pairwise-baseline", "single:selected")
+                    if suite == "mt-bench"
+                    else ()
+                ),
             )
             services_cpu = {n: _cpu_seconds(p.pid) - cpu_before[n] for n, p in c.procs.items()}
             report = json.loads((run_dir / "report.json").read_text(encoding="utf-8"))
@@ -253,12 +267,15 @@ def main() -> None:
     parser.add_argument("--skip-simulated", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "eval")
     args = parser.parse_args()
-    results: dict[str, Any] = {"python": sys.version.split()[0], "cpus": os.cpu_count()}
+    summary = args.out / "summary.json"
+    # A run of one part (--skip-local / --skip-simulated) keeps the other part's figures from an earlier run.
+    results: dict[str, Any] = json.loads(summary.read_text(encoding="utf-8")) if summary.exists() else {}
+    results.update(python=sys.version.split()[0], cpus=os.cpu_count())
     if not args.skip_simulated:
         results["simulated"] = simulated(args, args.out / "simulated")
     if not args.skip_local:
         results["local"] = local(args, args.out / "local")
-    (args.out / "summary.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+    summary.write_text(json.dumps(results, indent=2), encoding="utf-8")
     print(json.dumps({k: v for k, v in results.items() if k not in ("simulated", "local")}))
     print(f"wrote {args.out / 'summary.json'}")
 

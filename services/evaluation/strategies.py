@@ -183,6 +183,8 @@ class Outcome:
     stop_reason: str = "single"
     history: list[Round] = field(default_factory=list)
     cost_usd: float = 0.0
+    domain: common_pb2.Domain = common_pb2.DOMAIN_UNSPECIFIED
+    """The current turn's domain (the selector's analysis), passed on every call."""
 
     def add(self, call: Call) -> None:
         """Record a call and its cost."""
@@ -201,6 +203,8 @@ async def run(services: Services, spec: StrategySpec, item: Item) -> Outcome:
     outcome = Outcome()
     context: list[common_pb2.ChatMessage] = []
     for turn, prompt in enumerate(item.turns):
+        if spec.kind != "orchestrate":  # the orchestrator analyses the prompt itself
+            outcome.domain = await analyse(services, prompt)
         answer = await runner(services, spec, prompt, context, turn, outcome)
         outcome.answers.append(answer)
         context = [
@@ -229,13 +233,18 @@ async def generate(
     temperature: float | None = None,
     seed: int | None = None,
     response_format: providers_pb2.ResponseFormat | None = None,
+    domain: common_pb2.Domain = common_pb2.DOMAIN_UNSPECIFIED,
 ) -> tuple[str, Call]:
-    """One ``Generate`` call; returns the text and its :class:`Call` record."""
+    """One ``Generate`` call; returns the text and its :class:`Call` record.
+
+    ``domain`` is the prompt's domain as the selector analysed it, sent as the orchestrator sends it (the
+    simulator's skill depends on it; real vendors never see it), so every strategy is on an equal footing.
+    """
     request = providers_pb2.GenerateRequest(
         model=model,
         messages=messages,
         max_tokens=services.max_tokens_for(model, max_tokens or services.max_tokens),
-        context=providers_pb2.CallContext(purpose=purpose),
+        context=providers_pb2.CallContext(purpose=purpose, domain=domain),
     )
     if temperature is not None:
         request.temperature = temperature
@@ -275,6 +284,15 @@ async def _with_retries(services: Services, call: Callable[[], Awaitable[Any]]) 
             hinted = error_details(err).retry_after
             await asyncio.sleep(min(60.0, hinted if hinted is not None else services.backoff * 2 ** (attempt - 1)))
     raise AssertionError("unreachable")
+
+
+async def analyse(services: Services, prompt: str) -> common_pb2.Domain:
+    """The prompt's primary domain as the selector's classifier sees it (``AnalyzePrompt``)."""
+    request = selector_pb2.AnalyzePromptRequest(prompt=prompt)
+    response: selector_pb2.AnalyzePromptResponse = await _with_retries(
+        services, lambda: services.selector.AnalyzePrompt(request, timeout=services.call_timeout)
+    )
+    return response.analysis.primary_domain
 
 
 async def select(
@@ -340,7 +358,12 @@ async def _single(
 ) -> str:
     model = await _model_for(services, spec.model, prompt, context, outcome)
     text, call = await generate(
-        services, model, services.prompts.answer_messages(prompt, context), common_pb2.CALL_PURPOSE_ANSWER, "answer"
+        services,
+        model,
+        services.prompts.answer_messages(prompt, context),
+        common_pb2.CALL_PURPOSE_ANSWER,
+        "answer",
+        domain=outcome.domain,
     )
     outcome.add(call)
     outcome.model = outcome.model or model
@@ -447,7 +470,7 @@ async def _self_refine(
     history: list[float] = []
     stop = "max_rounds"
     for round_no in range(1, rules.max_rounds + 1):
-        text, call = await generate(services, model, messages, purpose, role)  # type: ignore[arg-type]
+        text, call = await generate(services, model, messages, purpose, role, domain=outcome.domain)  # type: ignore[arg-type]
         outcome.add(call)
         critique = await _critique(services, model, prompt, text, context, outcome)
         version = Round(
@@ -505,6 +528,7 @@ async def _critique(
             common_pb2.CALL_PURPOSE_CRITIQUE,
             "critique",
             max_tokens=CRITIQUE_MAX_TOKENS,
+            domain=outcome.domain,
             response_format=_critique_format(services, model),
         )
     except grpc.aio.AioRpcError:
@@ -543,7 +567,16 @@ async def _answers(
     """Run answer calls in parallel; failed ones are dropped (raises when all fail)."""
     results = await asyncio.gather(
         *(
-            generate(services, model, messages, common_pb2.CALL_PURPOSE_ANSWER, "answer", temperature=temp, seed=seed)
+            generate(
+                services,
+                model,
+                messages,
+                common_pb2.CALL_PURPOSE_ANSWER,
+                "answer",
+                temperature=temp,
+                seed=seed,
+                domain=outcome.domain,
+            )
             for model, temp, seed in jobs
         ),
         return_exceptions=True,
@@ -581,6 +614,7 @@ async def _aggregate(
         aggregate_messages(prompt, candidates, context),
         common_pb2.CALL_PURPOSE_AGGREGATE,
         "aggregate",
+        domain=outcome.domain,
     )
     outcome.add(call)
     return text

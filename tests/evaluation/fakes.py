@@ -68,9 +68,20 @@ class FakeProviders:
 
 @dataclass
 class FakeSelector:
-    """Picks ``MODELS[0]`` and ranks ``MODELS`` in order."""
+    """Picks ``MODELS[0]`` and ranks ``MODELS`` in order; every prompt is about math."""
 
     requests: list[selector_pb2.SelectModelsRequest] = field(default_factory=list)
+    analysed: list[str] = field(default_factory=list)
+
+    async def AnalyzePrompt(
+        self,
+        request: selector_pb2.AnalyzePromptRequest,
+        timeout: float,  # noqa: ASYNC109 (the stub's signature)
+    ) -> selector_pb2.AnalyzePromptResponse:
+        self.analysed.append(request.prompt)
+        return selector_pb2.AnalyzePromptResponse(
+            analysis=selector_pb2.PromptAnalysis(primary_domain=common_pb2.DOMAIN_MATH)
+        )
 
     async def SelectModels(
         self,

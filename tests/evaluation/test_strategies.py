@@ -269,3 +269,19 @@ async def test_a_rate_limited_call_is_tried_again_and_other_errors_are_not() -> 
     with pytest.raises(grpc.aio.AioRpcError):
         await strategies.run(svc, parse_strategy("single:lab/alpha"), ITEM)
     assert len(providers.requests) == 9
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    ["single:lab/alpha", "single:selected", "self-refine:model=lab/beta", "panel-judge", "self-moa:samples=2"],
+)
+async def test_every_call_carries_the_domain_the_selector_analysed(strategy: str) -> None:
+    """As the orchestrator's calls do: a simulated model's skill depends on it, so strategies compete fairly."""
+
+    def reply(request: providers_pb2.GenerateRequest) -> str:
+        return critique_json(9.0) if request.context.purpose == common_pb2.CALL_PURPOSE_CRITIQUE else "Answer: 42"
+
+    svc, providers, selector, _ = services(reply)
+    await strategies.run(svc, parse_strategy(strategy), ITEM)
+    assert selector.analysed == [ITEM.turns[0]]
+    assert providers.requests and {r.context.domain for r in providers.requests} == {common_pb2.DOMAIN_MATH}
