@@ -48,6 +48,14 @@ $(STAMPS)/chromium:
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
 	@mkdir -p $(STAMPS) && touch $@
 
+# The HumanEval sandbox's boundary (services/evaluation/sandbox.py): without bwrap it refuses to run code.
+# Needs root or sudo once.
+$(STAMPS)/bubblewrap:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends bubblewrap; }
+	@mkdir -p $(STAMPS) && touch $@
+
 $(STAMPS)/npm: package.json
 	npm install --no-audit --no-fund --loglevel=error
 	@mkdir -p $(STAMPS) && touch $@
@@ -82,10 +90,10 @@ check-js: $(STAMPS)/npm
 test-js:
 	node --test --test-reporter=dot tests/browser_unit/
 
-unit: $(STAMPS)/dev $(STAMPS)/npm $(STAMPS)/chromium
+unit: $(STAMPS)/dev $(STAMPS)/npm $(STAMPS)/chromium $(STAMPS)/bubblewrap
 	$(BIN)/pytest
 
-test: $(STAMPS)/dev $(STAMPS)/npm $(STAMPS)/chromium
+test: $(STAMPS)/dev $(STAMPS)/npm $(STAMPS)/chromium $(STAMPS)/bubblewrap
 	$(MAKE) --no-print-directory buf-lint lint typecheck check-js test-js
 	$(BIN)/pytest
 

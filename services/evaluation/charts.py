@@ -16,6 +16,7 @@ from typing import Any
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import PercentFormatter
 
 FIGSIZE = (7.0, 4.5)
@@ -111,23 +112,46 @@ def accuracy_vs_cost(report: Mapping[str, Any]) -> Figure | None:
 
 
 def accuracy_by_round(report: Mapping[str, Any]) -> Figure | None:
-    """Accuracy had each refining strategy stopped after round k (one line per strategy)."""
-    curves = [c for c in report.get("accuracy_by_round", []) if any(r["accuracy"] is not None for r in c["rounds"])]
+    """Accuracy had each refining strategy stopped after round k, one colour per strategy: the answer it would
+    have returned (best critic score so far, solid) and its last version (dashed)."""
+    curves = [
+        c
+        for c in report.get("accuracy_by_round", [])
+        if any(r.get(key) is not None for r in c["rounds"] for key in ("returned_accuracy", "last_version_accuracy"))
+    ]
     if not curves:
         return None
     figure, axes = _figure(report, "Accuracy by round")
     last = 1
-    for curve in curves:
-        rows = [r for r in curve["rounds"] if r["accuracy"] is not None]
-        rounds = [r["round"] for r in rows]
-        last = max(last, *rounds)
-        axes.plot(rounds, [r["accuracy"] for r in rows], marker="o", label=_label(curve["strategy"]))
+    handles: list[Line2D] = []
+    for index, curve in enumerate(curves):
+        colour = _PALETTE[index % len(_PALETTE)]
+        name = _label(curve["strategy"])
+        # One legend entry per strategy (its colour); the line style says which curve, in a key of its own.
+        for key, style, marker, label in (
+            ("returned_accuracy", "-", "o", name),
+            ("last_version_accuracy", "--", "x", f"_{name} (last version)"),  # "_": not in the legend
+        ):
+            rows = [r for r in curve["rounds"] if r.get(key) is not None]
+            if not rows:
+                continue
+            rounds = [r["round"] for r in rows]
+            last = max(last, *rounds)
+            (line,) = axes.plot(
+                rounds, [r[key] for r in rows], linestyle=style, marker=marker, color=colour, label=label
+            )
+            if style == "-":
+                handles.append(line)
+    handles += [
+        Line2D([], [], color="#555555", linestyle="-", marker="o", label="returned (best score so far)"),
+        Line2D([], [], color="#555555", linestyle="--", marker="x", label="last version"),
+    ]
     axes.set_xlabel("Stopped after round")
     axes.set_xticks(range(1, last + 1))
     axes.set_ylim(0.0, 1.02)  # the whole scale: a 2-point change must not look like a cliff
     axes.set_ylabel("Accuracy")
     axes.yaxis.set_major_formatter(PercentFormatter(1.0))
-    axes.legend(fontsize=8, loc="best")
+    axes.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     return figure
 
 

@@ -89,6 +89,14 @@ _PAIRWISE = (
 )
 
 
+_PAIRWISE_MULTI = _PAIRWISE.replace(
+    "evaluate the quality of the responses provided by two AI assistants to the user question displayed below.",
+    "evaluate the quality of the responses provided by two AI assistants to the user questions. You should focus "
+    "on who provides a better answer to the last user question. Each turn shows the question and both "
+    "assistants' answers; each assistant's earlier answers belong to its own conversation.",
+)
+
+
 @dataclass(frozen=True)
 class JudgePrompt:
     """The judge's two messages."""
@@ -124,18 +132,24 @@ def single_prompt(item: Item, answers: list[str], turn: int) -> JudgePrompt:
     return JudgePrompt(JUDGE_SYSTEM.format(key=key), "\n\n".join(parts))
 
 
-def pairwise_prompt(question: str, first: str, second: str) -> JudgePrompt:
-    """MT-Bench pairwise comparison of two answers to a single question (A is ``first``)."""
+def pairwise_prompt(questions: list[str], first: list[str], second: list[str]) -> JudgePrompt:
+    """MT-Bench pairwise comparison (A is ``first``): one question and two answers, or for a later turn every
+    turn so far (question, A's answer, B's answer), judged on the last answers."""
     key = secrets.token_hex(8)
-    user = "\n\n".join(
-        [
+    if len(questions) == 1:
+        parts = [
             _PAIRWISE,
-            _fence("QUESTION", question, key),
-            _fence("ASSISTANT_A", first, key),
-            _fence("ASSISTANT_B", second, key),
+            _fence("QUESTION", questions[0], key),
+            _fence("ASSISTANT_A", first[0], key),
+            _fence("ASSISTANT_B", second[0], key),
         ]
-    )
-    return JudgePrompt(JUDGE_SYSTEM.format(key=key), user)
+    else:
+        parts = [_PAIRWISE_MULTI]
+        for i, (question, a, b) in enumerate(zip(questions, first, second, strict=True), start=1):
+            parts.append(_fence(f"USER_QUESTION_{i}", question, key))
+            parts.append(_fence(f"ASSISTANT_A_ANSWER_{i}", a, key))
+            parts.append(_fence(f"ASSISTANT_B_ANSWER_{i}", b, key))
+    return JudgePrompt(JUDGE_SYSTEM.format(key=key), "\n\n".join(parts))
 
 
 def parse_rating(reply: str) -> float | None:

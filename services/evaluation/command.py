@@ -27,7 +27,7 @@ from orchestratex.v1 import (
     selector_pb2_grpc,
 )
 from services.evaluation import runner
-from services.evaluation.records import Manifest, Record
+from services.evaluation.records import SCHEMA_VERSION, Manifest, Record
 from services.evaluation.sandbox import SandboxLimits
 from services.evaluation.strategies import Services, StrategyError, StrategySpec, parse_strategy, split_strategies
 from services.evaluation.suites import Suite, SuiteError, answer_key_rows, load_suite
@@ -73,6 +73,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per model call or session (default 600)")
     p.add_argument("--code-timeout", type=float, default=10.0, help="seconds per HumanEval test run (default 10)")
     p.add_argument("--yes", action="store_true", help="do not ask before spending money on real models")
+    p.add_argument(
+        "--allow-weak-sandbox",
+        action="store_true",
+        help="run HumanEval tests even where bubblewrap is missing (only rlimits and an audit hook protect the host)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
         "--export-sim-answer-key",
@@ -106,6 +111,14 @@ async def run_command(
         return _fail(f"--pairwise-baseline {args.pairwise_baseline!r} is not one of the strategies", err)
     if args.limit is not None and args.limit < 1:
         return _fail("--limit must be at least 1", err)
+    for name, value, low, high in (
+        ("--timeout", args.timeout, 0.001, 86_400),
+        ("--code-timeout", args.code_timeout, 0.1, 600),
+        ("--max-tokens", args.max_tokens, 1, 1_000_000),
+        ("--pass-score", args.pass_score, 1, 10),
+    ):
+        if not low <= value <= high:
+            return _fail(f"{name} must be between {low:g} and {high:g}", err)
     if not 1 <= args.concurrency <= 256:
         return _fail("--concurrency must be between 1 and 256", err)
     if args.budget_usd is not None and args.budget_usd <= 0:
@@ -162,7 +175,9 @@ async def _run(
     models = {m.id: m for m in listed.models}
     unknown = sorted({s.model for s in specs if s.kind == "single" and s.model != "selected"} - models.keys())
     unknown += sorted(
-        {m for s in specs for key in ("model", "judge") for m in [str(s.options.get(key, ""))] if m} - models.keys()
+        {m for s in specs for key in ("model", "judge") for m in [str(s.options.get(key, ""))] if m}
+        - models.keys()
+        - {"selected"}
     )
     unknown += sorted({m for s in specs for m in str(s.options.get("models", "")).split("+") if m} - models.keys())
     if unknown:
@@ -181,6 +196,7 @@ async def _run(
         limit=args.limit,
         progress=not args.no_progress,
         sandbox=SandboxLimits(timeout_s=args.code_timeout),
+        allow_weak_sandbox=args.allow_weak_sandbox,
         pairwise_baseline=args.pairwise_baseline if suite.judged else None,
     )
     est = runner.estimate(config, models, suite.items)
@@ -194,8 +210,12 @@ async def _run(
     )
     if args.estimate:
         return 0
-    if not simulated and not args.yes and sys.stdin.isatty():
-        answer = await asyncio.to_thread(input, "These are real models and cost money. Continue? [y/N] ")
+    if not simulated and est.worst > 0 and not args.yes:
+        # Real money: a person confirms, or the command line does (--yes); never silently.
+        if not sys.stdin.isatty():
+            return _fail("these models cost money: pass --yes to run without a terminal (and --budget-usd)", err)
+        print("These are real models and cost money. Continue? [y/N] ", end="", file=out, flush=True)
+        answer = sys.stdin.readline()
         if answer.strip().lower() not in ("y", "yes"):
             print("orchestratex eval: nothing run", file=err)
             return 0
@@ -253,9 +273,14 @@ def _report_only(output: Path, out: TextIO, err: TextIO) -> int:
     path = output / runner.MANIFEST
     if not path.exists():
         return _fail(f"{output}: no run here ({runner.MANIFEST} missing)", err)
-    manifest = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return _fail(f"{path}: unreadable ({exc})", err)
+    if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA_VERSION:
+        return _fail(f"{path}: not a run manifest of this version", err)
     records = runner.ResultsFile(output / runner.RESULTS).read()
-    paths = _write_report(output, manifest, records)
+    paths = _write_report(output, manifest, records)  # type: ignore[arg-type]  # checked just above
     print(f"report: {', '.join(str(p) for p in paths if p.suffix != '.png')}", file=out)
     return 0
 

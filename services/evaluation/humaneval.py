@@ -1,11 +1,14 @@
 """HumanEval checking: the code to test from a model's answer, run with the item's tests in the sandbox.
 
 An item is right when ``program + test + check(entry_point)`` runs to its end in :mod:`.sandbox` (the
-dataset's ``check`` asserts). The program is what :func:`extract_program` finds in the answer: models are
-asked for the whole function in one fenced block (``suites.HUMANEVAL_INSTRUCTION``), but some answer with
-prose and several blocks, or with only the body; both are handled. As in OpenAI's harness
-(``human_eval/execution.py``), the program does not run as ``__main__``, so a demonstration block under
-``if __name__ == "__main__":`` (often reading ``input()``) does not run.
+dataset's ``check`` asserts): the sandbox appends a line after ``check(entry_point)`` that reports a token
+generated for the run, so a program that stops before ``check`` returned (``sys.exit(0)``, ``raise
+SystemExit``, ``os._exit(0)``) fails, as in OpenAI's harness. The program is what :func:`extract_program`
+finds in the answer: models are asked for the whole function in one fenced block
+(``suites.HUMANEVAL_INSTRUCTION``), but some answer with prose and several blocks, or with only the body;
+both are handled. As in OpenAI's harness (``human_eval/execution.py``), the program does not run as
+``__main__``, so a demonstration block under ``if __name__ == "__main__":`` (often reading ``input()``)
+does not run.
 """
 
 from __future__ import annotations
@@ -86,16 +89,26 @@ def test_program(program: str, test: str, entry_point: str) -> str:
 
 
 async def check_humaneval(
-    answer: str, *, prompt: str, test: str, entry_point: str, limits: SandboxLimits = DEFAULT_LIMITS
+    answer: str,
+    *,
+    prompt: str,
+    test: str,
+    entry_point: str,
+    limits: SandboxLimits = DEFAULT_LIMITS,
+    allow_weak: bool = False,
 ) -> Verdict:
     """Run the answer's program with the item's tests in the sandbox.
 
     ``detail`` is ``passed``, ``failed: <the exception's line>`` (``failed: AssertionError`` for a wrong
-    result), ``timeout after 10 s``, ``memory limit (512 MB) exceeded``, ``blocked: network
-    (socket.__new__)`` or ``sandbox error: ...``; ``correct`` is true only for ``passed``.
+    result, ``failed: exited with status 0 before its end`` for ``sys.exit(0)`` before ``check``),
+    ``timeout after 10 s``, ``memory limit (512 MB) exceeded``, ``blocked: network (socket.__new__)``,
+    ``sandbox error: ...`` or ``sandbox unavailable: ...`` (no bubblewrap and not ``allow_weak``, see
+    :func:`.sandbox.run_python`); ``correct`` is true only for ``passed``.
     """
     program = extract_program(answer, prompt, entry_point)
-    result = await run_python(test_program(program, test, entry_point), limits, run_name=_RUN_NAME)
+    result = await run_python(
+        test_program(program, test, entry_point), limits, run_name=_RUN_NAME, allow_weak=allow_weak
+    )
     if result.outcome == "passed":
         detail = "passed"
     elif result.outcome == "failed":

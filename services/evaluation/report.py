@@ -14,6 +14,11 @@ Rules the whole report follows:
   suite: that pass the judge's pass mark); a judged suite is compared on the mean score.
 - Confidence intervals are 95% percentile bootstraps over items, seeded per quantity from ``seed`` so the
   same records give the same report.
+- Strategies are grouped by kind: ``orchestrate:rounds=5`` is an ``orchestrate`` and ``self-moa:samples=3`` a
+  ``self-moa`` wherever the report pairs strategies. Critic figures (AUC, agreement) are per strategy, never
+  pooled: critics and panel sizes differ between strategies.
+- A comparison of two quantities is made on the items both have a value for (paired tests, the oracle gap,
+  best-scored against last version).
 - Model answers, prompts, errors and verdict details are untrusted text: none of them reaches the Markdown
   (and report.json does not repeat the records; results.jsonl has them). Strategy names and model ids are
   escaped wherever they are printed.
@@ -33,18 +38,19 @@ from typing import Any, TypeVar
 import numpy as np
 
 from services.evaluation import charts, stats
-from services.evaluation.records import Manifest, Record
+from services.evaluation.records import Manifest, Record, Round
 
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
-REPORT_SCHEMA = 1
-"""Version of the report.json layout."""
+REPORT_SCHEMA = 2
+"""Version of the report.json layout (2: per-strategy critic figures, two accuracy-by-round curves)."""
 
 CI_LEVEL = 0.95
 ALPHA = 0.05
 SELECTED = "single:selected"
+ORCHESTRATE = "orchestrate"
 SELF_MOA = "self-moa"
 ORACLE = "oracle"
 
@@ -73,6 +79,11 @@ def is_single_model(strategy: str) -> bool:
     return strategy.startswith("single:") and strategy != SELECTED
 
 
+def is_kind(strategy: str, kind: str) -> bool:
+    """``strategy`` is ``kind`` itself or ``kind`` with options (``self-moa:samples=3`` is a ``self-moa``)."""
+    return strategy == kind or strategy.startswith(kind + ":")
+
+
 def is_refining(strategy: str, records: Sequence[Record] = ()) -> bool:
     """A strategy that revises its answer over rounds (``orchestrate*``, ``self-refine``, or any with rounds)."""
     if strategy.startswith(("orchestrate", "self-refine")):
@@ -95,18 +106,34 @@ def _score(record: Record) -> float | None:
     return stats.finite(verdict["score"])
 
 
-def _round_verdicts(record: Record) -> dict[int, bool]:
-    """Round -> correctness for the checked rounds of the record's last turn (the one ``rounds`` describes)."""
+def _last_turn(record: Record) -> list[Round]:
+    """The versions of the record's last turn (the one ``rounds`` describes), by round; empty unless ok."""
     history = record["round_history"]
     if record["status"] != "ok" or not history:
-        return {}
+        return []
     last_turn = max(r["turn"] for r in history)
+    return sorted((r for r in history if r["turn"] == last_turn), key=lambda r: r["round"])
+
+
+def _round_verdicts(record: Record) -> dict[int, bool]:
+    """Round -> correctness for the checked rounds of the record's last turn (the one ``rounds`` describes)."""
     checked: dict[int, bool] = {}
-    for entry in history:
+    for entry in _last_turn(record):
         verdict = entry.get("verdict")
-        if entry["turn"] == last_turn and verdict is not None and verdict["correct"] is not None:
+        if verdict is not None and verdict["correct"] is not None:
             checked[entry["round"]] = bool(verdict["correct"])
     return checked
+
+
+def returned_round(versions: Sequence[Round]) -> int | None:
+    """The round a refining strategy returns among ``versions``: the highest aggregate score, earliest on ties;
+    the last version when none was scored (as the orchestrator and self-refine do). None for no versions."""
+    if not versions:
+        return None
+    scored = [(score, v["round"]) for v in versions if (score := stats.finite(v["aggregate_score"])) is not None]
+    if not scored:
+        return max(v["round"] for v in versions)
+    return max(scored, key=lambda sr: (sr[0], -sr[1]))[1]
 
 
 def _seed(seed: int, *labels: str) -> list[int]:
@@ -163,6 +190,21 @@ def _strategy_summary(name: str, records: Sequence[Record], *, resamples: int, s
     }
 
 
+def _checked_singles(by_strategy: Mapping[str, Sequence[Record]]) -> dict[str, list[Record]]:
+    """item -> the single:<model> records of that item that are ok and checked (the oracle's candidates)."""
+    per_item: dict[str, list[Record]] = {}
+    for name, records in by_strategy.items():
+        if is_single_model(name):
+            for record in records:
+                if _correct(record) is not None:
+                    per_item.setdefault(record["item_id"], []).append(record)
+    return per_item
+
+
+def _oracle_score(runs: Sequence[Record]) -> float | None:
+    return max((s for s in (_score(r) for r in runs) if s is not None), default=None)
+
+
 def _oracle(
     by_strategy: Mapping[str, Sequence[Record]], *, resamples: int, seed: int
 ) -> tuple[dict[str, Any] | None, str | None]:
@@ -170,20 +212,15 @@ def _oracle(
     singles = [name for name in by_strategy if is_single_model(name)]
     if len(singles) < 2:
         return None, (f"Oracle omitted: it needs at least two single:<model> strategies, this run has {len(singles)}.")
-    per_item: dict[str, list[Record]] = {}
-    for name in singles:
-        for record in by_strategy[name]:
-            if _correct(record) is not None:
-                per_item.setdefault(record["item_id"], []).append(record)
+    per_item = _checked_singles(by_strategy)
     outcomes: list[float] = []
     scores: list[float] = []
     costs: list[float] = []
     for runs in per_item.values():
         right = [r for r in runs if _correct(r)]
         outcomes.append(1.0 if right else 0.0)
-        item_scores = [s for s in (_score(r) for r in runs) if s is not None]
-        if item_scores:
-            scores.append(max(item_scores))
+        if (best := _oracle_score(runs)) is not None:
+            scores.append(best)
         # The oracle pays for the cheapest model that would have been right (the cheapest one when none was).
         costs.append(min(r["cost_usd"] for r in (right or runs)))
     correct = int(sum(outcomes))
@@ -217,67 +254,102 @@ def _oracle(
 
 
 def _selection(
-    by_strategy: Mapping[str, Sequence[Record]],
-    summaries: Mapping[str, Mapping[str, Any]],
-    oracle: Mapping[str, Any] | None,
+    by_strategy: Mapping[str, Sequence[Record]], oracle: Mapping[str, Any] | None
 ) -> tuple[dict[str, Any] | None, str | None]:
-    """How often the selector picked a model that was right, on items where some single model was right."""
+    """How often the selector picked a model that was right, on items where some single model was right.
+
+    The pick is judged by the record of ``single:<pick>`` on the same item. When there is none that is ok and
+    checked (the picked model was not run as a single, or its run failed there), the pick can be neither a
+    hit nor a miss: the item is left out of the denominator and counted apart.
+
+    The gap to the oracle compares the two on the items both were checked on (a per-strategy accuracy over
+    different items would mix the difficulty of the items into the gap).
+    """
     singles = [name for name in by_strategy if is_single_model(name)]
     if SELECTED not in by_strategy:
         return None, "Selection accuracy omitted: the run has no single:selected strategy."
     if not singles:
         return None, "Selection accuracy omitted: the run has no single:<model> strategy to compare with."
+    single_models = {name.removeprefix("single:") for name in singles}
+    per_item = _checked_singles(by_strategy)
     # item -> model -> correct, from the single:<model> strategies (the model is the strategy's suffix)
-    single_outcomes: dict[str, dict[str, bool]] = {}
-    for name in singles:
-        for record in by_strategy[name]:
-            outcome = _correct(record)
-            if outcome is not None:
-                single_outcomes.setdefault(record["item_id"], {})[name.removeprefix("single:")] = outcome
-    compared = hits = unevaluated = no_single_correct = 0
+    single_outcomes = {
+        item: {r["strategy"].removeprefix("single:"): bool(_correct(r)) for r in runs}
+        for item, runs in per_item.items()
+    }
+    compared = hits = not_run = not_checked = no_single_correct = 0
     picks: Counter[str] = Counter()
     for record in by_strategy[SELECTED]:
         if record["status"] != "ok":
             continue
         picks[record["model"]] += 1
         outcomes = single_outcomes.get(record["item_id"], {})
-        right = {model for model, ok in outcomes.items() if ok}
-        if not right:
+        if not any(outcomes.values()):
             no_single_correct += 1
             continue
+        if record["model"] not in outcomes:
+            if record["model"] in single_models:
+                not_checked += 1
+            else:
+                not_run += 1
+            continue
         compared += 1
-        hits += record["model"] in right
-        unevaluated += record["model"] not in outcomes
-    selected = summaries[SELECTED]
-    gap = score_gap = None
+        hits += outcomes[record["model"]]
+
+    # The gap to the oracle, over the items both have a value for.
+    selected_by_item = {r["item_id"]: r for r in by_strategy[SELECTED]}
+    acc_pairs: list[tuple[float, float]] = []
+    score_pairs: list[tuple[float, float]] = []
     if oracle is not None:
-        if oracle["accuracy"] is not None and selected["accuracy"] is not None:
-            gap = oracle["accuracy"] - selected["accuracy"]
-        if oracle["mean_score"] is not None and selected["mean_score"] is not None:
-            score_gap = oracle["mean_score"] - selected["mean_score"]
+        for item, runs in per_item.items():
+            answer = selected_by_item.get(item)
+            if answer is None:
+                continue
+            if (correct := _correct(answer)) is not None:
+                acc_pairs.append((1.0 if any(_correct(r) for r in runs) else 0.0, float(correct)))
+            oracle_score, score = _oracle_score(runs), _score(answer)
+            if oracle_score is not None and score is not None:
+                score_pairs.append((oracle_score, score))
+    oracle_acc = stats.mean([o for o, _ in acc_pairs])
+    selected_acc = stats.mean([s for _, s in acc_pairs])
+    oracle_score_mean = stats.mean([o for o, _ in score_pairs])
+    selected_score_mean = stats.mean([s for _, s in score_pairs])
     return {
         "items": compared,
         "selected_correct_model": hits,
         "selection_accuracy": _ratio(hits, compared),
-        "selected_model_not_run_as_single": unevaluated,
+        "left_out": not_run + not_checked,
+        "selected_model_not_run_as_single": not_run,
+        "selected_model_single_unchecked": not_checked,
         "items_no_single_correct": no_single_correct,
         "picks": dict(sorted(picks.items(), key=lambda kv: (-kv[1], kv[0]))),
-        "selected_accuracy": selected["accuracy"],
-        "oracle_accuracy": None if oracle is None else oracle["accuracy"],
-        "oracle_gap": gap,
-        "selected_mean_score": selected["mean_score"],
-        "oracle_mean_score": None if oracle is None else oracle["mean_score"],
-        "oracle_score_gap": score_gap,
+        "gap_items": len(acc_pairs),
+        "selected_accuracy": selected_acc,
+        "oracle_accuracy": oracle_acc,
+        "oracle_gap": None if oracle_acc is None or selected_acc is None else oracle_acc - selected_acc,
+        "score_gap_items": len(score_pairs),
+        "selected_mean_score": selected_score_mean,
+        "oracle_mean_score": oracle_score_mean,
+        "oracle_score_gap": (
+            None
+            if oracle_score_mean is None or selected_score_mean is None
+            else oracle_score_mean - selected_score_mean
+        ),
     }, None
 
 
 def accuracy_by_round(records: Sequence[Record]) -> dict[str, Any] | None:
-    """Accuracy had the strategy stopped after round k, for k = 1 .. the most rounds any item used.
+    """Accuracy had the strategy stopped after round k, for k = 1 .. the most rounds any item used: two curves.
 
-    An item that stopped before round k keeps its last checked version (what it would have answered).
-    Rounds are those of each item's last turn that carry a verdict; items with none are left out. The
-    final accuracy (the strategy's returned answer, which may be the best-scored rather than the last
-    version) is given over the same items for comparison.
+    - *last version*: the latest checked version among rounds 1..k (an item that stopped before round k keeps
+      its last checked version). What a loop that returns its last draft would have scored.
+    - *returned*: the version the strategy would have returned after round k: the best aggregate score among
+      rounds 1..k, earliest on ties, the latest when none was scored (:func:`returned_round`). At the last
+      round it is the answer the strategy did return, so it ends at ``final_accuracy``. An item whose returned
+      version was not checked is left out of that round's ``returned_n``.
+
+    Rounds are those of each item's last turn; items without a checked round are left out. ``final_accuracy``
+    is the record's own verdict over the same items.
     """
     checked = [(r, v) for r in records if (v := _round_verdicts(r))]
     if not checked:
@@ -285,19 +357,68 @@ def accuracy_by_round(records: Sequence[Record]) -> dict[str, Any] | None:
     last_round = max(max(v) for _, v in checked)
     rows: list[dict[str, Any]] = []
     for k in range(1, last_round + 1):
-        values: list[bool] = []
+        last_values: list[bool] = []
+        returned_values: list[bool] = []
         reached = 0
-        for _, verdicts in checked:
+        for record, verdicts in checked:
             earlier = [r for r in verdicts if r <= k]
-            if not earlier:
-                continue
-            values.append(verdicts[max(earlier)])
+            if earlier:
+                last_values.append(verdicts[max(earlier)])
+            versions = [v for v in _last_turn(record) if v["round"] <= k]
+            chosen = returned_round(versions)
+            if chosen is not None and chosen in verdicts:
+                returned_values.append(verdicts[chosen])
             reached += max(verdicts) >= k
         rows.append(
-            {"round": k, "n": len(values), "still_refining": reached, "accuracy": _ratio(sum(values), len(values))}
+            {
+                "round": k,
+                "still_refining": reached,
+                "last_version_n": len(last_values),
+                "last_version_accuracy": _ratio(sum(last_values), len(last_values)),
+                "returned_n": len(returned_values),
+                "returned_accuracy": _ratio(sum(returned_values), len(returned_values)),
+            }
         )
     finals = [c for c in (_correct(r) for r, _ in checked) if c is not None]
     return {"items": len(checked), "rounds": rows, "final_accuracy": _ratio(sum(finals), len(finals))}
+
+
+def best_vs_last(records: Sequence[Record]) -> dict[str, Any] | None:
+    """The answer the strategy returned (best-scored version) against the last version it wrote.
+
+    Over the items whose record is checked and whose last turn has a checked version: ``returned`` is the
+    record's verdict, ``last`` the verdict of the latest checked version. ``returned_not_last`` counts the
+    items where the strategy returned an earlier version than its last; the exact McNemar test asks whether
+    returning the best-scored version changed accuracy. None when no item qualifies.
+    """
+    pairs: list[tuple[bool, bool]] = []
+    earlier = 0
+    for record in records:
+        verdicts = _round_verdicts(record)
+        final = _correct(record)
+        if not verdicts or final is None:
+            continue
+        pairs.append((final, verdicts[max(verdicts)]))
+        versions = _last_turn(record)
+        earlier += returned_round(versions) != versions[-1]["round"]
+    if not pairs:
+        return None
+    only_returned = sum(1 for r, last in pairs if r and not last)
+    only_last = sum(1 for r, last in pairs if last and not r)
+    returned_correct = sum(r for r, _ in pairs)
+    last_correct = sum(last for _, last in pairs)
+    return {
+        "items": len(pairs),
+        "returned_not_last": earlier,
+        "returned_correct": returned_correct,
+        "last_correct": last_correct,
+        "returned_accuracy": returned_correct / len(pairs),
+        "last_accuracy": last_correct / len(pairs),
+        "difference": (returned_correct - last_correct) / len(pairs),
+        "only_returned_correct": only_returned,
+        "only_last_correct": only_last,
+        "p_value": stats.mcnemar_exact(only_returned, only_last),
+    }
 
 
 def refinement_flips(records: Sequence[Record]) -> dict[str, Any] | None:
@@ -358,6 +479,10 @@ def critic_calibration(records: Sequence[Record]) -> dict[str, Any] | None:
 
     Tells whether the loop's stop rule (a threshold on the aggregate score) can tell right answers from
     wrong ones: 0.5 is chance, 1.0 perfect. None when no round has both a score and a verdict.
+
+    Pass the records of one strategy: critics differ between strategies (self-refine's model grades its own
+    answers; orchestrate variants aggregate different numbers of critics), so a pooled AUC would describe
+    no loop that was run.
     """
     aggregate: list[tuple[float, bool]] = []
     per_critic: dict[str, list[tuple[float, bool]]] = {}
@@ -397,9 +522,10 @@ def critic_calibration(records: Sequence[Record]) -> dict[str, Any] | None:
 def critic_agreement(records: Sequence[Record]) -> dict[str, Any] | None:
     """Pairwise correlation of the critics' scores and the effective number of independent critics.
 
-    Over every round (any strategy, any turn) with at least two critic scores; a critic that scored a round
-    twice counts with its mean. See :func:`services.evaluation.stats.effective_number` for ``n_eff``
-    (Kish's design effect, ``n_eff = k / (1 + (k - 1) * r_mean)``).
+    Over every round (any turn) with at least two critic scores; a critic that scored a round twice counts
+    with its mean. See :func:`services.evaluation.stats.effective_number` for ``n_eff`` (Kish's design
+    effect, ``n_eff = k / (1 + (k - 1) * r_mean)``). Pass the records of one strategy: ``k`` is the panel size
+    of one configuration, and pooling panels of different sizes would give an ``n_eff`` of none of them.
     """
     rounds: list[dict[str, float]] = []
     for record in records:
@@ -542,8 +668,9 @@ def build_report(
 
     Top-level keys: ``schema``, ``manifest``, ``suite``, ``simulated``, ``kind`` (checkable or judged),
     ``metric``, ``empty``, ``settings``, ``totals``, ``strategies`` (one summary per strategy, in the
-    manifest's order), ``oracle``, ``selection``, ``accuracy_by_round``, ``flips``, ``critic_calibration``,
-    ``critic_agreement``, ``paired_tests``, ``notes`` and ``charts`` (filled by :func:`write_report`).
+    manifest's order), ``oracle``, ``selection``, ``accuracy_by_round``, ``best_vs_last``, ``flips`` (these
+    three per refining strategy), ``critic_calibration``, ``critic_agreement`` (per strategy with critic
+    scores), ``paired_tests``, ``pairwise``, ``notes`` and ``charts`` (filled by :func:`write_report`).
     """
     unique = dedupe(records)
     order = list(dict.fromkeys([*manifest["strategies"], *(r["strategy"] for r in unique)]))
@@ -570,27 +697,38 @@ def build_report(
     oracle, note = _oracle(by_strategy, resamples=resamples, seed=seed) if unique else (None, None)
     if note:
         notes.append(note)
-    selection, note = _selection(by_strategy, summaries, oracle) if unique else (None, None)
+    selection, note = _selection(by_strategy, oracle) if unique else (None, None)
     if note and SELECTED in by_strategy:
         notes.append(note)
 
     by_round: list[dict[str, Any]] = []
+    best_last: list[dict[str, Any]] = []
     flips: list[dict[str, Any]] = []
+    calibration: list[dict[str, Any]] = []
+    agreement: list[dict[str, Any]] = []
     for name, recs in by_strategy.items():
+        # Critic figures for any strategy whose rounds carry critic scores, one strategy at a time.
+        if (auc := critic_calibration(recs)) is not None:
+            calibration.append({"strategy": name, **auc})
+        if (agree := critic_agreement(recs)) is not None:
+            agreement.append({"strategy": name, **agree})
         if not summaries[name]["refining"]:
             continue
         if (curve := accuracy_by_round(recs)) is not None:
             by_round.append({"strategy": name, **curve})
+        if (versus := best_vs_last(recs)) is not None:
+            best_last.append({"strategy": name, **versus})
         if (flip := refinement_flips(recs)) is not None:
             flips.append({"strategy": name, **flip})
 
+    # Every orchestrate variant against the selector and every self-moa variant (matched on the kind, so
+    # options such as ``self-moa:samples=3`` do not hide a baseline).
+    baselines = [n for n in by_strategy if n == SELECTED or is_kind(n, SELF_MOA)]
     paired: list[dict[str, Any]] = []
     for name, recs in by_strategy.items():
-        if not name.startswith("orchestrate"):
+        if not is_kind(name, ORCHESTRATE):
             continue
-        for baseline in (SELECTED, SELF_MOA):
-            if baseline not in by_strategy:
-                continue
+        for baseline in baselines:
             test = paired_test(
                 recs,
                 by_strategy[baseline],
@@ -631,9 +769,10 @@ def build_report(
         "oracle": oracle,
         "selection": selection,
         "accuracy_by_round": by_round,
+        "best_vs_last": best_last,
         "flips": flips,
-        "critic_calibration": critic_calibration(unique),
-        "critic_agreement": critic_agreement(unique),
+        "critic_calibration": calibration,
+        "critic_agreement": agreement,
         "paired_tests": paired,
         "pairwise": pairwise_summary(unique),
         "notes": notes,
@@ -840,21 +979,31 @@ def _oracle_section(report: Mapping[str, Any]) -> list[str]:
             "An upper bound for routing, not a runnable strategy."
         )
     if selection:
+        left_out = ""
+        if selection["left_out"]:
+            left_out = (
+                f"; {selection['left_out']} items were left out because the picked model has no checked single "
+                f"run on them ({selection['selected_model_not_run_as_single']} picks of a model not run as a "
+                f"single, {selection['selected_model_single_unchecked']} whose single run failed or was skipped)"
+            )
         lines.append(
-            f"- Selection accuracy: on {selection['items']} items where single:selected answered and some single "
-            f"model was right, the selector picked a right model {_pct(selection['selection_accuracy'])} of the "
-            f"time ({selection['selected_correct_model']}/{selection['items']}); "
-            f"{selection['selected_model_not_run_as_single']} picks were of a model not run as a single."
+            f"- Selection accuracy: on {selection['items']} items where single:selected answered, some single "
+            f"model was right and the picked model's own single run was checked, the selector picked a right "
+            f"model {_pct(selection['selection_accuracy'])} of the time "
+            f"({selection['selected_correct_model']}/{selection['items']}){left_out}."
         )
         if selection["oracle_gap"] is not None:
-            lines.append(
-                f"- Gap to the oracle: {_pct(selection['oracle_accuracy'])} - {_pct(selection['selected_accuracy'])} "
-                f"= {100 * selection['oracle_gap']:.1f} points of accuracy"
-                + (
-                    f"; {_num(selection['oracle_score_gap'])} points of mean score."
-                    if selection["oracle_score_gap"] is not None
-                    else "."
+            score_gap = ""
+            if selection["oracle_score_gap"] is not None:
+                score_gap = (
+                    f"; {_num(selection['oracle_mean_score'])} - {_num(selection['selected_mean_score'])} = "
+                    f"{_num(selection['oracle_score_gap'])} points of mean score on {selection['score_gap_items']} "
+                    "items"
                 )
+            lines.append(
+                f"- Gap to the oracle, on the {selection['gap_items']} items both were checked on: "
+                f"{_pct(selection['oracle_accuracy'])} - {_pct(selection['selected_accuracy'])} "
+                f"= {100 * selection['oracle_gap']:.1f} points of accuracy{score_gap}."
             )
         if selection["picks"]:
             picks = ", ".join(f"{md_escape(m)} {n}" for m, n in selection["picks"].items())
@@ -866,6 +1015,11 @@ def _rounds_section(report: Mapping[str, Any]) -> list[str]:
     lines: list[str] = []
     if report["accuracy_by_round"]:
         lines += ["## Accuracy by round", ""]
+        lines += [
+            "Had the strategy stopped after round k: *returned* is the version it would have returned (the best "
+            "critic score so far), *last version* the latest one it wrote.",
+            "",
+        ]
         rows = []
         for curve in report["accuracy_by_round"]:
             for row in curve["rounds"]:
@@ -873,15 +1027,50 @@ def _rounds_section(report: Mapping[str, Any]) -> list[str]:
                     [
                         md_escape(curve["strategy"]),
                         str(row["round"]),
-                        str(row["n"]),
+                        str(row["returned_n"]),
                         str(row["still_refining"]),
-                        _pct(row["accuracy"]),
+                        _pct(row["returned_accuracy"]),
+                        _pct(row["last_version_accuracy"]),
                     ]
                 )
             rows.append(
-                [md_escape(curve["strategy"]), "final answer", str(curve["items"]), "—", _pct(curve["final_accuracy"])]
+                [
+                    md_escape(curve["strategy"]),
+                    "final answer",
+                    str(curve["items"]),
+                    "—",
+                    _pct(curve["final_accuracy"]),
+                    "—",
+                ]
             )
-        lines += _table(["Strategy", "Stopped at round", "Items", "Still refining", "Accuracy"], rows)
+        header = ["Strategy", "Stopped at round", "Items", "Still refining", "Returned", "Last version"]
+        lines += _table(header, rows)
+    if report.get("best_vs_last"):
+        lines += ["## Best-scored vs last version", ""]
+        rows = [
+            [
+                md_escape(b["strategy"]),
+                str(b["items"]),
+                str(b["returned_not_last"]),
+                _pct(b["returned_accuracy"]),
+                _pct(b["last_accuracy"]),
+                f"{100 * b['difference']:+.1f} pts",
+                f"{b['only_returned_correct']} / {b['only_last_correct']}",
+                _p(b["p_value"]),
+            ]
+            for b in report["best_vs_last"]
+        ]
+        header = [
+            "Strategy",
+            "Items",
+            "Returned an earlier version",
+            "Returned (best-scored)",
+            "Last version",
+            "Difference",
+            "Only returned right / only last right",
+            "p (McNemar)",
+        ]
+        lines += _table(header, rows)
     if report["flips"]:
         lines += ["## Refinement flips", ""]
         rows = []
@@ -915,25 +1104,38 @@ def _critics_section(report: Mapping[str, Any]) -> list[str]:
         return []
     lines: list[str] = []
     if calibration:
-        rows = [["aggregate", *_auc_cells(calibration["aggregate"])]]
-        rows += [[md_escape(c["model"]), *_auc_cells(c)] for c in calibration["critics"]]
+        rows = []
+        for entry in calibration:
+            name = md_escape(entry["strategy"])
+            rows.append([name, "aggregate", *_auc_cells(entry["aggregate"])])
+            rows += [[name, md_escape(c["model"]), *_auc_cells(c)] for c in entry["critics"]]
         lines += ["## Critic calibration", ""]
-        lines += ["ROC AUC of the critics' scores against the checker's verdict, over every checked round:", ""]
-        lines += _table(["Critic", "Rounds", "Right", "Wrong", "AUC"], rows)
+        lines += [
+            "ROC AUC of the critics' scores against the checker's verdict, over every checked round, per strategy:",
+            "",
+        ]
+        lines += _table(["Strategy", "Critic", "Rounds", "Right", "Wrong", "AUC"], rows)
     if agreement:
         lines += ["## Critic agreement", ""]
-        lines.append(
-            f"Over {agreement['rounds']} rounds with two or more critics: mean pairwise r = "
-            f"{_num(agreement['mean_r'])}, k = {agreement['k'] if agreement['k'] is not None else '—'} critics "
-            f"per round, effective number of independent critics n_eff = {_num(agreement['n_eff'])}."
-        )
-        lines.append("")
-        if agreement["pairs"]:
-            rows = [
-                [md_escape(p["a"]), md_escape(p["b"]), str(p["shared_rounds"]), _num(p["r"])]
-                for p in agreement["pairs"]
+        lines += ["Per strategy, over the rounds with two or more critics:", ""]
+        rows = [
+            [
+                md_escape(a["strategy"]),
+                str(a["rounds"]),
+                str(a["k"]) if a["k"] is not None else "—",
+                _num(a["mean_r"]),
+                _num(a["n_eff"]),
             ]
-            lines += _table(["Critic", "Critic", "Shared rounds", "Pearson r"], rows)
+            for a in agreement
+        ]
+        lines += _table(["Strategy", "Rounds", "Critics per round (k)", "Mean pairwise r", "n_eff"], rows)
+        pairs = [
+            [md_escape(a["strategy"]), md_escape(p["a"]), md_escape(p["b"]), str(p["shared_rounds"]), _num(p["r"])]
+            for a in agreement
+            for p in a["pairs"]
+        ]
+        if pairs:
+            lines += _table(["Strategy", "Critic", "Critic", "Shared rounds", "Pearson r"], pairs)
     return lines
 
 
@@ -1037,22 +1239,27 @@ def _how_to_read(report: Mapping[str, Any]) -> list[str]:
         lines.append(
             "- **Oracle** picks, per item and in hindsight, a single model that was right (the cheapest such; "
             "the cheapest single when none was). No router can beat it with these models: the gap between "
-            "single:selected and the oracle is what better routing could still win. **Selection accuracy** is "
-            "how often the selector's pick was one of the right models, on items where one existed."
+            "single:selected and the oracle (on the items both were checked on) is what better routing could "
+            "still win. **Selection accuracy** is how often the selector's pick was one of the right models, on "
+            "items where one existed and the picked model was also run as a single."
         )
-    if report["accuracy_by_round"] or report["flips"]:
+    if report["accuracy_by_round"] or report["flips"] or report.get("best_vs_last"):
         lines.append(
             "- **Accuracy by round** is what a refining strategy would have scored had it stopped after round k "
-            "(items that stopped earlier keep their last version); the final answer may be the best-scored "
-            "version rather than the last. **Flips** count right first answers that refinement broke and wrong "
-            "ones it fixed: self-correction without external checks is known to break right answers."
+            "(items that stopped earlier keep their answer), two ways: *returned* takes the version with the "
+            "best critic score so far (earliest on ties, the latest when none was scored), which is what the "
+            "strategy returns, so it ends at the final accuracy; *last version* takes the latest draft. "
+            "**Best-scored vs last version** compares the answer returned with the last draft on the same "
+            "items: it shows what choosing by critic score won or lost. **Flips** count right first answers "
+            "that refinement broke and wrong ones it fixed: self-correction without external checks is known "
+            "to break right answers."
         )
     if report.get("critic_calibration") or report.get("critic_agreement"):
         lines.append(
             "- **Critic AUC** is the probability that a right answer got a higher critic score than a wrong "
             "one: 0.5 is chance, 1.0 perfect. **n_eff** = k / (1 + (k - 1) r) is the number of independent "
             "critics the panel is worth given their mean pairwise correlation r (k when independent, 1 when "
-            "identical)."
+            "identical). Both are per strategy: critics and panel sizes differ between strategies."
         )
     if report["paired_tests"]:
         lines.append(
@@ -1071,7 +1278,8 @@ def _how_to_read(report: Mapping[str, Any]) -> list[str]:
         "95% interval"
         + ("; the oracle is the star" if report.get("oracle") else "")
         + ". Up and to the left is better.",
-        "accuracy_by_round.png": "accuracy if each refining strategy had stopped after round k.",
+        "accuracy_by_round.png": "accuracy if each refining strategy had stopped after round k: the answer it "
+        "would have returned (solid) and its last version (dashed).",
         "selection_vs_oracle.png": "the selector's quality beside each single model's and the oracle's.",
         "cost_per_correct.png": "total cost divided by the number of right answers, per strategy.",
     }

@@ -19,7 +19,7 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -67,6 +67,8 @@ class RunConfig:
     sandbox_concurrency: int = 2
     pairwise_baseline: str | None = None
     """Judged items: compare every other strategy's answers with this one's, pairwise, both orders."""
+    allow_weak_sandbox: bool = False
+    """Run HumanEval tests even where the strong sandbox (bubblewrap) is unavailable."""
 
 
 @dataclass
@@ -79,7 +81,7 @@ class Estimate:
     per_item_worst: float
 
 
-def estimate(config: RunConfig, models: dict[str, common_pb2.ModelInfo], items: Sequence[Item]) -> Estimate:
+def estimate(config: RunConfig, models: Mapping[str, common_pb2.ModelInfo], items: Sequence[Item]) -> Estimate:
     """A cost estimate from the catalogue's prices and typical token counts.
 
     Models the selector will pick are unknown in advance: the typical figure prices them at the mean
@@ -170,7 +172,7 @@ def _ends_with_newline(path: Path) -> bool:
         return handle.read(1) == b"\n"
 
 
-def prepare(config: RunConfig, models: dict[str, common_pb2.ModelInfo], est: Estimate) -> Manifest:
+def prepare(config: RunConfig, models: Mapping[str, common_pb2.ModelInfo], est: Estimate) -> Manifest:
     """Create or reopen the run directory; refuse to mix simulated and real results or two suites."""
     config.output.mkdir(parents=True, exist_ok=True)
     simulated = any(m.simulated for m in models.values())
@@ -206,6 +208,12 @@ def prepare(config: RunConfig, models: dict[str, common_pb2.ModelInfo], est: Est
                 f"{config.output} holds results from {kinds[bool(old.get('simulated'))]} models and the services now "
                 f"serve {kinds[simulated]} ones: simulated and real results are never mixed; use another --output"
             )
+        for key in ("judge_model", "pass_score", "pairwise_baseline"):
+            if key in old and old[key] != manifest.get(key):
+                raise RunError(
+                    f"{config.output} was run with {key} {old[key]!r}, not {manifest.get(key)!r}: verdicts would be "
+                    "mixed; use the same settings or another --output"
+                )
         manifest["started"] = old.get("started", manifest["started"])
         manifest["strategies"] = list(dict.fromkeys([*old.get("strategies", []), *manifest["strategies"]]))
     tmp = path.with_suffix(".tmp")
@@ -230,12 +238,18 @@ class Runner:
         self.err = err
         self.results = ResultsFile(config.output / RESULTS)
         self.spent = 0.0
+        """Money spent, plus what running items have reserved (their worst-case estimate) until they settle."""
+        self._earlier_ok: dict[tuple[str, str], Record] = {}
         self._sandbox = asyncio.Semaphore(config.sandbox_concurrency)
         self._lock = asyncio.Lock()
 
     async def run(self, est: Estimate) -> tuple[int, int]:
         """Run what is not done yet; returns (records written, records kept from before)."""
-        done = {(r["item_id"], r["strategy"]) for r in self.results.read() if r["status"] == "ok"}
+        earlier = self.results.read()
+        # A resumed run has already spent what its records say (superseded ones too: that money is gone).
+        self.spent = sum(r["cost_usd"] + r["judge_cost_usd"] for r in earlier)
+        self._earlier_ok = {(r["item_id"], r["strategy"]): r for r in earlier if r["status"] == "ok"}
+        done = set(self._earlier_ok)
         todo = [
             (item, [s for s in self.config.strategies if s.kind != "oracle" and (item.id, s.text) not in done])
             for item in self.config.suite.items
@@ -260,26 +274,44 @@ class Runner:
         return written, len(done)
 
     async def _item(self, item: Item, specs: list[StrategySpec], est: Estimate) -> list[Record]:
+        # An item reserves its worst-case estimate before it starts and settles its real cost when it is
+        # done, so items running side by side cannot together overrun the budget (as far as the estimate
+        # holds: it prices the typical answer length).
         budget = self.config.budget_usd
+        reserve = est.per_item_worst
         async with self._lock:
-            over = budget is not None and self.spent + est.per_item_typical > budget
+            over = budget is not None and self.spent + reserve > budget
             if not over:
-                self.spent += est.per_item_typical  # reserved now, settled when the item is done
+                self.spent += reserve
         if over:
             return [_skipped(item, spec, budget) for spec in specs]
-        records = list(await asyncio.gather(*(self._one(item, spec) for spec in specs)))
-        await self._pairwise(item, records)
-        async with self._lock:
-            self.spent += sum(r["cost_usd"] + r["judge_cost_usd"] for r in records) - est.per_item_typical
-        return list(records)
+        records: list[Record] = []
+        try:
+            records = list(await asyncio.gather(*(self._one(item, spec) for spec in specs)))
+            await self._pairwise(item, records)
+        finally:
+            async with self._lock:
+                self.spent += sum(r["cost_usd"] + r["judge_cost_usd"] for r in records) - reserve
+        return records
 
     async def _one(self, item: Item, spec: StrategySpec) -> Record:
         started = time.perf_counter()
+        outcome = strategies.Outcome()
         try:
-            outcome = await strategies.run(self.services, spec, item)
-        except (StrategyFailed, grpc.aio.AioRpcError) as exc:
-            error = f"{exc.code().name}: {exc.details()}" if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
-            return _record(item, spec, "failed", error=error[:500], latency=time.perf_counter() - started)
+            await strategies.run(self.services, spec, item, outcome)
+        except Exception as exc:  # one item fails, never the run: every error becomes a failed record
+            if isinstance(exc, grpc.aio.AioRpcError):
+                error = f"{exc.code().name}: {exc.details()}"
+            elif isinstance(exc, StrategyFailed):
+                error = str(exc)
+            else:
+                error = f"unexpected {type(exc).__name__}: {exc}"
+            record = _record(item, spec, "failed", error=error[:500], latency=time.perf_counter() - started)
+            # What the failed attempt spent is still spent: the budget and the report count it.
+            record["calls"] = outcome.calls
+            record["cost_usd"] = round(outcome.cost_usd, 8)
+            record["model"] = outcome.model
+            return record
         latency = time.perf_counter() - started
         judge_calls: list[Call] = []
         verdict = await self._check(item, outcome.answers, judge_calls)
@@ -301,12 +333,13 @@ class Runner:
 
     async def _pairwise(self, item: Item, records: list[Record]) -> None:
         """Judge each record's answers against the baseline's of the same item, in both orders (MT-Bench's
-        pairwise prompt; a verdict counts only when both orders agree). Only records of this batch: the
-        baseline has to have run in it (a resumed run re-runs what it compares)."""
+        pairwise prompt; a verdict counts only when both orders agree). The baseline's answer comes from this
+        batch or, in a resumed run, from its earlier ``ok`` record."""
         baseline_name = self.config.pairwise_baseline
         if baseline_name is None or item.check != "judge":
             return
         baseline = next((r for r in records if r["strategy"] == baseline_name and r["status"] == "ok"), None)
+        baseline = baseline or self._earlier_ok.get((item.id, baseline_name))
         if baseline is None:
             return
         for record in records:
@@ -314,19 +347,21 @@ class Runner:
                 continue
             calls: list[Call] = []
             outcomes: list[PairOutcome] = []
-            for turn, question in enumerate(item.shown_questions[: len(record["answers"])]):
-                mine, theirs = record["answers"][turn], baseline["answers"][turn]
-                first = await self._pair_verdict(question, mine, theirs, calls)
-                second = await self._pair_verdict(question, theirs, mine, calls)
+            questions = list(item.shown_questions[: len(record["answers"])])
+            for turn in range(len(questions)):
+                # Each turn is judged with the conversation up to it, each assistant's own earlier answers.
+                mine, theirs = record["answers"][: turn + 1], baseline["answers"][: turn + 1]
+                first = await self._pair_verdict(questions[: turn + 1], mine, theirs, calls)
+                second = await self._pair_verdict(questions[: turn + 1], theirs, mine, calls)
                 outcomes.append(checkers.combine_swapped(first, second))
             record["pairwise"] = Pairwise(baseline=baseline_name, outcomes=outcomes)
             record["calls"] = [*record["calls"], *calls]
             record["judge_cost_usd"] = round(record["judge_cost_usd"] + sum(c["cost_usd"] for c in calls), 8)
 
     async def _pair_verdict(
-        self, question: str, first: str, second: str, calls: list[Call]
+        self, questions: list[str], first: list[str], second: list[str], calls: list[Call]
     ) -> checkers.PairVerdict | None:
-        prompt = checkers.pairwise_prompt(question, first, second)
+        prompt = checkers.pairwise_prompt(questions, first, second)
         try:
             text, call = await strategies.generate(
                 self.services,
@@ -357,6 +392,7 @@ class Runner:
                     test=item.test,
                     entry_point=item.entry_point,
                     limits=self.config.sandbox,
+                    allow_weak=self.config.allow_weak_sandbox,
                 )
         scores: list[float] = []
         details: list[str] = []

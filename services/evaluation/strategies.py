@@ -195,12 +195,16 @@ class Outcome:
 TurnRunner = Callable[[Services, StrategySpec, str, list[common_pb2.ChatMessage], int, Outcome], Awaitable[str]]
 
 
-async def run(services: Services, spec: StrategySpec, item: Item) -> Outcome:
-    """Run every turn of ``item`` through the strategy; each turn sees the earlier ones and their answers."""
+async def run(services: Services, spec: StrategySpec, item: Item, outcome: Outcome | None = None) -> Outcome:
+    """Run every turn of ``item`` through the strategy; each turn sees the earlier ones and their answers.
+
+    ``outcome`` (a new one when None) collects calls and cost as they happen, so a caller that passes its own
+    still has them when the strategy fails halfway.
+    """
     if spec.kind == "oracle":
         raise StrategyError("oracle is derived from the single:<model> runs, not run")
     runner = _RUNNERS[spec.kind]
-    outcome = Outcome()
+    outcome = outcome if outcome is not None else Outcome()
     context: list[common_pb2.ChatMessage] = []
     for turn, prompt in enumerate(item.turns):
         if spec.kind != "orchestrate":  # the orchestrator analyses the prompt itself

@@ -82,6 +82,8 @@ class Item:
     sim_match: str = ""
     """The line of the prompt the simulator's answer key is matched on (see :func:`answer_key_rows`)."""
     meta: dict[str, Any] = field(default_factory=dict, compare=False)
+    line: int = 0
+    """The item's line in its file (1-based), for messages."""
 
     @property
     def shown_questions(self) -> tuple[str, ...]:
@@ -170,7 +172,7 @@ def _collect(
             errors.append(RowError(number, "not a JSON object"))
             continue
         try:
-            items.append(build(row, number))
+            items.append(replace(build(row, number), line=number))
         except (KeyError, TypeError, ValueError) as exc:
             reason = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
             errors.append(RowError(number, reason))
@@ -182,7 +184,7 @@ def _check_unique(items: list[Item], errors: list[RowError]) -> None:
     unique: list[Item] = []
     for item in items:
         if item.id in seen:
-            errors.append(RowError(0, f"duplicate id {item.id!r} (kept the first)"))
+            errors.append(RowError(item.line, f"duplicate id {item.id!r} (kept the first)"))
             continue
         seen.add(item.id)
         unique.append(item)

@@ -15,8 +15,9 @@ orchestrator and the benchmarks rely on:
 * A reply ends before the first of the request's stop sequences it contains (finish reason STOP),
   then is cut to ``max_tokens`` (finish reason LENGTH), as a vendor's would.
 * The draft under review / being refined is the LAST ``draft <id>`` found in the messages.
-* A CRITIQUE request whose last message asks for a pairwise verdict (it contains both ``[[A]]`` and ``[[B]]``,
-  as MT-Bench's pairwise judge prompt does) and quotes two drafts compares the last two quoted (A, then B):
+* A CRITIQUE request whose last message asks for a pairwise verdict (both ``[[A]]`` and ``[[B]]`` outside its
+  fenced ``<<<BEGIN …>>>`` sections, as MT-Bench's pairwise judge prompt does) and quotes two drafts compares
+  the last two quoted (A, then B):
   the reply is a sentence ending in ``[[A]]``, ``[[B]]`` or ``[[C]]`` (a tie), from each draft's quality as
   this critic perceives it (its noise, self bias and error penalty, as for a score).
 * AGGREGATE combines candidates: the distinct known draft ids in the LAST user message. The aggregator
@@ -387,7 +388,8 @@ class Simulator:
 
     def _critique(self, rng: random.Random, request: GenerationRequest, prof: ModelProfile, digest: str) -> str:
         last = request.messages[-1].content if request.messages else ""
-        if "[[A]]" in last and "[[B]]" in last:
+        unfenced = _FENCED_RE.sub("", last)  # the instruction, not quoted text, asks for a verdict
+        if "[[A]]" in unfenced and "[[B]]" in unfenced:
             pair = DRAFT_ID_RE.findall(last)[-2:]
             if len(pair) == 2 and all(d in self._drafts for d in pair):
                 return self._compare(rng, request, prof, self._drafts[pair[0]], self._drafts[pair[1]])
@@ -477,6 +479,9 @@ def _draw_failure(u: float, rates: FailureRates) -> FailureKind | None:
 # (fences such as ``<<<BEGIN CANDIDATE_2 <key>>>>``; a system prompt may name the key too). Every occurrence,
 # in any of the call's messages, is left out of the digest so that a run still replays identically.
 _FENCE_KEY_RE = re.compile(r"<<<BEGIN [A-Z][A-Z0-9_]* ([0-9a-f]{8,64})>>>")
+
+
+_FENCED_RE = re.compile(r"<<<BEGIN ([A-Z0-9_]+) ([0-9a-f]{8,64})>>>.*?<<<END \1 \2>>>", re.DOTALL)
 
 
 def _digest(messages: Sequence[Message]) -> str:

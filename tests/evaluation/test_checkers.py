@@ -78,7 +78,7 @@ def test_parse_rating(reply: str, rating: float | None) -> None:
 
 
 def test_pairwise_prompt_and_verdicts() -> None:
-    prompt = pairwise_prompt("Which is larger, 2 or 3?", "3", "2")
+    prompt = pairwise_prompt(["Which is larger, 2 or 3?"], ["3"], ["2"])
     key = _key(prompt.system)
     assert prompt.user.index(f"<<<BEGIN ASSISTANT_A {key}>>>\n3\n") < prompt.user.index(
         f"<<<BEGIN ASSISTANT_B {key}>>>\n2\n"
@@ -101,3 +101,19 @@ def test_pairwise_prompt_and_verdicts() -> None:
 )
 def test_combine_swapped(first: str, second: str | None, outcome: str) -> None:
     assert combine_swapped(first, second) == outcome  # type: ignore[arg-type]
+
+
+def test_a_second_turn_pairwise_prompt_shows_each_turn_with_both_answers_last_answers_last() -> None:
+    prompt = pairwise_prompt(["Q1", "Q2"], ["a1", "a2"], ["b1", "b2"])
+    key = _key(prompt.system)
+    assert "focus on who provides a better answer to the last user question" in prompt.user
+    order = [
+        "USER_QUESTION_1",
+        "ASSISTANT_A_ANSWER_1",
+        "ASSISTANT_B_ANSWER_1",
+        "USER_QUESTION_2",
+        "ASSISTANT_A_ANSWER_2",
+        "ASSISTANT_B_ANSWER_2",
+    ]
+    positions = [prompt.user.index(f"<<<BEGIN {name} {key}>>>") for name in order]
+    assert positions == sorted(positions)

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from services.evaluation.suites import load_suite
 from tests.e2e.conftest import BIN, Suite, launch_suite, wait_for
 from tests.evaluation.test_suites import EVAL_DATA
 
@@ -99,7 +100,7 @@ def test_gsm8k_every_strategy_runs_checks_and_reports(keyed_suite: Suite, tmp_pa
     expected = {r["item_id"]: r["verdict"]["detail"].rsplit("expected ", 1)[1] for r in records}
     for r in records:
         assert (f"Answer: {expected[r['item_id']]}" in r["answers"][0]) == r["verdict"]["correct"]
-    assert 0 < sum(r["verdict"]["correct"] for r in records) < len(records) + 1
+    assert 0 < sum(r["verdict"]["correct"] for r in records) < len(records)
     refining = [r for r in records if r["strategy"].startswith(("orchestrate", "self-refine"))]
     assert all(r["round_history"] and all("verdict" in h for h in r["round_history"]) for r in refining)
     assert all(r["cost_usd"] > 0 for r in records)
@@ -140,6 +141,10 @@ def test_humaneval_answers_run_in_the_sandbox(keyed_suite: Suite, tmp_path: Path
     assert all(d == "passed" or d.startswith(("failed", "timeout", "blocked", "memory")) for d in details), details
     assert [r["verdict"]["correct"] for r in records] == [d == "passed" for d in details]
     assert any(r["verdict"]["correct"] for r in records)
+    # The sandbox agrees with the simulator: an answer passes exactly when it holds the canonical body.
+    canonical = {i.id: i.meta["canonical_solution"] for i in load_suite("humaneval", EVAL_DATA, limit=3).items}
+    for r in records:
+        assert (canonical[r["item_id"]].strip() in r["answers"][0]) == r["verdict"]["correct"], r["item_id"]
 
 
 def test_mt_bench_is_judged_pairwise_too_and_the_judge_cost_is_recorded(keyed_suite: Suite, tmp_path: Path) -> None:
@@ -237,7 +242,6 @@ def test_a_budget_skips_the_items_it_cannot_pay_for(keyed_suite: Suite, tmp_path
     assert probe.returncode == 0, probe.stderr
     assert not (tmp_path / "run").exists()
     worst = float(probe.stdout.split("one item at most $", 1)[1].split(",", 1)[0])
-    typical = float(probe.stdout.split("typically $", 1)[1].split(")", 1)[0])
     budget = worst * 1.01
     out = tmp_path / "run"
     done = _eval(
@@ -259,9 +263,9 @@ def test_a_budget_skips_the_items_it_cannot_pay_for(keyed_suite: Suite, tmp_path
     records = _records(out)
     statuses = [r["status"] for r in records]
     assert len(statuses) == 8 and statuses[0] == "ok" and "skipped" in statuses, statuses
-    # One item at a time: an item is skipped only when what was spent plus its typical cost would pass the budget.
+    # Items reserve their worst case before they start: what was spent never passes the budget.
     spent = sum(r["cost_usd"] for r in records)
-    assert spent + typical > budget
+    assert spent <= budget
     assert all(r["error"].startswith("budget $") for r in records if r["status"] == "skipped")
 
 

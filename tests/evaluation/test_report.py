@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from services.evaluation import charts
@@ -20,7 +21,7 @@ from services.evaluation.records import (
     Round,
     Verdict,
 )
-from services.evaluation.report import build_report, md_escape, render_markdown, write_report
+from services.evaluation.report import build_report, md_escape, render_markdown, returned_round, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 XSS = "<script>alert(1)</script>"
@@ -225,21 +226,70 @@ def test_oracle_and_selection_accuracy_on_a_hand_made_case() -> None:
     assert selection["selected_correct_model"] == 2
     assert selection["selection_accuracy"] == pytest.approx(2 / 3)
     assert selection["items_no_single_correct"] == 1
+    assert selection["left_out"] == 0
     assert selection["picks"] == {"m/a": 2, "m/b": 2}
     assert by_name(report, "single:selected")["accuracy"] == 0.5
+    assert selection["gap_items"] == 4
+    assert (selection["oracle_accuracy"], selection["selected_accuracy"]) == (0.75, 0.5)
     assert selection["oracle_gap"] == pytest.approx(0.25)
     assert report["oracle"] not in report["strategies"]
 
 
-def test_selection_counts_a_pick_that_was_never_run_as_a_single() -> None:
+def test_selection_leaves_out_picks_without_a_checked_single_run() -> None:
     records = [
+        # item 1: the pick (m/c) was never run as a single: neither hit nor miss
         rec("1", "single:m/a", True),
         rec("1", "single:m/b", False),
         rec("1", "single:selected", True, model="m/c"),
+        # item 2: a hit
+        rec("2", "single:m/a", True),
+        rec("2", "single:m/b", False),
+        rec("2", "single:selected", True, model="m/a"),
+        # item 3: a miss (m/b wrong where m/a was right)
+        rec("3", "single:m/a", True),
+        rec("3", "single:m/b", False),
+        rec("3", "single:selected", False, model="m/b"),
+        # item 4: the pick's single run failed on this item: unknown, left out
+        rec("4", "single:m/a", True),
+        rec("4", "single:m/b", status="failed"),
+        rec("4", "single:selected", True, model="m/b"),
     ]
-    selection = build_report(manifest(), records, resamples=100)["selection"]
-    assert selection["selected_correct_model"] == 0
+    report = build_report(manifest(), records, resamples=100)
+    selection = report["selection"]
+    assert selection["items"] == 2
+    assert selection["selected_correct_model"] == 1
+    assert selection["selection_accuracy"] == 0.5  # not 1/4: unknown picks are not misses
+    assert selection["left_out"] == 2
     assert selection["selected_model_not_run_as_single"] == 1
+    assert selection["selected_model_single_unchecked"] == 1
+    markdown = render_markdown(report)
+    assert "2 items were left out" in markdown
+
+
+def test_oracle_gap_is_over_the_items_both_were_checked_on() -> None:
+    records = []
+    # The oracle is right on items 1 and 2 and wrong on 3 and 4; single:selected answered only 1 and 2.
+    for item, right in (("1", True), ("2", True), ("3", False), ("4", False)):
+        records.append(rec(item, "single:m/a", right, score=8.0 if right else 2.0))
+        records.append(rec(item, "single:m/b", False, score=1.0))
+    records.append(rec("1", "single:selected", True, model="m/a", score=8.0))
+    records.append(rec("2", "single:selected", False, model="m/b", score=1.0))
+    records.append(rec("3", "single:selected", status="failed", model="m/a"))
+    records.append(rec("4", "single:selected", status="failed", model="m/a"))
+    report = build_report(manifest(suite="mt-bench"), records, resamples=100)
+    # Over their own items both are at 50% (a gap of 0): on the shared items the oracle is 50 points ahead.
+    assert report["oracle"]["accuracy"] == 0.5
+    assert by_name(report, "single:selected")["accuracy"] == 0.5
+    selection = report["selection"]
+    assert selection["gap_items"] == 2
+    assert selection["oracle_accuracy"] == 1.0
+    assert selection["selected_accuracy"] == 0.5
+    assert selection["oracle_gap"] == pytest.approx(0.5)
+    assert selection["score_gap_items"] == 2
+    assert selection["oracle_mean_score"] == pytest.approx(8.0)
+    assert selection["selected_mean_score"] == pytest.approx(4.5)
+    assert selection["oracle_score_gap"] == pytest.approx(3.5)
+    assert "on the 2 items both were checked on: 100.0% - 50.0% = 50.0 points" in render_markdown(report)
 
 
 def test_oracle_is_omitted_with_a_note_below_two_singles() -> None:
@@ -267,40 +317,124 @@ def test_judged_oracle_takes_the_best_score() -> None:
 # Refinement
 
 
-def test_accuracy_by_round_carries_stopped_items_forward() -> None:
-    records = [
+def _refining_records() -> list[Record]:
+    """Five items where returning the best-scored version and returning the last one differ."""
+    return [
         # stopped after round 1, right
-        rec("1", "orchestrate", True, rounds=1, stop="threshold", history=[rnd(1, True)]),
-        # wrong, then right at round 2
-        rec("2", "orchestrate", True, rounds=2, stop="threshold", history=[rnd(1, False), rnd(2, True)]),
-        # right, wrong, wrong: three rounds; the returned answer is the best-scored (round 1)
+        rec("1", "orchestrate", True, rounds=1, stop="threshold", history=[rnd(1, True, aggregate=9.0)]),
+        # wrong, then right and better scored at round 2
         rec(
-            "3", "orchestrate", True, rounds=3, stop="max_rounds", history=[rnd(1, True), rnd(2, False), rnd(3, False)]
+            "2",
+            "orchestrate",
+            True,
+            rounds=2,
+            stop="threshold",
+            history=[rnd(1, False, aggregate=4.0), rnd(2, True, aggregate=8.0)],
         ),
-        # wrong all along, stopped after 2
-        rec("4", "orchestrate", False, rounds=2, stop="plateau", history=[rnd(1, False), rnd(2, False)]),
+        # right, wrong, wrong: the best-scored (round 1) is returned
+        rec(
+            "3",
+            "orchestrate",
+            True,
+            rounds=3,
+            stop="max_rounds",
+            history=[rnd(1, True, aggregate=8.0), rnd(2, False, aggregate=6.0), rnd(3, False, aggregate=7.0)],
+        ),
+        # wrong all along, stopped after 2 (a tie: the earlier is returned)
+        rec(
+            "4",
+            "orchestrate",
+            False,
+            rounds=2,
+            stop="plateau",
+            history=[rnd(1, False, aggregate=5.0), rnd(2, False, aggregate=5.0)],
+        ),
+        # right then wrong at the same score: the earliest is returned, so the right one
+        rec(
+            "5",
+            "orchestrate",
+            True,
+            rounds=2,
+            stop="plateau",
+            history=[rnd(1, True, aggregate=7.0), rnd(2, False, aggregate=7.0)],
+        ),
     ]
-    report = build_report(manifest(["orchestrate"]), records, resamples=100)
+
+
+def test_accuracy_by_round_has_a_returned_and_a_last_version_curve() -> None:
+    report = build_report(manifest(["orchestrate"]), _refining_records(), resamples=100)
     (curve,) = report["accuracy_by_round"]
     assert curve["strategy"] == "orchestrate"
     rows = {r["round"]: r for r in curve["rounds"]}
     assert sorted(rows) == [1, 2, 3]
-    assert rows[1]["accuracy"] == 0.5  # items 1, 3 right
-    assert rows[2]["accuracy"] == 0.5  # 1 (carried), 2 fixed, 3 broke, 4 wrong
-    assert rows[3]["accuracy"] == 0.5  # 1 and 2 carried forward
-    assert [rows[k]["n"] for k in (1, 2, 3)] == [4, 4, 4]
-    assert [rows[k]["still_refining"] for k in (1, 2, 3)] == [4, 3, 1]
-    assert curve["final_accuracy"] == 0.75
+    # Last version: round 1: items 1, 3, 5 right; round 2: 1 (carried), 2 fixed, 3, 5 broke; round 3: the same.
+    assert [rows[k]["last_version_accuracy"] for k in (1, 2, 3)] == [0.6, 0.4, 0.4]
+    # Returned (best score so far, earliest on ties): 2's round 2, and 3's and 5's round 1, are kept.
+    assert [rows[k]["returned_accuracy"] for k in (1, 2, 3)] == [0.6, 0.8, 0.8]
+    assert [rows[k]["last_version_n"] for k in (1, 2, 3)] == [5, 5, 5]
+    assert [rows[k]["returned_n"] for k in (1, 2, 3)] == [5, 5, 5]
+    assert [rows[k]["still_refining"] for k in (1, 2, 3)] == [5, 4, 1]
+    assert curve["final_accuracy"] == 0.8
+    assert rows[3]["returned_accuracy"] == curve["final_accuracy"]  # the returned curve ends at the final answer
     s = by_name(report, "orchestrate")
     assert s["mean_rounds"] == 2.0
-    assert s["stop_reasons"] == {"threshold": 2, "max_rounds": 1, "plateau": 1}
+    assert s["stop_reasons"] == {"threshold": 2, "plateau": 2, "max_rounds": 1}
+
+
+def test_best_vs_last_compares_the_returned_answer_with_the_last_version() -> None:
+    report = build_report(manifest(["orchestrate"]), _refining_records(), resamples=100)
+    (versus,) = report["best_vs_last"]
+    assert versus["strategy"] == "orchestrate"
+    assert versus["items"] == 5
+    assert versus["returned_not_last"] == 3  # items 3, 4 and 5
+    assert (versus["returned_correct"], versus["last_correct"]) == (4, 2)
+    assert (versus["returned_accuracy"], versus["last_accuracy"]) == (0.8, 0.4)
+    assert versus["difference"] == pytest.approx(0.4)
+    assert (versus["only_returned_correct"], versus["only_last_correct"]) == (2, 0)
+    assert versus["p_value"] == pytest.approx(0.5)
+    (curve,) = report["accuracy_by_round"]
+    assert versus["last_accuracy"] == curve["rounds"][-1]["last_version_accuracy"]
+    markdown = render_markdown(report)
+    assert "## Best-scored vs last version" in markdown
+    assert "| orchestrate | 5 | 3 | 80.0% | 40.0% | +40.0 pts | 2 / 0 | 0.500 |" in markdown
+    assert "| orchestrate | 2 | 5 | 4 | 80.0% | 40.0% |" in markdown  # round 2: returned, then last version
+
+
+def test_accuracy_by_round_chart_draws_returned_solid_and_last_version_dashed() -> None:
+    report = build_report(manifest(["orchestrate"]), _refining_records(), resamples=100)
+    figure = charts.accuracy_by_round(report)
+    assert figure is not None
+    lines = {line.get_label(): line for line in figure.axes[0].get_lines()}
+    returned = lines["orchestrate"]
+    last = lines["_orchestrate (last version)"]  # drawn, but keyed in the legend by its style
+    assert returned.get_linestyle() == "-"
+    assert last.get_linestyle() == "--"
+    assert np.asarray(returned.get_ydata()).tolist() == [0.6, 0.8, 0.8]
+    assert np.asarray(last.get_ydata()).tolist() == [0.6, 0.4, 0.4]
+    assert returned.get_color() == last.get_color()
+    legend = figure.axes[0].get_legend()
+    assert legend is not None
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "orchestrate",
+        "returned (best score so far)",
+        "last version",
+    ]
+
+
+def test_returned_round_is_the_best_score_earliest_on_ties_else_the_last() -> None:
+    assert returned_round([]) is None
+    assert returned_round([rnd(1), rnd(2), rnd(3)]) == 3  # none scored: the last
+    assert returned_round([rnd(1, aggregate=6.0), rnd(2, aggregate=8.0), rnd(3, aggregate=8.0)]) == 2
+    assert returned_round([rnd(1, aggregate=6.0), rnd(2)]) == 1  # an unscored version never wins
+    assert returned_round([rnd(1, aggregate=float("nan")), rnd(2)]) == 2
 
 
 def test_accuracy_by_round_uses_the_last_turn_only() -> None:
     history = [rnd(1, False, turn=0), rnd(2, False, turn=0), rnd(1, True, turn=1)]
     records = [rec("1", "self-refine", True, history=history)]
     (curve,) = build_report(manifest(), records, resamples=100)["accuracy_by_round"]
-    assert [r["accuracy"] for r in curve["rounds"]] == [1.0]
+    assert [r["last_version_accuracy"] for r in curve["rounds"]] == [1.0]
+    assert [r["returned_accuracy"] for r in curve["rounds"]] == [1.0]
 
 
 def test_refinement_flips_overall_and_per_transition() -> None:
@@ -329,8 +463,9 @@ def test_non_refining_strategies_have_no_round_sections() -> None:
     report = build_report(manifest(), [rec("1", "single:m/a"), rec("1", "self-moa")], resamples=100)
     assert report["accuracy_by_round"] == []
     assert report["flips"] == []
-    assert report["critic_calibration"] is None
-    assert report["critic_agreement"] is None
+    assert report["best_vs_last"] == []
+    assert report["critic_calibration"] == []
+    assert report["critic_agreement"] == []
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -344,16 +479,51 @@ def test_critic_calibration_auc_from_round_scores() -> None:
         score = 9.0 if right else 3.0
         history = [rnd(1, right, aggregate=score, critics={"c/good": score, "c/bad": 10.0 - score})]
         records.append(rec(str(i), "orchestrate", right, history=history))
-    calibration = build_report(manifest(), records, resamples=100)["critic_calibration"]
+    (calibration,) = build_report(manifest(), records, resamples=100)["critic_calibration"]
+    assert calibration["strategy"] == "orchestrate"
     assert calibration["aggregate"]["auc"] == 1.0
     assert (calibration["aggregate"]["positives"], calibration["aggregate"]["negatives"]) == (3, 3)
     critics = {c["model"]: c["auc"] for c in calibration["critics"]}
     assert critics == {"c/bad": 0.0, "c/good": 1.0}
 
 
+def test_critic_calibration_and_agreement_are_per_strategy() -> None:
+    records = []
+    for i in range(8):
+        right = i % 2 == 0
+        # orchestrate's panel ranks right answers higher; self-refine's self-critique ranks them lower.
+        good = 9.0 if right else 3.0
+        panel = {"c/1": good, "c/2": good, "c/3": good}
+        records.append(rec(str(i), "orchestrate", right, history=[rnd(1, right, aggregate=good, critics=panel)]))
+        bad = 10.0 - good
+        records.append(rec(str(i), "self-refine", right, history=[rnd(1, right, aggregate=bad, critics={"m/a": bad})]))
+        # a two-critic panel whose critics are uncorrelated (orthogonal +-1 patterns)
+        pair = {"c/1": 5.0 + (1 if i % 2 else -1), "c/2": 5.0 + (1 if i % 4 < 2 else -1)}
+        records.append(rec(str(i), "orchestrate:critics=2", right, history=[rnd(1, right, critics=pair)]))
+    report = build_report(manifest(), records, resamples=100)
+    calibration = {c["strategy"]: c for c in report["critic_calibration"]}
+    assert set(calibration) == {"orchestrate", "self-refine", "orchestrate:critics=2"}
+    assert calibration["orchestrate"]["aggregate"]["auc"] == 1.0
+    assert calibration["self-refine"]["aggregate"]["auc"] == 0.0  # pooled with orchestrate it would look like 0.5
+    assert calibration["self-refine"]["aggregate"]["rounds"] == 8
+    assert [c["model"] for c in calibration["self-refine"]["critics"]] == ["m/a"]
+    assert calibration["orchestrate:critics=2"]["aggregate"]["rounds"] == 0  # no aggregate score given
+    assert calibration["orchestrate:critics=2"]["aggregate"]["auc"] is None
+    agreement = {a["strategy"]: a for a in report["critic_agreement"]}
+    assert set(agreement) == {"orchestrate", "orchestrate:critics=2"}  # self-refine has one critic per round
+    assert agreement["orchestrate"]["k"] == 3
+    assert agreement["orchestrate"]["n_eff"] == pytest.approx(1.0)
+    assert agreement["orchestrate:critics=2"]["k"] == 2
+    assert agreement["orchestrate:critics=2"]["mean_r"] == pytest.approx(0.0)
+    assert agreement["orchestrate:critics=2"]["n_eff"] == pytest.approx(2.0)
+    markdown = render_markdown(report)
+    assert "| self-refine | aggregate | 8 | 4 | 4 | 0.00 |" in markdown
+    assert "| orchestrate:critics=2 | 8 | 2 | 0.00 | 2.00 |" in markdown
+
+
 def test_critic_calibration_is_none_with_one_class() -> None:
     records = [rec(str(i), "orchestrate", True, history=[rnd(1, True, aggregate=float(i))]) for i in range(4)]
-    calibration = build_report(manifest(), records, resamples=100)["critic_calibration"]
+    (calibration,) = build_report(manifest(), records, resamples=100)["critic_calibration"]
     assert calibration["aggregate"]["rounds"] == 4
     assert calibration["aggregate"]["auc"] is None
 
@@ -363,7 +533,8 @@ def test_critic_agreement_of_identical_critics_is_one_effective_critic() -> None
         rec(str(i), "orchestrate", history=[rnd(1, aggregate=float(i), critics={"x": i, "y": i, "z": i})])
         for i in range(8)
     ]
-    agreement = build_report(manifest(), records, resamples=100)["critic_agreement"]
+    (agreement,) = build_report(manifest(), records, resamples=100)["critic_agreement"]
+    assert agreement["strategy"] == "orchestrate"
     assert agreement["k"] == 3
     assert agreement["rounds"] == 8
     assert agreement["mean_r"] == pytest.approx(1.0)
@@ -409,6 +580,33 @@ def test_paired_test_says_worse_when_the_baseline_wins() -> None:
     (test,) = build_report(manifest(), records, resamples=100)["paired_tests"]
     assert test["conclusion"] == "worse"
     assert test["p_value"] == pytest.approx(2 * 0.5**12)
+
+
+def test_paired_tests_match_strategy_kinds_not_exact_names() -> None:
+    records = []
+    for i in range(12):
+        item = str(i)
+        records.append(rec(item, "orchestrate", True))
+        records.append(rec(item, "orchestrate:critics=2", True))
+        records.append(rec(item, "single:selected", i < 6, model="m/a"))
+        records.append(rec(item, "self-moa:samples=3", False))
+        records.append(rec(item, "self-moa", True))
+        records.append(rec(item, "self-moa-like", False))  # not a self-moa: no test against it
+        records.append(rec(item, "orchestrated", False))  # not an orchestrate: not tested
+    report = build_report(manifest(), records, resamples=100)
+    pairs = {(t["a"], t["b"]): t for t in report["paired_tests"]}
+    assert set(pairs) == {
+        (a, b)
+        for a in ("orchestrate", "orchestrate:critics=2")
+        for b in ("single:selected", "self-moa:samples=3", "self-moa")
+    }
+    vs_samples = pairs["orchestrate", "self-moa:samples=3"]
+    assert vs_samples["n"] == 12
+    assert (vs_samples["only_a_correct"], vs_samples["only_b_correct"]) == (12, 0)
+    assert vs_samples["p_value"] == pytest.approx(2 * 0.5**12)
+    assert vs_samples["conclusion"] == "better"
+    assert pairs["orchestrate:critics=2", "self-moa:samples=3"]["conclusion"] == "better"
+    assert "| orchestrate | self-moa:samples=3 | 12 |" in render_markdown(report)
 
 
 def test_judged_suite_reports_scores_and_a_sign_test() -> None:
@@ -467,7 +665,17 @@ def test_report_is_strict_json_and_deterministic() -> None:
     parsed = strict_json(first)
     assert parsed["manifest"] == dict(run_manifest)
     assert "records" not in parsed
-    assert set(parsed) >= {"strategies", "oracle", "selection", "accuracy_by_round", "flips", "paired_tests"}
+    assert set(parsed) >= {
+        "strategies",
+        "oracle",
+        "selection",
+        "accuracy_by_round",
+        "best_vs_last",
+        "flips",
+        "critic_calibration",
+        "critic_agreement",
+        "paired_tests",
+    }
     assert XSS not in json.dumps(parsed)  # the records (and their answers) are not repeated
     assert build_report(run_manifest, records, resamples=300, seed=5) != first
 
@@ -527,7 +735,13 @@ def test_markdown_banner_iff_simulated_and_no_answer_text() -> None:
         assert "UNAVAILABLE" not in markdown  # nor error text
         assert "a|b" not in markdown
         assert "single:a\\|b" in markdown
-        for section in ("## Strategies", "## Oracle and selection", "## Accuracy by round", "## Refinement flips"):
+        for section in (
+            "## Strategies",
+            "## Oracle and selection",
+            "## Accuracy by round",
+            "## Best-scored vs last version",
+            "## Refinement flips",
+        ):
             assert section in markdown
         assert "## Critic calibration" in markdown
         assert "## Critic agreement" in markdown

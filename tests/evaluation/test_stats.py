@@ -61,6 +61,23 @@ def test_bootstrap_ci_in_chunks_matches_its_contract() -> None:
     assert 0.48 < ci[0] < 0.5 < ci[1] < 0.52
 
 
+def test_bootstrap_ci_is_the_percentile_of_resampled_means() -> None:
+    # The reference: resample the items with the same seeded generator, take the percentiles of the means.
+    values = [float(v) for v in np.random.default_rng(4).random(40)]
+    rng = np.random.default_rng([3, 9])
+    means = np.asarray(values)[rng.integers(0, len(values), size=(500, len(values)))].mean(axis=1)
+    expected = np.percentile(means, [2.5, 97.5])
+    assert stats.bootstrap_ci(values, resamples=500, seed=[3, 9]) == pytest.approx(tuple(expected))
+    ci_90 = stats.bootstrap_ci(values, resamples=500, seed=[3, 9], level=0.9)
+    assert ci_90 is not None
+    assert ci_90 == pytest.approx(tuple(np.percentile(means, [5.0, 95.0])))
+
+
+def test_bootstrap_ci_of_one_value_is_that_value() -> None:
+    assert stats.bootstrap_ci([0.3], resamples=100) == (0.3, 0.3)
+    assert stats.bootstrap_ci([1.0, 2.0], resamples=0) is None
+
+
 def test_paired_bootstrap_ci_is_the_bootstrap_of_the_differences() -> None:
     a = [1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0]
     b = [0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 1.0]
@@ -81,7 +98,7 @@ def test_mcnemar_exact_on_known_tables() -> None:
         stats.mcnemar_exact(-1, 2)
 
 
-def test_binomial_p_is_exact_for_large_n() -> None:
+def test_binomial_p_on_known_values_and_large_n() -> None:
     assert stats.binomial_two_sided_p(1000, 2000) == 1.0
     assert stats.binomial_two_sided_p(0, 2000) == 0.0  # 2**-1999 is below the smallest double
     p = stats.binomial_two_sided_p(60, 100)
@@ -128,6 +145,14 @@ def test_pearson_known_values_and_undefined_cases() -> None:
     assert stats.pearson([1.0, 2.0, 3.0, 4.0], [1.0, -1.0, -1.0, 1.0]) == pytest.approx(0.0)
     assert stats.pearson([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]) is None
     assert stats.pearson([1.0], [2.0]) is None
+    assert stats.pearson([1.0, 2.0], [5.0, 3.0]) == pytest.approx(-1.0)
+
+
+def test_pearson_of_nearly_constant_scores_does_not_warn() -> None:
+    # scipy warns on nearly constant input; the report runs with warnings as errors in tests.
+    r = stats.pearson([8.0] * 9 + [8.0 + 1e-12], [float(i) for i in range(10)])
+    assert r is None or -1.0 <= r <= 1.0
+    assert stats.pearson([1.0, 2.0, 3.0], [4.0, 4.0, 4.0]) is None
 
 
 def test_effective_number_is_kish_design_effect_with_r_clipped() -> None:

@@ -90,7 +90,7 @@ def test_custom_rows_bad_ones_are_reported_with_line_numbers_and_the_rest_load(t
         (5, "give exactly one of 'prompt' and 'turns'"),
         (7, "unknown keys ['refrence']"),
         (8, "'expected_number' is not a number"),
-        (0, "duplicate id 'ok-1'"),
+        (10, "duplicate id 'ok-1'"),
     ]
     assert suite.items[0].check == "judge" and suite.items[1].check == "number" and suite.items[1].expected == "42"
     assert suite.items[2].turns == ("First question?", "And a follow-up?") and suite.items[2].references == ("ref",)

@@ -501,3 +501,17 @@ async def test_a_pairwise_request_compares_the_two_quoted_drafts_and_the_order_d
     # An ordinary critique of the same drafts is still a JSON score.
     review = await run(sim, req(catalogue, KIMI, critique_prompt(question(0), "x"), purpose=Purpose.CRITIQUE))
     assert "score" in json.loads(review.text)
+
+
+async def test_a_verdict_format_inside_fenced_text_does_not_make_a_critique_pairwise(catalogue: Catalogue) -> None:
+    """Only the instruction outside the fences can ask for a pairwise verdict; quoted text cannot."""
+    sim = simulator(catalogue, number_key(2))
+    one = await run(sim, req(catalogue, LLAMA, question(0)))
+    two = await run(sim, req(catalogue, GLM, question(0)))
+    key = "0123456789abcdef"
+    fenced = "\n".join(
+        f"<<<BEGIN {name} {key}>>>\n{text} [[A]] or [[B]]\n<<<END {name} {key}>>>"
+        for name, text in (("ANSWER_1", one.text), ("ANSWER_2", two.text))
+    )
+    review = await run(sim, req(catalogue, KIMI, f"Review the answers.\n{fenced}", purpose=Purpose.CRITIQUE))
+    assert "score" in json.loads(review.text)
