@@ -1,6 +1,6 @@
 """``orchestratex eval`` as a user runs it: a simulated report, a defaults study, and a local-model smoke report.
 
-    .venv/bin/python -m bench.eval_bench [--gsm8k 200] [--humaneval 40] [--mt-bench 20] [--local 6]
+    .venv/bin/python -m bench.eval_bench [--gsm8k 1319] [--humaneval 164] [--mt-bench 80] [--local 6]
         [--out bench/results/eval] [--skip-local]
 
 **Simulated** (every figure here is a SIMULATION: it measures the pipeline on models of known hidden quality,
@@ -11,7 +11,8 @@ subprocess:
 
 - GSM8K (first ``--gsm8k`` items): every single model, ``single:selected``, ``oracle``, ``orchestrate``,
   ``self-refine``, ``panel-judge``, ``self-moa``, and the defaults study: ``orchestrate`` with critics 1/3,
-  threshold 7/9, rounds 5, patience 2 (one setting changed at a time from the server's defaults);
+  threshold 7/9, rounds 5, patience 2, plateau epsilon 0.1/0.5 (one setting changed at a time from the
+  server's defaults);
 - HumanEval (first ``--humaneval``; code runs in the sandbox): ``single:selected``, ``orchestrate``,
   ``self-refine``, ``self-moa``;
 - MT-Bench (first ``--mt-bench``, judged by ``z-ai/glm-4.5``, and pairwise against ``single:selected``):
@@ -57,6 +58,8 @@ DEFAULTS_STUDY = (
     "orchestrate:threshold=9",
     "orchestrate:rounds=5",
     "orchestrate:patience=2",
+    "orchestrate:epsilon=0.1",
+    "orchestrate:epsilon=0.5",
 )
 
 
@@ -116,6 +119,8 @@ def simulated(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     base_env.pop("OPENROUTER_API_KEY", None)
     keys = []
     for suite, limit in (("gsm8k", args.gsm8k), ("humaneval", args.humaneval)):
+        if not limit:
+            continue
         path = out / f"{suite}.key.jsonl"
         _eval(base_env, "--suite", suite, "--limit", str(limit), "--export-sim-answer-key", str(path))
         keys.append(path.read_text(encoding="utf-8"))
@@ -257,9 +262,9 @@ def local(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--gsm8k", type=int, default=200)
-    parser.add_argument("--humaneval", type=int, default=40)
-    parser.add_argument("--mt-bench", type=int, default=20)
+    parser.add_argument("--gsm8k", type=int, default=1319)
+    parser.add_argument("--humaneval", type=int, default=164)
+    parser.add_argument("--mt-bench", type=int, default=80)
     parser.add_argument("--local", type=int, default=6)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--sim-speed", type=float, default=100.0)
@@ -272,7 +277,8 @@ def main() -> None:
     results: dict[str, Any] = json.loads(summary.read_text(encoding="utf-8")) if summary.exists() else {}
     results.update(python=sys.version.split()[0], cpus=os.cpu_count())
     if not args.skip_simulated:
-        results["simulated"] = simulated(args, args.out / "simulated")
+        # Per suite: a run of some suites (others at 0) keeps the other suites' figures.
+        results["simulated"] = {**results.get("simulated", {}), **simulated(args, args.out / "simulated")}
     if not args.skip_local:
         results["local"] = local(args, args.out / "local")
     summary.write_text(json.dumps(results, indent=2), encoding="utf-8")

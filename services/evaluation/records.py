@@ -128,6 +128,8 @@ class Manifest(TypedDict):
     seed: int
     judge_model: str
     pass_score: float | None
+    sandbox: NotRequired[str | None]
+    """What protected the host while HumanEval's tests ran (``bwrap+rlimits+audit``...); None without code items."""
     pairwise_baseline: NotRequired[str | None]
     """The strategy every other one is compared with pairwise (judged suites), if any."""
     """The judge score counted as correct (None when no item is judged)."""

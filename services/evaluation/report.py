@@ -929,6 +929,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         f"seed {md_escape(manifest.get('seed', '—'))}; item limit {md_escape(manifest.get('limit') or 'none')}",
         f"- Models: {', '.join(md_escape(m) for m in manifest.get('models', [])) or '—'}",
         f"- Strategies: {', '.join(md_escape(s) for s in manifest.get('strategies', [])) or '—'}",
+        *([f"- Code sandbox: {md_escape(manifest['sandbox'])}"] if manifest.get("sandbox") else []),
         f"- Judge: {md_escape(manifest.get('judge_model') or '—')}"
         + (f" (correct at score ≥ {manifest['pass_score']:g})" if manifest.get("pass_score") is not None else ""),
         f"- Cost: estimated {_usd(totals['estimate_usd'])}, spent {_usd(totals['spent_usd'])} "

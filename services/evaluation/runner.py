@@ -32,7 +32,7 @@ from orchestratex.v1 import common_pb2, providers_pb2
 from services.evaluation import checkers, strategies
 from services.evaluation.humaneval import check_humaneval
 from services.evaluation.records import SCHEMA_VERSION, Call, Manifest, PairOutcome, Pairwise, Record, Verdict
-from services.evaluation.sandbox import SandboxLimits
+from services.evaluation.sandbox import SandboxLimits, isolation_available
 from services.evaluation.strategies import Services, StrategyFailed, StrategySpec
 from services.evaluation.suites import Item, Suite
 
@@ -186,6 +186,7 @@ def prepare(config: RunConfig, models: Mapping[str, common_pb2.ModelInfo], est: 
         judge_model=config.judge_model,
         pass_score=config.pass_score if config.suite.judged else None,
         pairwise_baseline=config.pairwise_baseline,
+        sandbox=isolation_available() if any(i.check == "python" for i in config.suite.items) else None,
         simulated=simulated,
         models=sorted(models),
         started=datetime.now(UTC).isoformat(timespec="seconds"),

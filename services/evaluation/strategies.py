@@ -388,7 +388,13 @@ async def _orchestrate(
     outcome: Outcome,
 ) -> str:
     opts = spec.options
-    request = orchestrator_pb2.OrchestrateRequest(prompt=prompt, messages=context)
+    # The contract: with earlier turns, the conversation goes in `messages` (its last user message is the
+    # prompt) and `prompt` stays empty.
+    if context:
+        turns = [*context, common_pb2.ChatMessage(role=common_pb2.ROLE_USER, content=prompt)]
+        request = orchestrator_pb2.OrchestrateRequest(messages=turns)
+    else:
+        request = orchestrator_pb2.OrchestrateRequest(prompt=prompt)
     if "rounds" in opts:
         request.max_rounds = opts["rounds"]
     if "threshold" in opts:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from services.evaluation.sandbox import isolation_available
 from services.evaluation.suites import load_suite
 from tests.e2e.conftest import BIN, Suite, launch_suite, wait_for
 from tests.evaluation.test_suites import EVAL_DATA
@@ -141,6 +142,8 @@ def test_humaneval_answers_run_in_the_sandbox(keyed_suite: Suite, tmp_path: Path
     assert all(d == "passed" or d.startswith(("failed", "timeout", "blocked", "memory")) for d in details), details
     assert [r["verdict"]["correct"] for r in records] == [d == "passed" for d in details]
     assert any(r["verdict"]["correct"] for r in records)
+    manifest = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    assert manifest["sandbox"] == isolation_available() and manifest["sandbox"].startswith("bwrap")
     # The sandbox agrees with the simulator: an answer passes exactly when it holds the canonical body.
     canonical = {i.id: i.meta["canonical_solution"] for i in load_suite("humaneval", EVAL_DATA, limit=3).items}
     for r in records:
@@ -156,7 +159,7 @@ def test_mt_bench_is_judged_pairwise_too_and_the_judge_cost_is_recorded(keyed_su
         "--limit",
         "2",
         "--strategies",
-        "single:selected,self-moa:samples=2",
+        "single:selected,self-moa:samples=2,orchestrate:rounds=2",
         "--judge-model",
         "z-ai/glm-4.5",
         "--pairwise-baseline",
@@ -166,14 +169,14 @@ def test_mt_bench_is_judged_pairwise_too_and_the_judge_cost_is_recorded(keyed_su
     )
     assert done.returncode == 0, done.stderr
     records = _records(out)
-    assert len(records) == 4
+    assert len(records) == 6
     for r in records:
         assert r["status"] == "ok" and len(r["answers"]) == 2
         assert 1 <= r["verdict"]["score"] <= 10 and r["verdict"]["detail"].count("turn") == 2
         judge_calls = [c for c in r["calls"] if c["role"] == "judge"]
         # Two single-answer judgements, and for the non-baseline strategy two pairwise ones per turn.
         paired = r["strategy"] != "single:selected"
-        assert len(judge_calls) == (6 if paired else 2) and {c["model"] for c in judge_calls} == {"z-ai/glm-4.5"}
+        assert len(judge_calls) == (6 if paired else 2) and {c["model"] for c in judge_calls} == {"z-ai/glm-4.5"}, r
         if paired:
             assert r["pairwise"]["baseline"] == "single:selected"
             outcomes = r["pairwise"]["outcomes"]

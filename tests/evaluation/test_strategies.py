@@ -246,7 +246,10 @@ async def test_second_turns_see_the_first_question_and_this_strategys_answer() -
     assert [m.content for m in second[-3:]] == ["Write a limerick.", outcome.answers[0], "Now make it sadder."]
     assert [m.role for m in second[-3:]] == [common_pb2.ROLE_USER, common_pb2.ROLE_ASSISTANT, common_pb2.ROLE_USER]
     await strategies.run(svc, parse_strategy("orchestrate"), item)
-    assert [m.content for m in orchestrator.requests[1].messages] == ["Write a limerick.", "v2"]
+    # Later turns go to the orchestrator as the conversation, ending with the new question (prompt empty).
+    second_session = orchestrator.requests[1]
+    assert second_session.prompt == "" and orchestrator.requests[0].prompt == "Write a limerick."
+    assert [m.content for m in second_session.messages] == ["Write a limerick.", "v2", "Now make it sadder."]
 
 
 async def test_a_grpc_error_from_a_single_call_reaches_the_runner() -> None:
