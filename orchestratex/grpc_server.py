@@ -7,9 +7,13 @@ and if it succeeds the server owns the stack and releases it after :meth:`GrpcSe
 ``create_server`` is the short form for servers without resources (tests, benchmarks).
 
 Every server has the standard health service, server reflection, and one interceptor that (1) takes
-the request id and tenant from metadata, (2) writes an access log line per RPC, (3) maps exceptions to
-canonical status codes with their ``google.rpc`` details in one place (``context.abort_with_status``, see
-``orchestratex.errors``), and (4) turns undecodable requests into INVALID_ARGUMENT.
+the request id and tenant from metadata, (2) writes an access log line per RPC and records it in the
+``orx_grpc_server_*`` metrics (:mod:`orchestratex.metrics`), (3) maps exceptions to canonical status codes
+with their ``google.rpc`` details in one place (``context.abort_with_status``, see ``orchestratex.errors``),
+and (4) turns undecodable requests into INVALID_ARGUMENT. On a server built while tracing is on
+(:mod:`orchestratex.tracing`) it also opens a SERVER span per RPC, child of the caller's (W3C trace context in
+the metadata), current for the whole handler, so the access log line and everything the handler logs carry
+the trace id, and ended with the same status code as the access log and the metrics.
 ``serve`` runs it until SIGTERM/SIGINT (or until the service sets ``stopping``) and shuts down
 gracefully.
 
@@ -42,6 +46,8 @@ from grpc_status import rpc_status
 
 from orchestratex import context
 from orchestratex.errors import InvalidArgument, OrxError, internal_status, to_status
+from orchestratex.metrics import RpcMetrics, server_rpc_metrics
+from orchestratex.tracing import end_server_span, server_tracer, start_server_span
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("orchestratex.access")
@@ -49,6 +55,8 @@ access_log = logging.getLogger("orchestratex.access")
 OWN_PREFIX = "/orchestratex.v1."
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import Span, Tracer
+
     Ctx = grpc.aio.ServicerContext[Any, Any]
     Handler = grpc.RpcMethodHandler[Any, Any]
     _InterceptorBase = grpc.aio.ServerInterceptor[Any, Any]
@@ -186,18 +194,23 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
 
 
 class _Scope:
-    """Context of one RPC: sets context vars, times it, logs it, maps its errors."""
+    """Context of one RPC: sets context vars, times it, logs it, counts it, maps its errors."""
 
-    __slots__ = ("method", "start", "status")
+    __slots__ = ("method", "metrics", "span", "start", "status")
 
-    def __init__(self, method: str, ctx: Ctx) -> None:
+    def __init__(self, method: str, ctx: Ctx, metrics: RpcMetrics, tracer: Tracer | None) -> None:
         self.method = method
+        self.metrics = metrics
         self.start = time.perf_counter()
         self.status = "OK"
         metadata = {k: v for k, v in (ctx.invocation_metadata() or ()) if isinstance(v, str)}
+        # Each RPC runs in its own task: what is set here (context vars, the current span) is the RPC's alone.
         rid = metadata.get(context.REQUEST_ID_HEADER, "")
         context.request_id.set(rid if context.valid_request_id(rid) else context.new_request_id())
         context.tenant.set(metadata.get(context.TENANT_HEADER, "")[:128])
+        self.span: Span | None = start_server_span(tracer, method, metadata) if tracer is not None else None
+        if metrics.in_flight is not None:
+            metrics.in_flight.inc()
 
     async def fail(self, exc: BaseException, ctx: Ctx) -> None:
         """End the call with the status for ``exc`` (the one mapping of exceptions to statuses)."""
@@ -205,10 +218,18 @@ class _Scope:
             self.status = exc.code.name
             await _abort(ctx, to_status(exc, context.request_id.get()))
         self.status = "INTERNAL"
+        if self.span is not None:  # the type only: an exception's text may hold anything
+            self.span.set_attribute("error.type", type(exc).__qualname__)
         log.error("unhandled error in %s", self.method, exc_info=exc)
         await _abort(ctx, internal_status(context.request_id.get()))
 
     def done(self) -> None:
+        elapsed = time.perf_counter() - self.start
+        metrics = self.metrics
+        if metrics.in_flight is not None:
+            metrics.in_flight.dec()
+        metrics.duration.observe(elapsed)
+        metrics.count(self.status)
         access_log.info(
             "rpc %s %s",
             self.method,
@@ -216,10 +237,12 @@ class _Scope:
             extra={
                 "rpc": self.method,
                 "code": self.status,
-                "ms": round((time.perf_counter() - self.start) * 1000, 3),
+                "ms": round(elapsed * 1000, 3),
                 "tenant": context.tenant.get(),
             },
         )
+        if self.span is not None:
+            end_server_span(self.span, self.status)
 
 
 @dataclass(frozen=True)
@@ -254,7 +277,11 @@ async def _reject_undecodable(scope: _Scope, ctx: Ctx) -> None:
 
 
 class ServerInterceptor(_InterceptorBase):
-    """Request ids, tenant, access logs and error mapping for the project's own services."""
+    """Request ids, tenant, access logs, metrics and error mapping for the project's own services."""
+
+    def __init__(self) -> None:
+        self._metrics = server_rpc_metrics()
+        self._tracer = server_tracer()
 
     async def intercept_service(
         self,
@@ -265,24 +292,27 @@ class ServerInterceptor(_InterceptorBase):
         method: str = details.method
         if handler is None or not method.startswith(OWN_PREFIX):
             return handler
+        metrics = self._metrics(method)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(method, handler.unary_unary),
+                _wrap_unary(method, metrics, self._tracer, handler.unary_unary),
                 request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(method, handler.unary_stream),  # type: ignore[arg-type]
+                _wrap_stream(method, metrics, self._tracer, handler.unary_stream),  # type: ignore[arg-type]
                 request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         return handler
 
 
-def _wrap_unary(method: str, inner: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+def _wrap_unary(
+    method: str, metrics: RpcMetrics, tracer: Tracer | None, inner: Callable[..., Awaitable[Any]]
+) -> Callable[..., Awaitable[Any]]:
     async def call(request: Any, ctx: Ctx) -> Any:
-        scope = _Scope(method, ctx)
+        scope = _Scope(method, ctx, metrics, tracer)
         try:
             if request is _UNDECODABLE:
                 await _reject_undecodable(scope, ctx)
@@ -302,9 +332,11 @@ def _wrap_unary(method: str, inner: Callable[..., Awaitable[Any]]) -> Callable[.
     return call
 
 
-def _wrap_stream(method: str, inner: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+def _wrap_stream(
+    method: str, metrics: RpcMetrics, tracer: Tracer | None, inner: Callable[..., AsyncIterator[Any]]
+) -> Callable[..., AsyncIterator[Any]]:
     async def call(request: Any, ctx: Ctx) -> AsyncIterator[Any]:
-        scope = _Scope(method, ctx)
+        scope = _Scope(method, ctx, metrics, tracer)
         try:
             if request is _UNDECODABLE:
                 await _reject_undecodable(scope, ctx)

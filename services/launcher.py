@@ -12,6 +12,12 @@ On Ctrl-C, SIGTERM or SIGHUP it stops them in reverse order, gracefully. The ser
 process groups, so a Ctrl-C in the terminal reaches only ``up``, which then stops them in that order;
 and should ``up`` itself die, even by SIGKILL, each service sees its stdin close and stops by itself.
 
+Every process it starts gets the same observability wiring (docs/operations.md): tracing when the ``OTEL_*``
+variables ask for it (:func:`orchestratex.tracing.setup_tracing`, before anything is built, so every server,
+channel and HTTP session is instrumented), and a Prometheus ``/metrics`` endpoint with the event-loop lag
+sampler when ``ORX_<SERVICE>_METRICS_LISTEN`` is set (:func:`orchestratex.metrics.start_metrics_server`,
+started before the service, stopped after it, in the service's event loop).
+
 It lives here, beside the services, because it starts them: ``orchestratex`` (the library) imports
 nothing from ``services`` or ``gateway``. Each process imports only the service it runs (by name, with
 :func:`importlib.import_module`), so the providers process never loads scikit-learn, nor the selector aiohttp.
@@ -41,11 +47,21 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from orchestratex import eventloop
-from orchestratex.config import GRPC_EXPOSURE_VAR, SERVICES, RestartPolicy, Settings, is_loopback
+from orchestratex.config import (
+    GRPC_EXPOSURE_VAR,
+    SERVICES,
+    Address,
+    RestartPolicy,
+    Settings,
+    is_loopback,
+    same_socket,
+)
 from orchestratex.errors import ConfigError
 from orchestratex.grpc_server import ListenError, serve
 from orchestratex.logging import setup_logging
 from orchestratex.loopmon import LoopLagMonitor
+from orchestratex.metrics import MetricsListenError, MetricsServer, start_metrics_server
+from orchestratex.tracing import setup_tracing, shutdown_tracing
 
 START_ORDER = ("providers", "analytics", "selector", "orchestrator", "gateway")
 SERVICE_NAMES = {
@@ -77,6 +93,7 @@ def preflight(names: Iterable[str], settings: Settings) -> None:
     for name in names:
         if name in SERVICES:
             settings.common.check_grpc_exposure(name)
+        settings.common.check_metrics_exposure(name)
     if settings.common.storage_backend == "sqlite" and any(name in STORE_SERVICES for name in names):
         settings.common.check_data_dir()
 
@@ -84,8 +101,8 @@ def preflight(names: Iterable[str], settings: Settings) -> None:
 def run_service(name: str, settings: Settings) -> int:
     """``orchestratex serve <name>``: run one service in this process until it is told to stop.
 
-    Returns the exit status: 0 after a graceful stop, 1 when it cannot listen on its address, 2 on a
-    configuration error (each explained on stderr, without a traceback).
+    Returns the exit status: 0 after a graceful stop, 1 when it cannot listen on its address (or its metrics
+    address), 2 on a configuration error (each explained on stderr, without a traceback).
     """
     try:
         preflight([name], settings)
@@ -93,16 +110,26 @@ def run_service(name: str, settings: Settings) -> int:
         return config_error(exc)
     setup_logging(name, settings.common.log_level, settings.common.log_format or "json")
     try:
+        setup_tracing(name)
+    except ConfigError as exc:
+        return config_error(exc)
+    try:
         with contextlib.suppress(KeyboardInterrupt):
             eventloop.run(_serve(name, settings), settings.common.event_loop)
     except ConfigError as exc:
         return config_error(exc)
+    except MetricsListenError as exc:
+        var = f"ORX_{name.upper()}_METRICS_LISTEN"
+        print(f"orchestratex: {name}: {exc} (set {var} to another address)", file=sys.stderr)
+        return 1
     except OSError as exc:
         if not _is_listen_error(exc):
             raise
         var = f"ORX_{name.upper()}_LISTEN"
         print(f"orchestratex: {name}: {exc} (set {var} to another address)", file=sys.stderr)
         return 1
+    finally:
+        shutdown_tracing()
     return 0
 
 
@@ -117,6 +144,10 @@ def _is_listen_error(exc: OSError) -> bool:
 async def _serve(name: str, settings: Settings) -> None:
     if settings.common.stop_on_stdin_eof:
         _stop_on_stdin_eof()
+    metrics: MetricsServer | None = None
+    metrics_address = settings.common.metrics_listen.get(name)
+    if metrics_address is not None:
+        metrics = await start_metrics_server(metrics_address)
     monitor = None
     if settings.common.loop_monitor is not None:
         monitor = LoopLagMonitor()
@@ -127,6 +158,8 @@ async def _serve(name: str, settings: Settings) -> None:
         if monitor is not None:
             await monitor.stop()
             monitor.write(settings.common.loop_monitor)  # type: ignore[arg-type]
+        if metrics is not None:
+            await metrics.stop()
 
 
 def _stop_on_stdin_eof() -> None:
@@ -184,13 +217,16 @@ def up(settings: Settings) -> int:
         preflight(START_ORDER, settings)
     except ConfigError as exc:
         return config_error(exc)
-    listen = settings.common.listen
-    busy = [name for name in START_ORDER if not _port_free(listen[name].host, listen[name].port)]
+    addresses = _suite_addresses(settings)
+    for index, (var, address) in enumerate(addresses):
+        for other, used in addresses[:index]:
+            if same_socket(address, used):
+                return config_error(ConfigError(f"{var}: {address} is also {other}'s address"))
+    busy = [(var, address) for var, address in addresses if not _port_free(address.host, address.port)]
     if busy:
-        for name in busy:
+        for var, address in busy:
             print(
-                f"orchestratex: {listen[name]} is already in use; stop what listens there "
-                f"or set ORX_{name.upper()}_LISTEN",
+                f"orchestratex: {address} is already in use; stop what listens there or set {var}",
                 file=sys.stderr,
             )
         return 1
@@ -203,6 +239,17 @@ def up(settings: Settings) -> int:
     }
     setup_logging("up", settings.common.log_level, log_format)
     return asyncio.run(_Supervisor(settings, env).run())
+
+
+def _suite_addresses(settings: Settings) -> list[tuple[str, Address]]:
+    """Every address the suite will listen on, with its variable: the services', then their metrics'."""
+    common = settings.common
+    found = [(f"ORX_{name.upper()}_LISTEN", common.listen[name]) for name in START_ORDER]
+    for name in START_ORDER:
+        address = common.metrics_listen.get(name)
+        if address is not None:
+            found.append((f"ORX_{name.upper()}_METRICS_LISTEN", address))
+    return found
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -467,6 +514,11 @@ def _print_banner(settings: Settings, out: TextIO) -> None:
         f"  browser       http://{gateway}/",
         *(f"  {name:<13} {common.listen[name]}  ({SERVICE_NAMES[name]})" for name in SERVICES),
         f"  gateway       {common.listen['gateway']}  (WebSocket /v1/ws, REST /v1)",
+        *(
+            f"  metrics       http://{address.dialable()}/metrics  ({name})"
+            for name in START_ORDER
+            if (address := common.metrics_listen.get(name)) is not None
+        ),
         "",
         "Try:",
         f"  grpcurl -plaintext {orch} list",

@@ -6,9 +6,9 @@
 ================ ============================= ================================================================
 attribute        section                       holds
 ================ ============================= ================================================================
-``common``       :class:`CommonSettings`       listen addresses and peers, data dir, logging, event loop, RPC
-                                               timeout, message and prompt limits, shutdown grace, and storage
-                                               (:class:`MongoSettings`)
+``common``       :class:`CommonSettings`       listen addresses and peers, metrics endpoints, data dir, logging,
+                                               event loop, RPC timeout, message and prompt limits, shutdown
+                                               grace, and storage (:class:`MongoSettings`)
 ``selector``     :class:`SelectorSettings`     exploration, history, seed, second opinion
 ``providers``    :class:`ProvidersSettings`    mode, OpenRouter key and URL, catalogue, simulator, with
                                                :class:`UpstreamTimeouts` and :class:`ResilienceSettings`
@@ -26,7 +26,11 @@ Secrets are wrapped in :class:`Secret` so they never print.
 
 Two checks need the world, not just the environment, and run when a process starts serving rather than
 in :meth:`Settings.from_env`: :meth:`CommonSettings.check_data_dir` (the directory can be created and written)
-and :meth:`CommonSettings.check_grpc_exposure` (a gRPC service listens beyond loopback only when told to).
+and :meth:`CommonSettings.check_grpc_exposure` (a gRPC service listens beyond loopback only when told to), with
+its twin :meth:`CommonSettings.check_metrics_exposure` for the ``/metrics`` endpoints.
+
+The ``OTEL_*`` variables of tracing are not read here: the OpenTelemetry SDK reads them itself, and
+:func:`orchestratex.tracing.setup_tracing` only decides from them whether tracing is on.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from orchestratex.config._sections import (
     DEFAULT_PORTS,
     GRPC_EXPOSURE_VAR,
     MAX_UPSTREAM_TIMEOUT,
+    METRICS_EXPOSURE_VAR,
     SERVICES,
     AnalyticsSettings,
     CommonSettings,
@@ -53,6 +58,7 @@ from orchestratex.config._sections import (
     SelectorSettings,
     StorageBackend,
     UpstreamTimeouts,
+    same_socket,
 )
 from orchestratex.config._settings import SECTIONS, Section, SectionNotParsed, Settings
 from orchestratex.config._values import Address, Secret, host_name, is_loopback
@@ -62,6 +68,7 @@ __all__ = [
     "DEFAULT_PORTS",
     "GRPC_EXPOSURE_VAR",
     "MAX_UPSTREAM_TIMEOUT",
+    "METRICS_EXPOSURE_VAR",
     "SECTIONS",
     "SERVICES",
     "Address",
@@ -87,4 +94,5 @@ __all__ = [
     "UpstreamTimeouts",
     "host_name",
     "is_loopback",
+    "same_socket",
 ]

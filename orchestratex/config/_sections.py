@@ -17,6 +17,7 @@ SERVICES = ("selector", "providers", "orchestrator", "analytics")
 """The gRPC services, in the order of their default ports."""
 DEFAULT_PORTS = {"selector": 50051, "providers": 50052, "orchestrator": 50053, "analytics": 50054, "gateway": 8080}
 GRPC_EXPOSURE_VAR = "ORX_GRPC_ALLOW_NON_LOOPBACK"
+METRICS_EXPOSURE_VAR = "ORX_METRICS_ALLOW_NON_LOOPBACK"
 DATA_DIR_VAR = "ORX_DATA_DIR"
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
@@ -97,6 +98,13 @@ class CommonSettings:
     grpc_allow_non_loopback: bool = False
     """A gRPC service may listen beyond loopback (``ORX_GRPC_ALLOW_NON_LOOPBACK``; see
     :meth:`check_grpc_exposure`)."""
+    metrics_listen: Mapping[str, Address | None] = field(default_factory=lambda: dict.fromkeys(DEFAULT_PORTS))
+    """Where each service (and the gateway) serves Prometheus ``/metrics`` (``ORX_<SERVICE>_METRICS_LISTEN``,
+    ``host:port``); None (unset or empty, the default): no metrics endpoint. Checked by
+    :meth:`check_metrics_exposure` at start."""
+    metrics_allow_non_loopback: bool = False
+    """A metrics endpoint may listen beyond loopback (``ORX_METRICS_ALLOW_NON_LOOPBACK``; see
+    :meth:`check_metrics_exposure`)."""
     loop_monitor: Path | None = None
     """Sample this process's event-loop lag and write a summary to this path at shutdown (``ORX_LOOP_MONITOR``)."""
     stop_on_stdin_eof: bool = False
@@ -144,15 +152,35 @@ class CommonSettings:
             f"can reach it (a private network)"
         )
 
+    def check_metrics_exposure(self, service: str) -> None:
+        """Refuse a metrics address beyond loopback unless ``ORX_METRICS_ALLOW_NON_LOOPBACK`` is set.
+
+        The same rule as :meth:`check_grpc_exposure`, with its own opt-in: ``/metrics`` has no authentication
+        and tells whoever reaches it the traffic, error rates, models and costs of the deployment. Raises
+        :class:`ConfigError` naming the variable and the opt-in.
+        """
+        address = self.metrics_listen.get(service)
+        if address is None or self.metrics_allow_non_loopback or is_loopback(address.host):
+            return
+        raise ConfigError(
+            f"ORX_{service.upper()}_METRICS_LISTEN: the {service} metrics endpoint would listen on "
+            f"{address.host!r}, beyond loopback, where anyone who can reach the port reads the deployment's "
+            f"traffic, errors and costs (/metrics has no authentication); listen on 127.0.0.1, or set "
+            f"{METRICS_EXPOSURE_VAR}=1 when only the Prometheus server can reach it (a private network)"
+        )
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> CommonSettings:
         """Parse the common variables; raises :class:`ConfigError` naming the variable."""
         r = p.Reader(env)
         listen: dict[str, Address] = {}
         peers: dict[str, str] = {}
+        metrics_listen: dict[str, Address | None] = {}
         for name, port in DEFAULT_PORTS.items():
             listen[name] = r.get(f"ORX_{name.upper()}_LISTEN", f"127.0.0.1:{port}", p.address)
             peers[name] = r.get(f"ORX_{name.upper()}_ADDR", listen[name].dialable(), p.target)
+            metrics_listen[name] = r.value(f"ORX_{name.upper()}_METRICS_LISTEN", None, p.address)
+        _check_metrics_ports(listen, metrics_listen)
         return cls(
             listen=listen,
             peers=peers,
@@ -165,10 +193,31 @@ class CommonSettings:
             max_message_bytes=r.get("ORX_MAX_MESSAGE_BYTES", str(8 * 1024 * 1024), p.whole(1024, 1 << 30)),
             max_prompt_chars=r.get("ORX_MAX_PROMPT_CHARS", "200000", p.whole(1, 10_000_000)),
             grpc_allow_non_loopback=r.get(GRPC_EXPOSURE_VAR, "0", p.flag),
+            metrics_listen=metrics_listen,
+            metrics_allow_non_loopback=r.get(METRICS_EXPOSURE_VAR, "0", p.flag),
             loop_monitor=r.get("ORX_LOOP_MONITOR", "", p.optional_path),
             stop_on_stdin_eof=r.get("ORX_STOP_ON_STDIN_EOF", "0", p.flag),
             mongodb=MongoSettings.from_env(env),
         )
+
+
+_WILDCARDS = frozenset({"0.0.0.0", "::", "[::]"})
+
+
+def same_socket(a: Address, b: Address) -> bool:
+    """True when binding ``a`` and ``b`` on one machine clashes: one port (not 0), one host or a wildcard."""
+    return a.port == b.port != 0 and (a.host == b.host or bool({a.host, b.host} & _WILDCARDS))
+
+
+def _check_metrics_ports(listen: Mapping[str, Address], metrics: Mapping[str, Address | None]) -> None:
+    """A process's metrics endpoint cannot share its own listen address (the other processes may run
+    elsewhere: ``orchestratex up`` checks the whole suite's addresses, which share one machine)."""
+    for name, address in metrics.items():
+        if address is not None and same_socket(address, listen[name]):
+            raise ConfigError(
+                f"ORX_{name.upper()}_METRICS_LISTEN: {address} is also ORX_{name.upper()}_LISTEN's address; "
+                f"give the metrics endpoint its own port"
+            )
 
 
 # ------------------------------------------------------------------------------------------- selector
@@ -487,6 +536,9 @@ class GatewaySettings:
     max_unauthenticated_connections: int = 64
     """Open connections per client address before any of their requests authenticated; 0 = no limit
     (``ORX_GATEWAY_MAX_UNAUTHENTICATED_CONNECTIONS``)."""
+    metrics_tenants: int = 0
+    """How many tenants get their own label in the gateway's tenant metric, the rest counted as ``other``;
+    0 = no tenant in any metric (``ORX_GATEWAY_METRICS_TENANTS``, at most 1000)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> GatewaySettings:
@@ -506,6 +558,7 @@ class GatewaySettings:
             max_unauthenticated_connections=r.value(
                 "ORX_GATEWAY_MAX_UNAUTHENTICATED_CONNECTIONS", 64, p.count_or_unlimited(1_000_000)
             ),
+            metrics_tenants=r.get("ORX_GATEWAY_METRICS_TENANTS", "0", p.integer(0, 1000)),
         )
 
 
