@@ -27,6 +27,9 @@ infer the kind from the status code, with the ``model`` and the failure's ``orig
 the trailer ``orx-usage-bin`` (:data:`orchestratex.usage.USAGE_TRAILER`): the ``Usage`` the call spent.
 The details are set by the server interceptor from the exception (``orchestratex.errors``).
 
+Observability: every call is counted in the ``orx_provider_*`` metrics and traced as ``providers.generate``
+with a ``providers.attempt`` per upstream request (``metrics``, ``telemetry``).
+
 Every message built from what a vendor sent is scrubbed of every provider key the service holds, in
 any form (``orchestratex.secrets``), before it reaches a status, an event, a trailer or a log.
 """
@@ -42,6 +45,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import duration_pb2
+from opentelemetry.trace import Tracer
 
 from orchestratex.config import Secret, Settings
 from orchestratex.errors import (
@@ -114,12 +118,14 @@ class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
         max_prompt_chars: int,
         policy: Resilience,
         secrets: SecretScrubber | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self._catalogue = catalogue
         self._backend = backend
         self._max_prompt_chars = max_prompt_chars
         self._policy = policy
         self._secrets = secrets or SecretScrubber(())
+        self._tracer = tracer
 
     async def ListModels(
         self, request: providers_pb2.ListModelsRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -155,7 +161,7 @@ class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
         deadline = self._policy.deadline_after(context.time_remaining())
         try:
             async with contextlib.aclosing(
-                generate(self._backend, parsed, policy=self._policy, deadline=deadline)
+                generate(self._backend, parsed, policy=self._policy, deadline=deadline, tracer=self._tracer)
             ) as events:
                 async for event in events:
                     if isinstance(event, Completion):
@@ -173,7 +179,7 @@ class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
         )
         sequence = 0
         deadline = self._policy.deadline_after(context.time_remaining())
-        events = _Batched(generate(self._backend, parsed, policy=self._policy, deadline=deadline))
+        events = _Batched(generate(self._backend, parsed, policy=self._policy, deadline=deadline, tracer=self._tracer))
         try:
             async for batch in events:
                 sequence += 1
@@ -397,11 +403,13 @@ async def build(
     *,
     backend: Backend | None = None,
     resilience: Resilience | None = None,
+    tracer: Tracer | None = None,
 ) -> GrpcServer:
     """The ProviderService server (not started).
 
     ``backend`` defaults to the simulator when ``settings.providers.simulated``, else to :class:`OpenRouterBackend`
     (keys from the settings and the providers' ``api_key_env`` variables, timeouts from ``settings.providers``).
+    ``tracer`` records the calls' spans; it defaults to the global tracer provider's (see ``telemetry``).
     Raises :class:`ConfigError` when live mode lacks the OpenRouter key.
     """
     common, own = settings.common, settings.providers
@@ -419,7 +427,9 @@ async def build(
             )
         resources.push_async_callback(backend.aclose)
         policy = resilience or Resilience.from_settings(own.resilience)
-        servicer = ProviderServicer(catalogue, backend, common.max_prompt_chars, policy, SecretScrubber(secrets))
+        servicer = ProviderServicer(
+            catalogue, backend, common.max_prompt_chars, policy, SecretScrubber(secrets), tracer=tracer
+        )
         srv.add(ServiceBinding(providers_pb2_grpc.add_ProviderServiceServicer_to_server, servicer, SERVICE_NAME))
         log.info("providers: %d models, backend %s", len(catalogue), backend.name)
     return srv

@@ -22,15 +22,21 @@ instead. Such neutral outcomes leave the count as it is; a neutral half-open tri
 next call be the trial.
 
 Outcomes of calls admitted before the circuit last opened are ignored (their news is stale).
+
+Metrics (:mod:`services.providers.metrics`): each trip adds one to ``orx_provider_breaker_trips_total``,
+each refusal to ``orx_provider_rejections_total`` (``circuit_open``, ``circuit_trial_in_flight``), and
+``orx_provider_breaker_state`` reads :meth:`CircuitBreaker.snapshot` when scraped.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import weakref
 from dataclasses import dataclass
 from enum import StrEnum
 
+from services.providers import metrics
 from services.providers.backend import BackendError, FailureKind
 from services.providers.resilience.clock import Clock
 from services.providers.resilience.errors import CircuitOpen
@@ -137,6 +143,12 @@ class CircuitBreaker:
         self._open_until = 0.0
         self._trial_in_flight = False
         self._epoch = 0
+        self._trips_total = metrics.BREAKER_TRIPS.labels(model_id)
+        self._refused_open = metrics.REJECTIONS.labels(model_id, "circuit_open")
+        self._refused_trial = metrics.REJECTIONS.labels(model_id, "circuit_trial_in_flight")
+        # Read when scraped, through a weak reference: the gauge never keeps a dropped breaker alive.
+        ref = weakref.ref(self)
+        metrics.BREAKER_STATE.labels(model_id).set_function(lambda: _gauge_value(ref()))
 
     def admit(self) -> Ticket:
         """Admit a call or raise :class:`CircuitOpen`. Every ticket must be :meth:`record`-ed."""
@@ -146,6 +158,7 @@ class CircuitBreaker:
         if self._state is CircuitState.OPEN:
             if now < self._open_until:
                 remaining = self._open_until - now
+                self._refused_open.inc()
                 raise CircuitOpen(
                     f"{self._model_id}: circuit open after {self._failures} consecutive failures; "
                     f"the model is cooling down for {remaining:.3g}s more",
@@ -154,6 +167,7 @@ class CircuitBreaker:
             self._state = CircuitState.HALF_OPEN
             log.info("circuit of %s half-open: letting one trial call through", self._model_id)
         if self._trial_in_flight:
+            self._refused_trial.inc()
             raise CircuitOpen(
                 f"{self._model_id}: circuit half-open, a trial call is checking whether the model recovered",
                 TRIAL_RETRY_AFTER,
@@ -192,6 +206,7 @@ class CircuitBreaker:
 
     def _trip(self) -> None:
         self._trips += 1
+        self._trips_total.inc()
         cooldown = self._config.cooldown_for(self._trips)
         self._state = CircuitState.OPEN
         self._open_until = self._clock.now() + cooldown
@@ -209,3 +224,17 @@ class CircuitBreaker:
         self._failures = 0
         self._trips = 0
         self._epoch += 1
+
+
+_GAUGE_VALUES = {
+    CircuitState.CLOSED: metrics.BREAKER_CLOSED,
+    CircuitState.HALF_OPEN: metrics.BREAKER_HALF_OPEN,
+    CircuitState.OPEN: metrics.BREAKER_OPEN,
+}
+
+
+def _gauge_value(breaker: CircuitBreaker | None) -> float:
+    """``orx_provider_breaker_state`` of ``breaker`` (closed once the breaker is gone)."""
+    if breaker is None:
+        return metrics.BREAKER_CLOSED
+    return _GAUGE_VALUES[breaker.snapshot().state]

@@ -22,6 +22,12 @@ Policy:
 * Waiting is cancellable: a caller that goes away leaves the queue and never holds a slot.
 
 Limits hold per process (per replica); a shared store would be needed to hold them across replicas.
+
+Metrics (:mod:`services.providers.metrics`, children bound per model): ``orx_provider_limiter_queue_length``
+and ``orx_provider_limiter_in_flight`` read :attr:`ModelLimiter.queued` and :attr:`ModelLimiter.in_flight` when
+scraped (exact, and free on the call path); ``orx_provider_limiter_wait_seconds`` observes each admission's
+wait (0 without queueing); ``orx_provider_rejections_total`` counts refusals as ``queue_full``,
+``queue_timeout`` or ``deadline``.
 """
 
 from __future__ import annotations
@@ -29,10 +35,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 
+from services.providers import metrics
 from services.providers.resilience.clock import Clock
 from services.providers.resilience.errors import ClientRateLimited
 
@@ -114,6 +122,11 @@ class ModelLimiter:
         self._hold_until = -math.inf
         self._queue: deque[object] = deque()
         self._changed = asyncio.Event()
+        self._waited = metrics.LIMITER_WAIT.labels(model_id)
+        # Read when scraped, through a weak reference: the gauges never keep a dropped limiter alive.
+        ref = weakref.ref(self)
+        metrics.LIMITER_QUEUE_LENGTH.labels(model_id).set_function(lambda: _queued(ref()))
+        metrics.LIMITER_IN_FLIGHT.labels(model_id).set_function(lambda: _in_flight(ref()))
 
     @property
     def limits(self) -> ModelLimits:
@@ -152,16 +165,18 @@ class ModelLimiter:
         self._prune(now)
         if not self._queue and self._ready(now):
             self._start(now)
+            self._waited.observe(0.0)
             return
+        arrived = now
         position = len(self._queue) + 1
         if position > self._limits.max_queue:
-            raise self._rejected(f"{len(self._queue)} calls already waiting", now, position)
+            raise self._rejected(f"{len(self._queue)} calls already waiting", now, position, "queue_full")
         limit = now + self._limits.max_wait
-        why = f"no slot free within {self._limits.max_wait:g}s"
+        why, reason = f"no slot free within {self._limits.max_wait:g}s", "queue_timeout"
         if deadline is not None and deadline < limit:
-            limit, why = deadline, "no slot free before the deadline"
+            limit, why, reason = deadline, "no slot free before the deadline", "deadline"
         if self._eta(now, position) > limit:
-            raise self._rejected(why, now, position)
+            raise self._rejected(why, now, position, reason)
 
         token = object()
         self._queue.append(token)
@@ -174,13 +189,14 @@ class ModelLimiter:
                 if head and self._ready(now):
                     self._queue.popleft()
                     self._start(now)
+                    self._waited.observe(now - arrived)
                     # The next in line may be able to start too (several slots freed at once).
                     self._notify()
                     return
                 position = self._queue.index(token) + 1
                 eta = self._eta(now, position)
                 if now >= limit or eta > limit:
-                    raise self._rejected(why, now, position)
+                    raise self._rejected(why, now, position, reason)
                 wake = limit
                 if head and self._in_flight < self._limits.max_concurrent:
                     wake = min(wake, eta)  # only the rate window (or a hold) is in the way
@@ -222,7 +238,9 @@ class ModelLimiter:
             starts.append(t)
         return t
 
-    def _rejected(self, why: str, now: float, position: int) -> ClientRateLimited:
+    def _rejected(self, why: str, now: float, position: int, reason: str) -> ClientRateLimited:
+        """The refusal to raise; ``reason`` labels ``orx_provider_rejections_total``."""
+        metrics.REJECTIONS.labels(self._model_id, reason).inc()
         limits = self._limits
         retry_after = max(self._eta(now, position) - now, NOMINAL_RETRY_AFTER)
         return ClientRateLimited(
@@ -244,3 +262,13 @@ class ModelLimiter:
         finally:
             woken.cancel()
             timer.cancel()
+
+
+def _queued(limiter: ModelLimiter | None) -> float:
+    """``orx_provider_limiter_queue_length`` of ``limiter`` (0 once it is gone)."""
+    return 0 if limiter is None else limiter.queued
+
+
+def _in_flight(limiter: ModelLimiter | None) -> float:
+    """``orx_provider_limiter_in_flight`` of ``limiter`` (0 once it is gone)."""
+    return 0 if limiter is None else limiter.in_flight

@@ -26,6 +26,9 @@ validated against the catalogue before a call gets here, so the maps stay bounde
   (``max_tokens`` more than the balance affords) and the model (``:free`` variants cost nothing), a
   top-up fixes it at once, and the vendor answers it fast and free. It fails that call only.
 
+Every call refused by a hold counts in ``orx_provider_rejections_total`` as ``held_`` + the kind
+(``held_rate_limited``, ``held_upstream_error``, ``held_auth``; :mod:`services.providers.metrics`).
+
 Environment (all optional; parsed by :class:`orchestratex.config.ResilienceSettings`, where a bad value is a
 ``ConfigError`` naming the variable):
 
@@ -62,6 +65,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 
 from orchestratex.config import ResilienceSettings
+from services.providers import metrics
 from services.providers.backend import BackendError, FailureKind
 from services.providers.resilience.breaker import (
     BreakerConfig,
@@ -354,6 +358,7 @@ class Resilience:
                 f"{model_id}: not called: the provider said it is unavailable for {left:.3g}s more "
                 f"(it asked to wait {hold.until - hold.since:.3g}s)"
             )
+        metrics.REJECTIONS.labels(model_id, f"held_{hold.kind.value}").inc()
         raise Held(message, left, hold.kind)
 
 
