@@ -12,19 +12,21 @@ the session when its events arrive (see ``services.analytics.store.model``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 import grpc
+from opentelemetry.trace import Status, StatusCode
 
 from orchestratex import context
 from orchestratex.config import Settings
 from orchestratex.errors import FailedPrecondition, NotFound
 from orchestratex.grpc_server import GrpcServer, ServiceBinding, building
 from orchestratex.v1 import analytics_pb2, analytics_pb2_grpc, common_pb2
-from services.analytics import reports
+from services.analytics import metrics, reports
 from services.analytics.ingest import facts_from_request
 from services.analytics.requests import (
     domain_filter,
@@ -114,10 +116,36 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
     async def IngestEvents(
         self, request: analytics_pb2.IngestEventsRequest, ctx: Context
     ) -> analytics_pb2.IngestEventsResponse:
-        """Record a batch of events idempotently; ``response_delta`` events are skipped (not counted)."""
-        tenant = tenant_for_ingest(request.tenant, context.tenant.get())
-        facts, skipped = facts_from_request(request)
-        result = await self._store.ingest(tenant, facts)
+        """Record a batch of events idempotently; ``response_delta`` events are skipped (not counted).
+
+        Observed in :mod:`services.analytics.metrics` (batch size, lag, kinds, failures) and traced as
+        one ``analytics.ingest`` span.
+        """
+        size = len(request.events)
+        metrics.INGEST_BATCH_SIZE.observe(size)
+        started = time.perf_counter()
+        with metrics.tracer.start_as_current_span(
+            metrics.INGEST_SPAN,
+            attributes={"orx.batch_size": size},
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                tenant = tenant_for_ingest(request.tenant, context.tenant.get())
+                facts, skipped = facts_from_request(request)
+                result = await self._store.ingest(tenant, facts)
+            except BaseException as exc:
+                metrics.INGEST_FAILURES.labels(metrics.failure_code(exc)).inc()
+                if isinstance(exc, asyncio.CancelledError):
+                    span.set_attribute("orx.cancelled", True)
+                else:
+                    span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                raise
+            metrics.INGEST_DURATION.observe(time.perf_counter() - started)
+            metrics.batch_stored(facts, result, skipped, time.time_ns())
+            span.set_attributes(
+                {"orx.accepted": result.accepted, "orx.duplicates": result.duplicates, "orx.skipped": skipped}
+            )
         if skipped:
             log.debug("skipped %d response_delta events", skipped)
         return analytics_pb2.IngestEventsResponse(accepted=result.accepted, duplicates=result.duplicates)

@@ -4,7 +4,9 @@
 this session, and models of other families first when the selector's critics run short.
 :class:`CriticPanel` asks each critic for a structured critique of a :class:`Draft`. A critic whose call
 fails or whose reply cannot be parsed is accounted and reported in a warning, never a crash; the round
-goes on with the critiques that came back.
+goes on with the critiques that came back. Each call is counted
+(``orx_orchestrator_critic_calls_total``, ``..._critic_failures_total{kind}``) and has its
+``orchestrator.critic`` span (:mod:`~services.orchestrator.tracing`).
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ import asyncio
 from collections.abc import Sequence, Set
 from dataclasses import dataclass, field
 
+from opentelemetry.trace import Span
+
 from orchestratex.v1 import common_pb2
 from orchestratex.v1 import orchestrator_pb2 as pb
+from services.orchestrator import metrics, tracing
 from services.orchestrator.calls import Caller, CallFailed
 from services.orchestrator.catalogue import Pricing
 from services.orchestrator.critique import Critique, UnusableCritique, parse_critique
@@ -80,6 +85,16 @@ class CriticPanel:
         return [c for c in results if c is not None]
 
     async def _critique(self, critic: str, draft: Draft, *, shadow: bool) -> Critique | None:
+        metrics.CRITIC_CALLS.inc()
+        with tracing.span(tracing.CRITIC, tracing.call_attributes(critic, draft.round, shadow=shadow)) as span:
+            try:
+                return await self._ask(critic, draft, span, shadow=shadow)
+            except asyncio.CancelledError:
+                # The call recorded its estimated usage (a CALL_CANCELLED warning) before re-raising.
+                metrics.CRITIC_FAILURES.labels(metrics.failure_kind_label(common_pb2.FAILURE_KIND_CANCELLED)).inc()
+                raise
+
+    async def _ask(self, critic: str, draft: Draft, span: Span, *, shadow: bool) -> Critique | None:
         system, user = self.prompts.critique(self.prompt, draft.text, self.context)
         messages = [
             common_pb2.ChatMessage(role=common_pb2.ROLE_SYSTEM, content=system),
@@ -90,12 +105,14 @@ class CriticPanel:
                 critic, messages, common_pb2.CALL_PURPOSE_CRITIQUE, draft.round, shadow=shadow
             )
         except CallFailed as failure:
+            tracing.call_failed(span, failure.kind, failure.usage)
             self._failed(critic, draft.round, failure.kind, failure.message, failure.usage, failure.latency, shadow)
             return None
         try:
             quoted = (self.prompt, draft.text, *(m.content for m in self.context))
             critique = parse_critique(result.text, quoted=quoted)
         except UnusableCritique as exc:
+            tracing.call_failed(span, common_pb2.FAILURE_KIND_INVALID_OUTPUT, result.usage)
             self._failed(
                 critic,
                 draft.round,
@@ -106,6 +123,9 @@ class CriticPanel:
                 shadow,
             )
             return None
+        tracing.call_done(span, result.usage, result.served_model)
+        if span.is_recording():
+            span.set_attribute("orx.score", critique.score)
         self.ledger.account(critic, result.usage, shadow=shadow)
         self.events.critique_completed(
             draft.round,
@@ -129,6 +149,7 @@ class CriticPanel:
         latency: float,
         shadow: bool,
     ) -> None:
+        metrics.CRITIC_FAILURES.labels(metrics.failure_kind_label(kind)).inc()
         self.ledger.account(critic, usage, shadow=shadow)
         self.events.call_warning(
             pb.WARNING_CODE_SHADOW_FAILED if shadow else pb.WARNING_CODE_CRITIC_FAILED,

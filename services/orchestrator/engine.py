@@ -11,6 +11,9 @@ Every provider call ends up in exactly one event that carries its usage (``respo
 This module decides what happens next, runs shadow evaluation beside the loop and builds the ending;
 the calls are :mod:`~services.orchestrator.calls`, the critics :mod:`~services.orchestrator.critics`,
 the totals :mod:`~services.orchestrator.ledger` and the events :mod:`~services.orchestrator.events`.
+Each round runs in an ``orchestrator.round`` span, each author call in an ``orchestrator.answer`` or
+``orchestrator.refine`` span and each shadow runner-up in an ``orchestrator.shadow`` span
+(:mod:`~services.orchestrator.tracing`).
 """
 
 from __future__ import annotations
@@ -22,10 +25,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from google.protobuf.duration_pb2 import Duration
+from opentelemetry.trace import Span
 
 from orchestratex.v1 import common_pb2, providers_pb2, providers_pb2_grpc
 from orchestratex.v1 import orchestrator_pb2 as pb
-from services.orchestrator import policy, shadow
+from services.orchestrator import metrics, policy, shadow, tracing
 from services.orchestrator.calls import Caller, CallFailed, CallResult
 from services.orchestrator.catalogue import Pricing
 from services.orchestrator.critics import CriticPanel, Draft, choose_critics
@@ -200,59 +204,77 @@ class SessionRunner:
         self.record.primary_domain = sel.analysis.primary_domain
 
     async def _loop(self) -> None:
-        rules = self.config.rules
-        round_no = 1
         if self.shadow_models:
             self._shadow_task = asyncio.create_task(self._shadow_round(), name=f"shadow-{self.live.session_id}")
-        draft = await self._author(round_no, self._answer_messages(), common_pb2.CALL_PURPOSE_ANSWER)
+        round_no = 1
+        best: Draft | None = None
         while True:
-            round_started = time.monotonic()
-            round_cost_before = self.ledger.own_cost()
-            critiques = await self.panel.score(draft, self._critics())
-            if not critiques:
-                reason = (
-                    "no critics were requested"
-                    if self.config.critic_count == 0
-                    else "every critic failed; returning the best answer so far"
-                )
-                if self.config.critic_count > 0:
-                    self.events.warning(pb.WARNING_CODE_ALL_CRITICS_FAILED, reason, round_no=round_no)
-                self._complete(pb.STOP_REASON_NO_CRITIQUE, reason)
-                return
-            draft.critiques = critiques
-            draft.score = policy.aggregate([c.score for c in critiques])
-            previous = self.history[-1] if self.history else None
-            self.history.append(draft.score)
-            best = self._best()
-            critique_time = time.monotonic() - round_started
-            next_cost = self._last_author_cost + (self.ledger.own_cost() - round_cost_before)
-            decision = policy.decide(
-                rules,
-                self.history,
-                spent_usd=self.ledger.own_cost(),
-                next_cost_usd=next_cost,
-                elapsed_s=time.monotonic() - self.started,
-                next_time_s=self._last_author_time + critique_time,
-            )
-            self.events.round_completed(
-                round_no,
-                decision,
-                aggregate_score=draft.score,
-                score_change=0.0 if previous is None else draft.score - previous,
-                critics_scored=len(critiques),
-                best_round=best.round,
-                round_cost_usd=round(self.ledger.own_cost() - self._round_cost_start, 9),
-            )
-            if decision.stop:
-                self._complete(decision.reason, decision.text)
+            with tracing.span(tracing.ROUND, {"orx.round": round_no}) as round_span:
+                best = await self._round(round_no, best, round_span)
+            if best is None:
                 return
             round_no += 1
+
+    async def _round(self, round_no: int, best: Draft | None, span: Span) -> Draft | None:
+        """One round: the author answers (``best`` is None) or refines ``best``, the critics score the draft
+        and the stop rule decides. Returns the draft to refine next, or None once the ending is decided."""
+        if best is None:
+            draft = await self._author(round_no, self._answer_messages(), common_pb2.CALL_PURPOSE_ANSWER)
+        else:
             try:
                 draft = await self._author(round_no, self._refine_messages(best), common_pb2.CALL_PURPOSE_REFINE)
             except SessionError as exc:
                 self.events.warning(pb.WARNING_CODE_REFINEMENT_FAILED, exc.reason, round_no=round_no)
                 self._complete(pb.STOP_REASON_UNSPECIFIED, f"refinement failed ({exc.reason}); kept the best version")
-                return
+                _decided(span, pb.ROUND_DECISION_STOP, pb.STOP_REASON_UNSPECIFIED)
+                return None
+        rules = self.config.rules
+        round_started = time.monotonic()
+        round_cost_before = self.ledger.own_cost()
+        critiques = await self.panel.score(draft, self._critics())
+        if not critiques:
+            reason = (
+                "no critics were requested"
+                if self.config.critic_count == 0
+                else "every critic failed; returning the best answer so far"
+            )
+            if self.config.critic_count > 0:
+                self.events.warning(pb.WARNING_CODE_ALL_CRITICS_FAILED, reason, round_no=round_no)
+            self._complete(pb.STOP_REASON_NO_CRITIQUE, reason)
+            _decided(span, pb.ROUND_DECISION_STOP, pb.STOP_REASON_NO_CRITIQUE)
+            return None
+        draft.critiques = critiques
+        draft.score = policy.aggregate([c.score for c in critiques])
+        previous = self.history[-1] if self.history else None
+        self.history.append(draft.score)
+        best = self._best()
+        critique_time = time.monotonic() - round_started
+        next_cost = self._last_author_cost + (self.ledger.own_cost() - round_cost_before)
+        decision = policy.decide(
+            rules,
+            self.history,
+            spent_usd=self.ledger.own_cost(),
+            next_cost_usd=next_cost,
+            elapsed_s=time.monotonic() - self.started,
+            next_time_s=self._last_author_time + critique_time,
+        )
+        self.events.round_completed(
+            round_no,
+            decision,
+            aggregate_score=draft.score,
+            score_change=0.0 if previous is None else draft.score - previous,
+            critics_scored=len(critiques),
+            best_round=best.round,
+            round_cost_usd=round(self.ledger.own_cost() - self._round_cost_start, 9),
+        )
+        if span.is_recording():
+            span.set_attributes({"orx.aggregate_score": draft.score, "orx.critics_scored": len(critiques)})
+        if decision.stop:
+            _decided(span, pb.ROUND_DECISION_STOP, decision.reason)
+            self._complete(decision.reason, decision.text)
+            return None
+        _decided(span, pb.ROUND_DECISION_CONTINUE)
+        return best
 
     def _best(self) -> Draft:
         scored = [d for d in self.drafts if d.score is not None]
@@ -279,31 +301,39 @@ class SessionRunner:
     ) -> Draft:
         """The author writes (or refines); on failure the next-ranked model takes over."""
         self._round_cost_start = self.ledger.own_cost()
+        name = tracing.ANSWER if purpose == common_pb2.CALL_PURPOSE_ANSWER else tracing.REFINE
         while True:
             model = self.author
             started = time.monotonic()
-            try:
-                result = await self.calls.stream(model, messages, purpose, round_no, self.request.author_options)
-            except CallFailed as failure:
-                self.ledger.account(model, failure.usage)
-                self.failed_authors.add(model)
-                replacement = self._next_author()
-                self.events.provider_fallback(
-                    round_no,
-                    model,
-                    replacement or "",
-                    failure_kind=failure.kind,
-                    reason=failure.message,
-                    usage=failure.usage,
-                    latency=failure.latency,
-                    ttft=failure.ttft or 0.0,
-                )
-                if replacement is None:
-                    raise SessionError(
-                        f"every candidate model failed; last error from {model}: {failure.message}"
-                    ) from None
-                self.author = replacement
-                continue
+            attributes = tracing.call_attributes(model, round_no, fallback=bool(self.failed_authors))
+            with tracing.span(name, attributes) as call_span:
+                try:
+                    result = await self.calls.stream(model, messages, purpose, round_no, self.request.author_options)
+                except CallFailed as failure:
+                    metrics.AUTHOR_FAILURES.labels(metrics.failure_kind_label(failure.kind)).inc()
+                    tracing.call_failed(call_span, failure.kind, failure.usage)
+                    self.ledger.account(model, failure.usage)
+                    self.failed_authors.add(model)
+                    replacement = self._next_author()
+                    if replacement is not None and call_span.is_recording():
+                        call_span.set_attribute("orx.fallback_model", replacement)
+                    self.events.provider_fallback(
+                        round_no,
+                        model,
+                        replacement or "",
+                        failure_kind=failure.kind,
+                        reason=failure.message,
+                        usage=failure.usage,
+                        latency=failure.latency,
+                        ttft=failure.ttft or 0.0,
+                    )
+                    if replacement is None:
+                        raise SessionError(
+                            f"every candidate model failed; last error from {model}: {failure.message}"
+                        ) from None
+                    self.author = replacement
+                    continue
+                tracing.call_done(call_span, result.usage, result.served_model)
             self.ledger.account(model, result.usage)
             self._last_author_cost = result.usage.cost_usd
             self._last_author_time = time.monotonic() - started
@@ -342,27 +372,31 @@ class SessionRunner:
         await asyncio.gather(*(self._shadow_answer(model) for model in self.shadow_models))
 
     async def _shadow_answer(self, model: str) -> None:
-        try:
-            result = await self.calls.unary(
-                model, self._answer_messages(), common_pb2.CALL_PURPOSE_ANSWER, 1, shadow=True
-            )
-        except CallFailed as failure:
-            self.ledger.account(model, failure.usage, shadow=True)
-            self.events.call_warning(
-                pb.WARNING_CODE_SHADOW_FAILED,
-                f"shadow answer from {model} failed: {failure.message}",
-                round_no=1,
-                model=model,
-                failure_kind=failure.kind,
-                usage=failure.usage,
-                latency=failure.latency,
-                purpose=common_pb2.CALL_PURPOSE_ANSWER,
-            )
-            return
-        self.ledger.account(model, result.usage, shadow=True)
-        self._answered(1, result, shadow=True)
-        draft = Draft(round=1, model=model, text=result.text)
-        await self.panel.score(draft, self._shadow_critics, shadow=True)
+        with tracing.span(tracing.SHADOW, {"gen_ai.request.model": model}):
+            with tracing.span(tracing.ANSWER, tracing.call_attributes(model, 1, shadow=True)) as call_span:
+                try:
+                    result = await self.calls.unary(
+                        model, self._answer_messages(), common_pb2.CALL_PURPOSE_ANSWER, 1, shadow=True
+                    )
+                except CallFailed as failure:
+                    tracing.call_failed(call_span, failure.kind, failure.usage)
+                    self.ledger.account(model, failure.usage, shadow=True)
+                    self.events.call_warning(
+                        pb.WARNING_CODE_SHADOW_FAILED,
+                        f"shadow answer from {model} failed: {failure.message}",
+                        round_no=1,
+                        model=model,
+                        failure_kind=failure.kind,
+                        usage=failure.usage,
+                        latency=failure.latency,
+                        purpose=common_pb2.CALL_PURPOSE_ANSWER,
+                    )
+                    return
+                tracing.call_done(call_span, result.usage, result.served_model)
+            self.ledger.account(model, result.usage, shadow=True)
+            self._answered(1, result, shadow=True)
+            draft = Draft(round=1, model=model, text=result.text)
+            await self.panel.score(draft, self._shadow_critics, shadow=True)
 
     # ------------------------------------------------------------- endings
 
@@ -410,3 +444,11 @@ class SessionRunner:
         self.record.status = status
         self.record.failure.CopyFrom(failure)
         return pb.OrchestrationEvent(session_failed=failure)
+
+
+def _decided(span: Span, decision: pb.RoundDecision, reason: pb.StopReason | None = None) -> None:
+    """The stop rule's verdict on a round, on the round's span."""
+    if span.is_recording():
+        span.set_attribute("orx.decision", metrics.decision_label(decision))
+        if reason is not None:
+            span.set_attribute("orx.stop_reason", metrics.stop_reason_label(reason))

@@ -13,6 +13,9 @@ A holder that cannot renew before its lease expires must assume someone else too
 (health NOT_SERVING, then a graceful shutdown). Expiry compares wall clocks of different hosts on
 MongoDB, so keep them in sync (NTP) and the time to live well above their skew.
 
+Metrics: ``orx_orchestrator_leases_held`` (this process's leases), ``..._lease_takeovers_total`` and
+``..._leases_lost_total``.
+
 Replicas (several orchestrators on one database, each recovering only the sessions of dead peers) will
 build on the same records: a lease per instance instead of one exclusive lease.
 """
@@ -33,6 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from orchestratex.errors import ConfigError
+from services.orchestrator import metrics
 from services.orchestrator.store.base import LeaseRecord, SessionStore
 
 log = logging.getLogger(__name__)
@@ -136,17 +140,21 @@ class OrchestratorLease:
         self._me = self.holder.encode()
         self._renewed_at = 0.0
         self._task: asyncio.Task[None] | None = None
+        self._held = False
 
     async def acquire(self) -> None:
         """Take the lease, or raise :class:`LeaseHeld` naming the live holder."""
         record = await self._claim()
         if record.holder == self._me:
+            self._hold()
             return
         other = Holder.decode(record.holder)
         if other is not None and provably_dead(other, self.holder):
             log.warning("taking over the lease of a dead orchestrator (%s)", other.describe())
             record = await self._claim(steal_from=record.holder)
             if record.holder == self._me:
+                metrics.LEASE_TAKEOVERS.inc()
+                self._hold()
                 return
             other = Holder.decode(record.holder)
         who = other.describe() if other is not None else "an unknown process"
@@ -168,11 +176,22 @@ class OrchestratorLease:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        self._let_go()
         if not self.lost.is_set():
             try:
                 await self.store.release_lease(self.name, self._me)
             except Exception:
                 log.warning("could not release the orchestrator lease; it expires in %.0f s", self.ttl)
+
+    def _hold(self) -> None:
+        if not self._held:
+            self._held = True
+            metrics.LEASES_HELD.inc()
+
+    def _let_go(self) -> None:
+        if self._held:
+            self._held = False
+            metrics.LEASES_HELD.dec()
 
     async def _claim(self, steal_from: str | None = None) -> LeaseRecord:
         now = self.clock()
@@ -203,5 +222,7 @@ class OrchestratorLease:
                 "lost the orchestrator lease%s: stopping so that two orchestrators never run one database",
                 f" to {other.describe()}" if other is not None else " (could not renew it in time)",
             )
+            metrics.LEASES_LOST.inc()
+            self._let_go()
             self.lost.set()
             return

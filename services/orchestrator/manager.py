@@ -7,26 +7,36 @@ process left running.
 :class:`~services.orchestrator.engine.SessionRunner` in the background; when the loop ends it records
 the terminal event through the hub. Watching a session follows its live log here, else replays the stored
 one (:mod:`~services.orchestrator.replay`).
+
+Sessions are counted here (started, running, ended by status and stop reason, rounds, duration:
+:mod:`~services.orchestrator.metrics`), and each has an ``orchestrator.session`` span
+(:mod:`~services.orchestrator.tracing`) from its request to its recorded end: the span of a detached
+session, or of one whose client has gone, outlives the ``Orchestrate`` RPC that started it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+
+from opentelemetry import trace
+from opentelemetry.trace import Span
 
 from orchestratex.config import Settings
 from orchestratex.errors import NotFound, Unavailable
 from orchestratex.usage import estimate_tokens
 from orchestratex.v1 import orchestrator_pb2 as pb
 from orchestratex.v1 import providers_pb2, providers_pb2_grpc, selector_pb2_grpc
-from services.orchestrator import shadow
+from services.orchestrator import metrics, shadow, tracing
 from services.orchestrator.catalogue import CatalogueCache, Pricing
 from services.orchestrator.engine import RunConfig, SessionRunner
 from services.orchestrator.hub import TERMINAL_KINDS, Hub, LiveSession, StoreHealth, now_timestamp
 from services.orchestrator.outbox import Outbox
+from services.orchestrator.policy import StopRules
 from services.orchestrator.prompts import PromptSet
 from services.orchestrator.replay import stored_events
 from services.orchestrator.requests import check_for_catalogue, normalise
@@ -64,19 +74,66 @@ class SessionManager:
     # ------------------------------------------------------------------ start
 
     async def start(self, request: pb.OrchestrateRequest, tenant: str) -> LiveSession:
-        """Validate, select models, persist the record and launch the loop in the background."""
+        """Validate, select models, persist the record and launch the loop in the background.
+
+        The session's span starts here (a child of the caller's, the ``Orchestrate`` RPC's) and covers
+        the selection; the session's task then owns it and ends it once the terminal event is recorded.
+        """
         req, rules = normalise(request, self.settings.common.max_prompt_chars)
         self._check_writable()
+        began = time.monotonic()
+        span = tracing.start_session(req)
+        try:
+            with trace.use_span(span, record_exception=False, set_status_on_exception=False):
+                live, runner, record, cancelled = await self._open(req, rules, tenant)
+        except BaseException as exc:
+            tracing.fail(span, exc)
+            span.end()
+            raise
+        if self.outbox is not None:
+            self.outbox.trace_session(record.session_id, span.get_span_context())
+        task = asyncio.create_task(self._run(runner, live, record, span, began), name=f"session-{record.session_id}")
+        live.task = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        metrics.SESSIONS_STARTED.inc()
+        log.info("session %s started (primary %s)", record.session_id, runner.selection.primary)
+        if cancelled:
+            self.cancel_now(live.session_id)
+            raise asyncio.CancelledError
+        return live
+
+    async def _open(
+        self, req: pb.OrchestrateRequest, rules: StopRules, tenant: str
+    ) -> tuple[LiveSession, SessionRunner, pb.Session, bool]:
+        """Everything a session needs before its loop: models, context, the stored record, its runner.
+
+        Returns whether the caller was cancelled while the record was written (the session then runs
+        anyway, cancelled from the start, so it still ends with one terminal event).
+        """
         models = await self.catalogue.get()
         check_for_catalogue(req, models)
         history, trimmed = await session_context(self.store, tenant, req, models)
         context_tokens = sum(estimate_tokens(m.content) + 4 for m in history)
-        selection = await select(self.selector, req, models, context_tokens)
-        pricing = Pricing(models)
-        if req.author_options.response_format.type == providers_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA:
-            selection = structured_author(selection, pricing.structured_outputs)
+        with tracing.span(tracing.SELECT) as select_span:
+            selection = await select(self.selector, req, models, context_tokens)
+            pricing = Pricing(models)
+            if req.author_options.response_format.type == providers_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA:
+                selection = structured_author(selection, pricing.structured_outputs)
+            if select_span.is_recording():
+                select_span.set_attributes(
+                    {
+                        "orx.primary_model": selection.primary,
+                        "orx.critic_models": selection.critics,
+                        "orx.from_defaults": selection.from_defaults,
+                        "orx.domain": metrics.domain_label(selection.analysis.primary_domain),
+                    }
+                )
         now = now_timestamp()
         session_id = uuid.uuid4().hex
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.set_attributes({"orx.session_id": session_id, "orx.primary_model": selection.primary})
         if req.HasField("shadow_evaluation"):
             sampled = req.shadow_evaluation
         else:
@@ -123,15 +180,7 @@ class SessionManager:
             hub=self.hub,
             simulated=self.catalogue.simulated,
         )
-        task = asyncio.create_task(self._run(runner, live, record), name=f"session-{record.session_id}")
-        live.task = task
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        log.info("session %s started (primary %s)", record.session_id, selection.primary)
-        if cancelled:
-            self.cancel_now(live.session_id)
-            raise asyncio.CancelledError
-        return live
+        return live, runner, record, cancelled
 
     def _check_writable(self) -> None:
         if not self.health.ok:
@@ -142,7 +191,9 @@ class SessionManager:
         """Whether the store takes writes (shared with the event writer)."""
         return self.hub.writer.health
 
-    async def _run(self, runner: SessionRunner, live: LiveSession, record: pb.Session) -> None:
+    async def _run(
+        self, runner: SessionRunner, live: LiveSession, record: pb.Session, span: Span, began: float
+    ) -> None:
         async def save(event: pb.OrchestrationEvent) -> None:
             record.update_time.CopyFrom(event.time)
             record.last_sequence = event.sequence
@@ -153,12 +204,14 @@ class SessionManager:
                 raise
 
         live.running = True
+        metrics.SESSIONS_RUNNING.inc()
         try:
-            if live.cancel_requested:
-                # Cancelled before this task first ran (a task cancelled before its first step would
-                # never enter this try): deliver it now, inside the loop's handlers.
-                asyncio.current_task().cancel()  # type: ignore[union-attr]
-            await runner.run()
+            with trace.use_span(span, record_exception=False, set_status_on_exception=False):
+                if live.cancel_requested:
+                    # Cancelled before this task first ran (a task cancelled before its first step would
+                    # never enter this try): deliver it now, inside the loop's handlers.
+                    asyncio.current_task().cancel()  # type: ignore[union-attr]
+                await runner.run()
         finally:
             live.ending = True
             terminal = runner.terminal
@@ -170,8 +223,12 @@ class SessionManager:
                 await self.hub.finish(live, terminal, save)
             except Exception:
                 log.exception("could not record the end of session %s", record.session_id)
-            if self.outbox is not None:
-                self.outbox.kick()
+            finally:
+                metrics.SESSIONS_RUNNING.dec()
+                _count_end(terminal, len(runner.drafts), time.monotonic() - began)
+                tracing.end_session(span, terminal, len(runner.drafts))
+                if self.outbox is not None:
+                    self.outbox.kick()
 
     # ---------------------------------------------------------------- follow
 
@@ -253,6 +310,7 @@ class SessionManager:
                 )
                 await self.store.append_events([(record.session_id, event.sequence, event.SerializeToString())])
                 log.warning("session %s was interrupted by a restart; marked failed", record.session_id)
+                metrics.SESSIONS_INTERRUPTED.inc()
             if event.HasField("session_completed"):
                 record.status = pb.SESSION_STATUS_COMPLETED
                 record.result.CopyFrom(event.session_completed)
@@ -277,3 +335,10 @@ class SessionManager:
                 tasks.append(task)
         if tasks:
             await asyncio.wait(tasks, timeout=10)
+
+
+def _count_end(terminal: pb.OrchestrationEvent, rounds: int, seconds: float) -> None:
+    if terminal.HasField("session_completed"):
+        metrics.session_ended(pb.SESSION_STATUS_COMPLETED, terminal.session_completed.stop_reason, rounds, seconds)
+    else:
+        metrics.session_ended(terminal.session_failed.status or pb.SESSION_STATUS_FAILED, None, rounds, seconds)

@@ -138,6 +138,11 @@ class SessionStore(abc.ABC):
         """Events at store positions greater than ``position``, in order (for the outbox)."""
 
     @abc.abstractmethod
+    async def newest_position(self) -> int:
+        """The highest store position a reader of :meth:`events_after` can reach (0 when none): with the
+        outbox cursor, how many events are still to deliver (positions are contiguous)."""
+
+    @abc.abstractmethod
     async def get_cursor(self, name: str) -> int:
         """A named delivery cursor (0 when never set)."""
 

@@ -293,6 +293,9 @@ class MongoSessionStore(MongoStoreBase, SessionStore):
         doc = await self._counters.find_one({"_id": EVENT_POSITIONS})
         return int(doc["committed"]) if doc else 0
 
+    async def newest_position(self) -> int:
+        return await self.committed_position()
+
     async def events_after(self, position: int, limit: int) -> list[StoredEvent]:
         committed = await self.committed_position()
         out: list[StoredEvent] = []

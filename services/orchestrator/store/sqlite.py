@@ -212,6 +212,11 @@ class SqliteSessionStore(SessionStore):
             rows = await cur.fetchall()
         return [orchestrator_pb2.Session.FromString(r[0]) for r in reversed(list(rows))]
 
+    async def newest_position(self) -> int:
+        async with self.db.reader.execute("SELECT COALESCE(MAX(position), 0) FROM events") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
     async def events_after(self, position: int, limit: int) -> list[StoredEvent]:
         async with self.db.reader.execute(
             "SELECT e.position, s.tenant, e.session_id, e.payload FROM events e "
