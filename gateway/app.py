@@ -1,9 +1,10 @@
 """The gateway application: :func:`init_app` builds it, :func:`start_gateway` runs it on a port.
 
 Resources live in ``cleanup_ctx`` (gRPC channels opened at startup, closed at cleanup) and in typed
-``web.AppKey`` state (:mod:`gateway.state`). Two middlewares: the outer one gives every request a
-request id (propagated to the peers) and turns every failure into the JSON error body; the inner one
-admits requests: the ``Host`` (DNS rebinding) and the declared body size on every path, then for ``/v1``
+``web.AppKey`` state (:mod:`gateway.state`). Middlewares, outermost first: a ``SERVER`` span per request, only
+when tracing is configured (:mod:`gateway.tracing`); the HTTP metrics (:mod:`gateway.metrics`); one that gives
+every request a request id (propagated to the peers) and turns every failure into the JSON error body; and
+one that admits requests: the ``Host`` (DNS rebinding) and the declared body size on every path, then for ``/v1``
 the origin, API key -> tenant and rate limit (see :mod:`gateway.security`).
 ``on_shutdown`` closes WebSockets with 1001 GOING_AWAY.
 
@@ -26,7 +27,7 @@ from typing import Any, Final
 import grpc
 from aiohttp import web
 
-from gateway import openai_api, openai_errors, openapi, rest, sse, ws
+from gateway import metrics, openai_api, openai_errors, openapi, rest, sse, ws
 from gateway.errors import GatewayError, error_response, from_orx, from_rpc
 from gateway.listener import ConnectionGuard, GatewaySite, mark_authenticated
 from gateway.openai_schemas import PREFIX as OPENAI_PREFIX
@@ -41,6 +42,7 @@ from gateway.state import (
     UPSTREAM,
     GatewayOptions,
 )
+from gateway.tracing import tracing_middleware
 from gateway.upstream import Upstream
 from orchestratex import context
 from orchestratex.config import Settings
@@ -97,8 +99,12 @@ def init_app(settings: Settings, options: GatewayOptions | None = None) -> web.A
     key configuration.
     """
     options = options or GatewayOptions.from_settings(settings)
+    middlewares = [metrics.http_middleware(options.metrics_tenants), _errors_middleware, _security_middleware]
+    traced = tracing_middleware()
+    if traced is not None:
+        middlewares.insert(0, traced)
     app = web.Application(
-        middlewares=[_errors_middleware, _security_middleware],
+        middlewares=middlewares,
         client_max_size=options.max_body_bytes,
         handler_args={
             # From the connection's opening (or the end of the previous response) to a complete request head;
@@ -120,6 +126,7 @@ def init_app(settings: Settings, options: GatewayOptions | None = None) -> web.A
     app.on_shutdown.append(ws.close_all)
     app.on_cleanup.append(_abort_lingering)
     app.on_response_prepare.append(_common_headers)
+    app.on_response_prepare.append(metrics.note_status)
     app.router.add_get(WS_PATH, ws.websocket_handler)
     rest.setup_routes(app)
     sse.setup_routes(app)
@@ -188,19 +195,31 @@ async def _errors_middleware(request: web.Request, handler: Handler) -> web.Stre
     try:
         return await handler(request)
     except GatewayError as exc:
-        return render(exc)
+        failure = exc
     except OrxError as exc:
-        return render(from_orx(exc))
+        failure = from_orx(exc)
     except grpc.aio.AioRpcError as err:
-        return render(from_rpc(err, "upstream"))
+        failure = from_rpc(err, "upstream")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
+        _count_invalid(exc.status)
         return openai_errors.http_error(exc) if openai else _http_error(exc)
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         rid = context.request_id.get()
-        return render(GatewayError(grpc.StatusCode.INTERNAL, f"internal error (request id {rid})", http=500))
+        failure = GatewayError(grpc.StatusCode.INTERNAL, f"internal error (request id {rid})", http=500)
+    _count_invalid(failure.http_status)
+    return render(failure)
+
+
+def _count_invalid(status: int) -> None:
+    """Count the rejections known by their status alone: 400 (the gateway's or a service's validation) and 413
+    (aiohttp's body limit as well as the declared size). The others are counted where they are decided."""
+    if status == 400:
+        metrics.reject("validation")
+    elif status == 413:
+        metrics.reject("too_large")
 
 
 async def _abort_lingering(app: web.Application) -> None:
@@ -214,6 +233,7 @@ async def _security_middleware(request: web.Request, handler: Handler) -> web.St
     security = request.app[SECURITY]
     host = request.headers.get("Host")
     if not security.hosts.permits(host):
+        metrics.reject("host")
         raise GatewayError(
             grpc.StatusCode.PERMISSION_DENIED,
             f"host: this gateway does not answer to {(host or '')[:100]!r}; without API keys it answers to loopback"
@@ -240,6 +260,7 @@ async def _security_middleware(request: web.Request, handler: Handler) -> web.St
     if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
         return _preflight(security, origin, request)
     if not security.origins.permits(origin, request.host):
+        metrics.reject("origin")
         raise GatewayError(
             grpc.StatusCode.PERMISSION_DENIED,
             "origin: this origin may not call the API (see ORX_GATEWAY_CORS_ORIGINS)",
@@ -249,6 +270,7 @@ async def _security_middleware(request: web.Request, handler: Handler) -> web.St
     bucket = principal.bucket if principal is not None else _address_bucket(request)
     wait = security.limiter.acquire(bucket)
     if wait:
+        metrics.reject("rate_limit")
         raise rate_limited(wait)
     request[PRINCIPAL] = principal
     if principal is not None:
@@ -286,6 +308,7 @@ def _authenticate(request: web.Request, security: Security) -> Principal | None:
         key = bearer_token(authorization)
         if key is None:
             _count_failure(request, security)
+            metrics.reject("auth")
             raise unauthenticated("the Authorization header must be 'Bearer <API key>'")
     elif request.path == WS_PATH:
         key = ws_protocol_key(request)
@@ -293,10 +316,12 @@ def _authenticate(request: web.Request, security: Security) -> Principal | None:
             return None
     if key is None:
         _count_failure(request, security)
+        metrics.reject("auth")
         raise unauthenticated("an API key is required (Authorization: Bearer <key>)")
     principal = security.keys.authenticate(key)
     if principal is None:
         _count_failure(request, security)
+        metrics.reject("auth")
         raise unauthenticated("the API key is not valid")
     return principal
 
@@ -305,6 +330,7 @@ def _count_failure(request: web.Request, security: Security) -> None:
     # Failed attempts cost the client address a token each: guessing keys is rate limited too.
     wait = security.limiter.acquire(_address_bucket(request))
     if wait:
+        metrics.reject("rate_limit")
         raise rate_limited(wait)
 
 
@@ -322,6 +348,7 @@ def _preflight(security: Security, origin: str | None, request: web.Request) -> 
     if origin is None or not (
         security.origins.is_cross_origin_allowed(origin) or security.origins.is_same_origin(origin, request.host)
     ):
+        metrics.reject("origin")
         raise GatewayError(
             grpc.StatusCode.PERMISSION_DENIED,
             "origin: this origin may not call the API (see ORX_GATEWAY_CORS_ORIGINS)",

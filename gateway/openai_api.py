@@ -29,6 +29,7 @@ import grpc
 import orjson
 from aiohttp import web
 
+from gateway import metrics
 from gateway import openai_schemas as oas
 from gateway.errors import GatewayError
 from gateway.openai_errors import OpenAIError, ParamMap, error_body, from_upstream, model_not_found
@@ -357,15 +358,22 @@ async def _streamed(
 ) -> web.StreamResponse:
     """Send ``pump``'s chunks as SSE with keep-alives; a client that goes away cancels the work."""
     response = web.StreamResponse(headers=headers)
-    await response.prepare(request)
-    stream = ChunkStream(response, request.app[OPTIONS].sse_heartbeat)
-    stream.start()
-    try:
-        await _unless_gone(request, pump(stream))
-    except (_ClientGone, ConnectionError, RuntimeError):
-        log.info("OpenAI client of %s went away; it is cancelled", what)
-    finally:
-        await stream.close()
+    ending = "completed"
+    with metrics.SSE_OPEN.track_inprogress():
+        await response.prepare(request)
+        stream = ChunkStream(response, request.app[OPTIONS].sse_heartbeat)
+        stream.start()
+        try:
+            await _unless_gone(request, pump(stream))
+        except (_ClientGone, ConnectionError, RuntimeError, asyncio.CancelledError) as exc:
+            ending = "client_gone"
+            if isinstance(exc, asyncio.CancelledError):
+                metrics.sse_closed(ending)
+                raise
+            log.info("OpenAI client of %s went away; it is cancelled", what)
+        finally:
+            await stream.close()
+    metrics.sse_closed(ending)
     return response
 
 

@@ -25,6 +25,7 @@ from typing import Final
 import grpc
 from aiohttp import web
 
+from gateway import metrics
 from gateway.errors import from_rpc, invalid
 from gateway.events_json import dumps, event_json, is_terminal
 from gateway.inputs import check_id, parse_int
@@ -77,10 +78,31 @@ async def session_events(request: web.Request) -> web.StreamResponse:
             "X-Accel-Buffering": "no",
         }
     )
-    await response.prepare(request)
-    await response.write(f"retry: {RETRY_MS}\n\n".encode())
+    with metrics.SSE_OPEN.track_inprogress():
+        await response.prepare(request)
+        try:
+            ending = await _relay(request, response, session_id, after)
+        except asyncio.CancelledError:
+            # aiohttp cancels the handler when the client goes (with handler_cancellation).
+            metrics.sse_closed("client_gone")
+            raise
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await response.write_eof()
+    metrics.sse_closed(ending)
+    return response
+
+
+async def _relay(request: web.Request, response: web.StreamResponse, session_id: str, after: int) -> str:
+    """Write the session's events after ``after`` until the end; how it ended, as a close reason of
+    :data:`gateway.metrics.SSE_CLOSE_REASONS`."""
+    upstream = request.app[UPSTREAM]
     heartbeat = request.app[OPTIONS].sse_heartbeat
     write_lock = asyncio.Lock()
+    ending = "completed"
+    try:
+        await response.write(f"retry: {RETRY_MS}\n\n".encode())
+    except (ConnectionError, RuntimeError):
+        return "client_gone"
     pinger = asyncio.create_task(_ping(response, heartbeat, write_lock), name="sse-ping")
     call = upstream.orchestrator.WatchSession(
         orchestrator_pb2.WatchSessionRequest(session_id=session_id, after_sequence=after)
@@ -91,23 +113,24 @@ async def session_events(request: web.Request) -> web.StreamResponse:
             frame = b"id: %d\ndata: %s\n\n" % (event.sequence, event_json(event))
             async with write_lock:
                 await response.write(frame)
+            metrics.SSE_EVENTS_SENT.inc()
             if is_terminal(event):
                 break
     except grpc.aio.AioRpcError as err:
+        ending = "upstream_error"
         failure = from_rpc(err, "orchestrator")
         with contextlib.suppress(ConnectionError, RuntimeError):
             async with write_lock:
                 await response.write(b"event: error\ndata: %s\n\n" % dumps(failure.body()))
     except (ConnectionError, RuntimeError):
+        ending = "client_gone"
         log.debug("SSE client of session %s went away", session_id)
     finally:
         # A closed client (or the end) stops the upstream stream; watching never cancels the session.
         call.cancel()
         pinger.cancel()
         await asyncio.gather(pinger, return_exceptions=True)
-    with contextlib.suppress(ConnectionError, RuntimeError):
-        await response.write_eof()
-    return response
+    return ending
 
 
 async def _ping(response: web.StreamResponse, interval: float, lock: asyncio.Lock) -> None:

@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MIB: Final = 1024 * 1024
+METRICS_TENANTS_VAR: Final = "ORX_GATEWAY_METRICS_TENANTS"
+MAX_METRICS_TENANTS: Final = 1000
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,9 @@ class GatewayOptions:
     #: After the gateway closes a connection, how long it keeps reading (and dropping) what the client
     #: still sends, so the kernel does not reset the connection before the client read the last response.
     linger_timeout: float = 5.0
+    #: Tenants that get their own label value in ``orx_gateway_tenant_requests_total``, the others counted as
+    #: ``other`` (``ORX_GATEWAY_METRICS_TENANTS``); 0: no tenant appears in any metric (see gateway.metrics).
+    metrics_tenants: int = 0
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> GatewayOptions:
@@ -81,6 +86,7 @@ class GatewayOptions:
             "header_timeout": gateway.header_timeout,
             "body_timeout": gateway.body_timeout,
             "max_unauthenticated_connections": gateway.max_unauthenticated_connections,
+            "metrics_tenants": gateway.metrics_tenants,
         }
         values.update(overrides)
         return cls(**values)

@@ -55,6 +55,7 @@ from typing import Any, Final
 import grpc
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from gateway import metrics
 from gateway.errors import GatewayError, error_response, from_rpc, invalid
 from gateway.events_json import dumps, event_frame, is_terminal
 from gateway.inputs import optional_int, parse_json_object, parse_orchestrate_request, require_id, spelt
@@ -129,7 +130,8 @@ class Connection:
         self._upstream: Upstream = app[UPSTREAM]
         self._settings: Settings = app[SETTINGS]
         options = self._options = app[OPTIONS]
-        self._queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=options.send_queue_size)
+        # (frame, is an orchestration event): events are counted as they are written.
+        self._queue: asyncio.Queue[tuple[bytes, bool]] = asyncio.Queue(maxsize=options.send_queue_size)
         self._streams: set[_Stream] = set()
         # Streams relayed now, by session id (refuses a second stream of the same session).
         self._active: dict[str, _Stream] = {}
@@ -141,6 +143,8 @@ class Connection:
         self._closing = False
         # The server is shutting down: leave sessions running so clients can resume them elsewhere.
         self._going_away = False
+        #: The code this side closed the socket with; None while it has not (or the client closed first).
+        self.close_code: int | None = None
         self._handlers: dict[str, Callable[[dict[str, Any], Ref], None]] = {
             "auth": self._on_auth,
             "orchestrate": self._on_orchestrate,
@@ -184,16 +188,23 @@ class Connection:
         self._going_away = True
         self._closing = True
         if not self._ws.closed:
+            self._closed_with(WSCloseCode.GOING_AWAY)
             await self._ws.close(code=WSCloseCode.GOING_AWAY, message=SHUTDOWN_REASON)
+
+    def _closed_with(self, code: int) -> None:
+        if self.close_code is None:
+            self.close_code = int(code)
 
     async def _auth_deadline(self) -> None:
         await asyncio.sleep(self._options.auth_timeout)
         if self._principal is None:
             await self._close_unauthenticated("no auth message in time")
 
-    async def _close_unauthenticated(self, problem: str) -> None:
+    async def _close_unauthenticated(self, problem: str, rejected: str = "auth") -> None:
+        metrics.reject(rejected)
         self._closing = True
         if not self._ws.closed:
+            self._closed_with(CLOSE_UNAUTHENTICATED)
             reason = f"unauthenticated: {problem}".encode()[:120]
             await self._ws.close(code=CLOSE_UNAUTHENTICATED, message=reason)
 
@@ -213,17 +224,20 @@ class Connection:
             elif msg.type is WSMsgType.BINARY:
                 log.info("closing websocket: binary frame received")
                 self._closing = True
+                self._closed_with(WSCloseCode.UNSUPPORTED_DATA)
                 await self._ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=BINARY_REASON)
                 return
             elif msg.type is WSMsgType.ERROR:
                 # aiohttp already closed the socket with the matching code (e.g. 1009 message too big).
-                log.info("websocket closed on protocol error: %s", type(self._ws.exception()).__name__)
+                error = self._ws.exception()
+                log.info("websocket closed on protocol error: %s", type(error).__name__)
+                self._closed_with(getattr(error, "code", WSCloseCode.PROTOCOL_ERROR))
                 return
 
     async def _authenticate(self, text: str) -> None:
         """The first message of a socket without credentials must be ``{"type": "auth", "key": ...}``."""
         if self._security.limiter.acquire(self._bucket):
-            await self._close_unauthenticated("too many attempts; retry later")
+            await self._close_unauthenticated("too many attempts; retry later", "rate_limit")
             return
         try:
             data = parse_json_object(text, "message")
@@ -253,6 +267,7 @@ class Connection:
             ref = _parse_ref(data)
             wait = self._security.limiter.acquire(self._bucket)
             if wait:
+                metrics.reject("rate_limit")
                 raise GatewayError(
                     grpc.StatusCode.RESOURCE_EXHAUSTED, f"rate limit exceeded; retry after {wait} s", retry_after=wait
                 )
@@ -266,6 +281,8 @@ class Connection:
                 )
             handler(data, ref)
         except GatewayError as exc:
+            if exc.code == grpc.StatusCode.INVALID_ARGUMENT:
+                metrics.reject("validation")
             self._send_error(exc, ref=ref)
 
     def _on_orchestrate(self, data: dict[str, Any], ref: Ref) -> None:
@@ -356,7 +373,7 @@ class Connection:
                 if is_terminal(event):
                     stream.finished = True
                     self._owned.pop(event.session_id, None)
-                self._enqueue(event_frame(event))
+                self._enqueue(event_frame(event), event=True)
             if stream.owned and stream.session_id is not None:
                 stream.finished = True  # the stream ended normally: so did the session
                 self._owned.pop(stream.session_id, None)
@@ -446,31 +463,37 @@ class Connection:
             message["session_id"] = session_id
         self._send(message, ref)
 
-    def _enqueue(self, data: bytes) -> None:
+    def _enqueue(self, data: bytes, *, event: bool = False) -> None:
         if self._closing:
             return
         try:
-            self._queue.put_nowait(data)
+            self._queue.put_nowait((data, event))
         except asyncio.QueueFull:
             self._overflow()
+        else:
+            metrics.observe_send_queue(self._queue.qsize())
 
     def _overflow(self) -> None:
         log.warning("closing websocket: send queue full (%d messages)", self._options.send_queue_size)
+        metrics.WS_SLOW_CONSUMER.inc()
         self._closing = True
         for stream in list(self._streams):
             if stream.session_id is not None or not stream.owned:
                 stream.stop()
+        self._closed_with(WSCloseCode.POLICY_VIOLATION)
         self._close_task = asyncio.create_task(
             self._ws.close(code=WSCloseCode.POLICY_VIOLATION, message=SLOW_CONSUMER_REASON), name="ws-close-slow"
         )
 
     async def _send_loop(self) -> None:
         while True:
-            data = await self._queue.get()
+            data, event = await self._queue.get()
             try:
                 await self._ws.send_frame(data, WSMsgType.TEXT)
             except (ConnectionError, RuntimeError):
                 return  # the socket is gone; the receive loop notices and cleans up
+            if event:
+                metrics.WS_EVENTS_SENT.inc()
 
 
 def _session_id(data: dict[str, Any]) -> tuple[str, str]:
@@ -516,7 +539,12 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     # Registered until its release completes (see Connection.run), so shutdown can find it.
     app[CONNECTIONS].add(connection)
     log.debug("websocket opened")
-    await connection.run()
+    with metrics.WS_OPEN.track_inprogress():
+        try:
+            await connection.run()
+        finally:
+            # The code the first side to close sent: once the client answers a close, ws.close_code is its answer.
+            metrics.ws_closed(connection.close_code if connection.close_code is not None else ws.close_code)
     log.debug("websocket closed (code %s)", ws.close_code)
     return ws
 
