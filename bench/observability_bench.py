@@ -194,6 +194,10 @@ def main() -> None:
         metric_urls: list[str] = []
         for name, env in configs(sink.port).items():
             extra = {
+                # The simulator is no vendor: its per-model limits are raised so the limiter never queues.
+                "ORX_PROVIDER_RPM": "1000000",
+                "ORX_PROVIDER_CONCURRENCY": "512",
+                "ORX_PROVIDER_QUEUE": "4096",
                 "ORX_SIM_PROFILE": str(profile),
                 "ORX_SIM_SPEED": "20",
                 "ORX_SHADOW_SAMPLE_RATE": "0",

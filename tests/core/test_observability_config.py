@@ -350,3 +350,13 @@ def test_the_name_check_catches_a_misspelt_metric() -> None:
     assert "orx_provider_calls_total" in defined and "orx_provider_time_to_first_token_seconds_bucket" in defined
     assert "orx_provider_calls" not in defined  # a counter is queried with its _total
     assert not _metric_names("rate(orx_provider_call_total[5m])") <= defined
+
+
+def test_operations_md_documents_every_metric_the_code_defines() -> None:
+    """docs/operations.md is the operator's list: a metric added in code without a line there fails here."""
+    doc = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    for module in METRICS_MODULES:
+        importlib.import_module(module)
+    defined = {family.name for family in REGISTRY.collect() if family.name.startswith("orx_")}
+    assert len(defined) > 40
+    assert sorted(name for name in defined if f"`{name}" not in doc) == []
