@@ -28,23 +28,12 @@ requests are not traced twice.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final
 
 from aiohttp import web
 from opentelemetry import trace
-from opentelemetry.instrumentation.aiohttp_server import (
-    AioHttpServerInstrumentor,
-    collect_request_attributes,
-    collect_request_headers_attributes,
-    get_default_span_name,
-    getter,
-    set_status_code,
-)
-from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled
-from opentelemetry.propagate import extract
-from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
-from opentelemetry.util.http import get_excluded_urls
 
 from orchestratex import context
 
@@ -58,16 +47,36 @@ REQUEST_ID_ATTRIBUTE: Final = "orx.request_id"
 
 
 def tracing_configured() -> bool:
-    """True when the process's global tracer provider is the SDK's (``OTEL_*`` configured tracing)."""
-    return isinstance(trace.get_tracer_provider(), SdkTracerProvider)
+    """True when the process's global tracer provider is the SDK's (``OTEL_*`` configured tracing).
+
+    Without tracing the SDK is never imported (orchestratex.tracing imports it only to set tracing up), and
+    this module does not import it either: a provider can only be the SDK's once its module is loaded.
+    """
+    sdk = sys.modules.get("opentelemetry.sdk.trace")
+    return sdk is not None and isinstance(trace.get_tracer_provider(), sdk.TracerProvider)
 
 
 def tracing_middleware() -> Middleware | None:
     """The middleware that opens a ``SERVER`` span per request, or None: tracing is not configured, or
     ``AioHttpServerInstrumentor`` already instruments every application of the process."""
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, SdkTracerProvider) or AioHttpServerInstrumentor().is_instrumented_by_opentelemetry:
+    if not tracing_configured():
         return None
+    # Imported only when tracing is on: the instrumentation package pulls in part of the SDK.
+    from opentelemetry.instrumentation.aiohttp_server import (  # noqa: PLC0415
+        AioHttpServerInstrumentor,
+        collect_request_attributes,
+        collect_request_headers_attributes,
+        get_default_span_name,
+        getter,
+        set_status_code,
+    )
+    from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled  # noqa: PLC0415
+    from opentelemetry.propagate import extract  # noqa: PLC0415
+    from opentelemetry.util.http import get_excluded_urls  # noqa: PLC0415
+
+    if AioHttpServerInstrumentor().is_instrumented_by_opentelemetry:
+        return None
+    provider = trace.get_tracer_provider()
     tracer = provider.get_tracer(__name__)
     excluded = get_excluded_urls("AIOHTTP_SERVER")
 

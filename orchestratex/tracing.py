@@ -432,9 +432,12 @@ def _start_client_span(tracer: Tracer, details: Any) -> tuple[Span, Any] | None:
 
 
 def _end_client_span(span: Span, code: grpc.StatusCode, details: str | None, end_time: int | None = None) -> None:
+    # Only the code: the peer's message may echo user input (an INVALID_ARGUMENT naming a bad value), and
+    # spans, like the server side's, carry no free text from requests.
+    del details
     span.set_attribute("rpc.grpc.status_code", code.value[0])
     if code.name != "OK":
-        span.set_status(Status(StatusCode.ERROR, f"{code.name}: {details}" if details else code.name))
+        span.set_status(Status(StatusCode.ERROR, code.name))
     span.end(end_time)
 
 
@@ -443,8 +446,8 @@ def _end_failed(span: Span, exc: BaseException) -> None:
     if isinstance(exc, asyncio.CancelledError):
         _end_client_span(span, grpc.StatusCode.CANCELLED, None)
         return
-    span.record_exception(exc)
-    _end_client_span(span, grpc.StatusCode.UNKNOWN, type(exc).__name__)
+    span.set_attribute("error.type", type(exc).__name__)  # never the exception's text or stack
+    _end_client_span(span, grpc.StatusCode.UNKNOWN, None)
 
 
 class _TracedUnaryUnary(_UnaryUnaryBase):

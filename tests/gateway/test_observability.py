@@ -8,6 +8,9 @@ values; the route label is the route template.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -518,3 +521,15 @@ async def test_the_instrumentor_when_active_traces_each_request_once(
     finally:
         instrumentor.uninstrument()
     assert [span.name for span in server_spans(spans)] == ["GET /healthz"]
+
+
+def test_without_tracing_the_gateway_imports_no_opentelemetry_sdk() -> None:
+    """The default stack pays nothing for tracing: building the app loads neither the SDK nor an instrumentation."""
+    code = (
+        "import sys, gateway.app\n"
+        "loaded = [m for m in sys.modules if m.startswith(('opentelemetry.sdk', 'opentelemetry.instrumentation'))]\n"
+        "print(loaded)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
