@@ -291,13 +291,39 @@ def setup_tracing(
     return True
 
 
+def private_id_generator() -> Any:
+    """Trace and span ids from a generator of our own (seeded from ``os.urandom``).
+
+    The SDK's default ``RandomIdGenerator`` draws from the global ``random`` module, which the process shares
+    with everything else: every span would move the sequence of a program (or a test, or Hypothesis) that
+    seeded it. Ids only need to be unique and unpredictable enough; they need not come from that module.
+    """
+    import random  # noqa: PLC0415
+
+    from opentelemetry.sdk.trace.id_generator import IdGenerator  # noqa: PLC0415
+
+    class _Private(IdGenerator):
+        def __init__(self) -> None:
+            self._rng = random.Random(os.urandom(16))
+
+        def generate_span_id(self) -> int:
+            return self._rng.getrandbits(64) or 1
+
+        def generate_trace_id(self) -> int:
+            return self._rng.getrandbits(128) or 1
+
+    return _Private()
+
+
 def _install_provider(name: str) -> SdkTracerProvider:
     """An SDK provider with this process's resource, as the global one; RuntimeError when another, not the
     SDK's, holds that place."""
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource  # noqa: PLC0415
     from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider  # noqa: PLC0415
 
-    provider = SdkTracerProvider(resource=Resource.create({SERVICE_NAME: name, **_version()}))
+    provider = SdkTracerProvider(
+        resource=Resource.create({SERVICE_NAME: name, **_version()}), id_generator=private_id_generator()
+    )
     trace.set_tracer_provider(provider)
     if trace.get_tracer_provider() is not provider:
         kind = type(trace.get_tracer_provider()).__name__

@@ -25,6 +25,7 @@ from opentelemetry.trace import StatusCode
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from orchestratex.tracing import private_id_generator
 from orchestratex.v1 import analytics_pb2 as apb
 from orchestratex.v1 import orchestrator_pb2 as pb
 from tests.analytics.builders import HOUR, SECOND, FakeSession, now_ns, random_session, realistic
@@ -55,7 +56,7 @@ def exporter() -> Iterator[InMemorySpanExporter]:
     """An in-memory exporter on the process's SDK provider (installed here if none is yet)."""
     provider = trace.get_tracer_provider()
     if not isinstance(provider, TracerProvider):
-        trace.set_tracer_provider(TracerProvider())
+        trace.set_tracer_provider(TracerProvider(id_generator=private_id_generator()))
         provider = trace.get_tracer_provider()
     assert isinstance(provider, TracerProvider), f"the global tracer provider is a {type(provider).__name__}"
     memory = InMemorySpanExporter()

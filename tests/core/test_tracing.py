@@ -453,3 +453,14 @@ def test_json_lines_stay_json_with_ids(spans: InMemorySpanExporter) -> None:
     with trace.get_tracer("orchestratex.test").start_as_current_span("s"):
         handler.emit(record)
     assert set(json.loads(stream.getvalue())) >= {"trace_id", "span_id", "msg"}
+
+
+def test_span_ids_never_draw_from_the_global_random_module(spans: InMemorySpanExporter) -> None:
+    """A span must not move the sequence of a program (or Hypothesis) that uses the ``random`` module."""
+    import random
+
+    state = random.getstate()
+    with trace.get_tracer("test").start_as_current_span("one") as span:
+        assert span.get_span_context().is_valid
+    assert random.getstate() == state
+    assert [s.name for s in spans.get_finished_spans()][-1] == "one"

@@ -32,6 +32,7 @@ from gateway.security import hash_key
 from gateway.state import METRICS_TENANTS_VAR, GatewayOptions
 from orchestratex.config import Settings
 from orchestratex.errors import ConfigError, Unavailable
+from orchestratex.tracing import private_id_generator
 
 from .conftest import GatewayFactory, Peers, make_settings, peer_env, wait_connections_closed, wait_until
 from .live_stack import running_stack
@@ -429,7 +430,7 @@ def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
     per process, and orchestratex.tracing installs its own there: a test must not take that place."""
     provider = trace.get_tracer_provider()
     if not isinstance(provider, TracerProvider):
-        local = TracerProvider()
+        local = TracerProvider(id_generator=private_id_generator())
         monkeypatch.setattr(trace, "get_tracer_provider", lambda: local)
         provider = local
     exporter = InMemorySpanExporter()

@@ -28,6 +28,7 @@ from prometheus_client import REGISTRY
 
 from orchestratex.config import Settings
 from orchestratex.grpc_client import open_channel
+from orchestratex.tracing import private_id_generator
 from orchestratex.v1 import common_pb2, providers_pb2, providers_pb2_grpc
 from services.providers import metrics, telemetry
 from services.providers.backend import (
@@ -183,7 +184,7 @@ class Spans:
 
 @pytest.fixture
 def spans() -> Iterator[Spans]:
-    provider = TracerProvider()
+    provider = TracerProvider(id_generator=private_id_generator())
     exporter = InMemorySpanExporter()
     ended = _Ended()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
