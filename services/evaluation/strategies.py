@@ -329,9 +329,11 @@ async def select(
 async def _model_for(
     services: Services, option: str, prompt: str, context: Sequence[common_pb2.ChatMessage], outcome: Outcome
 ) -> str:
-    if option and option != "selected":
-        return option
-    return (await select(services, prompt, context, outcome)).primary_model
+    model = (
+        option if option and option != "selected" else (await select(services, prompt, context, outcome)).primary_model
+    )
+    outcome.model = outcome.model or model  # the first turn's model names the record's
+    return model
 
 
 def _critique_format(services: Services, model: str) -> providers_pb2.ResponseFormat:
@@ -370,7 +372,6 @@ async def _single(
         domain=outcome.domain,
     )
     outcome.add(call)
-    outcome.model = outcome.model or model
     return text
 
 
@@ -465,7 +466,6 @@ async def _self_refine(
 ) -> str:
     opts = spec.options
     model = await _model_for(services, str(opts.get("model", "")), prompt, context, outcome)
-    outcome.model = outcome.model or model
     rules = StopRules(
         threshold=float(opts.get("threshold", defaults.DEFAULT_THRESHOLD)),
         max_rounds=int(opts.get("rounds", defaults.DEFAULT_MAX_ROUNDS)),
@@ -664,7 +664,6 @@ async def _self_moa(
 ) -> str:
     opts = spec.options
     model = await _model_for(services, str(opts.get("model", "")), prompt, context, outcome)
-    outcome.model = outcome.model or model
     samples, temperature = int(opts.get("samples", 4)), float(opts.get("temperature", 0.7))
     messages = services.prompts.answer_messages(prompt, context)
     jobs = [(model, temperature, seed) for seed in range(1, samples + 1)]

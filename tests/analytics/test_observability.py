@@ -17,18 +17,16 @@ from typing import Any, TypeAlias
 
 import grpc
 import pytest
-from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from orchestratex.tracing import private_id_generator
 from orchestratex.v1 import analytics_pb2 as apb
 from orchestratex.v1 import orchestrator_pb2 as pb
 from tests.analytics.builders import HOUR, SECOND, FakeSession, now_ns, random_session, realistic
+from tests.spans import memory_exporter
 
 # The generated service stubs are untyped (mypy sees them as Any).
 Stub: TypeAlias = Any
@@ -53,16 +51,8 @@ def kinds_of(events: Sequence[pb.OrchestrationEvent]) -> Counter[str]:
 
 @pytest.fixture(scope="module")
 def exporter() -> Iterator[InMemorySpanExporter]:
-    """An in-memory exporter on the process's SDK provider (installed here if none is yet)."""
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        trace.set_tracer_provider(TracerProvider(id_generator=private_id_generator()))
-        provider = trace.get_tracer_provider()
-    assert isinstance(provider, TracerProvider), f"the global tracer provider is a {type(provider).__name__}"
-    memory = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    yield memory
-    memory.shutdown()
+    """An in-memory exporter on the process's SDK provider (tests/spans.py)."""
+    yield from memory_exporter()
 
 
 def ingest_spans(exporter: InMemorySpanExporter) -> list[ReadableSpan]:

@@ -17,20 +17,18 @@ from pathlib import Path
 
 import grpc
 import pytest
-from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from orchestratex.tracing import private_id_generator
 from orchestratex.v1 import orchestrator_pb2 as pb
 from services.orchestrator.hub import now_timestamp
 from services.orchestrator.lease import LEASE_NAME, Holder, OrchestratorLease
 from services.orchestrator.store.sqlite import SqliteSessionStore
 from tests.orchestrator.conftest import Stack, start_stack, stop_stack, wait_until
+from tests.spans import memory_exporter
 
 #: The most series (label sets, ``le`` aside) any orchestrator metric may have. Fewer than the sessions
 #: run by the cardinality test, so a label holding a session id or a prompt makes it fail.
@@ -66,16 +64,8 @@ def sample(name: str, **labels: str) -> tuple[str, dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def exporter() -> Iterator[InMemorySpanExporter]:
-    """An in-memory exporter on the process's SDK provider (installed here if none is yet)."""
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        trace.set_tracer_provider(TracerProvider(id_generator=private_id_generator()))
-        provider = trace.get_tracer_provider()
-    assert isinstance(provider, TracerProvider), f"the global tracer provider is a {type(provider).__name__}"
-    memory = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    yield memory
-    memory.shutdown()
+    """An in-memory exporter on the process's SDK provider (tests/spans.py)."""
+    yield from memory_exporter()
 
 
 def session_span(exporter: InMemorySpanExporter, session_id: str) -> ReadableSpan | None:
