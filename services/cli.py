@@ -104,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
         "backup", help="back up the configured store (SQLite files or MongoDB) into a new directory"
     )
     backup.add_argument("directory", type=Path, help="where to write the backup (must not exist, or be empty)")
-    from services.evaluation.command import add_parser as add_eval_parser
+    from services.evaluation.arguments import add_parser as add_eval_parser
 
     add_eval_parser(sub)
     restore = sub.add_parser("restore", help="restore a backup made by `orchestratex backup` (stop the services first)")

@@ -50,32 +50,13 @@ from services.providers.simulator import Simulator
 from tests.providers.helpers import ObservedBackend, collect, request
 from tests.providers.openrouter_standin import DEFAULT_KEY, OpenRouterStandIn, Reply, Usage, error_reply
 from tests.providers.test_resilience_generate import Fail, Ok, Scripted, make_policy, make_request
+from tests.providers.test_server import FAILING_PROFILE, SLOW_PROFILE
 
 GLM = "z-ai/glm-4.5"
 GPT_OSS = "openai/gpt-oss-120b"
 MAVERICK = "meta-llama/llama-4-maverick"
 KIMI = "moonshotai/kimi-k2"
 
-FAILING_PROFILE = """
-[defaults]
-timeout_after_ms = 50
-[models."z-ai/glm-4.5".failures]
-rate_limit = 1.0
-retry_after_seconds = 3.0
-[models."openai/gpt-oss-120b".failures]
-upstream_error = 1.0
-[models."meta-llama/llama-4-maverick".failures]
-timeout = 1.0
-[models."moonshotai/kimi-k2".failures]
-mid_stream_error = 1.0
-"""
-
-# One token per second at the tests' 1000x sim speed: a stream that only ends when cancelled.
-SLOW_PROFILE = """
-[models."z-ai/glm-4.5"]
-ttft_ms = 0
-tokens_per_second = 0.001
-"""
 
 FAST_RETRIES = {"ORX_PROVIDER_BACKOFF_BASE": "0.001", "ORX_PROVIDER_BACKOFF_MAX": "0.002"}
 """Backoff short enough that a retried call over the real clock stays well under a second."""
