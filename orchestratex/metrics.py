@@ -33,7 +33,7 @@ name                                            type      labels                
 ``orx_grpc_client_requests_total``              counter   service, method, code calls made through
                                                                                 :func:`~orchestratex.open_channel`
 ``orx_grpc_client_request_duration_seconds``    histogram service, method       call start to its status
-``orx_event_loop_lag_seconds``                  histogram                       how late the loop woke a timer
+``orx_event_loop_lag_seconds``                  histogram                       how long a new event waited for the loop
 =============================================== ========= ===================== ===============================
 
 ``service`` is the full gRPC service name (``orchestratex.v1.SelectorService``), ``method`` the bare method
@@ -90,7 +90,8 @@ GRPC_CLIENT_DURATION = Histogram(
 )
 EVENT_LOOP_LAG = Histogram(
     "orx_event_loop_lag_seconds",
-    f"How late the event loop woke a task sleeping {LAG_INTERVAL:g} s (sampled {1 / LAG_INTERVAL:g} times a second).",
+    "How long an event arriving at an arbitrary moment waited for the event loop to run it "
+    f"(sampled {1 / LAG_INTERVAL:g} times a second; orchestratex.loopmon).",
     buckets=LAG_BUCKETS,
 )
 
@@ -186,10 +187,10 @@ async def start_metrics_server(
         ``Accept`` header). Rendering costs about 7 ms of CPU per thousand samples on the development VM, so it runs
     in the loop's default executor (prometheus_client is thread-safe): the loop keeps serving meanwhile.
 
-        The lag sampler sleeps ``lag_interval`` seconds in a loop and records how late it woke. Its cost, measured
-        on the development VM (2 vCPUs under a load of about 2; process CPU time of an idle loop over 10 s, with and
-        without the sampler, on uvloop and on asyncio): 140-180 µs of CPU per sample, almost all of it the timer's
-        wake-up (``observe`` itself is 1 µs), so about 0.15% of a core at the default 10 samples a second.
+        The lag sampler (:class:`~orchestratex.loopmon.LoopLagMonitor`) pokes the loop from a thread every
+        ``lag_interval`` seconds and records how long the poke waited. Its cost, measured by
+        ``bench/loopmon_bench.py`` (docs/benchmarks.md): about 70-240 µs of CPU per sample, so well under 0.3% of a
+        core at the default 10 samples a second.
     """
     from aiohttp import web  # noqa: PLC0415 - the server extra; only processes that serve metrics need it
 
