@@ -424,6 +424,11 @@ class ProvidersSettings:
     """Sent as ``HTTP-Referer`` for OpenRouter's app attribution when set (``ORX_APP_URL``)."""
     timeouts: UpstreamTimeouts = field(default_factory=UpstreamTimeouts)
     """Timeouts of upstream calls (``ORX_*_TIMEOUT``)."""
+    stream_flush: float = 0.02
+    """Seconds ``StreamGenerate`` may hold text deltas to send them as one message; the first delta is never
+    held (``ORX_PROVIDER_STREAM_FLUSH_MS``, in milliseconds; 0: each delta as soon as the writer is free)."""
+    stream_flush_chars: int = 4096
+    """A held batch of deltas this long goes out at once (``ORX_PROVIDER_STREAM_FLUSH_CHARS``)."""
     resilience: ResilienceSettings = field(default_factory=ResilienceSettings)
     """Retries, holds, breakers and limits (``ORX_PROVIDER_*``)."""
 
@@ -458,6 +463,8 @@ class ProvidersSettings:
             sim_speed=r.get("ORX_SIM_SPEED", "1", p.number(0.001, 1000)),
             app_url=r.value("ORX_APP_URL", "", p.http_url),
             timeouts=UpstreamTimeouts.from_env(env),
+            stream_flush=r.get("ORX_PROVIDER_STREAM_FLUSH_MS", "20", p.number(0, 1000)) / 1000,
+            stream_flush_chars=r.get("ORX_PROVIDER_STREAM_FLUSH_CHARS", "4096", p.integer(1, 1 << 20)),
             resilience=ResilienceSettings.from_env(env),
         )
 

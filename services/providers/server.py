@@ -37,10 +37,9 @@ any form (``orchestratex.secrets``), before it reaches a status, an event, a tra
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -74,6 +73,7 @@ from services.providers.backend import (
     TextDelta,
     TokenUsage,
 )
+from services.providers.coalesce import Coalesced
 from services.providers.generation import CallFailed, Completion, generate
 from services.providers.openrouter import OPENROUTER_KEY_ENV, OpenRouterBackend, OpenRouterConfig, resolve_keys
 from services.providers.resilience import CircuitState, HealthSnapshot, Origin, Resilience
@@ -119,7 +119,11 @@ class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
         policy: Resilience,
         secrets: SecretScrubber | None = None,
         tracer: Tracer | None = None,
+        flush_window: float = 0.0,
+        flush_chars: int = 4096,
     ) -> None:
+        self._flush_window = flush_window
+        self._flush_chars = flush_chars
         self._catalogue = catalogue
         self._backend = backend
         self._max_prompt_chars = max_prompt_chars
@@ -173,13 +177,20 @@ class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
     async def StreamGenerate(
         self, request: providers_pb2.StreamGenerateRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[providers_pb2.StreamGenerateResponse]:
-        """Deltas, then one ``completed`` — or a ``failed`` event then UNAVAILABLE after a mid-stream error."""
+        """Deltas, then one ``completed`` — or a ``failed`` event then UNAVAILABLE after a mid-stream error.
+
+        Deltas are coalesced (:mod:`services.providers.coalesce`): the first goes out at once, the rest at most
+        one message per ``ORX_PROVIDER_STREAM_FLUSH_MS``."""
         parsed = parse_generate_request(
             request.request, self._catalogue, max_prompt_chars=self._max_prompt_chars, prefix="request."
         )
         sequence = 0
         deadline = self._policy.deadline_after(context.time_remaining())
-        events = _Batched(generate(self._backend, parsed, policy=self._policy, deadline=deadline, tracer=self._tracer))
+        events = Coalesced(
+            generate(self._backend, parsed, policy=self._policy, deadline=deadline, tracer=self._tracer),
+            window=self._flush_window,
+            max_chars=self._flush_chars,
+        )
         try:
             async for batch in events:
                 sequence += 1
@@ -204,66 +215,6 @@ class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
         """``failure`` with its message scrubbed of every provider key (a second net behind the backend's)."""
         failure.message = self._secrets.scrub(failure.message)
         return failure
-
-
-_END = object()
-
-
-class _Batched:
-    """Reads a generation in its own task and hands the writer everything that arrived meanwhile.
-
-    When the client keeps up, every delta goes out on its own, with no added delay. When deltas arrive
-    faster than gRPC can send them (a vendor flushing a burst), the waiting ones go out joined in one
-    message, so the per-message cost is paid once per batch rather than once per token.
-    """
-
-    def __init__(self, source: AsyncGenerator[TextDelta | Completion, None]) -> None:
-        self._source = source
-        self._queue: collections.deque[object] = collections.deque()
-        self._ready = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(self._pump())
-
-    async def _pump(self) -> None:
-        try:
-            async with contextlib.aclosing(self._source) as events:
-                async for event in events:
-                    self._queue.append(event)
-                    self._ready.set()
-        except CallFailed as failure:
-            self._queue.append(failure)
-        finally:
-            self._queue.append(_END)
-            self._ready.set()
-
-    def __aiter__(self) -> _Batched:
-        return self
-
-    async def __anext__(self) -> TextDelta | Completion:
-        while not self._queue:
-            self._ready.clear()
-            await self._ready.wait()
-        item = self._queue.popleft()
-        if item is _END:
-            raise StopAsyncIteration
-        if isinstance(item, CallFailed):
-            raise item
-        if not isinstance(item, TextDelta):
-            return item  # type: ignore[return-value]
-        if not (self._queue and isinstance(self._queue[0], TextDelta)):
-            return item
-        texts, reasoning = [item.text], [item.reasoning]
-        while self._queue and isinstance(self._queue[0], TextDelta):
-            nxt = self._queue.popleft()
-            texts.append(nxt.text)  # type: ignore[attr-defined]
-            reasoning.append(nxt.reasoning)  # type: ignore[attr-defined]
-        return TextDelta("".join(texts), "".join(reasoning))
-
-    async def aclose(self) -> None:
-        """Stop reading (closing the source) and wait for the reader to finish."""
-        if not self._task.done():
-            self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
 
 
 def _health(snapshot: HealthSnapshot) -> common_pb2.ModelHealth:
@@ -428,7 +379,14 @@ async def build(
         resources.push_async_callback(backend.aclose)
         policy = resilience or Resilience.from_settings(own.resilience)
         servicer = ProviderServicer(
-            catalogue, backend, common.max_prompt_chars, policy, SecretScrubber(secrets), tracer=tracer
+            catalogue,
+            backend,
+            common.max_prompt_chars,
+            policy,
+            SecretScrubber(secrets),
+            tracer=tracer,
+            flush_window=own.stream_flush,
+            flush_chars=own.stream_flush_chars,
         )
         srv.add(ServiceBinding(providers_pb2_grpc.add_ProviderServiceServicer_to_server, servicer, SERVICE_NAME))
         log.info("providers: %d models, backend %s", len(catalogue), backend.name)

@@ -88,7 +88,8 @@ async def test_stream_generate_deltas_then_completed(providers: Providers) -> No
     assert error is None
     assert [e.sequence for e in events] == list(range(1, len(events) + 1))
     kinds = [e.WhichOneof("event") for e in events]
-    assert kinds[-1] == "completed" and set(kinds[:-1]) == {"delta"} and len(kinds) > 3
+    # simulated at 1000x, the text arrives within one or two 20 ms coalescing windows
+    assert kinds[-1] == "completed" and set(kinds[:-1]) == {"delta"} and len(kinds) >= 2
     done = events[-1].completed
     assert "".join(e.delta.text for e in events[:-1]) == done.text
     match = LABEL.match(done.text)
