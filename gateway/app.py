@@ -150,7 +150,7 @@ async def start_gateway(
     runner = web.AppRunner(app, shutdown_timeout=settings.common.shutdown_grace)
     await runner.setup()
     try:
-        site = GatewaySite(runner, host, port, app[GUARD])
+        site = GatewaySite(runner, host, port, app[GUARD], reuse_port=settings.common.reuse_port("gateway"))
         await site.start()
         bound: int = runner.addresses[0][1]
     except BaseException:

@@ -252,11 +252,14 @@ class _TransportView(asyncio.Transport):
 class GatewaySite(web.BaseSite):
     """A TCP site whose connections go through a :class:`ConnectionGuard`."""
 
-    def __init__(self, runner: web.BaseRunner, host: str, port: int, guard: ConnectionGuard) -> None:
+    def __init__(
+        self, runner: web.BaseRunner, host: str, port: int, guard: ConnectionGuard, reuse_port: bool = False
+    ) -> None:
         super().__init__(runner)
         self._host = host
         self._port = port
         self._guard = guard
+        self._reuse_port = reuse_port
 
     @property
     def name(self) -> str:
@@ -265,12 +268,16 @@ class GatewaySite(web.BaseSite):
         return f"http://{host}:{self._port}"
 
     async def start(self) -> None:
-        """Listen on ``host:port``."""
+        """Listen on ``host:port`` (shared with sibling workers through ``SO_REUSEPORT`` when ``reuse_port``)."""
         await super().start()
         server = self._runner.server
         assert server is not None
         guard = self._guard
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: _Connection(guard, server), self._host, self._port, backlog=self._backlog
+            lambda: _Connection(guard, server),
+            self._host,
+            self._port,
+            backlog=self._backlog,
+            reuse_port=self._reuse_port or None,
         )

@@ -114,6 +114,7 @@ class Upstream:
                 settings.common.peers[name],
                 unary_timeout=settings.common.rpc_timeout,
                 max_message_bytes=settings.common.max_message_bytes,
+                connections=settings.common.connections_to(name),
             )
             for name in ("orchestrator", "providers", "analytics")
         }

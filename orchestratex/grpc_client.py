@@ -5,13 +5,20 @@ deadline when the caller did not set one — no outbound call can hang forever. 
 the ``orx_grpc_client_*`` metrics when prometheus_client is installed (the ``server`` extra; a plain
 install of the library has none), and, on a channel opened while tracing is on (:mod:`orchestratex.tracing`),
 gets a client span whose W3C ``traceparent`` travels in the metadata.
+
+A peer that runs several worker processes on one port (``ORX_<SERVICE>_WORKERS``, ``SO_REUSEPORT``) gets one
+HTTP/2 connection per worker from the kernel's point of view only if the client opens several: gRPC multiplexes
+every call of a channel over one connection, which the kernel hands to one worker. ``open_channel(...,
+connections=K)`` therefore opens K channels, each with its own connection, and spreads calls over them in turn
+(:class:`ChannelPool`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -142,12 +149,37 @@ def open_channel(
     stream_timeout: float = 3600.0,
     max_message_bytes: int = 8 * 1024 * 1024,
     options: Sequence[tuple[str, Any]] = (),
+    connections: int = 1,
 ) -> grpc.aio.Channel:
     """An insecure channel to a peer inside the deployment (TLS is terminated by the platform).
 
     Interceptors, outermost first: tracing (when on), metrics (when installed), then request id, tenant and
     default deadline, so spans and metrics see the deadline's DEADLINE_EXCEEDED like any other status.
+    ``connections`` > 1 returns a :class:`ChannelPool` of that many connections (for a peer with workers).
     """
+    if connections > 1:
+        return ChannelPool(
+            [
+                _open_one(
+                    target,
+                    unary_timeout,
+                    stream_timeout,
+                    max_message_bytes,
+                    [*options, ("grpc.use_local_subchannel_pool", 1)],
+                )
+                for _ in range(connections)
+            ]
+        )
+    return _open_one(target, unary_timeout, stream_timeout, max_message_bytes, options)
+
+
+def _open_one(
+    target: str,
+    unary_timeout: float,
+    stream_timeout: float,
+    max_message_bytes: int,
+    options: Sequence[tuple[str, Any]],
+) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(
         target,
         options=[
@@ -169,3 +201,69 @@ def open_channel(
             _UnaryStream(stream_timeout),  # type: ignore[list-item]
         ],
     )
+
+
+class ChannelPool(grpc.aio.Channel):
+    """Several channels to one target, each with its own connection (a local subchannel pool), used in turn.
+
+    A drop-in for a channel wherever a stub is built on it: each multi-callable the stub asks for picks the next
+    channel on every call, so successive calls of any method go to successive connections, and so, with
+    ``SO_REUSEPORT``, to the workers the kernel gave those connections. The kernel assigns connections by hash,
+    so the split is even only on average; open a few connections per worker (``connections_to`` in the settings
+    uses four).
+    """
+
+    def __init__(self, channels: Sequence[grpc.aio.Channel]) -> None:
+        self._channels = list(channels)
+        self._turn: Iterator[int] = itertools.cycle(range(len(self._channels)))
+
+    def _pick(self) -> int:
+        return next(self._turn)
+
+    def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return _InTurn(self, [c.unary_unary(method, *args, **kwargs) for c in self._channels])
+
+    def unary_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return _InTurn(self, [c.unary_stream(method, *args, **kwargs) for c in self._channels])
+
+    def stream_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return _InTurn(self, [c.stream_unary(method, *args, **kwargs) for c in self._channels])
+
+    def stream_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return _InTurn(self, [c.stream_stream(method, *args, **kwargs) for c in self._channels])
+
+    async def close(self, grace: float | None = None) -> None:
+        await asyncio.gather(*(channel.close(grace) for channel in self._channels))
+
+    def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
+        """The best state among the connections (READY when any is)."""
+        states = [channel.get_state(try_to_connect) for channel in self._channels]
+        for state in (grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.CONNECTING):
+            if state in states:
+                return state
+        return states[0]
+
+    async def wait_for_state_change(self, last_observed_state: grpc.ChannelConnectivity) -> None:
+        await self._channels[0].wait_for_state_change(last_observed_state)
+
+    async def channel_ready(self) -> None:
+        await asyncio.gather(*(channel.channel_ready() for channel in self._channels))
+
+    async def __aenter__(self) -> ChannelPool:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close(None)
+
+
+class _InTurn:
+    """A multi-callable that hands each call to the pool's next channel."""
+
+    __slots__ = ("_callables", "_pool")
+
+    def __init__(self, pool: ChannelPool, callables: list[Any]) -> None:
+        self._pool = pool
+        self._callables = callables
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._callables[self._pool._pick()](*args, **kwargs)

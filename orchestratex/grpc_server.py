@@ -95,10 +95,15 @@ class GrpcServer:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
-    def bind(cls, listen: str, max_message_bytes: int = 8 * 1024 * 1024) -> GrpcServer:
+    def bind(cls, listen: str, max_message_bytes: int = 8 * 1024 * 1024, reuse_port: bool = False) -> GrpcServer:
         """A server on ``listen`` (``host:port``; port 0 picks a free one) with the health service,
-        no application services yet. Raises :class:`ListenError` when the address cannot be used."""
-        server = grpc.aio.server(interceptors=[ServerInterceptor()], options=server_options(max_message_bytes))
+        no application services yet. Raises :class:`ListenError` when the address cannot be used.
+
+        ``reuse_port``: share the port with sibling workers (``SO_REUSEPORT``; the kernel spreads new connections
+        among them). Off, a port that another process listens on is an error, as it should be."""
+        server = grpc.aio.server(
+            interceptors=[ServerInterceptor()], options=server_options(max_message_bytes, reuse_port=reuse_port)
+        )
         health_servicer = AioHealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         try:
@@ -149,7 +154,9 @@ async def release(resources: AsyncExitStack) -> None:
 
 
 @asynccontextmanager
-async def building(listen: str, max_message_bytes: int) -> AsyncIterator[tuple[GrpcServer, AsyncExitStack]]:
+async def building(
+    listen: str, max_message_bytes: int, reuse_port: bool = False
+) -> AsyncIterator[tuple[GrpcServer, AsyncExitStack]]:
     """The shape of every service's ``build``::
 
         async with building(address, max_bytes) as (srv, resources):
@@ -161,7 +168,7 @@ async def building(listen: str, max_message_bytes: int) -> AsyncIterator[tuple[G
     If the block raises, everything on ``resources`` is released in reverse and the port is freed; if
     it completes, the server owns ``resources`` and releases them in :meth:`GrpcServer.stop`.
     """
-    srv = GrpcServer.bind(listen, max_message_bytes)
+    srv = GrpcServer.bind(listen, max_message_bytes, reuse_port=reuse_port)
     try:
         async with AsyncExitStack() as resources:
             yield srv, resources
@@ -358,14 +365,15 @@ def _wrap_stream(
     return call
 
 
-def server_options(max_message_bytes: int) -> list[tuple[str, Any]]:
-    """Channel options shared by servers: message size limits and keepalive policy."""
+def server_options(max_message_bytes: int, reuse_port: bool = False) -> list[tuple[str, Any]]:
+    """Channel options shared by servers: message size limits, keepalive policy, and whether the port is shared
+    (gRPC turns ``SO_REUSEPORT`` on by default: we only want it for workers)."""
     return [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", int(reuse_port)),
     ]
 
 

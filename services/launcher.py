@@ -34,7 +34,6 @@ import os
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import sys
 from collections import deque
@@ -62,6 +61,7 @@ from orchestratex.logging import setup_logging
 from orchestratex.loopmon import LoopLagMonitor
 from orchestratex.metrics import MetricsListenError, MetricsServer, start_metrics_server
 from orchestratex.tracing import setup_tracing, shutdown_tracing
+from services.workers import CONFIG_ERROR_EXIT, SERVE_COMMAND, metrics_addresses, run_workers, stop_on_stdin_eof
 
 START_ORDER = ("providers", "analytics", "selector", "orchestrator", "gateway")
 SERVICE_NAMES = {
@@ -73,10 +73,6 @@ SERVICE_NAMES = {
 READY_TIMEOUT = 60.0
 # The services that keep data under ORX_DATA_DIR (with the SQLite backend).
 STORE_SERVICES = ("orchestrator", "analytics")
-# The exit status of a process that stopped on a configuration error: `up` never restarts it.
-CONFIG_ERROR_EXIT = 2
-# How `up` starts each service: this very command, `serve <name>`, in a new process.
-SERVE_COMMAND = ("-m", "services.cli", "serve")
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +105,17 @@ def run_service(name: str, settings: Settings) -> int:
     except ConfigError as exc:
         return config_error(exc)
     setup_logging(name, settings.common.log_level, settings.common.log_format or "json")
+    if settings.common.workers_of(name) > 1 and settings.common.worker_index is None:
+        try:
+            return run_workers(name, settings)
+        except OSError as exc:
+            var = f"ORX_{name.upper()}_LISTEN"
+            print(
+                f"orchestratex: {name}: cannot listen on {settings.common.listen[name]}: {exc.strerror or exc} "
+                f"(set {var} to another address)",
+                file=sys.stderr,
+            )
+            return 1
     try:
         setup_tracing(name)
     except ConfigError as exc:
@@ -143,7 +150,7 @@ def _is_listen_error(exc: OSError) -> bool:
 
 async def _serve(name: str, settings: Settings) -> None:
     if settings.common.stop_on_stdin_eof:
-        _stop_on_stdin_eof()
+        stop_on_stdin_eof()
     metrics: MetricsServer | None = None
     metrics_address = settings.common.metrics_listen.get(name)
     if metrics_address is not None:
@@ -160,34 +167,6 @@ async def _serve(name: str, settings: Settings) -> None:
             monitor.write(settings.common.loop_monitor)  # type: ignore[arg-type]
         if metrics is not None:
             await metrics.stop()
-
-
-def _stop_on_stdin_eof() -> None:
-    """SIGTERM this process (a graceful stop) once stdin, a pipe, reaches end of file.
-
-    ``up`` starts each service with a pipe as stdin and keeps its write end. Should ``up`` die in any way,
-    SIGKILL included, the kernel closes that end, and the service stops instead of running on, orphaned.
-    """
-    try:
-        if not stat.S_ISFIFO(os.fstat(0).st_mode):
-            return
-    except OSError:  # no stdin at all
-        return
-    loop = asyncio.get_running_loop()
-
-    def readable() -> None:
-        try:
-            data = os.read(0, 4096)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            loop.remove_reader(0)
-            log.warning("stdin closed (the supervising `orchestratex up` is gone): stopping")
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    loop.add_reader(0, readable)
 
 
 async def _serve_one(name: str, settings: Settings) -> None:
@@ -246,9 +225,9 @@ def _suite_addresses(settings: Settings) -> list[tuple[str, Address]]:
     common = settings.common
     found = [(f"ORX_{name.upper()}_LISTEN", common.listen[name]) for name in START_ORDER]
     for name in START_ORDER:
-        address = common.metrics_listen.get(name)
-        if address is not None:
-            found.append((f"ORX_{name.upper()}_METRICS_LISTEN", address))
+        for index, address in enumerate(metrics_addresses(name, settings)):
+            var = f"ORX_{name.upper()}_METRICS_LISTEN"
+            found.append((var if index == 0 else f"{var} (+{index}, worker {index})", address))
     return found
 
 
@@ -512,12 +491,15 @@ def _print_banner(settings: Settings, out: TextIO) -> None:
         "",
         f"OrchestrateX is up — {mode}; store: {store}",
         f"  browser       http://{gateway}/",
-        *(f"  {name:<13} {common.listen[name]}  ({SERVICE_NAMES[name]})" for name in SERVICES),
-        f"  gateway       {common.listen['gateway']}  (WebSocket /v1/ws, REST /v1)",
+        *(
+            f"  {name:<13} {common.listen[name]}  ({SERVICE_NAMES[name]}){_workers(name, settings)}"
+            for name in SERVICES
+        ),
+        f"  gateway       {common.listen['gateway']}  (WebSocket /v1/ws, REST /v1){_workers('gateway', settings)}",
         *(
             f"  metrics       http://{address.dialable()}/metrics  ({name})"
             for name in START_ORDER
-            if (address := common.metrics_listen.get(name)) is not None
+            for address in metrics_addresses(name, settings)
         ),
         "",
         "Try:",
@@ -531,6 +513,11 @@ def _print_banner(settings: Settings, out: TextIO) -> None:
     ]
     out.write("\n".join(lines))
     out.flush()
+
+
+def _workers(name: str, settings: Settings) -> str:
+    count = settings.common.workers_of(name)
+    return f", {count} workers" if count > 1 else ""
 
 
 def _command() -> str:

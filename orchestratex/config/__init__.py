@@ -8,7 +8,7 @@ attribute        section                       holds
 ================ ============================= ================================================================
 ``common``       :class:`CommonSettings`       listen addresses and peers, metrics endpoints, data dir, logging,
                                                event loop, RPC timeout, message and prompt limits, shutdown
-                                               grace, and storage (:class:`MongoSettings`)
+                                               grace, worker processes, and storage (:class:`MongoSettings`)
 ``selector``     :class:`SelectorSettings`     exploration, history, seed, second opinion
 ``providers``    :class:`ProvidersSettings`    mode, OpenRouter key and URL, catalogue, simulator, with
                                                :class:`UpstreamTimeouts` and :class:`ResilienceSettings`
@@ -42,6 +42,8 @@ from orchestratex.config._sections import (
     MAX_UPSTREAM_TIMEOUT,
     METRICS_EXPOSURE_VAR,
     SERVICES,
+    WORKER_INDEX_VAR,
+    WORKER_SERVICES,
     AnalyticsSettings,
     CommonSettings,
     EventLoop,
@@ -71,6 +73,8 @@ __all__ = [
     "METRICS_EXPOSURE_VAR",
     "SECTIONS",
     "SERVICES",
+    "WORKER_INDEX_VAR",
+    "WORKER_SERVICES",
     "Address",
     "AnalyticsSettings",
     "CommonSettings",

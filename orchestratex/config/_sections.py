@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -17,6 +17,11 @@ SERVICES = ("selector", "providers", "orchestrator", "analytics")
 """The gRPC services, in the order of their default ports."""
 DEFAULT_PORTS = {"selector": 50051, "providers": 50052, "orchestrator": 50053, "analytics": 50054, "gateway": 8080}
 GRPC_EXPOSURE_VAR = "ORX_GRPC_ALLOW_NON_LOOPBACK"
+WORKER_SERVICES = ("selector", "providers", "gateway")
+"""The stateless services, which may run several worker processes on one port (``ORX_<SERVICE>_WORKERS``)."""
+WORKER_INDEX_VAR = "ORX_WORKER_INDEX"
+"""Set by a service's parent process on each worker it starts (0, 1, ...); never set by people."""
+MAX_WORKERS = 64
 METRICS_EXPOSURE_VAR = "ORX_METRICS_ALLOW_NON_LOOPBACK"
 DATA_DIR_VAR = "ORX_DATA_DIR"
 
@@ -109,8 +114,27 @@ class CommonSettings:
     """Sample this process's event-loop lag and write a summary to this path at shutdown (``ORX_LOOP_MONITOR``)."""
     stop_on_stdin_eof: bool = False
     """Stop when stdin, a pipe, closes (``ORX_STOP_ON_STDIN_EOF``; ``up`` sets it for its children)."""
+    workers: Mapping[str, int] = field(default_factory=lambda: dict.fromkeys(WORKER_SERVICES, 1))
+    """Worker processes of each stateless service, sharing its port with ``SO_REUSEPORT``
+    (``ORX_<SERVICE>_WORKERS``, 1-64; the selector, providers and gateway only)."""
+    worker_index: int | None = None
+    """This process is worker ``worker_index`` of its service (``ORX_WORKER_INDEX``, set by the parent)."""
     mongodb: MongoSettings = field(default_factory=MongoSettings)
     """The MongoDB connection (``ORX_MONGODB_*``)."""
+
+    def workers_of(self, service: str) -> int:
+        """How many worker processes ``service`` runs (1 for the stateful orchestrator and analytics)."""
+        return self.workers.get(service, 1)
+
+    def reuse_port(self, service: str) -> bool:
+        """True when ``service`` shares its port with sibling workers (``SO_REUSEPORT``)."""
+        return self.workers_of(service) > 1
+
+    def connections_to(self, peer: str) -> int:
+        """How many connections a client opens to ``peer``: 1, or four per worker when it runs several (the
+        kernel hands each connection to one worker by a hash, so a few per worker even the split out)."""
+        workers = self.workers_of(peer)
+        return 1 if workers == 1 else 4 * workers
 
     @property
     def storage_backend(self) -> StorageBackend:
@@ -181,6 +205,15 @@ class CommonSettings:
             peers[name] = r.get(f"ORX_{name.upper()}_ADDR", listen[name].dialable(), p.target)
             metrics_listen[name] = r.value(f"ORX_{name.upper()}_METRICS_LISTEN", None, p.address)
         _check_metrics_ports(listen, metrics_listen)
+        workers = {
+            name: r.get(f"ORX_{name.upper()}_WORKERS", "1", p.integer(1, MAX_WORKERS)) for name in WORKER_SERVICES
+        }
+        for name in ("orchestrator", "analytics"):
+            if r.get(f"ORX_{name.upper()}_WORKERS", "1", p.integer(1, MAX_WORKERS)) != 1:
+                raise ConfigError(
+                    f"ORX_{name.upper()}_WORKERS: the {name} keeps state per process (run one per database); "
+                    f"only the selector, providers and gateway run several workers"
+                )
         return cls(
             listen=listen,
             peers=peers,
@@ -197,6 +230,8 @@ class CommonSettings:
             metrics_allow_non_loopback=r.get(METRICS_EXPOSURE_VAR, "0", p.flag),
             loop_monitor=r.get("ORX_LOOP_MONITOR", "", p.optional_path),
             stop_on_stdin_eof=r.get("ORX_STOP_ON_STDIN_EOF", "0", p.flag),
+            workers=workers,
+            worker_index=r.value(WORKER_INDEX_VAR, None, p.integer(0, MAX_WORKERS - 1)),
             mongodb=MongoSettings.from_env(env),
         )
 
@@ -362,6 +397,31 @@ class ResilienceSettings:
     """Seconds a call may wait for a slot, never past its deadline (``ORX_PROVIDER_QUEUE_WAIT``)."""
     model_limits: Mapping[str, ModelLimit] = field(default_factory=dict)
     """Per-model limits by model id (``ORX_PROVIDER_MODEL_LIMITS``: ``ID=RPM[/CONCURRENCY]``, comma-separated)."""
+
+    def per_worker(self, workers: int) -> ResilienceSettings:
+        """The limits one of ``workers`` processes enforces: each rate, concurrency and queue divided by
+        ``workers`` (rounded down, at least 1; the queue rounded up), so the workers together stay within the
+        configured per-model totals. Breakers and holds are not shared: each worker learns them itself."""
+        if workers <= 1:
+            return self
+
+        def share(value: int) -> int:
+            return max(1, value // workers)
+
+        return replace(
+            self,
+            rpm=share(self.rpm),
+            free_rpm=share(self.free_rpm),
+            concurrency=share(self.concurrency),
+            queue=-(-self.queue // workers),
+            model_limits={
+                model: ModelLimit(
+                    rpm=None if limit.rpm is None else share(limit.rpm),
+                    concurrency=None if limit.concurrency is None else share(limit.concurrency),
+                )
+                for model, limit in self.model_limits.items()
+            },
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ResilienceSettings:

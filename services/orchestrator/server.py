@@ -156,7 +156,9 @@ async def build(settings: Settings, listen: str | None = None) -> GrpcServer:
         writer.start()
         res.push_async_callback(writer.close)
         channels = {
-            name: open_channel(common.peers[name], unary_timeout=common.rpc_timeout)
+            name: open_channel(
+                common.peers[name], unary_timeout=common.rpc_timeout, connections=common.connections_to(name)
+            )
             for name in ("providers", "selector", "analytics")
         }
         for channel in channels.values():

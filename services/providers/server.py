@@ -364,7 +364,9 @@ async def build(
     Raises :class:`ConfigError` when live mode lacks the OpenRouter key.
     """
     common, own = settings.common, settings.providers
-    async with building(listen or str(common.listen["providers"]), common.max_message_bytes) as (srv, resources):
+    async with building(
+        listen or str(common.listen["providers"]), common.max_message_bytes, common.reuse_port("providers")
+    ) as (srv, resources):
         catalogue = cat.load_catalogue(settings)
         keys = resolve_keys(settings, catalogue)
         secrets = [own.openrouter_api_key.get(), *(key.get() for key in keys.values())]
@@ -377,7 +379,8 @@ async def build(
                 else _live_backend(settings, catalogue, keys)
             )
         resources.push_async_callback(backend.aclose)
-        policy = resilience or Resilience.from_settings(own.resilience)
+        # Several workers share the per-model limits: each enforces its share (ResilienceSettings.per_worker).
+        policy = resilience or Resilience.from_settings(own.resilience.per_worker(common.workers_of("providers")))
         servicer = ProviderServicer(
             catalogue,
             backend,

@@ -168,7 +168,9 @@ async def build(
     (see :mod:`services.selector.second_opinion`).
     """
     common, own = settings.common, settings.selector
-    async with building(listen or str(common.listen["selector"]), common.max_message_bytes) as (srv, resources):
+    async with building(
+        listen or str(common.listen["selector"]), common.max_message_bytes, common.reuse_port("selector")
+    ) as (srv, resources):
         # Loaded once per process (tens of ms, more if the artefact must be retrained): off the event loop.
         domain_classifier = classifier if classifier is not None else await asyncio.to_thread(default_classifier)
         channel = open_channel(

@@ -8,6 +8,7 @@ here "the stack" is the default one, the services without a profile.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,10 @@ SERVICES = {"selector": 50051, "providers": 50052, "orchestrator": 50053, "analy
 
 
 def _compose() -> dict[str, Any]:
-    data = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    """The file as ``docker compose`` reads it with nothing set in the environment: ``${VAR:-default}``
+    interpolated to its default."""
+    text = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", (ROOT / "docker-compose.yml").read_text())
+    data = yaml.safe_load(text)
     assert isinstance(data, dict)
     return data
 
