@@ -237,9 +237,16 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def _load(addr: str, pid: int, seconds: float, prompts: Sequence[str], channels: int = 4) -> dict[str, Any]:
+async def _load(
+    addr: str, pid: int | Sequence[int], seconds: float, prompts: Sequence[str], channels: int = 4
+) -> dict[str, Any]:
+    """64 calls in flight over ``channels`` connections; the CPU of the server process(es) ``pid`` and of this
+    load generator, per request, from /proc."""
+    pids = [pid] if isinstance(pid, int) else list(pid)
     concurrency = 64
-    chans = [grpc.aio.insecure_channel(addr) for _ in range(channels)]
+    # Each channel its own connection: channels to one target otherwise share gRPC's global subchannel pool,
+    # i.e. one TCP connection, which SO_REUSEPORT would give to a single worker.
+    chans = [grpc.aio.insecure_channel(addr, options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(channels)]
     try:
         stubs = [selector_pb2_grpc.SelectorServiceStub(c) for c in chans]
         requests = [selector_pb2.SelectModelsRequest(prompt=p) for p in prompts]
@@ -264,10 +271,11 @@ async def _load(addr: str, pid: int, seconds: float, prompts: Sequence[str], cha
                 done += 1
                 latencies.append((time.perf_counter() - t0) * 1000)
 
-        cpu0, started = _cpu_seconds(pid), time.perf_counter()
+        cpu0, own0, started = [_cpu_seconds(p) for p in pids], _cpu_seconds(os.getpid()), time.perf_counter()
         await asyncio.gather(*(worker(stubs[k % channels]) for k in range(concurrency)))
         elapsed = time.perf_counter() - started
-        cpu = _cpu_seconds(pid) - cpu0
+        per_process = [_cpu_seconds(p) - c0 for p, c0 in zip(pids, cpu0, strict=True)]
+        cpu, own = sum(per_process), _cpu_seconds(os.getpid()) - own0
     finally:
         for c in chans:
             await c.close(None)
@@ -282,6 +290,9 @@ async def _load(addr: str, pid: int, seconds: float, prompts: Sequence[str], cha
         "latency_p99_ms": percentile(latencies, 99),
         "server_cpu_cores": cpu / elapsed,
         "server_cpu_us_per_request": cpu / max(done, 1) * 1e6,
+        "server_cpu_cores_per_process": [c / elapsed for c in per_process],
+        "client_cpu_cores": own / elapsed,
+        "client_cpu_us_per_request": own / max(done, 1) * 1e6,
     }
 
 
@@ -310,6 +321,37 @@ def over_grpc(seconds: float, prompts: Sequence[str], loop: str = "auto") -> dic
         c.procs["selector"] = proc
         asyncio.run(_wait_healthy(c.addr["selector"], SERVICE_NAMES["selector"], proc))
         return dict(_as_load_generator(lambda: _load(c.addr["selector"], proc.pid, seconds, prompts)))
+
+
+def with_workers(seconds: float, prompts: Sequence[str], workers: int) -> dict[str, Any]:
+    """The real selector with ``workers`` worker processes (``ORX_SELECTOR_WORKERS``), not pinned: the scaling
+    from one core to two. The load generator spreads its calls over 4 connections per worker (as the services'
+    own clients do) and shares the 2 cores with the workers, providers and analytics; its CPU is reported."""
+    env = {"ORX_LOG_LEVEL": "WARNING", "ORX_SELECTOR_WORKERS": str(workers)}
+    with tempfile.TemporaryDirectory() as tmp, cluster(Path(tmp), env) as c:
+        c.start("providers")
+        c.start("analytics")
+        proc = subprocess.Popen(
+            [str(BIN / "orchestratex"), "serve", "selector"],
+            env=dict(c.env),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        c.procs["selector"] = proc
+        asyncio.run(_wait_healthy(c.addr["selector"], SERVICE_NAMES["selector"], proc))
+        pids = _children(proc.pid) if workers > 1 else [proc.pid]
+        while len(pids) < workers:  # the parent starts its workers before the first answers
+            time.sleep(0.05)
+            pids = _children(proc.pid)
+        result = asyncio.run(_load(c.addr["selector"], pids, seconds, prompts, channels=4 * workers))
+        result["workers"] = workers
+        return result
+
+
+def _children(pid: int) -> list[int]:
+    return [
+        int(child) for task in Path(f"/proc/{pid}/task").iterdir() for child in (task / "children").read_text().split()
+    ]
 
 
 def floor(seconds: float, prompts: Sequence[str], mode: str) -> dict[str, Any]:
@@ -403,6 +445,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=8.0, help="load duration per gRPC run")
     parser.add_argument("--skip-grpc", action="store_true")
+    parser.add_argument(
+        "--workers-only",
+        action="store_true",
+        help="only the 1 -> 2 workers scaling runs (alternating), written under 'workers' in --out",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results/selector_perf.json"))
     parser.add_argument("--serve-floor", choices=("plain", "plain_asyncio", "orx"), help=argparse.SUPPRESS)
     parser.add_argument("--listen", help=argparse.SUPPRESS)
@@ -412,6 +459,9 @@ def main(argv: list[str] | None = None) -> None:
         eventloop.run(_serve_floor(args.serve_floor, args.listen), loop)
         return
 
+    if args.workers_only:
+        _workers_scaling(args)
+        return
     result: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "mix": {"short": 1 - MEDIUM_SHARE - LONG_SHARE, "medium": MEDIUM_SHARE, "long": LONG_SHARE},
@@ -456,6 +506,26 @@ def main(argv: list[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"written to {args.out}", file=sys.stderr)
+
+
+def _workers_scaling(args: argparse.Namespace) -> None:
+    """1 and 2 selector workers in alternating blocks; medians; merged into ``--out`` under ``workers``."""
+    prompts = [p for _, p in prompt_mix(4000, 99)]
+    runs: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
+    for block in range(args.repeats):
+        for workers in (1, 2) if block % 2 == 0 else (2, 1):
+            runs[workers].append(with_workers(args.seconds, prompts, workers))
+            print(f"block {block + 1}: {workers} worker(s): {runs[workers][-1]['rps']:.0f} req/s", file=sys.stderr)
+    stats = ("rps", "latency_p50_ms", "latency_p99_ms", "server_cpu_cores", "server_cpu_us_per_request",
+             "client_cpu_cores", "client_cpu_us_per_request")  # fmt: skip
+    summary: dict[str, Any] = {f"{w}_workers": {k: _median_of(r, k) for k in stats} for w, r in runs.items()}
+    summary["speedup_2_over_1"] = summary["2_workers"]["rps"] / summary["1_workers"]["rps"]
+    summary["when"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    summary["runs"] = runs
+    result = json.loads(args.out.read_text()) if args.out.exists() else {}
+    result["workers"] = summary
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=2))
 
 
 if __name__ == "__main__":
