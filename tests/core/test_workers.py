@@ -19,6 +19,7 @@ from orchestratex.config import Address, ResilienceSettings, Settings
 from orchestratex.errors import ConfigError
 from orchestratex.grpc_client import ChannelPool, open_channel
 from orchestratex.v1 import common_pb2, providers_pb2, providers_pb2_grpc
+from services.launcher import up
 from services.workers import metrics_addresses, reserve_port
 from tests.core.test_supervision import alive, serving, wait_for
 from tests.ports import free_port
@@ -224,3 +225,19 @@ def _free(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def test_up_refuses_a_worker_metrics_port_that_is_another_services(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = Settings.from_env(
+        {
+            "ORX_DATA_DIR": str(tmp_path),
+            "ORX_PROVIDERS_WORKERS": "2",
+            "ORX_PROVIDERS_METRICS_LISTEN": "127.0.0.1:19452",
+            "ORX_ORCHESTRATOR_METRICS_LISTEN": "127.0.0.1:19453",
+        }
+    )
+    assert up(settings) == 2
+    err = capsys.readouterr().err
+    assert "ORX_ORCHESTRATOR_METRICS_LISTEN: 127.0.0.1:19453 is also ORX_PROVIDERS_METRICS_LISTEN (+1, worker 1)" in err
