@@ -1,8 +1,8 @@
-"""Processes for ``bench.providers_bench``: the OpenRouter stand-in, our providers service and LiteLLM's proxy.
+"""Processes for ``bench.providers_bench``: the OpenRouter stand-in, the providers service, LiteLLM's proxy, clients.
 
 Each runs as its own subprocess on 127.0.0.1 and is stopped with SIGTERM when its context exits. Their
 stderr goes to a log file in the run's temporary directory; a process that fails to start raises with
-the end of its log.
+the end of its log. CPU is read from ``/proc`` for a process and its descendants (worker processes).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -55,11 +56,19 @@ class Proc:
         """User + system CPU time of the process and its live descendants so far."""
         return tree_cpu_seconds(self.pid)
 
+    def cpu_by_pid(self) -> dict[int, float]:
+        """User + system CPU time so far of the process and of each live descendant (worker processes)."""
+        return tree_cpu_by_pid(self.pid)
+
 
 def tree_cpu_seconds(pid: int) -> float:
     """CPU seconds (user + system, all threads) used by ``pid`` and its live descendants."""
+    return sum(tree_cpu_by_pid(pid).values())
+
+
+def tree_cpu_by_pid(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system, all threads) of ``pid`` and of each of its live descendants, by pid."""
     children: dict[int, list[int]] = {}
-    stats: dict[int, list[str]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -68,19 +77,67 @@ def tree_cpu_seconds(pid: int) -> float:
         except OSError:
             continue
         # The command name (field 2) may contain spaces: split after its closing parenthesis.
-        fields = raw[raw.rfind(")") + 2 :].split()
-        child = int(entry.name)
-        stats[child] = fields
-        children.setdefault(int(fields[1]), []).append(child)
-    total = 0
+        children.setdefault(int(raw[raw.rfind(")") + 2 :].split()[1]), []).append(int(entry.name))
+    out: dict[int, float] = {}
     todo = [pid]
     while todo:
         current = todo.pop()
-        stat = stats.get(current)
-        if stat is not None:
-            total += int(stat[11]) + int(stat[12])  # utime, stime (fields 14 and 15 of stat)
+        cpu = process_cpu_seconds(current)
+        if cpu is not None:
+            out[current] = cpu
         todo.extend(children.get(current, ()))
-    return total / _CLK_TCK
+    return out
+
+
+class _ThreadClocks:
+    """CPU time of processes from their threads' ``schedstat`` (nanoseconds), which survives threads exiting.
+
+    ``/proc/<pid>/stat`` counts in clock ticks (10 ms), too coarse for a block of a few calls; a thread's
+    ``/proc/<pid>/task/<tid>/schedstat`` is exact, but vanishes with the thread. So the last reading of every
+    thread is kept, and a thread that is gone keeps counting with it: only what a thread used between the
+    last reading and its exit is missed.
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[int, int], int] = {}
+        self._gone: dict[int, int] = {}
+
+    def seconds(self, pid: int) -> float | None:
+        """CPU seconds (user + system) of every thread ``pid`` has had since first read; None if it is gone."""
+        base = Path(f"/proc/{pid}/task")
+        live: dict[int, int] = {}
+        try:
+            for task in base.iterdir():
+                try:
+                    live[int(task.name)] = int((task / "schedstat").read_text().split()[0])
+                except (OSError, ValueError, IndexError):
+                    continue
+        except OSError:
+            return None
+        for key in [k for k in self._last if k[0] == pid and k[1] not in live]:
+            self._gone[pid] = self._gone.get(pid, 0) + self._last.pop(key)
+        for tid, ns in live.items():
+            self._last[(pid, tid)] = ns
+        return (sum(live.values()) + self._gone.get(pid, 0)) / 1e9
+
+
+_CLOCKS = _ThreadClocks()
+
+
+def stat_cpu_seconds(pid: int) -> float:
+    """CPU seconds of ``pid`` in clock ticks, exited threads included (``/proc/<pid>/stat``): to check
+    :func:`process_cpu_seconds` over long spans."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = raw[raw.rfind(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime, stime (fields 14 and 15 of stat)
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds (user + system, every thread, nanosecond resolution) of ``pid``; None if it is gone."""
+    return _CLOCKS.seconds(pid)
 
 
 def machine_busy_seconds() -> float:
@@ -134,10 +191,10 @@ def _stop(proc: subprocess.Popen[bytes], within: float = 30) -> None:
 
 @contextmanager
 def _running(
-    argv: list[str], env: Mapping[str, str], log: Path, stdout: int | None
+    argv: list[str], env: Mapping[str, str], log: Path, stdout: int | None, stdin: int = subprocess.DEVNULL
 ) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as sink:
-        proc = subprocess.Popen(argv, env=dict(env), stdout=stdout, stderr=sink, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(argv, env=dict(env), stdout=stdout, stderr=sink, stdin=stdin)
     try:
         yield proc
     finally:
@@ -145,9 +202,9 @@ def _running(
 
 
 @contextmanager
-def _announced(name: str, argv: list[str], log: Path) -> Iterator[Proc]:
+def _announced(name: str, argv: list[str], log: Path, stdin: int = subprocess.DEVNULL) -> Iterator[Proc]:
     """A process that prints ``READY <port>`` on stdout once it listens."""
-    with _running(argv, os.environ, log, subprocess.PIPE) as proc:
+    with _running(argv, os.environ, log, subprocess.PIPE, stdin) as proc:
         assert proc.stdout is not None
         deadline = time.monotonic() + 60
         line = b""
@@ -161,19 +218,46 @@ def _announced(name: str, argv: list[str], log: Path) -> Iterator[Proc]:
 
 
 @contextmanager
-def standin_process(tmp: Path, chunks: int, gap_ms: float) -> Iterator[Proc]:
-    """The OpenRouter stand-in (``bench.providers_standin_proc``) in its own process."""
+def standin_process(tmp: Path, chunks: int, gap_ms: float, loop: str = "auto", nice: int = 0) -> Iterator[Proc]:
+    """The OpenRouter stand-in (``bench.providers_standin_proc``) in its own process, at ``nice``."""
     argv = [sys.executable, "-m", "bench.providers_standin_proc", "--chunks", str(chunks), "--gap-ms", str(gap_ms)]
+    argv = [*_niced(nice), *argv, "--loop", loop]
     with _announced("standin", argv, tmp / "standin.log") as proc:
         yield proc
 
 
 @contextmanager
-def floor_process(tmp: Path, chunks: int) -> Iterator[Proc]:
-    """The gRPC floor (``bench.providers_floor_proc``): our server stack with a canned reply, no upstream."""
-    argv = [sys.executable, "-m", "bench.providers_floor_proc", "--chunks", str(chunks)]
-    with _announced("floor", argv, tmp / "floor.log") as proc:
+def client_process(tmp: Path, name: str, argv: list[str], nice: int = 0) -> Iterator[Proc]:
+    """A client (``bench.providers_client_proc`` with ``argv``) at ``nice``, ready once its connections are open."""
+    argv = [*_niced(nice), sys.executable, "-m", "bench.providers_client_proc", *argv]
+    with _announced(name, argv, tmp / f"{name}.log", subprocess.PIPE) as proc:
         yield proc
+
+
+def _niced(nice: int) -> list[str]:
+    """A command prefix that runs the command at ``nice`` (``nice`` execs it: same process, every thread
+    inherits). Lowering it needs CAP_SYS_NICE; without, the command runs at the usual priority (see
+    :func:`niceness`)."""
+    return ["nice", "-n", str(nice)] if nice else []
+
+
+def niceness(pid: int) -> int | None:
+    """The nice value of ``pid``'s main thread (``/proc/<pid>/stat`` field 19), or None if it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(raw[raw.rfind(")") + 2 :].split()[16])
+
+
+def pacing_stats(standin: Proc) -> dict[str, Any]:
+    """The stand-in's pacing counters (SIGUSR1 makes it print them as one JSON line)."""
+    assert standin.proc.stdout is not None
+    standin.proc.send_signal(signal.SIGUSR1)
+    ready, _, _ = select.select([standin.proc.stdout], [], [], 10)
+    if not ready:
+        raise RuntimeError("the stand-in did not report its pacing")
+    return dict(json.loads(standin.proc.stdout.readline()))
 
 
 def base_url(standin: Proc) -> str:
@@ -182,15 +266,26 @@ def base_url(standin: Proc) -> str:
 
 
 @contextmanager
-def providers_process(tmp: Path, standin: Proc, profile: Path | None = None) -> Iterator[Proc]:
+def providers_process(
+    tmp: Path,
+    standin: Proc,
+    profile: Path | None = None,
+    *,
+    name: str = "providers",
+    extra_env: Mapping[str, str] | None = None,
+    workers: int = 1,
+) -> Iterator[Proc]:
     """``orchestratex serve providers`` in live mode against the stand-in (under cProfile when ``profile``).
 
-    The client-side limits are raised (1,000,000 requests/minute, 128 concurrent per model) so that
+    The client-side limits are raised (1,000,000 requests/minute, 4,096 concurrent per model) so that
     the benchmark measures overhead, not the default policy (600/minute, 32 concurrent, which would
-    queue a 64-stream round). The limiter and the breaker still run on every call.
+    queue a 64-stream round). The limiter and the breaker still run on every call. ``workers`` sets
+    ``ORX_PROVIDERS_WORKERS``; with more than one, this waits until that many sockets listen on the
+    port (a service that does not know the variable has one, and this gives up after 20 s: the caller
+    counts them with :func:`listening_sockets` to tell).
     """
     port = free_port()
-    data = tmp / "providers-data"
+    data = tmp / f"{name}-data"
     data.mkdir(exist_ok=True)
     env = {
         **os.environ,
@@ -201,19 +296,39 @@ def providers_process(tmp: Path, standin: Proc, profile: Path | None = None) -> 
         "OPENROUTER_API_KEY": STANDIN_KEY,
         "ORX_OPENROUTER_BASE_URL": base_url(standin),
         "ORX_PROVIDER_RPM": "1000000",
-        "ORX_PROVIDER_CONCURRENCY": "128",
+        "ORX_PROVIDER_CONCURRENCY": "4096",
+        "ORX_PROVIDERS_WORKERS": str(workers),
+        **(extra_env or {}),
     }
     if profile is None:
         argv = [str(BIN / "orchestratex"), "serve", "providers"]
     else:
         argv = [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "services.cli", "serve", "providers"]
-    log = tmp / "providers.log"
+    log = tmp / f"{name}.log"
     with _running(argv, env, log, subprocess.DEVNULL) as proc:
         try:
             asyncio.run(_wait_healthy(f"127.0.0.1:{port}", "orchestratex.v1.ProviderService", proc))
         except RuntimeError as exc:
             raise RuntimeError(f"{exc}:\n{_tail(log)}") from None
-        yield Proc("providers", proc, port, log)
+        deadline = time.monotonic() + 20
+        while workers > 1 and listening_sockets(port) < workers and time.monotonic() < deadline:
+            time.sleep(0.2)
+        yield Proc(name, proc, port, log)
+
+
+def listening_sockets(port: int) -> int:
+    """How many TCP sockets listen on ``port`` (``/proc/net/tcp*``): one per worker with ``SO_REUSEPORT``."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                count += 1
+    return count
 
 
 def ensure_litellm_venv() -> Path:
