@@ -29,6 +29,23 @@ events/s), run twice: once that socket reads normally, once it never calls recei
 receive buffer, so its TCP window fills). The others' p99 both ways, their ratio (target <= 1.10), and the close
 code and reason the stalled socket finds once it reads again (expected 1008, "consumer too slow: ...").
 The machine is shared: each run records its CPU use and the other work's (``Load``).
+
+Fan-out with the real orchestrator (issue 18), run on its own:
+
+    .venv/bin/python -m bench.gateway_bench --fanout [--quick] [--fanout-watchers 1 2] [--label before]
+
+Every service is a real subprocess (``orchestratex serve providers|analytics|selector|orchestrator|gateway``,
+simulated models, per-model limits raised so that the limiter never queues). Each block starts 200 fresh
+sessions (``Orchestrate`` with ``detached``, dropped after the first event, from the client processes), watches
+each ``W`` times, and cancels them at the end. The simulated speed is set from ``W`` so that the clients receive
+about 1,000 events/s (:func:`fanout_tokens_per_second`: 20 tokens/s, 5 events/s per session, for W = 1; 10 for
+W = 2). Gateway path: one WebSocket per watcher sending ``watch``. Reference: the same watchers as gRPC
+``WatchSession`` calls straight to the orchestrator, from the same client processes. Blocks alternate (gateway,
+reference; then reference, gateway; ...); latency = receipt time - the event's ``time`` (stamped by the
+orchestrator when the event happens) over the events received in each block's window; added = gateway -
+reference at the same percentile, per pair of blocks, median over pairs. CPU of every service (/proc/<pid>/stat)
+and of the client processes is read at the window's edges: gateway CPU per event = its CPU / events delivered.
+The latest run is stored under ``fanout`` in the results file and its headline appended to ``fanout_runs``.
 """
 
 from __future__ import annotations
@@ -55,7 +72,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from bench._suite import BIN, _wait_healthy, free_port, percentile
+from bench._suite import BIN, _wait_healthy, cluster, free_port, percentile
 from bench.providers_procs import Load, tree_cpu_seconds
 from orchestratex.grpc_client import open_channel
 from orchestratex.grpc_server import ServiceBinding, create_server
@@ -619,6 +636,420 @@ def stalled_scenario(
     }
 
 
+# ---------------------------------------------------------------------------- fan-out, real orchestrator
+
+FANOUT_TARGET_EPS = 1000
+"""Events/s the fan-out scenario delivers to its clients, whatever the number of watchers per session."""
+
+
+def fanout_tokens_per_second(sessions: int, watchers: int) -> float:
+    """The simulated models' speed that makes ``sessions`` sessions, each watched ``watchers`` times, deliver
+    about :data:`FANOUT_TARGET_EPS` events/s.
+
+    Answers stream in chunks of 12-16 characters (about 4 tokens; ``services.providers.simulator._chunks``), and
+    the orchestrator coalesces answer text every 50 ms at most, so at these speeds each chunk is one
+    ``response_delta``: a session emits ``tokens_per_second / 4`` events/s while its author writes (measured:
+    20 tokens/s gives 5.1 events/s). 200 sessions x 1 watcher: 20 tokens/s; x 2 watchers: 10 tokens/s.
+    """
+    return 4.0 * FANOUT_TARGET_EPS / (sessions * watchers)
+
+
+def fanout_profile(tokens_per_second: float) -> str:
+    """The simulator profile of the fan-out scenario: jitter on (speed +-15 %), so that sessions drift apart
+    instead of emitting in lockstep."""
+    return f"""
+seed = 18
+latency_jitter = true
+[defaults]
+ttft_ms = 300
+tokens_per_second = {tokens_per_second:g}
+"""
+
+
+FANOUT_ENV = {
+    # 200 author calls at once: the shipped per-model limits (32 in flight, 64 queued, 600/min) would queue or
+    # reject most of them and starve the event stream. This scenario measures the gateway, not the limiter.
+    "ORX_PROVIDER_CONCURRENCY": "10000",
+    "ORX_PROVIDER_QUEUE": "10000",
+    "ORX_PROVIDER_RPM": "1000000",
+}
+FANOUT_STAGGER = 1.0
+"""Seconds over which a block's sessions are started (evenly), so their events do not come in lockstep."""
+FANOUT_WARM = 2.0
+"""Seconds from the last session's start to the measurement window (selection, first tokens, watches)."""
+
+
+def _fanout_request(n: int) -> pb.OrchestrateRequest:
+    # Detached: the client drops the Orchestrate stream after the first event, as REST's POST does.
+    return pb.OrchestrateRequest(
+        prompt=f"Write a Python function that merges two sorted lists (fan-out session {n})",
+        detached=True,
+        max_rounds=3,
+        critic_count=2,
+    )
+
+
+@dataclass
+class FanoutStack:
+    """Every service as a real subprocess (simulated models) and the gateway in front of the orchestrator."""
+
+    orchestrator_addr: str
+    gateway_addr: str
+    pids: dict[str, int]
+    gateway_log: Path
+
+
+@contextmanager
+def fanout_stack(tmp: Path, tokens_per_second: float) -> Iterator[FanoutStack]:
+    """``orchestratex serve providers|analytics|selector|orchestrator|gateway``, each its own process."""
+    profile = tmp / "fanout-profile.toml"
+    profile.write_text(fanout_profile(tokens_per_second))
+    gateway_addr = f"127.0.0.1:{free_port()}"
+    extra = {
+        "ORX_SIM_PROFILE": str(profile),
+        "ORX_GATEWAY_LISTEN": gateway_addr,
+        "ORX_GATEWAY_RATE_LIMIT": "0",
+        # Without keys a socket counts as unauthenticated until its upgrade is admitted: 100 opened at once
+        # from one address would meet the default cap of 64.
+        "ORX_GATEWAY_MAX_UNAUTHENTICATED_CONNECTIONS": "0",
+        **FANOUT_ENV,
+    }
+    with cluster(tmp, extra) as c:
+        for name in ("providers", "analytics", "selector", "orchestrator"):
+            c.start(name)
+        env = dict(c.env)
+        env.pop("ORX_GATEWAY_API_KEYS", None)
+        env.pop("ORX_GATEWAY_API_KEYS_FILE", None)
+        gateway_log = tmp / "gateway.log"
+        with gateway_log.open("wb") as log_file:
+            gateway = subprocess.Popen(
+                [str(BIN / "orchestratex"), "serve", "gateway"], env=env, stdout=log_file, stderr=log_file
+            )
+        try:
+            asyncio.run(_wait_http(f"http://{gateway_addr}/healthz", gateway))
+            pids = {name: proc.pid for name, proc in c.procs.items()}
+            pids["gateway"] = gateway.pid
+            yield FanoutStack(c.addr["orchestrator"], gateway_addr, pids, gateway_log)
+        finally:
+            gateway.terminate()
+            try:
+                gateway.wait(30)
+            except subprocess.TimeoutExpired:
+                gateway.kill()
+                gateway.wait()
+
+
+class _Window:
+    """Events received inside the measurement window [t0, t1) (wall clock): their count and latencies."""
+
+    def __init__(self, t0: float, t1: float) -> None:
+        self.t0_ns, self.t1_ns = int(t0 * 1e9), int(t1 * 1e9)
+        self.latencies_us: list[int] = []
+        self.events = 0
+        self.sequence_errors = 0
+
+    def record(self, now_ns: int, stamp: int) -> None:
+        if self.t0_ns <= now_ns < self.t1_ns:
+            self.events += 1
+            self.latencies_us.append((now_ns - stamp) // 1000)
+
+
+async def _watch_ws(ws: aiohttp.ClientWebSocketResponse, session_id: str, window: _Window) -> str:
+    await ws.send_str(json.dumps({"type": "watch", "session_id": session_id, "after_sequence": 1}))
+    last = 1
+    async for msg in ws:
+        now = time.time_ns()
+        if msg.type is not aiohttp.WSMsgType.TEXT:
+            return f"socket closed: {msg.type.name}"
+        data = orjson.loads(msg.data)
+        kind = data.get("type")
+        if kind == "event":
+            event = data["event"]
+            window.record(now, stamp_ns(event["time"]))
+            sequence = int(event["sequence"])
+            window.sequence_errors += sequence != last + 1
+            last = sequence
+        elif kind == "error":
+            return f"gateway error: {data.get('code')}"
+        elif kind == "end":
+            return "end"
+    return "socket closed"
+
+
+async def _watch_grpc(stub: orchestrator_pb2_grpc.OrchestratorServiceStub, session_id: str, window: _Window) -> str:
+    call = stub.WatchSession(pb.WatchSessionRequest(session_id=session_id, after_sequence=1), timeout=600)
+    last = 1
+    try:
+        async for response in call:
+            now = time.time_ns()
+            event = response.event
+            window.record(now, event.time.ToNanoseconds())
+            window.sequence_errors += event.sequence != last + 1
+            last = event.sequence
+    finally:
+        call.cancel()
+    return "end"
+
+
+async def run_fanout_client(args: argparse.Namespace) -> dict[str, Any]:
+    """Start ``args.sessions`` sessions on the orchestrator, watch each ``args.watchers`` times over the gateway
+    (``ws``) or straight over gRPC (``grpc``) until the window ends, then cancel them."""
+    t0, t1 = args.window
+    window = _Window(t0, t1)
+    stagger = FANOUT_STAGGER / max(1, args.sessions)
+    cpu: dict[str, float] = {}
+    outcomes: list[str] = []
+    session_ids: list[str] = []
+
+    async def sample_cpu() -> None:
+        await asyncio.sleep(max(0.0, t0 - time.time()))
+        cpu["t0"] = time.process_time()
+        await asyncio.sleep(max(0.0, t1 - time.time()))
+        cpu["t1"] = time.process_time()
+
+    async def until_window_end(watch: Any) -> None:
+        try:
+            async with asyncio.timeout(max(0.0, t1 - time.time()) + 0.05):
+                outcomes.append(await watch)
+        except TimeoutError:
+            outcomes.append("window over")
+
+    async with open_channel(args.orchestrator) as channel:
+        stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector) as http:
+            sockets: list[aiohttp.ClientWebSocketResponse] = []
+            if args.mode == "ws":
+                # Connected before the sessions start: handshakes stay out of the measurement.
+                url = f"http://{args.target}/v1/ws"
+                sockets = list(
+                    await asyncio.gather(
+                        *(http.ws_connect(url, max_msg_size=0) for _ in range(args.sessions * args.watchers))
+                    )
+                )
+
+            async def one(i: int) -> None:
+                await asyncio.sleep(max(0.0, args.start_at + i * stagger - time.time()))
+                call = stub.Orchestrate(_fanout_request(args.seed * 100_000 + i), timeout=60)
+                session_id = ""
+                try:
+                    async for response in call:
+                        session_id = response.event.session_id
+                        break
+                finally:
+                    call.cancel()
+                session_ids.append(session_id)
+                watches = []
+                for w in range(args.watchers):
+                    if args.mode == "ws":
+                        watches.append(until_window_end(_watch_ws(sockets[i * args.watchers + w], session_id, window)))
+                    else:
+                        watches.append(until_window_end(_watch_grpc(stub, session_id, window)))
+                await asyncio.gather(*watches)
+
+            sampler = asyncio.create_task(sample_cpu())
+            await asyncio.gather(*(one(i) for i in range(args.sessions)))
+            await sampler
+            await asyncio.gather(*(ws.close() for ws in sockets))
+        # The sessions would run on for a minute: stop them so that the next block starts on an idle stack.
+        cancels = [
+            stub.CancelSession(pb.CancelSessionRequest(session_id=sid, reason="benchmark block over"), timeout=30)
+            for sid in session_ids
+        ]
+        await asyncio.gather(*cancels, return_exceptions=True)
+    return {
+        "latencies_us": window.latencies_us,
+        "events": window.events,
+        "sequence_errors": window.sequence_errors,
+        "cpu_s": cpu["t1"] - cpu["t0"],
+        "outcomes": {o: outcomes.count(o) for o in set(outcomes)},
+    }
+
+
+def fanout_block(
+    st: FanoutStack, mode: str, sessions: int, watchers: int, seconds: float, processes: int
+) -> dict[str, Any]:
+    """One block: fresh sessions, watched over ``mode`` for ``seconds``; CPU of every process in the window."""
+    processes = max(1, min(processes, sessions))
+    shares = [sessions // processes + (1 if i < sessions % processes else 0) for i in range(processes)]
+    start_at = time.time() + 3.0 + sessions * watchers / 200  # imports, channels and sockets first
+    t0 = start_at + FANOUT_STAGGER + FANOUT_WARM
+    t1 = t0 + seconds
+    clients = []
+    for i, share in enumerate(shares):
+        cmd = [
+            sys.executable,
+            "-m",
+            "bench.gateway_bench",
+            "--role",
+            "fanout-client",
+            "--mode",
+            mode,
+            "--target",
+            st.gateway_addr,
+            "--orchestrator",
+            st.orchestrator_addr,
+            "--sessions",
+            str(share),
+            "--watchers",
+            str(watchers),
+            "--start-at",
+            str(start_at),
+            "--window",
+            str(t0),
+            str(t1),
+            "--seed",
+            str(i + 1),
+        ]
+        clients.append(subprocess.Popen(cmd, stdout=subprocess.PIPE))
+    time.sleep(max(0.0, t0 - time.time()))
+    load0 = Load.now()
+    cpu0 = {name: tree_cpu_seconds(pid) for name, pid in st.pids.items()}
+    time.sleep(max(0.0, t1 - time.time()))
+    cpu1 = {name: tree_cpu_seconds(pid) for name, pid in st.pids.items()}
+    load = Load.now().since(load0)
+    outputs = []
+    for proc in clients:
+        out, _ = proc.communicate(timeout=seconds + 180)
+        if proc.returncode != 0:
+            raise RuntimeError(f"fan-out client exited with {proc.returncode}")
+        outputs.append(json.loads(out))
+    time.sleep(1.0)  # the cancelled sessions' last writes
+    span = t1 - t0
+    lat = [v / 1000 for o in outputs for v in o["latencies_us"]]
+    events = sum(o["events"] for o in outputs)
+    cores = {name: (cpu1[name] - cpu0[name]) / span for name in cpu0}
+    outcomes: dict[str, int] = {}
+    for o in outputs:
+        for key, count in o["outcomes"].items():
+            outcomes[key] = outcomes.get(key, 0) + count
+    client_cpu = sum(o["cpu_s"] for o in outputs)
+    return {
+        "mode": mode,
+        "sessions": sessions,
+        "watchers_per_session": watchers,
+        "window_s": span,
+        "events": events,
+        "delivered_eps": events / span,
+        "p50_ms": percentile(lat, 50),
+        "p99_ms": percentile(lat, 99),
+        "max_ms": max(lat) if lat else float("nan"),
+        "gateway_cpu_ms_per_event": (cpu1["gateway"] - cpu0["gateway"]) * 1000 / max(1, events),
+        "client_cpu_ms_per_event": client_cpu * 1000 / max(1, events),
+        "client_cores": [o["cpu_s"] / span for o in outputs],
+        "cores": cores,
+        "sequence_errors": sum(o["sequence_errors"] for o in outputs),
+        "outcomes": outcomes,
+        "machine": load,
+    }
+
+
+def _fanout_brief(run: dict[str, Any]) -> str:
+    cores = run["cores"]
+    return (
+        f"{run['mode']:4} eps={run['delivered_eps']:.0f} p50={run['p50_ms']:.2f} p99={run['p99_ms']:.2f} "
+        f"gw={cores['gateway']:.2f} core ({run['gateway_cpu_ms_per_event']:.3f} ms/event) "
+        f"orch={cores['orchestrator']:.2f} prov={cores['providers']:.2f} "
+        f"clients={[round(c, 2) for c in run['client_cores']]} other={run['machine']['other_cores']:.2f} "
+        f"outcomes={run['outcomes']}"
+    )
+
+
+def fanout_config(sessions: int, watchers: int, pairs: int, seconds: float, processes: int) -> dict[str, Any]:
+    """One configuration on a fresh stack: blocks over the gateway and over gRPC straight from the orchestrator,
+    alternating; medians over the pairs."""
+    tokens_per_second = fanout_tokens_per_second(sessions, watchers)
+    reps = []
+    with tempfile.TemporaryDirectory() as tmp, fanout_stack(Path(tmp), tokens_per_second) as st:
+        fanout_block(st, "ws", min(20, sessions), 1, 1.0, 1)  # warm-up: imports, channels, first sessions
+        for rep in range(pairs):
+            order = ("grpc", "ws") if rep % 2 == 0 else ("ws", "grpc")
+            runs = {}
+            for mode in order:
+                runs[mode] = fanout_block(st, mode, sessions, watchers, seconds, processes)
+                print(_fanout_brief(runs[mode]), file=sys.stderr)
+            reps.append(runs)
+        slow_warnings = st.gateway_log.read_text(errors="replace").count("send queue full")
+
+    def med(mode: str, key: str) -> float:
+        return float(statistics.median(r[mode][key] for r in reps))
+
+    def med_core(mode: str, name: str) -> float:
+        return float(statistics.median(r[mode]["cores"][name] for r in reps))
+
+    return {
+        "sessions": sessions,
+        "watchers_per_session": watchers,
+        "tokens_per_second": tokens_per_second,
+        "client_processes": processes,
+        "window_s": seconds,
+        "pairs": pairs,
+        "reference_delivered_eps": med("grpc", "delivered_eps"),
+        "gateway_delivered_eps": med("ws", "delivered_eps"),
+        "reference_p50_ms": med("grpc", "p50_ms"),
+        "reference_p99_ms": med("grpc", "p99_ms"),
+        "gateway_p50_ms": med("ws", "p50_ms"),
+        "gateway_p99_ms": med("ws", "p99_ms"),
+        "added_p50_ms": statistics.median(r["ws"]["p50_ms"] - r["grpc"]["p50_ms"] for r in reps),
+        "added_p99_ms": statistics.median(r["ws"]["p99_ms"] - r["grpc"]["p99_ms"] for r in reps),
+        "added_p50_ms_per_pair": [r["ws"]["p50_ms"] - r["grpc"]["p50_ms"] for r in reps],
+        "added_p99_ms_per_pair": [r["ws"]["p99_ms"] - r["grpc"]["p99_ms"] for r in reps],
+        "gateway_cpu_ms_per_event": med("ws", "gateway_cpu_ms_per_event"),
+        "gateway_cores": med_core("ws", "gateway"),
+        "orchestrator_cores_gateway_path": med_core("ws", "orchestrator"),
+        "orchestrator_cores_reference": med_core("grpc", "orchestrator"),
+        "client_cpu_ms_per_event_gateway_path": med("ws", "client_cpu_ms_per_event"),
+        "client_cpu_ms_per_event_reference": med("grpc", "client_cpu_ms_per_event"),
+        "busiest_client_cores": max(max(r[m]["client_cores"]) for r in reps for m in r),
+        "other_cores_median": statistics.median(r[m]["machine"]["other_cores"] for r in reps for m in r),
+        "sequence_errors": sum(r[m]["sequence_errors"] for r in reps for m in r),
+        "gateway_slow_consumer_warnings": slow_warnings,
+        "runs": reps,
+    }
+
+
+def fanout_scenario(args: argparse.Namespace) -> dict[str, Any]:
+    """Every configuration of ``--fanout-watchers`` (a stack each: the profile depends on it)."""
+    quick = args.quick
+    pairs = 1 if quick else args.repeats
+    seconds = 4.0 if quick else args.seconds
+    configs = [
+        fanout_config(args.fanout_sessions, watchers, pairs, seconds, args.processes)
+        for watchers in args.fanout_watchers
+    ]
+    return {
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "label": args.label,
+        "quick": quick,
+        "cpus": len(os.sched_getaffinity(0)),
+        "profile": {"ttft_ms": 300, "latency_jitter": True, "env": FANOUT_ENV},
+        "configs": configs,
+    }
+
+
+def fanout_markdown(fanout: dict[str, Any]) -> str:
+    """The fan-out scenario's figures as a Markdown table, one row per configuration."""
+    lines = [
+        f"Fan-out, real orchestrator ({fanout['when']}{', ' + fanout['label'] if fanout.get('label') else ''}):",
+        "",
+        "| sessions x watchers | events/s delivered (gateway / reference) | gateway p50 / p99 (ms) "
+        "| reference p50 / p99 (ms) | added p50 / p99 (ms) | gateway CPU per event (ms) "
+        "| client CPU per event, gateway / reference (ms) | busiest client (cores) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for c in fanout["configs"]:
+        lines.append(
+            f"| {c['sessions']} x {c['watchers_per_session']} "
+            f"| {c['gateway_delivered_eps']:.0f} / {c['reference_delivered_eps']:.0f} "
+            f"| {c['gateway_p50_ms']:.2f} / {c['gateway_p99_ms']:.2f} "
+            f"| {c['reference_p50_ms']:.2f} / {c['reference_p99_ms']:.2f} "
+            f"| {c['added_p50_ms']:.2f} / {c['added_p99_ms']:.2f} | {c['gateway_cpu_ms_per_event']:.3f} "
+            f"| {c['client_cpu_ms_per_event_gateway_path']:.3f} / {c['client_cpu_ms_per_event_reference']:.3f} "
+            f"| {c['busiest_client_cores']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def bench(args: argparse.Namespace) -> dict[str, Any]:
     """Every scenario, in one stack."""
     quick = args.quick
@@ -688,7 +1119,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--processes", type=int, default=2, help="client processes at >= 100 sockets")
     parser.add_argument("--out", type=Path, default=Path("bench/results/gateway.json"))
     # roles (internal)
-    parser.add_argument("--role", choices=("bench", "fake", "client"), default="bench", help=argparse.SUPPRESS)
+    parser.add_argument("--fanout", action="store_true", help="run only the fan-out scenario (real orchestrator)")
+    parser.add_argument("--fanout-sessions", type=int, default=200, help="fan-out: sessions per block")
+    parser.add_argument(
+        "--fanout-watchers", type=int, nargs="+", default=[1, 2], help="fan-out: sockets watching each session"
+    )
+    parser.add_argument("--label", default="", help="fan-out: a note stored with the figures (e.g. before)")
+    parser.add_argument(
+        "--role", choices=("bench", "fake", "client", "fanout-client"), default="bench", help=argparse.SUPPRESS
+    )
+    parser.add_argument("--orchestrator", help=argparse.SUPPRESS)
+    parser.add_argument("--sessions", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--watchers", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--window", type=float, nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--listen", help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=("ws", "grpc"), help=argparse.SUPPRESS)
     parser.add_argument("--target", help=argparse.SUPPRESS)
@@ -709,12 +1152,32 @@ def main(argv: list[str] | None = None) -> None:
     if args.role == "client":
         sys.stdout.buffer.write(orjson.dumps(asyncio.run(run_client(args))))
         return
+    if args.role == "fanout-client":
+        sys.stdout.buffer.write(orjson.dumps(asyncio.run(run_fanout_client(args))))
+        return
+    if args.fanout:
+        fanout = fanout_scenario(args)
+        stored = json.loads(args.out.read_text()) if args.out.exists() else {}
+        # The latest run in full; every run's headline figures kept in order (before/after a change).
+        stored["fanout"] = fanout
+        headline = {**fanout, "configs": [{k: v for k, v in c.items() if k != "runs"} for c in fanout["configs"]]}
+        stored.setdefault("fanout_runs", []).append(headline)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(stored, indent=2) + "\n")
+        print(json.dumps(headline, indent=2))
+        print(fanout_markdown(fanout))
+        print(f"written to {args.out}", file=sys.stderr)
+        return
     result = bench(args)
     if args.only is not None and args.out.exists():
         # One part re-run: the other parts of the previous results are kept.
         previous = json.loads(args.out.read_text())
         previous.setdefault("partial_runs", []).append({k: result[k] for k in ("when", "machine", "seconds_per_run")})
         result = {**previous, **{k: v for k, v in result.items() if k not in ("when", "machine")}}
+    elif args.out.exists():
+        # The fan-out scenario runs on its own (--fanout): a full run of the others keeps its figures.
+        previous = json.loads(args.out.read_text())
+        result.update({k: previous[k] for k in ("fanout", "fanout_runs") if k in previous})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(_headline(result), indent=2))
@@ -767,6 +1230,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"p99 ratio stalled / reading: {stalled['p99_ratio']:.2f}; the stalled socket was closed with: "
         + "; ".join(codes),
     ]
+    if "fanout" in result:
+        lines += ["", fanout_markdown(result["fanout"])]
     return "\n".join(lines)
 
 
@@ -775,6 +1240,8 @@ def _headline(result: dict[str, Any]) -> dict[str, Any]:
     drop = {"runs"}
     out: dict[str, Any] = {}
     for key, value in result.items():
+        if key in ("fanout", "fanout_runs"):
+            continue  # printed by fanout_markdown
         if isinstance(value, list):
             out[key] = [{k: v for k, v in item.items() if k not in drop} for item in value]
         elif isinstance(value, dict):

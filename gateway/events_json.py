@@ -14,14 +14,20 @@ Speed: ``json_format`` inspects every field descriptor of every message it conve
 type is compiled once into a table (field -> output name and value converter) and a conversion only
 walks ``ListFields()`` (the set fields, in C) through that table. The tests check equality with
 ``json_format`` over generated messages of every type the gateway sends.
+
+Encode once: an event relayed to many clients (several sockets and SSE streams watching one session) is
+wrapped once in an :class:`EncodedEvent`, which builds its JSON, its WebSocket frame and its SSE frame the
+first time each is asked for and hands the same bytes to every client after that.
 """
 
 from __future__ import annotations
 
 import base64
 import math
+import struct
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any, Final
 
 import orjson
@@ -50,6 +56,9 @@ _EPOCH: Final = datetime(1970, 1, 1)  # naive: isoformat() without an offset
 _TIMESTAMP: Final = "google.protobuf.Timestamp"
 _DURATION: Final = "google.protobuf.Duration"
 TERMINAL_KINDS: Final = frozenset({"session_completed", "session_failed"})
+_WS_TEXT_FINAL: Final = 0x81  # FIN bit + opcode 1 (text)
+_WS_HEADER_16: Final = struct.Struct("!BBH")
+_WS_HEADER_64: Final = struct.Struct("!BBQ")
 
 
 def json_format_to_dict(message: Message) -> dict[str, Any]:
@@ -101,8 +110,14 @@ def _timestamp(value: Any) -> str:
     if not (-62135596800 <= seconds <= 253402300799 and 0 <= nanos < 1_000_000_000):
         # Out of range: let json_format report (or format) it exactly as it would.
         return str(json_format.MessageToDict(value))
-    # isoformat() pads the year to four digits, as json_format does.
-    return (_EPOCH + timedelta(seconds=seconds)).isoformat() + _fraction(nanos) + "Z"
+    return _whole_seconds(seconds) + _fraction(nanos) + "Z"
+
+
+@lru_cache(maxsize=256)
+def _whole_seconds(seconds: int) -> str:
+    # Events come many to a second: the date and time are formatted once per second seen. isoformat() pads the
+    # year to four digits, as json_format does.
+    return (_EPOCH + timedelta(seconds=seconds)).isoformat()
 
 
 def _duration(value: Any) -> str:
@@ -248,3 +263,60 @@ def event_frame(event: orchestrator_pb2.OrchestrationEvent) -> bytes:
 def is_terminal(event: orchestrator_pb2.OrchestrationEvent) -> bool:
     """True for the last event of a session (completed or failed)."""
     return event.WhichOneof("kind") in TERMINAL_KINDS
+
+
+def websocket_text_frame(payload: bytes) -> bytes:
+    """One complete, unfragmented WebSocket text frame as a server sends it (RFC 6455 5.2: no mask, no
+    extension bits), ``payload`` being UTF-8 text. The same bytes can be written to every socket."""
+    size = len(payload)
+    if size < 126:
+        header = bytes((_WS_TEXT_FINAL, size))
+    elif size < 65536:
+        header = _WS_HEADER_16.pack(_WS_TEXT_FINAL, 126, size)
+    else:
+        header = _WS_HEADER_64.pack(_WS_TEXT_FINAL, 127, size)
+    return header + payload
+
+
+class EncodedEvent:
+    """One orchestration event and its encodings, each built on first use and then shared by every client
+    that receives the event: :attr:`json` (its canonical JSON), :attr:`ws_frame` (the WebSocket server
+    message ``{"type": "event", "event": ...}`` framed, ready to write) and :attr:`sse_frame`."""
+
+    __slots__ = ("_json", "_sse_frame", "_ws_frame", "event", "sequence", "session_id", "terminal")
+
+    def __init__(self, event: orchestrator_pb2.OrchestrationEvent) -> None:
+        self.event = event
+        self.sequence: int = event.sequence
+        self.session_id: str = event.session_id
+        #: The session's last event (completed or failed).
+        self.terminal = is_terminal(event)
+        self._json: bytes | None = None
+        self._ws_frame: bytes | None = None
+        self._sse_frame: bytes | None = None
+
+    @property
+    def json(self) -> bytes:
+        """The canonical JSON text of the event (:func:`event_json`)."""
+        if self._json is None:
+            self._json = event_json(self.event)
+        return self._json
+
+    @property
+    def ws_message(self) -> bytes:
+        """The WebSocket server message, byte for byte :func:`event_frame`'s."""
+        return b'{"type":"event","event":' + self.json + b"}"
+
+    @property
+    def ws_frame(self) -> bytes:
+        """:attr:`ws_message` as a complete WebSocket text frame (:func:`websocket_text_frame`)."""
+        if self._ws_frame is None:
+            self._ws_frame = websocket_text_frame(self.ws_message)
+        return self._ws_frame
+
+    @property
+    def sse_frame(self) -> bytes:
+        """The Server-Sent Event for the event: ``id: <sequence>`` and ``data: <JSON>``."""
+        if self._sse_frame is None:
+            self._sse_frame = b"id: %d\ndata: %s\n\n" % (self.sequence, self.json)
+        return self._sse_frame

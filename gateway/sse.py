@@ -12,6 +12,13 @@ need control over when the response starts, to answer 404/204 as JSON/empty befo
   session that has ended with nothing left answers 204, which makes EventSource stop reconnecting;
 * an upstream failure mid-stream is sent as ``event: error`` with ``data: {"error": {...}}`` (the REST error
   body, snake_case like everything the gateway writes).
+
+Clients watching the same session as the same tenant share one upstream ``WatchSession`` call (WebSocket
+watchers too: :class:`gateway.upstream.WatchHub`); each event is encoded once for all of them, and what has
+queued up for one response is written in one write. A client that falls ``send_queue_size`` events behind a
+shared call leaves it for a call of its own from the last event it was sent, read only as fast as it reads
+(gRPC flow control), as every SSE stream was before calls were shared: it is never cut off for being slow,
+and never holds the others back.
 """
 
 from __future__ import annotations
@@ -20,16 +27,18 @@ import asyncio
 import contextlib
 import logging
 import re
+from collections import deque
 from typing import Final
 
 import grpc
 from aiohttp import web
 
 from gateway import metrics
-from gateway.errors import from_rpc, invalid
-from gateway.events_json import dumps, event_json, is_terminal
+from gateway.errors import GatewayError, from_rpc, invalid
+from gateway.events_json import EncodedEvent, dumps, event_json, is_terminal
 from gateway.inputs import check_id, parse_int
 from gateway.state import OPTIONS, UPSTREAM
+from gateway.upstream import Upstream
 from orchestratex.v1 import orchestrator_pb2
 
 log = logging.getLogger(__name__)
@@ -96,14 +105,91 @@ async def _relay(request: web.Request, response: web.StreamResponse, session_id:
     """Write the session's events after ``after`` until the end; how it ended, as a close reason of
     :data:`gateway.metrics.SSE_CLOSE_REASONS`."""
     upstream = request.app[UPSTREAM]
-    heartbeat = request.app[OPTIONS].sse_heartbeat
+    options = request.app[OPTIONS]
     write_lock = asyncio.Lock()
-    ending = "completed"
     try:
         await response.write(f"retry: {RETRY_MS}\n\n".encode())
     except (ConnectionError, RuntimeError):
         return "client_gone"
-    pinger = asyncio.create_task(_ping(response, heartbeat, write_lock), name="sse-ping")
+    pinger = asyncio.create_task(_ping(response, options.sse_heartbeat, write_lock), name="sse-ping")
+    try:
+        return await _follow_shared(upstream, response, write_lock, session_id, after, options.send_queue_size)
+    except (ConnectionError, RuntimeError):
+        log.debug("SSE client of session %s went away", session_id)
+        return "client_gone"
+    finally:
+        pinger.cancel()
+        await asyncio.gather(pinger, return_exceptions=True)
+
+
+class _Relay:
+    """An SSE response's place on a shared watch (:class:`gateway.upstream.WatchSink`): the events waiting to be
+    written (at most ``limit``), and how the upstream call ended."""
+
+    def __init__(self, limit: int) -> None:
+        self.pending: deque[EncodedEvent] = deque()
+        self.limit = limit
+        self.ready = asyncio.Event()
+        #: More than ``limit`` events were waiting: the later ones were dropped, to be read again.
+        self.overflowed = False
+        self.done = False
+        self.failure: BaseException | None = None
+
+    def deliver(self, event: EncodedEvent) -> None:
+        if self.overflowed:
+            return
+        if len(self.pending) >= self.limit:
+            self.overflowed = True
+        else:
+            self.pending.append(event)
+        self.ready.set()
+
+    def ended(self, failure: BaseException | None) -> None:
+        self.done = True
+        self.failure = failure
+        self.ready.set()
+
+
+async def _follow_shared(
+    upstream: Upstream,
+    response: web.StreamResponse,
+    write_lock: asyncio.Lock,
+    session_id: str,
+    after: int,
+    limit: int,
+) -> str:
+    relay = _Relay(limit)
+    subscription = upstream.watches.subscribe(session_id, after, relay)
+    try:
+        while True:
+            if not (relay.pending or relay.done or relay.overflowed):
+                relay.ready.clear()
+                await relay.ready.wait()
+            if relay.pending:
+                batch = list(relay.pending)
+                relay.pending.clear()
+                ending = next((i for i, event in enumerate(batch) if event.terminal), None)
+                if ending is not None:
+                    batch = batch[: ending + 1]
+                async with write_lock:
+                    await response.write(b"".join(event.sse_frame for event in batch))
+                metrics.SSE_EVENTS_SENT.inc(len(batch))
+                after = batch[-1].sequence
+                if ending is not None:
+                    return "completed"
+                continue
+            if relay.overflowed:
+                subscription.close()
+                return await _follow_alone(upstream, response, write_lock, session_id, after)
+            return await _report_end(response, write_lock, relay.failure)
+    finally:
+        subscription.close()
+
+
+async def _follow_alone(
+    upstream: Upstream, response: web.StreamResponse, write_lock: asyncio.Lock, session_id: str, after: int
+) -> str:
+    """The session's events after ``after`` from a call of this response's own, read as fast as it is written."""
     call = upstream.orchestrator.WatchSession(
         orchestrator_pb2.WatchSessionRequest(session_id=session_id, after_sequence=after)
     )
@@ -117,20 +203,27 @@ async def _relay(request: web.Request, response: web.StreamResponse, session_id:
             if is_terminal(event):
                 break
     except grpc.aio.AioRpcError as err:
-        ending = "upstream_error"
-        failure = from_rpc(err, "orchestrator")
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            async with write_lock:
-                await response.write(b"event: error\ndata: %s\n\n" % dumps(failure.body()))
-    except (ConnectionError, RuntimeError):
-        ending = "client_gone"
-        log.debug("SSE client of session %s went away", session_id)
+        return await _report_end(response, write_lock, err)
     finally:
         # A closed client (or the end) stops the upstream stream; watching never cancels the session.
         call.cancel()
-        pinger.cancel()
-        await asyncio.gather(pinger, return_exceptions=True)
-    return ending
+    return "completed"
+
+
+async def _report_end(response: web.StreamResponse, write_lock: asyncio.Lock, failure: BaseException | None) -> str:
+    """Tell the client how the upstream call ended (nothing when it ended normally); the close reason."""
+    if failure is None:
+        return "completed"
+    if isinstance(failure, grpc.aio.AioRpcError):
+        error = from_rpc(failure, "orchestrator")
+    elif isinstance(failure, asyncio.CancelledError):
+        error = GatewayError(grpc.StatusCode.UNAVAILABLE, "the gateway is shutting down; reconnect to resume")
+    else:
+        error = GatewayError(grpc.StatusCode.INTERNAL, "internal error while relaying events")
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        async with write_lock:
+            await response.write(b"event: error\ndata: %s\n\n" % dumps(error.body()))
+    return "upstream_error"
 
 
 async def _ping(response: web.StreamResponse, interval: float, lock: asyncio.Lock) -> None:

@@ -38,6 +38,12 @@ Server -> client
     "retry_after"?, "session_id"?, "ref"?}``: a request was refused or an upstream stream failed (``code``
         is the gRPC status name, ``status`` the matching HTTP status).
 
+Sending: every server message is written as a complete WebSocket frame. An event is encoded once however many
+sockets receive it (:class:`~gateway.events_json.EncodedEvent`); sockets watching the same session as the same
+tenant share one upstream call (:class:`~gateway.upstream.WatchHub`). Messages for a socket are queued and
+written together at the end of the event-loop iteration that queued them (one write, one system call), and
+while the client does not read, they wait in the queue (bounded) until the transport drains.
+
 Close codes: 1001 server shutting down, 1003 binary frame received, 1007 a text message that is not valid
 UTF-8, 1008 consumer too slow (the per-socket send queue overflowed), 1009 message larger than the limit
 (fragmented or not; the rest of it is read and dropped so that the client receives the close frame),
@@ -49,20 +55,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
 import grpc
 from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp.abc import AbstractStreamWriter
 
 from gateway import metrics
 from gateway.errors import GatewayError, error_response, from_rpc, invalid
-from gateway.events_json import dumps, event_frame, is_terminal
+from gateway.events_json import EncodedEvent, dumps, websocket_text_frame
 from gateway.inputs import optional_int, parse_json_object, parse_orchestrate_request, require_id, spelt
 from gateway.listener import mark_authenticated
 from gateway.security import Principal
 from gateway.state import OPTIONS, PRINCIPAL, SECURITY, SETTINGS, UPSTREAM, spawn
-from gateway.upstream import Upstream
+from gateway.upstream import Subscription, Upstream
 from orchestratex import context
 from orchestratex.config import Settings
 from orchestratex.v1 import orchestrator_pb2
@@ -78,6 +86,8 @@ SHUTDOWN_REASON: Final = b"server shutting down; reconnect and watch your sessio
 _MAX_SEQUENCE: Final = 2**63 - 1
 _MAX_REF_CHARS: Final = 256
 _CLOSE_TIMEOUT: Final = 10.0
+_WRITE_BATCH_BYTES: Final = 256 * 1024
+"""Most bytes of queued messages joined into one write (then the transport drains before the next)."""
 
 Ref = str | int | None
 
@@ -86,11 +96,26 @@ CONNECTIONS: Final[web.AppKey[set[Connection]]] = web.AppKey("connections")
 
 
 class _Stream:
-    """One upstream event stream relayed to this socket (an orchestration or a watch)."""
+    """One upstream event stream relayed to this socket: an orchestration (its own ``Orchestrate`` call, read by
+    :attr:`task`) or a watch (a :attr:`subscription` to a shared ``WatchSession`` call, whose events arrive
+    through :meth:`deliver` and :meth:`ended`)."""
 
-    __slots__ = ("detached", "finished", "kind", "owned", "ref", "session_id", "task")
+    __slots__ = (
+        "connection",
+        "detached",
+        "finished",
+        "kind",
+        "owned",
+        "ref",
+        "session_id",
+        "subscription",
+        "task",
+    )
 
-    def __init__(self, kind: str, ref: Ref, *, owned: bool, detached: bool, session_id: str | None) -> None:
+    def __init__(
+        self, connection: Connection, kind: str, ref: Ref, *, owned: bool, detached: bool, session_id: str | None
+    ) -> None:
+        self.connection = connection
         self.kind = kind
         self.ref = ref
         # Started on this socket: its fate (cancel on close) is this socket's business.
@@ -101,11 +126,23 @@ class _Stream:
         # The session's terminal event went by: nothing left to cancel.
         self.finished = False
         self.task: asyncio.Task[None] | None = None
+        self.subscription: Subscription | None = None
 
     def stop(self) -> None:
-        """Stop relaying: cancelling the task cancels the gRPC call."""
+        """Stop relaying: cancelling the task cancels the gRPC call; leaving a shared watch cancels it when this
+        was its last client."""
         if self.task is not None:
             self.task.cancel()
+        if self.subscription is not None:
+            self.subscription.close()
+
+    def deliver(self, event: EncodedEvent) -> None:
+        """A watched event (:class:`gateway.upstream.WatchSink`)."""
+        self.connection._push(event.ws_frame, 1)
+
+    def ended(self, failure: BaseException | None) -> None:
+        """The watch's upstream call ended (:class:`gateway.upstream.WatchSink`)."""
+        self.connection._watch_ended(self, failure)
 
 
 class Connection:
@@ -118,10 +155,15 @@ class Connection:
         app: web.Application,
         principal: Principal | None,
         address: str,
-        transport: object = None,
+        transport: asyncio.Transport | None,
+        writer: AbstractStreamWriter,
     ) -> None:
         self._ws = ws
+        # Frames are written straight to the connection (whole frames, as aiohttp's own writer does), several
+        # in one write; ``writer.drain()`` waits while the client does not read.
         self._transport = transport
+        self._writer = writer
+        self._loop = asyncio.get_running_loop()
         self._app = app
         self._security = app[SECURITY]
         # None until the first message authenticates the socket.
@@ -130,8 +172,13 @@ class Connection:
         self._upstream: Upstream = app[UPSTREAM]
         self._settings: Settings = app[SETTINGS]
         options = self._options = app[OPTIONS]
-        # (frame, is an orchestration event): events are counted as they are written.
-        self._queue: asyncio.Queue[tuple[bytes, bool]] = asyncio.Queue(maxsize=options.send_queue_size)
+        # (complete frame, orchestration events in it): events are counted as they are written.
+        self._queue: deque[tuple[bytes, int]] = deque()
+        self._queue_limit = options.send_queue_size
+        # A write of the queued frames is due at the end of this loop iteration.
+        self._flush_due: asyncio.Handle | None = None
+        # Waiting for the transport to drain (the client is not reading): it writes the rest when it can.
+        self._drainer: asyncio.Task[None] | None = None
         self._streams: set[_Stream] = set()
         # Streams relayed now, by session id (refuses a second stream of the same session).
         self._active: dict[str, _Stream] = {}
@@ -159,7 +206,6 @@ class Connection:
         The release runs as an application-owned task: it must complete even when aiohttp cancels
         the handler because the client vanished (``handler_cancellation``).
         """
-        sender = asyncio.create_task(self._send_loop(), name="ws-sender")
         guard = None
         if self._principal is None:
             guard = asyncio.create_task(self._auth_deadline(), name="ws-auth-deadline")
@@ -167,14 +213,15 @@ class Connection:
             await self._receive_loop()
         finally:
             self._closing = True
-            sender.cancel()
+            self._stop_sending()
             if guard is not None:
                 guard.cancel()
-            await asyncio.shield(spawn(self._app, self._finish(sender), "ws-release"))
+            await asyncio.shield(spawn(self._app, self._finish(), "ws-release"))
 
-    async def _finish(self, sender: asyncio.Task[None]) -> None:
+    async def _finish(self) -> None:
         try:
-            await asyncio.gather(sender, return_exceptions=True)
+            if self._drainer is not None:
+                await asyncio.gather(self._drainer, return_exceptions=True)
             await self._release()
             if self._close_task is not None:
                 await asyncio.wait([self._close_task], timeout=_CLOSE_TIMEOUT)
@@ -292,7 +339,7 @@ class Connection:
         self._check_capacity()
         # The client's `detached` means "outlive this socket"; upstream it is always set so that
         # dropping the stream never cancels by itself and the gateway alone decides.
-        stream = _Stream("orchestrate", ref, owned=True, detached=request.detached, session_id=None)
+        stream = _Stream(self, "orchestrate", ref, owned=True, detached=request.detached, session_id=None)
         request.detached = True
         self._start(stream, lambda: self._upstream.orchestrator.Orchestrate(request))
 
@@ -316,11 +363,14 @@ class Connection:
             )
             return
         self._check_capacity()
-        stream = _Stream("watch", ref, owned=False, detached=True, session_id=session_id)
+        stream = _Stream(self, "watch", ref, owned=False, detached=True, session_id=session_id)
         self._active[session_id] = stream
+        self._streams.add(stream)
         self._send({"type": "ack", "action": "watch", "session_id": session_id}, ref)
-        request = orchestrator_pb2.WatchSessionRequest(session_id=session_id, after_sequence=after)
-        self._start(stream, lambda: self._upstream.orchestrator.WatchSession(request))
+        # Events still in a shared call's backlog are delivered within this call.
+        stream.subscription = self._upstream.watches.subscribe(session_id, after, stream)
+        if self._closing:
+            stream.subscription.close()  # the replay overflowed the send queue
 
     def _on_cancel(self, data: dict[str, Any], ref: Ref) -> None:
         _, session_id = _session_id(data)
@@ -370,10 +420,11 @@ class Connection:
                     self._learn_session_id(stream, event.session_id)
                     if self._closing:
                         return  # the socket closed while we waited for the id; it is known now
-                if is_terminal(event):
+                encoded = EncodedEvent(event)
+                if encoded.terminal:
                     stream.finished = True
                     self._owned.pop(event.session_id, None)
-                self._enqueue(event_frame(event), event=True)
+                self._push(encoded.ws_frame, 1)
             if stream.owned and stream.session_id is not None:
                 stream.finished = True  # the stream ended normally: so did the session
                 self._owned.pop(stream.session_id, None)
@@ -394,6 +445,18 @@ class Connection:
             self._streams.discard(stream)
             if stream.session_id is not None and self._active.get(stream.session_id) is stream:
                 del self._active[stream.session_id]
+
+    def _watch_ended(self, stream: _Stream, failure: BaseException | None) -> None:
+        self._streams.discard(stream)
+        if stream.session_id is not None and self._active.get(stream.session_id) is stream:
+            del self._active[stream.session_id]
+        if failure is None:
+            self._send({"type": "end", "session_id": stream.session_id}, stream.ref)
+        elif isinstance(failure, grpc.aio.AioRpcError):
+            self._send_error(from_rpc(failure, "orchestrator"), ref=stream.ref, session_id=stream.session_id)
+        elif not isinstance(failure, asyncio.CancelledError):  # cancelled: the gateway is shutting down
+            failure_ = GatewayError(grpc.StatusCode.INTERNAL, "internal error while relaying events")
+            self._send_error(failure_, ref=stream.ref, session_id=stream.session_id)
 
     def _learn_session_id(self, stream: _Stream, session_id: str) -> None:
         stream.session_id = session_id
@@ -455,7 +518,7 @@ class Connection:
     def _send(self, message: dict[str, Any], ref: Ref) -> None:
         if ref is not None:
             message["ref"] = ref
-        self._enqueue(dumps(message))
+        self._push(websocket_text_frame(dumps(message)))
 
     def _send_error(self, exc: GatewayError, *, ref: Ref, session_id: str | None = None) -> None:
         message: dict[str, Any] = {"type": "error", **exc.fields()}
@@ -463,15 +526,77 @@ class Connection:
             message["session_id"] = session_id
         self._send(message, ref)
 
-    def _enqueue(self, data: bytes, *, event: bool = False) -> None:
+    def _push(self, frame: bytes, events: int = 0) -> None:
+        """Queue a complete frame (holding ``events`` orchestration events); it is written at the end of this
+        loop iteration with whatever else was queued meanwhile, or once the transport drains."""
         if self._closing:
             return
-        try:
-            self._queue.put_nowait((data, event))
-        except asyncio.QueueFull:
+        queue = self._queue
+        if len(queue) >= self._queue_limit:
             self._overflow()
-        else:
-            metrics.observe_send_queue(self._queue.qsize())
+            return
+        queue.append((frame, events))
+        metrics.observe_send_queue(len(queue))
+        if self._flush_due is None and self._drainer is None:
+            self._flush_due = self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_due = None
+        if self._drainer is not None:
+            return
+        try:
+            self._write_queued()
+        except (ConnectionError, RuntimeError):
+            self._queue.clear()  # the socket is gone; the receive loop notices and cleans up
+            return
+        transport = self._transport
+        if self._queue or (transport is not None and transport.get_write_buffer_size()):
+            # The kernel did not take everything: the rest waits until the transport drains.
+            self._drainer = asyncio.create_task(self._drain(), name="ws-drain")
+
+    def _write_queued(self) -> None:
+        """Write the queued frames (up to :data:`_WRITE_BATCH_BYTES`) in one write."""
+        queue = self._queue
+        if not queue:
+            return
+        transport = self._transport
+        # Never a frame after the close frame (aiohttp marks the socket closed before sending it).
+        if self._ws.closed or transport is None or transport.is_closing():
+            raise ConnectionResetError("the WebSocket is closing")
+        frame, events = queue.popleft()
+        if queue and len(frame) < _WRITE_BATCH_BYTES:
+            frames = [frame]
+            size = len(frame)
+            while queue and size < _WRITE_BATCH_BYTES:
+                frame, count = queue.popleft()
+                frames.append(frame)
+                size += len(frame)
+                events += count
+            frame = b"".join(frames)
+        transport.write(frame)
+        if events:
+            metrics.WS_EVENTS_SENT.inc(events)
+
+    async def _drain(self) -> None:
+        try:
+            while True:
+                await self._writer.drain()
+                self._write_queued()
+                if not self._queue:
+                    return
+        except (ConnectionError, RuntimeError):
+            self._queue.clear()
+        finally:
+            self._drainer = None
+            if self._queue and not self._closing and self._flush_due is None:
+                self._flush_due = self._loop.call_soon(self._flush)
+
+    def _stop_sending(self) -> None:
+        if self._flush_due is not None:
+            self._flush_due.cancel()
+            self._flush_due = None
+        if self._drainer is not None:
+            self._drainer.cancel()
 
     def _overflow(self) -> None:
         log.warning("closing websocket: send queue full (%d messages)", self._options.send_queue_size)
@@ -484,16 +609,6 @@ class Connection:
         self._close_task = asyncio.create_task(
             self._ws.close(code=WSCloseCode.POLICY_VIOLATION, message=SLOW_CONSUMER_REASON), name="ws-close-slow"
         )
-
-    async def _send_loop(self) -> None:
-        while True:
-            data, event = await self._queue.get()
-            try:
-                await self._ws.send_frame(data, WSMsgType.TEXT)
-            except (ConnectionError, RuntimeError):
-                return  # the socket is gone; the receive loop notices and cleans up
-            if event:
-                metrics.WS_EVENTS_SENT.inc()
 
 
 def _session_id(data: dict[str, Any]) -> tuple[str, str]:
@@ -534,8 +649,8 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             ),
             headers={"Upgrade": "websocket"},
         )
-    await ws.prepare(request)
-    connection = Connection(ws, app, request.get(PRINCIPAL), request.remote or "unknown", request.transport)
+    writer = await ws.prepare(request)
+    connection = Connection(ws, app, request.get(PRINCIPAL), request.remote or "unknown", request.transport, writer)
     # Registered until its release completes (see Connection.run), so shutdown can find it.
     app[CONNECTIONS].add(connection)
     log.debug("websocket opened")
