@@ -419,8 +419,9 @@ class Stack:
 
 
 @contextmanager
-def stack(tmp: Path, send_queue: int | None = None) -> Iterator[Stack]:
-    """Start the fake orchestrator and the real gateway (``orchestratex serve gateway``) as subprocesses."""
+def stack(tmp: Path, send_queue: int | None = None, workers: int = 1) -> Iterator[Stack]:
+    """Start the fake orchestrator and the real gateway (``orchestratex serve gateway``, ``workers`` worker
+    processes) as subprocesses."""
     fake_port, gw_port = free_port(), free_port()
     fake_addr, gateway_addr = f"127.0.0.1:{fake_port}", f"127.0.0.1:{gw_port}"
     env = {
@@ -433,6 +434,10 @@ def stack(tmp: Path, send_queue: int | None = None) -> Iterator[Stack]:
     }
     if send_queue is not None:
         env["ORX_GATEWAY_SEND_QUEUE"] = str(send_queue)
+    if workers > 1:
+        env["ORX_GATEWAY_WORKERS"] = str(workers)
+    # 200 sockets open at once from one address: more than the guard lets wait for their first request
+    env["ORX_GATEWAY_MAX_UNAUTHENTICATED_CONNECTIONS"] = "0"
     env.pop("ORX_GATEWAY_API_KEYS", None)
     gateway_log = tmp / "gateway.log"
     procs: list[subprocess.Popen[bytes]] = []
@@ -1050,6 +1055,49 @@ def fanout_markdown(fanout: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def workers_scenario(args: argparse.Namespace) -> dict[str, Any]:
+    """Throughput of 1 and 2 gateway workers (``ORX_GATEWAY_WORKERS``) at a rate one worker cannot carry:
+    200 sockets at ``--workers-rate`` events/s each, fresh stacks, the two alternating ``--repeats`` times.
+    Gateway CPU is the whole process tree's (parent and workers); the fake orchestrator and the clients share
+    the same 2 cores, and their CPU is reported beside it."""
+    seconds = 3.0 if args.quick else args.seconds
+    runs: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
+    for rep in range(1 if args.quick else args.repeats):
+        for workers in (1, 2) if rep % 2 == 0 else (2, 1):
+            with tempfile.TemporaryDirectory() as tmp, stack(Path(tmp), workers=workers) as st:
+                run_once(st, "ws", 10, args.rate, 1.0)  # warm-up
+                run = run_once(st, "ws", 200, args.workers_rate, seconds, processes=args.processes)
+            run["workers"] = workers
+            runs[workers].append(run)
+            print(f"{workers} worker(s): " + _brief(run), file=sys.stderr)
+
+    def med(workers: int, key: str) -> float:
+        return float(statistics.median(r[key] for r in runs[workers]))
+
+    summary: dict[str, Any] = {
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "sockets": 200,
+        "offered_eps": 200 * args.workers_rate,
+        **{
+            f"{w}_workers": {
+                "delivered_eps": med(w, "delivered_eps"),
+                "p50_ms": med(w, "p50_ms"),
+                "p99_ms": med(w, "p99_ms"),
+                "gateway_cores": med(w, "gateway_cores"),
+                "gateway_cpu_us_per_event": statistics.median(
+                    r["gateway_cores"] / r["delivered_eps"] * 1e6 for r in runs[w]
+                ),
+                "client_cores": statistics.median(sum(r["client_cores"]) for r in runs[w]),
+                "other_cores": statistics.median(r["machine"]["other_cores"] for r in runs[w]),
+            }
+            for w in (1, 2)
+        },
+        "runs": runs,
+    }
+    summary["speedup_2_over_1"] = summary["2_workers"]["delivered_eps"] / summary["1_workers"]["delivered_eps"]
+    return summary
+
+
 def bench(args: argparse.Namespace) -> dict[str, Any]:
     """Every scenario, in one stack."""
     quick = args.quick
@@ -1126,6 +1174,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--label", default="", help="fan-out: a note stored with the figures (e.g. before)")
     parser.add_argument(
+        "--workers", action="store_true", help="run only the 1 -> 2 gateway workers throughput scenario"
+    )
+    parser.add_argument("--workers-rate", type=float, default=40.0, help="workers: events/s per socket (200)")
+    parser.add_argument(
         "--role", choices=("bench", "fake", "client", "fanout-client"), default="bench", help=argparse.SUPPRESS
     )
     parser.add_argument("--orchestrator", help=argparse.SUPPRESS)
@@ -1155,6 +1207,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.role == "fanout-client":
         sys.stdout.buffer.write(orjson.dumps(asyncio.run(run_fanout_client(args))))
         return
+    if args.workers:
+        scaling = workers_scenario(args)
+        stored = json.loads(args.out.read_text()) if args.out.exists() else {}
+        stored["workers"] = scaling
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(stored, indent=2) + "\n")
+        print(json.dumps({k: v for k, v in scaling.items() if k != "runs"}, indent=2))
+        return
     if args.fanout:
         fanout = fanout_scenario(args)
         stored = json.loads(args.out.read_text()) if args.out.exists() else {}
@@ -1177,7 +1237,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.out.exists():
         # The fan-out scenario runs on its own (--fanout): a full run of the others keeps its figures.
         previous = json.loads(args.out.read_text())
-        result.update({k: previous[k] for k in ("fanout", "fanout_runs") if k in previous})
+        result.update({k: previous[k] for k in ("fanout", "fanout_runs", "workers") if k in previous})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(_headline(result), indent=2))
