@@ -57,6 +57,7 @@ class Coalesced:
         self._task = self._loop.create_task(self._pump())
 
     async def _pump(self) -> None:
+        first = True
         try:
             async with contextlib.aclosing(self._source) as events:
                 async for event in events:
@@ -64,6 +65,13 @@ class Coalesced:
                     if isinstance(event, TextDelta):
                         self._held_chars += len(event.text) + len(event.reasoning)
                         if self._holding and self._held_chars < self._max_chars:
+                            continue
+                        if first:
+                            # The writer goes first: when the vendor's first read holds many events (a burst),
+                            # the first token must not wait until all of them are parsed.
+                            first = False
+                            self._ready.set()
+                            await asyncio.sleep(0)
                             continue
                     else:
                         self._final = True

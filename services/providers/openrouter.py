@@ -2,11 +2,11 @@
 
 One :class:`OpenRouterBackend` serves every catalogue model whose provider is an OpenAI-compatible
 endpoint (``[[providers]]`` in the catalogue), with one pooled ``aiohttp.ClientSession`` per endpoint
-(its connector holds at most the provider's ``max_connections``). Streams are split into lines by
-aiohttp (``StreamReader.readline``) and assembled into events by :class:`EventStreamParser`, which
-follows the WHATWG "interpret an event stream" steps: keep-alive comments such as
-``: OPENROUTER PROCESSING``, ``\\r\\n`` line endings, multi-line ``data``, ``event`` / ``id`` /
-``retry`` fields and a leading BOM are handled by the parser, never by ad-hoc string tests.
+(its connector holds at most the provider's ``max_connections``). A stream is read in whatever pieces have
+arrived (``StreamReader.readany``: one await per wake-up, not one per line) and cut into lines and events
+in one pass by :class:`EventStreamParser`, which follows the WHATWG "interpret an event stream" steps:
+keep-alive comments such as ``: OPENROUTER PROCESSING``, ``\\r\\n`` line endings, multi-line ``data``,
+``event`` / ``id`` / ``retry`` fields and a leading BOM are handled by the parser, never by ad-hoc string tests.
 
 Why no SSE library: aiohttp was chosen for the upstream read path because it costs about a quarter of
 httpx + httpx-sse's CPU per streamed call (``docs/benchmarks.md``), and no maintained SSE parser on
@@ -15,8 +15,8 @@ status without the headers (losing ``Retry-After``), refuses a JSON 200 body, an
 ends *reconnects and re-sends the POST* — a second, billed generation. ``aiosseclient`` only GETs;
 ``assel`` shares one UTF-8 decoder between all parser instances (concurrent streams corrupt each
 other); ``axio-sse`` needs Python 3.12; ``sseclient-py`` and ``requests-sse`` are synchronous;
-``httpx-sse``'s decoder is private to httpx. So aiohttp does the line splitting and a small,
-spec-tested field assembler does the rest (``tests/providers/test_sse_parser.py``).
+``httpx-sse``'s decoder is private to httpx. So aiohttp reads the body and a small, spec-tested parser
+cuts it into events (``tests/providers/test_sse_parser.py``).
 
 What this client does about OpenRouter's protocol (``docs/openrouter.md``):
 
@@ -99,6 +99,7 @@ from services.providers.backend import (
 )
 from services.providers.catalogue import Catalogue, ModelSpec, ProviderSpec, SchemaStyle
 from services.providers.sse import EventStreamParser, ServerSentEvent
+from services.providers.sse import LineTooLong as SSELineTooLong
 
 log = logging.getLogger(__name__)
 
@@ -451,14 +452,14 @@ class OpenRouterBackend:
                     yield event
                 return
             reader = response.content
-            parser = EventStreamParser()
+            parser = EventStreamParser(_MAX_LINE)
             call.watch(reader)
             call.stream_open = True
             while not call.done:
                 if call.overdue:
                     call.recheck()
                 call.reading = True
-                raw = await reader.readline(max_line_length=_MAX_LINE)
+                raw = await reader.readany()  # whatever has arrived: usually one event, several when busy
                 call.reading = False
                 if not raw:
                     break  # the end of the body
@@ -489,7 +490,7 @@ class OpenRouterBackend:
             if call.broke_before_output() and spec.probe_broken_streams:
                 error = await self._probe(session, endpoint, request, call, error)
             raise error from None
-        except LineTooLong:
+        except SSELineTooLong:
             raise call.invalid("a stream line is too long") from None
         finally:
             call.unwatch()
@@ -750,19 +751,19 @@ class _Call:
         error = chunk.get("error")
         if error is not None:
             raise self.in_band_error(error)
-        text_parts: list[str] = []
-        reasoning_parts: list[str] = []
-        for choice in _first_choice(chunk):
+        text = reasoning = ""
+        choice = _first_choice(chunk)
+        if choice is not None:
             delta = choice.get("delta")
             if isinstance(delta, dict):
                 content = delta.get("content")
                 if isinstance(content, str):
-                    text_parts.append(content)
-                reasoning_parts.append(_reasoning(delta))
+                    text = content
+                if "reasoning" in delta or "reasoning_content" in delta or "reasoning_details" in delta:
+                    reasoning = _reasoning(delta)
             finish = choice.get("finish_reason")
             if isinstance(finish, str) and finish:
                 self.finish = finish
-        text, reasoning = "".join(text_parts), "".join(reasoning_parts)
         delta_event = TextDelta(text, reasoning) if text or reasoning else None
         if self.finish == "error":
             raise self.in_band_error({"message": 'the model stopped with finish_reason "error"'})
@@ -854,9 +855,11 @@ class _Call:
         gen_id = payload.get("id")
         if not self.generation_id and isinstance(gen_id, str):
             self.generation_id = gen_id
-        usage = _usage(payload.get("usage"))
-        if usage is not None:
-            self.usage = usage
+        raw = payload.get("usage")
+        if raw is not None:  # in the last chunk only
+            usage = _usage(raw)
+            if usage is not None:
+                self.usage = usage
 
     # -- errors
 
@@ -1021,15 +1024,15 @@ def _used_providers(catalogue: Catalogue) -> list[str]:
     return [name for name in catalogue.providers if name in used]
 
 
-def _first_choice(chunk: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    """The choice with index 0 (as a 0- or 1-element list): usage chunks have none."""
+def _first_choice(chunk: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The choice with index 0, or None: usage chunks have none."""
     choices = chunk.get("choices")
     if not isinstance(choices, list):
-        return []
+        return None
     for choice in choices:
         if isinstance(choice, dict) and choice.get("index", 0) == 0:
-            return [choice]
-    return []
+            return choice
+    return None
 
 
 def _reasoning(obj: Mapping[str, Any]) -> str:

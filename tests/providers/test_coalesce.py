@@ -154,3 +154,24 @@ async def test_without_a_window_a_client_that_keeps_up_gets_every_delta_alone() 
     await vendor.send(_done("abc"))
     assert isinstance(await stream.__anext__(), Completion)
     await stream.aclose()
+
+
+async def test_the_first_delta_does_not_wait_for_the_rest_of_a_burst() -> None:
+    # A vendor whose first read holds the whole reply: the source never waits between its events. The writer
+    # must get the first delta before the reader goes on through the rest.
+    taken: list[str] = []
+
+    async def burst() -> AsyncGenerator[TextDelta | Completion, None]:
+        for text in ("a", "b", "c"):
+            yield TextDelta(text)
+            taken.append(text)
+        yield _done("abc")
+
+    stream = Coalesced(burst(), window=FOREVER)
+    try:
+        first = await anext(stream)
+        assert first == TextDelta("a") and taken == []
+        assert await anext(stream) == TextDelta("bc")  # the rest, joined, released by the end
+        assert isinstance(await anext(stream), Completion)
+    finally:
+        await stream.aclose()

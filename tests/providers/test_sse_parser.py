@@ -1,14 +1,15 @@
-"""The SSE field assembler against the WHATWG "interpret an event stream" steps, and the upstream read path
-(aiohttp's line reading + the assembler) against a vendor that splits its bytes at awkward places.
+"""The SSE parser against the WHATWG "interpret an event stream" steps, and the upstream read path (aiohttp's
+reader + the parser) against a vendor that splits its bytes at awkward places.
 
-The pure tests feed the parser lines as ``aiohttp.StreamReader.readline`` returns them (each ending with
-``\\n``, the last one possibly without); the wire tests go through a real aiohttp server and the real
-``OpenRouterBackend``, so aiohttp's own reader does the splitting.
+The pure tests feed the parser the stream cut after every ``\\n`` (as lines), and the property tests cut it
+anywhere (inside a line, a CRLF, a UTF-8 sequence or the BOM) and check that every cut gives the events the whole
+stream gives; the wire tests go through a real aiohttp server and the real ``OpenRouterBackend``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from services.providers.backend import (
 )
 from services.providers.catalogue import load_catalogue
 from services.providers.openrouter import OpenRouterBackend, OpenRouterConfig
-from services.providers.sse import EventStreamParser, ServerSentEvent
+from services.providers.sse import EventStreamParser, LineTooLong, ServerSentEvent
 
 
 def readline_pieces(stream: bytes) -> list[bytes]:
@@ -151,6 +152,81 @@ def test_round_trip_any_data_any_line_ending(events: list[list[str]], ending: st
         stream += f": keep-alive{ending}"
         stream += "".join(f"data: {line}{ending}" for line in lines) + ending
     assert datas(stream.encode()) == ["\n".join(lines) for lines in events]
+
+
+# ------------------------------------------------------------------------------------ pieces cut anywhere
+
+
+def parse_pieces(stream: bytes, cuts: Sequence[int], parser: EventStreamParser | None = None) -> list[ServerSentEvent]:
+    """``stream`` fed in pieces cut at the offsets ``cuts`` (any order, repeats give empty pieces)."""
+    parser = parser or EventStreamParser()
+    bounds = [0, *sorted(min(max(c, 0), len(stream)) for c in cuts), len(stream)]
+    return [event for a, b in itertools.pairwise(bounds) for event in parser.feed(stream[a:b])]
+
+
+_AWKWARD = (
+    "\ufeff: OPENROUTER PROCESSING\r\n\r\nevent: add\r\nid: 7\r\ndata: héllo ✓ 😀\r\ndata:x\r\r"
+    ': inside\ndata: {"a": "b:c"}\n\nretry: 250\ndata\n\n\rdata: last\r\n\r\ndata: cut off'
+).encode()
+
+
+def test_every_single_cut_gives_the_same_events() -> None:
+    whole = parse_pieces(_AWKWARD, [])
+    assert [e.data for e in whole] == ["héllo ✓ 😀\nx", '{"a": "b:c"}', "", "last"]
+    assert whole[0] == ServerSentEvent("héllo ✓ 😀\nx", "add", "7")
+    for cut in range(len(_AWKWARD) + 1):
+        assert parse_pieces(_AWKWARD, [cut]) == whole, cut
+
+
+def test_byte_by_byte() -> None:
+    parser = EventStreamParser()
+    assert parse_pieces(_AWKWARD, range(len(_AWKWARD)), parser) == parse_pieces(_AWKWARD, [])
+    assert parser.reconnection_time == 250
+
+
+@settings(max_examples=300, deadline=None)
+@given(cuts=st.lists(st.integers(0, len(_AWKWARD)), max_size=12))
+def test_any_cuts_give_the_same_events(cuts: list[int]) -> None:
+    assert parse_pieces(_AWKWARD, cuts) == parse_pieces(_AWKWARD, [])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    events=st.lists(st.lists(_TEXT, min_size=1, max_size=3), max_size=5),
+    ending=st.sampled_from(["\n", "\r\n", "\r"]),
+    cuts=st.lists(st.integers(0, 400), max_size=8),
+)
+def test_round_trip_any_data_any_line_ending_any_cuts(events: list[list[str]], ending: str, cuts: list[int]) -> None:
+    stream = "".join(
+        f": keep-alive{ending}" + "".join(f"data: {x}{ending}" for x in lines) + ending for lines in events
+    )
+    assert [e.data for e in parse_pieces(stream.encode(), cuts)] == ["\n".join(lines) for lines in events]
+
+
+def test_a_crlf_cut_between_its_cr_and_lf_is_one_line_ending() -> None:
+    parser = EventStreamParser()
+    assert parser.feed(b"data: a\r") == []
+    assert parser.feed(b"\n") == []  # the LF of the CRLF, not a blank line
+    assert parser.feed(b"\r") == [ServerSentEvent("a")]
+    assert parser.feed(b"\ndata: b\n\n") == [ServerSentEvent("b")]
+
+
+def test_a_bom_cut_in_pieces_is_still_ignored() -> None:
+    parser = EventStreamParser()
+    assert parser.feed(b"\xef") == parser.feed(b"\xbb") == []
+    assert parser.feed(b"\xbfdata: a\n\n") == [ServerSentEvent("a")]
+
+
+def test_a_line_longer_than_the_limit_is_refused_whole_or_in_pieces() -> None:
+    with pytest.raises(LineTooLong):
+        EventStreamParser(max_line=8).feed(b"data: 123\n\n")
+    with pytest.raises(LineTooLong):
+        EventStreamParser(max_line=8).feed(b"data:\r\ndata: 123\r\n")
+    parser = EventStreamParser(max_line=8)
+    assert parser.feed(b"data: 12") == []  # 8 bytes pending: still within the limit
+    with pytest.raises(LineTooLong):
+        parser.feed(b"3")
+    assert EventStreamParser(max_line=8).feed(b"data: 12\n\n") == [ServerSentEvent("12")]
 
 
 # ------------------------------------------------------------------------------------ through aiohttp
