@@ -503,6 +503,10 @@ def main(argv: list[str] | None = None) -> None:
         result["grpc_one_core"] = summary
         print(json.dumps(summary, indent=2))
     result["loadavg_after"] = os.getloadavg()
+    if args.out.exists():  # the workers comparison runs on its own (--workers-only): keep its figures
+        previous = json.loads(args.out.read_text())
+        if "workers" in previous:
+            result["workers"] = previous["workers"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"written to {args.out}", file=sys.stderr)
