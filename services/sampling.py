@@ -11,6 +11,7 @@ messages. Every problem raises :class:`InvalidArgument` naming the field as ``pr
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -108,29 +109,47 @@ def check_response_format(
 
 
 def parse_json_schema(text: str, field: str) -> Mapping[str, Any]:
-    """Parse and check a JSON Schema for an object (root ``"type": "object"``), raising InvalidArgument."""
+    """Parse and check a JSON Schema for an object (root ``"type": "object"``), raising InvalidArgument.
+
+    A valid schema is remembered by its text (the 256 most recent): the orchestrator sends the same critique
+    schema with every critique, and checking it against its metaschema costs about 1.5 ms of CPU, which at 128
+    concurrent sessions was two thirds of the providers service's Python time (docs/benchmarks.md). The
+    returned mapping is shared between calls with the same text: read it, never change it.
+    """
+    try:
+        return _checked_schema(text)
+    except _SchemaProblem as problem:
+        raise InvalidArgument(field, str(problem)) from None
+
+
+class _SchemaProblem(ValueError):
+    """Why a schema text is refused (the caller names the field)."""
+
+
+@functools.lru_cache(maxsize=256)
+def _checked_schema(text: str) -> dict[str, Any]:
     if not text.strip():
-        raise InvalidArgument(field, "is required when type is RESPONSE_FORMAT_TYPE_JSON_SCHEMA")
+        raise _SchemaProblem("is required when type is RESPONSE_FORMAT_TYPE_JSON_SCHEMA")
     try:
         schema = json.loads(text)
     except ValueError as exc:
         detail = f"{exc.msg} at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
-        raise InvalidArgument(field, f"is not valid JSON ({detail})") from None
+        raise _SchemaProblem(f"is not valid JSON ({detail})") from None
     if not isinstance(schema, dict):
-        raise InvalidArgument(field, f"must be a JSON object (a JSON Schema document), got {type(schema).__name__}")
+        raise _SchemaProblem(f"must be a JSON object (a JSON Schema document), got {type(schema).__name__}")
     declared = schema.get("$schema")
     if declared is not None and not isinstance(declared, str):
-        raise InvalidArgument(field, "$schema must be a string")
+        raise _SchemaProblem("$schema must be a string")
     # An explicit default makes validator_for return it (rather than warn) for an unknown $schema.
     validator: Any = jsonschema.validators.validator_for(schema, default=_NoMetaSchema)
     if validator is _NoMetaSchema:
         if declared is not None:
-            raise InvalidArgument(field, f"$schema {declared[:200]!r} is not a supported JSON Schema draft")
+            raise _SchemaProblem(f"$schema {declared[:200]!r} is not a supported JSON Schema draft")
         validator = jsonschema.Draft202012Validator
     try:
         validator.check_schema(schema)
     except jsonschema.SchemaError as exc:
-        raise InvalidArgument(field, f"is not a valid JSON Schema: {exc.message[:200]}") from None
+        raise _SchemaProblem(f"is not a valid JSON Schema: {exc.message[:200]}") from None
     if schema.get("type") != "object":
-        raise InvalidArgument(field, 'must describe a JSON object (top-level "type": "object")')
+        raise _SchemaProblem('must describe a JSON object (top-level "type": "object")')
     return schema

@@ -18,7 +18,7 @@ from orchestratex.errors import InvalidArgument
 from orchestratex.v1 import common_pb2, providers_pb2
 from services.providers.catalogue import Catalogue
 from services.providers.validate import parse_generate_request
-from services.sampling import parse_json_schema
+from services.sampling import _checked_schema, parse_json_schema
 from tests.providers.helpers import Providers, collect, request, user
 
 CRITIQUE_SCHEMA = {
@@ -309,3 +309,16 @@ def test_schema_checker_accepts_critique_schemas() -> None:
         assert parse_json_schema(shipped.read_text(encoding="utf-8"), "f")["type"] == "object"
     with pytest.raises(InvalidArgument, match=r"^f: \$schema must be a string"):
         parse_json_schema('{"$schema": 3, "type": "object"}', "f")
+
+
+def test_a_schema_is_checked_once_per_text_and_errors_name_each_callers_field() -> None:
+    text = '{"type": "object", "properties": {"score": {"type": "number"}}, "required": ["score"]}'
+    _checked_schema.cache_clear()
+    first = parse_json_schema(text, "a")
+    again = parse_json_schema(text, "b")
+    assert again is first and _checked_schema.cache_info().hits == 1
+    bad = '{"type": "object", "properties": {"x": {"type": 3}}}'
+    for field in ("request.response_format.json_schema", "author_options.response_format.json_schema"):
+        with pytest.raises(InvalidArgument) as raised:
+            parse_json_schema(bad, field)
+        assert raised.value.field == field and "not a valid JSON Schema" in str(raised.value)
