@@ -385,13 +385,15 @@ class ResilienceSettings:
     breaker_max_cooldown: float = 300.0
     """Seconds; cap of the growing cooldown, at least ``breaker_cooldown`` (``ORX_PROVIDER_BREAKER_MAX_COOLDOWN``;
     unset: 300, or ``breaker_cooldown`` when that is longer)."""
-    rpm: int = 600
-    """Requests per minute per model (``ORX_PROVIDER_RPM``)."""
+    rpm: int = 3000
+    """Requests per minute per model (``ORX_PROVIDER_RPM``): a guard against runaway fan-out, not a vendor quota
+    (OpenRouter limits only ``:free`` ids by rate); sized so 128 sessions kept busy never reach it."""
     free_rpm: int = 20
     """Requests per minute for ``:free`` model ids (``ORX_PROVIDER_FREE_RPM``)."""
-    concurrency: int = 32
-    """Requests in flight per model (``ORX_PROVIDER_CONCURRENCY``)."""
-    queue: int = 64
+    concurrency: int = 256
+    """Requests in flight per model (``ORX_PROVIDER_CONCURRENCY``): 128 concurrent sessions put up to ~200 calls
+    on one model (docs/benchmarks.md)."""
+    queue: int = 256
     """Calls that may wait for a slot per model; 0 = no queueing (``ORX_PROVIDER_QUEUE``)."""
     queue_wait: float = 30.0
     """Seconds a call may wait for a slot, never past its deadline (``ORX_PROVIDER_QUEUE_WAIT``)."""

@@ -66,7 +66,7 @@ class ProviderSpec:
     base_url: str
     api_key_env: str
     streaming: bool = True
-    max_connections: int = 100
+    max_connections: int = 512
     schema_style: SchemaStyle = SchemaStyle.JSON_SCHEMA
     probe_broken_streams: bool = False
 
@@ -209,7 +209,7 @@ def _provider(table: Table, default_base_url: str) -> ProviderSpec:
         base_url=(table.text("base_url", "", allow_empty=True).strip() or default_base_url).rstrip("/"),
         api_key_env=table.text("api_key_env"),
         streaming=table.boolean("streaming", True),
-        max_connections=table.integer("max_connections", 1, 10_000, 100),
+        max_connections=table.integer("max_connections", 1, 10_000, 512),
         schema_style=_schema_style(table),
         probe_broken_streams=table.boolean("probe_broken_streams", False),
     )

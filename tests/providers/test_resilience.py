@@ -298,8 +298,8 @@ async def test_rpm_wait_past_the_deadline_fails_at_once_with_an_estimate() -> No
 async def test_free_models_default_to_twenty_per_minute() -> None:
     config = LimitsConfig()
     assert config.for_model("openai/gpt-oss-120b:free").rpm == 20
-    assert config.for_model("openai/gpt-oss-120b").rpm == 600
-    assert config.for_model("openai/gpt-oss-120b").max_concurrent == 32
+    assert config.for_model("openai/gpt-oss-120b").rpm == 3000
+    assert config.for_model("openai/gpt-oss-120b").max_concurrent == 256
     clock = ManualClock(T0)
     lim = ModelLimiter("openai/gpt-oss-120b:free", config.for_model("openai/gpt-oss-120b:free"), clock)
     for _ in range(20):
@@ -316,7 +316,7 @@ def test_overrides_win_over_defaults() -> None:
         free_rpm=5,
         overrides={"a/b:free": LimitOverride(rpm=7), "c/d": LimitOverride(max_concurrent=2)},
     )
-    assert (config.for_model("a/b:free").rpm, config.for_model("a/b:free").max_concurrent) == (7, 32)
+    assert (config.for_model("a/b:free").rpm, config.for_model("a/b:free").max_concurrent) == (7, 256)
     assert (config.for_model("c/d").rpm, config.for_model("c/d").max_concurrent) == (100, 2)
     assert config.for_model("e/f:free").rpm == 5
     with pytest.raises(ValueError, match="x/y"):
@@ -549,7 +549,7 @@ def test_config_defaults() -> None:
     config = config_from_env({})
     assert config.retry.max_attempts == 3
     assert (config.breaker.threshold, config.breaker.cooldown) == (5, 30.0)
-    assert (config.limits.rpm, config.limits.free_rpm, config.limits.max_concurrent) == (600, 20, 32)
+    assert (config.limits.rpm, config.limits.free_rpm, config.limits.max_concurrent) == (3000, 20, 256)
 
 
 def test_config_from_env() -> None:

@@ -3,7 +3,7 @@
 Why: a provider's 429 costs a round trip, counts against the model's health and often comes with
 a long Retry-After; staying under the known limits is cheaper than hitting them. OpenRouter's
 ``:free`` variants allow 20 requests per minute (docs/openrouter.md), so those default to 20/min;
-other models get generous defaults (600/min, 32 in flight) that only stop runaway fan-out.
+other models get generous defaults (3,000/min, 256 in flight) that only stop runaway fan-out.
 
 Policy:
 
@@ -74,10 +74,10 @@ class LimitOverride:
 class LimitsConfig:
     """Defaults for every model, the ``:free`` default, and per-model overrides (by exact id)."""
 
-    rpm: int = 600
+    rpm: int = 3000
     free_rpm: int = 20
-    max_concurrent: int = 32
-    max_queue: int = 64
+    max_concurrent: int = 256
+    max_queue: int = 256
     max_wait: float = 30.0
     window: float = 60.0
     overrides: Mapping[str, LimitOverride] = field(default_factory=dict)

@@ -45,10 +45,10 @@ variable                             default meaning
 ``ORX_PROVIDER_BREAKER_THRESHOLD``   5       consecutive counted failures that open a model's circuit
 ``ORX_PROVIDER_BREAKER_COOLDOWN``    30      seconds open after the first trip (doubles per trip in a row)
 ``ORX_PROVIDER_BREAKER_MAX_COOLDOWN`` 300    seconds; cap of the growing cooldown
-``ORX_PROVIDER_RPM``                 600     requests per minute per model
+``ORX_PROVIDER_RPM``                 3000    requests per minute per model
 ``ORX_PROVIDER_FREE_RPM``            20      requests per minute for ``:free`` model ids
-``ORX_PROVIDER_CONCURRENCY``         32      requests in flight per model
-``ORX_PROVIDER_QUEUE``               64      calls that may wait for a slot per model (0: no queueing)
+``ORX_PROVIDER_CONCURRENCY``         256     requests in flight per model
+``ORX_PROVIDER_QUEUE``               256     calls that may wait for a slot per model (0: no queueing)
 ``ORX_PROVIDER_QUEUE_WAIT``          30      seconds a call may wait for a slot (never past its deadline)
 ``ORX_PROVIDER_MODEL_LIMITS``        ""      per-model ``ID=RPM[/CONCURRENCY]``, comma-separated, e.g.
                                              ``z-ai/glm-4.5=120/8,openai/gpt-oss-120b:free=10,x/y=/2``
