@@ -1,4 +1,5 @@
-"""Benchmark helpers: start OrchestrateX services as real subprocesses on free ports."""
+"""Benchmark helpers: start OrchestrateX services as real subprocesses on free ports, and read what they cost
+(CPU and resident memory from /proc, Prometheus metrics from their ``/metrics`` endpoints)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+import urllib.request
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +55,79 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def memory_kib(pid: int) -> dict[str, int]:
+    """Resident memory of ``pid`` from /proc/<pid>/status: ``VmRSS`` and its parts ``RssAnon`` (heap, stacks: what a
+    leak grows), ``RssFile`` (mapped files and libraries) and ``RssShmem``, in KiB."""
+    wanted = ("VmRSS", "RssAnon", "RssFile", "RssShmem")
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in wanted:
+            out[name] = int(value.split()[0])
+    return out
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """Fields of /proc/<pid>/stat after the command name (field 3, the state, is index 0)."""
+    raw = Path(f"/proc/{pid}/stat").read_text()
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def descendants(pid: int) -> list[int]:
+    """Live processes below ``pid`` (a service's worker processes, if it forks any)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int(_stat_fields(int(entry.name))[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            parents.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found.extend(children)
+        todo.extend(children)
+    return found
+
+
+def cpu_seconds(pid: int, *, tree: bool = True) -> float:
+    """User + system CPU time of ``pid`` (and, with ``tree``, its live descendants), from /proc/<pid>/stat.
+
+    The kernel counts in clock ticks (``SC_CLK_TCK``, 10 ms here), so read it around runs of seconds.
+    """
+    total = 0
+    for each in [pid, *(descendants(pid) if tree else ())]:
+        try:
+            fields = _stat_fields(each)
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / _TICKS
+
+
+def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """A Prometheus text endpoint's samples: ``(name, labels) -> value``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def sample_sum(samples: Mapping[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
+    """The sum of every sample named ``name`` whose labels include ``labels``."""
+    wanted = set(labels.items())
+    return sum(v for (n, ls), v in samples.items() if n == name and wanted <= ls)
+
+
 @dataclass
 class Cluster:
     """Running services and their addresses."""
@@ -61,15 +136,34 @@ class Cluster:
     env: dict[str, str]
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
-    def start(self, name: str, extra_env: dict[str, str] | None = None) -> None:
+    def start(self, name: str, extra_env: dict[str, str] | None = None, command: Sequence[str] = ()) -> None:
+        """Start service ``name``; ``command`` replaces the ``orchestratex`` executable (e.g. a profiler that
+        runs ``-m services.cli``), and ``serve <name>`` follows it."""
         env = {**self.env, **(extra_env or {})}
         self.procs[name] = subprocess.Popen(
-            [str(BIN / "orchestratex"), "serve", name],
+            [*(command or [str(BIN / "orchestratex")]), "serve", name],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         asyncio.run(_wait_healthy(self.addr[name], SERVICE_NAMES[name], self.procs[name]))
+
+    def start_gateway(self, extra_env: dict[str, str] | None = None) -> str:
+        """Start the gateway (``orchestratex serve gateway``, rate limit off, no API keys) in front of the
+        services; returns its ``host:port`` once ``/healthz`` answers."""
+        addr = f"127.0.0.1:{free_port()}"
+        env = {**self.env, "ORX_GATEWAY_LISTEN": addr, "ORX_GATEWAY_RATE_LIMIT": "0", **(extra_env or {})}
+        env.pop("ORX_GATEWAY_API_KEYS", None)
+        env.pop("ORX_GATEWAY_API_KEYS_FILE", None)
+        self.procs["gateway"] = proc = subprocess.Popen(
+            [str(BIN / "orchestratex"), "serve", "gateway"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        asyncio.run(_wait_http(f"http://{addr}/healthz", proc))
+        self.addr["gateway"] = addr
+        return addr
 
     def stop(self, name: str) -> None:
         proc = self.procs.pop(name)
@@ -93,6 +187,24 @@ async def _wait_healthy(addr: str, service: str, proc: subprocess.Popen[bytes], 
                 pass
         await asyncio.sleep(0.05)
     raise RuntimeError(f"{service} did not become healthy")
+
+
+async def _wait_http(url: str, proc: subprocess.Popen[bytes], within: float = 60) -> None:
+    import aiohttp
+
+    deadline = time.monotonic() + within
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{url} exited with {proc.returncode}")
+            try:
+                async with session.get(url) as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)
+    raise RuntimeError(f"{url} did not become healthy")
 
 
 @contextmanager

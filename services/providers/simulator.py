@@ -95,14 +95,19 @@ SELF_BIAS = 0.7
 CRITIC_NOISE_BASE = 0.4
 CRITIC_NOISE_PER_MISSING_SKILL = 2.0
 REFINE_DECAY = 0.6
-MAX_REMEMBERED = 100_000
-"""Drafts (and attempt counters) kept; the oldest are forgotten first, so memory stays bounded."""
+MAX_REMEMBERED = 8192
+"""Drafts kept, and attempt counters kept; the least recently used go first. Full, both take about 3.6 MiB
+(about 440 bytes a draft and an attempt counter, the memo's tables included; tests/providers/
+test_simulator_memory.py holds them to 4 MiB). A draft is needed while its session still refines or critiques
+it, seconds to minutes: 8,192 drafts are the last 2,500 or so sessions of 3 rounds. A forgotten draft is
+reviewed as an unknown one (:func:`_hash_quality`), and a forgotten attempt counter starts again at the
+first attempt."""
 
 _K = TypeVar("_K")
 _V = TypeVar("_V")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Draft:
     """The hidden record of one simulated answer."""
 
@@ -157,7 +162,9 @@ class Simulator:
         self._speed = speed
         self._max = max_remembered
         self._drafts: OrderedDict[str, Draft] = OrderedDict()
-        self._attempts: OrderedDict[tuple[str, str, str], int] = OrderedDict()
+        # Attempts so far per (model, purpose, messages), keyed by the first attempt's seed: one int rather than a
+        # tuple of strings (a 64-character digest among them), which halves an entry.
+        self._attempts: OrderedDict[int, int] = OrderedDict()
 
     @classmethod
     def from_settings(cls, settings: Settings, catalogue: Catalogue) -> Simulator:
@@ -200,12 +207,13 @@ class Simulator:
         return self._answer_key
 
     def quality_of(self, draft_id: str) -> float | None:
-        """Hidden quality (0-1) of a draft this simulator wrote, or None if unknown."""
+        """Hidden quality (0-1) of a draft this simulator still remembers, or None if unknown (reading it
+        does not count as a use: it never keeps a draft from being forgotten)."""
         draft = self._drafts.get(draft_id)
         return None if draft is None else draft.quality
 
     def draft(self, draft_id: str) -> Draft | None:
-        """The hidden record of a draft, or None if unknown."""
+        """The hidden record of a draft, or None if unknown (like :meth:`quality_of`, not a use)."""
         return self._drafts.get(draft_id)
 
     def timing(self, model: ModelSpec) -> Timing:
@@ -230,12 +238,14 @@ class Simulator:
         if plan.failure is FailureKind.MID_STREAM_ERROR:
             limit = max(1, min(limit, int(limit * plan.fail_fraction)))
         sent = 0
-        clock = loop.time()
+        first = loop.time()
         for index, chunk in enumerate(chunks[:limit]):
             if index:
-                # Pace against a schedule rather than sleeping per chunk, so timer slack does not accumulate.
-                clock += estimate_tokens(chunk) * plan.seconds_per_token
-                await asyncio.sleep(max(0.0, clock - loop.time()))
+                # A chunk is due once every token up to its end is generated, counted from the first token:
+                # a whole answer takes exactly ttft + tokens / tokens_per_second (the profile's nominal time,
+                # which the benchmarks compare against), and timer slack never accumulates.
+                due = first + estimate_tokens(plan.text[: sent + len(chunk)]) * plan.seconds_per_token
+                await asyncio.sleep(max(0.0, due - loop.time()))
             yield TextDelta(chunk)
             sent += len(chunk)
         if plan.failure is FailureKind.MID_STREAM_ERROR:
@@ -252,7 +262,7 @@ class Simulator:
         model = request.model
         prof = self._profile.models[model.id]
         digest = _digest(request.messages)
-        key = (model.id, request.purpose.value, digest)
+        key = _seed(self._profile.seed, model.id, request.purpose, digest, 0)
         attempt = self._attempts.get(key, 0)
         _remember(self._attempts, key, attempt + 1, self._max)
         rng = random.Random(_seed(self._profile.seed, model.id, request.purpose, digest, attempt))
@@ -334,7 +344,7 @@ class Simulator:
             first = Draft(draft_id, quality, request.model.id, request.domain, refinements=0)
             return _keyed(rng, first, item, None)
         parent_id = _last_draft_id(request.messages)
-        parent = self._drafts.get(parent_id) if parent_id else None
+        parent = self._recall(parent_id) if parent_id else None
         if parent is None:
             before, done, domain = _hash_quality(parent_id or digest), 0, request.domain
         else:
@@ -357,7 +367,7 @@ class Simulator:
         if last is None:
             return []
         found = dict.fromkeys(DRAFT_ID_RE.findall(last.content))
-        return [draft for draft in (self._drafts.get(i) for i in found) if draft is not None]
+        return [draft for draft in (self._recall(i) for i in found) if draft is not None]
 
     def _aggregate(
         self,
@@ -390,11 +400,11 @@ class Simulator:
         last = request.messages[-1].content if request.messages else ""
         unfenced = _FENCED_RE.sub("", last)  # the instruction, not quoted text, asks for a verdict
         if "[[A]]" in unfenced and "[[B]]" in unfenced:
-            pair = DRAFT_ID_RE.findall(last)[-2:]
-            if len(pair) == 2 and all(d in self._drafts for d in pair):
-                return self._compare(rng, request, prof, self._drafts[pair[0]], self._drafts[pair[1]])
+            pair = [self._recall(d) for d in DRAFT_ID_RE.findall(last)[-2:]]
+            if len(pair) == 2 and pair[0] is not None and pair[1] is not None:
+                return self._compare(rng, request, prof, pair[0], pair[1])
         reviewed_id = _last_draft_id(request.messages)
-        reviewed = self._drafts.get(reviewed_id) if reviewed_id else None
+        reviewed = self._recall(reviewed_id) if reviewed_id else None
         if reviewed is None:
             quality, author_family, domain = _hash_quality(reviewed_id or digest), None, request.domain
         else:
@@ -435,6 +445,13 @@ class Simulator:
         if rng.random() < (1 - prof.skill("classification")) * 0.5:
             guess = rng.choice([d for d in DOMAINS if d != guess])
         return guess
+
+    def _recall(self, draft_id: str) -> Draft | None:
+        """A remembered draft, marked as just used (the least recently used are forgotten first)."""
+        draft = self._drafts.get(draft_id)
+        if draft is not None:
+            self._drafts.move_to_end(draft_id)
+        return draft
 
     def _new_id(self, rng: random.Random) -> str:
         while True:

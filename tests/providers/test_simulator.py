@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import math
@@ -428,3 +429,31 @@ async def test_latency_jitter_can_be_turned_off_for_benchmarks(
     assert len(fixed_ttfts) == 1
     assert fixed_ttfts.pop() == pytest.approx(expected)
     assert len(jittered_ttfts) > 1
+
+
+async def test_an_answer_takes_its_profile_time_to_the_token(
+    catalogue: Catalogue, write_file: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first chunk comes after ttft and the last once every token is generated: ttft + tokens / speed,
+    the nominal time the orchestrator benchmark measures against (on a virtual clock: nothing is timed)."""
+    profile = write_file("latency_jitter = false\n[defaults]\nttft_ms = 400\ntokens_per_second = 100\n")
+    sim = Simulator(catalogue, load_profile(profile, catalogue))
+    loop = asyncio.get_running_loop()
+    now = [loop.time()]
+    start = now[0]
+    arrivals: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        now[0] += max(0.0, seconds)
+
+    monkeypatch.setattr(loop, "time", lambda: now[0])
+    monkeypatch.setattr(asyncio, "sleep", sleep)  # the simulator's pacing; nothing else sleeps meanwhile
+    text = ""
+    async for event in sim.stream(req(catalogue, "z-ai/glm-4.5", TASK)):
+        if isinstance(event, TextDelta):
+            arrivals.append(now[0] - start)
+            text += event.text
+    assert len(arrivals) > 10
+    assert arrivals[0] == pytest.approx(0.4)
+    assert arrivals[-1] == pytest.approx(0.4 + math.ceil(len(text) / 4) / 100)
+    assert arrivals == sorted(arrivals)
