@@ -11,6 +11,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -83,7 +84,9 @@ async def test_a_channel_pool_spreads_successive_calls_over_its_connections() ->
     peers: list[str] = []
 
     class Recorder(providers_pb2_grpc.ProviderServiceServicer):
-        async def ListModels(self, request: object, context: grpc.aio.ServicerContext) -> object:  # type: ignore[override]
+        async def ListModels(
+            self, request: providers_pb2.ListModelsRequest, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> providers_pb2.ListModelsResponse:
             peers.append(context.peer())
             return providers_pb2.ListModelsResponse()
 

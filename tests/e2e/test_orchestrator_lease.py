@@ -10,7 +10,7 @@ import pytest
 
 from orchestratex.v1 import orchestrator_pb2 as pb
 from orchestratex.v1 import orchestrator_pb2_grpc
-from services.launcher import CONFIG_ERROR_EXIT
+from services.workers import CONFIG_ERROR_EXIT
 from tests.e2e.conftest import Processes
 from tests.ports import free_port
 
