@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from bench._suite import BIN, _wait_healthy, free_port
+from bench._suite import BIN, _wait_healthy, descendants, free_port
 from tests.providers.openrouter_standin import DEFAULT_KEY
 
 LITELLM_VENV = Path(__file__).resolve().parent / ".litellm-venv"
@@ -68,25 +68,7 @@ def tree_cpu_seconds(pid: int) -> float:
 
 def tree_cpu_by_pid(pid: int) -> dict[int, float]:
     """CPU seconds (user + system, all threads) of ``pid`` and of each of its live descendants, by pid."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            raw = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # The command name (field 2) may contain spaces: split after its closing parenthesis.
-        children.setdefault(int(raw[raw.rfind(")") + 2 :].split()[1]), []).append(int(entry.name))
-    out: dict[int, float] = {}
-    todo = [pid]
-    while todo:
-        current = todo.pop()
-        cpu = process_cpu_seconds(current)
-        if cpu is not None:
-            out[current] = cpu
-        todo.extend(children.get(current, ()))
-    return out
+    return {p: cpu for p in [pid, *descendants(pid)] if (cpu := process_cpu_seconds(p)) is not None}
 
 
 class _ThreadClocks:

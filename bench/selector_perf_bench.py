@@ -47,7 +47,7 @@ from typing import Any
 
 import grpc
 
-from bench._suite import BIN, SERVICE_NAMES, _wait_healthy, cluster, free_port, percentile
+from bench._suite import BIN, SERVICE_NAMES, _wait_healthy, cluster, descendants, free_port, percentile
 from orchestratex import eventloop
 from orchestratex.config import Settings
 from orchestratex.domains import DOMAINS
@@ -339,19 +339,13 @@ def with_workers(seconds: float, prompts: Sequence[str], workers: int) -> dict[s
         )
         c.procs["selector"] = proc
         asyncio.run(_wait_healthy(c.addr["selector"], SERVICE_NAMES["selector"], proc))
-        pids = _children(proc.pid) if workers > 1 else [proc.pid]
+        pids = descendants(proc.pid) if workers > 1 else [proc.pid]
         while len(pids) < workers:  # the parent starts its workers before the first answers
             time.sleep(0.05)
-            pids = _children(proc.pid)
+            pids = descendants(proc.pid)
         result = asyncio.run(_load(c.addr["selector"], pids, seconds, prompts, channels=4 * workers))
         result["workers"] = workers
         return result
-
-
-def _children(pid: int) -> list[int]:
-    return [
-        int(child) for task in Path(f"/proc/{pid}/task").iterdir() for child in (task / "children").read_text().split()
-    ]
 
 
 def floor(seconds: float, prompts: Sequence[str], mode: str) -> dict[str, Any]:
