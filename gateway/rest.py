@@ -148,6 +148,8 @@ async def list_orchestrations(request: web.Request) -> web.Response:
         message.status = parse_session_status(found[1], found[0])  # type: ignore[assignment]
     if found := query_value(query, "thread_id"):
         message.thread_id = _bounded(found, schemas.MAX_ID_CHARS)
+    if found := query_value(query, "q"):
+        message.prompt_contains = _bounded(found, schemas.MAX_SEARCH_CHARS)
     window = _time_range(request)
     if window is not None:
         message.range.CopyFrom(window)

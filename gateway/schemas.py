@@ -27,6 +27,8 @@ MAX_ID_CHARS: Final = 128
 MAX_REASON_CHARS: Final = 1000
 MAX_COMMENT_CHARS: Final = 5000
 MAX_PAGE_TOKEN_CHARS: Final = 2048
+MAX_SEARCH_CHARS: Final = 200
+"""The longest ``q`` of ``GET /v1/orchestrations`` (the orchestrator's ``prompt_contains`` limit)."""
 MAX_SEQUENCE: Final = 2**63 - 1
 #: Years the services can store: nanoseconds in a signed 64-bit integer reach 1677-09-21 to 2262-04-11;
 #: whole years inside that, so that an offset of up to a day never leaves it.

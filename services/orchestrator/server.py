@@ -36,6 +36,8 @@ from services.orchestrator.store.base import SessionQuery, decode_page_token
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "orchestratex.v1.OrchestratorService"
+MAX_PROMPT_SEARCH_CHARS = 200
+"""The longest ``ListSessionsRequest.prompt_contains``."""
 
 
 class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
@@ -93,6 +95,11 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             end = check_timestamp(bounds.end_time, "range.end_time") // 1000
         if start is not None and end is not None and start >= end:
             raise InvalidArgument("range", "start_time must be before end_time")
+        if len(request.prompt_contains) > MAX_PROMPT_SEARCH_CHARS:
+            raise InvalidArgument(
+                "prompt_contains",
+                f"must be at most {MAX_PROMPT_SEARCH_CHARS} characters, got {len(request.prompt_contains)}",
+            )
         page = await self.manager.store.list_sessions(
             SessionQuery(
                 tenant=context.tenant.get(),
@@ -102,6 +109,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                 thread_id=request.thread_id,
                 start_us=start,
                 end_us=end,
+                prompt_contains=request.prompt_contains.casefold(),
             )
         )
         for record in page.sessions:

@@ -181,6 +181,13 @@ async def test_list_accepts_camel_case_parameters_and_maps_the_time_range(client
     assert both["field"] == "pageSize" and "given twice" in both["message"]
 
 
+async def test_list_passes_the_search_text_as_written(client: Client, peers: Peers) -> None:
+    assert (await client.get("/v1/orchestrations?q=Write%20a%20HAIKU%20%25_*")).status == 200
+    assert peers.orchestrator.list_requests[-1].prompt_contains == "Write a HAIKU %_*"
+    assert (await client.get("/v1/orchestrations")).status == 200
+    assert peers.orchestrator.list_requests[-1].prompt_contains == ""
+
+
 async def test_list_with_full_status_name(client: Client, peers: Peers) -> None:
     response = await client.get("/v1/orchestrations?status=SESSION_STATUS_FAILED")
     assert response.status == 200
@@ -198,6 +205,7 @@ async def test_list_with_full_status_name(client: Client, peers: Peers) -> None:
         ("status=RUNNING", "status: unknown status"),
         ("status=sleeping", "status: unknown status 'sleeping'"),
         ("page_token=" + "t" * 3000, "page_token: is 3,000 characters"),
+        ("q=" + "x" * 201, "q: is 201 characters; the limit is 200"),
     ],
 )
 async def test_list_rejects_bad_query_parameters(client: Client, peers: Peers, query: str, expected: str) -> None:

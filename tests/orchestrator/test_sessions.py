@@ -212,6 +212,14 @@ async def test_list_sessions_pages_and_filters(stack: Stack) -> None:
         pb.ListSessionsRequest(range=common_pb2.TimeRange(start_time=created[ids[3]]))
     )
     assert [s.session_id for s in since.sessions] == [ids[4], ids[3]]
+    # prompt search: case-insensitive, combined with the other filters
+    searched = await stack.stub.ListSessions(pb.ListSessionsRequest(prompt_contains="Q3"))
+    assert [s.session_id for s in searched.sessions] == [ids[3]]
+    assert not (await stack.stub.ListSessions(pb.ListSessionsRequest(prompt_contains="q3", thread_id="x"))).sessions
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stack.stub.ListSessions(pb.ListSessionsRequest(prompt_contains="q" * 201))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "prompt_contains" in (err.value.details() or "")
 
 
 async def test_thread_follow_up_carries_earlier_turns(stack: Stack) -> None:

@@ -17,6 +17,7 @@ from pymongo.errors import BulkWriteError
 from orchestratex.config import Settings
 from orchestratex.store import mongo
 from orchestratex.store.mongo import SCHEMA_COLLECTION, client_options, connect, duplicate_indexes
+from services.orchestrator.store.base import SessionQuery
 from services.orchestrator.store.mongo import (
     COUNTERS,
     EVENT_POSITIONS,
@@ -229,3 +230,19 @@ async def test_a_slow_batch_never_lets_the_outbox_skip_it(target: MongoTarget) -
     assert delivered == [1, 2, 3]
     store._events = real_events
     await store.close()
+
+
+async def test_sessions_stored_before_prompt_search_are_indexed_by_the_migration(target: MongoTarget) -> None:
+    store = await MongoSessionStore.attach(target.db)
+    a = tenant()
+    rec = session(prompt="An earlier question about Raft")
+    await store.create_session(a, rec)
+    # as the previous release stored it: no search text, and the schema one version back
+    await target.db["sessions"].update_one({"_id": rec.session_id}, {"$unset": {"search": ""}})
+    await target.db[SCHEMA_COLLECTION].update_one({"_id": "sessions"}, {"$set": {"version": 1}})
+    assert (await store.list_sessions(SessionQuery(tenant=a, prompt_contains="raft"))).sessions == []
+    again = await MongoSessionStore.attach(target.db)
+    found = await again.list_sessions(SessionQuery(tenant=a, prompt_contains="raft"))
+    assert [s.session_id for s in found.sessions] == [rec.session_id]
+    await store.close()
+    await again.close()

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from orchestratex.v1 import common_pb2
 from orchestratex.v1 import orchestrator_pb2 as pb
-from services.orchestrator.store.base import LeaseRecord, SessionQuery, SessionStore
+from services.orchestrator.store.base import SEARCH_CHARS, LeaseRecord, SessionQuery, SessionStore
 from services.orchestrator.store.mongo import MongoSessionStore
 from services.orchestrator.store.sqlite import SqliteSessionStore
 from tests.store.conftest import MongoTarget
@@ -84,6 +85,7 @@ async def all_pages(store: SessionStore, query: SessionQuery) -> list[str]:
                 thread_id=query.thread_id,
                 start_us=query.start_us,
                 end_us=query.end_us,
+                prompt_contains=query.prompt_contains,
             )
         )
         assert len(page.sessions) <= query.page_size
@@ -151,6 +153,42 @@ async def test_list_newest_first_with_ties_and_paging(store: SessionStore) -> No
     first = await store.list_sessions(SessionQuery(tenant=a, page_size=11))
     assert first.next_token == ""
     assert [s.session_id for s in first.sessions] == expected
+
+
+async def test_list_searches_prompts_literally_and_ignoring_case(store: SessionStore) -> None:
+    a, b = tenant(), tenant()
+    haiku = session(us=1_000, prompt="Write a HAIKU about write-ahead logging")
+    percent = session(us=2_000, prompt="Why is 100% of_the cost in (a.*b)?", status=COMPLETED)
+    german = session(us=3_000, prompt="Wie lang ist die Straße?")
+    chat = session(us=4_000, prompt="")
+    chat.request.messages.add(role=common_pb2.ROLE_USER, content="first question about kafka")
+    chat.request.messages.add(role=common_pb2.ROLE_ASSISTANT, content="an answer about haiku")
+    chat.request.messages.add(role=common_pb2.ROLE_USER, content="And what about Haiku?")
+    for rec in (haiku, percent, german, chat):
+        await store.create_session(a, rec)
+    await store.create_session(b, session(us=5_000, prompt="another tenant's haiku"))
+
+    async def found(text: str, **kw: object) -> list[str]:
+        return await all_pages(store, SessionQuery(tenant=a, page_size=1, prompt_contains=text.casefold(), **kw))  # type: ignore[arg-type]
+
+    assert await found("haiku") == [chat.session_id, haiku.session_id]  # newest first, paged one by one
+    assert await found("WRITE-AHEAD") == [haiku.session_id]
+    # No wildcard or pattern syntax: %, _, ., *, ( and ) are plain characters.
+    assert await found("100% of_the") == [percent.session_id]
+    assert await found("(a.*b)") == [percent.session_id]
+    assert await found("a%b") == await found("a_b") == await found("a.b") == await found(".+") == []
+    assert await found("STRASSE") == [german.session_id]  # Unicode case folding: ß is ss
+    assert await found("kafka") == []  # only the last user message of a chat counts
+    assert await found("haiku", status=COMPLETED) == []
+    assert await found("cost", status=COMPLETED) == [percent.session_id]
+
+
+async def test_search_covers_the_head_of_a_long_prompt(store: SessionStore) -> None:
+    a = tenant()
+    rec = session(prompt="needle-start " + "x" * SEARCH_CHARS + " needle-end")
+    await store.create_session(a, rec)
+    assert await all_pages(store, SessionQuery(tenant=a, prompt_contains="needle-start")) == [rec.session_id]
+    assert await all_pages(store, SessionQuery(tenant=a, prompt_contains="needle-end")) == []
 
 
 async def test_list_filters(store: SessionStore) -> None:

@@ -13,7 +13,7 @@ import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from orchestratex.v1 import orchestrator_pb2
+from orchestratex.v1 import common_pb2, orchestrator_pb2
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,8 @@ class SessionQuery:
     thread_id: str = ""
     start_us: int | None = None
     end_us: int | None = None
+    prompt_contains: str = ""
+    """Only sessions whose search text (:func:`search_text`) contains this, case-folded by the caller."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,21 @@ class SessionPage:
 
     sessions: list[orchestrator_pb2.Session]
     next_token: str
+
+
+SEARCH_CHARS = 4000
+"""How much of a prompt is kept for search (a prompt can be 100,000 characters; its head is what people recall)."""
+
+
+def search_text(session: orchestrator_pb2.Session) -> str:
+    """What ``ListSessions(prompt_contains=...)`` searches: the session's prompt (or, for a session started with
+    ``messages``, its last user message), case-folded and cut to :data:`SEARCH_CHARS` characters."""
+    request = session.request
+    prompt = request.prompt
+    if not prompt:
+        users = [m.content for m in request.messages if m.role == common_pb2.ROLE_USER]
+        prompt = users[-1] if users else ""
+    return prompt[:SEARCH_CHARS].casefold()
 
 
 def encode_page_token(create_us: int, session_id: str) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Sequence
 from typing import Self
 
@@ -33,6 +34,7 @@ from services.orchestrator.store.base import (
     StoredEvent,
     decode_page_token,
     encode_page_token,
+    search_text,
 )
 
 log = logging.getLogger(__name__)
@@ -90,7 +92,15 @@ async def _sessions_v1(db: MongoDb) -> None:
     )
 
 
-SESSION_MIGRATIONS: tuple[Migration, ...] = (("positions counter", _sessions_v1),)
+async def _sessions_v2(db: MongoDb) -> None:
+    """Version 2: every session gets ``search``, the text ``list_sessions(prompt_contains=...)`` searches."""
+    sessions = db[SESSIONS]
+    async for doc in sessions.find({"search": {"$exists": False}}, {"record": 1}):
+        text = search_text(orchestrator_pb2.Session.FromString(bytes(doc["record"])))
+        await sessions.update_one({"_id": doc["_id"], "search": {"$exists": False}}, {"$set": {"search": text}})
+
+
+SESSION_MIGRATIONS: tuple[Migration, ...] = (("positions counter", _sessions_v1), ("prompt search", _sessions_v2))
 
 
 class MongoSessionStore(MongoStoreBase, SessionStore):
@@ -173,6 +183,7 @@ class MongoSessionStore(MongoStoreBase, SessionStore):
             "thread_id": session.thread_id,
             "create_us": create_us,
             "record": session.SerializeToString(),
+            "search": search_text(session),
         }
         await self._shielded(lambda: self._sessions.insert_one(document))
 
@@ -195,6 +206,8 @@ class MongoSessionStore(MongoStoreBase, SessionStore):
             conditions.append({"status": int(query.status)})
         if query.thread_id:
             conditions.append({"thread_id": query.thread_id})
+        if query.prompt_contains:
+            conditions.append({"search": {"$regex": re.escape(query.prompt_contains)}})
         if query.start_us is not None:
             conditions.append({"create_us": {"$gte": query.start_us}})
         if query.end_us is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,7 +17,10 @@ from services.orchestrator.store.base import (
     StoredEvent,
     decode_page_token,
     encode_page_token,
+    search_text,
 )
+
+log = logging.getLogger(__name__)
 
 _MIGRATIONS = [
     """
@@ -50,7 +54,13 @@ _MIGRATIONS = [
         expires_us INTEGER NOT NULL
     )
     """,
+    # Prompt search (ListSessions.prompt_contains). NULL marks a row written before this version: open()
+    # fills those in from the record, which SQL cannot read.
+    """
+    ALTER TABLE sessions ADD COLUMN search TEXT
+    """,
 ]
+_BACKFILL_BATCH = 500
 
 
 class SqliteSessionStore(SessionStore):
@@ -62,7 +72,32 @@ class SqliteSessionStore(SessionStore):
     @classmethod
     async def open(cls, path: Path) -> SqliteSessionStore:
         """Open and migrate ``path``."""
-        return cls(await SqliteDatabase.open(path, _MIGRATIONS))
+        store = cls(await SqliteDatabase.open(path, _MIGRATIONS))
+        try:
+            await store._fill_search_text()
+        except BaseException:
+            await store.close()
+            raise
+        return store
+
+    async def _fill_search_text(self) -> None:
+        """Give sessions stored before prompt search their search text, a batch per transaction."""
+        filled = 0
+        while True:
+            async with self.db.transaction() as writer:
+                async with writer.execute(
+                    "SELECT session_id, record FROM sessions WHERE search IS NULL LIMIT ?", (_BACKFILL_BATCH,)
+                ) as cur:
+                    rows = list(await cur.fetchall())
+                await writer.executemany(
+                    "UPDATE sessions SET search = ? WHERE session_id = ?",
+                    [(search_text(orchestrator_pb2.Session.FromString(r[1])), r[0]) for r in rows],
+                )
+            filled += len(rows)
+            if len(rows) < _BACKFILL_BATCH:
+                break
+        if filled:
+            log.info("indexed the prompts of %d earlier sessions for search", filled)
 
     async def close(self) -> None:
         await self.db.close()
@@ -105,7 +140,8 @@ class SqliteSessionStore(SessionStore):
         create_us = session.create_time.seconds * 1_000_000 + session.create_time.nanos // 1000
         async with self.db.transaction() as writer:
             await writer.execute(
-                "INSERT INTO sessions (session_id, tenant, status, thread_id, create_us, record) VALUES (?,?,?,?,?,?)",
+                "INSERT INTO sessions (session_id, tenant, status, thread_id, create_us, record, search) "
+                "VALUES (?,?,?,?,?,?,?)",
                 (
                     session.session_id,
                     tenant,
@@ -113,6 +149,7 @@ class SqliteSessionStore(SessionStore):
                     session.thread_id,
                     create_us,
                     session.SerializeToString(),
+                    search_text(session),
                 ),
             )
 
@@ -150,6 +187,10 @@ class SqliteSessionStore(SessionStore):
         if thread_id:
             where.append("thread_id = ?")
             args.append(thread_id)
+        if query.prompt_contains:
+            # instr, not LIKE: the text is matched literally, with no wildcard to escape.
+            where.append("instr(search, ?) > 0")
+            args.append(query.prompt_contains)
         if start_us is not None:
             where.append("create_us >= ?")
             args.append(start_us)
