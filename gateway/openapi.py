@@ -414,6 +414,12 @@ def document(max_prompt_chars: int = 200_000) -> dict[str, Any]:
                         {"enum": enum_names(orchestrator_pb2.SessionStatus.DESCRIPTOR, "SESSION_STATUS_")},
                     ),
                     _query("thread_id", "only this thread (empty: any)", _SHORT_TEXT),
+                    _query(
+                        "q",
+                        "only sessions whose prompt contains this text, case-insensitive, at most "
+                        f"{schemas.MAX_SEARCH_CHARS} characters (empty: any)",
+                        {"type": "string", "maxLength": schemas.MAX_SEARCH_CHARS},
+                    ),
                     *_RANGE,
                 ],
                 "responses": {

@@ -34,7 +34,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -54,6 +54,19 @@ access_log = logging.getLogger("orchestratex.access")
 
 OWN_PREFIX = "/orchestratex.v1."
 
+#: Routine polling RPCs: the access log writes their successful calls at DEBUG, so an idle suite is quiet at INFO
+#: (the orchestrator's catalogue cache polls ``ListModels`` and the selector ``GetModelPerformance`` every few
+#: seconds). A failed one is still logged at INFO, as is every other RPC. Health checks and reflection are not in
+#: the access log at all (the interceptor wraps the project's own services only); the gateway's access log
+#: (``aiohttp.access``, which would log ``/healthz`` and ``/metrics`` polls) is at WARNING
+#: (:func:`orchestratex.logging.setup_logging`).
+ROUTINE_RPCS: Final = frozenset(
+    {
+        "/orchestratex.v1.ProviderService/ListModels",
+        "/orchestratex.v1.AnalyticsService/GetModelPerformance",
+    }
+)
+
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer
 
@@ -62,6 +75,11 @@ if TYPE_CHECKING:
     _InterceptorBase = grpc.aio.ServerInterceptor[Any, Any]
 else:
     _InterceptorBase = grpc.aio.ServerInterceptor
+
+
+#: Seconds that in-flight RPCs always get once the ``on_drain`` hooks are done, even past the grace period (unless
+#: the grace period itself is shorter): the calls that stream the work a hook just ended need it to send its end.
+FINAL_GRACE: Final = 2.0
 
 
 class ListenError(OSError):
@@ -90,9 +108,11 @@ class GrpcServer:
     port: int
     health: AioHealthServicer
     service_names: list[str] = field(default_factory=list)
-    on_drain: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    on_drain: list[Callable[[float], Awaitable[None]]] = field(default_factory=list)
     resources: AsyncExitStack = field(default_factory=AsyncExitStack)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    hurry: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set by a second SIGTERM/SIGINT while the ``on_drain`` hooks wait: they end their wait at once."""
 
     @classmethod
     def bind(cls, listen: str, max_message_bytes: int = 8 * 1024 * 1024, reuse_port: bool = False) -> GrpcServer:
@@ -132,15 +152,21 @@ class GrpcServer:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     async def stop(self, grace: float) -> None:
-        """Flip health to NOT_SERVING, let in-flight RPCs drain for ``grace`` seconds, release resources.
+        """Flip health to NOT_SERVING, let in-flight work drain for ``grace`` seconds, release resources.
 
-        ``on_drain`` hooks run once health is NOT_SERVING and before the drain starts (e.g. to record
-        that work cut short is being shut down rather than cancelled by its client).
+        ``on_drain`` hooks run once health is NOT_SERVING, while the server still serves, each given the drain's
+        deadline (event-loop time, ``grace`` seconds from now): a service with work that outlives its RPCs (the
+        orchestrator's sessions) refuses new work there and waits for what runs, up to the deadline or until
+        :attr:`hurry` is set. Then the
+        server stops taking calls and those in flight get what is left of ``grace`` (at least
+        :data:`FINAL_GRACE` seconds, to deliver the last events of work the hooks ended) before they are cancelled.
         """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
         await self.health.enter_graceful_shutdown()
         for hook in self.on_drain:
-            await hook()
-        await self.server.stop(grace)
+            await hook(deadline)
+        await self.server.stop(max(deadline - loop.time(), min(grace, FINAL_GRACE)))
         await release(self.resources)
 
 
@@ -237,17 +263,20 @@ class _Scope:
             metrics.in_flight.dec()
         metrics.duration.observe(elapsed)
         metrics.count(self.status)
-        access_log.info(
-            "rpc %s %s",
-            self.method,
-            self.status,
-            extra={
-                "rpc": self.method,
-                "code": self.status,
-                "ms": round(elapsed * 1000, 3),
-                "tenant": context.tenant.get(),
-            },
-        )
+        level = logging.DEBUG if self.status == "OK" and self.method in ROUTINE_RPCS else logging.INFO
+        if access_log.isEnabledFor(level):
+            access_log.log(
+                level,
+                "rpc %s %s",
+                self.method,
+                self.status,
+                extra={
+                    "rpc": self.method,
+                    "code": self.status,
+                    "ms": round(elapsed * 1000, 3),
+                    "tenant": context.tenant.get(),
+                },
+            )
         if self.span is not None:
             end_server_span(self.span, self.status)
 
@@ -389,7 +418,8 @@ def create_server(
 
 
 async def serve(srv: GrpcServer, grace: float, ready: Callable[[int], None] | None = None) -> None:
-    """Run ``srv`` until SIGTERM or SIGINT, then shut down gracefully."""
+    """Run ``srv`` until SIGTERM or SIGINT, then shut down gracefully (a second signal cuts the drain short:
+    :attr:`GrpcServer.hurry`)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -408,6 +438,8 @@ async def serve(srv: GrpcServer, grace: float, ready: Callable[[int], None] | No
         for waiter in waiters:
             waiter.cancel()
     log.info("shutting down (grace %.1fs)", grace)
+    for sig in (signal.SIGTERM, signal.SIGINT):  # a second signal: stop waiting for work in flight
+        loop.add_signal_handler(sig, srv.hurry.set)
     await srv.stop(grace)
     log.info("stopped")
 

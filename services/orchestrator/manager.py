@@ -22,6 +22,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.trace import Span
@@ -46,6 +47,10 @@ from services.orchestrator.threads import session_context
 
 log = logging.getLogger(__name__)
 
+#: What a new ``Orchestrate`` is told while the orchestrator drains (UNAVAILABLE: another replica, or this one
+#: once restarted, will take it).
+SHUTTING_DOWN = "the orchestrator is shutting down: not accepting new sessions (retry shortly)"
+
 
 class SessionManager:
     """Owns running sessions: start, follow, cancel, recover."""
@@ -68,7 +73,10 @@ class SessionManager:
         self.catalogue = catalogue
         self.prompts = prompts
         self.outbox: Outbox | None = None
+        self.draining = False
+        """Set once the orchestrator is shutting down: new sessions are refused, running ones go on."""
         self.stopping = False
+        """Set once the drain's deadline has passed: sessions cut short now are recorded as interrupted."""
         self._tasks: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ start
@@ -79,6 +87,8 @@ class SessionManager:
         The session's span starts here (a child of the caller's, the ``Orchestrate`` RPC's) and covers
         the selection; the session's task then owns it and ends it once the terminal event is recorded.
         """
+        if self.draining:
+            raise Unavailable(SHUTTING_DOWN)
         req, rules = normalise(request, self.settings.common.max_prompt_chars)
         self._check_writable()
         began = time.monotonic()
@@ -321,12 +331,42 @@ class SessionManager:
             record.update_time.CopyFrom(event.time)
             await self.store.save_session(record)
 
-    async def begin_shutdown(self) -> None:
-        """From now on, sessions cut short are recorded as interrupted by the shutdown."""
-        self.stopping = True
+    async def drain(self, deadline: float, hurry: asyncio.Event | None = None) -> None:
+        """Refuse new sessions and let running ones finish until ``deadline`` (event-loop time), or until
+        ``hurry`` is set (a second Ctrl-C); then end those still running, recorded as interrupted by the shutdown
+        (:meth:`shutdown`).
+
+        Runs when the orchestrator is told to stop (SIGTERM, ``ORX_SHUTDOWN_GRACE``), while the server still
+        serves: running sessions keep streaming to their ``Orchestrate`` and ``WatchSession`` callers, and a
+        new ``Orchestrate`` gets UNAVAILABLE. A client's own cancel during the drain is still a cancel.
+        """
+        self.draining = True
+        loop = asyncio.get_running_loop()
+        tasks = {task for task in self._tasks if not task.done()}
+        if tasks:
+            log.info(
+                "draining: waiting up to %.1f s for %d running session(s) to finish",
+                max(0.0, deadline - loop.time()),
+                len(tasks),
+            )
+        hurried: asyncio.Future[Any] = asyncio.ensure_future((hurry or asyncio.Event()).wait())
+        try:
+            while tasks and not hurried.done():
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                await asyncio.wait({*tasks, hurried}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+                tasks = {task for task in self._tasks if not task.done()}
+        finally:
+            hurried.cancel()
+        if tasks:
+            log.warning("draining: interrupting %d session(s) still running", len(tasks))
+        await self.shutdown()
 
     async def shutdown(self) -> None:
         """Stop every running session (recorded as interrupted) and wait for them to save."""
+        self.draining = True
+        self.stopping = True
         tasks = []
         for live in list(self.hub.sessions.values()):
             live.cancel_status = pb.SESSION_STATUS_FAILED

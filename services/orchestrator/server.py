@@ -8,6 +8,7 @@ the store, takes its lease and wires the manager, the event writer and the outbo
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -189,7 +190,7 @@ async def build(settings: Settings, listen: str | None = None) -> GrpcServer:
         # Released first: running sessions end (recorded as interrupted) while the outbox still runs.
         res.push_async_callback(manager.shutdown)
         follow_store_health(srv, writer.health)
-        srv.on_drain.append(manager.begin_shutdown)
+        srv.on_drain.append(functools.partial(_drain, manager, lease, srv.hurry))
         srv.add(
             ServiceBinding(
                 orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server,
@@ -198,6 +199,13 @@ async def build(settings: Settings, listen: str | None = None) -> GrpcServer:
             )
         )
     return srv
+
+
+async def _drain(manager: SessionManager, lease: OrchestratorLease, hurry: asyncio.Event, deadline: float) -> None:
+    """On SIGTERM: refuse new sessions, let running ones finish until ``deadline`` (``ORX_SHUTDOWN_GRACE``) or a
+    second signal, then interrupt the rest. Not after a lost lease: another orchestrator may own the database, so
+    they end at once."""
+    await manager.drain(0.0 if lease.lost.is_set() else deadline, hurry)
 
 
 def watch_lease(srv: GrpcServer, lease: OrchestratorLease, resources: AsyncExitStack) -> None:

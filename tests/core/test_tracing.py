@@ -422,8 +422,14 @@ async def test_a_handler_and_access_log_lines_carry_the_rpc_trace(
     spans: InMemorySpanExporter, pair: Pair, log_lines: tuple[_Lines, _Lines]
 ) -> None:
     as_json, _ = log_lines
-    async with open_channel(f"127.0.0.1:{pair.upstream.port}") as channel:
-        await selector_pb2_grpc.SelectorServiceStub(channel).AnalyzePrompt(selector_pb2.AnalyzePromptRequest())
+    access_log = logging.getLogger("orchestratex.access")
+    # ListModels is a routine polling RPC (ROUTINE_RPCS): its access line is at DEBUG.
+    access_log.setLevel(logging.DEBUG)
+    try:
+        async with open_channel(f"127.0.0.1:{pair.upstream.port}") as channel:
+            await selector_pb2_grpc.SelectorServiceStub(channel).AnalyzePrompt(selector_pb2.AnalyzePromptRequest())
+    finally:
+        access_log.setLevel(logging.NOTSET)
     found = await finished(spans, 4)
     inner_server = one(found, f"/{PROVIDERS}/ListModels", SpanKind.SERVER)
     records = [json.loads(line) for line in as_json.lines]
