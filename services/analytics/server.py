@@ -23,7 +23,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from orchestratex import context
 from orchestratex.config import Settings
-from orchestratex.errors import FailedPrecondition, NotFound
+from orchestratex.errors import NotFound
 from orchestratex.grpc_server import GrpcServer, ServiceBinding, building
 from orchestratex.v1 import analytics_pb2, analytics_pb2_grpc, common_pb2
 from services.analytics import metrics, reports
@@ -37,7 +37,7 @@ from services.analytics.requests import (
     time_window,
 )
 from services.analytics.store import open_analytics_store
-from services.analytics.store.model import STATUS_RUNNING, AnalyticsStore, Scope
+from services.analytics.store.model import AnalyticsStore, Scope
 
 log = logging.getLogger(__name__)
 
@@ -84,14 +84,15 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
     async def SubmitFeedback(
         self, request: analytics_pb2.SubmitFeedbackRequest, ctx: Context
     ) -> analytics_pb2.SubmitFeedbackResponse:
-        """Record or replace a user's rating of a finished session (or of one not delivered yet)."""
+        """Record or replace a user's rating of a session (or of one not delivered yet).
+
+        Whether the session has finished is the orchestrator's to say, and the gateway asks it first: analytics
+        hears of a session's end through the orchestrator's outbox, a moment later, so a session it still sees
+        running may well have ended (a rating given right after the answer arrived was refused as "still
+        running"). The rating counts under the session's current key and moves with it, as any figure does.
+        """
         feedback = feedback_input(request)
         tenant = context.tenant.get()
-        session = await self._store.get_session(feedback.session_id, tenant)
-        if session is not None and session.status == STATUS_RUNNING:
-            raise FailedPrecondition(
-                f"session_id: session {feedback.session_id!r} is still running", field="session_id"
-            )
         try:
             record, updated = await self._store.put_feedback(
                 feedback.session_id, feedback.user_id, feedback.rating, feedback.comment, self._clock(), tenant=tenant
