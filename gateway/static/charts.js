@@ -70,6 +70,12 @@ export function chart(canvas, type, data, options = {}, summary = "") {
   const Chart = ChartJs();
   if (!Chart) return null;
   destroyChart(canvas);
+  // Axis titles and other text without a colour of their own follow the page's scheme too.
+  const defaults = /** @type {{defaults?: {color?: string, borderColor?: string}}} */ (/** @type {unknown} */ (Chart));
+  if (defaults.defaults) {
+    defaults.defaults.color = css("--text", "#1d2330");
+    defaults.defaults.borderColor = css("--border", "#dde1e7");
+  }
   const opts = base();
   for (const [k, v] of Object.entries(options)) {
     if (k === "scales") {

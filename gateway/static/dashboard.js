@@ -2,13 +2,15 @@
 // Analytics dashboard: performance per model and domain, cost over time, satisfaction, selection accuracy.
 import { api } from "./api.js";
 import { chart, colour, destroyChart } from "./charts.js";
-import { byId, enumLabel, make, modelLabel, num, seconds, text, usd } from "./render.js";
+import { byId, enumLabel, make, modelLabel, num, plural, seconds, text, usd } from "./render.js";
 
 // The reports are proto JSON straight from the API: their shapes are documented in docs/contracts.md.
 /** @typedef {any} Report */
 
 /** @param {unknown} x */
 const pct = (x) => `${num(Number(x || 0) * 100, 0)}%`;
+
+
 /** @param {string} id */
 const canvasById = (id) => byId(id, HTMLCanvasElement);
 
@@ -87,14 +89,14 @@ export class Dashboard {
     const box = byId("kpis");
     box.replaceChildren();
     if (cost) {
-      box.appendChild(kpi("Total cost", usd(cost.total_cost_usd), `${Number(cost.calls || 0)} provider calls`));
+      box.appendChild(kpi("Total cost", usd(cost.total_cost_usd), plural(cost.calls, "provider call")));
       box.appendChild(kpi("Sessions", String(Number(cost.session_count || 0)),
-        `${Number((cost.usage || {}).total_tokens || 0).toLocaleString()} tokens`));
+        plural((cost.usage || {}).total_tokens, "token")));
     }
     if (sat) {
       const overall = sat.overall || {};
       box.appendChild(kpi("Satisfaction", Number(overall.count || 0) ? `${num(overall.mean, 2)} / 5` : "—",
-        `${Number(overall.count || 0)} ratings`));
+        plural(overall.count, "rating")));
     }
     if (acc) {
       const shadow = acc.shadow || {};
@@ -179,7 +181,7 @@ export class Dashboard {
         const scored = r && Number(r.critiques_received || 0) > 0;
         const td = make("td", scored ? num(r.mean_score_as_author, 1) : "—", "num heat");
         if (scored) td.dataset.level = String(Math.max(0, Math.min(10, Math.round(Number(r.mean_score_as_author)))));
-        if (r) td.title = `${Number(r.calls || 0)} calls, ${pct(r.success_rate)} success`;
+        if (r) td.title = `${plural(r.calls, "call")}, ${pct(r.success_rate)} success`;
         tr.appendChild(td);
       }
       body.appendChild(tr);
@@ -231,7 +233,7 @@ export class Dashboard {
         labels: ratings.map((r) => `${r} ★`),
         datasets: [{ label: "Ratings", data: ratings.map((r) => dist.get(r) || 0), backgroundColor: colour(4) }],
       }, { scales: { y: { beginAtZero: true, ticks: { precision: 0 } } }, plugins: { legend: { display: false } } },
-      "Ratings: " + ratings.map((r) => `${r} stars ${dist.get(r) || 0}`).join(", "));
+      "Ratings: " + ratings.map((r) => `${plural(r, "star")}: ${plural(dist.get(r), "rating")}`).join(", "));
     }
     /** @type {Report[]} */
     const byModel = sat.by_model || [];

@@ -11,6 +11,19 @@
  * @property {number} [cost_usd]
  */
 
+const PLURAL_RULES = new Intl.PluralRules("en");
+
+/**
+ * "1 rating", "2 ratings", "1,234 tokens".
+ * @param {unknown} count
+ * @param {string} one
+ * @param {string} [many] defaults to `one` + "s"
+ */
+export function plural(count, one, many) {
+  const n = Number(count || 0);
+  return `${n.toLocaleString("en")} ${PLURAL_RULES.select(n) === "one" ? one : many || `${one}s`}`;
+}
+
 /**
  * "STOP_REASON_MAX_ROUNDS" -> "max rounds".
  * @param {string | null | undefined} value

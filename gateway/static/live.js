@@ -3,12 +3,20 @@
 // knows lives in state.js (`reduce`, pure and unit-tested); this module sends messages, dispatches what
 // happens, and renders the state it gets back, touching only the parts that changed. The counters on #session
 // (data-last-sequence, data-applied, data-gaps) make the in-sequence application of events observable.
+// Beside the events it shows what the session is doing now (a progress line with the step's elapsed time, and a
+// warning when the orchestrator has gone quiet), what each refinement changed (diff.js) and which critique
+// points it took up (addressed.js), and offers the answer and the session as Markdown and JSON (export.js).
+import { assessPoints, headings } from "./addressed.js";
 import { api } from "./api.js";
 import { ScoreChart } from "./charts.js";
+import { diffStats, insertedText, renderDiff, wordDiff } from "./diff.js";
+import { copyText, download, exportName, sessionJson, sessionMarkdown } from "./export.js";
 import {
-  byId, enumLabel, make, modelLabel, num, renderMarkdown, seconds, setPill, text, tokens, usd,
+  byId, enumLabel, make, modelLabel, num, plural, renderMarkdown, seconds, setPill, text, tokens, usd,
 } from "./render.js";
-import { canCancel, initialState, needsWatch, reduce, scoreSeries } from "./state.js";
+import {
+  canCancel, failureTitle, initialState, needsWatch, progressLabel, progressStep, reduce, scoreSeries,
+} from "./state.js";
 
 /** @typedef {import("./state.js").LiveState} LiveState */
 /** @typedef {import("./state.js").Action} Action */
@@ -26,9 +34,39 @@ import { canCancel, initialState, needsWatch, reduce, scoreSeries } from "./stat
  * @property {HTMLElement} model
  * @property {HTMLElement} meta
  * @property {HTMLElement} score
+ * @property {HTMLElement} finalRef    "this version became the final answer" (the answer itself collapsed)
+ * @property {HTMLButtonElement} showAnswer
+ * @property {HTMLDetailsElement} changes
  * @property {Round | null} shown
  * @property {boolean} queued  a Markdown render is waiting for the next frame
+ * @property {boolean} isFinal  the final answer below shows this round's text
+ * @property {unknown[]} changesOf  what the "What changed" block was computed from (compared by identity)
  */
+
+/**
+ * What the form learns about a session when it is shown (see `onSessionLoaded`).
+ * @typedef {{sessionId: string, threadId: string, request: object, status: string}} SessionInfo
+ */
+
+/**
+ * A refused start, as the gateway told it (`field` names the request field at fault, when one is).
+ * @typedef {{code: string, status: number, message: string, field?: string}} StartError
+ */
+
+/**
+ * @typedef {object} LiveOptions
+ * @property {(id: string) => void} [onSessionChanged]  another session is shown (its id)
+ * @property {(error: StartError) => boolean | void} [onStartError]  the server refused a start; the view went back
+ * @property {(info: SessionInfo) => void} [onSessionLoaded]  once per shown session (live, reloaded or replayed),
+ *   with its request as accepted and its status; called when the session ends or, for one still running, once
+ *   its recorded events have been caught up with (no terminal event within LOADED_AFTER_MS of its start event)
+ */
+
+/** How long after a session's start event the view waits for its end before reporting it as running. */
+const LOADED_AFTER_MS = 300;
+/** Prompts longer than this (lines, or characters) are shown collapsed. */
+const PROMPT_LINES = 6;
+const PROMPT_CHARS = 600;
 
 /**
  * @param {Element} root
@@ -66,17 +104,29 @@ const PILLS = {
 export class LiveSession {
   /**
    * @param {Channel} channel
-   * @param {{onSessionChanged?: (id: string) => void}} [options]
+   * @param {LiveOptions} [options]
    */
-  constructor(channel, { onSessionChanged } = {}) {
+  constructor(channel, { onSessionChanged, onStartError, onSessionLoaded } = {}) {
     this.channel = channel;
     this.onSessionChanged = onSessionChanged || (() => {});
+    this.onStartError = onStartError || (() => {});
+    this.onSessionLoaded = onSessionLoaded || (() => {});
     this.els = {
       session: byId("session"),
       sessionId: byId("session-id"),
       simulated: byId("simulated"),
       status: byId("session-status"),
       prompt: byId("session-prompt"),
+      promptToggle: byId("prompt-toggle", HTMLButtonElement),
+      progress: byId("progress"),
+      progressLabel: byId("progress-label"),
+      progressStuck: byId("progress-stuck"),
+      progressLive: byId("progress-live"),
+      exportMd: byId("export-md", HTMLButtonElement),
+      exportJson: byId("export-json", HTMLButtonElement),
+      copy: byId("copy-answer", HTMLButtonElement),
+      copyNote: byId("copy-note"),
+      failureTitle: byId("failure-title"),
       selection: byId("selection"),
       ranking: byId("ranking"),
       primary: byId("primary-model"),
@@ -115,7 +165,20 @@ export class LiveSession {
     this.state = initialState();
     /** @type {OrchestrationEvent[]} events applied since the view was last reset, for Replay */
     this.log = [];
+    /** @type {OrchestrationEvent[]} the log of the session shown before a start, restored if the start fails */
+    this.previousLog = [];
     this.replayToken = 0;
+    // Progress: when the current step began, when the last event arrived (performance.now()), the ticking timer.
+    this.stepKey = "";
+    this.stepSince = 0;
+    this.lastEventAt = 0;
+    /** @type {number | undefined} */
+    this.ticker = undefined;
+    this.lastAnnounced = "";
+    // onSessionLoaded: the session already reported, and a pending report.
+    this.reported = "";
+    /** @type {number | undefined} */
+    this.loadedTimer = undefined;
 
     channel.on("open", () => this.resume());
     channel.on("message", (msg) => this.onMessage(msg));
@@ -125,6 +188,10 @@ export class LiveSession {
       e.preventDefault();
       this.rate();
     });
+    this.els.promptToggle.addEventListener("click", () => this.togglePrompt());
+    this.els.copy.addEventListener("click", () => this.copyAnswer());
+    this.els.exportMd.addEventListener("click", () => this.exportMarkdown());
+    this.els.exportJson.addEventListener("click", () => this.exportJson());
   }
 
   /** True while a live stream is followed (app.js keeps Start disabled meanwhile). */
@@ -139,9 +206,11 @@ export class LiveSession {
    * @param {object} request
    */
   start(request) {
+    const log = this.log;
     this.forget();
     // Detached: the session survives a reload or a dropped socket; Cancel stops it explicitly.
     const ref = this.channel.send({ type: "orchestrate", request: { ...request, detached: true } });
+    this.previousLog = ref == null ? [] : log;
     this.dispatch({ type: "start", ref });
   }
 
@@ -190,18 +259,33 @@ export class LiveSession {
   onMessage(msg) {
     if (msg.type !== "ack" && msg.type !== "event" && msg.type !== "error") return;
     const before = this.state.applied;
+    const refused = msg.type === "error" && msg.ref != null && msg.ref === this.state.pendingRef;
+    if (refused) this.log = this.previousLog;
     this.dispatch(msg);
-    if (this.state.applied > before) this.log.push(msg.event);
+    if (this.state.applied > before) {
+      this.log.push(msg.event);
+      this.lastEventAt = performance.now();
+      this.tick();
+    }
+    if (refused) {
+      /** @type {StartError} */
+      const error = { code: String(msg.code || "UNKNOWN"), status: Number(msg.status || 0), message: String(msg.message || "") };
+      if (msg.field) error.field = String(msg.field);
+      // Shown next to the field it names: the form-level line would only say it twice.
+      if (this.onStartError(error) === true) this.dispatch({ type: "form_error", message: "" });
+    }
+    this.previousLog = this.state.pendingRef == null ? [] : this.previousLog;
   }
 
   /** Play a finished session's events again, at twice their recorded pace (pauses capped at 1 s). */
   async replay() {
     const events = this.log.slice();
     const id = this.state.sessionId;
+    const status = this.state.status;
     if (!events.length || !id) return;
     this.forget();
     const token = this.replayToken;
-    this.dispatch({ type: "replay", sessionId: id });
+    this.dispatch({ type: "replay", sessionId: id, status });
     /** @type {number | null} */
     let previous = null;
     for (const event of events) {
@@ -219,6 +303,10 @@ export class LiveSession {
   forget() {
     this.replayToken += 1;
     this.log = [];
+    this.reported = "";
+    window.clearTimeout(this.loadedTimer);
+    this.lastEventAt = performance.now();
+    text(this.els.copyNote, "");
     text(this.els.ratingNote, "");
     this.els.ratingForm.reset();
     delete this.els.rating.dataset.rated;
@@ -285,31 +373,155 @@ export class LiveSession {
     setData(ds, "applied", s.applied ? String(s.applied) : "");
     setData(ds, "gaps", s.applied ? String(s.gaps) : "");
     text(els.sessionId, s.sessionId || "");
-    text(els.prompt, s.prompt);
+    if (s.prompt !== p.prompt) this.renderPrompt(s.prompt);
     els.simulated.hidden = !s.simulated;
-    if (s.phase !== p.phase || s.status !== p.status) this.renderPill(s);
+    if (s.phase !== p.phase || s.status !== p.status || s.replaying !== p.replaying) this.renderPill(s);
     els.start.disabled = s.running || !this.channel.ready;
     els.cancel.disabled = !canCancel(s);
     els.replay.hidden = !s.finished;
+    els.exportMd.hidden = !s.applied || s.replaying;
+    els.exportJson.hidden = els.exportMd.hidden;
     text(els.error, s.error);
     els.error.hidden = !s.error;
     if (s.announcement !== p.announcement) text(els.announcer, s.announcement);
     if (s.selection !== p.selection) this.renderSelection(s.selection);
     if (s.rounds !== p.rounds) this.renderRounds(s.rounds);
+    if (s.rounds !== p.rounds || s.result !== p.result || s.failure !== p.failure) this.markFinal(s);
     if (s.rounds !== p.rounds || s.threshold !== p.threshold) this.renderChart(s);
     if (s.notices !== p.notices) els.notices.replaceChildren(...s.notices.map((n) => make("li", n)));
     if (s.result !== p.result) this.renderResult(s.result);
     if (s.failure !== p.failure) this.renderFailure(s.failure);
+    this.tick();
+    this.reportLoaded(s);
   }
 
   /** @param {LiveState} s */
   renderPill(s) {
-    if (s.phase === "ended") {
+    if (s.replaying) {
+      // The events being replayed say "running" until their end: the pill tells the real outcome meanwhile.
+      setPill(this.els.status, `${s.replayOf || "recorded"} · replaying`, "muted");
+    } else if (s.phase === "ended") {
       setPill(this.els.status, s.status, s.status === "completed" ? "good" : "bad");
     } else {
       const [label, tone] = PILLS[s.phase];
       setPill(this.els.status, label, tone);
     }
+  }
+
+  /**
+   * The prompt, collapsed to its first lines when it is long.
+   * @param {string} prompt
+   */
+  renderPrompt(prompt) {
+    const els = this.els;
+    text(els.prompt, prompt);
+    const long = prompt.split("\n").length > PROMPT_LINES || prompt.length > PROMPT_CHARS;
+    els.promptToggle.hidden = !long;
+    this.setPromptExpanded(!long);
+  }
+
+  togglePrompt() {
+    this.setPromptExpanded(this.els.promptToggle.getAttribute("aria-expanded") !== "true");
+  }
+
+  /** @param {boolean} expanded */
+  setPromptExpanded(expanded) {
+    const els = this.els;
+    if (expanded) delete els.prompt.dataset.collapsed;
+    else els.prompt.dataset.collapsed = "true";
+    els.promptToggle.setAttribute("aria-expanded", String(expanded));
+    text(els.promptToggle, expanded ? "Show less" : "Show full prompt");
+  }
+
+  // ---- progress --------------------------------------------------------------------------------------
+
+  /**
+   * Bring the progress line up to date: a new step restarts its clock; one interval timer ticks while the
+   * session runs and is cleared when it does not. Screen readers hear the step, not the seconds.
+   */
+  tick() {
+    const els = this.els;
+    const step = progressStep(this.state);
+    const now = performance.now();
+    if (!step) {
+      window.clearInterval(this.ticker);
+      this.ticker = undefined;
+      this.stepKey = "";
+      els.progress.hidden = true;
+      if (this.lastAnnounced) text(els.progressLive, "");
+      this.lastAnnounced = "";
+      return;
+    }
+    if (step.key !== this.stepKey) {
+      this.stepKey = step.key;
+      this.stepSince = now;
+    }
+    if (this.ticker === undefined) this.ticker = window.setInterval(() => this.tick(), 1000);
+    const shown = progressLabel(step, now - this.stepSince, now - (this.lastEventAt || now));
+    els.progress.hidden = false;
+    els.progress.dataset.step = step.key;
+    text(els.progressLabel, shown.label);
+    text(els.progressStuck, shown.stuck);
+    els.progressStuck.hidden = !shown.stuck;
+    if (shown.stuck) els.progress.dataset.stuck = "true";
+    else delete els.progress.dataset.stuck;
+    if (shown.announce !== this.lastAnnounced) {
+      this.lastAnnounced = shown.announce;
+      text(els.progressLive, shown.announce);
+    }
+  }
+
+  // ---- telling the form --------------------------------------------------------------------------------
+
+  /**
+   * Call onSessionLoaded once per shown session: at its end, or LOADED_AFTER_MS after its start event when it
+   * is still running by then (a finished session's recorded events all arrive within that burst).
+   * @param {LiveState} s
+   */
+  reportLoaded(s) {
+    if (!s.sessionId || !s.request || this.reported === s.sessionId) return;
+    if (s.finished || s.replaying) {
+      this.reported = s.sessionId;
+      window.clearTimeout(this.loadedTimer);
+      this.loadedTimer = undefined;
+      const status = s.replaying ? s.replayOf || s.status : s.status;
+      this.onSessionLoaded({ sessionId: s.sessionId, threadId: String(s.request.thread_id || ""), request: s.request, status });
+      return;
+    }
+    if (this.loadedTimer !== undefined) return;
+    const id = s.sessionId;
+    this.loadedTimer = window.setTimeout(() => {
+      this.loadedTimer = undefined;
+      const now = this.state;
+      if (now.sessionId !== id || !now.request || this.reported === id) return;
+      this.reported = id;
+      this.onSessionLoaded({ sessionId: id, threadId: String(now.request.thread_id || ""), request: now.request,
+        status: now.status || "running" });
+    }, LOADED_AFTER_MS);
+  }
+
+  // ---- copy and export -------------------------------------------------------------------------------
+
+  async copyAnswer() {
+    const done = this.state.result;
+    if (!done) return;
+    const ok = await copyText(done.finalText);
+    text(this.els.copyNote, ok ? "Copied (Markdown)."
+      : "Copying is not available here (the browser allows it only on https or localhost). "
+        + "Select the answer to copy it, or use Export Markdown.");
+    this.els.copyNote.dataset.state = ok ? "copied" : "unavailable";
+  }
+
+  exportMarkdown() {
+    const id = this.state.sessionId;
+    if (!id) return;
+    download(exportName(id, "md"), sessionMarkdown(this.state, new Date().toISOString()), "text/markdown");
+  }
+
+  exportJson() {
+    const id = this.state.sessionId;
+    if (!id) return;
+    download(exportName(id, "json"), sessionJson(id, this.log, new Date().toISOString()), "application/json");
   }
 
   /** @param {LiveState["selection"]} selected */
@@ -365,8 +577,85 @@ export class LiveSession {
         else this.els.rounds.prepend(view.root);
       }
       if (view.shown !== round) this.renderRound(view, round);
+      this.renderChanges(view, round, rounds);
       previous = view.root;
     }
+  }
+
+  /**
+   * The round whose text the final answer shows keeps it collapsed behind a reference: the answer is on the
+   * page once.
+   * @param {LiveState} s
+   */
+  markFinal(s) {
+    let best = s.result ? s.result.bestRound : 0;
+    const kept = s.failure && s.failure.bestText;
+    if (kept) best = [...s.rounds].reverse().find((r) => r.text === kept)?.number || 0;
+    for (const [n, view] of this.roundViews) {
+      const isFinal = n === best;
+      if (isFinal === view.isFinal) continue;
+      view.isFinal = isFinal;
+      view.finalRef.hidden = !isFinal;
+      text(part(view.finalRef, ".round-final-note"), kept
+        ? "This version is the best answer so far, shown below."
+        : "This version became the final answer, shown below.");
+      view.root.classList.toggle("is-final", isFinal);
+      this.showRoundAnswer(view, !isFinal);
+    }
+  }
+
+  /**
+   * @param {RoundView} view
+   * @param {boolean} shown
+   */
+  showRoundAnswer(view, shown) {
+    view.answer.hidden = !shown;
+    view.showAnswer.setAttribute("aria-expanded", String(shown));
+    text(view.showAnswer, shown ? "Hide it here" : "Show it here too");
+  }
+
+  /**
+   * "What changed": for a complete refinement, the word diff against the draft it refined and, per critique
+   * point that draft received, whether the refinement visibly took it up (an estimate).
+   * @param {RoundView} view
+   * @param {Round} round
+   * @param {readonly Round[]} rounds
+   */
+  renderChanges(view, round, rounds) {
+    const base = round.refines ? rounds.find((r) => r.number === round.refines) : undefined;
+    const ready = Boolean(base && base.text && round.answered && !round.streaming);
+    const of = ready && base ? [round.text, base.text, base.critiques] : [];
+    if (of.length === view.changesOf.length && of.every((v, i) => v === view.changesOf[i])) return;
+    view.changesOf = of;
+    view.changes.hidden = !ready;
+    if (!ready || !base) return;
+    const segments = wordDiff(base.text, round.text);
+    const { inserted, removed } = diffStats(segments);
+    const before = new Set(headings(base.text));
+    const added = headings(round.text).filter((h) => !before.has(h));
+    const verdicts = assessPoints(base.critiques, insertedText(segments), added);
+    const addressed = verdicts.filter((v) => v.addressed).length;
+    text(part(view.changes, ".changes-summary"), `+${inserted} / −${removed} words`
+      + (verdicts.length ? ` · ${addressed} of ${plural(verdicts.length, "point")} addressed (estimate)` : ""));
+    text(part(view.changes, ".changes-base"),
+      `Round ${round.number} against round ${round.refines}, the best-scored draft it refined. `
+      + "Added words are underlined, removed ones struck through.");
+    renderDiff(part(view.changes, ".diff"), segments);
+    const list = part(view.changes, ".addressed");
+    part(view.changes, ".addressed-block").hidden = !verdicts.length;
+    list.replaceChildren(...verdicts.map((v) => {
+      const li = make("li");
+      li.dataset.addressed = String(v.addressed);
+      li.appendChild(make("span", v.addressed ? "addressed" : "not visibly addressed",
+        v.addressed ? "verdict verdict-yes" : "verdict verdict-no"));
+      li.append(" ");
+      li.appendChild(make("span", v.kind === "weakness" ? "Weakness" : "Suggestion", "point-kind"));
+      li.append(" ");
+      li.appendChild(modelLabel(v.critic));
+      li.append(": ", v.text);
+      if (v.heading) li.appendChild(make("span", ` (new section “${v.heading}”)`, "muted"));
+      return li;
+    }));
   }
 
   /**
@@ -386,9 +675,19 @@ export class LiveSession {
       model: part(root, ".round-model"),
       meta: part(root, ".round-meta"),
       score: part(root, ".round-score"),
+      finalRef: part(root, ".round-final-ref"),
+      showAnswer: /** @type {HTMLButtonElement} */ (part(root, ".round-show")),
+      changes: /** @type {HTMLDetailsElement} */ (part(root, ".changes")),
       shown: null,
       queued: false,
+      isFinal: false,
+      changesOf: [],
     };
+    const answerId = `round-${number}-answer`;
+    view.answer.id = answerId;
+    view.showAnswer.setAttribute("aria-controls", answerId);
+    view.showAnswer.addEventListener("click",
+      () => this.showRoundAnswer(view, view.showAnswer.getAttribute("aria-expanded") !== "true"));
     this.roundViews.set(number, view);
     return view;
   }
@@ -420,7 +719,7 @@ export class LiveSession {
     }
     if (!old || old.answered !== round.answered) {
       const a = round.answered;
-      text(view.meta, a ? `${Number(a.usage.total_tokens || 0).toLocaleString()} tokens · ${usd(a.usage.cost_usd)}`
+      text(view.meta, a ? `${plural(a.usage.total_tokens, "token")} · ${usd(a.usage.cost_usd)}`
         + (a.latency ? ` · ${seconds(a.latency)}` : "") : "");
     }
     if (!old || old.critiques !== round.critiques) {
@@ -498,6 +797,7 @@ export class LiveSession {
     els.final.hidden = !done;
     els.rating.hidden = !done;
     els.finalStats.replaceChildren();
+    text(els.copyNote, "");
     if (!done) {
       els.finalText.replaceChildren();
       this.renderPerModel([]);
@@ -558,6 +858,7 @@ export class LiveSession {
       els.failureBest.replaceChildren();
       return;
     }
+    text(els.failureTitle, failureTitle(failed));
     text(els.failureReason,
       `${failed.reason || failed.status} · cost ${usd(failed.costUsd)} · tokens ${tokens(failed.usage)}`);
     if (failed.bestText) renderMarkdown(els.failureBest, failed.bestText);

@@ -1,10 +1,29 @@
 // @ts-check
 // Rendering helpers. Model output is untrusted: it reaches the DOM only through renderMarkdown (marked,
 // raw HTML escaped, then DOMPurify with a strict allow-list, inserted as a DOM fragment) or as text nodes.
+// Code blocks are highlighted after sanitising: highlight.js gets a block's text (never HTML), escapes it, and
+// its markup passes DOMPurify again (spans with highlight.js classes only).
 import { Marked } from "./vendor/marked/marked.esm.js";
 import purify from "./vendor/dompurify/purify.es.js";
+import hljsCore from "./vendor/highlight/core.min.js";
+import bash from "./vendor/highlight/languages/bash.min.js";
+import c from "./vendor/highlight/languages/c.min.js";
+import cpp from "./vendor/highlight/languages/cpp.min.js";
+import css from "./vendor/highlight/languages/css.min.js";
+import go from "./vendor/highlight/languages/go.min.js";
+import java from "./vendor/highlight/languages/java.min.js";
+import javascript from "./vendor/highlight/languages/javascript.min.js";
+import json from "./vendor/highlight/languages/json.min.js";
+import plaintext from "./vendor/highlight/languages/plaintext.min.js";
+import python from "./vendor/highlight/languages/python.min.js";
+import rust from "./vendor/highlight/languages/rust.min.js";
+import shell from "./vendor/highlight/languages/shell.min.js";
+import sql from "./vendor/highlight/languages/sql.min.js";
+import typescript from "./vendor/highlight/languages/typescript.min.js";
+import xml from "./vendor/highlight/languages/xml.min.js";
+import yaml from "./vendor/highlight/languages/yaml.min.js";
 
-export { enumLabel, num, seconds, tokens, usd, when } from "./format.js";
+export { enumLabel, num, plural, seconds, tokens, usd, when } from "./format.js";
 
 /** @type {Record<string, string>} */
 const ESCAPES = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
@@ -35,12 +54,23 @@ const PURIFY = {
     "p", "br", "hr", "h1", "h2", "h3", "h4", "h5", "h6", "strong", "em", "del", "s", "code", "pre",
     "blockquote", "ul", "ol", "li", "a", "table", "thead", "tbody", "tr", "th", "td", "span", "sup", "sub",
   ],
-  ALLOWED_ATTR: ["href", "title", "start", "align"],
+  ALLOWED_ATTR: ["href", "title", "start", "align", "class"], // class: see the hook below
   ALLOWED_URI_REGEXP: /^(?:https?:|mailto:)/i,
   ALLOW_DATA_ATTR: false,
   ALLOW_ARIA_ATTR: false,
   RETURN_DOM_FRAGMENT: true,
 };
+
+// Classes only where they carry meaning and nothing else: a code block's language (from marked) and
+// highlight.js's token classes (from the second pass). A model cannot style the page through either.
+const LANGUAGE_CLASS = /^language-[A-Za-z0-9_+#.-]{1,32}$/;
+const TOKEN_CLASSES = /^(?:(?:hljs-[a-z_-]+|[a-z]+_+)(?: |$))+$/;
+DOMPurify.addHook("uponSanitizeAttribute", (node, data) => {
+  if (data.attrName !== "class") return;
+  const ok = node.nodeName === "CODE" ? LANGUAGE_CLASS.test(data.attrValue)
+    : node.nodeName === "SPAN" && TOKEN_CLASSES.test(data.attrValue);
+  if (!ok) data.keepAttr = false;
+});
 
 DOMPurify.addHook("afterSanitizeAttributes", (node) => {
   if (node instanceof Element && node.nodeName === "A") {
@@ -58,7 +88,51 @@ DOMPurify.addHook("afterSanitizeAttributes", (node) => {
  */
 export function renderMarkdown(el, text) {
   const html = markdown.parse(String(text || ""));
-  el.replaceChildren(DOMPurify.sanitize(html, PURIFY));
+  const fragment = DOMPurify.sanitize(html, PURIFY);
+  for (const code of fragment.querySelectorAll("pre > code")) highlight(code);
+  el.replaceChildren(fragment);
+}
+
+// ---- syntax highlighting ------------------------------------------------------------------------------
+
+/**
+ * The part of highlight.js's API used here (the vendored ES build ships no type declarations).
+ * @typedef {{value: string, language?: string}} HighlightResult
+ * @typedef {object} Highlighter
+ * @property {(name: string, language: unknown) => void} registerLanguage
+ * @property {(name: string) => unknown} getLanguage
+ * @property {(code: string, options: {language: string, ignoreIllegals: boolean}) => HighlightResult} highlight
+ * @property {(code: string) => HighlightResult} highlightAuto
+ */
+const hljs = /** @type {Highlighter} */ (/** @type {unknown} */ (hljsCore));
+/** @type {Record<string, unknown>} */
+const LANGUAGES = {
+  bash, c, cpp, css, go, java, javascript, json, plaintext, python, rust, shell, sql, typescript, xml, yaml,
+};
+for (const [name, language] of Object.entries(LANGUAGES)) hljs.registerLanguage(name, language);
+
+// What highlight.js produces: spans with its token classes, nothing else.
+/** @type {import("dompurify").Config & {RETURN_DOM_FRAGMENT: true}} */
+const TOKENS = { ALLOWED_TAGS: ["span"], ALLOWED_ATTR: ["class"], RETURN_DOM_FRAGMENT: true };
+
+/** Blocks longer than this are left plain: highlighting them would stall the page for little benefit. */
+const HIGHLIGHT_LIMIT = 100_000;
+
+/**
+ * Highlight one code block in place: the language its fence names when known, else the likeliest of ours.
+ * @param {Element} code
+ */
+function highlight(code) {
+  const source = code.textContent || "";
+  if (!source.trim() || source.length > HIGHLIGHT_LIMIT) return;
+  const named = /(?:^|\s)language-(\S+)/.exec(code.className);
+  const language = named && hljs.getLanguage(named[1]) ? named[1] : "";
+  const result = language
+    ? hljs.highlight(source, { language, ignoreIllegals: true })
+    : hljs.highlightAuto(source);
+  code.replaceChildren(DOMPurify.sanitize(result.value, TOKENS));
+  code.classList.add("hljs");
+  if (result.language) code.setAttribute("data-language", result.language);
 }
 
 /**
@@ -137,12 +211,26 @@ export function catalogue() {
  */
 export function modelLabel(id) {
   const span = make("span", null, "model");
-  span.appendChild(make("span", id || "?", "model-id"));
+  span.appendChild(modelId(id || "?"));
   if (id && isSimulated(id)) {
     const badge = make("span", "SIM", "badge badge-sim");
     badge.title = "Simulated model: answers come from the deterministic simulator";
     badge.setAttribute("aria-label", "simulated");
     span.appendChild(badge);
+  }
+  return span;
+}
+
+/**
+ * A model id that wraps only after "/" and "-" (a <wbr> there), never inside a word: on a phone,
+ * "meta-llama/llama-4-maverick" breaks as "meta-llama/" + "llama-4-maverick", not "meta-lla" + "ma/…".
+ * @param {string} id
+ */
+export function modelId(id) {
+  const span = make("span", null, "model-id");
+  for (const piece of id.split(/(?<=[/-])/)) {
+    if (span.childNodes.length) span.appendChild(document.createElement("wbr"));
+    span.appendChild(document.createTextNode(piece));
   }
   return span;
 }

@@ -8,7 +8,7 @@
 // overlapping what was already shown, after a resume) is ignored, and a jump past the next sequence is applied
 // but counted in `gaps`. Events carry proto field names (snake_case, int64 as strings): this module is the only
 // place that reads them.
-import { enumLabel, num } from "./format.js";
+import { enumLabel, num, plural } from "./format.js";
 
 // ---- the wire: server messages (proto JSON) ------------------------------------------------------------------
 
@@ -19,16 +19,32 @@ import { enumLabel, num } from "./format.js";
  * @property {string} [session_id]
  * @property {string | number} [sequence]
  * @property {string} [time]
- * @property {{request?: {prompt?: string, quality_threshold?: number}, simulated?: boolean}} [session_started]
+ * @property {{request?: OrchestrateRequest, simulated?: boolean}} [session_started]
  * @property {ModelSelectedEvent} [model_selected]
  * @property {{round?: number, model?: string, text?: string}} [response_delta]
  * @property {ResponseCompletedEvent} [response_completed]
  * @property {CritiqueCompletedEvent} [critique_completed]
  * @property {RoundCompletedEvent} [round_completed]
  * @property {ProviderFallbackEvent} [provider_fallback]
- * @property {{code?: string, message?: string}} [warning]
+ * @property {SessionWarningEvent} [warning]
  * @property {SessionCompletedEvent} [session_completed]
  * @property {SessionFailedEvent} [session_failed]
+ */
+
+/**
+ * The request as the orchestrator accepted it (defaults applied). Only the fields the view reads are typed; the
+ * whole object is kept as received (`LiveState.request`) and handed to the form as it is.
+ * @typedef {{prompt?: string, quality_threshold?: number, max_rounds?: number, critic_count?: number,
+ *   thread_id?: string, [key: string]: unknown}} OrchestrateRequest
+ */
+
+/**
+ * @typedef {object} SessionWarningEvent
+ * @property {string} [code]      WarningCode enum value
+ * @property {string} [message]   the orchestrator's own wording: internal, never shown as it is
+ * @property {number} [round]
+ * @property {string} [model]
+ * @property {string} [purpose]   CallPurpose enum value
  */
 
 /**
@@ -84,6 +100,7 @@ import { enumLabel, num } from "./format.js";
  * @property {string} [decision]
  * @property {string} [stop_reason]
  * @property {string} [reason]
+ * @property {number} [best_round]
  */
 
 /**
@@ -120,7 +137,8 @@ import { enumLabel, num } from "./format.js";
  * writes).
  * @typedef {{type: "ack", action?: string, ref?: number | null, session_id?: string}
  *   | {type: "event", event?: OrchestrationEvent}
- *   | {type: "error", ref?: number | null, session_id?: string, code?: string, message?: string}} ServerMessage
+ *   | {type: "error", ref?: number | null, session_id?: string, code?: string, status?: number, message?: string,
+ *     field?: string}} ServerMessage
  */
 
 /**
@@ -131,7 +149,7 @@ import { enumLabel, num } from "./format.js";
  *   | {type: "watching", ref: number | null}
  *   | {type: "reconnected"}
  *   | {type: "cancel"}
- *   | {type: "replay", sessionId: string}
+ *   | {type: "replay", sessionId: string, status: string}
  *   | {type: "replay_done"}
  *   | {type: "form_error", message: string}} UserAction
  */
@@ -185,6 +203,7 @@ import { enumLabel, num } from "./format.js";
  * @property {string} decision     enum value ("" when unset)
  * @property {string} stopReason   enum value ("" when unset)
  * @property {string} reason
+ * @property {number} bestRound    best round so far, as the orchestrator counts it (0 when not told)
  */
 
 /**
@@ -197,7 +216,10 @@ import { enumLabel, num } from "./format.js";
  * @property {string} text         the answer's Markdown: streamed pieces, then the complete text
  * @property {{usage: Usage, latency: string} | null} answered  set when the answer is complete
  * @property {readonly Critique[]} critiques
+ * @property {number} criticFailures  critics of this round that failed (a warning each)
  * @property {RoundOutcome | null} outcome
+ * @property {number | null} refines  for a refinement, the round whose draft it refined: the best round so far
+ *   when the previous round ended (the orchestrator refines its best-scored draft), else the previous round
  */
 
 /**
@@ -234,6 +256,7 @@ import { enumLabel, num } from "./format.js";
  * @property {boolean} running            following a live stream: a reconnect resumes it, Start waits
  * @property {boolean} finished           a terminal event was applied
  * @property {boolean} replaying          a local replay is rebuilding the view
+ * @property {string} replayOf            during a replay, the status the session really ended with
  * @property {Phase} phase
  * @property {string} status             lifecycle told by the events: "", "running", "completed", "failed"...
  * @property {number} lastSequence       sequence of the last applied event
@@ -241,6 +264,7 @@ import { enumLabel, num } from "./format.js";
  * @property {number} gaps               events applied whose sequence skipped one or more
  * @property {boolean} simulated
  * @property {string} prompt
+ * @property {OrchestrateRequest | null} request  the request as accepted (from session_started)
  * @property {number | null} threshold    quality threshold, once the session started
  * @property {Selection | null} selection
  * @property {readonly Round[]} rounds    in round order
@@ -249,6 +273,7 @@ import { enumLabel, num } from "./format.js";
  * @property {Failure | null} failure
  * @property {string} announcement       the latest message for screen readers
  * @property {string} error              the message under the form ("" when none)
+ * @property {LiveState | null} before    while starting: the view as it was, restored if the start is refused
  */
 
 const NOT_CONNECTED = "Not connected to the gateway yet; try again in a moment.";
@@ -265,6 +290,7 @@ export function initialState() {
     running: false,
     finished: false,
     replaying: false,
+    replayOf: "",
     phase: "idle",
     status: "",
     lastSequence: 0,
@@ -272,6 +298,7 @@ export function initialState() {
     gaps: 0,
     simulated: false,
     prompt: "",
+    request: null,
     threshold: null,
     selection: null,
     rounds: [],
@@ -280,6 +307,7 @@ export function initialState() {
     failure: null,
     announcement: "",
     error: "",
+    before: null,
   };
 }
 
@@ -294,7 +322,10 @@ export function reduce(state, action) {
     case "start":
       return action.ref == null
         ? { ...initialState(), error: NOT_CONNECTED }
-        : { ...initialState(), pendingRef: action.ref, visible: true, running: true, phase: "starting" };
+        : {
+          ...initialState(), pendingRef: action.ref, visible: true, running: true, phase: "starting",
+          before: { ...state, before: null, error: "" },
+        };
     case "follow":
       if (action.sessionId === state.sessionId && (state.running || state.finished)) return state;
       return { ...initialState(), sessionId: action.sessionId, visible: true, running: true, phase: "loading" };
@@ -303,18 +334,18 @@ export function reduce(state, action) {
     case "reconnected":
       // The session may exist, but without its id it cannot be followed from here.
       if (state.pendingRef == null || state.sessionId) return state;
-      return { ...state, pendingRef: null, running: false, phase: "lost", error: LOST };
+      return { ...state, pendingRef: null, running: false, phase: "lost", error: LOST, before: null };
     case "cancel":
       return canCancel(state) ? { ...state, phase: "cancelling" } : state;
     case "replay":
-      return { ...initialState(), sessionId: action.sessionId, visible: true, replaying: true };
+      return { ...initialState(), sessionId: action.sessionId, visible: true, replaying: true, replayOf: action.status };
     case "replay_done":
       return state.replaying ? { ...state, replaying: false } : state;
     case "form_error":
       return action.message === state.error ? state : { ...state, error: action.message };
     case "ack":
       if (action.action !== "orchestrate" || action.ref == null || action.ref !== state.pendingRef) return state;
-      return { ...state, pendingRef: null, sessionId: action.session_id || null };
+      return { ...state, pendingRef: null, sessionId: action.session_id || null, before: null };
     case "error":
       return applyError(state, action);
     case "event":
@@ -359,6 +390,150 @@ export function scoreSeries(state) {
   return { threshold: state.threshold, rounds };
 }
 
+// ---- progress ----------------------------------------------------------------------------------------------
+
+/**
+ * The step a running session is at. `key` changes exactly when a new step begins (the view restarts its elapsed
+ * time then); `text` may change within a step ("Critics reviewing (1 of 2 done)" -> "(2 of 2 done)").
+ * @typedef {{key: string, text: string}} Step
+ */
+
+/** No event for this long while running: the view says it is waiting on a silent orchestrator. */
+export const STUCK_AFTER_MS = 20_000;
+
+/**
+ * What the session shown is doing now, or null when it is not running (ended, idle, replaying).
+ * @param {LiveState} state
+ * @returns {Step | null}
+ */
+export function progressStep(state) {
+  if (!state.running || state.replaying) return null;
+  if (state.phase === "starting") return { key: "starting", text: "Starting the session" };
+  if (state.phase === "loading") return { key: "loading", text: "Loading the session" };
+  if (state.phase === "cancelling") return { key: "cancelling", text: "Cancelling" };
+  if (state.phase !== "running") return null;
+  const selection = state.selection;
+  if (!selection) return { key: "selecting", text: "Selecting a model" };
+  const last = state.rounds.at(-1);
+  if (!last) return waiting(1, selection.primaryModel);
+  const n = last.number;
+  if (last.progress === "" || (last.progress === "streaming" && !last.text)) {
+    return waiting(n, last.model || selection.primaryModel);
+  }
+  if (last.progress === "streaming") {
+    const written = `≈${plural(estimateTokens(last.text), "token")}`;
+    return { key: `writing-${n}`, text: n === 1 ? `Writing (${written})` : `Refining (round ${n}, ${written})` };
+  }
+  const critics = selection.criticModels.length;
+  if (last.progress === "answered") {
+    if (!critics) return { key: "finishing", text: "Finishing" };
+    const done = Math.min(critics, last.critiques.length + last.criticFailures);
+    return { key: `reviewing-${n}`, text: `Critics reviewing (${done} of ${critics} done)` };
+  }
+  if (last.outcome && last.outcome.decision === "ROUND_DECISION_STOP") return { key: "finishing", text: "Finishing" };
+  return waiting(n + 1, last.servedModel || last.model || selection.primaryModel);
+}
+
+/**
+ * @param {number} round
+ * @param {string} model
+ * @returns {Step}
+ */
+function waiting(round, model) {
+  const from = `waiting for the first token from ${model || "the model"}`;
+  return round === 1
+    ? { key: "waiting-1", text: `Waiting for the first token from ${model || "the model"}` }
+    : { key: `waiting-${round}`, text: `Refining (round ${round}): ${from}` };
+}
+
+/**
+ * Roughly how many tokens `text` is (about four characters each), for a progress label only.
+ * @param {string} text
+ */
+export function estimateTokens(text) {
+  return text ? Math.max(1, Math.round(text.length / 4)) : 0;
+}
+
+/**
+ * "12 s", "1 min 05 s".
+ * @param {number} ms
+ */
+export function elapsedText(ms) {
+  const total = Math.max(0, Math.floor(ms / 1000));
+  if (total < 60) return `${total} s`;
+  return `${Math.floor(total / 60)} min ${String(total % 60).padStart(2, "0")} s`;
+}
+
+/**
+ * The progress line for `step`: the visible label (ticks every second), the stuck warning ("" unless no event
+ * came for `STUCK_AFTER_MS`), and what screen readers are told, which changes only when the step or the stuck
+ * state does, never with the ticking seconds.
+ * @param {Step} step
+ * @param {number} elapsedMs   since the step began
+ * @param {number} silentMs    since the last event arrived
+ * @returns {{label: string, stuck: string, announce: string}}
+ */
+export function progressLabel(step, elapsedMs, silentMs) {
+  const label = `${step.text} · ${elapsedText(elapsedMs)}`;
+  if (silentMs < STUCK_AFTER_MS) return { label, stuck: "", announce: step.text };
+  return {
+    label,
+    stuck: `No news from the orchestrator for ${elapsedText(silentMs)} — still waiting`,
+    announce: `${step.text}. No news from the orchestrator for over ${STUCK_AFTER_MS / 1000} s — still waiting.`,
+  };
+}
+
+// ---- plain words --------------------------------------------------------------------------------------------
+
+/**
+ * What each warning means for the reader. The orchestrator's own message is internal (model ids, token counts,
+ * exception text): it goes to the exported event log, never to the page.
+ * @type {Record<string, string>}
+ */
+export const WARNINGS = {
+  WARNING_CODE_CRITIC_FAILED: "A critic ({model}) did not answer in round {round}; the others' reviews were used.",
+  WARNING_CODE_ALL_CRITICS_FAILED: "No critic could review round {round}, so the best answer so far was kept.",
+  WARNING_CODE_SELECTOR_UNAVAILABLE:
+    "The model selector could not be reached, so a standard set of models was used.",
+  WARNING_CODE_ANALYTICS_UNAVAILABLE:
+    "Analytics could not be reached; this session's figures will be recorded when it is back.",
+  WARNING_CODE_CONTEXT_TRIMMED: "The conversation was too long for the model; its oldest turns were left out.",
+  WARNING_CODE_REFINEMENT_FAILED: "Refining the answer failed in round {round}, so the best version so far was kept.",
+  WARNING_CODE_SHADOW_FAILED:
+    "A background check of the model choice failed; it does not affect this answer.",
+  WARNING_CODE_CALL_CANCELLED: "A call to {model} was stopped by the cancellation; its cost is estimated.",
+};
+
+/** A warning this version does not know. */
+export const UNKNOWN_WARNING = "Something went wrong along the way, but the session carried on.";
+
+/**
+ * A warning in plain words, from its code (never from its internal message).
+ * @param {SessionWarningEvent} warning
+ * @returns {string}
+ */
+export function warningText(warning) {
+  const template = WARNINGS[warning.code || ""] || UNKNOWN_WARNING;
+  return template
+    .replace(" ({model})", warning.model ? ` (${warning.model})` : "")
+    .replace("{model}", warning.model || "a model")
+    .replace(" in round {round}", warning.round ? ` in round ${warning.round}` : "")
+    .replace("round {round}", warning.round ? `round ${warning.round}` : "a round");
+}
+
+/**
+ * The heading of a session that ended without a completed answer: a cancelled session reads as cancelled, and
+ * says whether the best version so far is shown under it.
+ * @param {Failure} failure
+ */
+export function failureTitle(failure) {
+  const cancelled = failure.status === "cancelled";
+  if (failure.bestText) {
+    return cancelled ? "Cancelled — showing the best answer so far" : "Failed — showing the best answer so far";
+  }
+  return cancelled ? "Cancelled before an answer was written" : "Session failed without an answer";
+}
+
 // ---- server errors -----------------------------------------------------------------------------------------
 
 /**
@@ -370,8 +545,13 @@ function applyError(state, error) {
   const answers = error.ref != null && (error.ref === state.pendingRef || error.ref === state.watchRef);
   const about = Boolean(error.session_id) && error.session_id === state.sessionId;
   if (!answers && !about) return state;
+  const message = `${error.code}: ${error.message}`;
+  if (answers && error.ref === state.pendingRef && state.before) {
+    // The start was refused: nothing was created, so the view goes back to what it showed before.
+    return { ...state.before, error: message };
+  }
   /** @type {LiveState} */
-  const next = { ...state, pendingRef: null, error: `${error.code}: ${error.message}` };
+  const next = { ...state, pendingRef: null, error: message, before: null };
   if (answers) next.running = false; // the request failed: nothing more will come for it
   if (error.code === "NOT_FOUND") next.phase = "not_found";
   return next;
@@ -406,9 +586,7 @@ function applyEvent(state, event) {
     return notice(counted, `Round ${f.round || 1}: ${f.failed_model} failed `
       + `(${enumLabel(f.failure_kind, "FAILURE_KIND_")}); ${next}.`);
   }
-  if (event.warning) {
-    return notice(counted, `${enumLabel(event.warning.code, "WARNING_CODE_")}: ${event.warning.message || ""}`);
-  }
+  if (event.warning) return warned(counted, event.warning);
   if (event.session_completed) return sessionCompleted(counted, event.session_completed);
   if (event.session_failed) return sessionFailed(counted, event.session_failed);
   return counted; // a kind this version does not show: counted, so the sequence stays whole
@@ -425,6 +603,7 @@ function sessionStarted(state, started) {
     ...state,
     simulated: Boolean(started.simulated),
     prompt: request.prompt || "",
+    request,
     threshold: request.quality_threshold != null ? Number(request.quality_threshold) : DEFAULT_THRESHOLD,
     status: "running",
     phase: state.phase === "cancelling" ? "cancelling" : "running",
@@ -456,7 +635,7 @@ function modelSelected(state, selected) {
     fromDefaults: Boolean(selected.from_defaults),
   };
   const next = { ...state, selection, announcement: `Selected ${primaryModel}` };
-  return selection.fromDefaults ? notice(next, "Selector unavailable: catalogue defaults were used.") : next;
+  return selection.fromDefaults ? notice(next, WARNINGS.WARNING_CODE_SELECTOR_UNAVAILABLE) : next;
 }
 
 /**
@@ -529,6 +708,7 @@ function roundCompleted(state, done) {
     decision: done.decision || "",
     stopReason: done.stop_reason || "",
     reason: done.reason || "",
+    bestRound: Number(done.best_round || 0),
   };
   return updateRound(state, done.round, (r) => ({ ...r, progress: "done", outcome }));
 }
@@ -579,6 +759,18 @@ function sessionFailed(state, failed) {
 // ---- helpers -----------------------------------------------------------------------------------------------
 
 /**
+ * A warning: a plain sentence among the notices; a failed critic also counts as done for the progress label.
+ * @param {LiveState} state
+ * @param {SessionWarningEvent} warning
+ * @returns {LiveState}
+ */
+function warned(state, warning) {
+  const next = notice(state, warningText(warning));
+  if (warning.code !== "WARNING_CODE_CRITIC_FAILED" || !warning.round) return next;
+  return updateRound(next, warning.round, (r) => ({ ...r, criticFailures: r.criticFailures + 1 }));
+}
+
+/**
  * A terminal event: nothing streams any more and nothing more will come.
  * @param {LiveState} state
  * @returns {LiveState}
@@ -596,6 +788,8 @@ function ended(state) {
  * @returns {LiveState}
  */
 function notice(state, message) {
+  // The same degradation told twice (the selector's warning and its defaults) is listed once.
+  if (state.notices.includes(message)) return state;
   return { ...state, notices: [...state.notices, message] };
 }
 
@@ -613,7 +807,9 @@ function emptyRound(number) {
     text: "",
     answered: null,
     critiques: [],
+    criticFailures: 0,
     outcome: null,
+    refines: null,
   };
 }
 
@@ -628,6 +824,12 @@ function updateRound(state, number, change) {
   const key = Number(number || 1);
   const index = state.rounds.findIndex((r) => r.number === key);
   if (index >= 0) return { ...state, rounds: state.rounds.map((r, i) => (i === index ? change(r) : r)) };
-  const rounds = [...state.rounds, change(emptyRound(key))].sort((a, b) => a.number - b.number);
+  const fresh = emptyRound(key);
+  if (key > 1) {
+    const previous = state.rounds.find((r) => r.number === key - 1);
+    const best = previous && previous.outcome ? previous.outcome.bestRound : 0;
+    fresh.refines = best > 0 && best < key ? best : key - 1;
+  }
+  const rounds = [...state.rounds, change(fresh)].sort((a, b) => a.number - b.number);
   return { ...state, rounds };
 }

@@ -37,6 +37,29 @@ def test_vendored_file_is_the_pinned_package_file(vendored: str) -> None:
     assert target.read_bytes() == source.read_bytes(), f"{vendored} differs from {package}/{inner}"
 
 
+# The accessibility checker the browser tests inject (test_a11y.py); it is never served to users.
+TEST_VENDORED = {
+    "tests/browser/vendor/axe-core/axe.min.js": ("axe-core", "axe.min.js", ["LICENSE", "LICENSE-3RD-PARTY.txt"]),
+}
+
+
+@pytest.mark.parametrize("vendored", sorted(TEST_VENDORED))
+def test_vendored_test_tool_is_the_pinned_package_file(vendored: str) -> None:
+    package, inner, licences = TEST_VENDORED[vendored]
+    pinned = json.loads((REPO / "package.json").read_text())["devDependencies"][package]
+    target = REPO / vendored
+    assert target.is_file()
+    for licence in licences:
+        assert (target.parent / licence).is_file(), f"{licence} missing beside {vendored}"
+    assert f"axe v{pinned}" in target.read_text(encoding="utf-8")[:200], f"{vendored} does not announce {pinned}"
+    source = REPO / "node_modules" / package / inner
+    if not source.exists():
+        pytest.skip("node_modules is not installed (`make test` installs it)")
+    installed = json.loads((REPO / "node_modules" / package / "package.json").read_text())["version"]
+    assert installed == pinned, f"node_modules has {package} {installed}, package.json pins {pinned}"
+    assert target.read_bytes() == source.read_bytes(), f"{vendored} differs from {package}/{inner}"
+
+
 class _Markup(HTMLParser):
     def __init__(self) -> None:
         super().__init__()

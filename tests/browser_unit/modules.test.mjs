@@ -21,8 +21,8 @@ test("every module of ours starts with // @ts-check (tsc checks only those; vend
   }
 });
 
-test("state.js and format.js are pure: no DOM, no browser globals, no I/O, no clock, no randomness", () => {
-  const imports = { "state.js": ["./format.js"], "format.js": [] };
+test("state.js, format.js and addressed.js are pure: no DOM, no browser globals, no I/O, no clock, no randomness", () => {
+  const imports = { "state.js": ["./format.js"], "format.js": [], "addressed.js": [] };
   const globals = [
     "document", "window", "globalThis", "self", "navigator", "location", "history", "localStorage", "sessionStorage",
     "fetch", "WebSocket", "XMLHttpRequest", "requestAnimationFrame", "setTimeout", "setInterval", "queueMicrotask",

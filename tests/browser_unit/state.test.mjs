@@ -37,11 +37,14 @@ describe("starting and following", () => {
     assert.match(refused.error, /Not connected/);
   });
 
-  test("start forgets the previous session entirely", () => {
+  test("start forgets the previous session entirely, keeping it aside only until the start is accepted", () => {
     const s = session();
     const old = run(acknowledged(s), [s.event("session_started", STARTED), s.event("session_completed", {})]);
-    assert.deepEqual(reduce(old, { type: "start", ref: 8 }),
-      { ...initialState(), pendingRef: 8, running: true, visible: true, phase: "starting" });
+    const started = reduce(old, { type: "start", ref: 8 });
+    assert.deepEqual(started,
+      { ...initialState(), pendingRef: 8, running: true, visible: true, phase: "starting", before: old });
+    const named = reduce(started, { type: "ack", action: "orchestrate", ref: 8, session_id: "new" });
+    assert.equal(named.before, null, "accepted: the previous session is gone for good");
   });
 
   test("the ack for the pending orchestrate names the session; other acks change nothing", () => {
@@ -207,7 +210,7 @@ describe("events", () => {
   test("model_selected from catalogue defaults says so", () => {
     const s = session();
     const next = reduce(acknowledged(s), s.event("model_selected", { primary_model: "a/one", from_defaults: true }));
-    assert.deepEqual(next.notices, ["Selector unavailable: catalogue defaults were used."]);
+    assert.deepEqual(next.notices, ["The model selector could not be reached, so a standard set of models was used."]);
     assert.deepEqual(next.selection.criticModels, []);
   });
 
@@ -332,7 +335,7 @@ describe("events", () => {
     assert.equal(r.progress, "done");
     assert.deepEqual(r.outcome, {
       aggregate: 7, change: 1.5, decision: "ROUND_DECISION_STOP",
-      stopReason: "STOP_REASON_MAX_ROUNDS", reason: "used all 2 rounds",
+      stopReason: "STOP_REASON_MAX_ROUNDS", reason: "used all 2 rounds", bestRound: 0,
     });
   });
 
@@ -346,7 +349,7 @@ describe("events", () => {
     ]);
     assert.deepEqual(next.notices, [
       "Round 1: a/one failed (upstream error); b/two took over.",
-      "critic failed: critic c/three failed",
+      "A critic did not answer; the others' reviews were used.",
     ]);
   });
 
@@ -472,7 +475,21 @@ describe("errors", () => {
     assert.equal(next.error, "INVALID_ARGUMENT: prompt: must not be empty");
     assert.equal(next.running, false);
     assert.equal(next.pendingRef, null);
-    assert.equal(next.phase, "starting", "the pill is left as it was");
+    assert.equal(next.phase, "idle", "no card stays \"starting…\": the view is back where it was");
+    assert.equal(next.visible, false);
+    assert.equal(next.before, null);
+  });
+
+  test("a refused start brings back the session shown before it, with the error", () => {
+    const s = session();
+    const old = run(acknowledged(s), [s.event("session_started", STARTED), s.event("session_completed", {})]);
+    const refused = run(old, [
+      { type: "start", ref: 9 },
+      { type: "error", ref: 9, code: "INVALID_ARGUMENT", status: 400, message: "max_rounds: 1 to 10", field: "max_rounds" },
+    ]);
+    assert.deepEqual(refused, { ...old, error: "INVALID_ARGUMENT: max_rounds: 1 to 10" });
+    assert.equal(refused.phase, "ended");
+    assert.equal(refused.sessionId, s.id);
   });
 
   test("NOT_FOUND answering a watch says so", () => {
@@ -506,15 +523,16 @@ describe("replay", () => {
     const s = session();
     const events = [s.event("session_started", STARTED), s.event("session_completed", { final_text: "x" })];
     const done = run(following(s.id), events);
-    const replaying = reduce(done, { type: "replay", sessionId: s.id });
+    const replaying = reduce(done, { type: "replay", sessionId: s.id, status: "completed" });
     assert.equal(replaying.replaying, true);
+    assert.equal(replaying.replayOf, "completed", "the real outcome is known while the events say running");
     assert.equal(replaying.applied, 0);
     assert.equal(replaying.result, null);
     assert.equal(replaying.running, false, "a replay is local: nothing to resume after a reconnect");
     assert.equal(needsWatch(replaying), false);
     const end = reduce(run(replaying, events), { type: "replay_done" });
     assert.equal(end.replaying, false);
-    assert.deepEqual({ ...end, running: false, phase: "ended" }, { ...done, running: false });
+    assert.deepEqual({ ...end, running: false, phase: "ended", replayOf: "" }, { ...done, running: false });
     assert.equal(reduce(end, { type: "replay_done" }), end);
   });
 });

@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
-import { reduce } from "../../gateway/static/state.js";
+import { WARNINGS, reduce } from "../../gateway/static/state.js";
 import { TRANSCRIPTS, following, messages, random, run, transcript } from "./helpers.mjs";
 
 /** The states after 0, 1, ... n events of `events`, each applied once, in order. */
@@ -44,7 +44,7 @@ describe("recorded sessions", () => {
     assert.equal(end.rounds.reduce((n, r) => n + r.critiques.length, 0), shown.length);
     assert.ok(end.rounds.every((r) => r.outcome && r.progress === "done"));
     assert.ok(end.notices.some((n) => n.startsWith("Shadow answer by ")));
-    assert.ok(end.notices.some((n) => n.startsWith("shadow failed: ")));
+    assert.ok(end.notices.includes(WARNINGS.WARNING_CODE_SHADOW_FAILED), end.notices.join("\n"));
     assert.equal(end.result.unscored, false);
     const last = events.at(-1).session_completed;
     assert.equal(end.result.score, last.final_score);
@@ -74,7 +74,9 @@ describe("recorded sessions", () => {
     assert.equal(end.failure.status, "cancelled");
     assert.match(end.failure.reason, /stopped by the user/);
     assert.ok(end.rounds[0].outcome, "round 1 finished before the cancel");
-    assert.ok(end.notices.some((n) => n.startsWith("call cancelled: ")));
+    assert.ok(end.notices.some((n) => /^A call to \S+ was stopped by the cancellation; its cost is estimated\.$/.test(n)),
+      end.notices.join("\n"));
+    assert.ok(end.notices.every((n) => !/usage estimated|tokens received/.test(n)), "no internal wording");
   });
 
   test("failed: every author failed; no round, the reason, status failed", () => {
