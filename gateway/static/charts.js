@@ -4,7 +4,7 @@
 
 /**
  * The parts of Chart.js this app uses (it is a classic script, so its types are not imported).
- * @typedef {{data: {labels?: unknown[], datasets: object[]}, update(): void, destroy(): void}} ChartInstance
+ * @typedef {{data: {labels?: unknown[], datasets: object[]}, update(mode?: string): void, destroy(): void}} ChartInstance
  * @typedef {{
  *   new (canvas: HTMLCanvasElement, config: {type: string, data: object, options: object}): ChartInstance,
  *   getChart(canvas: HTMLCanvasElement): ChartInstance | undefined,
@@ -26,6 +26,46 @@ function css(name, fallback) {
   return value || fallback;
 }
 
+/**
+ * Text and borders without a colour of their own (axis titles, for one) follow the page's scheme.
+ * @param {unknown} Chart
+ */
+function schemeDefaults(Chart) {
+  const defaults = /** @type {{defaults?: {color?: string, borderColor?: string}}} */ (Chart).defaults;
+  if (!defaults) return;
+  defaults.color = css("--text", "#1d2330");
+  defaults.borderColor = css("--border", "#dde1e7");
+}
+
+/**
+ * Give a chart's options the page's current text and grid colours (where the chart's own options set them).
+ * @param {{[option: string]: any}} opts
+ */
+function recolour(opts) {
+  const text = css("--text", "#1d2330");
+  const grid = css("--border", "#dde1e7");
+  opts.color = text;
+  if (opts.plugins && opts.plugins.legend && opts.plugins.legend.labels) opts.plugins.legend.labels.color = text;
+  for (const scale of Object.values(opts.scales || {})) {
+    if (scale.ticks) scale.ticks.color = text;
+    if (scale.grid) scale.grid.color = grid;
+    if (scale.title) scale.title.color = text;
+  }
+}
+
+// Colours are read when a chart is made, so a scheme that changes later (the system's dark mode at dusk)
+// recolours the charts on the page.
+matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => {
+  const Chart = /** @type {{instances?: {[id: string]: ChartInstance & {options: object}}} | undefined} */ (
+    /** @type {unknown} */ (ChartJs()));
+  if (!Chart || !Chart.instances) return;
+  schemeDefaults(Chart);
+  for (const instance of Object.values(Chart.instances)) {
+    recolour(instance.options);
+    instance.update("none");
+  }
+});
+
 /** @param {number} i */
 export function colour(i) {
   return PALETTE[i % PALETTE.length];
@@ -38,7 +78,8 @@ function base() {
   return {
     responsive: true,
     maintainAspectRatio: false,
-    animation: { duration: 250 },
+    // Motion only for those who have not asked for less (WCAG 2.3.3); screenshots then show the final chart.
+    animation: matchMedia("(prefers-reduced-motion: reduce)").matches ? false : { duration: 250 },
     color: text,
     plugins: { legend: { labels: { color: text, boxWidth: 12 } }, tooltip: { enabled: true } },
     scales: {
@@ -70,12 +111,7 @@ export function chart(canvas, type, data, options = {}, summary = "") {
   const Chart = ChartJs();
   if (!Chart) return null;
   destroyChart(canvas);
-  // Axis titles and other text without a colour of their own follow the page's scheme too.
-  const defaults = /** @type {{defaults?: {color?: string, borderColor?: string}}} */ (/** @type {unknown} */ (Chart));
-  if (defaults.defaults) {
-    defaults.defaults.color = css("--text", "#1d2330");
-    defaults.defaults.borderColor = css("--border", "#dde1e7");
-  }
+  schemeDefaults(Chart);
   const opts = base();
   for (const [k, v] of Object.entries(options)) {
     if (k === "scales") {

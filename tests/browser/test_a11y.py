@@ -52,7 +52,11 @@ def open_context(browser: Browser, stack: Stack, page_errors: PageErrors) -> Ite
 
     def open_page(scheme: Scheme) -> Page:
         context = browser.new_context(
-            viewport=DEVICES["desktop"], color_scheme=scheme, base_url=stack.url, bypass_csp=True
+            viewport=DEVICES["desktop"],
+            color_scheme=scheme,
+            reduced_motion="reduce",  # charts drawn at once, so screenshots show them
+            base_url=stack.url,
+            bypass_csp=True,
         )
         context.set_default_timeout(20_000)
         contexts.append(context)

@@ -412,8 +412,14 @@ def test_long_prompt_collapses_and_screenshots(page: Page) -> None:
     expect(prompt).to_have_attribute("data-collapsed", "true")
     assert prompt.evaluate("(e) => e.scrollHeight > e.clientHeight + 20")
     page.locator('[data-round="2"] details.changes summary').click()
+    page.emulate_media(reduced_motion="reduce")  # no chart animation mid-screenshot
     for scheme in ("light", "dark"):
         page.emulate_media(color_scheme=scheme)
+        # The score chart follows a scheme that changes under it (its text would vanish on the dark background).
+        page.wait_for_function(
+            "() => Chart.getChart(document.getElementById('score-chart')).options.color"
+            " === getComputedStyle(document.documentElement).getPropertyValue('--text').trim()"
+        )
         page.set_viewport_size({"width": 1280, "height": 800})
         shoot(page, f"session-desktop-{scheme}")
         page.set_viewport_size({"width": 390, "height": 844})
