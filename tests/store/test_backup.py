@@ -19,7 +19,8 @@ from services.analytics.store.model import EventFacts
 from services.analytics.store.mongo import ANALYTICS_MIGRATIONS, MongoAnalyticsStore
 from services.analytics.store.sqlite import SqliteAnalyticsStore
 from services.cli import main
-from services.orchestrator.store.mongo import MongoSessionStore
+from services.orchestrator.store.mongo import SESSION_MIGRATIONS, MongoSessionStore
+from services.orchestrator.store.sqlite import _MIGRATIONS as SESSION_SQLITE_MIGRATIONS
 from services.orchestrator.store.sqlite import SqliteSessionStore
 from tests.analytics.builders import now_ns, realistic
 from tests.store.conftest import BACKENDS, MongoTarget
@@ -104,7 +105,7 @@ async def test_sqlite_round_trip(data_dir: Path, tmp_path: Path, capsys: pytest.
     manifest = json.loads((target / MANIFEST).read_text())
     assert manifest["backend"] == "sqlite"
     assert manifest["files"]["orchestrator.db"]["tables"]["events"] == 5 * 39
-    assert manifest["files"]["orchestrator.db"]["schema_version"] == 2
+    assert manifest["files"]["orchestrator.db"]["schema_version"] == len(SESSION_SQLITE_MIGRATIONS)
     assert "events: 195" in capsys.readouterr().out.replace("orchestrator.db:", "")
     wipe(data_dir)
     assert await run("restore", str(target)) == 0
@@ -274,7 +275,7 @@ async def test_mongo_round_trip(target: MongoTarget, tmp_path: Path) -> None:
     result = await backup_mongo(target.client, target.name, tmp_path / "m")
     assert result.counts["events"] == 116
     manifest = json.loads((tmp_path / "m" / MANIFEST).read_text())
-    assert manifest["schema_versions"] == {"analytics": len(ANALYTICS_MIGRATIONS), "sessions": 1}
+    assert manifest["schema_versions"] == {"analytics": len(ANALYTICS_MIGRATIONS), "sessions": len(SESSION_MIGRATIONS)}
     assert manifest["collections"]["analytics_calls"]["documents"] > 0
     if target.settings is None:
         assert manifest["consistency"] == "best-effort" and result.notes
