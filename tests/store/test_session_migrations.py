@@ -16,6 +16,7 @@ FROZEN = [
     "6f32bacac8c994b2b4c18bcc6c5edc44cc8e81a4d5d388d6c38bb9fc7c1735ec",  # sessions, events, cursors
     "f8e85f2eee0c92d5f146f528901bcf7e3fefdc3d7114016b674ea1e6ba1a69e7",  # leases
     "a27c3f5829145dfd31924031446ac1714fce29a51ccd150ad582b447f1f2407d",  # prompt search
+    "f2e7d7c5c9ebb92a938f6b98a12a087956dac1ae3b4f8df9680f73de3af1e714",  # session owners and cancel requests (replicas)
 ]
 
 

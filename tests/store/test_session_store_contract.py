@@ -12,7 +12,7 @@ import pytest
 
 from orchestratex.v1 import common_pb2
 from orchestratex.v1 import orchestrator_pb2 as pb
-from services.orchestrator.store.base import SEARCH_CHARS, LeaseRecord, SessionQuery, SessionStore
+from services.orchestrator.store.base import SEARCH_CHARS, LeaseRecord, RunningSession, SessionQuery, SessionStore
 from services.orchestrator.store.mongo import MongoSessionStore
 from services.orchestrator.store.sqlite import SqliteSessionStore
 from tests.store.conftest import MongoTarget
@@ -439,3 +439,62 @@ async def test_concurrent_claims_from_separate_connections_have_one_winner(open_
     winners = {c.holder for c in claims}
     assert len(winners) == 1
     assert sum(c == LeaseRecord(next(iter(winners)), now + 10) for c in claims) == len(claims)
+
+
+# ----------------------------------------------------------------------------------------- replicas
+
+
+async def test_running_sessions_carry_their_owner_and_one_adopter_wins(store: SessionStore) -> None:
+    a = tenant()
+    mine, legacy, done = session(us=1), session(us=2), session(us=3)
+    await store.create_session(a, mine, owner="inst-a")
+    await store.create_session(a, legacy)
+    await store.create_session(a, done, owner="inst-a")
+    done.status = COMPLETED
+    await store.save_session(done)
+    running = {r.session_id: r for r in await store.running_owners()}
+    assert running[mine.session_id] == RunningSession(mine.session_id, "inst-a", None)
+    assert running[legacy.session_id].owner == ""
+    assert done.session_id not in running
+    # Two replicas race to adopt the session of a dead instance: exactly one wins.
+    wins = await asyncio.gather(
+        store.adopt_session(mine.session_id, "inst-a", "inst-b"),
+        store.adopt_session(mine.session_id, "inst-a", "inst-c"),
+    )
+    assert sorted(wins) == [False, True]
+    winner = "inst-b" if wins[0] else "inst-c"
+    assert {r.session_id: r.owner for r in await store.running_owners()}[mine.session_id] == winner
+    assert await store.adopt_session(legacy.session_id, "", "inst-b")
+    assert not await store.adopt_session(done.session_id, "inst-a", "inst-b")  # finished: nothing to adopt
+    # saving the record keeps its owner
+    await store.save_session(mine)
+    assert {r.session_id: r.owner for r in await store.running_owners()}[mine.session_id] == winner
+
+
+async def test_a_cancel_asked_for_reaches_the_owner_once_with_the_first_reason(store: SessionStore) -> None:
+    a = tenant()
+    owner = f"inst-{uuid.uuid4().hex[:6]}"
+    rec, other, done = session(us=1), session(us=2), session(us=3)
+    for r in (rec, other, done):
+        await store.create_session(a, r, owner=owner)
+    done.status = COMPLETED
+    await store.save_session(done)
+    assert await store.cancel_requests(owner) == []
+    assert await store.request_cancel(rec.session_id, "cancelled: first")
+    assert await store.request_cancel(rec.session_id, "cancelled: second")  # still running: asked again
+    assert not await store.request_cancel(done.session_id, "too late")
+    assert not await store.request_cancel("nope-" + uuid.uuid4().hex, "unknown")
+    assert await store.cancel_requests(owner) == [RunningSession(rec.session_id, owner, "cancelled: first")]
+    assert await store.cancel_requests("someone-else") == []
+    rec.status = COMPLETED
+    await store.save_session(rec)
+    assert await store.cancel_requests(owner) == []  # ended: nothing left to cancel
+
+
+async def test_get_lease_reads_what_claim_wrote(store: SessionStore) -> None:
+    name = f"instance:{uuid.uuid4().hex[:8]}"
+    assert await store.get_lease(name) is None
+    await store.claim_lease(name, "me", 0, 1_000)
+    assert await store.get_lease(name) == LeaseRecord("me", 1_000)
+    await store.release_lease(name, "me")
+    assert await store.get_lease(name) is None

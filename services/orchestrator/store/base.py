@@ -83,6 +83,16 @@ def decode_page_token(token: str) -> tuple[int, str]:
 
 
 @dataclass(frozen=True)
+class RunningSession:
+    """A running session as replicas see it: who runs it, and the cancel asked for (None: none)."""
+
+    session_id: str
+    owner: str
+    """The orchestrator instance running it ("" for sessions started before replicas existed)."""
+    cancel_reason: str | None = None
+
+
+@dataclass(frozen=True)
 class LeaseRecord:
     """Who holds a named lease, and until when (unix microseconds, the claimer's clock)."""
 
@@ -115,8 +125,12 @@ class SessionStore(abc.ABC):
         process holds the lease, before recovery."""
 
     @abc.abstractmethod
-    async def create_session(self, tenant: str, session: orchestrator_pb2.Session) -> None:
-        """Insert a new session record."""
+    async def get_lease(self, name: str) -> LeaseRecord | None:
+        """Lease ``name`` as stored (expired or not), or None when nobody ever took it or it was released."""
+
+    @abc.abstractmethod
+    async def create_session(self, tenant: str, session: orchestrator_pb2.Session, owner: str = "") -> None:
+        """Insert a new session record, run by orchestrator instance ``owner``."""
 
     @abc.abstractmethod
     async def save_session(self, session: orchestrator_pb2.Session) -> None:
@@ -145,6 +159,24 @@ class SessionStore(abc.ABC):
     @abc.abstractmethod
     async def running_sessions(self) -> list[orchestrator_pb2.Session]:
         """Sessions still marked running (used at start-up to recover from a crash)."""
+
+    @abc.abstractmethod
+    async def running_owners(self) -> list[RunningSession]:
+        """Every session still marked running, with its owner and whether a cancel was asked for."""
+
+    @abc.abstractmethod
+    async def adopt_session(self, session_id: str, owner: str, new_owner: str) -> bool:
+        """Make ``new_owner`` the owner of a running session still owned by ``owner``, atomically; False when
+        it is no longer running or another instance adopted it first (exactly one adopter wins)."""
+
+    @abc.abstractmethod
+    async def request_cancel(self, session_id: str, reason: str) -> bool:
+        """Ask a running session's owner to cancel it (the first reason asked for is kept); False when the
+        session is not running."""
+
+    @abc.abstractmethod
+    async def cancel_requests(self, owner: str) -> list[RunningSession]:
+        """The running sessions of ``owner`` whose cancel was asked for."""
 
     @abc.abstractmethod
     async def thread_sessions(self, tenant: str, thread_id: str, limit: int) -> list[orchestrator_pb2.Session]:

@@ -28,6 +28,7 @@ from orchestratex.store.mongo import (
 from orchestratex.v1 import orchestrator_pb2
 from services.orchestrator.store.base import (
     LeaseRecord,
+    RunningSession,
     SessionPage,
     SessionQuery,
     SessionStore,
@@ -67,6 +68,12 @@ SESSION_INDEXES: tuple[IndexSpec, ...] = (
     ),
     IndexSpec(SESSIONS, "status", (("status", ASCENDING),), "running_sessions (crash recovery at start-up)"),
     IndexSpec(
+        SESSIONS,
+        "owner_status",
+        (("owner", ASCENDING), ("status", ASCENDING)),
+        "cancel_requests: the running sessions of one orchestrator instance",
+    ),
+    IndexSpec(
         EVENTS,
         "session_sequence",
         (("session_id", ASCENDING), ("sequence", ASCENDING)),
@@ -100,7 +107,16 @@ async def _sessions_v2(db: MongoDb) -> None:
         await sessions.update_one({"_id": doc["_id"], "search": {"$exists": False}}, {"$set": {"search": text}})
 
 
-SESSION_MIGRATIONS: tuple[Migration, ...] = (("positions counter", _sessions_v1), ("prompt search", _sessions_v2))
+async def _sessions_v3(db: MongoDb) -> None:
+    """Version 3: every session has an ``owner`` (the instance running it; "" before replicas)."""
+    await db[SESSIONS].update_many({"owner": {"$exists": False}}, {"$set": {"owner": ""}})
+
+
+SESSION_MIGRATIONS: tuple[Migration, ...] = (
+    ("positions counter", _sessions_v1),
+    ("prompt search", _sessions_v2),
+    ("session owners", _sessions_v3),
+)
 
 
 class MongoSessionStore(MongoStoreBase, SessionStore):
@@ -174,7 +190,11 @@ class MongoSessionStore(MongoStoreBase, SessionStore):
             await self._counters.update_one({"_id": EVENT_POSITIONS}, {"$max": {"committed": allocated}})
             log.info("committed %d event positions left by a previous run", allocated - committed)
 
-    async def create_session(self, tenant: str, session: orchestrator_pb2.Session) -> None:
+    async def get_lease(self, name: str) -> LeaseRecord | None:
+        doc = await self.db[LEASES].find_one({"_id": name})
+        return None if doc is None else LeaseRecord(str(doc["holder"]), int(doc["expires_us"]))
+
+    async def create_session(self, tenant: str, session: orchestrator_pb2.Session, owner: str = "") -> None:
         create_us = session.create_time.seconds * 1_000_000 + session.create_time.nanos // 1000
         document: Document = {
             "_id": session.session_id,
@@ -184,6 +204,7 @@ class MongoSessionStore(MongoStoreBase, SessionStore):
             "create_us": create_us,
             "record": session.SerializeToString(),
             "search": search_text(session),
+            "owner": owner,
         }
         await self._shielded(lambda: self._sessions.insert_one(document))
 
@@ -285,6 +306,36 @@ class MongoSessionStore(MongoStoreBase, SessionStore):
         cursor = self._sessions.find({"status": int(orchestrator_pb2.SESSION_STATUS_RUNNING)}, {"record": 1})
         return [orchestrator_pb2.Session.FromString(bytes(d["record"])) for d in await cursor.to_list(None)]
 
+    async def running_owners(self) -> list[RunningSession]:
+        cursor = self._sessions.find(
+            {"status": int(orchestrator_pb2.SESSION_STATUS_RUNNING)}, {"owner": 1, "cancel_reason": 1}
+        )
+        return [_running(d) for d in await cursor.to_list(None)]
+
+    async def adopt_session(self, session_id: str, owner: str, new_owner: str) -> bool:
+        running = {"_id": session_id, "owner": owner, "status": int(orchestrator_pb2.SESSION_STATUS_RUNNING)}
+        result = await self._shielded(lambda: self._sessions.update_one(running, {"$set": {"owner": new_owner}}))
+        return bool(result.modified_count)
+
+    async def request_cancel(self, session_id: str, reason: str) -> bool:
+        running = {"_id": session_id, "status": int(orchestrator_pb2.SESSION_STATUS_RUNNING)}
+        # The first reason asked for is kept: only a session with none takes this one ({field: None} matches a
+        # missing field too).
+        first = {**running, "cancel_reason": None}
+        result = await self._shielded(lambda: self._sessions.update_one(first, {"$set": {"cancel_reason": reason}}))
+        return bool(result.matched_count) or await self._sessions.count_documents(running, limit=1) > 0
+
+    async def cancel_requests(self, owner: str) -> list[RunningSession]:
+        cursor = self._sessions.find(
+            {
+                "owner": owner,
+                "status": int(orchestrator_pb2.SESSION_STATUS_RUNNING),
+                "cancel_reason": {"$type": "string"},
+            },
+            {"owner": 1, "cancel_reason": 1},
+        )
+        return [_running(d) for d in await cursor.to_list(None)]
+
     async def thread_sessions(self, tenant: str, thread_id: str, limit: int) -> list[orchestrator_pb2.Session]:
         cursor = (
             self._sessions.find(
@@ -344,3 +395,8 @@ class MongoSessionStore(MongoStoreBase, SessionStore):
         await self._shielded(
             lambda: self._cursors.update_one({"_id": name}, {"$max": {"position": position}}, upsert=True)
         )
+
+
+def _running(doc: Document) -> RunningSession:
+    reason = doc.get("cancel_reason")
+    return RunningSession(str(doc["_id"]), str(doc.get("owner", "")), reason if isinstance(reason, str) else None)

@@ -11,6 +11,7 @@ from orchestratex.store.sqlite import SqliteDatabase
 from orchestratex.v1 import orchestrator_pb2
 from services.orchestrator.store.base import (
     LeaseRecord,
+    RunningSession,
     SessionPage,
     SessionQuery,
     SessionStore,
@@ -58,6 +59,12 @@ _MIGRATIONS = [
     # fills those in from the record, which SQL cannot read.
     """
     ALTER TABLE sessions ADD COLUMN search TEXT
+    """,
+    # Replicas: the instance that runs a session, and a cancel asked for through another replica.
+    """
+    ALTER TABLE sessions ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+    ALTER TABLE sessions ADD COLUMN cancel_reason TEXT;
+    CREATE INDEX sessions_by_owner ON sessions (owner, status)
     """,
 ]
 _BACKFILL_BATCH = 500
@@ -133,15 +140,20 @@ class SqliteSessionStore(SessionStore):
     # Every write runs to its end even when its caller is cancelled (the cancellation is re-raised
     # afterwards), so a cancelled session can never leave a write half done.
 
-    async def create_session(self, tenant: str, session: orchestrator_pb2.Session) -> None:
-        await uncancellable(self._create_session(tenant, session))
+    async def get_lease(self, name: str) -> LeaseRecord | None:
+        async with self.db.reader.execute("SELECT holder, expires_us FROM leases WHERE name = ?", (name,)) as cur:
+            row = await cur.fetchone()
+        return None if row is None else LeaseRecord(str(row[0]), int(row[1]))
 
-    async def _create_session(self, tenant: str, session: orchestrator_pb2.Session) -> None:
+    async def create_session(self, tenant: str, session: orchestrator_pb2.Session, owner: str = "") -> None:
+        await uncancellable(self._create_session(tenant, session, owner))
+
+    async def _create_session(self, tenant: str, session: orchestrator_pb2.Session, owner: str) -> None:
         create_us = session.create_time.seconds * 1_000_000 + session.create_time.nanos // 1000
         async with self.db.transaction() as writer:
             await writer.execute(
-                "INSERT INTO sessions (session_id, tenant, status, thread_id, create_us, record, search) "
-                "VALUES (?,?,?,?,?,?,?)",
+                "INSERT INTO sessions (session_id, tenant, status, thread_id, create_us, record, search, owner) "
+                "VALUES (?,?,?,?,?,?,?,?)",
                 (
                     session.session_id,
                     tenant,
@@ -150,6 +162,7 @@ class SqliteSessionStore(SessionStore):
                     create_us,
                     session.SerializeToString(),
                     search_text(session),
+                    owner,
                 ),
             )
 
@@ -243,6 +256,42 @@ class SqliteSessionStore(SessionStore):
             "SELECT record FROM sessions WHERE status = ?", (orchestrator_pb2.SESSION_STATUS_RUNNING,)
         ) as cur:
             return [orchestrator_pb2.Session.FromString(r[0]) for r in await cur.fetchall()]
+
+    async def running_owners(self) -> list[RunningSession]:
+        async with self.db.reader.execute(
+            "SELECT session_id, owner, cancel_reason FROM sessions WHERE status = ?",
+            (orchestrator_pb2.SESSION_STATUS_RUNNING,),
+        ) as cur:
+            return [RunningSession(str(r[0]), str(r[1]), r[2]) for r in await cur.fetchall()]
+
+    async def adopt_session(self, session_id: str, owner: str, new_owner: str) -> bool:
+        return await uncancellable(
+            self._update_running(
+                "UPDATE sessions SET owner = ? WHERE session_id = ? AND owner = ? AND status = ?",
+                (new_owner, session_id, owner, orchestrator_pb2.SESSION_STATUS_RUNNING),
+            )
+        )
+
+    async def request_cancel(self, session_id: str, reason: str) -> bool:
+        return await uncancellable(
+            self._update_running(
+                "UPDATE sessions SET cancel_reason = COALESCE(cancel_reason, ?) WHERE session_id = ? AND status = ?",
+                (reason, session_id, orchestrator_pb2.SESSION_STATUS_RUNNING),
+            )
+        )
+
+    async def _update_running(self, sql: str, args: tuple[object, ...]) -> bool:
+        async with self.db.transaction() as writer:
+            cur = await writer.execute(sql, args)
+            return cur.rowcount == 1
+
+    async def cancel_requests(self, owner: str) -> list[RunningSession]:
+        async with self.db.reader.execute(
+            "SELECT session_id, owner, cancel_reason FROM sessions "
+            "WHERE owner = ? AND status = ? AND cancel_reason IS NOT NULL",
+            (owner, orchestrator_pb2.SESSION_STATUS_RUNNING),
+        ) as cur:
+            return [RunningSession(str(r[0]), str(r[1]), r[2]) for r in await cur.fetchall()]
 
     async def thread_sessions(self, tenant: str, thread_id: str, limit: int) -> list[orchestrator_pb2.Session]:
         async with self.db.reader.execute(
