@@ -56,6 +56,15 @@ $(STAMPS)/bubblewrap:
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends bubblewrap; }
 	@mkdir -p $(STAMPS) && touch $@
 
+# checkov (tests/deploy/test_kubernetes.py's security scan of the Kubernetes manifests) in a virtualenv of its own:
+# its pinned dependencies (packaging, boto3, importlib-metadata...) would downgrade ours. Pinned in
+# tests/deploy/checkov-requirements.txt; from PyPI, no download at run time (it runs with --skip-download).
+TOOLS := .venv-tools
+$(STAMPS)/checkov: tests/deploy/checkov-requirements.txt | $(BIN)/python
+	@test -x $(TOOLS)/bin/python || $(PY) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install -q -r tests/deploy/checkov-requirements.txt
+	@mkdir -p $(STAMPS) && touch $@
+
 $(STAMPS)/npm: package.json
 	npm install --no-audit --no-fund --loglevel=error
 	@mkdir -p $(STAMPS) && touch $@
@@ -93,7 +102,9 @@ test-js:
 unit: $(STAMPS)/dev $(STAMPS)/npm $(STAMPS)/chromium $(STAMPS)/bubblewrap
 	$(BIN)/pytest
 
-test: $(STAMPS)/dev $(STAMPS)/npm $(STAMPS)/chromium $(STAMPS)/bubblewrap
+# Under `make test` every tool is installed, so tests/deploy fails (never skips) when one is missing.
+test: export ORX_REQUIRE_DEPLOY_TOOLS := 1
+test: $(STAMPS)/dev $(STAMPS)/npm $(STAMPS)/chromium $(STAMPS)/bubblewrap $(STAMPS)/checkov
 	$(MAKE) --no-print-directory buf-lint lint typecheck check-js test-js
 	$(BIN)/pytest
 
