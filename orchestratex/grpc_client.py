@@ -173,6 +173,10 @@ def open_channel(
     return _open_one(target, unary_timeout, stream_timeout, max_message_bytes, options)
 
 
+ROUND_ROBIN = '{"loadBalancingConfig": [{"round_robin": {}}]}'
+"""The channels' service config: calls spread over every resolved address."""
+
+
 def _open_one(
     target: str,
     unary_timeout: float,
@@ -192,6 +196,10 @@ def _open_one(
             # would leave e.g. the outbox idle for up to two minutes after analytics returns.
             ("grpc.initial_reconnect_backoff_ms", 200),
             ("grpc.max_reconnect_backoff_ms", 5_000),
+            # Every address the name resolves to gets calls: a Kubernetes headless Service resolves to each pod
+            # (deploy/kubernetes), where gRPC's default, pick_first, would send everything to one of them.
+            # With one address (compose, `up`) it changes nothing.
+            ("grpc.service_config", ROUND_ROBIN),
             *options,
         ],
         interceptors=[

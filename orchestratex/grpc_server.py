@@ -394,6 +394,10 @@ def _wrap_stream(
     return call
 
 
+MAX_CONNECTION_AGE_MS = 300_000
+"""How long a server keeps one client connection (5 minutes) before asking it to reconnect."""
+
+
 def server_options(max_message_bytes: int, reuse_port: bool = False) -> list[tuple[str, Any]]:
     """Channel options shared by servers: message size limits, keepalive policy, and whether the port is shared
     (gRPC turns ``SO_REUSEPORT`` on by default: we only want it for workers)."""
@@ -403,6 +407,9 @@ def server_options(max_message_bytes: int, reuse_port: bool = False) -> list[tup
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.so_reuseport", int(reuse_port)),
+        # Clients reconnect (and resolve the name again) every few minutes, so pods a scaler adds get calls;
+        # calls in flight at the time run on (the grace is unlimited).
+        ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS),
     ]
 
 

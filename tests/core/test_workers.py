@@ -109,6 +109,40 @@ async def test_a_channel_pool_spreads_successive_calls_over_its_connections() ->
     assert peers[:3] == peers[3:]  # ... used in turn
 
 
+async def test_a_channel_spreads_calls_over_every_address_its_name_resolves_to() -> None:
+    """What a Kubernetes headless Service gives a client: one name, an address per pod. gRPC's default policy
+    (pick_first) would send every call to one of them."""
+    served: list[int] = []
+
+    class Recorder(providers_pb2_grpc.ProviderServiceServicer):
+        def __init__(self, index: int) -> None:
+            self.index = index
+
+        async def ListModels(
+            self, request: providers_pb2.ListModelsRequest, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> providers_pb2.ListModelsResponse:
+            served.append(self.index)
+            return providers_pb2.ListModelsResponse()
+
+    servers, ports = [], []
+    for index in range(2):
+        server = grpc.aio.server()
+        providers_pb2_grpc.add_ProviderServiceServicer_to_server(Recorder(index), server)
+        ports.append(server.add_insecure_port("127.0.0.1:0"))
+        await server.start()
+        servers.append(server)
+    try:
+        channel = open_channel(f"ipv4:127.0.0.1:{ports[0]},127.0.0.1:{ports[1]}")
+        stub = providers_pb2_grpc.ProviderServiceStub(channel)
+        for _ in range(6):
+            await stub.ListModels(providers_pb2.ListModelsRequest(), wait_for_ready=True)
+        await channel.close()
+    finally:
+        for server in servers:
+            await server.stop(None)
+    assert sorted(served.count(i) for i in (0, 1)) == [3, 3], served
+
+
 # ------------------------------------------------------------------ real worker processes
 
 
