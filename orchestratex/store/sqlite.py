@@ -137,6 +137,13 @@ async def _migrate(conn: aiosqlite.Connection, migrations: Sequence[str]) -> Non
     for version in range(current, len(migrations)):
         await conn.execute("BEGIN IMMEDIATE")
         try:
+            # Read again under the write lock: another process opening the same file (a replica starting at
+            # the same moment) may have applied this migration since.
+            async with conn.execute("PRAGMA user_version") as cur:
+                row = await cur.fetchone()
+            if row is not None and int(row[0]) > version:
+                await conn.execute("COMMIT")
+                continue
             for statement in _split(migrations[version]):
                 await conn.execute(statement)
             await conn.execute(f"PRAGMA user_version={version + 1}")

@@ -35,11 +35,12 @@ from orchestratex.v1 import providers_pb2, providers_pb2_grpc, selector_pb2_grpc
 from services.orchestrator import metrics, shadow, tracing
 from services.orchestrator.catalogue import CatalogueCache, Pricing
 from services.orchestrator.engine import RunConfig, SessionRunner
-from services.orchestrator.hub import TERMINAL_KINDS, Hub, LiveSession, StoreHealth, now_timestamp
+from services.orchestrator.hub import Hub, LiveSession, StoreHealth, now_timestamp
 from services.orchestrator.outbox import Outbox
 from services.orchestrator.policy import StopRules
 from services.orchestrator.prompts import PromptSet
 from services.orchestrator.replay import stored_events
+from services.orchestrator.replicas import CANCEL_POLL, end_interrupted, follow_store
 from services.orchestrator.requests import check_for_catalogue, normalise
 from services.orchestrator.selection import select, structured_author
 from services.orchestrator.store.base import SessionStore
@@ -77,6 +78,8 @@ class SessionManager:
         """Set once the orchestrator is shutting down: new sessions are refused, running ones go on."""
         self.stopping = False
         """Set once the drain's deadline has passed: sessions cut short now are recorded as interrupted."""
+        self.instance = ""
+        """This process's instance id (its lease holder's token): the owner of the sessions it starts."""
         self._tasks: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ start
@@ -161,7 +164,7 @@ class SessionManager:
         )
         self._check_writable()
         try:
-            await self.store.create_session(tenant, record)
+            await self.store.create_session(tenant, record, owner=self.instance)
         except asyncio.CancelledError:
             # The record was written (store writes run to their end) but the caller is gone: run the
             # session anyway, cancelled from the start, so it still ends with one terminal event.
@@ -249,9 +252,16 @@ class SessionManager:
             async for event in live.follow(after):
                 yield event
             return
-        if await self.store.get_session(session_id, tenant) is None:
+        record = await self.store.get_session(session_id, tenant)
+        if record is None:
             raise NotFound(f"session {session_id} not found")
-        async with aclosing(stored_events(self.store, session_id, after)) as stored:
+        # Running elsewhere (another replica): follow its stored log until its end.
+        source = (
+            follow_store(self.store, session_id, after)
+            if record.status == pb.SESSION_STATUS_RUNNING
+            else stored_events(self.store, session_id, after)
+        )
+        async with aclosing(source) as stored:
             async for event in stored:
                 yield event
 
@@ -263,6 +273,8 @@ class SessionManager:
         live = self.hub.get(session_id)
         if live is not None:
             record.last_sequence = live.last_sequence
+        elif record.status == pb.SESSION_STATUS_RUNNING:
+            record.last_sequence = await self.store.last_sequence(session_id)  # another replica runs it
         return record
 
     def cancel_now(self, session_id: str, reason: str = "cancelled by the client") -> asyncio.Task[None] | None:
@@ -287,49 +299,32 @@ class SessionManager:
 
     async def cancel(self, session_id: str, tenant: str, reason: str) -> pb.Session:
         """Cancel and wait (briefly) for the session to record its end."""
-        await self.get(session_id, tenant)
-        task = self.cancel_now(session_id, f"cancelled: {reason}" if reason else "cancelled by the client")
+        record = await self.get(session_id, tenant)
+        why = f"cancelled: {reason}" if reason else "cancelled by the client"
+        task = self.cancel_now(session_id, why)
         if task is not None:
             await asyncio.wait({task}, timeout=5)
+        elif record.status == pb.SESSION_STATUS_RUNNING and await self.store.request_cancel(session_id, why):
+            # Another replica runs it: it acts on the request within CANCEL_POLL; wait (briefly) for the end.
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                record = await self.get(session_id, tenant)
+                if record.status != pb.SESSION_STATUS_RUNNING:
+                    return record
+                await asyncio.sleep(CANCEL_POLL / 2)
         return await self.get(session_id, tenant)
 
     # --------------------------------------------------------------- lifecycle
 
     async def recover(self) -> None:
-        """End sessions left running by a previous process, each with exactly one terminal event.
-
-        A session whose log already ends with a terminal event (the process died between writing it
-        and saving the record) only gets its record brought in line. Any other gets a
-        ``session_failed`` after its last stored event: watchers only ever saw stored events, so no
-        client can have seen that sequence number already.
-        """
+        """End every session left running by a previous process, each with exactly one terminal event
+        (:func:`~services.orchestrator.replicas.end_interrupted`). Only for a process that holds the database
+        exclusively: with replicas, :meth:`Replicas.sweep` ends only the sessions of instances that are gone."""
         for record in await self.store.running_sessions():
-            last = await self.store.last_sequence(record.session_id)
-            stored = await self.store.read_events(record.session_id, last - 1, 1) if last else []
-            final = pb.OrchestrationEvent.FromString(stored[0]) if stored else None
-            if final is not None and final.WhichOneof("kind") in TERMINAL_KINDS:
-                event = final
-                log.warning("session %s had recorded its end; record brought in line", record.session_id)
-            else:
-                reason = "interrupted: the orchestrator stopped while the session was running"
-                event = pb.OrchestrationEvent(
-                    session_id=record.session_id,
-                    sequence=last + 1,
-                    time=now_timestamp(),
-                    session_failed=pb.SessionFailed(reason=reason, status=pb.SESSION_STATUS_FAILED),
+            if self.hub.get(record.session_id) is None:
+                await end_interrupted(
+                    self.store, record, "interrupted: the orchestrator stopped while the session was running"
                 )
-                await self.store.append_events([(record.session_id, event.sequence, event.SerializeToString())])
-                log.warning("session %s was interrupted by a restart; marked failed", record.session_id)
-                metrics.SESSIONS_INTERRUPTED.inc()
-            if event.HasField("session_completed"):
-                record.status = pb.SESSION_STATUS_COMPLETED
-                record.result.CopyFrom(event.session_completed)
-            else:
-                record.status = event.session_failed.status or pb.SESSION_STATUS_FAILED
-                record.failure.CopyFrom(event.session_failed)
-            record.last_sequence = event.sequence
-            record.update_time.CopyFrom(event.time)
-            await self.store.save_session(record)
 
     async def drain(self, deadline: float, hurry: asyncio.Event | None = None) -> None:
         """Refuse new sessions and let running ones finish until ``deadline`` (event-loop time), or until

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -27,10 +27,11 @@ from orchestratex.v1 import orchestrator_pb2 as pb
 from orchestratex.validation import check_enum, check_timestamp, require_text
 from services.orchestrator.catalogue import CatalogueCache
 from services.orchestrator.hub import EventWriter, Hub, StoreHealth
-from services.orchestrator.lease import OrchestratorLease
+from services.orchestrator.lease import Holder, OrchestratorLease
 from services.orchestrator.manager import SessionManager
 from services.orchestrator.outbox import Outbox
 from services.orchestrator.prompts import load_prompts
+from services.orchestrator.replicas import Leadership, Replicas, instance_lease
 from services.orchestrator.store import open_session_store
 from services.orchestrator.store.base import SessionQuery, decode_page_token
 
@@ -155,12 +156,21 @@ async def build(settings: Settings, listen: str | None = None) -> GrpcServer:
     async with building(listen or str(common.listen["orchestrator"]), common.max_message_bytes) as (srv, res):
         store = await open_session_store(settings)
         res.push_async_callback(store.close)
-        lease = OrchestratorLease(store, own.lease_ttl)
-        await lease.acquire()
-        res.push_async_callback(lease.release)
-        lease.start()
-        watch_lease(srv, lease, res)
-        await store.take_over()
+        holder = Holder.this_process()
+        # This instance's own lease: the sessions it owns are adopted by another replica once it expires.
+        instance = OrchestratorLease(store, own.lease_ttl, holder=holder, name=instance_lease(holder.token))
+        await instance.acquire()
+        res.push_async_callback(instance.release)
+        instance.start()
+        watch_lease(srv, instance, res)
+        exclusive = not store.multi_writer
+        if exclusive:
+            lease = OrchestratorLease(store, own.lease_ttl, holder=holder)
+            await lease.acquire()
+            res.push_async_callback(lease.release)
+            lease.start()
+            watch_lease(srv, lease, res)
+            await store.take_over()
         writer = EventWriter(store)
         writer.start()
         res.push_async_callback(writer.close)
@@ -182,15 +192,40 @@ async def build(settings: Settings, listen: str | None = None) -> GrpcServer:
             CatalogueCache(providers),
             load_prompts(),
         )
-        await manager.recover()
-        outbox = Outbox(store, analytics_pb2_grpc.AnalyticsServiceStub(channels["analytics"]), own.outbox_interval)
-        manager.outbox = outbox
-        outbox.start()
-        res.push_async_callback(outbox.stop)
+        manager.instance = holder.token
+        analytics = analytics_pb2_grpc.AnalyticsServiceStub(channels["analytics"])
+
+        def lead() -> None:
+            manager.outbox = Outbox(store, analytics, own.outbox_interval)
+            manager.outbox.start()
+
+        async def follow() -> None:
+            outbox, manager.outbox = manager.outbox, None
+            if outbox is not None:
+                await outbox.stop()
+
+        if exclusive:
+            await manager.recover()
+            lead()
+            res.push_async_callback(follow)
+            leading: Callable[[], bool] = lambda: True  # noqa: E731
+        else:
+            leadership = Leadership(store, own.lease_ttl, holder, lead, follow)
+            await leadership.try_lead()
+            leadership.start()
+            res.push_async_callback(leadership.release)
+            leading = lambda: leadership.leading  # noqa: E731
+        replicas = Replicas(
+            store, holder, own.lease_ttl, manager.cancel_now, lambda sid: manager.hub.get(sid) is not None, leading
+        )
+        if not exclusive:
+            await replicas.sweep()
+        replicas.start()
+        res.push_async_callback(replicas.stop)
         # Released first: running sessions end (recorded as interrupted) while the outbox still runs.
         res.push_async_callback(manager.shutdown)
         follow_store_health(srv, writer.health)
-        srv.on_drain.append(functools.partial(_drain, manager, lease, srv.hurry))
+        srv.on_drain.append(functools.partial(_drain, manager, instance, srv.hurry))
         srv.add(
             ServiceBinding(
                 orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server,

@@ -134,13 +134,20 @@ async def test_a_channel_spreads_calls_over_every_address_its_name_resolves_to()
     try:
         channel = open_channel(f"ipv4:127.0.0.1:{ports[0]},127.0.0.1:{ports[1]}")
         stub = providers_pb2_grpc.ProviderServiceStub(channel)
-        for _ in range(6):
+        # Until both connections are up, calls go to the one that is; pick_first would never use the second.
+        for _ in range(200):
             await stub.ListModels(providers_pb2.ListModelsRequest(), wait_for_ready=True)
-        await channel.close()
+            if set(served) == {0, 1}:
+                break
+        assert set(served) == {0, 1}, "every call went to one address"
+        served.clear()
+        for _ in range(10):
+            await stub.ListModels(providers_pb2.ListModelsRequest())
+        await channel.close(None)
     finally:
         for server in servers:
             await server.stop(None)
-    assert sorted(served.count(i) for i in (0, 1)) == [3, 3], served
+    assert served.count(0) == served.count(1) == 5, served  # in turn, once both are up
 
 
 # ------------------------------------------------------------------ real worker processes

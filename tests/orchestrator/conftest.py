@@ -54,6 +54,8 @@ class FakeProviders(providers_pb2_grpc.ProviderServiceServicer):
     #: A FailureKind name sent as the ``ErrorInfo`` reason of a ``fail_before`` failure.
     fail_kind: dict[str, str] = field(default_factory=dict)
     block: set[str] = field(default_factory=set)
+    #: Set to let the calls of ``block``ed models go on (they wait until then, or until cancelled).
+    release: asyncio.Event = field(default_factory=asyncio.Event)
     hang_after: dict[str, int] = field(default_factory=dict)
     calls: list[providers_pb2.GenerateRequest] = field(default_factory=list)
     started: asyncio.Event = field(default_factory=asyncio.Event)
@@ -138,7 +140,7 @@ class FakeProviders(providers_pb2_grpc.ProviderServiceServicer):
             raise Unavailable("upstream returned 502")
         if req.model in self.block:
             try:
-                await asyncio.Event().wait()
+                await self.release.wait()
             except asyncio.CancelledError:
                 self.cancelled.set()
                 raise

@@ -4,6 +4,7 @@ the lease existed (checked against its text at commit 18e4dd6)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import sqlite3
 from pathlib import Path
@@ -45,6 +46,16 @@ async def test_a_database_of_the_previous_release_is_upgraded(tmp_path: Path) ->
         found = await store.list_sessions(SessionQuery(prompt_contains="wal"))
         assert [s.session_id for s in found.sessions] == ["s1"]
     finally:
+        await store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (len(_MIGRATIONS),)
+    conn.close()
+
+
+async def test_replicas_opening_a_new_database_at_once_migrate_it_once(tmp_path: Path) -> None:
+    path = tmp_path / "orchestrator.db"
+    stores = await asyncio.gather(*(SqliteSessionStore.open(path) for _ in range(4)))
+    for store in stores:
         await store.close()
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone() == (len(_MIGRATIONS),)

@@ -106,6 +106,9 @@ class SessionStore(abc.ABC):
     #: Whether processes on other machines can reach this store (then an orchestrator that cannot
     #: renew its lease must assume another one took over).
     shared: bool = False
+    #: Whether several orchestrator processes may write this store at once (replicas): true when its store
+    #: positions still rise in commit order with several writers. Otherwise one orchestrator holds it exclusively.
+    multi_writer: bool = True
 
     @abc.abstractmethod
     async def claim_lease(

@@ -147,6 +147,9 @@ class MongoSessionStore(MongoStoreBase, SessionStore):
 
     APPNAME = "orchestratex-orchestrator"
     shared = True
+    # Positions are reserved by one writer at a time (see the class docstring): replicas on MongoDB wait for
+    # a commit horizon that several writers can share.
+    multi_writer = False
 
     @classmethod
     async def attach(cls, db: MongoDb, client: AsyncMongoClient[Document] | None = None) -> Self:
