@@ -437,8 +437,8 @@ def test_production_keeps_its_state_in_mongodb(rendered: dict[str, list[Obj]]) -
         for app, deployment in deployments.items():
             has_mongo = "ORX_MONGODB_URI" in _env(deployment)
             assert has_mongo == (name == "production" and app in ("orchestrator", "analytics")), (name, app)
-        replicas = deployments["orchestrator"]["spec"]["replicas"]
-        assert replicas == (2 if name == "production" else 1)
+        # One orchestrator per MongoDB database until its event positions take several writers (deployment.md).
+        assert deployments["orchestrator"]["spec"]["replicas"] == 1
         assert deployments["analytics"]["spec"]["replicas"] == 1
 
 
