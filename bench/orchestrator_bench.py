@@ -6,8 +6,9 @@ live session; the quality of the stop rule in simulation; cancellation latency.
         [--out bench/results/orchestrator.json]
 
 ``--sessions N`` runs the scenarios 1 and N only (the command line before issue 18); ``--only-latency`` skips
-parts 2 and 3; ``--cprofile DIR`` runs the orchestrator and the providers service under cProfile and writes
-their profiles there, one per scenario run.
+parts 2 and 3; ``--only-stop-rule`` runs part 2 alone (write it beside the others with ``--out``);
+``--cprofile DIR`` runs the orchestrator and the providers service under cProfile and writes their profiles there,
+one per scenario run.
 
 Part 1 runs every service as a real subprocess (``orchestratex serve ...``), a fresh suite per scenario run,
 with simulated models of FIXED latency (``latency_jitter = false``: 400 ms to the first token, then 100
@@ -42,7 +43,8 @@ scenario's summary holds the median of every figure over the repeats; every run 
 
 Part 2 runs 10-round sessions in process against the simulator (whose hidden answer quality it can read)
 and replays the stop rule over each session's recorded scores: rounds used, and the hidden quality of the
-answer returned against the best quality reachable within 10 rounds. The selector explores at random, so it
+answer returned against the best quality reachable within 10 rounds; and, with the request's defaults (3 rounds),
+how many sessions stop after round 1, 2 and 3 and how first drafts score. The selector explores at random, so it
 runs ``--stop-rule-runs`` times and reports medians with their range.
 
 Part 3 measures cancellation: from ``CancelSession`` (or the client dropping its stream) to the moment the
@@ -654,8 +656,18 @@ async def part2() -> dict[str, Any]:
     threshold_only = policy.StopRules(
         threshold=8, max_rounds=10, epsilon=-1, patience=10, budget_usd=None, time_limit_s=1e9
     )
+    # The request's defaults (3 rounds): how many rounds a default session uses, and what first drafts score.
+    shipped = policy.StopRules(threshold=8, max_rounds=3, epsilon=0.25, patience=1, budget_usd=None, time_limit_s=1e9)
+    used_by_default = [replay(shipped, list(row["scores"])) for row in rows]
+    firsts = sorted(float(row["scores"][0]) for row in rows)
+    deciles = statistics.quantiles(firsts, n=10)
     return {
         "sessions": len(rows),
+        "default_settings": {
+            "rounds": {str(n): used_by_default.count(n) for n in (1, 2, 3)},
+            "mean_rounds": statistics.fmean(used_by_default),
+            "first_score": {"median": statistics.median(firsts), "p10": deciles[0], "p90": deciles[-1]},
+        },
         "rules": [
             evaluate("default: threshold 8, plateau eps 0.25 / patience 1, max 10", lambda s: replay(default_rules, s)),
             evaluate("threshold 8 only, max 10", lambda s: replay(threshold_only, s)),
@@ -682,7 +694,21 @@ def part2_repeated(runs: int) -> dict[str, Any]:
                 summary[key] = statistics.median(values)
                 summary[f"{key}_range"] = [min(values), max(values)]
         rules.append(summary)
-    return {"sessions": results[0]["sessions"], "runs": runs, "rules": rules, "each_run": results}
+    defaults = [r["default_settings"] for r in results]
+    summary_defaults = {
+        "rounds": {n: sum(d["rounds"][n] for d in defaults) for n in defaults[0]["rounds"]},
+        "mean_rounds": statistics.median(d["mean_rounds"] for d in defaults),
+        "first_score": {
+            k: statistics.median(d["first_score"][k] for d in defaults) for k in defaults[0]["first_score"]
+        },
+    }
+    return {
+        "sessions": results[0]["sessions"],
+        "runs": runs,
+        "rules": rules,
+        "default_settings": summary_defaults,
+        "each_run": results,
+    }
 
 
 # ---------------------------------------------------------------------------- part 3
@@ -757,12 +783,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--only-latency", action="store_true", help="part 1 only")
     parser.add_argument("--only-cancellation", action="store_true")
+    parser.add_argument("--only-stop-rule", action="store_true", help="part 2 only")
     args = parser.parse_args(argv)
     result: dict[str, Any] = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpus": _cpus()}
     if args.only_cancellation:
         print(json.dumps(asyncio.run(part3()), indent=2))
         return
-    if not args.skip_latency:
+    if not args.skip_latency and not args.only_stop_rule:
         spec = f"1,{args.sessions}" if args.sessions else args.scenarios
         scenarios = [Scenario.parse(s) for s in spec.split(",") if s]
         result["latency"] = part1(scenarios, repeats=args.repeats, single=args.single_sessions, cprofile=args.cprofile)
@@ -770,6 +797,8 @@ def main(argv: list[str] | None = None) -> None:
     if not args.only_latency:
         result["stop_rule"] = part2_repeated(args.stop_rule_runs)
         print(json.dumps(result["stop_rule"]["rules"], indent=2))
+        print(json.dumps(result["stop_rule"]["default_settings"], indent=2))
+    if not args.only_latency and not args.only_stop_rule:
         result["cancellation"] = asyncio.run(part3())
         print(json.dumps(result["cancellation"], indent=2))
     args.out.parent.mkdir(parents=True, exist_ok=True)

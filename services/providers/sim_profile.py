@@ -61,6 +61,9 @@ class SimProfile:
     latency_jitter: bool = True
     critic_error_penalty: float = 2.5
     """Score points a critic of skill 1 takes off an answer that is wrong on a keyed item (scaled by its skill)."""
+    coverage_weight: float = 0.45
+    """How much the aspects a draft lacks lower its score: before noise and biases a draft of hidden quality q
+    showing a share c of its domain's aspects scores ``10 × (0.3 + 0.7 q) × (1 - coverage_weight × (1 - c))``."""
 
 
 _RATES = tuple(f.name for f in fields(FailureRates) if f.name != "retry_after_seconds")
@@ -75,6 +78,7 @@ def load_profile(path: Path | None, catalogue: Catalogue) -> SimProfile:
     gain = root.number("refine_gain", 0.0, 1.0, 0.5)
     regress = root.number("regress_rate", 0.0, 1.0, 0.3)
     penalty = root.number("critic_error_penalty", 0.0, 10.0, 2.5)
+    coverage = root.number("coverage_weight", 0.0, 1.0, 0.45)
     jitter = root.boolean("latency_jitter", True)
     defaults = _overrides(root.table("defaults"), allow_skill=False)
     per_model: dict[str, dict[str, Any]] = {}
@@ -94,6 +98,7 @@ def load_profile(path: Path | None, catalogue: Catalogue) -> SimProfile:
         models=models,
         latency_jitter=jitter,
         critic_error_penalty=penalty,
+        coverage_weight=coverage,
     )
 
 

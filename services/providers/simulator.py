@@ -1,16 +1,37 @@
 """The deterministic model simulator: the offline default backend.
 
-Every simulated answer carries a hidden quality, kept in an in-memory registry keyed by a draft id
-that is printed on the answer's first line. Critics score answers from that hidden quality (with
-noise that shrinks as the critic's skill grows, and a self-enhancement bias for same-family critics);
-refinements raise it with diminishing returns and sometimes make it worse. This is the contract the
-orchestrator and the benchmarks rely on:
+Every simulated answer carries a hidden quality and a set of the domain's **aspects** it shows (things a
+reviewer can ask for and a refinement can add, such as an "Edge cases" section for code or a "Check" line for
+math: :data:`sim_text.ASPECTS`), kept in an in-memory registry keyed by a draft id that is printed on the
+answer's first line. Critics score answers from both (with noise that shrinks as the critic's skill grows,
+and a self-enhancement bias for same-family critics) and name missing aspects as weaknesses; refinements add
+the sections the reviews ask for, which raises the quality with diminishing returns, and sometimes make it
+worse. This is the contract the orchestrator and the benchmarks rely on:
 
 * Answers (purpose ANSWER, REFINE, AGGREGATE, OTHER, unspecified) start with ``_(simulated answer · draft
-  <8 lowercase hex>)_``, a blank line, then the body.
+  <8 lowercase hex>)_``, a blank line, then the body. Unkeyed bodies (:mod:`sim_text`) have the domain's shape
+  (the call's domain, else a keyword guess from the prompt): a fenced Python block for coding, numbered steps
+  ending in a ``**Result:**`` line for math, verse for a poem, bullets for brainstorming, a short paragraph for
+  a summary, a table for extraction, a ``**Label:**`` line for classification; then one ``**Title:**``
+  section (or a line of verse, or a change to the code) per aspect shown. A first draft of quality q shows
+  about ``FIRST_COVERAGE × q²`` of its domain's aspects, never all of them; below ``HEDGE_BELOW`` it ends with
+  :data:`sim_text.HEDGE`.
 * CRITIQUE replies are one JSON object with keys ``rationale``, ``strengths``, ``weaknesses``,
-  ``suggestions``, ``score`` (0-10, one decimal), in that order — or, with the profile's
-  ``invalid_json`` probability, unusable text.
+  ``suggestions``, ``score`` (0-10, one decimal; a whole number when the request's JSON Schema declares
+  ``score`` an integer, as the orchestrator's critique schema does), in that order — or, with the profile's
+  ``invalid_json`` probability, unusable text. Before noise and biases a draft of quality q showing a share
+  c of its domain's aspects scores ``10 × (SCORE_FLOOR + (1 - SCORE_FLOOR) q) × (1 - coverage_weight ×
+  (1 - c))``. The weaknesses are missing aspects, as many as the score implies (none or one ``Minor:`` nit at
+  9 and above, three or four below 6, an error wording only below 6), each critic choosing with its own draw
+  and leanings, in its own voice; each suggestion quotes the aspect's title (``Add a short 'Edge cases'
+  section ...``).
+* REFINE keeps the body of the answer it quotes (the last simulated answer in the last user message, its
+  profile suffix and the hedge removed) and adds a section for each aspect whose title the text after it (the
+  reviews) names, the most often named first, at most ``REFINE_MAX_ADDED``. Its quality rises by
+  ``(1 - q) × refine_gain × skill × REFINE_DECAY ** (earlier refinements)``, times 1/3, 2/3 or 1 for 0, 1 or 2+
+  aspects added; with probability ``regress_rate × (1 - skill)`` it drops by 0.02-0.15 instead, and then the
+  body visibly loses a section and gains :data:`sim_text.MUDDLE`. With no answer quoted it writes the body
+  afresh.
 * CLASSIFY replies are one domain name.
 * A reply ends before the first of the request's stop sequences it contains (finish reason STOP),
   then is cut to ``max_tokens`` (finish reason LENGTH), as a vendor's would.
@@ -18,12 +39,13 @@ orchestrator and the benchmarks rely on:
 * A CRITIQUE request whose last message asks for a pairwise verdict (both ``[[A]]`` and ``[[B]]`` outside its
   fenced ``<<<BEGIN …>>>`` sections, as MT-Bench's pairwise judge prompt does) and quotes two drafts compares
   the last two quoted (A, then B):
-  the reply is a sentence ending in ``[[A]]``, ``[[B]]`` or ``[[C]]`` (a tie), from each draft's quality as
+  the reply is a sentence ending in ``[[A]]``, ``[[B]]`` or ``[[C]]`` (a tie), from each draft's score as
   this critic perceives it (its noise, self bias and error penalty, as for a score).
 * AGGREGATE combines candidates: the distinct known draft ids in the LAST user message. The aggregator
   keeps the best candidate (highest hidden quality) with probability equal to its skill in the domain,
   else a uniformly random one, and improves it by one refinement step (the REFINE formula: gain or
-  regression); the new draft's parent is the chosen candidate. With no known candidate it is an ANSWER.
+  regression); the new draft's parent is the chosen candidate and it shows every aspect any candidate
+  showed. With no known candidate it is an ANSWER.
 
 Answer key (SIMULATION ONLY). ``orchestratex eval`` measures strategies on checkable suites (GSM8K's
 final number, HumanEval's functions). For that, and only in simulation, ``ORX_SIM_ANSWER_KEY`` names a
@@ -41,9 +63,12 @@ unaffected.
 
 Determinism: each call's random generator is seeded from (profile seed, model, purpose, sha256 of the
 messages without their random fence keys, attempt number of that triple), so a retry differs from the
-first try while a whole run replays identically from a fresh simulator. Keyed items and AGGREGATE draw
-their extra values after the others, so without an answer key (and for calls no key item matches) every
-output is what it was before the key existed.
+first try while a whole run replays identically from a fresh simulator. The draws come in a fixed order:
+latency jitter, failure, draft id; then a first answer's quality, its aspects, its body's wording, and a keyed
+item's latent draw; a refinement's regression draw and drop, its dropped section, its latent draw; a critique's
+noise, then its wording. The body's slots (topic, function name, numbers) come from the prompt alone, so a
+draft and its refinements agree. Issue 19 changed this order (aspects and new wording), so a run replays a
+run of the same version only.
 """
 
 from __future__ import annotations
@@ -55,7 +80,7 @@ import logging
 import random
 import re
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
@@ -70,6 +95,7 @@ from services.providers.backend import (
     FinishReason,
     GenerationRequest,
     Message,
+    OutputFormat,
     Purpose,
     Role,
     StreamEnd,
@@ -95,6 +121,17 @@ SELF_BIAS = 0.7
 CRITIC_NOISE_BASE = 0.4
 CRITIC_NOISE_PER_MISSING_SKILL = 2.0
 REFINE_DECAY = 0.6
+SCORE_FLOOR = 0.3
+"""Critics' scale starts here: a readable, on-topic draft of hidden quality q rates ``0.3 + 0.7 q`` of full marks
+(then less for the aspects it lacks), so weak first drafts score about 4, not 2."""
+REFINE_MAX_ADDED = 2
+"""A refinement adds at most this many of the aspects the reviews ask for (those asked for most often first): a
+draft that two critics found many gaps in takes more than one round to fill them all."""
+FIRST_COVERAGE = 0.6
+"""A first draft of quality q covers about ``FIRST_COVERAGE × q²`` of its domain's aspects (at least one, and
+always two fewer than all, so a critic has something to ask for)."""
+HEDGE_BELOW = 0.75
+"""A first draft below this quality closes with a hedge (:data:`sim_text.HEDGE`); a refinement removes it."""
 MAX_REMEMBERED = 8192
 """Drafts kept, and attempt counters kept; the least recently used go first. Full, both take about 3.6 MiB
 (about 440 bytes a draft and an attempt counter, the memo's tables included; tests/providers/
@@ -124,6 +161,8 @@ class Draft:
     draws it; a refinement or an aggregate inherits its parent's."""
     correct: bool | None = None
     """Keyed items only: ``latent < quality``. None when the prompt matches no item of the answer key."""
+    aspects: int = 0
+    """The domain's aspects the body shows, a bitmask over :func:`sim_text.aspects_of` (bit i = aspect i)."""
 
 
 @dataclass(frozen=True)
@@ -165,6 +204,10 @@ class Simulator:
         # Attempts so far per (model, purpose, messages), keyed by the first attempt's seed: one int rather than a
         # tuple of strings (a 64-character digest among them), which halves an entry.
         self._attempts: OrderedDict[int, int] = OrderedDict()
+        # Each critic model writes in its own voice (its position in the profile), so two critics' texts differ.
+        self._voices = {model_id: i for i, model_id in enumerate(profile.models)}
+        # Suffixes the profile appends to answers, taken off a quoted answer before it is refined.
+        self._suffixes = tuple(sorted({m.answer_suffix for m in profile.models.values() if m.answer_suffix}))
 
     @classmethod
     def from_settings(cls, settings: Settings, catalogue: Catalogue) -> Simulator:
@@ -215,6 +258,14 @@ class Simulator:
     def draft(self, draft_id: str) -> Draft | None:
         """The hidden record of a draft, or None if unknown (like :meth:`quality_of`, not a use)."""
         return self._drafts.get(draft_id)
+
+    def expected_score(self, draft_id: str, domain: str = "") -> float | None:
+        """The 0-10 score a noiseless, unbiased critic gives a remembered draft (its quality on the critics'
+        scale, its missing aspects counted), or None if unknown. Like :meth:`quality_of`, not a use."""
+        draft = self._drafts.get(draft_id)
+        if draft is None:
+            return None
+        return self._scale(draft.quality, draft.aspects, domain or draft.domain or "factual")
 
     def timing(self, model: ModelSpec) -> Timing:
         """Typical latency as callers see it (profile values scaled by ``sim_speed``)."""
@@ -284,12 +335,8 @@ class Simulator:
             text = self._classify(rng, request, prof)
         else:
             item = self._keyed_item(request.messages)
-            draft = self._next_draft(rng, request, prof, digest, item)
-            if item is None:
-                body = sim_text.answer_body(
-                    rng, sim_text.keywords(_prompt_text(request.messages)), draft.domain, draft.quality
-                )
-            else:
+            draft, body = self._next_draft(rng, request, prof, digest, item)
+            if item is not None:
                 body = sim_answers.answer_body(rng, item, bool(draft.correct), _prompt_text(request.messages))
             text = DRAFT_LABEL.format(draft_id=draft.draft_id) + "\n\n" + body
             if prof.answer_suffix:
@@ -330,36 +377,62 @@ class Simulator:
         prof: ModelProfile,
         digest: str,
         item: KeyedItem | None,
-    ) -> Draft:
-        """A first answer (ANSWER/OTHER), a refinement (REFINE) or an aggregate (AGGREGATE) and its hidden
-        quality; for a keyed ``item`` also its latent draw and correctness (drawn after everything else)."""
+    ) -> tuple[Draft, str]:
+        """A first answer (ANSWER/OTHER), a refinement (REFINE) or an aggregate (AGGREGATE): its hidden record
+        and its body; for a keyed ``item`` also its latent draw and correctness (drawn after everything else)."""
         draft_id = self._new_id(rng)
+        task = _task_text(request.messages)
+        ctx = sim_text.context(task)
         if request.purpose is Purpose.AGGREGATE:
             candidates = self._candidates(request.messages)
             if candidates:
-                return self._aggregate(rng, request, prof, draft_id, candidates, item)
+                return self._aggregate(rng, request, prof, draft_id, candidates, item, ctx, task)
         if request.purpose is not Purpose.REFINE:
             skill = prof.skill(request.domain)
             quality = _clamp(rng.gauss(skill, self._profile.quality_noise_sd), 0.0, 1.0)
-            first = Draft(draft_id, quality, request.model.id, request.domain, refinements=0)
-            return _keyed(rng, first, item, None)
+            shape = request.domain or sim_text.guess_domain(task)
+            aspects = self._first_aspects(rng, shape, quality)
+            first = Draft(draft_id, quality, request.model.id, request.domain, refinements=0, aspects=aspects)
+            body = sim_text.answer_body(rng, ctx, shape, aspects, hedge=quality < HEDGE_BELOW)
+            return _keyed(rng, first, item, None), body
         parent_id = _last_draft_id(request.messages)
         parent = self._recall(parent_id) if parent_id else None
+        previous, reviews = _quoted_answer(request.messages, self._suffixes)
         if parent is None:
             before, done, domain = _hash_quality(parent_id or digest), 0, request.domain
         else:
             before, done, domain = parent.quality, parent.refinements, request.domain or parent.domain
-        quality = self._refined(rng, before, done, prof.skill(domain))
-        draft = Draft(draft_id, quality, request.model.id, domain, refinements=done + 1, parent=parent_id)
-        return _keyed(rng, draft, item, parent.latent if parent is not None else None)
+        shape = domain or sim_text.guess_domain(task)
+        had = parent.aspects if parent is not None else sim_text.covered_in(previous, shape)
+        asked = sim_text.asked_aspects(reviews, shape, skip=had, limit=REFINE_MAX_ADDED)
+        quality, regressed = self._refined(rng, before, done, prof.skill(domain), asked.bit_count())
+        if previous:
+            body, aspects = sim_text.refine_body(rng, ctx, shape, previous, had, asked, regress=regressed)
+        else:  # nothing quoted to start from: write the improved answer afresh
+            aspects = had | asked
+            body = sim_text.answer_body(rng, ctx, shape, aspects)
+        draft = Draft(
+            draft_id, quality, request.model.id, domain, refinements=done + 1, parent=parent_id, aspects=aspects
+        )
+        return _keyed(rng, draft, item, parent.latent if parent is not None else None), body
 
-    def _refined(self, rng: random.Random, before: float, done: int, skill: float) -> float:
-        """One refinement step from quality ``before`` after ``done`` earlier ones: usually a gain, sometimes a drop."""
+    def _first_aspects(self, rng: random.Random, domain: str, quality: float) -> int:
+        """The aspects a first draft of ``quality`` covers: more for a better draft, never all of them."""
+        count = len(sim_text.aspects_of(domain))
+        wanted = min(count - 2, max(1, round(count * quality * quality * FIRST_COVERAGE)))
+        return sum(1 << i for i in rng.sample(range(count), wanted))
+
+    def _refined(
+        self, rng: random.Random, before: float, done: int, skill: float, addressed: int = 2
+    ) -> tuple[float, bool]:
+        """One refinement step from quality ``before`` after ``done`` earlier ones, having added ``addressed``
+        aspects the reviews asked for: usually a gain (full with two or more, a third with none), sometimes a
+        drop. Returns the new quality and whether it dropped."""
         regress, drop = rng.random(), rng.uniform(0.02, 0.15)
         if regress < self._profile.regress_rate * (1 - skill):
-            return max(0.0, before - drop)
-        gain = self._profile.refine_gain * skill * REFINE_DECAY**done
-        return before + (1 - before) * gain
+            return max(0.0, before - drop), True
+        gain = self._profile.refine_gain * skill * REFINE_DECAY**done * (1 + min(addressed, 2)) / 3
+        return before + (1 - before) * gain, False
 
     def _candidates(self, messages: Sequence[Message]) -> list[Draft]:
         """The known drafts quoted in the last user message, distinct, in order of appearance."""
@@ -377,18 +450,30 @@ class Simulator:
         draft_id: str,
         candidates: Sequence[Draft],
         item: KeyedItem | None,
-    ) -> Draft:
+        ctx: sim_text.Context,
+        task: str,
+    ) -> tuple[Draft, str]:
         """The aggregator keeps the best candidate with probability = its skill (else a random one), then
-        improves it by one refinement step."""
+        improves it by one refinement step; its body has every aspect any candidate covered."""
         best = max(candidates, key=lambda d: d.quality)
         domain = request.domain or best.domain
         skill = prof.skill(domain)
         chosen = best if rng.random() < skill else candidates[rng.randrange(len(candidates))]
-        quality = self._refined(rng, chosen.quality, chosen.refinements, skill)
+        quality, _ = self._refined(rng, chosen.quality, chosen.refinements, skill)
+        aspects = 0
+        for candidate in candidates:
+            aspects |= candidate.aspects
         draft = Draft(
-            draft_id, quality, request.model.id, domain, refinements=chosen.refinements + 1, parent=chosen.draft_id
+            draft_id,
+            quality,
+            request.model.id,
+            domain,
+            refinements=chosen.refinements + 1,
+            parent=chosen.draft_id,
+            aspects=aspects,
         )
-        return _keyed(rng, draft, item, chosen.latent)
+        body = sim_text.answer_body(rng, ctx, domain or sim_text.guess_domain(task), aspects)
+        return _keyed(rng, draft, item, chosen.latent), body
 
     def _keyed_item(self, messages: Sequence[Message]) -> KeyedItem | None:
         """The answer-key item the call's user messages are about (first matching line wins), or None."""
@@ -405,6 +490,7 @@ class Simulator:
                 return self._compare(rng, request, prof, pair[0], pair[1])
         reviewed_id = _last_draft_id(request.messages)
         reviewed = self._recall(reviewed_id) if reviewed_id else None
+        task = _task_text(request.messages)
         if reviewed is None:
             quality, author_family, domain = _hash_quality(reviewed_id or digest), None, request.domain
         else:
@@ -414,11 +500,21 @@ class Simulator:
         skill = prof.skill(domain)
         noise = rng.gauss(0.0, CRITIC_NOISE_BASE + CRITIC_NOISE_PER_MISSING_SKILL * (1 - skill))
         bias = SELF_BIAS if author_family == request.model.family else 0.0
-        raw = 10 * quality + noise + bias
+        shape = domain or sim_text.guess_domain(task)
+        if reviewed is not None:
+            covered = reviewed.aspects
+        else:
+            covered = sim_text.covered_in(_quoted_answer(request.messages, self._suffixes)[0], shape)
+        raw = self._scale(quality, covered, shape) + noise + bias
         if reviewed is not None and reviewed.correct is False:
             raw -= self._profile.critic_error_penalty * skill  # a skilled critic spots a wrong answer
-        score = _clamp(raw, 0.0, 10.0)
-        review = sim_text.critique(rng, sim_text.keywords(_prompt_text(request.messages)), score)
+        score = round(_clamp(raw, 0.0, 10.0), 1)
+        if _integer_score(request):
+            score = float(round(score))
+        voice = self._voices.get(request.model.id, 0)
+        review = sim_text.critique(rng, sim_text.context(task), shape, score, covered, voice)
+        if _integer_score(request):
+            review["score"] = round(score)
         if rng.random() < prof.failures.invalid_json:
             return sim_text.unusable_critique(rng, review)
         return json.dumps(review, ensure_ascii=False, indent=2)
@@ -430,7 +526,15 @@ class Simulator:
         noise = rng.gauss(0.0, CRITIC_NOISE_BASE + CRITIC_NOISE_PER_MISSING_SKILL * (1 - skill))
         bias = SELF_BIAS if author is not None and author.family == request.model.family else 0.0
         penalty = self._profile.critic_error_penalty * skill if draft.correct is False else 0.0
-        return 10 * draft.quality + noise + bias - penalty
+        shape = request.domain or draft.domain or "factual"
+        return self._scale(draft.quality, draft.aspects, shape) + noise + bias - penalty
+
+    def _scale(self, quality: float, covered: int, domain: str) -> float:
+        """A draft on a critic's 0-10 scale before noise and biases: ``10 × (SCORE_FLOOR + (1 - SCORE_FLOOR) ×
+        quality)``, times ``1 - coverage_weight`` for a draft showing none of its domain's aspects up to 1 for one
+        showing all of them."""
+        share = covered.bit_count() / len(sim_text.aspects_of(domain))
+        return 10 * (SCORE_FLOOR + (1 - SCORE_FLOOR) * quality) * (1 - self._profile.coverage_weight * (1 - share))
 
     def _compare(self, rng: random.Random, request: GenerationRequest, prof: ModelProfile, a: Draft, b: Draft) -> str:
         """A pairwise verdict between drafts ``a`` and ``b`` (``[[C]]`` within half a point)."""
@@ -531,6 +635,53 @@ def _hash_quality(material: str) -> float:
 def _last_draft_id(messages: Sequence[Message]) -> str | None:
     found = DRAFT_ID_RE.findall("\n".join(m.content for m in messages))
     return found[-1] if found else None
+
+
+_TASK_FENCE_RE = re.compile(r"<<<BEGIN TASK ([0-9a-f]{8,64})>>>\n(.*?)\n<<<END TASK \1>>>", re.DOTALL)
+_REFINE_TASK_RE = re.compile(r"\A## Task\n\n(.*?)\n\n## ", re.DOTALL)
+
+
+def _task_text(messages: Sequence[Message]) -> str:
+    """The user's request as the orchestrator's calls carry it: the fenced TASK of a critique, the "## Task"
+    section of a refinement, else the last user message up to the first simulated answer it quotes."""
+    last = next((m.content for m in reversed(messages) if m.role is Role.USER), "")
+    for pattern, group in ((_TASK_FENCE_RE, 2), (_REFINE_TASK_RE, 1)):
+        found = pattern.search(last)
+        if found:
+            return found.group(group)
+    head = last.split(DRAFT_LABEL.split("{", 1)[0], 1)[0]
+    return head if head.strip() else _prompt_text(messages)
+
+
+def _quoted_answer(messages: Sequence[Message], suffixes: Sequence[str]) -> tuple[str, str]:
+    """The body of the last simulated answer quoted in the last user message (its label, the fence's end and a
+    profile suffix left out; empty when none is quoted), and what that message says after it (the reviews)."""
+    last = next((m.content for m in reversed(messages) if m.role is Role.USER), "")
+    start = last.rfind(DRAFT_LABEL.split("{", 1)[0])
+    if start < 0:
+        return "", last
+    label_end = last.find("\n", start)
+    if label_end < 0:
+        return "", last
+    end = last.find("\n<<<END ", label_end)  # the orchestrator fences the answer it quotes
+    if end < 0:
+        end = last.find("\n## ", label_end)  # else the next heading of the request, if any
+    end = len(last) if end < 0 else end
+    body = last[label_end:end].strip()
+    for suffix in suffixes:
+        if body.endswith(suffix):
+            body = body[: -len(suffix)].rstrip()
+    return body, last[end:]
+
+
+def _integer_score(request: GenerationRequest) -> bool:
+    """Whether the request's JSON Schema wants a whole-number score (the orchestrator's critique schema)."""
+    schema = request.response_format.schema
+    if request.response_format.type is not OutputFormat.JSON_SCHEMA or not isinstance(schema, Mapping):
+        return False
+    props = schema.get("properties")
+    score = props.get("score") if isinstance(props, Mapping) else None
+    return isinstance(score, Mapping) and score.get("type") == "integer"
 
 
 def _prompt_text(messages: Sequence[Message]) -> str:
