@@ -581,6 +581,8 @@ def keywords(text: str, limit: int = 5) -> list[str]:
     for match in _WORD.finditer(text):
         word = match.group(0).strip("'-")
         key = word.lower()
+        if any(ch.isdigit() for ch in word):
+            continue  # an identifier, a hash or a uuid (tests tag prompts so), not a word to write about
         if len(word) >= 4 and key not in _STOPWORDS and key not in seen:
             seen.add(key)
             found.append(word)
@@ -607,7 +609,9 @@ def context(prompt: str) -> Context:
         subject = f"{head.lower()} {tail}".strip()
     if not subject:
         subject = "your question"
-    words = tuple(keywords(subject) or keywords(prompt) or ["moment", "day"])
+    last = subject.split()[-1] if subject.split() else ""
+    short = [last] if last.isalpha() and last.lower() not in _STOPWORDS else []  # "the sea": "sea"
+    words = tuple(keywords(subject) or short or keywords(prompt) or ["moment", "day"])
     ident = "_".join(re.sub(r"[^a-z0-9]", "", w.lower()) for w in words[:3]).strip("_")
     ident = re.sub(r"_+", "_", ident)
     if not ident or not ident[0].isalpha() or keyword.iskeyword(ident):

@@ -315,3 +315,13 @@ def test_untrusted_prompts_take_linear_time() -> None:
     assert time.perf_counter() - started < 2.0
     assert all(c.fn.isidentifier() and len(c.topic.split()) <= 24 for c in contexts)
     assert sim_text.context("Sort these into fruit or vegetable: apple").labels == ("fruit", "vegetable")
+
+
+def test_an_identifier_tagging_the_prompt_is_not_a_word_to_write_about() -> None:
+    # Tests (and people) tag prompts with ids; the words come from the request, not from its tag.
+    tag = "1df8b25a-b7ab-4efc-b9e8-ecd973d31116"
+    poem = sim_text.context(f"Write a short poem about the sea. [{tag}]")
+    assert poem.words == ("sea",)
+    code = sim_text.context(f"Write a Python function that merges two sorted lists. [{tag}]")
+    assert code.fn == "merges_sorted_lists"
+    assert all(tag not in word and not any(ch.isdigit() for ch in word) for word in poem.words + code.words)
