@@ -59,21 +59,17 @@ async def _one(
     """Added delay (seconds) of every event of one session: its arrival on B minus on A."""
     call = a.Orchestrate(pb.OrchestrateRequest(prompt=prompt, detached=True), timeout=120)
     seen_a: dict[int, float] = {}
-    first = await call.read()
-    assert isinstance(first, pb.OrchestrateResponse)
-    seen_a[first.event.sequence] = time.monotonic()
-    session_id = first.event.session_id
     seen_b: dict[int, float] = {}
+    started: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
     async def on_a() -> None:
-        while True:
-            response = await call.read()
-            if response is grpc.aio.EOF:
-                return
-            assert isinstance(response, pb.OrchestrateResponse)
+        async for response in call:
             seen_a[response.event.sequence] = time.monotonic()
+            if not started.done():
+                started.set_result(response.event.session_id)
 
     async def on_b() -> None:
+        session_id = await started
         async for response in b.WatchSession(pb.WatchSessionRequest(session_id=session_id), timeout=120):
             seen_b[response.event.sequence] = time.monotonic()
 
