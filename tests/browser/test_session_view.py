@@ -400,6 +400,8 @@ def test_a_refused_start_leaves_no_starting_card(page: Page) -> None:
 
 # ---- layout: long prompts, model ids, the screenshots ------------------------------------------------------------
 
+FITS = "() => document.documentElement.scrollWidth <= window.innerWidth + 1"
+
 
 @pytest.mark.browser
 def test_long_prompt_collapses_and_screenshots(page: Page) -> None:
@@ -425,12 +427,15 @@ def test_long_prompt_collapses_and_screenshots(page: Page) -> None:
         page.set_viewport_size({"width": 1280, "height": 800})
         shoot(page, f"session-desktop-{scheme}")
         page.set_viewport_size({"width": 390, "height": 844})
+        # The score chart resizes on its ResizeObserver's next callback, after the viewport changed: wait for the
+        # page to fit (nothing may overflow sideways on a phone) before the screenshot and the checks below.
+        page.wait_for_function(FITS)
         shoot(page, f"session-phone-{scheme}")
     # On a phone, model ids break only at the <wbr> after "/" and "-", and nothing overflows sideways.
     assert page.locator("#session .model-id wbr").count() > 0
     wrap = page.locator("#primary-model .model-id").evaluate("(e) => getComputedStyle(e).overflowWrap")
     assert wrap == "normal"
-    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+    assert page.evaluate(FITS)
     toggle.click()
     expect(toggle).to_have_text("Show less")
     expect(prompt).not_to_have_attribute("data-collapsed", "true")
