@@ -105,13 +105,30 @@ class SqliteDatabase:
 
     @classmethod
     async def open(cls, path: Path, migrations: Sequence[str]) -> SqliteDatabase:
-        """Open (creating if needed) and migrate. ``migrations[i]`` brings the schema to version i+1."""
+        """Open (creating if needed) and migrate. ``migrations[i]`` brings the schema to version i+1.
+
+        Processes opening one new file at once (replicas) can meet SQLite's "database is locked" without its busy
+        handler (switching the journal to WAL, where waiting could deadlock): the set-up is tried again, a few
+        times, after a short pause."""
+        for attempt in range(1, 21):
+            try:
+                return await cls._open(path, migrations)
+            except sqlite3.OperationalError as exc:
+                if "database is locked" not in str(exc) or attempt == 20:
+                    raise
+                await asyncio.sleep(0.01 * attempt)
+        raise AssertionError("unreachable")
+
+    @classmethod
+    async def _open(cls, path: Path, migrations: Sequence[str]) -> SqliteDatabase:
         path.parent.mkdir(parents=True, exist_ok=True)
         writer = await aiosqlite.connect(path, isolation_level=None)
         try:
+            # The busy timeout first: switching a new file to WAL takes a lock that another process opening it at
+            # the same moment (a replica) may hold, and without a timeout that is "database is locked" at once.
+            await writer.execute("PRAGMA busy_timeout=5000")
             await writer.execute("PRAGMA journal_mode=WAL")
             await writer.execute("PRAGMA synchronous=NORMAL")
-            await writer.execute("PRAGMA busy_timeout=5000")
             await writer.execute("PRAGMA foreign_keys=ON")
             await _migrate(writer, migrations)
             reader = await aiosqlite.connect(path, isolation_level=None)
