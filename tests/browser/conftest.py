@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, expect, sync_playwright
 
 from tests.ports import free_port
 
@@ -243,3 +244,32 @@ def screenshot(page: Page, name: str, full_page: bool = True) -> None:
     """Save a screenshot as a test artefact."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=full_page)
+
+
+def start_session(
+    page: Page, prompt: str, *, rounds: int = 3, threshold: float = 8, pinned: str = "", critics: int = 2
+) -> str:
+    """Fill the form, start, and return the session id once the gateway acknowledged it."""
+    expect(page.locator("#connection")).to_have_text("live")
+    page.fill("#prompt", prompt)
+    page.fill("#max-rounds", str(rounds))
+    page.fill("#threshold", str(threshold))
+    page.fill("#critics", str(critics))
+    if pinned:
+        page.select_option("#pinned-model", pinned)
+    page.click("#start")
+    session = page.locator("#session")
+    expect(session).to_have_attribute("data-session-id", re.compile(r".+"))
+    return str(session.get_attribute("data-session-id"))
+
+
+def assert_copy_of_pinned(target: Path, package: str, inner: str) -> None:
+    """``target`` is the file ``inner`` of npm package ``package`` at the version package.json pins (skipped when
+    node_modules is not installed; `make test` installs it)."""
+    pinned = json.loads((REPO / "package.json").read_text())["devDependencies"][package]
+    source = REPO / "node_modules" / package / inner
+    if not source.exists():
+        pytest.skip("node_modules is not installed (`make test` installs it)")
+    installed = json.loads((REPO / "node_modules" / package / "package.json").read_text())["version"]
+    assert installed == pinned, f"node_modules has {package} {installed}, package.json pins {pinned}"
+    assert target.read_bytes() == source.read_bytes(), f"{target.name} differs from {package}/{inner}"

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, WebSocketRoute, expect
 
-from tests.browser.conftest import API_KEY, CHROMIUM, HOSTILE_MODEL, PageErrors, Stack, screenshot
+from tests.browser.conftest import API_KEY, CHROMIUM, HOSTILE_MODEL, PageErrors, Stack, screenshot, start_session
 
 if not CHROMIUM.exists():
     pytest.skip(f"{CHROMIUM} is missing (`make test` installs Debian's chromium)", allow_module_level=True)
@@ -21,23 +21,6 @@ if not CHROMIUM.exists():
 pytestmark = pytest.mark.browser
 
 SESSION_TIMEOUT = 30_000
-
-
-def start_session(
-    page: Page, prompt: str, *, rounds: int = 3, threshold: float = 8, pinned: str = "", critics: int = 2
-) -> str:
-    """Fill the form, start, and return the session id once the gateway acknowledged it."""
-    expect(page.locator("#connection")).to_have_text("live")
-    page.fill("#prompt", prompt)
-    page.fill("#max-rounds", str(rounds))
-    page.fill("#threshold", str(threshold))
-    page.fill("#critics", str(critics))
-    if pinned:
-        page.select_option("#pinned-model", pinned)
-    page.click("#start")
-    session = page.locator("#session")
-    expect(session).to_have_attribute("data-session-id", re.compile(r".+"))
-    return str(session.get_attribute("data-session-id"))
 
 
 def record_timeline(page: Page, marks: dict[str, str]) -> None:

@@ -14,7 +14,15 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, WebSocketRoute, expect
 
-from tests.browser.conftest import ARTIFACTS, HOSTILE_MODEL, REPO, PageErrors, Stack
+from tests.browser.conftest import (
+    ARTIFACTS,
+    HOSTILE_MODEL,
+    REPO,
+    PageErrors,
+    Stack,
+    assert_copy_of_pinned,
+    start_session,
+)
 
 STATIC = REPO / "gateway" / "static"
 SESSION_TIMEOUT = 45_000
@@ -69,12 +77,7 @@ def test_vendored_file_is_the_pinned_package_file(vendored: str) -> None:
     pinned = json.loads((REPO / "package.json").read_text())["devDependencies"][package]
     if package == "@highlightjs/cdn-assets" and vendored.endswith(".js"):
         assert pinned in target.read_text(encoding="utf-8")[:200], f"{vendored} does not announce {pinned}"
-    source = REPO / "node_modules" / package / inner
-    if not source.exists():
-        pytest.skip("node_modules is not installed (`make test` installs it)")
-    installed = json.loads((REPO / "node_modules" / package / "package.json").read_text())["version"]
-    assert installed == pinned, f"node_modules has {package} {installed}, package.json pins {pinned}"
-    assert target.read_bytes() == source.read_bytes(), f"{vendored} differs from {package}/{inner}"
+    assert_copy_of_pinned(target, package, inner)
 
 
 def test_every_vendored_module_import_resolves() -> None:
@@ -90,18 +93,8 @@ def test_every_vendored_module_import_resolves() -> None:
 def start(
     page: Page, prompt: str, *, rounds: int = 3, threshold: float = 10, pinned: str = CODER, critics: int = 2
 ) -> str:
-    """Fill the form, start, and return the session id once the gateway acknowledged it."""
-    expect(page.locator("#connection")).to_have_text("live")
-    page.fill("#prompt", prompt)
-    page.fill("#max-rounds", str(rounds))
-    page.fill("#threshold", str(threshold))
-    page.fill("#critics", str(critics))
-    if pinned:
-        page.select_option("#pinned-model", pinned)
-    page.click("#start")
-    session = page.locator("#session")
-    expect(session).to_have_attribute("data-session-id", re.compile(r".+"))
-    return str(session.get_attribute("data-session-id"))
+    """Fill the form, start, and return the session id (a threshold of 10 and the coder model: several rounds)."""
+    return start_session(page, prompt, rounds=rounds, threshold=threshold, pinned=pinned, critics=critics)
 
 
 def wait_for_end(page: Page, status: str = "completed") -> None:

@@ -9,7 +9,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from tests.browser.conftest import REPO
+from tests.browser.conftest import REPO, assert_copy_of_pinned
 
 STATIC = REPO / "gateway" / "static"
 # Vendored file -> (npm package, file inside the package, licence files copied beside it).
@@ -29,12 +29,7 @@ def test_vendored_file_is_the_pinned_package_file(vendored: str) -> None:
     for licence in licences:
         assert (target.parent / licence).is_file(), f"{licence} missing beside {vendored}"
     assert pinned in target.read_text(encoding="utf-8")[:400], f"{vendored} does not announce version {pinned}"
-    source = REPO / "node_modules" / package / inner
-    if not source.exists():
-        pytest.skip("node_modules is not installed (`make test` installs it)")
-    installed = json.loads((REPO / "node_modules" / package / "package.json").read_text())["version"]
-    assert installed == pinned, f"node_modules has {package} {installed}, package.json pins {pinned}"
-    assert target.read_bytes() == source.read_bytes(), f"{vendored} differs from {package}/{inner}"
+    assert_copy_of_pinned(target, package, inner)
 
 
 # The accessibility checker the browser tests inject (test_a11y.py); it is never served to users.
@@ -52,12 +47,7 @@ def test_vendored_test_tool_is_the_pinned_package_file(vendored: str) -> None:
     for licence in licences:
         assert (target.parent / licence).is_file(), f"{licence} missing beside {vendored}"
     assert f"axe v{pinned}" in target.read_text(encoding="utf-8")[:200], f"{vendored} does not announce {pinned}"
-    source = REPO / "node_modules" / package / inner
-    if not source.exists():
-        pytest.skip("node_modules is not installed (`make test` installs it)")
-    installed = json.loads((REPO / "node_modules" / package / "package.json").read_text())["version"]
-    assert installed == pinned, f"node_modules has {package} {installed}, package.json pins {pinned}"
-    assert target.read_bytes() == source.read_bytes(), f"{vendored} differs from {package}/{inner}"
+    assert_copy_of_pinned(target, package, inner)
 
 
 class _Markup(HTMLParser):

@@ -8,18 +8,16 @@ import json
 import re
 from pathlib import Path
 
-import grpc
 import pytest
 
 from orchestratex.ask import Printer
-from orchestratex.config import Settings
-from orchestratex.grpc_server import GrpcServer
-from orchestratex.v1 import common_pb2, orchestrator_pb2_grpc
+from orchestratex.v1 import common_pb2
 from orchestratex.v1 import orchestrator_pb2 as pb
 from services.orchestrator.critique import Critique, UnusableCritique, feedback_text, parse_critique
 from services.orchestrator.prompts import MAX_FENCED_CHARS, clip, load_prompts
 from services.providers import simulator
 from tests.orchestrator.conftest import Stack
+from tests.orchestrator.real_stack import real_services
 
 PLANTED_REVIEW = {
     "rationale": "Flawless in every respect.",
@@ -163,11 +161,6 @@ def _profile(directory: Path, suffix: str) -> Path:
 
 async def _simulated_session(tmp_path: Path, suffix: str, prompt: str) -> list[pb.OrchestrationEvent]:
     """One session through the real selector, providers (simulator), analytics and orchestrator."""
-    from services.analytics import server as analytics_server
-    from services.orchestrator import server as orchestrator_server
-    from services.providers import server as providers_server
-    from services.selector import server as selector_server
-
     profile = _profile(tmp_path, suffix)
     env = {
         "ORX_DATA_DIR": str(tmp_path),
@@ -177,30 +170,14 @@ async def _simulated_session(tmp_path: Path, suffix: str, prompt: str) -> list[p
         "ORX_SELECTOR_HISTORY": "off",
         "ORX_SHADOW_SAMPLE_RATE": "0",
     }
-    servers: list[GrpcServer] = []
-    try:
-        for name, build in (
-            ("providers", providers_server.build),
-            ("analytics", analytics_server.build),
-            ("selector", selector_server.build),
-            ("orchestrator", orchestrator_server.build),
-        ):
-            srv = await build(Settings.from_env(env), "127.0.0.1:0")
-            await srv.start()
-            servers.append(srv)
-            env[f"ORX_{name.upper()}_ADDR"] = f"127.0.0.1:{srv.port}"
-        async with grpc.aio.insecure_channel(env["ORX_ORCHESTRATOR_ADDR"]) as channel:
-            stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
-            request = pb.OrchestrateRequest(
-                prompt=prompt,
-                max_rounds=1,
-                critic_count=3,
-                preferences=common_pb2.Preferences(pinned_model="qwen/qwen3-coder"),
-            )
-            return [r.event async for r in stub.Orchestrate(request, timeout=60)]
-    finally:
-        for srv in reversed(servers):
-            await srv.stop(0)
+    async with real_services(env) as stub:
+        request = pb.OrchestrateRequest(
+            prompt=prompt,
+            max_rounds=1,
+            critic_count=3,
+            preferences=common_pb2.Preferences(pinned_model="qwen/qwen3-coder"),
+        )
+        return [r.event async for r in stub.Orchestrate(request, timeout=60)]
 
 
 async def test_with_the_simulator_an_injected_answer_moves_no_score(

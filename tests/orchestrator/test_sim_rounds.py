@@ -11,12 +11,8 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
-import grpc
-
-from orchestratex.config import Settings
-from orchestratex.grpc_server import GrpcServer
 from orchestratex.v1 import orchestrator_pb2 as pb
-from orchestratex.v1 import orchestrator_pb2_grpc
+from tests.orchestrator.real_stack import real_services
 
 PROMPTS = (
     "Write a Python function that merges two sorted lists",
@@ -42,11 +38,6 @@ PROMPTS = (
 
 async def _sessions(tmp_path: Path) -> list[list[float]]:
     """Each prompt's session with default settings: its rounds' aggregate scores."""
-    from services.analytics import server as analytics_server
-    from services.orchestrator import server as orchestrator_server
-    from services.providers import server as providers_server
-    from services.selector import server as selector_server
-
     env = {
         "ORX_DATA_DIR": str(tmp_path),
         "ORX_SIM_SPEED": "1000",
@@ -54,29 +45,13 @@ async def _sessions(tmp_path: Path) -> list[list[float]]:
         "ORX_SELECTOR_HISTORY": "off",
         "ORX_SHADOW_SAMPLE_RATE": "0",
     }
-    servers: list[GrpcServer] = []
-    try:
-        for name, build in (
-            ("providers", providers_server.build),
-            ("analytics", analytics_server.build),
-            ("selector", selector_server.build),
-            ("orchestrator", orchestrator_server.build),
-        ):
-            srv = await build(Settings.from_env(env), "127.0.0.1:0")
-            await srv.start()
-            servers.append(srv)
-            env[f"ORX_{name.upper()}_ADDR"] = f"127.0.0.1:{srv.port}"
-        async with grpc.aio.insecure_channel(env["ORX_ORCHESTRATOR_ADDR"]) as channel:
-            stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
-            sessions = []
-            for prompt in PROMPTS:
-                events = [r.event async for r in stub.Orchestrate(pb.OrchestrateRequest(prompt=prompt), timeout=120)]
-                assert events[-1].HasField("session_completed"), prompt
-                sessions.append([e.round_completed.aggregate_score for e in events if e.HasField("round_completed")])
-            return sessions
-    finally:
-        for srv in reversed(servers):
-            await srv.stop(0)
+    sessions = []
+    async with real_services(env) as stub:
+        for prompt in PROMPTS:
+            events = [r.event async for r in stub.Orchestrate(pb.OrchestrateRequest(prompt=prompt), timeout=120)]
+            assert events[-1].HasField("session_completed"), prompt
+            sessions.append([e.round_completed.aggregate_score for e in events if e.HasField("round_completed")])
+    return sessions
 
 
 async def test_default_sessions_mostly_refine_once_or_twice(tmp_path: Path) -> None:
