@@ -72,7 +72,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from bench._suite import BIN, _wait_healthy, cluster, free_port, percentile
+from bench._suite import BIN, _wait_healthy, _wait_http, cluster, free_port, percentile
 from bench.providers_procs import Load, tree_cpu_seconds
 from orchestratex.grpc_client import open_channel
 from orchestratex.grpc_server import ServiceBinding, create_server
@@ -465,22 +465,6 @@ def stack(tmp: Path, send_queue: int | None = None, workers: int = 1) -> Iterato
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-
-
-async def _wait_http(url: str, proc: subprocess.Popen[bytes], within: float = 60) -> None:
-    deadline = time.monotonic() + within
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"gateway exited with {proc.returncode}")
-            try:
-                async with session.get(url) as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
-    raise RuntimeError("gateway did not become healthy")
 
 
 def run_once(
