@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -204,20 +204,24 @@ async def build(settings: Settings, listen: str | None = None) -> GrpcServer:
             if outbox is not None:
                 await outbox.stop()
 
-        if exclusive:
+        leadership: Leadership | None = None
+        if exclusive:  # this process holds the database: it always delivers the outbox
             await manager.recover()
             lead()
             res.push_async_callback(follow)
-            leading: Callable[[], bool] = lambda: True  # noqa: E731
         else:
             leadership = Leadership(store, own.lease_ttl, holder, lead, follow)
             await leadership.try_lead()
             leadership.start()
             res.push_async_callback(leadership.release)
-            leading = lambda: leadership.leading  # noqa: E731
-        replicas = Replicas(
-            store, holder, own.lease_ttl, manager.cancel_now, lambda sid: manager.hub.get(sid) is not None, leading
-        )
+
+        def leading() -> bool:
+            return leadership is None or leadership.leading
+
+        def live_here(session_id: str) -> bool:
+            return manager.hub.get(session_id) is not None
+
+        replicas = Replicas(store, holder, own.lease_ttl, manager.cancel_now, live_here, leading)
         if not exclusive:
             await replicas.sweep()
         replicas.start()
