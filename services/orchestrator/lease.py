@@ -1,13 +1,13 @@
-"""The orchestrator's lease on its database: one live orchestrator per database, and recovery that
-touches only sessions whose owner is gone.
+"""Leases on the orchestrator's database: named, renewable claims with a holder and an expiry.
 
-An orchestrator claims the lease before it touches any session (recovery fails every session left
-RUNNING, which is right only if their owner is gone) and renews it every third of its time to live.
-While another orchestrator's lease is live, a second one refuses to start (:class:`LeaseHeld`).
-A holder that died without releasing (SIGKILL, power loss) blocks the database until its lease
-expires, except when the claimer can prove it dead: same host and boot, and its process is gone (no
-process with its pid, or one that started at another time: the pid was reused, say by the claimer in a
-restarted container). That is what makes ``orchestratex up`` restart a crashed orchestrator at once.
+Every orchestrator process holds its own instance lease (``instance:<token>``, services/orchestrator/replicas.py),
+and one of them at a time also holds the database-wide lease :data:`LEASE_NAME` as the leader (the outbox runs
+there, and sessions from before replicas are recovered there). A lease is claimed before anything depends on it and
+renewed every third of its time to live; :class:`OrchestratorLease` refuses a lease someone else holds
+(:class:`LeaseHeld`). A holder that died without releasing (SIGKILL, power loss) keeps its lease until it expires,
+except when the claimer can prove it dead: same host and boot, and its process is gone (no process with its pid, or
+one that started at another time: the pid was reused, say by the claimer in a restarted container). That is what
+makes ``orchestratex up`` recover a crashed orchestrator's sessions at once.
 
 A holder that cannot renew before its lease expires must assume someone else took over: it stops
 (health NOT_SERVING, then a graceful shutdown). Expiry compares wall clocks of different hosts on
@@ -15,9 +15,6 @@ MongoDB, so keep them in sync (NTP) and the time to live well above their skew.
 
 Metrics: ``orx_orchestrator_leases_held`` (this process's leases), ``..._lease_takeovers_total`` and
 ``..._leases_lost_total``.
-
-Replicas (several orchestrators on one database, each recovering only the sessions of dead peers) will
-build on the same records: a lease per instance instead of one exclusive lease.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ from services.orchestrator.outbox import Outbox
 from services.orchestrator.policy import StopRules
 from services.orchestrator.prompts import PromptSet
 from services.orchestrator.replay import stored_events
-from services.orchestrator.replicas import CANCEL_POLL, end_interrupted, follow_store
+from services.orchestrator.replicas import CANCEL_POLL, follow_store
 from services.orchestrator.requests import check_for_catalogue, normalise
 from services.orchestrator.selection import select, structured_author
 from services.orchestrator.store.base import SessionStore
@@ -315,16 +315,6 @@ class SessionManager:
         return await self.get(session_id, tenant)
 
     # --------------------------------------------------------------- lifecycle
-
-    async def recover(self) -> None:
-        """End every session left running by a previous process, each with exactly one terminal event
-        (:func:`~services.orchestrator.replicas.end_interrupted`). Only for a process that holds the database
-        exclusively: with replicas, :meth:`Replicas.sweep` ends only the sessions of instances that are gone."""
-        for record in await self.store.running_sessions():
-            if self.hub.get(record.session_id) is None:
-                await end_interrupted(
-                    self.store, record, "interrupted: the orchestrator stopped while the session was running"
-                )
 
     async def drain(self, deadline: float, hurry: asyncio.Event | None = None) -> None:
         """Refuse new sessions and let running ones finish until ``deadline`` (event-loop time), or until

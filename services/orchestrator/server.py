@@ -163,14 +163,6 @@ async def build(settings: Settings, listen: str | None = None) -> GrpcServer:
         res.push_async_callback(instance.release)
         instance.start()
         watch_lease(srv, instance, res)
-        exclusive = not store.multi_writer
-        if exclusive:
-            lease = OrchestratorLease(store, own.lease_ttl, holder=holder)
-            await lease.acquire()
-            res.push_async_callback(lease.release)
-            lease.start()
-            watch_lease(srv, lease, res)
-            await store.take_over()
         writer = EventWriter(store)
         writer.start()
         res.push_async_callback(writer.close)
@@ -204,26 +196,19 @@ async def build(settings: Settings, listen: str | None = None) -> GrpcServer:
             if outbox is not None:
                 await outbox.stop()
 
-        leadership: Leadership | None = None
-        if exclusive:  # this process holds the database: it always delivers the outbox
-            await manager.recover()
-            lead()
-            res.push_async_callback(follow)
-        else:
-            leadership = Leadership(store, own.lease_ttl, holder, lead, follow)
-            await leadership.try_lead()
-            leadership.start()
-            res.push_async_callback(leadership.release)
+        leadership = Leadership(store, own.lease_ttl, holder, lead, follow)
+        await leadership.try_lead()
+        leadership.start()
+        res.push_async_callback(leadership.release)
 
         def leading() -> bool:
-            return leadership is None or leadership.leading
+            return leadership.leading
 
         def live_here(session_id: str) -> bool:
             return manager.hub.get(session_id) is not None
 
         replicas = Replicas(store, holder, own.lease_ttl, manager.cancel_now, live_here, leading)
-        if not exclusive:
-            await replicas.sweep()
+        await replicas.sweep()
         replicas.start()
         res.push_async_callback(replicas.stop)
         # Released first: running sessions end (recorded as interrupted) while the outbox still runs.

@@ -22,6 +22,7 @@ from orchestratex.v1 import orchestrator_pb2_grpc
 from services.orchestrator import server as orchestrator_server
 from services.orchestrator.lease import Holder
 from services.orchestrator.replicas import Replicas, best_text, follow_store, instance_lease
+from services.orchestrator.store.base import SessionStore
 from services.orchestrator.store.sqlite import SqliteSessionStore
 from tests.orchestrator.conftest import Stack, start_stack, stop_stack, wait_until
 
@@ -97,49 +98,54 @@ async def test_get_session_on_another_replica_reports_the_stored_sequence(stack:
 async def test_the_sessions_of_a_gone_instance_are_adopted_exactly_once_with_the_best_answer(tmp_path: Path) -> None:
     store = await SqliteSessionStore.open(tmp_path / "orchestrator.db")
     try:
-        ghost = Holder("elsewhere", "boot-x", 4242, 77, "ghost")
-        now = time.time()
-        await store.claim_lease(instance_lease("ghost"), ghost.encode(), int(now * 1e6), int((now - 1) * 1e6))
-        record = pb.Session(session_id="s-orphan", status=pb.SESSION_STATUS_RUNNING)
-        await store.create_session("t", record, owner="ghost")
-        events = [
-            pb.OrchestrationEvent(session_id="s-orphan", sequence=1, session_started=pb.SessionStarted()),
-            pb.OrchestrationEvent(
-                session_id="s-orphan", sequence=2, response_completed=pb.ResponseCompleted(round=1, text="first")
-            ),
-            pb.OrchestrationEvent(
-                session_id="s-orphan", sequence=3, round_completed=pb.RoundCompleted(round=1, best_round=1)
-            ),
-            pb.OrchestrationEvent(
-                session_id="s-orphan", sequence=4, response_completed=pb.ResponseCompleted(round=2, text="worse")
-            ),
-            pb.OrchestrationEvent(
-                session_id="s-orphan", sequence=5, round_completed=pb.RoundCompleted(round=2, best_round=1)
-            ),
-        ]
-        await store.append_events([("s-orphan", e.sequence, e.SerializeToString()) for e in events])
-        # a live instance's session is not touched
-        alive = Holder("elsewhere", "boot-x", 4243, 78, "alive")
-        await store.claim_lease(instance_lease("alive"), alive.encode(), int(now * 1e6), int((now + 60) * 1e6))
-        await store.create_session("t", pb.Session(session_id="s-alive", status=pb.SESSION_STATUS_RUNNING), "alive")
-
-        def replicas(token: str) -> Replicas:
-            me = Holder("here", "boot-y", 1, 1, token)
-            return Replicas(store, me, 1.0, lambda *_: None, lambda _: False, lambda: False)
-
-        ended = await asyncio.gather(*(replicas(f"r{i}").sweep() for i in range(3)))
-        assert sorted(ended) == [0, 0, 1]
-        stored = [pb.OrchestrationEvent.FromString(p) for p in await store.read_events("s-orphan", 0)]
-        assert [e.sequence for e in stored] == [1, 2, 3, 4, 5, 6]
-        assert stored[-1].session_failed.best_text == "first"  # round 1 was the best, not the last
-        assert "stopped" in stored[-1].session_failed.reason
-        orphan = await store.get_session("s-orphan", "")
-        assert orphan is not None and orphan.status == pb.SESSION_STATUS_FAILED and orphan.last_sequence == 6
-        alive_record = await store.get_session("s-alive", "")
-        assert alive_record is not None and alive_record.status == pb.SESSION_STATUS_RUNNING
-        assert sum(await asyncio.gather(*(replicas(f"r{i}").sweep() for i in range(3)))) == 0  # nothing left
+        await adopted_exactly_once(store)
     finally:
         await store.close()
+
+
+async def adopted_exactly_once(store: SessionStore) -> None:
+    """Three replicas sweep at once: exactly one ends the gone instance's session, with its best answer."""
+    ghost = Holder("elsewhere", "boot-x", 4242, 77, "ghost")
+    now = time.time()
+    await store.claim_lease(instance_lease("ghost"), ghost.encode(), int(now * 1e6), int((now - 1) * 1e6))
+    record = pb.Session(session_id="s-orphan", status=pb.SESSION_STATUS_RUNNING)
+    await store.create_session("t", record, owner="ghost")
+    events = [
+        pb.OrchestrationEvent(session_id="s-orphan", sequence=1, session_started=pb.SessionStarted()),
+        pb.OrchestrationEvent(
+            session_id="s-orphan", sequence=2, response_completed=pb.ResponseCompleted(round=1, text="first")
+        ),
+        pb.OrchestrationEvent(
+            session_id="s-orphan", sequence=3, round_completed=pb.RoundCompleted(round=1, best_round=1)
+        ),
+        pb.OrchestrationEvent(
+            session_id="s-orphan", sequence=4, response_completed=pb.ResponseCompleted(round=2, text="worse")
+        ),
+        pb.OrchestrationEvent(
+            session_id="s-orphan", sequence=5, round_completed=pb.RoundCompleted(round=2, best_round=1)
+        ),
+    ]
+    await store.append_events([("s-orphan", e.sequence, e.SerializeToString()) for e in events])
+    # a live instance's session is not touched
+    alive = Holder("elsewhere", "boot-x", 4243, 78, "alive")
+    await store.claim_lease(instance_lease("alive"), alive.encode(), int(now * 1e6), int((now + 60) * 1e6))
+    await store.create_session("t", pb.Session(session_id="s-alive", status=pb.SESSION_STATUS_RUNNING), "alive")
+
+    def replicas(token: str) -> Replicas:
+        me = Holder("here", "boot-y", 1, 1, token)
+        return Replicas(store, me, 1.0, lambda *_: None, lambda _: False, lambda: False)
+
+    ended = await asyncio.gather(*(replicas(f"r{i}").sweep() for i in range(3)))
+    assert sorted(ended) == [0, 0, 1]
+    stored = [pb.OrchestrationEvent.FromString(p) for p in await store.read_events("s-orphan", 0)]
+    assert [e.sequence for e in stored] == [1, 2, 3, 4, 5, 6]
+    assert stored[-1].session_failed.best_text == "first"  # round 1 was the best, not the last
+    assert "stopped" in stored[-1].session_failed.reason
+    orphan = await store.get_session("s-orphan", "")
+    assert orphan is not None and orphan.status == pb.SESSION_STATUS_FAILED and orphan.last_sequence == 6
+    alive_record = await store.get_session("s-alive", "")
+    assert alive_record is not None and alive_record.status == pb.SESSION_STATUS_RUNNING
+    assert sum(await asyncio.gather(*(replicas(f"r{i}").sweep() for i in range(3)))) == 0  # nothing left
 
 
 def test_best_text_prefers_the_best_round_and_ignores_shadow_answers() -> None:

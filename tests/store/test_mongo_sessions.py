@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
-from pymongo.errors import BulkWriteError
+from pymongo.errors import AutoReconnect, BulkWriteError
 
 from orchestratex.config import Settings
 from orchestratex.store import mongo
@@ -48,7 +49,8 @@ async def test_schema_meta_records_the_migrations_once(target: MongoTarget) -> N
     assert meta["version"] == len(SESSION_MIGRATIONS)
     assert [m["name"] for m in meta["migrations"]] == [name for name, _ in SESSION_MIGRATIONS]
     counter = await target.db[COUNTERS].find_one({"_id": EVENT_POSITIONS})
-    assert counter["allocated"] == counter["committed"] == 0
+    assert (counter["allocated"], counter["base"], counter["open"]) == (0, 0, [])
+    assert "committed" not in counter
     for store in [*stores, again]:
         await store.close()
 
@@ -68,41 +70,188 @@ async def test_every_query_path_has_its_index(target: MongoTarget) -> None:
         assert bool(info[spec.name].get("unique")) == spec.unique
 
 
-async def test_uncommitted_positions_stay_hidden_until_a_later_commit(target: MongoTarget) -> None:
-    store = await MongoSessionStore.attach(target.db)
-    a = tenant()
-    rec = session()
-    await store.create_session(a, rec)
-    await store.append_events([event(rec.session_id, 1)])
-    # a batch that reserved positions and landed but failed before committing (e.g. a lost reply)
-    counters, events = target.db[COUNTERS], target.db[EVENTS]
-    reserved = await counters.find_one_and_update({"_id": EVENT_POSITIONS}, {"$inc": {"allocated": 2}})
-    start = reserved["allocated"] + 1
-    await events.insert_one({"position": start, "session_id": rec.session_id, "sequence": 2, "payload": b"x"})
-    assert [r.position for r in await store.events_after(0, 100)] == [1]
-    # the retry finds event 2 already stored and commits past it, so the outbox sees it, in order
-    await store.append_events([event(rec.session_id, 2), event(rec.session_id, 3)])
-    rows = await store.events_after(0, 100)
-    assert [r.position for r in rows] == [1, start, start + 3]
-    assert await store.last_sequence(rec.session_id) == 3
-    await store.close()
+class Clock:
+    """A wall clock the test moves by hand (the horizon compares reservation times with it)."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
-async def test_the_next_lease_holder_commits_positions_left_by_a_crashed_writer(target: MongoTarget) -> None:
+async def drain(store: MongoSessionStore, cursor: int) -> tuple[list[int], int]:
+    """Read everything past ``cursor`` as the outbox does: positions read, and the new cursor."""
+    seen: list[int] = []
+    while page := await store.events_after(cursor, 7):
+        seen += [r.position for r in page]
+        cursor = page[-1].position
+    return seen, cursor
+
+
+async def test_a_failed_batch_holds_the_horizon_until_its_retry_stores_its_events(target: MongoTarget) -> None:
     store = await MongoSessionStore.attach(target.db)
     rec = session()
     await store.create_session(tenant(), rec)
-    await target.db[COUNTERS].update_one({"_id": EVENT_POSITIONS}, {"$inc": {"allocated": 1}})
-    await target.db[EVENTS].insert_one({"position": 1, "session_id": rec.session_id, "sequence": 1, "payload": b"y"})
-    assert await store.events_after(0, 10) == []
+    await store.append_events([event(rec.session_id, 1)])
+    real_events = store._events
+
+    class FirstLandsThenFails:
+        """The insert stores the first event, then the connection drops (the reply is lost)."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real_events, name)
+
+        async def insert_many(self, docs: list[dict[str, Any]], **kwargs: Any) -> Any:
+            await real_events.insert_one(docs[0])
+            raise AutoReconnect("connection closed")
+
+    store._events = FirstLandsThenFails()  # type: ignore[assignment]
+    with pytest.raises(AutoReconnect):
+        await store.append_events([event(rec.session_id, 2), event(rec.session_id, 3)])
+    store._events = real_events
+    assert await drain(store, 0) == ([1], 1)  # event 2 landed at position 2, but the batch is not done
+    # the writer's retry resends the same events first: event 2 is a duplicate (kept at 2), 3 lands at 5
+    await store.append_events([event(rec.session_id, 2), event(rec.session_id, 3)])
+    assert await drain(store, 1) == ([2, 5], 5)
+    counter = await target.db[COUNTERS].find_one({"_id": EVENT_POSITIONS})
+    assert (counter["base"], counter["open"], counter["allocated"]) == (5, [], 5)
     await store.close()
-    reopened = await MongoSessionStore.attach(target.db)
-    # Opening alone changes nothing (the writer may be alive: a second orchestrator that is refused
-    # its lease must not commit the live one's reservations); taking over after the lease does.
-    assert await reopened.events_after(0, 10) == []
-    await reopened.take_over()
-    assert [r.position for r in await reopened.events_after(0, 10)] == [1]
-    await reopened.close()
+
+
+async def test_a_dead_writers_reservation_is_skipped_once_old_and_what_landed_is_read(target: MongoTarget) -> None:
+    clock = Clock()
+    await (await MongoSessionStore.attach(target.db)).close()
+    dead = MongoSessionStore(target.db, clock=clock)
+    live = MongoSessionStore(target.db, hole_timeout=30, clock=clock)
+    rec = session()
+    await live.create_session(tenant(), rec)
+    # the dead writer reserved three positions, stored one event, and was killed before marking them done
+    reservation = await dead._reserve(3)
+    await target.db[EVENTS].insert_one(
+        {"position": reservation.start, "session_id": rec.session_id, "sequence": 1, "payload": b"p"}
+    )
+    await live.append_events([event(rec.session_id, 2)])  # position 4, behind the hole
+    assert await drain(live, 0) == ([], 0)
+    clock.now += 29
+    assert await drain(live, 0) == ([], 0)
+    clock.now += 2
+    assert await drain(live, 0) == ([1, 4], 4)
+    counter = await target.db[COUNTERS].find_one({"_id": EVENT_POSITIONS})
+    assert (counter["base"], counter["open"]) == (4, [])
+    await live.close()
+    await dead.close()
+
+
+async def test_a_writer_slower_than_the_hole_timeout_moves_its_events_past_the_readers(target: MongoTarget) -> None:
+    clock = Clock()
+    slow = MongoSessionStore(target.db, hole_timeout=30, clock=clock)
+    reader = MongoSessionStore(target.db, hole_timeout=30, clock=clock)
+    rec = session()
+    await reader.create_session(tenant(), rec)
+    real_events = slow._events
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    class Stalls:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real_events, name)
+
+        async def insert_many(self, docs: list[dict[str, Any]], **kwargs: Any) -> Any:
+            entered.set()
+            await release.wait()
+            return await real_events.insert_many(docs, **kwargs)
+
+    slow._events = Stalls()  # type: ignore[assignment]
+    writing = asyncio.create_task(slow.append_events([event(rec.session_id, 1), event(rec.session_id, 2)]))
+    await entered.wait()
+    clock.now += 31  # the reader gives up on the stalled batch
+    await reader.append_events([event(rec.session_id, 3)])
+    assert await drain(reader, 0) == ([3], 3)
+    release.set()
+    await writing  # it lands at 1 and 2, below the reader's cursor, finds itself skipped and moves on
+    assert await drain(reader, 3) == ([4, 5], 5)
+    stored = await target.db[EVENTS].find({"session_id": rec.session_id}).sort("sequence", 1).to_list(None)
+    assert [(d["sequence"], d["position"]) for d in stored] == [(1, 4), (2, 5), (3, 3)]
+    await reader.close()
+    await slow.close()
+
+
+@pytest.mark.parametrize("seed", range(4))
+async def test_several_writers_and_a_reader_at_once_lose_nothing(target: MongoTarget, seed: int) -> None:
+    """Three writers append batches of random sizes with random pauses while a reader follows the
+    horizon; every event is read, once, in position order, and the reader never passes a position that
+    is stored later."""
+    rng = random.Random(seed)
+    writers = [await MongoSessionStore.attach(target.db) for _ in range(3)]
+    rec = session()
+    await writers[0].create_session(tenant(), rec)
+    for store in writers:
+        real = store._events
+
+        class Jittery:
+            def __init__(self, real: Any) -> None:
+                self.real = real
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(self.real, name)
+
+            async def insert_many(self, docs: list[dict[str, Any]], **kwargs: Any) -> Any:
+                for _ in range(rng.randrange(6)):
+                    await asyncio.sleep(0)
+                return await self.real.insert_many(docs, **kwargs)
+
+        store._events = Jittery(real)  # type: ignore[assignment]
+    sequences = iter(range(1, 10_000))
+    written: list[int] = []
+
+    async def write(store: MongoSessionStore) -> None:
+        for _ in range(12):
+            batch = [next(sequences) for _ in range(rng.randint(1, 5))]
+            await store.append_events([event(rec.session_id, n) for n in batch])
+            written.extend(batch)
+
+    delivered: list[int] = []
+    cursor = 0
+    done = asyncio.Event()
+
+    async def read() -> None:
+        nonlocal cursor
+        while not done.is_set():
+            seen, cursor = await drain(writers[1], cursor)
+            delivered.extend(seen)
+            await asyncio.sleep(0)
+
+    reading = asyncio.create_task(read())
+    await asyncio.gather(*(write(w) for w in writers))
+    done.set()
+    await reading
+    seen, cursor = await drain(writers[2], cursor)
+    delivered.extend(seen)
+    assert delivered == sorted(set(delivered))
+    stored = await target.db[EVENTS].find({"session_id": rec.session_id}).to_list(None)
+    assert sorted(delivered) == sorted(d["position"] for d in stored)
+    assert sorted(d["sequence"] for d in stored) == sorted(written)
+    counter = await target.db[COUNTERS].find_one({"_id": EVENT_POSITIONS})
+    assert (counter["base"], counter["open"]) == (counter["allocated"], [])
+    for store in writers:
+        await store.close()
+
+
+async def test_the_v4_migration_converts_committed_once_and_keeps_later_reservations(target: MongoTarget) -> None:
+    await target.db[SCHEMA_COLLECTION].insert_one({"_id": "sessions", "version": 3, "migrations": []})
+    # a release before replicas left positions 4 and 5 reserved (its writer crashed): they are committed
+    await target.db[COUNTERS].insert_one({"_id": EVENT_POSITIONS, "allocated": 5, "committed": 3})
+    store = await MongoSessionStore.attach(target.db)
+    counter = await target.db[COUNTERS].find_one({"_id": EVENT_POSITIONS})
+    assert (counter["allocated"], counter["base"], counter["open"]) == (5, 5, [])
+    assert "committed" not in counter
+    reservation = await store._reserve(2)
+    # a second process that read version 3 before the first recorded 4 runs the migration again
+    await SESSION_MIGRATIONS[3][1](target.db)
+    counter = await target.db[COUNTERS].find_one({"_id": EVENT_POSITIONS})
+    assert [r["token"] for r in counter["open"]] == [reservation.token]
+    assert counter["base"] == 5
+    await store.close()
 
 
 async def test_a_position_collision_is_an_error_not_a_duplicate(target: MongoTarget) -> None:

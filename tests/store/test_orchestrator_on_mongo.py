@@ -1,19 +1,28 @@
 """The real orchestrator service with ``ORX_MONGODB_URI`` set: sessions, replay, the outbox and crash
-recovery all go through :class:`MongoSessionStore` (on the double, or a real server when configured)."""
+recovery all go through :class:`MongoSessionStore` (on the double, or a real server when configured).
+
+The replica tests of tests/orchestrator/test_replicas.py run here too, on MongoDB: the same test functions,
+given this module's ``stack`` and ``replica`` fixtures (two orchestrators on one database).
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from orchestratex.config import Settings
+from orchestratex.grpc_client import open_channel
 from orchestratex.store import mongo
 from orchestratex.v1 import orchestrator_pb2 as pb
+from orchestratex.v1 import orchestrator_pb2_grpc
+from services.orchestrator import server as orchestrator_server
 from services.orchestrator.store.mongo import MongoSessionStore
-from tests.orchestrator.conftest import start_stack, stop_stack, wait_until
+from tests.orchestrator import test_replicas as on_sqlite
+from tests.orchestrator.conftest import Stack, start_stack, stop_stack, wait_until
 from tests.store.conftest import BACKENDS, MONGODB_URI, MongoTarget
 
 
@@ -39,6 +48,39 @@ async def env(mongo_target: MongoTarget | None, monkeypatch: pytest.MonkeyPatch)
 
 async def _keep_open(self: Any) -> None:
     """The double is this process's "server": a restarted service must find its data again."""
+
+
+@pytest.fixture
+async def stack(tmp_path: Path, env: dict[str, str]) -> AsyncIterator[Stack]:
+    started = await start_stack(tmp_path, ORX_ORCHESTRATOR_LEASE_TTL="1", **env)
+    yield started
+    await stop_stack(started)
+
+
+@pytest.fixture
+async def replica(stack: Stack) -> AsyncIterator[on_sqlite.Replica]:
+    """A second orchestrator on the stack's MongoDB database."""
+    server = await orchestrator_server.build(stack.settings, "127.0.0.1:0")
+    await server.start()
+    channel = open_channel(f"127.0.0.1:{server.port}")
+    yield on_sqlite.Replica(server, orchestrator_pb2_grpc.OrchestratorServiceStub(channel))
+    await channel.close(None)
+    await server.stop(0)
+
+
+test_replicas_watch_another_replicas_session_without_a_gap = (
+    on_sqlite.test_a_session_started_on_one_replica_is_watched_on_another_without_a_gap
+)
+test_replicas_forward_a_cancel_to_the_owner = on_sqlite.test_a_cancel_through_another_replica_reaches_the_owner
+test_replicas_report_the_stored_sequence = on_sqlite.test_get_session_on_another_replica_reports_the_stored_sequence
+
+
+async def test_replicas_adopt_a_gone_instances_sessions_exactly_once(mongo_target: MongoTarget) -> None:
+    store = await MongoSessionStore.attach(mongo_target.db)
+    try:
+        await on_sqlite.adopted_exactly_once(store)
+    finally:
+        await store.close()
 
 
 async def test_sessions_outbox_and_restart_on_mongodb(

@@ -106,9 +106,6 @@ class SessionStore(abc.ABC):
     #: Whether processes on other machines can reach this store (then an orchestrator that cannot
     #: renew its lease must assume another one took over).
     shared: bool = False
-    #: Whether several orchestrator processes may write this store at once (replicas): true when its store
-    #: positions still rise in commit order with several writers. Otherwise one orchestrator holds it exclusively.
-    multi_writer: bool = True
 
     @abc.abstractmethod
     async def claim_lease(
@@ -121,11 +118,6 @@ class SessionStore(abc.ABC):
     @abc.abstractmethod
     async def release_lease(self, name: str, holder: str) -> None:
         """Give up lease ``name`` if ``holder`` still holds it."""
-
-    @abc.abstractmethod
-    async def take_over(self) -> None:
-        """Adopt what a previous holder of the orchestrator lease left behind; called once this
-        process holds the lease, before recovery."""
 
     @abc.abstractmethod
     async def get_lease(self, name: str) -> LeaseRecord | None:

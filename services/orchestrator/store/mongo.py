@@ -5,13 +5,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
-from collections.abc import Sequence
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Self
 
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
@@ -112,11 +114,44 @@ async def _sessions_v3(db: MongoDb) -> None:
     await db[SESSIONS].update_many({"owner": {"$exists": False}}, {"$set": {"owner": ""}})
 
 
+async def _sessions_v4(db: MongoDb) -> None:
+    """Version 4: the position horizon several writers share. ``committed`` (one writer's high-water mark)
+    becomes ``base`` plus a list of ``open`` reservations; positions an older release reserved but never
+    committed are committed now, as that release did when its next process took the lease. Converts once:
+    a second process running this migration after writers started must not wipe their reservations."""
+    counters = db[COUNTERS]
+    doc = await counters.find_one({"_id": EVENT_POSITIONS})
+    if doc is not None and "base" in doc:
+        return
+    allocated = int(doc["allocated"]) if doc else 0
+    await counters.update_one(
+        {"_id": EVENT_POSITIONS, "base": {"$exists": False}},
+        {"$set": {"allocated": allocated, "base": allocated, "open": []}, "$unset": {"committed": ""}},
+        upsert=doc is None,
+    )
+
+
 SESSION_MIGRATIONS: tuple[Migration, ...] = (
     ("positions counter", _sessions_v1),
     ("prompt search", _sessions_v2),
     ("session owners", _sessions_v3),
+    ("shared position horizon", _sessions_v4),
 )
+
+HOLE_TIMEOUT = 30.0
+"""Seconds a reservation may stay open at the head of the horizon before readers skip it (its writer is
+presumed dead: far longer than a batch takes, and than clock differences between hosts)."""
+
+
+@dataclass(frozen=True)
+class _Reservation:
+    """A range of store positions this process reserved for one batch."""
+
+    token: str
+    start: int
+    count: int
+    keys: frozenset[tuple[str, int]] = frozenset()
+    """The events it holds, as ``(session_id, sequence)``."""
 
 
 class MongoSessionStore(MongoStoreBase, SessionStore):
@@ -126,30 +161,49 @@ class MongoSessionStore(MongoStoreBase, SessionStore):
     ``events`` (one document per event, ``payload`` the serialised ``OrchestrationEvent``), ``cursors``
     and ``counters``.
 
-    Store positions (the outbox cursor): each :meth:`append_events` batch reserves a contiguous range
-    with one ``$inc`` of ``counters.event_positions.allocated``, inserts the batch (unordered
-    ``insert_many``), and only then raises ``committed`` to the end of its range. :meth:`events_after`
-    reads positions up to ``committed`` only, so a reader never passes a position whose event could
-    still appear later. Batches are written one at a time (an ``asyncio.Lock``: the orchestrator is the
-    single writer of its database, as with SQLite), so ``committed`` rises in allocation order. A failed
-    batch does not raise ``committed``; the caller retries it (the :class:`EventWriter` does) and the
-    events that did land are recognised as duplicates, under the old range, which the retry's commit
-    then covers. Positions of duplicates are never used: the sequence has gaps, never reorderings.
+    Store positions (the outbox cursor), shared by any number of writers. One counter document holds
+    ``allocated`` (the last position handed out), ``base`` and ``open``, the reservations not yet folded
+    into ``base``, in allocation order: ``base + sum(open[i].count) == allocated`` always. A batch
+
+    1. reserves its range and appends its reservation ``{token, count, at_us, done: false}`` to ``open`` in
+       one atomic update (so the list's order is the positions' order),
+    2. inserts its events (unordered ``insert_many``; events already stored are duplicates and keep their
+       first position, so positions have gaps, never reorderings),
+    3. marks its reservation done: when it is the head of ``open`` it is popped into ``base``, else flagged.
+
+    The **horizon**, the highest position readers may see, is ``base`` plus the counts of the leading done
+    reservations: no position below it can still be written. :meth:`events_after` reads up to it only.
+
+    A writer that dies between 1 and 3 leaves its reservation open, which holds the horizon until the
+    reservation is :data:`HOLE_TIMEOUT` old; then a reader flags it done-and-skipped, so whatever of that
+    batch landed is read and the rest never will be. A writer still alive but slower than that finds its
+    reservation skipped when it tries to mark it (a compare-and-set decides between the two) and moves
+    its events to a fresh reservation, beyond any reader's cursor: analytics may then see them twice, which
+    it absorbs (ingestion is idempotent). A batch whose insert failed leaves its reservation open too; the
+    writer's retry (the :class:`EventWriter` resends the same events first) marks it done once all its
+    events are stored.
     """
 
-    def __init__(self, db: MongoDb, client: AsyncMongoClient[Document] | None = None) -> None:
+    def __init__(
+        self,
+        db: MongoDb,
+        client: AsyncMongoClient[Document] | None = None,
+        *,
+        hole_timeout: float = HOLE_TIMEOUT,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         super().__init__(db, client)
         self._sessions: AsyncCollection[Document] = db[SESSIONS]
         self._events: AsyncCollection[Document] = db[EVENTS]
         self._counters: AsyncCollection[Document] = db[COUNTERS]
         self._cursors: AsyncCollection[Document] = db[CURSORS]
-        self._write_lock = asyncio.Lock()
+        self.hole_timeout = hole_timeout
+        self._clock = clock
+        #: Reservations of batches whose insert failed: marked done once a later batch stored their events.
+        self._unfinished: list[_Reservation] = []
 
     APPNAME = "orchestratex-orchestrator"
     shared = True
-    # Positions are reserved by one writer at a time (see the class docstring): replicas on MongoDB wait for
-    # a commit horizon that several writers can share.
-    multi_writer = False
 
     @classmethod
     async def attach(cls, db: MongoDb, client: AsyncMongoClient[Document] | None = None) -> Self:
@@ -180,18 +234,6 @@ class MongoSessionStore(MongoStoreBase, SessionStore):
 
     async def release_lease(self, name: str, holder: str) -> None:
         await self._shielded(lambda: self.db[LEASES].delete_one({"_id": name, "holder": holder}))
-
-    async def take_over(self) -> None:
-        """Positions a previous holder reserved but never committed are committed now.
-
-        Whatever of those batches landed is then visible to the outbox; nothing else can land there,
-        because the previous writer is gone (this process holds the orchestrator lease).
-        """
-        doc = await self._counters.find_one({"_id": EVENT_POSITIONS})
-        allocated, committed = (int(doc["allocated"]), int(doc["committed"])) if doc else (0, 0)
-        if allocated > committed:
-            await self._counters.update_one({"_id": EVENT_POSITIONS}, {"$max": {"committed": allocated}})
-            log.info("committed %d event positions left by a previous run", allocated - committed)
 
     async def get_lease(self, name: str) -> LeaseRecord | None:
         doc = await self.db[LEASES].find_one({"_id": name})
@@ -258,29 +300,79 @@ class MongoSessionStore(MongoStoreBase, SessionStore):
         await self._shielded(lambda: self._append(events))
 
     async def _append(self, events: Sequence[tuple[str, int, bytes]]) -> None:
-        async with self._write_lock:
-            counter = await self._counters.find_one_and_update(
-                {"_id": EVENT_POSITIONS},
-                {"$inc": {"allocated": len(events)}, "$setOnInsert": {"committed": 0}},
-                upsert=True,
-                return_document=ReturnDocument.AFTER,
+        mine = await self._reserve(len(events), frozenset((sid, seq) for sid, seq, _ in events))
+        docs = [
+            {"position": mine.start + i, "session_id": sid, "sequence": seq, "payload": payload}
+            for i, (sid, seq, payload) in enumerate(events)
+        ]
+        try:
+            await self._insert(docs)
+        except BaseException:
+            self._unfinished.append(mine)
+            raise
+        await self._finish(mine)
+        if self._unfinished:
+            # Retried batches: once the events of a failed insert are all stored, its positions are done.
+            covered = [r for r in self._unfinished if r.keys <= mine.keys]
+            self._unfinished = [r for r in self._unfinished if not r.keys <= mine.keys]
+            for reservation in covered:
+                await self._finish(reservation)
+
+    async def _reserve(self, count: int, keys: frozenset[tuple[str, int]] = frozenset()) -> _Reservation:
+        """Reserve ``count`` positions: the range and its place in ``open`` in one atomic update."""
+        token = secrets.token_hex(8)
+        entry = {"token": token, "count": count, "at_us": int(self._clock() * 1e6), "done": False}
+        counter = await self._counters.find_one_and_update(
+            {"_id": EVENT_POSITIONS},
+            {"$inc": {"allocated": count}, "$push": {"open": entry}, "$setOnInsert": {"base": 0}},
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )
+        if counter is None:  # cannot happen with upsert and ReturnDocument.AFTER
+            raise RuntimeError("event position counter missing")
+        return _Reservation(token, int(counter["allocated"]) - count + 1, count, keys)
+
+    async def _insert(self, docs: list[Document]) -> None:
+        try:
+            await self._events.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            duplicates = duplicate_indexes(exc)
+            if duplicates is None:
+                raise
+            await self._check_duplicates([docs[i] for i in duplicates])
+
+    async def _finish(self, mine: _Reservation) -> None:
+        """Mark a reservation done; when a reader skipped it first, move its events past the horizon."""
+        while not await self._mark_done(mine):
+            landed = await self._events.find(
+                {"position": {"$gte": mine.start, "$lt": mine.start + mine.count}}, {"position": 1}
+            ).to_list(None)
+            log.warning(
+                "a batch of %d event positions was skipped while it was being written (slower than %.0f s); "
+                "moving its %d stored events to new positions",
+                mine.count,
+                self.hole_timeout,
+                len(landed),
             )
-            if counter is None:  # cannot happen with upsert and ReturnDocument.AFTER
-                raise RuntimeError("event position counter missing")
-            end = int(counter["allocated"])
-            start = end - len(events) + 1
-            docs = [
-                {"position": start + i, "session_id": sid, "sequence": seq, "payload": payload}
-                for i, (sid, seq, payload) in enumerate(events)
-            ]
-            try:
-                await self._events.insert_many(docs, ordered=False)
-            except BulkWriteError as exc:
-                duplicates = duplicate_indexes(exc)
-                if duplicates is None:
-                    raise
-                await self._check_duplicates([docs[i] for i in duplicates])
-            await self._counters.update_one({"_id": EVENT_POSITIONS}, {"$max": {"committed": end}})
+            if not landed:
+                return
+            old = sorted(int(d["position"]) for d in landed)
+            mine = await self._reserve(len(old))
+            await self._events.bulk_write(
+                [UpdateOne({"position": p}, {"$set": {"position": mine.start + i}}) for i, p in enumerate(old)],
+                ordered=True,
+            )
+
+    async def _mark_done(self, mine: _Reservation) -> bool:
+        """Pop the reservation into ``base`` when it heads ``open``, else flag it done; False when a reader
+        skipped it first."""
+        head = {"_id": EVENT_POSITIONS, "open.0.token": mine.token, "open.0.done": False}
+        popped = await self._counters.update_one(head, {"$pop": {"open": -1}, "$inc": {"base": mine.count}})
+        if popped.modified_count:
+            return True
+        pending = {"_id": EVENT_POSITIONS, "open": {"$elemMatch": {"token": mine.token, "done": False}}}
+        flagged = await self._counters.update_one(pending, {"$set": {"open.$.done": True}})
+        return bool(flagged.modified_count)
 
     async def _check_duplicates(self, docs: list[Document]) -> None:
         """Every rejected event must already be stored under its (session_id, sequence).
@@ -356,9 +448,39 @@ class MongoSessionStore(MongoStoreBase, SessionStore):
         return [orchestrator_pb2.Session.FromString(bytes(d["record"])) for d in reversed(docs)]
 
     async def committed_position(self) -> int:
-        """The highest position readers may see (every batch up to it is fully written)."""
-        doc = await self._counters.find_one({"_id": EVENT_POSITIONS})
-        return int(doc["committed"]) if doc else 0
+        """The horizon: the highest position readers may see (no batch below it can still be written).
+
+        Folds leading done reservations into ``base`` and skips a head reservation older than
+        :attr:`hole_timeout` (its writer is presumed dead), both by compare-and-set, so any number of
+        readers may do it at once.
+        """
+        while True:
+            doc = await self._counters.find_one({"_id": EVENT_POSITIONS})
+            if doc is None:
+                return 0
+            horizon = int(doc["base"])
+            reservations: list[Document] = doc.get("open", [])
+            if not reservations:
+                return horizon
+            head = reservations[0]
+            if head["done"]:
+                match = {"_id": EVENT_POSITIONS, "open.0.token": head["token"], "open.0.done": True}
+                await self._counters.update_one(match, {"$pop": {"open": -1}, "$inc": {"base": head["count"]}})
+                continue
+            age = self._clock() - int(head["at_us"]) / 1e6
+            if age <= self.hole_timeout:
+                return horizon
+            stale = {"_id": EVENT_POSITIONS, "open": {"$elemMatch": {"token": head["token"], "done": False}}}
+            skipped = await self._counters.update_one(stale, {"$set": {"open.$.done": True, "open.$.skipped": True}})
+            if skipped.modified_count:
+                log.warning(
+                    "skipped %d event positions (%d-%d) reserved %.0f s ago by a writer that never finished; "
+                    "whatever of them was stored is still delivered",
+                    head["count"],
+                    horizon + 1,
+                    horizon + int(head["count"]),
+                    age,
+                )
 
     async def newest_position(self) -> int:
         return await self.committed_position()

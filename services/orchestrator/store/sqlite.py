@@ -130,9 +130,6 @@ class SqliteSessionStore(SessionStore):
             )
         return LeaseRecord(holder, until_us)
 
-    async def take_over(self) -> None:
-        """Nothing to adopt: a transaction either committed or left no trace."""
-
     async def release_lease(self, name: str, holder: str) -> None:
         async with self.db.transaction() as writer:
             await writer.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))
