@@ -40,7 +40,7 @@ from services.orchestrator.outbox import Outbox
 from services.orchestrator.policy import StopRules
 from services.orchestrator.prompts import PromptSet
 from services.orchestrator.replay import stored_events
-from services.orchestrator.replicas import CANCEL_POLL, follow_store
+from services.orchestrator.replicas import CANCEL_POLL, ChangeFeed, follow_store
 from services.orchestrator.requests import check_for_catalogue, normalise
 from services.orchestrator.selection import select, structured_author
 from services.orchestrator.store.base import SessionStore
@@ -80,6 +80,8 @@ class SessionManager:
         """Set once the drain's deadline has passed: sessions cut short now are recorded as interrupted."""
         self.instance = ""
         """This process's instance id (its lease holder's token): the owner of the sessions it starts."""
+        self.feed: ChangeFeed | None = None
+        """Wakes followers of sessions that other replicas run, when the store can push (MongoDB change streams)."""
         self._tasks: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ start
@@ -257,7 +259,7 @@ class SessionManager:
             raise NotFound(f"session {session_id} not found")
         # Running elsewhere (another replica): follow its stored log until its end.
         source = (
-            follow_store(self.store, session_id, after)
+            follow_store(self.store, session_id, after, feed=self.feed)
             if record.status == pb.SESSION_STATUS_RUNNING
             else stored_events(self.store, session_id, after)
         )

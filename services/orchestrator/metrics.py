@@ -51,12 +51,15 @@ Name                                                Type       Labels       Mean
                                                                             status code (``unavailable``,
                                                                             ``deadline_exceeded``, ...; ``internal``
                                                                             for a local error).
-``orx_orchestrator_leases_held``                    gauge                   Database leases this process holds (1 in a
-                                                                            running orchestrator).
+``orx_orchestrator_leases_held``                    gauge                   Database leases this process holds (its
+                                                                            own, and the leader's if it leads).
 ``orx_orchestrator_lease_takeovers_total``          counter                 Leases taken over from a dead holder on
                                                                             this machine.
 ``orx_orchestrator_leases_lost_total``              counter                 Leases lost (another holder, or not
                                                                             renewed in time): the process stops.
+``orx_orchestrator_change_feed_live``              gauge                   1 while the store's change feed (MongoDB
+                                                                            change streams) wakes followers of other
+                                                                            replicas' sessions; 0 while they poll.
 ==================================================  =========  ===========  ==========================================
 """
 
@@ -166,6 +169,9 @@ OUTBOX_FAILURES = Counter(
 LEASES_HELD = Gauge("orx_orchestrator_leases_held", "Database leases this process holds.")
 LEASE_TAKEOVERS = Counter("orx_orchestrator_lease_takeovers", "Leases taken over from a dead holder.")
 LEASES_LOST = Counter("orx_orchestrator_leases_lost", "Leases lost to another holder or not renewed in time.")
+CHANGE_FEED_LIVE = Gauge(
+    "orx_orchestrator_change_feed_live", "1 while the store's change feed wakes followers (0: they poll)."
+)
 
 
 def session_ended(status: int, stop_reason: int | None, rounds: int, seconds: float) -> None:

@@ -6,9 +6,10 @@ for the database lease), and it is the *owner* of the sessions it starts (the st
 each record). Any instance serves any session:
 
 * ``WatchSession`` of a session running elsewhere replays its stored events and then follows the store
-  (:func:`follow_store`): it polls the event log, 20 ms after an event and backing off to 250 ms while
-  nothing comes, until the terminal event. MongoDB change streams would push instead of polling; they are
-  not used yet (docs/architecture.md).
+  (:func:`follow_store`) until the terminal event. Where the store pushes (MongoDB change streams on a replica
+  set: :class:`ChangeFeed`, one stream per process), a follower reads again when told an event of its session
+  was stored, and every :data:`FEED_SAFETY_POLL` seconds regardless; otherwise it polls the event log, 20 ms
+  after an event and backing off to 250 ms while nothing comes.
 * ``CancelSession`` of a session running elsewhere is written to the store as a cancel request; the owner
   looks for requests on its sessions every :data:`CANCEL_POLL` seconds and cancels as if asked directly.
 * A session whose owner is gone (its instance lease expired, or provably dead: same machine, process gone)
@@ -45,6 +46,11 @@ WATCH_POLL_MIN = 0.02
 """Seconds between reads of a session's stored events right after one arrived (another replica runs it)."""
 WATCH_POLL_MAX = 0.25
 """The longest wait between two reads while nothing arrives."""
+FEED_SAFETY_POLL = 2.0
+"""Seconds a follower waits for a change-feed wake-up before it reads anyway (a notification lost in a stream's
+reconnection costs at most this)."""
+FEED_RETRY = 30.0
+"""Seconds before a broken change feed is opened again (followers poll meanwhile)."""
 CANCEL_POLL = 0.1
 """Seconds between an owner's looks for cancels asked for through other replicas."""
 INTERRUPTED = "interrupted: the orchestrator running the session stopped"
@@ -55,29 +61,133 @@ def instance_lease(token: str) -> str:
     return INSTANCE_PREFIX + token
 
 
+class ChangeFeed:
+    """This process's subscription to the store's change feed (:meth:`SessionStore.change_feed`), fanned out to
+    the followers of each session: one server-side stream however many sessions are followed.
+
+    :attr:`live` is true while the feed is open; when it breaks, every follower is woken (and polls until it is
+    live again) and it is reopened after :data:`FEED_RETRY` seconds. A store that cannot push at all (MongoDB
+    without a replica set: code 40573) is not asked again.
+    """
+
+    NOT_SUPPORTED = 40573
+
+    def __init__(self, store: SessionStore, retry: float = FEED_RETRY) -> None:
+        self.store = store
+        self.retry = retry
+        self.live = False
+        self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> bool:
+        """Open the feed in the background; False when the store has none."""
+        if self.store.change_feed() is None:
+            return False
+        self._task = asyncio.create_task(self._run(), name="change-feed")
+        return True
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._set_live(False)
+
+    def subscribe(self, session_id: str) -> asyncio.Event:
+        """An event set whenever an event of ``session_id`` is stored (and whenever the feed breaks)."""
+        wake = asyncio.Event()
+        self._waiters.setdefault(session_id, set()).add(wake)
+        return wake
+
+    def unsubscribe(self, session_id: str, wake: asyncio.Event) -> None:
+        waiters = self._waiters.get(session_id)
+        if waiters is not None:
+            waiters.discard(wake)
+            if not waiters:
+                del self._waiters[session_id]
+
+    def _set_live(self, live: bool) -> None:
+        if self.live and not live:
+            for waiters in self._waiters.values():
+                for wake in waiters:
+                    wake.set()
+        self.live = live
+        metrics.CHANGE_FEED_LIVE.set(1 if live else 0)
+
+    async def _run(self) -> None:
+        failed = False
+        while True:
+            feed = self.store.change_feed()
+            if feed is None:
+                return
+            try:
+                async with contextlib.aclosing(feed):
+                    async for session_id in feed:
+                        if not self.live:
+                            self._set_live(True)
+                            if failed:
+                                log.info("change feed open again: followers are woken by it, not polling")
+                                failed = False
+                        for wake in self._waiters.get(session_id, ()):
+                            wake.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._set_live(False)
+                if getattr(exc, "code", None) == self.NOT_SUPPORTED:
+                    log.info("the store offers no change streams (MongoDB needs a replica set): followers poll")
+                    return
+                if not failed:
+                    log.warning("change feed broke (%s): followers poll until it reopens", type(exc).__name__)
+                    failed = True
+            else:
+                self._set_live(False)
+            await asyncio.sleep(self.retry)
+
+
 async def follow_store(
-    store: SessionStore, session_id: str, after: int, *, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    store: SessionStore,
+    session_id: str,
+    after: int,
+    *,
+    feed: ChangeFeed | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> AsyncGenerator[pb.OrchestrationEvent, None]:
     """A session's stored events after ``after``, then new ones as they are stored, until its terminal event.
 
     For a session another replica runs (or ran: then the terminal event is already there). Reads are a page at
-    a time; between empty reads the wait doubles from :data:`WATCH_POLL_MIN` to :data:`WATCH_POLL_MAX`.
+    a time. Between empty reads it waits for ``feed`` to say an event of the session was stored (at most
+    :data:`FEED_SAFETY_POLL` seconds) while the feed is live; otherwise the wait doubles from
+    :data:`WATCH_POLL_MIN` to :data:`WATCH_POLL_MAX`.
     """
+    wake = feed.subscribe(session_id) if feed is not None else None
     delay = WATCH_POLL_MIN
-    while True:
-        got = 0
-        async for event in stored_events(store, session_id, after):
-            got += 1
-            after = event.sequence
-            yield event
-            if event.WhichOneof("kind") in TERMINAL_KINDS:
-                return
-        if got:
-            delay = WATCH_POLL_MIN
-            if got % PAGE == 0:
+    try:
+        while True:
+            if wake is not None:
+                wake.clear()  # before the read: a store that lands during it wakes the next wait
+            got = 0
+            async for event in stored_events(store, session_id, after):
+                got += 1
+                after = event.sequence
+                yield event
+                if event.WhichOneof("kind") in TERMINAL_KINDS:
+                    return
+            if got:
+                delay = WATCH_POLL_MIN
+                if got % PAGE == 0:
+                    continue
+            if feed is not None and wake is not None and feed.live:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(FEED_SAFETY_POLL):
+                        await wake.wait()
                 continue
-        await sleep(delay)
-        delay = min(delay * 2, WATCH_POLL_MAX)
+            await sleep(delay)
+            delay = min(delay * 2, WATCH_POLL_MAX)
+    finally:
+        if feed is not None and wake is not None:
+            feed.unsubscribe(session_id, wake)
 
 
 def best_text(events: Sequence[pb.OrchestrationEvent]) -> str:

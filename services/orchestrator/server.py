@@ -31,7 +31,7 @@ from services.orchestrator.lease import Holder, OrchestratorLease
 from services.orchestrator.manager import SessionManager
 from services.orchestrator.outbox import Outbox
 from services.orchestrator.prompts import load_prompts
-from services.orchestrator.replicas import Leadership, Replicas, instance_lease
+from services.orchestrator.replicas import ChangeFeed, Leadership, Replicas, instance_lease
 from services.orchestrator.store import open_session_store
 from services.orchestrator.store.base import SessionQuery, decode_page_token
 
@@ -207,6 +207,10 @@ async def build(settings: Settings, listen: str | None = None) -> GrpcServer:
         def live_here(session_id: str) -> bool:
             return manager.hub.get(session_id) is not None
 
+        feed = ChangeFeed(store)
+        if feed.start():
+            manager.feed = feed
+            res.push_async_callback(feed.stop)
         replicas = Replicas(store, holder, own.lease_ttl, manager.cancel_now, live_here, leading)
         await replicas.sweep()
         replicas.start()

@@ -3,8 +3,8 @@
 Every contract test runs once per backend id:
 
 * ``sqlite``: the embedded implementation on a temporary file (always);
-* ``mongo-double``: the MongoDB implementation against mongomock in this process (always). A double,
-  not MongoDB: see ``mongo_double.py`` for what it does not prove;
+* ``mongo-double``: the MongoDB implementation against mongomock in this process (always), imitating a
+  replica set's change streams. A double, not MongoDB: see ``mongo_double.py`` for what it does not prove;
 * ``mongodb``: the MongoDB implementation against the real server at ``ORX_TEST_MONGODB_URI`` (only
   when that is set; a fresh database per test, dropped afterwards).
 """
@@ -70,7 +70,7 @@ async def mongo_target(backend: str, tmp_path: Any) -> AsyncIterator[MongoTarget
     if backend == "mongo-double":
         from tests.store.mongo_double import AsyncClientDouble
 
-        yield MongoTarget(AsyncClientDouble(), name, None)
+        yield MongoTarget(AsyncClientDouble(replica_set=True), name, None)
         return
     from pymongo import AsyncMongoClient
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import base64
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 
 from orchestratex.v1 import common_pb2, orchestrator_pb2
@@ -106,6 +106,15 @@ class SessionStore(abc.ABC):
     #: Whether processes on other machines can reach this store (then an orchestrator that cannot
     #: renew its lease must assume another one took over).
     shared: bool = False
+
+    def change_feed(self) -> AsyncGenerator[str, None] | None:
+        """A push feed of stored events, or None when the store has none (followers then poll).
+
+        Iterating it yields "" once the feed is open, then the session id of every event any process stores,
+        soon after it is stored; it raises when the feed breaks. Followers use it only as a wake-up: what they
+        send is always read from the store, so a missed or late notification delays, never loses, an event.
+        """
+        return None
 
     @abc.abstractmethod
     async def claim_lease(

@@ -9,7 +9,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Self
 
@@ -384,6 +384,21 @@ class MongoSessionStore(MongoStoreBase, SessionStore):
         found = await self._events.count_documents({"$or": keys})
         if found != len(keys):
             raise RuntimeError(f"{len(keys) - found} events collided on store position, not on (session_id, sequence)")
+
+    def change_feed(self) -> AsyncGenerator[str, None]:
+        """A change stream on ``events`` (inserts, session ids only). Needs a replica set or a sharded cluster:
+        on a standalone server opening it raises ``OperationFailure`` (code 40573)."""
+        return self._inserted_sessions()
+
+    async def _inserted_sessions(self) -> AsyncGenerator[str, None]:
+        pipeline: list[Document] = [
+            {"$match": {"operationType": "insert"}},
+            {"$project": {"fullDocument.session_id": 1}},
+        ]
+        async with await self._events.watch(pipeline) as stream:
+            yield ""
+            async for change in stream:
+                yield str(change["fullDocument"]["session_id"])
 
     async def read_events(self, session_id: str, after_sequence: int, limit: int = 1000) -> list[bytes]:
         cursor = (
