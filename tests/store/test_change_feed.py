@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,12 +16,14 @@ from typing import Any
 import pytest
 from pymongo.errors import AutoReconnect
 
+from orchestratex.config import Settings
 from orchestratex.v1 import orchestrator_pb2 as pb
 from services.orchestrator import replicas
 from services.orchestrator.replicas import ChangeFeed, follow_store
 from services.orchestrator.store.mongo import MongoSessionStore
 from services.orchestrator.store.sqlite import SqliteSessionStore
 from tests.orchestrator.conftest import wait_until
+from tests.store.conftest import MONGODB_URI
 from tests.store.mongo_double import AsyncClientDouble
 
 
@@ -56,8 +59,11 @@ async def client(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[AsyncClientDo
 
 
 async def test_a_live_feed_wakes_the_follower_of_each_stored_event_without_polling(client: AsyncClientDouble) -> None:
-    owner = await MongoSessionStore.attach(db(client))  # the replica running the session
-    follower = await MongoSessionStore.attach(db(client))
+    await woken_without_polling(await MongoSessionStore.attach(db(client)), await MongoSessionStore.attach(db(client)))
+
+
+async def woken_without_polling(owner: MongoSessionStore, follower: MongoSessionStore) -> None:
+    """``owner`` (the replica running the session) stores events; ``follower``'s feed wakes its follower."""
     feed = ChangeFeed(follower)
     assert feed.start()
     await wait_until(lambda: feed.live)
@@ -75,6 +81,31 @@ async def test_a_live_feed_wakes_the_follower_of_each_stored_event_without_polli
     assert not feed._waiters  # the follower unsubscribed at the end
     await feed.stop()
     assert not feed.live
+
+
+@pytest.mark.skipif(not MONGODB_URI, reason="ORX_TEST_MONGODB_URI is not set (docs/storage.md)")
+async def test_on_a_real_server_the_feed_wakes_followers_on_a_replica_set_and_is_refused_standalone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(replicas, "FEED_SAFETY_POLL", 3600.0)
+    name = f"orx_test_{uuid.uuid4().hex[:16]}"
+    settings = Settings.from_env(
+        {"ORX_DATA_DIR": str(tmp_path), "ORX_MONGODB_URI": MONGODB_URI, "ORX_MONGODB_DATABASE": name}
+    )
+    owner, follower = await MongoSessionStore.open(settings), await MongoSessionStore.open(settings)
+    try:
+        hello = await owner.db.command("hello")
+        if "setName" in hello or hello.get("msg") == "isdbgrid":
+            await woken_without_polling(owner, follower)
+        else:
+            feed = ChangeFeed(follower)
+            feed.start()
+            await wait_until(lambda: feed._task is not None and feed._task.done())
+            assert not feed.live
+    finally:
+        await owner.db.client.drop_database(name)
+        await owner.close()
+        await follower.close()
 
 
 async def test_without_a_replica_set_the_follower_polls(caplog: pytest.LogCaptureFixture) -> None:
