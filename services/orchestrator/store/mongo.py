@@ -367,8 +367,13 @@ class MongoSessionStore(MongoStoreBase, SessionStore):
         """Pop the reservation into ``base`` when it heads ``open``, else flag it done; False when a reader
         skipped it first."""
         head = {"_id": EVENT_POSITIONS, "open.0.token": mine.token, "open.0.done": False}
-        popped = await self._counters.update_one(head, {"$pop": {"open": -1}, "$inc": {"base": mine.count}})
-        if popped.modified_count:
+        popped = await self._counters.find_one_and_update(
+            head, {"$pop": {"open": -1}, "$inc": {"base": mine.count}}, return_document=ReturnDocument.AFTER
+        )
+        if popped is not None:
+            # Batches behind it that finished first are folded in too (no extra round trip when there are none).
+            while popped is not None and popped.get("open") and popped["open"][0]["done"]:
+                popped = await self._pop(popped["open"][0])
             return True
         pending = {"_id": EVENT_POSITIONS, "open": {"$elemMatch": {"token": mine.token, "done": False}}}
         flagged = await self._counters.update_one(pending, {"$set": {"open.$.done": True}})
@@ -469,18 +474,15 @@ class MongoSessionStore(MongoStoreBase, SessionStore):
         :attr:`hole_timeout` (its writer is presumed dead), both by compare-and-set, so any number of
         readers may do it at once.
         """
-        while True:
-            doc = await self._counters.find_one({"_id": EVENT_POSITIONS})
-            if doc is None:
-                return 0
+        doc = await self._counters.find_one({"_id": EVENT_POSITIONS})
+        while doc is not None:
             horizon = int(doc["base"])
             reservations: list[Document] = doc.get("open", [])
             if not reservations:
                 return horizon
             head = reservations[0]
             if head["done"]:
-                match = {"_id": EVENT_POSITIONS, "open.0.token": head["token"], "open.0.done": True}
-                await self._counters.update_one(match, {"$pop": {"open": -1}, "$inc": {"base": head["count"]}})
+                doc = await self._pop(head)
                 continue
             age = self._clock() - int(head["at_us"]) / 1e6
             if age <= self.hole_timeout:
@@ -496,6 +498,17 @@ class MongoSessionStore(MongoStoreBase, SessionStore):
                     horizon + int(head["count"]),
                     age,
                 )
+            doc = await self._counters.find_one({"_id": EVENT_POSITIONS})
+        return 0
+
+    async def _pop(self, head: Document) -> Document | None:
+        """Fold ``head`` (the first reservation, as last read) into ``base`` if it still heads ``open``; the
+        counter document afterwards."""
+        match = {"_id": EVENT_POSITIONS, "open.0.token": head["token"], "open.0.done": head["done"]}
+        popped = await self._counters.find_one_and_update(
+            match, {"$pop": {"open": -1}, "$inc": {"base": head["count"]}}, return_document=ReturnDocument.AFTER
+        )
+        return popped if popped is not None else await self._counters.find_one({"_id": EVENT_POSITIONS})
 
     async def newest_position(self) -> int:
         return await self.committed_position()
