@@ -60,6 +60,8 @@ from orchestratex.config._sections import (
     SelectorSettings,
     StorageBackend,
     UpstreamTimeouts,
+    limit_share,
+    queue_share,
     same_socket,
 )
 from orchestratex.config._settings import SECTIONS, Section, SectionNotParsed, Settings
@@ -98,5 +100,7 @@ __all__ = [
     "UpstreamTimeouts",
     "host_name",
     "is_loopback",
+    "limit_share",
+    "queue_share",
     "same_socket",
 ]

@@ -3,6 +3,7 @@ from the environment by its own ``from_env`` (the only code that reads ``ORX_*``
 
 from __future__ import annotations
 
+import re
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -48,7 +49,8 @@ class MongoSettings:
     """MongoDB, which holds the stores instead of the embedded SQLite files when ``uri`` is set."""
 
     uri: Secret = field(default_factory=lambda: Secret(""))
-    """``ORX_MONGODB_URI``; empty: SQLite under ``data_dir``. A secret, since it may carry credentials."""
+    """``ORX_MONGODB_URI``, or the content of the file ``ORX_MONGODB_URI_FILE`` (a mounted Secret); empty: SQLite
+    under ``data_dir``. A secret, since it may carry credentials."""
     database: str = "orchestratex"
     """``ORX_MONGODB_DATABASE``."""
     max_pool_size: int = 100
@@ -62,10 +64,22 @@ class MongoSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> MongoSettings:
-        """Parse ``ORX_MONGODB_*``; raises :class:`ConfigError` naming the variable."""
+        """Parse ``ORX_MONGODB_*`` (the URI file is read here); raises :class:`ConfigError` naming the variable,
+        never the URI."""
         r = p.Reader(env)
+        uri = r.raw("ORX_MONGODB_URI")
+        uri_file = r.raw("ORX_MONGODB_URI_FILE")
+        if uri and uri_file:
+            raise ConfigError("ORX_MONGODB_URI_FILE: set it or ORX_MONGODB_URI, not both")
+        if uri_file:
+            try:
+                uri = Path(uri_file).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"ORX_MONGODB_URI_FILE: cannot read {uri_file!r} ({exc.strerror})") from None
+            except UnicodeDecodeError:
+                raise ConfigError(f"ORX_MONGODB_URI_FILE: {uri_file!r} is not UTF-8 text") from None
         return cls(
-            uri=Secret(r.raw("ORX_MONGODB_URI")),
+            uri=Secret(uri),
             database=r.get("ORX_MONGODB_DATABASE", "orchestratex", p.nonempty),
             max_pool_size=r.get("ORX_MONGODB_MAX_POOL_SIZE", "100", p.whole(1, 100_000)),
             min_pool_size=r.get("ORX_MONGODB_MIN_POOL_SIZE", "0", p.whole(0, 100_000)),
@@ -359,6 +373,35 @@ def _model_limits(raw: str) -> dict[str, ModelLimit]:
     return limits
 
 
+def limit_share(total: int, parts: int) -> int:
+    """One of ``parts`` processes' share of a per-model rate or concurrency limit: ``total // parts``, at least 1.
+
+    Rounded down so the processes together never exceed ``total`` (a vendor's quota, such as the ``:free``
+    models' 20 a minute, answers an excess with 429s and long Retry-After windows); below ``parts`` each still
+    gets 1, or a model would be unusable, and the sum is then ``parts``."""
+    return max(1, total // max(1, parts))
+
+
+def queue_share(total: int, parts: int) -> int:
+    """One of ``parts`` processes' share of a per-model queue: rounded up (0 stays 0, "no queueing"). A queue
+    bounds waiting calls, not requests to the vendor, so rounding up costs no quota."""
+    return -(-total // max(1, parts))
+
+
+_DNS_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", re.ASCII)
+
+
+def _dns_name(value: str) -> str:
+    """A DNS name (no port, no scheme), lowercase, without a trailing dot."""
+    name = value.strip().lower().removesuffix(".")
+    if len(name) > 253 or not all(_DNS_LABEL.fullmatch(label) for label in name.split(".")):
+        raise ValueError(
+            f"expected a DNS name without port or scheme (the providers' headless Service, e.g. providers), "
+            f"got {value!r}"
+        )
+    return name
+
+
 @dataclass(frozen=True)
 class ResilienceSettings:
     """Retries, holds, circuit breakers and client-side limits of the providers' calls (``ORX_PROVIDER_*``).
@@ -400,23 +443,30 @@ class ResilienceSettings:
     """Seconds a call may wait for a slot, never past its deadline (``ORX_PROVIDER_QUEUE_WAIT``)."""
     model_limits: Mapping[str, ModelLimit] = field(default_factory=dict)
     """Per-model limits by model id (``ORX_PROVIDER_MODEL_LIMITS``: ``ID=RPM[/CONCURRENCY]``, comma-separated)."""
+    peers: str = ""
+    """A DNS name with one address per providers pod that shares the limits above (``ORX_PROVIDER_PEERS``; in
+    Kubernetes the providers' headless Service). Each pod then enforces its share, re-counting the addresses
+    every ``peers_interval`` seconds; empty: this pod enforces the whole limits."""
+    peers_interval: float = 10.0
+    """Seconds between two counts of ``peers`` (``ORX_PROVIDER_PEERS_INTERVAL``, 1-3600)."""
 
     def per_worker(self, workers: int) -> ResilienceSettings:
-        """The limits one of ``workers`` processes enforces: each rate, concurrency and queue divided by
-        ``workers`` (rounded down, at least 1; the queue rounded up), so the workers together stay within the
-        configured per-model totals. Breakers and holds are not shared: each worker learns them itself."""
+        """The limits one of ``workers`` processes enforces: each rate and concurrency divided by ``workers``
+        (:func:`limit_share`, rounded down, at least 1; the queue by :func:`queue_share`, rounded up), so the
+        workers together stay within the configured per-model totals. Breakers and holds are not shared: each
+        worker learns them itself. The providers service divides these again by its peers at run time."""
         if workers <= 1:
             return self
 
         def share(value: int) -> int:
-            return max(1, value // workers)
+            return limit_share(value, workers)
 
         return replace(
             self,
             rpm=share(self.rpm),
             free_rpm=share(self.free_rpm),
             concurrency=share(self.concurrency),
-            queue=-(-self.queue // workers),
+            queue=queue_share(self.queue, workers),
             model_limits={
                 model: ModelLimit(
                     rpm=None if limit.rpm is None else share(limit.rpm),
@@ -461,6 +511,8 @@ class ResilienceSettings:
             queue=r.value("ORX_PROVIDER_QUEUE", d.queue, p.bounded(int, 0, 100_000)),
             queue_wait=r.value("ORX_PROVIDER_QUEUE_WAIT", d.queue_wait, p.bounded(float, 0.0, 3600.0)),
             model_limits=r.value("ORX_PROVIDER_MODEL_LIMITS", {}, _model_limits),
+            peers=r.value("ORX_PROVIDER_PEERS", "", _dns_name),
+            peers_interval=r.value("ORX_PROVIDER_PEERS_INTERVAL", d.peers_interval, p.bounded(float, 1.0, 3600.0)),
         )
 
 

@@ -27,6 +27,8 @@ name                                         type      labels                  m
 ``orx_provider_limiter_in_flight``           gauge     model                   upstream requests holding a slot
 ``orx_provider_limiter_wait_seconds``        histogram model                   wait for a slot, per attempt (0: free)
 ``orx_provider_rejections_total``            counter   model, reason           calls refused here, with no request sent
+``orx_provider_peers``                       gauge     (none)                  providers pods sharing the limits (1
+                                                                               without ``ORX_PROVIDER_PEERS``)
 ============================================ ========= ======================= ========================================
 
 Label values:
@@ -147,6 +149,11 @@ REJECTIONS = Counter(
     "Calls refused without an upstream request (open circuit, client-side rate limit, vendor hold), by reason.",
     ("model", "reason"),
 )
+PEERS = Gauge(
+    "orx_provider_peers",
+    "Providers pods counted at ORX_PROVIDER_PEERS, which share the per-model limits (1 when it is unset).",
+)
+PEERS.set(1)  # alone until a count says otherwise (services.providers.peers)
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,7 @@ from orchestratex.secrets import SecretScrubber
 from orchestratex.usage import USAGE_TRAILER
 from orchestratex.v1 import common_pb2, providers_pb2, providers_pb2_grpc
 from services.providers import catalogue as cat
+from services.providers import peers
 from services.providers.backend import (
     Backend,
     ErrorCategory,
@@ -379,8 +380,19 @@ async def build(
                 else _live_backend(settings, catalogue, keys)
             )
         resources.push_async_callback(backend.aclose)
-        # Several workers share the per-model limits: each enforces its share (ResilienceSettings.per_worker).
+        # Several workers share the per-model limits: each enforces its share (ResilienceSettings.per_worker), and
+        # with ORX_PROVIDER_PEERS that share is divided again by the providers pods counted in DNS.
         policy = resilience or Resilience.from_settings(own.resilience.per_worker(common.workers_of("providers")))
+        if own.resilience.peers:
+            peer_count = peers.PeerCount(
+                own.resilience.peers,
+                policy.share_among,
+                interval=own.resilience.peers_interval,
+                resolve=peers.resolve_addresses,
+            )
+            await peer_count.refresh()
+            peer_count.start()
+            resources.push_async_callback(peer_count.close)
         servicer = ProviderServicer(
             catalogue,
             backend,

@@ -44,6 +44,7 @@ def test_peers_follow_a_wildcard_listen_address_to_loopback() -> None:
         ({"ORX_OPENROUTER_BASE_URL": "ftp://x"}, "ORX_OPENROUTER_BASE_URL"),
         ({"ORX_SIM_PROFILE": "/no/such/file.toml"}, "ORX_SIM_PROFILE"),
         ({"ORX_OPENROUTER_API_KEY_FILE": "/no/such/key"}, "ORX_OPENROUTER_API_KEY_FILE"),
+        ({"ORX_MONGODB_URI_FILE": "/no/such/uri"}, "ORX_MONGODB_URI_FILE"),
     ],
 )
 def test_errors_name_the_variable(env: dict[str, str], var: str) -> None:
@@ -63,6 +64,88 @@ def test_key_file_and_secret_hiding(tmp_path: Path) -> None:
     forced = Settings.from_env({"OPENROUTER_API_KEY": "k" * 20, "ORX_PROVIDER_MODE": "simulated"})
     assert forced.providers.simulated
     assert Secret("a") == Secret("a") and Secret("a") != Secret("b")
+
+
+MONGODB_URI = "mongodb://orx:hunter2-supersecret@db-0.mongo:27017/?replicaSet=rs0"
+
+
+def test_mongodb_uri_file_is_read_and_trimmed(tmp_path: Path) -> None:
+    uri_file = tmp_path / "uri"
+    uri_file.write_text(f"  {MONGODB_URI}\r\n\n")
+    s = Settings.from_env({"ORX_MONGODB_URI_FILE": str(uri_file)})
+    assert s.common.mongodb.uri.get() == MONGODB_URI
+    assert s.common.storage_backend == "mongodb"
+    assert s.common.mongodb.uri in s.secrets()
+    assert "supersecret" not in repr(s) and "supersecret" not in f"{s.common.mongodb.uri}"
+    # An empty file (an empty Secret) is no URI: SQLite, as with ORX_MONGODB_URI unset.
+    uri_file.write_text("\n")
+    assert Settings.from_env({"ORX_MONGODB_URI_FILE": str(uri_file)}).common.storage_backend == "sqlite"
+
+
+@pytest.mark.parametrize("content", [MONGODB_URI, ""])
+def test_mongodb_uri_and_its_file_together_are_refused(tmp_path: Path, content: str) -> None:
+    uri_file = tmp_path / "uri"
+    uri_file.write_text(content)
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({"ORX_MONGODB_URI": MONGODB_URI, "ORX_MONGODB_URI_FILE": str(uri_file)})
+    message = str(err.value)
+    assert message.startswith("ORX_MONGODB_URI_FILE:") and "ORX_MONGODB_URI," in message
+    assert "supersecret" not in message and "db-0" not in message
+
+
+def test_mongodb_uri_file_errors_name_the_path_never_the_content(tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({"ORX_MONGODB_URI_FILE": str(missing)})
+    assert str(err.value) == f"ORX_MONGODB_URI_FILE: cannot read {str(missing)!r} (No such file or directory)"
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({"ORX_MONGODB_URI_FILE": str(tmp_path)})
+    assert str(err.value).startswith(f"ORX_MONGODB_URI_FILE: cannot read {str(tmp_path)!r} (")
+    binary = tmp_path / "binary"
+    binary.write_bytes(MONGODB_URI.encode() + b"\xff\xfe")
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({"ORX_MONGODB_URI_FILE": str(binary)})
+    message = str(err.value)
+    assert message == f"ORX_MONGODB_URI_FILE: {str(binary)!r} is not UTF-8 text"
+    assert "supersecret" not in message and "\\x" not in message
+
+
+def test_provider_peers_is_an_optional_dns_name() -> None:
+    default = Settings.from_env({}).providers.resilience
+    assert (default.peers, default.peers_interval) == ("", 10.0)
+    for value, name in [
+        ("providers", "providers"),
+        (" Providers. ", "providers"),
+        ("orx-providers.orchestratex.svc.cluster.local", "orx-providers.orchestratex.svc.cluster.local"),
+    ]:
+        assert Settings.from_env({"ORX_PROVIDER_PEERS": value}).providers.resilience.peers == name
+    custom = Settings.from_env({"ORX_PROVIDER_PEERS": "providers", "ORX_PROVIDER_PEERS_INTERVAL": "2.5"})
+    assert custom.providers.resilience.peers_interval == 2.5
+    assert custom.providers.resilience.per_worker(2).peers == "providers"
+
+
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [
+        ("ORX_PROVIDER_PEERS", "providers:50052"),
+        ("ORX_PROVIDER_PEERS", "dns:///providers:50052"),
+        ("ORX_PROVIDER_PEERS", "http://providers"),
+        ("ORX_PROVIDER_PEERS", "providers..svc"),
+        ("ORX_PROVIDER_PEERS", "-providers"),
+        ("ORX_PROVIDER_PEERS", "pro viders"),
+        ("ORX_PROVIDER_PEERS", "a" * 64),
+        ("ORX_PROVIDER_PEERS", ".".join(["abcdefghij"] * 24)),
+        ("ORX_PROVIDER_PEERS_INTERVAL", "0.5"),
+        ("ORX_PROVIDER_PEERS_INTERVAL", "often"),
+        ("ORX_PROVIDER_PEERS_INTERVAL", "3601"),
+    ],
+)
+def test_bad_provider_peers_name_the_variable(var: str, value: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({var: value})
+    assert str(err.value).startswith(var + ":")
+    if var == "ORX_PROVIDER_PEERS":
+        assert "headless Service" in str(err.value)
 
 
 def test_restart_policy_defaults_and_overrides() -> None:

@@ -8,7 +8,7 @@ with checkov (PyPI, in its own virtualenv ``.venv-tools``, since its pins clash 
 is fixed or skipped by an annotation that gives the reason, and docs/deployment.md lists each skip.
 
 The rest are our own rules, which the generic tools do not know: probes on the right ports, headless Services for
-gRPC, a NetworkPolicy that opens only the gateway to the outside, secrets referenced and never inlined, an
+gRPC, a NetworkPolicy that opens only the gateway to the outside, secrets mounted as files and never inlined, an
 orchestrator whose termination grace covers its drain, resources on every container, and an environment per pod
 that the code's own settings accept.
 
@@ -58,7 +58,7 @@ CALLERS = {
 }
 CLIENT_NAMESPACES = {"orchestratex.io/client": "true"}
 MONITORING_NAMESPACES = {"orchestratex.io/monitoring": "true"}
-# Variables whose value is a secret: they may only come from a Secret (by reference or as a mounted file).
+# Variables whose value is a secret: never in a pod's environment; their _FILE variants name a mounted Secret.
 SECRET_VARIABLES = {"OPENROUTER_API_KEY", "ORX_MONGODB_URI", "ORX_GATEWAY_API_KEYS"}
 # compose's margin between ORX_SHUTDOWN_GRACE and the moment the orchestrator is killed (docker-compose.yml).
 DRAIN_MARGIN = 15
@@ -339,7 +339,7 @@ def test_only_the_gateway_is_open_to_the_outside(overlay: tuple[str, list[Obj]])
         assert _peers_admitted(policies, app, port) == [{"namespaceSelector": {"matchLabels": MONITORING_NAMESPACES}}]
 
 
-def test_secrets_are_referenced_never_inlined(overlay: tuple[str, list[Obj]]) -> None:
+def test_secrets_are_mounted_files_never_inlined(overlay: tuple[str, list[Obj]]) -> None:
     name, objs = overlay
     assert not _of_kind(objs, "Secret"), "Secrets are created with kubectl create secret, never rendered from git"
     assert not SECRET_VARIABLES & set(_config(objs)), "no secret in the ConfigMap"
@@ -353,9 +353,8 @@ def test_secrets_are_referenced_never_inlined(overlay: tuple[str, list[Obj]]) ->
             if v["name"] == m["name"] and "secret" in v
         }
         for variable, env in _env(deployment).items():
-            if variable in SECRET_VARIABLES:
-                assert "value" not in env, f"{app}: {variable} inlined"
-                referenced.add((app, variable, env["valueFrom"]["secretKeyRef"]["name"]))
+            assert variable not in SECRET_VARIABLES, f"{app}: {variable} in the environment, not a file"
+            assert "secretKeyRef" not in env.get("valueFrom", {}), f"{app}: {variable} from a Secret: mount it"
             if variable.endswith("_FILE"):
                 assert str(Path(env["value"]).parent) in secret_mounts, f"{app}: {variable} is not a mounted Secret"
         for volume in pod["volumes"]:
@@ -363,8 +362,28 @@ def test_secrets_are_referenced_never_inlined(overlay: tuple[str, list[Obj]]) ->
                 referenced.add((app, volume["name"], volume["secret"]["secretName"]))
     expected = {("providers", "openrouter", "orx-openrouter"), ("gateway", "api-keys", "orx-gateway-api-keys")}
     if name == "production":
-        expected |= {(app, "ORX_MONGODB_URI", "orx-mongodb") for app in ("orchestrator", "analytics")}
+        expected |= {(app, "mongodb", "orx-mongodb") for app in ("orchestrator", "analytics")}
     assert referenced == expected
+
+
+def test_providers_share_their_limits_among_the_ready_pods(overlay: tuple[str, list[Obj]]) -> None:
+    """ORX_PROVIDER_PEERS names the providers' own headless Service, which lists ready pods only: each pod then
+    counts the pods that take calls and enforces its share of the per-model limits."""
+    objs = overlay[1]
+    deployment = _of_kind(objs, "Deployment")["providers"]
+    name = _env(deployment)["ORX_PROVIDER_PEERS"]["value"]
+    assert "ORX_PROVIDER_PEERS" not in _config(objs), "the providers' own setting, not every pod's"
+    service = _of_kind(objs, "Service")[name]
+    assert service["spec"]["clusterIP"] == "None", "headless: one address per pod"
+    assert not service["spec"].get("publishNotReadyAddresses", False), "a pod not ready takes no calls"
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert _labels_match(service["spec"]["selector"], pod_labels)
+    selected = [
+        d
+        for d in _of_kind(objs, "Deployment").values()
+        if _labels_match(service["spec"]["selector"], d["spec"]["template"]["metadata"]["labels"])
+    ]
+    assert selected == [deployment], "only providers pods behind it, or the count is wrong"
 
 
 def _prestop_seconds(container: Obj) -> int:
@@ -435,7 +454,7 @@ def test_production_keeps_its_state_in_mongodb(rendered: dict[str, list[Obj]]) -
     for name, objs in rendered.items():
         deployments = _of_kind(objs, "Deployment")
         for app, deployment in deployments.items():
-            has_mongo = "ORX_MONGODB_URI" in _env(deployment)
+            has_mongo = "ORX_MONGODB_URI_FILE" in _env(deployment)
             assert has_mongo == (name == "production" and app in ("orchestrator", "analytics")), (name, app)
         # One orchestrator per MongoDB database until its event positions take several writers (deployment.md).
         assert deployments["orchestrator"]["spec"]["replicas"] == 1
@@ -468,15 +487,17 @@ def test_metrics_are_scraped_where_they_are_served(overlay: tuple[str, list[Obj]
 
 def test_each_pod_environment_is_valid_configuration(overlay: tuple[str, list[Obj]], tmp_path: Path) -> None:
     """The variables a pod gets (the ConfigMap, then its own env) parse with the code's own settings and pass the
-    exposure checks a service runs at start; Secret references stand in as placeholder values or files."""
+    exposure checks a service runs at start; mounted Secrets stand in as placeholder files."""
     name, objs = overlay
     placeholder = tmp_path / "secret"
     placeholder.write_text("")
+    mongodb_uri = tmp_path / "mongodb-uri"
+    mongodb_uri.write_text("mongodb://placeholder:27017/?replicaSet=rs0&w=majority\n")
     for app, deployment in _of_kind(objs, "Deployment").items():
         env = dict(_config(objs))
         for variable, entry in _env(deployment).items():
-            if "valueFrom" in entry:
-                env[variable] = "mongodb://placeholder:27017/?replicaSet=rs0&w=majority"
+            if variable == "ORX_MONGODB_URI_FILE":
+                env[variable] = str(mongodb_uri)
             elif variable.endswith("_FILE"):
                 env[variable] = str(placeholder)
             else:
@@ -488,6 +509,6 @@ def test_each_pod_environment_is_valid_configuration(overlay: tuple[str, list[Ob
             common.check_grpc_exposure(app)
         assert common.data_dir == Path("/data")
         assert common.workers_of(app) == 1
-        assert common.storage_backend == ("mongodb" if "ORX_MONGODB_URI" in env else "sqlite"), (name, app)
+        assert common.storage_backend == ("mongodb" if "ORX_MONGODB_URI_FILE" in env else "sqlite"), (name, app)
         for peer, port in GRPC_SERVICES.items():
             assert common.peers[peer] == f"dns:///{peer}:{port}"

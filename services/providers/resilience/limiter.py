@@ -20,8 +20,11 @@ Policy:
 * **Upstream hints**: :meth:`ModelLimiter.hold_until` pauses new starts after a provider 429 with
   Retry-After, so concurrent callers do not hammer a model that just said "wait".
 * Waiting is cancellable: a caller that goes away leaves the queue and never holds a slot.
-
-Limits hold per process (per replica); a shared store would be needed to hold them across replicas.
+* **Shares**: limits hold per process. Where several processes share the configured figures (workers,
+  providers pods counted by ``ORX_PROVIDER_PEERS``), each enforces :meth:`LimitsConfig.shared_by` of them, and
+  :meth:`ModelLimiter.set_limits` changes a limiter's share in place as the count changes: calls holding a slot
+  keep it, queued calls stay in line and re-check against the new figures (a larger share starts them at
+  once), and the rate window keeps the starts it has seen, so a smaller share takes effect as it moves on.
 
 Metrics (:mod:`services.providers.metrics`, children bound per model): ``orx_provider_limiter_queue_length``
 and ``orx_provider_limiter_in_flight`` read :attr:`ModelLimiter.queued` and :attr:`ModelLimiter.in_flight` when
@@ -38,8 +41,9 @@ import math
 import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from orchestratex.config import limit_share, queue_share
 from services.providers import metrics
 from services.providers.resilience.clock import Clock
 from services.providers.resilience.errors import ClientRateLimited
@@ -97,6 +101,28 @@ class LimitsConfig:
                 if value is not None and value < 1:
                     raise ValueError(f"limits for {model_id}: values must be at least 1")
 
+    def shared_by(self, parts: int) -> LimitsConfig:
+        """What one of ``parts`` processes enforces so that together they stay within these limits: every rate
+        and concurrency by :func:`~orchestratex.config.limit_share` (rounded down, at least 1), the queue by
+        :func:`~orchestratex.config.queue_share` (rounded up); ``max_wait`` and the window unchanged."""
+        if parts <= 1:
+            return self
+
+        def share(value: int | None) -> int | None:
+            return None if value is None else limit_share(value, parts)
+
+        return replace(
+            self,
+            rpm=limit_share(self.rpm, parts),
+            free_rpm=limit_share(self.free_rpm, parts),
+            max_concurrent=limit_share(self.max_concurrent, parts),
+            max_queue=queue_share(self.max_queue, parts),
+            overrides={
+                model_id: LimitOverride(rpm=share(override.rpm), max_concurrent=share(override.max_concurrent))
+                for model_id, override in self.overrides.items()
+            },
+        )
+
     def for_model(self, model_id: str) -> ModelLimits:
         """Effective limits of ``model_id``: override, else ``free_rpm`` for ``:free`` ids, else defaults."""
         override = self.overrides.get(model_id, LimitOverride())
@@ -132,6 +158,15 @@ class ModelLimiter:
     def limits(self) -> ModelLimits:
         """The effective limits."""
         return self._limits
+
+    def set_limits(self, limits: ModelLimits) -> None:
+        """Enforce ``limits`` from now on (a changed share). Nothing running is cut: a call holding a slot keeps
+        it (with fewer slots, new starts wait until enough have ended), and the starts already in the rate window
+        still count. Queued calls stay in line and re-check at once: they may start sooner, or, when the smaller
+        share means they can no longer start before their deadline or ``max_wait``, be refused as on arrival."""
+        if limits != self._limits:
+            self._limits = limits
+            self._notify()
 
     @property
     def in_flight(self) -> int:

@@ -52,7 +52,16 @@ variable                             default meaning
 ``ORX_PROVIDER_QUEUE_WAIT``          30      seconds a call may wait for a slot (never past its deadline)
 ``ORX_PROVIDER_MODEL_LIMITS``        ""      per-model ``ID=RPM[/CONCURRENCY]``, comma-separated, e.g.
                                              ``z-ai/glm-4.5=120/8,openai/gpt-oss-120b:free=10,x/y=/2``
+``ORX_PROVIDER_PEERS``               ""      a DNS name with one address per providers pod (the headless
+                                             Service): each pod enforces its share of the limits above
+``ORX_PROVIDER_PEERS_INTERVAL``      10      seconds between two counts of those addresses
 ==================================== ======= ==============================================================
+
+**Shares of the limits.** The limits are per-model totals. Worker processes of one pod each enforce
+``1/workers`` of them from the start (:meth:`~orchestratex.config.ResilienceSettings.per_worker`), and with
+``ORX_PROVIDER_PEERS`` a :class:`~services.providers.peers.PeerCount` divides that again by the providers pods it
+counts (:meth:`Resilience.share_among`), in place and as often as the count changes. Breakers and holds are
+never shared: each process learns them from its own calls.
 """
 
 from __future__ import annotations
@@ -62,7 +71,7 @@ import logging
 import math
 import random
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from orchestratex.config import ResilienceSettings
 from services.providers import metrics
@@ -96,6 +105,8 @@ ENV_VARS = (
     "ORX_PROVIDER_QUEUE",
     "ORX_PROVIDER_QUEUE_WAIT",
     "ORX_PROVIDER_MODEL_LIMITS",
+    "ORX_PROVIDER_PEERS",
+    "ORX_PROVIDER_PEERS_INTERVAL",
 )
 """Every environment variable of the policy (all optional), parsed by
 :class:`orchestratex.config.ResilienceSettings`."""
@@ -171,6 +182,8 @@ class Resilience:
         rng: random.Random | None = None,
     ) -> None:
         self._config = config or ResilienceConfig()
+        self._whole_limits = self._config.limits
+        self._parts = 1
         self._clock = clock
         self._rng = rng or random.Random()
         self._limiters: dict[str, ModelLimiter] = {}
@@ -202,8 +215,28 @@ class Resilience:
 
     @property
     def config(self) -> ResilienceConfig:
-        """The settings."""
+        """The settings, with the limits this process enforces now (its share, see :meth:`share_among`)."""
         return self._config
+
+    @property
+    def parts(self) -> int:
+        """How many processes share the configured limits (1 until :meth:`share_among` says otherwise)."""
+        return self._parts
+
+    def share_among(self, parts: int) -> None:
+        """Enforce one ``parts``-th of the configured limits from now on (:meth:`LimitsConfig.shared_by`).
+
+        Changed in place on every limiter already made, so no call in flight is cut (see
+        :meth:`ModelLimiter.set_limits`). Breakers are untouched.
+        """
+        parts = max(1, parts)
+        if parts == self._parts:
+            return
+        self._parts = parts
+        limits = self._whole_limits.shared_by(parts)
+        self._config = replace(self._config, limits=limits)
+        for model_id, limiter in self._limiters.items():
+            limiter.set_limits(limits.for_model(model_id))
 
     @property
     def clock(self) -> Clock:
