@@ -596,6 +596,9 @@ class OrchestratorSettings:
     (``ORX_OUTBOX_INTERVAL``)."""
     lease_ttl: float = 10.0
     """Seconds the orchestrator's lease on its store lives unrenewed (``ORX_ORCHESTRATOR_LEASE_TTL``)."""
+    change_feed: bool = True
+    """Whether followers of other replicas' sessions are woken by the store's change feed where it has one
+    (MongoDB change streams on a replica set) rather than polling (``ORX_ORCHESTRATOR_CHANGE_FEED``)."""
     shadow_sample_rate: float | None = None
     """Share of sessions whose runner-up models also answer round 1 (``ORX_SHADOW_SAMPLE_RATE``); None: 0.25
     with simulated models, 0 with live ones."""
@@ -607,6 +610,7 @@ class OrchestratorSettings:
         return cls(
             outbox_interval=r.get("ORX_OUTBOX_INTERVAL", "1", p.number(0.01, 3600)),
             lease_ttl=r.get("ORX_ORCHESTRATOR_LEASE_TTL", "10", p.number(0.5, 3600)),
+            change_feed=r.get("ORX_ORCHESTRATOR_CHANGE_FEED", "on", p.flag),
             shadow_sample_rate=r.get("ORX_SHADOW_SAMPLE_RATE", "", p.optional_number(0, 1)),
         )
 

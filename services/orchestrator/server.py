@@ -208,7 +208,7 @@ async def build(settings: Settings, listen: str | None = None) -> GrpcServer:
             return manager.hub.get(session_id) is not None
 
         feed = ChangeFeed(store)
-        if feed.start():
+        if own.change_feed and feed.start():
             manager.feed = feed
             res.push_async_callback(feed.stop)
         replicas = Replicas(store, holder, own.lease_ttl, manager.cancel_now, live_here, leading)

@@ -17,6 +17,7 @@ from orchestratex.config import (
     CommonSettings,
     GatewaySettings,
     ModelLimit,
+    OrchestratorSettings,
     ProvidersSettings,
     ResilienceSettings,
     SectionNotParsed,
@@ -60,6 +61,7 @@ def test_each_variable_lands_in_its_section(tmp_path: Path) -> None:
             "ORX_IDLE_TIMEOUT": "4",
             "ORX_PROVIDER_MODEL_LIMITS": "a/b=5/2",
             "ORX_ORCHESTRATOR_LEASE_TTL": "3",
+            "ORX_ORCHESTRATOR_CHANGE_FEED": "off",
             "ORX_GATEWAY_RATE_LIMIT": "0",
             "ORX_GATEWAY_ALLOWED_HOSTS": "Orx.Example.com:443",
             "ORX_RESTART_MAX_FAILURES": "2",
@@ -71,7 +73,8 @@ def test_each_variable_lands_in_its_section(tmp_path: Path) -> None:
     assert settings.providers.mode == "live" and not settings.providers.simulated
     assert settings.providers.timeouts == UpstreamTimeouts(idle=4.0)
     assert settings.providers.resilience.model_limits == {"a/b": ModelLimit(rpm=5, concurrency=2)}
-    assert settings.orchestrator.lease_ttl == 3.0
+    assert settings.orchestrator.lease_ttl == 3.0 and not settings.orchestrator.change_feed
+    assert Settings.from_env({}).orchestrator.change_feed
     assert (settings.gateway.rate_limit, settings.gateway.allowed_hosts) == (0.0, ("orx.example.com",))
     assert settings.restart.max_failures == 2
     assert Settings.from_env({}).common.log_format is None  # unset: services log JSON, `up` text on a terminal
@@ -83,6 +86,8 @@ def test_a_section_parses_alone_and_names_its_variable() -> None:
         SelectorSettings.from_env(BAD_SELECTOR)
     with pytest.raises(ConfigError, match=r"^ORX_GATEWAY_SEND_QUEUE: "):
         GatewaySettings.from_env({"ORX_GATEWAY_SEND_QUEUE": "0"})
+    with pytest.raises(ConfigError, match=r"^ORX_ORCHESTRATOR_CHANGE_FEED: expected 1 or 0"):
+        OrchestratorSettings.from_env({"ORX_ORCHESTRATOR_CHANGE_FEED": "sometimes"})
     with pytest.raises(ConfigError, match=r"^ORX_APP_URL: expected an http\(s\) URL"):
         ProvidersSettings.from_env({"ORX_APP_URL": "example.com"})
 

@@ -129,3 +129,16 @@ async def test_sessions_outbox_and_restart_on_mongodb(
         assert all(e.session_id != sid for e in again.analytics.events)
     finally:
         await stop_stack(again)
+
+
+@pytest.mark.parametrize("change_feed", ["on", "off"])
+async def test_the_orchestrator_opens_one_change_feed_unless_told_not_to(
+    tmp_path: Path, env: dict[str, str], change_feed: str
+) -> None:
+    stack = await start_stack(tmp_path, ORX_ORCHESTRATOR_CHANGE_FEED=change_feed, **env)
+    try:
+        feeds = [task for task in asyncio.all_tasks() if task.get_name() == "change-feed"]
+        assert len(feeds) == (1 if change_feed == "on" else 0)
+    finally:
+        await stop_stack(stack)
+    assert all(task.done() for task in feeds)
