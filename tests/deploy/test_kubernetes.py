@@ -402,8 +402,6 @@ def test_termination_grace_covers_the_drain(overlay: tuple[str, list[Obj]]) -> N
     orchestrator = _of_kind(overlay[1], "Deployment")["orchestrator"]
     needed = grace + _prestop_seconds(_container(orchestrator)) + DRAIN_MARGIN
     assert orchestrator["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= needed
-    # A new orchestrator never waits on the old one's lease: the old one goes first.
-    assert orchestrator["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 0
     assert _of_kind(overlay[1], "Deployment")["analytics"]["spec"]["strategy"]["type"] == "Recreate"
 
 
@@ -456,8 +454,14 @@ def test_production_keeps_its_state_in_mongodb(rendered: dict[str, list[Obj]]) -
         for app, deployment in deployments.items():
             has_mongo = "ORX_MONGODB_URI_FILE" in _env(deployment)
             assert has_mongo == (name == "production" and app in ("orchestrator", "analytics")), (name, app)
-        # One orchestrator per MongoDB database until its event positions take several writers (deployment.md).
-        assert deployments["orchestrator"]["spec"]["replicas"] == 1
+        # Orchestrator replicas share the MongoDB database; the dev overlay's SQLite file is the pod's own.
+        orchestrator = deployments["orchestrator"]["spec"]
+        if name == "production":
+            assert orchestrator["replicas"] == 2
+            assert orchestrator["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+        else:
+            assert orchestrator["replicas"] == 1
+            assert orchestrator["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
         assert deployments["analytics"]["spec"]["replicas"] == 1
 
 

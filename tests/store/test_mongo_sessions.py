@@ -395,3 +395,27 @@ async def test_sessions_stored_before_prompt_search_are_indexed_by_the_migration
     assert [s.session_id for s in found.sessions] == [rec.session_id]
     await store.close()
     await again.close()
+
+
+async def test_a_lone_writers_batch_costs_two_counter_updates_as_before_the_horizon(target: MongoTarget) -> None:
+    """Reserve (with its place in ``open``) and pop into ``base``: the same three round trips per batch, with the
+    insert, as the single-writer counter had; a reader's horizon is one read."""
+    store = await MongoSessionStore.attach(target.db)
+    rec = session()
+    await store.create_session(tenant(), rec)
+    real = store._counters
+    calls: list[str] = []
+
+    class Counting:
+        def __getattr__(self, name: str) -> Any:
+            calls.append(name)
+            return getattr(real, name)
+
+    store._counters = Counting()  # type: ignore[assignment]
+    await store.append_events([event(rec.session_id, 1), event(rec.session_id, 2)])
+    assert calls == ["find_one_and_update", "find_one_and_update"]
+    calls.clear()
+    assert await store.committed_position() == 2
+    assert calls == ["find_one"]
+    store._counters = real
+    await store.close()
