@@ -419,3 +419,29 @@ async def test_a_lone_writers_batch_costs_two_counter_updates_as_before_the_hori
     assert calls == ["find_one"]
     store._counters = real
     await store.close()
+
+
+async def test_a_batch_whose_mark_fails_is_marked_by_its_retry(target: MongoTarget) -> None:
+    store = await MongoSessionStore.attach(target.db)
+    rec = session()
+    await store.create_session(tenant(), rec)
+    real = store._counters
+    failures = iter([AutoReconnect("connection closed")])
+
+    class MarkFailsOnce:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        async def find_one_and_update(self, query: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+            if "open.0.token" in query and (error := next(failures, None)) is not None:
+                raise error
+            return await real.find_one_and_update(query, *args, **kwargs)
+
+    store._counters = MarkFailsOnce()  # type: ignore[assignment]
+    with pytest.raises(AutoReconnect):
+        await store.append_events([event(rec.session_id, 1)])
+    assert await drain(store, 0) == ([], 0)  # stored, not yet visible
+    await store.append_events([event(rec.session_id, 1), event(rec.session_id, 2)])
+    assert await drain(store, 0) == ([1, 3], 3)  # no 30 s wait: the retry marked the first reservation
+    store._counters = real
+    await store.close()

@@ -307,10 +307,12 @@ class MongoSessionStore(MongoStoreBase, SessionStore):
         ]
         try:
             await self._insert(docs)
+            await self._finish(mine)
         except BaseException:
+            # Done once a retry has stored these events (a mark whose reply was lost looks skipped then, and its
+            # events are moved past the readers: delivered twice at worst, never lost).
             self._unfinished.append(mine)
             raise
-        await self._finish(mine)
         if self._unfinished:
             # Retried batches: once the events of a failed insert are all stored, its positions are done.
             covered = [r for r in self._unfinished if r.keys <= mine.keys]
