@@ -81,7 +81,7 @@ class ChangeFeed:
 
     def start(self) -> bool:
         """Open the feed in the background; False when the store has none."""
-        if self.store.change_feed() is None:
+        if not self.store.has_change_feed:
             return False
         self._task = asyncio.create_task(self._run(), name="change-feed")
         return True
@@ -167,6 +167,9 @@ async def follow_store(
         while True:
             if wake is not None:
                 wake.clear()  # before the read: a store that lands during it wakes the next wait
+            # Live since before the read, so a store during the read was announced (a feed that opened mid-read
+            # may not have seen it: poll once more then).
+            was_live = feed is not None and feed.live
             got = 0
             async for event in stored_events(store, session_id, after):
                 got += 1
@@ -178,7 +181,7 @@ async def follow_store(
                 delay = WATCH_POLL_MIN
                 if got % PAGE == 0:
                     continue
-            if feed is not None and wake is not None and feed.live:
+            if feed is not None and wake is not None and was_live and feed.live:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(FEED_SAFETY_POLL):
                         await wake.wait()
@@ -268,11 +271,20 @@ class Replicas:
         self._live = live
         self._leading = leading
         self._clock = clock
+        #: Sessions this instance adopted but failed to end (the store failed): ended at the next sweep, since
+        #: nobody else will (they are this live instance's now).
+        self._adopted: set[str] = set()
         self._task: asyncio.Task[None] | None = None
 
     async def sweep(self) -> int:
         """Adopt and end every running session whose owner is gone; returns how many this instance ended."""
         ended = 0
+        for session_id in sorted(self._adopted):
+            record = await self.store.get_session(session_id, "")
+            if record is not None and record.status == pb.SESSION_STATUS_RUNNING:
+                await end_interrupted(self.store, record)
+                ended += 1
+            self._adopted.discard(session_id)
         verdicts: dict[str, bool] = {}
         for running in await self.store.running_owners():
             if running.owner == self.instance or self._live(running.session_id):
@@ -289,7 +301,11 @@ class Replicas:
             owner = running.owner or "an orchestrator without replicas"
             log.warning("adopting session %s of %s, which is gone", running.session_id, owner)
             metrics.LEASE_TAKEOVERS.inc()
-            await end_interrupted(self.store, record)
+            try:
+                await end_interrupted(self.store, record)
+            except Exception:
+                self._adopted.add(running.session_id)
+                raise
             ended += 1
         return ended
 

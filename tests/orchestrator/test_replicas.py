@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,6 +146,37 @@ async def adopted_exactly_once(store: SessionStore) -> None:
     alive_record = await store.get_session("s-alive", "")
     assert alive_record is not None and alive_record.status == pb.SESSION_STATUS_RUNNING
     assert sum(await asyncio.gather(*(replicas(f"r{i}").sweep() for i in range(3)))) == 0  # nothing left
+
+
+async def test_a_session_adopted_but_not_ended_is_ended_by_the_next_sweep(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The adopter owns it now, so no other replica will sweep it: the adopter must finish the job."""
+    store = await SqliteSessionStore.open(tmp_path / "orchestrator.db")
+    try:
+        now = time.time()
+        ghost = Holder("elsewhere", "boot-x", 4242, 77, "ghost")
+        await store.claim_lease(instance_lease("ghost"), ghost.encode(), int(now * 1e6), int((now - 1) * 1e6))
+        await store.create_session("t", pb.Session(session_id="s-orphan", status=pb.SESSION_STATUS_RUNNING), "ghost")
+        append = store.append_events
+        failures = iter([OSError("disk full")])
+
+        async def fails_once(events: Sequence[tuple[str, int, bytes]]) -> None:
+            if (error := next(failures, None)) is not None:
+                raise error
+            await append(events)
+
+        monkeypatch.setattr(store, "append_events", fails_once)
+        me = Replicas(store, Holder("here", "boot-y", 1, 1, "me"), 1.0, lambda *_: None, lambda _: False, lambda: False)
+        with pytest.raises(OSError):
+            await me.sweep()
+        orphan = await store.get_session("s-orphan", "")
+        assert orphan is not None and orphan.status == pb.SESSION_STATUS_RUNNING
+        assert await me.sweep() == 1
+        orphan = await store.get_session("s-orphan", "")
+        assert orphan is not None and orphan.status == pb.SESSION_STATUS_FAILED
+    finally:
+        await store.close()
 
 
 def test_best_text_prefers_the_best_round_and_ignores_shadow_answers() -> None:

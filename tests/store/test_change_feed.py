@@ -166,3 +166,52 @@ async def test_a_store_without_a_feed_is_not_followed_by_one(tmp_path: Path) -> 
         assert not ChangeFeed(store).start()
     finally:
         await store.close()
+
+
+async def test_a_follower_that_goes_away_mid_wait_unsubscribes(client: AsyncClientDouble) -> None:
+    store = await MongoSessionStore.attach(db(client))
+    feed = ChangeFeed(store)
+    feed.start()
+    await wait_until(lambda: feed.live)
+    await store.create_session("t", pb.Session(session_id="s", status=pb.SESSION_STATUS_RUNNING), "a")
+    following = follow_store(store, "s", 0, feed=feed, sleep=never_poll)
+    waiting = asyncio.create_task(anext(following))
+    await wait_until(lambda: "s" in feed._waiters)
+    waiting.cancel()  # the WatchSession client disconnected
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert not feed._waiters
+    await feed.stop()
+
+
+async def test_an_event_stored_while_the_feed_opens_is_not_left_to_the_safety_read(client: AsyncClientDouble) -> None:
+    """The feed opens during the follower's read, just after an event was stored that it will never announce:
+    the follower polls once more instead of waiting on the feed."""
+    owner = await MongoSessionStore.attach(db(client))
+    follower = await MongoSessionStore.attach(db(client))
+    await owner.create_session("t", pb.Session(session_id="s", status=pb.SESSION_STATUS_RUNNING), "a")
+    await owner.append_events([started("s")])
+    feed = ChangeFeed(follower)
+    read_events = follower.read_events
+    reads = 0
+
+    async def read_while_the_feed_opens(session_id: str, after_sequence: int, limit: int = 1000) -> list[bytes]:
+        nonlocal reads
+        got = await read_events(session_id, after_sequence, limit)
+        reads += 1
+        if reads == 2:  # the read after event 1 found nothing; meanwhile 2 is stored, then the feed opens
+            await owner.append_events([ended("s", 2)])
+            feed.start()
+            await wait_until(lambda: feed.live)
+        return got
+
+    follower.read_events = read_while_the_feed_opens  # type: ignore[method-assign]
+    polls: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        polls.append(seconds)
+
+    async with asyncio.timeout(10):
+        got = [e.sequence async for e in follow_store(follower, "s", 0, feed=feed, sleep=sleep)]
+    assert got == [1, 2] and polls == [0.02, 0.04]  # polled after event 1, and once more as the feed opened
+    await feed.stop()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from pymongo.errors import AutoReconnect, BulkWriteError
 from orchestratex.config import Settings
 from orchestratex.store import mongo
 from orchestratex.store.mongo import SCHEMA_COLLECTION, client_options, connect, duplicate_indexes
+from orchestratex.v1 import orchestrator_pb2 as pb
 from services.orchestrator.store.base import SessionQuery
 from services.orchestrator.store.mongo import (
     COUNTERS,
@@ -120,9 +122,13 @@ async def test_a_failed_batch_holds_the_horizon_until_its_retry_stores_its_event
 
 
 async def test_a_dead_writers_reservation_is_skipped_once_old_and_what_landed_is_read(target: MongoTarget) -> None:
+    """The age that counts is how long the reader has watched the reservation head the list, on its own clock:
+    the dead writer's clock is an hour off, and changes nothing."""
     clock = Clock()
     await (await MongoSessionStore.attach(target.db)).close()
-    dead = MongoSessionStore(target.db, clock=clock)
+    skewed = Clock()
+    skewed.now -= 3600
+    dead = MongoSessionStore(target.db, clock=skewed)
     live = MongoSessionStore(target.db, hole_timeout=30, clock=clock)
     rec = session()
     await live.create_session(tenant(), rec)
@@ -164,9 +170,10 @@ async def test_a_writer_slower_than_the_hole_timeout_moves_its_events_past_the_r
     slow._events = Stalls()  # type: ignore[assignment]
     writing = asyncio.create_task(slow.append_events([event(rec.session_id, 1), event(rec.session_id, 2)]))
     await entered.wait()
-    clock.now += 31  # the reader gives up on the stalled batch
     await reader.append_events([event(rec.session_id, 3)])
-    assert await drain(reader, 0) == ([3], 3)
+    assert await drain(reader, 0) == ([], 0)  # the reader sees the stalled batch at the head...
+    clock.now += 31
+    assert await drain(reader, 0) == ([3], 3)  # ... and gives up on it
     release.set()
     await writing  # it lands at 1 and 2, below the reader's cursor, finds itself skipped and moves on
     assert await drain(reader, 3) == ([4, 5], 5)
@@ -444,4 +451,141 @@ async def test_a_batch_whose_mark_fails_is_marked_by_its_retry(target: MongoTarg
     await store.append_events([event(rec.session_id, 1), event(rec.session_id, 2)])
     assert await drain(store, 0) == ([1, 3], 3)  # no 30 s wait: the retry marked the first reservation
     store._counters = real
+    await store.close()
+
+
+async def test_a_reservation_whose_reply_is_lost_is_marked_done_at_once(target: MongoTarget) -> None:
+    store = await MongoSessionStore.attach(target.db)
+    rec = session()
+    await store.create_session(tenant(), rec)
+    real = store._counters
+
+    class ReplyLost:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        async def find_one_and_update(self, query: dict[str, Any], update: Any, **kwargs: Any) -> Any:
+            result = await real.find_one_and_update(query, update, **kwargs)
+            if "$push" in update:
+                raise AutoReconnect("connection closed")  # applied on the server, the reply lost
+            return result
+
+    store._counters = ReplyLost()  # type: ignore[assignment]
+    with pytest.raises(AutoReconnect):
+        await store.append_events([event(rec.session_id, 1)])
+    store._counters = real
+    await store.append_events([event(rec.session_id, 1)])
+    assert await drain(store, 0) == ([2], 2)  # position 1 was never written, and holds nothing back
+    await store.close()
+
+
+async def test_a_failed_fold_never_fails_the_batch_that_was_written(target: MongoTarget) -> None:
+    store = await MongoSessionStore.attach(target.db)
+    other = await MongoSessionStore.attach(target.db)
+    rec = session()
+    await store.create_session(tenant(), rec)
+    first = await store._reserve(1)  # heads the list
+    await other.append_events([event(rec.session_id, 2)])  # flagged done behind it
+    real = store._counters
+
+    class FoldFails:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        async def find_one_and_update(self, query: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+            if query.get("open.0.done") is True:
+                raise AutoReconnect("connection closed")
+            return await real.find_one_and_update(query, *args, **kwargs)
+
+    store._counters = FoldFails()  # type: ignore[assignment]
+    await store._finish(first)  # its own pop succeeded: done, whatever the fold did
+    store._counters = real
+    assert await drain(store, 0) == ([2], 2)
+    await store.close()
+    await other.close()
+
+
+@pytest.mark.parametrize("seed", range(3))
+async def test_writers_stalling_past_the_hole_timeout_lose_nothing(
+    target: MongoTarget, seed: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Writers stall at random points while the reader's clock jumps past the hole timeout: reservations are
+    skipped under live writers, who move their events. Every stored event is still read at least once, and
+    the counter's invariant holds after every step."""
+    rng = random.Random(seed)
+    clock = Clock()
+    await (await MongoSessionStore.attach(target.db)).close()
+    writers = [MongoSessionStore(target.db, hole_timeout=30, clock=clock) for _ in range(3)]
+    reader = MongoSessionStore(target.db, hole_timeout=30, clock=clock)
+    rec = session()
+    await reader.create_session(tenant(), rec)
+    for store in writers:
+
+        class Stalling:
+            def __init__(self, real: Any) -> None:
+                self.real = real
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(self.real, name)
+
+            async def insert_many(self, docs: list[dict[str, Any]], **kwargs: Any) -> Any:
+                for _ in range(rng.choice((0, 1, 5, 40))):
+                    await asyncio.sleep(0)
+                return await self.real.insert_many(docs, **kwargs)
+
+        store._events = Stalling(store._events)  # type: ignore[assignment]
+    sequences = iter(range(1, 10_000))
+
+    async def write(store: MongoSessionStore) -> None:
+        for _ in range(10):
+            await store.append_events([event(rec.session_id, next(sequences)) for _ in range(rng.randint(1, 4))])
+
+    delivered: set[int] = set()
+    cursor = 0
+    done = asyncio.Event()
+
+    async def read() -> None:
+        nonlocal cursor
+        while not done.is_set():
+            while page := await reader.events_after(cursor, 5):
+                delivered.update(pb.OrchestrationEvent.FromString(r.payload).sequence for r in page)
+                cursor = page[-1].position
+            counter = await target.db[COUNTERS].find_one({"_id": EVENT_POSITIONS})
+            assert counter["base"] + sum(r["count"] for r in counter["open"]) == counter["allocated"]
+            if rng.random() < 0.3:
+                clock.now += 31
+            await asyncio.sleep(0)
+
+    reading = asyncio.create_task(read())
+    await asyncio.gather(*(write(w) for w in writers))
+    done.set()
+    await reading
+    clock.now += 31
+    while page := await reader.events_after(cursor, 5):
+        delivered.update(pb.OrchestrationEvent.FromString(r.payload).sequence for r in page)
+        cursor = page[-1].position
+    stored = await target.db[EVENTS].find({"session_id": rec.session_id}).to_list(None)
+    assert delivered == {d["sequence"] for d in stored}
+    assert sorted(d["sequence"] for d in stored) == list(range(1, len(stored) + 1))  # each stored once, none lost
+    assert not reader._unfinished and not any(w._unfinished for w in writers)
+    assert "moving" in caplog.text  # live writers were skipped, and moved their events
+    for store in [*writers, reader]:
+        await store.close()
+
+
+async def test_the_v4_migration_waits_for_a_live_orchestrator_of_the_release_before_replicas(
+    target: MongoTarget,
+) -> None:
+    await target.db[SCHEMA_COLLECTION].insert_one({"_id": "sessions", "version": 3, "migrations": []})
+    await target.db[COUNTERS].insert_one({"_id": EVENT_POSITIONS, "allocated": 5, "committed": 5})
+    now_us = time.time_ns() // 1000
+    await target.db["leases"].insert_one({"_id": "orchestrator", "holder": "old", "expires_us": now_us + 60_000_000})
+    with pytest.raises(RuntimeError, match="release before replicas still holds this MongoDB database"):
+        await MongoSessionStore.attach(target.db)
+    counter = await target.db[COUNTERS].find_one({"_id": EVENT_POSITIONS})
+    assert counter["committed"] == 5 and "base" not in counter  # untouched
+    await target.db["leases"].update_one({"_id": "orchestrator"}, {"$set": {"expires_us": now_us - 1}})
+    store = await MongoSessionStore.attach(target.db)  # the old one is gone: converted
+    counter = await target.db[COUNTERS].find_one({"_id": EVENT_POSITIONS})
+    assert (counter["base"], counter["open"], counter["allocated"]) == (5, [], 5)
     await store.close()

@@ -107,6 +107,9 @@ class SessionStore(abc.ABC):
     #: renew its lease must assume another one took over).
     shared: bool = False
 
+    #: Whether :meth:`change_feed` returns a feed (it may still fail to open: MongoDB needs a replica set).
+    has_change_feed: bool = False
+
     def change_feed(self) -> AsyncGenerator[str, None] | None:
         """A push feed of stored events, or None when the store has none (followers then poll).
 
@@ -193,7 +196,7 @@ class SessionStore(abc.ABC):
     @abc.abstractmethod
     async def newest_position(self) -> int:
         """The highest store position a reader of :meth:`events_after` can reach (0 when none): with the
-        outbox cursor, how many events are still to deliver (positions are contiguous)."""
+        outbox cursor, about how many events are still to deliver (an upper bound: positions can have gaps)."""
 
     @abc.abstractmethod
     async def get_cursor(self, name: str) -> int:

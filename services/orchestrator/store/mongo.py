@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import secrets
@@ -13,6 +14,7 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Self
 
+import pymongo
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, DuplicateKeyError
@@ -28,6 +30,7 @@ from orchestratex.store.mongo import (
     ensure_schema,
 )
 from orchestratex.v1 import orchestrator_pb2
+from services.orchestrator.lease import LEASE_NAME
 from services.orchestrator.store.base import (
     LeaseRecord,
     RunningSession,
@@ -41,6 +44,8 @@ from services.orchestrator.store.base import (
 )
 
 log = logging.getLogger(__name__)
+
+AFTER = ReturnDocument.AFTER
 
 SESSIONS = "sessions"
 EVENTS = "events"
@@ -117,18 +122,35 @@ async def _sessions_v3(db: MongoDb) -> None:
 async def _sessions_v4(db: MongoDb) -> None:
     """Version 4: the position horizon several writers share. ``committed`` (one writer's high-water mark)
     becomes ``base`` plus a list of ``open`` reservations; positions an older release reserved but never
-    committed are committed now, as that release did when its next process took the lease. Converts once:
-    a second process running this migration after writers started must not wipe their reservations."""
+    committed are committed now, as that release did when its next process took the lease.
+
+    Refused while an orchestrator of that release still holds the database (its exclusive lease is live): it
+    neither speaks the horizon nor survives the conversion. Converts once, by compare-and-set on ``allocated``:
+    a second process running this migration after writers started never wipes their reservations."""
     counters = db[COUNTERS]
-    doc = await counters.find_one({"_id": EVENT_POSITIONS})
-    if doc is not None and "base" in doc:
-        return
-    allocated = int(doc["allocated"]) if doc else 0
-    await counters.update_one(
-        {"_id": EVENT_POSITIONS, "base": {"$exists": False}},
-        {"$set": {"allocated": allocated, "base": allocated, "open": []}, "$unset": {"committed": ""}},
-        upsert=doc is None,
-    )
+    while True:
+        doc = await counters.find_one({"_id": EVENT_POSITIONS})
+        if doc is not None and "base" in doc:
+            return
+        if doc is not None and "committed" in doc:
+            lease = await db[LEASES].find_one({"_id": LEASE_NAME})
+            if lease is not None and int(lease["expires_us"]) > time.time_ns() // 1000:
+                raise RuntimeError(
+                    "an orchestrator of a release before replicas still holds this MongoDB database (lease "
+                    f"{LEASE_NAME!r}); stop it before starting this release (docs/deployment.md, "
+                    '"Upgrading to replicas on MongoDB")'
+                )
+        allocated = int(doc["allocated"]) if doc else 0
+        unconverted: Document = {"_id": EVENT_POSITIONS, "base": {"$exists": False}}
+        if doc is not None:
+            unconverted["allocated"] = allocated
+        update = {"$set": {"allocated": allocated, "base": allocated, "open": []}, "$unset": {"committed": ""}}
+        try:
+            result = await counters.update_one(unconverted, update, upsert=doc is None)
+        except DuplicateKeyError:
+            continue  # another process created it first: look again
+        if result.matched_count or result.upserted_id is not None:
+            return
 
 
 SESSION_MIGRATIONS: tuple[Migration, ...] = (
@@ -139,8 +161,14 @@ SESSION_MIGRATIONS: tuple[Migration, ...] = (
 )
 
 HOLE_TIMEOUT = 30.0
-"""Seconds a reservation may stay open at the head of the horizon before readers skip it (its writer is
-presumed dead: far longer than a batch takes, and than clock differences between hosts)."""
+"""Seconds a reader watches the same reservation stay open at the head of the horizon before it skips it (its
+writer is presumed dead). Measured on the reader's own clock, so the hosts' clocks never have to agree."""
+WRITE_TIMEOUT = HOLE_TIMEOUT / 3
+"""Seconds an insert or a move of a batch may take, retries included (PyMongo's client-side operation timeout,
+which the server enforces too): no write of a batch can still land when readers skip its reservation."""
+HEAD: Document = {"base": 1, "open": {"$slice": 1}}
+"""What the horizon needs of the counter document: ``base`` and the first reservation (the list can be long
+while a dead writer's reservation holds it)."""
 
 
 @dataclass(frozen=True)
@@ -152,6 +180,8 @@ class _Reservation:
     count: int
     keys: frozenset[tuple[str, int]] = frozenset()
     """The events it holds, as ``(session_id, sequence)``."""
+    reserved_at: float = 0.0
+    """When it was reserved (``time.monotonic``)."""
 
 
 class MongoSessionStore(MongoStoreBase, SessionStore):
@@ -174,14 +204,15 @@ class MongoSessionStore(MongoStoreBase, SessionStore):
     The **horizon**, the highest position readers may see, is ``base`` plus the counts of the leading done
     reservations: no position below it can still be written. :meth:`events_after` reads up to it only.
 
-    A writer that dies between 1 and 3 leaves its reservation open, which holds the horizon until the
-    reservation is :data:`HOLE_TIMEOUT` old; then a reader flags it done-and-skipped, so whatever of that
-    batch landed is read and the rest never will be. A writer still alive but slower than that finds its
-    reservation skipped when it tries to mark it (a compare-and-set decides between the two) and moves
-    its events to a fresh reservation, beyond any reader's cursor: analytics may then see them twice, which
-    it absorbs (ingestion is idempotent). A batch whose insert failed leaves its reservation open too; the
-    writer's retry (the :class:`EventWriter` resends the same events first) marks it done once all its
-    events are stored.
+    A writer that dies between 1 and 3 leaves its reservation open, which holds the horizon until a reader has
+    seen it at the head for :data:`HOLE_TIMEOUT` seconds on its own clock; then the reader flags it
+    done-and-skipped. Inserts are bounded by :data:`WRITE_TIMEOUT`, so by then nothing of that batch can still
+    land: what landed is read, the rest never will be. A writer still alive but slower than that (its process
+    stalled) finds its reservation skipped when it tries to mark it (a compare-and-set decides between the two)
+    and moves its events to a fresh reservation, beyond any reader's cursor: analytics may then see them twice,
+    which it absorbs (ingestion is idempotent). A batch whose insert or mark failed leaves its reservation open
+    too; the writer's retry (the :class:`EventWriter` resends the same events first) marks it done once all its
+    events are stored. A reservation whose reply was lost is marked done at once (nothing was written into it).
     """
 
     def __init__(
@@ -190,7 +221,7 @@ class MongoSessionStore(MongoStoreBase, SessionStore):
         client: AsyncMongoClient[Document] | None = None,
         *,
         hole_timeout: float = HOLE_TIMEOUT,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(db, client)
         self._sessions: AsyncCollection[Document] = db[SESSIONS]
@@ -199,11 +230,15 @@ class MongoSessionStore(MongoStoreBase, SessionStore):
         self._cursors: AsyncCollection[Document] = db[CURSORS]
         self.hole_timeout = hole_timeout
         self._clock = clock
-        #: Reservations of batches whose insert failed: marked done once a later batch stored their events.
+        #: Reservations of batches whose insert or mark failed: marked done once a later batch stored their events
+        #: (given up after two hole timeouts: readers have skipped them by then).
         self._unfinished: list[_Reservation] = []
+        #: The head reservation this reader is watching, and since when (its clock).
+        self._head_seen: tuple[str, float] = ("", 0.0)
 
     APPNAME = "orchestratex-orchestrator"
     shared = True
+    has_change_feed = True
 
     @classmethod
     async def attach(cls, db: MongoDb, client: AsyncMongoClient[Document] | None = None) -> Self:
@@ -306,7 +341,8 @@ class MongoSessionStore(MongoStoreBase, SessionStore):
             for i, (sid, seq, payload) in enumerate(events)
         ]
         try:
-            await self._insert(docs)
+            with pymongo.timeout(WRITE_TIMEOUT):
+                await self._insert(docs)
             await self._finish(mine)
         except BaseException:
             # Done once a retry has stored these events (a mark whose reply was lost looks skipped then, and its
@@ -314,25 +350,43 @@ class MongoSessionStore(MongoStoreBase, SessionStore):
             self._unfinished.append(mine)
             raise
         if self._unfinished:
-            # Retried batches: once the events of a failed insert are all stored, its positions are done.
-            covered = [r for r in self._unfinished if r.keys <= mine.keys]
-            self._unfinished = [r for r in self._unfinished if not r.keys <= mine.keys]
-            for reservation in covered:
-                await self._finish(reservation)
+            await self._finish_retried(mine.keys)
+
+    async def _finish_retried(self, stored: frozenset[tuple[str, int]]) -> None:
+        """Mark the reservations of failed batches whose events are all stored now; a failure here waits for
+        the next batch (the one just stored is durable and marked)."""
+        for reservation in list(self._unfinished):
+            if reservation.keys <= stored:
+                try:
+                    await self._finish(reservation)
+                except Exception as exc:
+                    log.warning("marking an earlier batch's positions failed (%s); the next batch tries again", exc)
+                    return
+                self._unfinished.remove(reservation)
+            elif self._clock() - reservation.reserved_at > 2 * self.hole_timeout:
+                self._unfinished.remove(reservation)  # never retried (its writer gave up); readers skipped it
 
     async def _reserve(self, count: int, keys: frozenset[tuple[str, int]] = frozenset()) -> _Reservation:
         """Reserve ``count`` positions: the range and its place in ``open`` in one atomic update."""
         token = secrets.token_hex(8)
-        entry = {"token": token, "count": count, "at_us": int(self._clock() * 1e6), "done": False}
-        counter = await self._counters.find_one_and_update(
-            {"_id": EVENT_POSITIONS},
-            {"$inc": {"allocated": count}, "$push": {"open": entry}, "$setOnInsert": {"base": 0}},
-            upsert=True,
-            return_document=ReturnDocument.AFTER,
-        )
+        entry = {"token": token, "count": count, "at_us": time.time_ns() // 1000, "done": False}
+        try:
+            counter = await self._counters.find_one_and_update(
+                {"_id": EVENT_POSITIONS},
+                {"$inc": {"allocated": count}, "$push": {"open": entry}, "$setOnInsert": {"base": 0}},
+                projection={"allocated": 1},
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
+        except Exception:
+            # The reservation may have been made and its reply lost: nothing will be written into it, so it is
+            # done (if this fails too, readers skip it once it has held the horizon for the hole timeout).
+            with contextlib.suppress(Exception):
+                await self._flag_done(token)
+            raise
         if counter is None:  # cannot happen with upsert and ReturnDocument.AFTER
             raise RuntimeError("event position counter missing")
-        return _Reservation(token, int(counter["allocated"]) - count + 1, count, keys)
+        return _Reservation(token, int(counter["allocated"]) - count + 1, count, keys, self._clock())
 
     async def _insert(self, docs: list[Document]) -> None:
         try:
@@ -350,8 +404,8 @@ class MongoSessionStore(MongoStoreBase, SessionStore):
                 {"position": {"$gte": mine.start, "$lt": mine.start + mine.count}}, {"position": 1}
             ).to_list(None)
             log.warning(
-                "a batch of %d event positions was skipped while it was being written (slower than %.0f s); "
-                "moving its %d stored events to new positions",
+                "a batch of %d event positions was skipped before it was marked written (its process stalled "
+                "for over %.0f s?); moving its %d stored events to new positions",
                 mine.count,
                 self.hole_timeout,
                 len(landed),
@@ -359,25 +413,39 @@ class MongoSessionStore(MongoStoreBase, SessionStore):
             if not landed:
                 return
             old = sorted(int(d["position"]) for d in landed)
-            mine = await self._reserve(len(old))
-            await self._events.bulk_write(
-                [UpdateOne({"position": p}, {"$set": {"position": mine.start + i}}) for i, p in enumerate(old)],
-                ordered=True,
-            )
+            moved = await self._reserve(len(old), mine.keys)
+            try:
+                with pymongo.timeout(WRITE_TIMEOUT):
+                    await self._events.bulk_write(
+                        [
+                            UpdateOne({"position": p}, {"$set": {"position": moved.start + i}})
+                            for i, p in enumerate(old)
+                        ],
+                        ordered=True,
+                    )
+            except BaseException:
+                self._unfinished.append(moved)  # what did move is marked with the batch's retry
+                raise
+            mine = moved
 
     async def _mark_done(self, mine: _Reservation) -> bool:
         """Pop the reservation into ``base`` when it heads ``open``, else flag it done; False when a reader
         skipped it first."""
         head = {"_id": EVENT_POSITIONS, "open.0.token": mine.token, "open.0.done": False}
         popped = await self._counters.find_one_and_update(
-            head, {"$pop": {"open": -1}, "$inc": {"base": mine.count}}, return_document=ReturnDocument.AFTER
+            head, {"$pop": {"open": -1}, "$inc": {"base": mine.count}}, projection=HEAD, return_document=AFTER
         )
         if popped is not None:
-            # Batches behind it that finished first are folded in too (no extra round trip when there are none).
-            while popped is not None and popped.get("open") and popped["open"][0]["done"]:
-                popped = await self._pop(popped["open"][0])
+            # Batches behind it that finished first are folded in too (no extra round trip when there are none);
+            # an error here is left to the readers, who fold as they go.
+            with contextlib.suppress(Exception):
+                while popped is not None and popped.get("open") and popped["open"][0]["done"]:
+                    popped = await self._pop(popped["open"][0])
             return True
-        pending = {"_id": EVENT_POSITIONS, "open": {"$elemMatch": {"token": mine.token, "done": False}}}
+        return await self._flag_done(mine.token)
+
+    async def _flag_done(self, token: str) -> bool:
+        pending = {"_id": EVENT_POSITIONS, "open": {"$elemMatch": {"token": token, "done": False}}}
         flagged = await self._counters.update_one(pending, {"$set": {"open.$.done": True}})
         return bool(flagged.modified_count)
 
@@ -472,11 +540,11 @@ class MongoSessionStore(MongoStoreBase, SessionStore):
     async def committed_position(self) -> int:
         """The horizon: the highest position readers may see (no batch below it can still be written).
 
-        Folds leading done reservations into ``base`` and skips a head reservation older than
-        :attr:`hole_timeout` (its writer is presumed dead), both by compare-and-set, so any number of
-        readers may do it at once.
+        Folds leading done reservations into ``base``, and skips the head reservation once this reader has seen
+        it there, not done, for :attr:`hole_timeout` seconds (its writer is presumed dead), both by
+        compare-and-set, so any number of readers may do it at once.
         """
-        doc = await self._counters.find_one({"_id": EVENT_POSITIONS})
+        doc = await self._counters.find_one({"_id": EVENT_POSITIONS}, HEAD)
         while doc is not None:
             horizon = int(doc["base"])
             reservations: list[Document] = doc.get("open", [])
@@ -486,31 +554,35 @@ class MongoSessionStore(MongoStoreBase, SessionStore):
             if head["done"]:
                 doc = await self._pop(head)
                 continue
-            age = self._clock() - int(head["at_us"]) / 1e6
-            if age <= self.hole_timeout:
+            now = self._clock()
+            token, since = self._head_seen
+            if token != head["token"]:
+                self._head_seen = (head["token"], now)
+                return horizon
+            if now - since <= self.hole_timeout:
                 return horizon
             stale = {"_id": EVENT_POSITIONS, "open": {"$elemMatch": {"token": head["token"], "done": False}}}
             skipped = await self._counters.update_one(stale, {"$set": {"open.$.done": True, "open.$.skipped": True}})
             if skipped.modified_count:
                 log.warning(
-                    "skipped %d event positions (%d-%d) reserved %.0f s ago by a writer that never finished; "
-                    "whatever of them was stored is still delivered",
+                    "skipped %d event positions (%d-%d): their writer reserved them and never marked them written "
+                    "in %.0f s; whatever of them was stored is still delivered",
                     head["count"],
                     horizon + 1,
                     horizon + int(head["count"]),
-                    age,
+                    now - since,
                 )
-            doc = await self._counters.find_one({"_id": EVENT_POSITIONS})
+            doc = await self._counters.find_one({"_id": EVENT_POSITIONS}, HEAD)
         return 0
 
     async def _pop(self, head: Document) -> Document | None:
         """Fold ``head`` (the first reservation, as last read) into ``base`` if it still heads ``open``; the
-        counter document afterwards."""
+        counter document afterwards (``base`` and the new head)."""
         match = {"_id": EVENT_POSITIONS, "open.0.token": head["token"], "open.0.done": head["done"]}
         popped = await self._counters.find_one_and_update(
-            match, {"$pop": {"open": -1}, "$inc": {"base": head["count"]}}, return_document=ReturnDocument.AFTER
+            match, {"$pop": {"open": -1}, "$inc": {"base": head["count"]}}, projection=HEAD, return_document=AFTER
         )
-        return popped if popped is not None else await self._counters.find_one({"_id": EVENT_POSITIONS})
+        return popped if popped is not None else await self._counters.find_one({"_id": EVENT_POSITIONS}, HEAD)
 
     async def newest_position(self) -> int:
         return await self.committed_position()
