@@ -142,3 +142,22 @@ async def test_the_orchestrator_opens_one_change_feed_unless_told_not_to(
     finally:
         await stop_stack(stack)
     assert all(task.done() for task in feeds)
+
+
+async def test_both_replicas_sessions_reach_analytics_once_through_the_leaders_outbox(
+    stack: Stack, replica: on_sqlite.Replica
+) -> None:
+    """Two writers on one database, one outbox (the leader's): each replica's events are delivered once each, and
+    each session's in order."""
+    on_a = await stack.run(prompt="first, on A", max_rounds=1)
+    on_b = [r.event async for r in replica.stub.Orchestrate(pb.OrchestrateRequest(prompt="then on B", max_rounds=1))]
+    expected = [e for e in on_a + on_b if not e.HasField("response_delta")]
+    await wait_until(lambda: len(stack.analytics.events) >= len(expected))
+    delivered = stack.analytics.events
+    assert sorted(delivered, key=lambda e: (e.session_id, e.sequence)) == sorted(
+        expected, key=lambda e: (e.session_id, e.sequence)
+    )
+    assert len({(e.session_id, e.sequence) for e in delivered}) == len(delivered)
+    for session_id in {e.session_id for e in expected}:
+        sequences = [e.sequence for e in delivered if e.session_id == session_id]
+        assert sequences == sorted(sequences), session_id  # store-position order keeps each session's order
