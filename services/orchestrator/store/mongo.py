@@ -335,14 +335,20 @@ class MongoSessionStore(MongoStoreBase, SessionStore):
         await self._shielded(lambda: self._append(events))
 
     async def _append(self, events: Sequence[tuple[str, int, bytes]]) -> None:
-        mine = await self._reserve(len(events), frozenset((sid, seq) for sid, seq, _ in events))
-        docs = [
-            {"position": mine.start + i, "session_id": sid, "sequence": seq, "payload": payload}
-            for i, (sid, seq, payload) in enumerate(events)
-        ]
-        try:
-            with pymongo.timeout(WRITE_TIMEOUT):
+        # One deadline from the reservation to the end of the insert: past it the driver sends nothing more, so no
+        # event of this batch can land after readers skip its reservation, even if this process froze meanwhile.
+        with pymongo.timeout(WRITE_TIMEOUT):
+            mine = await self._reserve(len(events), frozenset((sid, seq) for sid, seq, _ in events))
+            docs = [
+                {"position": mine.start + i, "session_id": sid, "sequence": seq, "payload": payload}
+                for i, (sid, seq, payload) in enumerate(events)
+            ]
+            try:
                 await self._insert(docs)
+            except BaseException:
+                self._unfinished.append(mine)
+                raise
+        try:
             await self._finish(mine)
         except BaseException:
             # Done once a retry has stored these events (a mark whose reply was lost looks skipped then, and its
@@ -413,9 +419,9 @@ class MongoSessionStore(MongoStoreBase, SessionStore):
             if not landed:
                 return
             old = sorted(int(d["position"]) for d in landed)
-            moved = await self._reserve(len(old), mine.keys)
-            try:
-                with pymongo.timeout(WRITE_TIMEOUT):
+            with pymongo.timeout(WRITE_TIMEOUT):
+                moved = await self._reserve(len(old), mine.keys)
+                try:
                     await self._events.bulk_write(
                         [
                             UpdateOne({"position": p}, {"$set": {"position": moved.start + i}})
@@ -423,9 +429,9 @@ class MongoSessionStore(MongoStoreBase, SessionStore):
                         ],
                         ordered=True,
                     )
-            except BaseException:
-                self._unfinished.append(moved)  # what did move is marked with the batch's retry
-                raise
+                except BaseException:
+                    self._unfinished.append(moved)  # what did move is marked with the batch's retry
+                    raise
             mine = moved
 
     async def _mark_done(self, mine: _Reservation) -> bool:
