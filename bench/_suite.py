@@ -11,18 +11,13 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-from orchestratex.config import Settings
-from orchestratex.grpc_server import GrpcServer
-from orchestratex.v1 import orchestrator_pb2_grpc
 
 BIN = Path(sys.executable).parent
 SERVICE_NAMES = {
@@ -225,34 +220,3 @@ def cluster(data_dir: Path, extra_env: dict[str, str] | None = None) -> Iterator
     finally:
         for name in list(c.procs)[::-1]:
             c.stop(name)
-
-
-@asynccontextmanager
-async def in_process_stack(
-    env: dict[str, str], backend: Any = None
-) -> AsyncIterator[orchestrator_pb2_grpc.OrchestratorServiceStub]:
-    """Providers, analytics, selector and orchestrator built in this process on port 0 and wired to each
-    other; yields a stub for the orchestrator. ``backend`` replaces the providers' model source."""
-    from services.analytics import server as analytics_server
-    from services.orchestrator import server as orchestrator_server
-    from services.providers import server as providers_server
-    from services.selector import server as selector_server
-
-    env = dict(env)
-    servers: list[GrpcServer] = []
-    try:
-        for name, build in (
-            ("providers", lambda s: providers_server.build(s, "127.0.0.1:0", backend=backend)),
-            ("analytics", lambda s: analytics_server.build(s, "127.0.0.1:0")),
-            ("selector", lambda s: selector_server.build(s, "127.0.0.1:0")),
-            ("orchestrator", lambda s: orchestrator_server.build(s, "127.0.0.1:0")),
-        ):
-            srv = await build(Settings.from_env(env))
-            await srv.start()
-            servers.append(srv)
-            env[f"ORX_{name.upper()}_ADDR"] = f"127.0.0.1:{srv.port}"
-        async with grpc.aio.insecure_channel(env["ORX_ORCHESTRATOR_ADDR"]) as channel:
-            yield orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
-    finally:
-        for srv in reversed(servers):
-            await srv.stop(0)

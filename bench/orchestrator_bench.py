@@ -71,7 +71,6 @@ from bench._suite import (
     cluster,
     cpu_seconds,
     free_port,
-    in_process_stack,
     percentile,
     rss_kib,
     sample_sum,
@@ -83,6 +82,7 @@ from orchestratex.grpc_client import open_channel
 from orchestratex.loopmon import LoopLagMonitor
 from orchestratex.v1 import orchestrator_pb2 as pb
 from orchestratex.v1 import orchestrator_pb2_grpc
+from tests.orchestrator.real_stack import real_services
 
 FIXED_PROFILE = """
 seed = 7
@@ -608,7 +608,7 @@ async def part2() -> dict[str, Any]:
         settings = Settings.from_env(base)
         sim = Simulator.from_settings(settings, cat.load_catalogue(settings))
         rows = []
-        async with in_process_stack(base, backend=sim) as stub:
+        async with real_services(base, backend=sim) as stub:
             for domain, prompts in PROMPTS.items():
                 for prompt in prompts:
                     request = pb.OrchestrateRequest(
@@ -742,7 +742,7 @@ async def part3(sessions: int = 20) -> dict[str, Any]:
                 "OPENROUTER_API_KEY": DEFAULT_KEY,
                 "ORX_OPENROUTER_BASE_URL": standin.base_url,
             }
-            async with in_process_stack(base) as stub:
+            async with real_services(base) as stub:
                 for i in range(sessions):
                     for mode, samples in results.items():
                         before = len(standin.chat_requests())

@@ -32,9 +32,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench._suite import in_process_stack
 from orchestratex.v1 import common_pb2
 from orchestratex.v1 import orchestrator_pb2 as pb
+from tests.orchestrator.real_stack import real_services
 
 BEST = "meta-llama/llama-4-maverick"
 SKILL = {
@@ -105,7 +105,7 @@ async def run_policy(policy: str, prompts: list[str], profile: Path) -> dict[str
         rng = random.Random(5)
         chosen: list[str] = []
         domains_seen: dict[int, int] = {}
-        async with in_process_stack(base) as stub:
+        async with real_services(base) as stub:
             for prompt in prompts:
                 prefs = common_pb2.Preferences(quality_weight=1.0, cost_weight=0.0, latency_weight=0.0)
                 if policy == "random":

@@ -36,7 +36,7 @@ from orchestratex.v1 import orchestrator_pb2 as pb
 from services.orchestrator import metrics
 from services.orchestrator.hub import TERMINAL_KINDS, now_timestamp
 from services.orchestrator.lease import LEASE_NAME, Holder, provably_dead
-from services.orchestrator.replay import PAGE, stored_events
+from services.orchestrator.replay import stored_events
 from services.orchestrator.store.base import SessionStore
 
 log = logging.getLogger(__name__)
@@ -179,8 +179,6 @@ async def follow_store(
                     return
             if got:
                 delay = WATCH_POLL_MIN
-                if got % PAGE == 0:
-                    continue
             if feed is not None and wake is not None and was_live and feed.live:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(FEED_SAFETY_POLL):

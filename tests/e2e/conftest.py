@@ -148,20 +148,22 @@ class Processes:
         self.procs[key or name] = proc
         return proc
 
-    async def healthy(self, name: str, within: float = 60) -> None:
+    async def healthy(self, name: str, within: float = 60, key: str = "") -> None:
+        """Wait until service ``name``, running as process ``key`` (default ``name``), reports SERVING."""
+        key = key or name
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
-        async with grpc.aio.insecure_channel(self.addr[name]) as channel:
+        async with grpc.aio.insecure_channel(self.addr[key]) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             while True:
-                assert self.procs[name].poll() is None, f"{name} exited with {self.procs[name].returncode}"
+                assert self.procs[key].poll() is None, f"{key} exited with {self.procs[key].returncode}"
                 try:
                     reply = await stub.Check(health_pb2.HealthCheckRequest(service=GRPC_SERVICES[name]), timeout=1)
                     if reply.status == health_pb2.HealthCheckResponse.SERVING:
                         return
                 except grpc.aio.AioRpcError:
                     pass
-                assert loop.time() < deadline, f"{name} did not become healthy"
+                assert loop.time() < deadline, f"{key} did not become healthy"
                 await asyncio.sleep(0.05)
 
 

@@ -10,7 +10,6 @@ import signal
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from orchestratex.v1 import orchestrator_pb2 as pb
 from orchestratex.v1 import orchestrator_pb2_grpc
@@ -19,7 +18,6 @@ from tests.ports import free_port
 
 pytestmark = pytest.mark.e2e
 
-SERVICE = "orchestratex.v1.OrchestratorService"
 TERMINAL = ("session_completed", "session_failed")
 
 
@@ -31,23 +29,6 @@ def _replica(processes: Processes, key: str) -> str:
     return address
 
 
-async def _serving(processes: Processes, key: str, within: float = 60) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    async with grpc.aio.insecure_channel(processes.addr[key]) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while True:
-            assert processes.procs[key].poll() is None, f"{key} exited with {processes.procs[key].returncode}"
-            try:
-                reply = await stub.Check(health_pb2.HealthCheckRequest(service=SERVICE), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.aio.AioRpcError:
-                pass
-            assert loop.time() < deadline, f"{key} did not become healthy"
-            await asyncio.sleep(0.05)  # polling health, with a deadline
-
-
 async def _suite(processes: Processes, replicas: tuple[str, ...]) -> None:
     for name in ("providers", "selector", "analytics"):
         processes.start(name)
@@ -56,7 +37,7 @@ async def _suite(processes: Processes, replicas: tuple[str, ...]) -> None:
     for name in ("providers", "selector", "analytics"):
         await processes.healthy(name)
     for key in replicas:
-        await _serving(processes, key)
+        await processes.healthy("orchestrator", key=key)
 
 
 async def _answering(stub: orchestrator_pb2_grpc.OrchestratorServiceStub, prompt: str) -> str:
@@ -150,7 +131,7 @@ async def test_a_rolling_restart_under_load_loses_no_event(processes: Processes)
             processes.procs[key].wait(90)
             assert processes.procs[key].returncode == 0
             _replica(processes, key)
-            await _serving(processes, key)
+            await processes.healthy("orchestrator", key=key)
             await channels[key].close(None)
             channels[key] = grpc.aio.insecure_channel(processes.addr[key])
             stubs[key] = orchestrator_pb2_grpc.OrchestratorServiceStub(channels[key])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import grpc
 
@@ -14,9 +15,12 @@ from orchestratex.v1 import orchestrator_pb2_grpc
 
 
 @asynccontextmanager
-async def real_services(env: dict[str, str]) -> AsyncIterator[orchestrator_pb2_grpc.OrchestratorServiceStub]:
+async def real_services(
+    env: dict[str, str], backend: Any = None
+) -> AsyncIterator[orchestrator_pb2_grpc.OrchestratorServiceStub]:
     """Start every service with settings from ``env`` (each peer's address added as it starts); yields a stub for
-    the orchestrator and stops them all, last first."""
+    the orchestrator and stops them all, last first. ``backend`` replaces the providers' model source (the
+    benchmarks use it too)."""
     from services.analytics import server as analytics_server
     from services.orchestrator import server as orchestrator_server
     from services.providers import server as providers_server
@@ -26,12 +30,12 @@ async def real_services(env: dict[str, str]) -> AsyncIterator[orchestrator_pb2_g
     servers: list[GrpcServer] = []
     try:
         for name, build in (
-            ("providers", providers_server.build),
-            ("analytics", analytics_server.build),
-            ("selector", selector_server.build),
-            ("orchestrator", orchestrator_server.build),
+            ("providers", lambda s: providers_server.build(s, "127.0.0.1:0", backend=backend)),
+            ("analytics", lambda s: analytics_server.build(s, "127.0.0.1:0")),
+            ("selector", lambda s: selector_server.build(s, "127.0.0.1:0")),
+            ("orchestrator", lambda s: orchestrator_server.build(s, "127.0.0.1:0")),
         ):
-            srv = await build(Settings.from_env(env), "127.0.0.1:0")
+            srv = await build(Settings.from_env(env))
             await srv.start()
             servers.append(srv)
             env[f"ORX_{name.upper()}_ADDR"] = f"127.0.0.1:{srv.port}"

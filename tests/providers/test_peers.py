@@ -21,42 +21,14 @@ from services.providers.resilience import (
     LimitOverride,
     LimitsConfig,
     ManualClock,
-    ModelLimiter,
     Resilience,
     ResilienceConfig,
     config_from_settings,
 )
 from services.providers.server import build
+from tests.providers.test_resilience import T0, Holder, until
 
-T0 = 1000.0
 MODEL = "m/peers"
-
-
-async def until(condition: Callable[[], bool], turns: int = 200) -> None:
-    """Let other tasks run until ``condition`` holds (bounded: fails instead of hanging)."""
-    for _ in range(turns):
-        if condition():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("condition not reached")
-
-
-class Holder:
-    """A task holding one slot of a limiter until released."""
-
-    def __init__(self, lim: ModelLimiter, deadline: float | None = None) -> None:
-        self.entered = asyncio.Event()
-        self.release = asyncio.Event()
-        self.task = asyncio.create_task(self._run(lim, deadline))
-
-    async def _run(self, lim: ModelLimiter, deadline: float | None) -> None:
-        async with lim.slot(deadline):
-            self.entered.set()
-            await self.release.wait()
-
-    async def done(self) -> None:
-        self.release.set()
-        await self.task
 
 
 class FakeDns:

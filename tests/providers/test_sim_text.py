@@ -29,20 +29,12 @@ from services.providers.backend import (
     Role,
 )
 from services.providers.catalogue import Catalogue
-from services.providers.sim_profile import load_profile
 from services.providers.simulator import Simulator
-from tests.providers.test_simulator import FAST, draft_id, run
+from tests.providers.test_catalogue import SIX as MODELS
+from tests.providers.test_simulator import draft_id, run, simulator
 
 PROMPTS = load_prompts()
 SCHEMA = json.loads(PROMPTS.critique_schema_json)
-MODELS = (
-    "z-ai/glm-4.5",
-    "openai/gpt-oss-120b",
-    "meta-llama/llama-4-maverick",
-    "moonshotai/kimi-k2",
-    "qwen/qwen3-coder",
-    "tngtech/deepseek-r1t2-chimera",
-)
 SAMPLES = {
     "coding": "Write a Python function that merges two sorted lists",
     "math": "A train leaves at 3pm going 60 mph; another at 4pm going 80 mph. When does the second catch up?",
@@ -54,10 +46,6 @@ SAMPLES = {
     "classification": "Classify the sentiment of this review: the battery lasts all day.",
     "brainstorming": "Brainstorm ten ideas for a team offsite",
 }
-
-
-def sim(catalogue: Catalogue, profile: Path | None = None) -> Simulator:
-    return Simulator(catalogue, load_profile(profile, catalogue), speed=FAST)
 
 
 def call(
@@ -110,7 +98,7 @@ def body_of(text: str) -> str:
 
 @pytest.mark.parametrize("domain", sorted(SAMPLES))
 async def test_each_domain_has_its_shape_and_the_prompts_words(catalogue: Catalogue, domain: str) -> None:
-    s = sim(catalogue)
+    s = simulator(catalogue)
     prompt = SAMPLES[domain]
     for model in MODELS:
         text = await answer(s, catalogue, model, prompt, domain)
@@ -143,7 +131,7 @@ async def test_each_domain_has_its_shape_and_the_prompts_words(catalogue: Catalo
 
 
 async def test_first_drafts_mostly_score_5_to_7_5(catalogue: Catalogue) -> None:
-    s = sim(catalogue)
+    s = simulator(catalogue)
     rounds: list[float] = []
     for i, (domain, prompt) in enumerate(itertools.islice(itertools.cycle(SAMPLES.items()), 108)):
         author = MODELS[i % len(MODELS)]
@@ -158,7 +146,7 @@ async def test_first_drafts_mostly_score_5_to_7_5(catalogue: Catalogue) -> None:
 
 
 async def test_two_critics_name_different_points_in_different_words(catalogue: Catalogue) -> None:
-    s = sim(catalogue)
+    s = simulator(catalogue)
     same_points = 0
     for i in range(40):
         domain, prompt = list(SAMPLES.items())[i % len(SAMPLES)]
@@ -172,7 +160,7 @@ async def test_two_critics_name_different_points_in_different_words(catalogue: C
 
 
 async def test_weaknesses_agree_with_the_score(catalogue: Catalogue) -> None:
-    s = sim(catalogue)
+    s = simulator(catalogue)
     errors = {
         a.error.format(**sim_text._slots(sim_text.context(p), ""))
         for d, p in SAMPLES.items()
@@ -199,7 +187,7 @@ async def test_weaknesses_agree_with_the_score(catalogue: Catalogue) -> None:
 
 
 async def test_a_schema_with_an_integer_score_gets_one(catalogue: Catalogue) -> None:
-    s = sim(catalogue)
+    s = simulator(catalogue)
     prompt = SAMPLES["math"]
     text = await answer(s, catalogue, "qwen/qwen3-coder", prompt, "math")
     data = await review(s, catalogue, "z-ai/glm-4.5", prompt, text, "math", schema=True)
@@ -210,7 +198,7 @@ async def test_a_schema_with_an_integer_score_gets_one(catalogue: Catalogue) -> 
 
 
 async def test_a_refinement_adds_what_the_review_asked_for_and_keeps_the_rest(catalogue: Catalogue) -> None:
-    s = sim(catalogue)
+    s = simulator(catalogue)
     prompt = SAMPLES["coding"]
     first = await answer(s, catalogue, "qwen/qwen3-coder", prompt, "coding")
     record = s.draft(draft_id(first))
@@ -229,7 +217,7 @@ async def test_a_refinement_adds_what_the_review_asked_for_and_keeps_the_rest(ca
 
 
 async def test_code_aspects_rewrite_the_code_block(catalogue: Catalogue) -> None:
-    s = sim(catalogue)
+    s = simulator(catalogue)
     for i in range(12):
         prompt = f"Write a Python function that counts words in a file, case {i}"
         first = await answer(s, catalogue, "meta-llama/llama-4-maverick", prompt, "coding")
@@ -249,7 +237,7 @@ async def test_code_aspects_rewrite_the_code_block(catalogue: Catalogue) -> None
 async def test_refinement_through_real_critiques_gains_less_each_time(
     catalogue: Catalogue, write_file: Callable[..., Path]
 ) -> None:
-    s = sim(catalogue, write_file("regress_rate = 0.0\n"))
+    s = simulator(catalogue, write_file("regress_rate = 0.0\n"))
     steps: list[list[float]] = [[], [], []]
     for i in range(12):
         domain, prompt = list(SAMPLES.items())[i % len(SAMPLES)]
@@ -271,7 +259,7 @@ async def test_refinement_through_real_critiques_gains_less_each_time(
 
 
 async def test_a_regression_is_visible(catalogue: Catalogue, write_file: Callable[..., Path]) -> None:
-    s = sim(catalogue, write_file("regress_rate = 1.0\n"))
+    s = simulator(catalogue, write_file("regress_rate = 1.0\n"))
     regressions = 0
     for i in range(30):
         prompt = f"{SAMPLES['factual']} ({i})"
@@ -295,7 +283,7 @@ async def test_same_calls_same_words(catalogue: Catalogue) -> None:
         )
         return [text, json.dumps(data), refined]
 
-    assert await session(sim(catalogue)) == await session(sim(catalogue))
+    assert await session(simulator(catalogue)) == await session(simulator(catalogue))
 
 
 def test_every_domain_has_aspects_with_recognisable_titles() -> None:

@@ -9,6 +9,7 @@ import logging
 import random
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -72,6 +73,29 @@ async def test_every_query_path_has_its_index(target: MongoTarget) -> None:
         assert bool(info[spec.name].get("unique")) == spec.unique
 
 
+class Through:
+    """A collection that passes every call on to ``real``, except those a subclass overrides (a test's fault)."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def pause_inserts(store: MongoSessionStore, pauses: Callable[[], int]) -> None:
+    """Make every insert of ``store`` yield to the event loop ``pauses()`` times first (other writers and the
+    reader run meanwhile)."""
+
+    class Paused(Through):
+        async def insert_many(self, docs: list[dict[str, Any]], **kwargs: Any) -> Any:
+            for _ in range(pauses()):
+                await asyncio.sleep(0)
+            return await self.real.insert_many(docs, **kwargs)
+
+    store._events = Paused(store._events)  # type: ignore[assignment]
+
+
 class Clock:
     """A wall clock the test moves by hand (the horizon compares reservation times with it)."""
 
@@ -98,17 +122,14 @@ async def test_a_failed_batch_holds_the_horizon_until_its_retry_stores_its_event
     await store.append_events([event(rec.session_id, 1)])
     real_events = store._events
 
-    class FirstLandsThenFails:
+    class FirstLandsThenFails(Through):
         """The insert stores the first event, then the connection drops (the reply is lost)."""
 
-        def __getattr__(self, name: str) -> Any:
-            return getattr(real_events, name)
-
         async def insert_many(self, docs: list[dict[str, Any]], **kwargs: Any) -> Any:
-            await real_events.insert_one(docs[0])
+            await self.real.insert_one(docs[0])
             raise AutoReconnect("connection closed")
 
-    store._events = FirstLandsThenFails()  # type: ignore[assignment]
+    store._events = FirstLandsThenFails(real_events)  # type: ignore[assignment]
     with pytest.raises(AutoReconnect):
         await store.append_events([event(rec.session_id, 2), event(rec.session_id, 3)])
     store._events = real_events
@@ -155,19 +176,15 @@ async def test_a_writer_slower_than_the_hole_timeout_moves_its_events_past_the_r
     reader = MongoSessionStore(target.db, hole_timeout=30, clock=clock)
     rec = session()
     await reader.create_session(tenant(), rec)
-    real_events = slow._events
     entered, release = asyncio.Event(), asyncio.Event()
 
-    class Stalls:
-        def __getattr__(self, name: str) -> Any:
-            return getattr(real_events, name)
-
+    class Stalls(Through):
         async def insert_many(self, docs: list[dict[str, Any]], **kwargs: Any) -> Any:
             entered.set()
             await release.wait()
-            return await real_events.insert_many(docs, **kwargs)
+            return await self.real.insert_many(docs, **kwargs)
 
-    slow._events = Stalls()  # type: ignore[assignment]
+    slow._events = Stalls(slow._events)  # type: ignore[assignment]
     writing = asyncio.create_task(slow.append_events([event(rec.session_id, 1), event(rec.session_id, 2)]))
     await entered.wait()
     await reader.append_events([event(rec.session_id, 3)])
@@ -193,21 +210,7 @@ async def test_several_writers_and_a_reader_at_once_lose_nothing(target: MongoTa
     rec = session()
     await writers[0].create_session(tenant(), rec)
     for store in writers:
-        real = store._events
-
-        class Jittery:
-            def __init__(self, real: Any) -> None:
-                self.real = real
-
-            def __getattr__(self, name: str) -> Any:
-                return getattr(self.real, name)
-
-            async def insert_many(self, docs: list[dict[str, Any]], **kwargs: Any) -> Any:
-                for _ in range(rng.randrange(6)):
-                    await asyncio.sleep(0)
-                return await self.real.insert_many(docs, **kwargs)
-
-        store._events = Jittery(real)  # type: ignore[assignment]
+        pause_inserts(store, lambda: rng.randrange(6))
     sequences = iter(range(1, 10_000))
     written: list[int] = []
 
@@ -352,21 +355,17 @@ async def test_a_slow_batch_never_lets_the_outbox_skip_it(target: MongoTarget) -
     release = asyncio.Event()
     entered = asyncio.Event()
 
-    class SlowFirstInsert:
-        def __init__(self) -> None:
-            self.first = True
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(real_events, name)
+    class SlowFirstInsert(Through):
+        first = True
 
         async def insert_many(self, docs: list[dict[str, Any]], **kwargs: Any) -> Any:
             if self.first:
                 self.first = False
                 entered.set()
                 await release.wait()
-            return await real_events.insert_many(docs, **kwargs)
+            return await self.real.insert_many(docs, **kwargs)
 
-    store._events = SlowFirstInsert()  # type: ignore[assignment]
+    store._events = SlowFirstInsert(real_events)  # type: ignore[assignment]
     slow = asyncio.create_task(store.append_events([event(rec.session_id, 1), event(rec.session_id, 2)]))
     await entered.wait()
     fast = asyncio.create_task(store.append_events([event(rec.session_id, 3)]))
@@ -413,12 +412,12 @@ async def test_a_lone_writers_batch_costs_two_counter_updates_as_before_the_hori
     real = store._counters
     calls: list[str] = []
 
-    class Counting:
+    class Counting(Through):
         def __getattr__(self, name: str) -> Any:
             calls.append(name)
-            return getattr(real, name)
+            return super().__getattr__(name)
 
-    store._counters = Counting()  # type: ignore[assignment]
+    store._counters = Counting(real)  # type: ignore[assignment]
     await store.append_events([event(rec.session_id, 1), event(rec.session_id, 2)])
     assert calls == ["find_one_and_update", "find_one_and_update"]
     calls.clear()
@@ -435,16 +434,13 @@ async def test_a_batch_whose_mark_fails_is_marked_by_its_retry(target: MongoTarg
     real = store._counters
     failures = iter([AutoReconnect("connection closed")])
 
-    class MarkFailsOnce:
-        def __getattr__(self, name: str) -> Any:
-            return getattr(real, name)
-
+    class MarkFailsOnce(Through):
         async def find_one_and_update(self, query: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
             if "open.0.token" in query and (error := next(failures, None)) is not None:
                 raise error
-            return await real.find_one_and_update(query, *args, **kwargs)
+            return await self.real.find_one_and_update(query, *args, **kwargs)
 
-    store._counters = MarkFailsOnce()  # type: ignore[assignment]
+    store._counters = MarkFailsOnce(real)  # type: ignore[assignment]
     with pytest.raises(AutoReconnect):
         await store.append_events([event(rec.session_id, 1)])
     assert await drain(store, 0) == ([], 0)  # stored, not yet visible
@@ -460,17 +456,14 @@ async def test_a_reservation_whose_reply_is_lost_is_marked_done_at_once(target: 
     await store.create_session(tenant(), rec)
     real = store._counters
 
-    class ReplyLost:
-        def __getattr__(self, name: str) -> Any:
-            return getattr(real, name)
-
+    class ReplyLost(Through):
         async def find_one_and_update(self, query: dict[str, Any], update: Any, **kwargs: Any) -> Any:
-            result = await real.find_one_and_update(query, update, **kwargs)
+            result = await self.real.find_one_and_update(query, update, **kwargs)
             if "$push" in update:
                 raise AutoReconnect("connection closed")  # applied on the server, the reply lost
             return result
 
-    store._counters = ReplyLost()  # type: ignore[assignment]
+    store._counters = ReplyLost(real)  # type: ignore[assignment]
     with pytest.raises(AutoReconnect):
         await store.append_events([event(rec.session_id, 1)])
     store._counters = real
@@ -488,16 +481,13 @@ async def test_a_failed_fold_never_fails_the_batch_that_was_written(target: Mong
     await other.append_events([event(rec.session_id, 2)])  # flagged done behind it
     real = store._counters
 
-    class FoldFails:
-        def __getattr__(self, name: str) -> Any:
-            return getattr(real, name)
-
+    class FoldFails(Through):
         async def find_one_and_update(self, query: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
             if query.get("open.0.done") is True:
                 raise AutoReconnect("connection closed")
-            return await real.find_one_and_update(query, *args, **kwargs)
+            return await self.real.find_one_and_update(query, *args, **kwargs)
 
-    store._counters = FoldFails()  # type: ignore[assignment]
+    store._counters = FoldFails(real)  # type: ignore[assignment]
     await store._finish(first)  # its own pop succeeded: done, whatever the fold did
     store._counters = real
     assert await drain(store, 0) == ([2], 2)
@@ -520,20 +510,7 @@ async def test_writers_stalling_past_the_hole_timeout_lose_nothing(
     rec = session()
     await reader.create_session(tenant(), rec)
     for store in writers:
-
-        class Stalling:
-            def __init__(self, real: Any) -> None:
-                self.real = real
-
-            def __getattr__(self, name: str) -> Any:
-                return getattr(self.real, name)
-
-            async def insert_many(self, docs: list[dict[str, Any]], **kwargs: Any) -> Any:
-                for _ in range(rng.choice((0, 1, 5, 40))):
-                    await asyncio.sleep(0)
-                return await self.real.insert_many(docs, **kwargs)
-
-        store._events = Stalling(store._events)  # type: ignore[assignment]
+        pause_inserts(store, lambda: rng.choice((0, 1, 5, 40)))
     sequences = iter(range(1, 10_000))
 
     async def write(store: MongoSessionStore) -> None:
